@@ -1,0 +1,210 @@
+// Package series is the vocabulary shared by the storage engine and its
+// clients (ingest, query): labels, matchers, samples, the sample iterator
+// contract and the errors that cross package boundaries.
+//
+// It must stay a leaf: standard library only, no I/O, no knowledge of how
+// or where samples are stored.
+package series
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"unicode/utf8"
+)
+
+// MetricName is the label that holds a series' metric name.
+const MetricName = "__name__"
+
+// Errors that callers branch on. Validation errors wrap ErrInvalid so that
+// front ends can map them to InvalidArgument / HTTP 400 with one check.
+var (
+	// ErrInvalid marks input that can never be stored as given.
+	ErrInvalid = errors.New("invalid input")
+	// ErrOutOfRetention marks a sample older than anything the database keeps.
+	ErrOutOfRetention = errors.New("sample is older than the retention")
+	// ErrClosed is returned by operations on a closed database.
+	ErrClosed = errors.New("database is closed")
+)
+
+// Label is one name/value pair of a series.
+type Label struct {
+	Name, Value string
+}
+
+// Labels is a label set sorted by name with unique names. Constructors in
+// this package keep it sorted; code that builds one by hand must call Sort.
+type Labels []Label
+
+// FromStrings builds Labels from name, value pairs and sorts them.
+// It panics on an odd number of arguments: that is a programming error.
+func FromStrings(nv ...string) Labels {
+	if len(nv)%2 != 0 {
+		panic("series.FromStrings: odd number of arguments")
+	}
+	ls := make(Labels, 0, len(nv)/2)
+	for i := 0; i < len(nv); i += 2 {
+		ls = append(ls, Label{nv[i], nv[i+1]})
+	}
+	ls.Sort()
+	return ls
+}
+
+// Sort sorts the set by name (insertion sort: label sets are small and
+// usually already sorted, where this is a single pass).
+func (ls Labels) Sort() {
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+}
+
+// Get returns the value of name, or "" when the set has no such label.
+func (ls Labels) Get(name string) string {
+	for _, l := range ls {
+		if l.Name == name {
+			return l.Value
+		}
+	}
+	return ""
+}
+
+// Equal reports whether two sets hold the same pairs.
+func (ls Labels) Equal(o Labels) bool {
+	if len(ls) != len(o) {
+		return false
+	}
+	for i := range ls {
+		if ls[i] != o[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Copy returns a deep copy whose strings do not alias caller buffers.
+func (ls Labels) Copy() Labels {
+	out := make(Labels, len(ls))
+	for i, l := range ls {
+		out[i] = Label{strings.Clone(l.Name), strings.Clone(l.Value)}
+	}
+	return out
+}
+
+// String renders the set as {a="1", b="2"}, the way Prometheus prints it.
+func (ls Labels) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range ls {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(l.Name)
+		b.WriteString("=")
+		fmt.Fprintf(&b, "%q", l.Value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Hash returns a 64-bit FNV-1a hash of the set. It is part of the on-disk
+// format (the series lookup key): never change it.
+func (ls Labels) Hash() uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for _, l := range ls {
+		for i := 0; i < len(l.Name); i++ {
+			h = (h ^ uint64(l.Name[i])) * prime
+		}
+		h = (h ^ 0xff) * prime
+		for i := 0; i < len(l.Value); i++ {
+			h = (h ^ uint64(l.Value[i])) * prime
+		}
+		h = (h ^ 0xfe) * prime
+	}
+	return h
+}
+
+// Validate checks the rules of the data model and names the first broken
+// one. The returned error wraps ErrInvalid.
+func (ls Labels) Validate() error {
+	if len(ls) == 0 {
+		return fmt.Errorf("%w: empty label set", ErrInvalid)
+	}
+	hasName := false
+	for i, l := range ls {
+		if !ValidLabelName(l.Name) {
+			return fmt.Errorf("%w: series %s: invalid label name %q", ErrInvalid, ls, l.Name)
+		}
+		if i > 0 {
+			if l.Name == ls[i-1].Name {
+				return fmt.Errorf("%w: series %s: duplicate label name %q", ErrInvalid, ls, l.Name)
+			}
+			if l.Name < ls[i-1].Name {
+				return fmt.Errorf("%w: series %s: labels not sorted by name", ErrInvalid, ls)
+			}
+		}
+		if !utf8.ValidString(l.Value) {
+			return fmt.Errorf("%w: series %s: label %q has a value that is not valid UTF-8", ErrInvalid, ls, l.Name)
+		}
+		if l.Name == MetricName {
+			if l.Value == "" {
+				return fmt.Errorf("%w: series %s: empty metric name (__name__)", ErrInvalid, ls)
+			}
+			hasName = true
+		}
+	}
+	if !hasName {
+		return fmt.Errorf("%w: series %s: missing metric name (__name__)", ErrInvalid, ls)
+	}
+	return nil
+}
+
+// ValidLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]*.
+func ValidLabelName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// Sample is one point of a series.
+type Sample struct {
+	T int64 // milliseconds since the Unix epoch
+	V float64
+}
+
+// StaleNaN is Prometheus's stale marker: a NaN with a specific payload that
+// marks the end of a series. It must be stored and returned bit for bit.
+var StaleNaN = math.Float64frombits(0x7ff0000000000002)
+
+// IsStaleNaN reports whether v is the stale marker (by bits: any NaN
+// compares unequal to itself).
+func IsStaleNaN(v float64) bool { return math.Float64bits(v) == 0x7ff0000000000002 }
+
+// Iterator walks the samples of one series in increasing time order.
+//
+// Contract: Next and Seek return false at the end or on an error, after
+// which Err tells which. At is valid only after Next or Seek returned true,
+// and until the next call to Next or Seek. Seek(t) moves to the first sample
+// at or after t; it never moves backwards, so a Seek to a time before the
+// current sample returns true and stays put. An Iterator is not safe for
+// concurrent use.
+type Iterator interface {
+	Next() bool
+	Seek(t int64) bool
+	At() (t int64, v float64)
+	Err() error
+}
