@@ -149,6 +149,11 @@ func (ls Labels) Validate() error {
 				return fmt.Errorf("%w: series %s: labels not sorted by name", ErrInvalid, ls)
 			}
 		}
+		if strings.IndexByte(l.Value, 0) >= 0 {
+			// The index separates values with 0x00; refusing it keeps every
+			// lookup exact.
+			return fmt.Errorf("%w: series %s: label %q has a value with a NUL byte", ErrInvalid, ls, l.Name)
+		}
 		if !utf8.ValidString(l.Value) {
 			return fmt.Errorf("%w: series %s: label %q has a value that is not valid UTF-8", ErrInvalid, ls, l.Name)
 		}

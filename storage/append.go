@@ -1,0 +1,237 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// walRecordV1 is the first byte of a WAL record (part of the on-disk
+// format: never change). The record is:
+//
+//	byte 0     1
+//	uvarint    sample count
+//	per sample uvarint series ID, varint timestamp delta from the previous
+//	           sample of the record (the first from 0), 8 bytes value
+//	           bits little-endian
+const walRecordV1 = 1
+
+type pendingSample struct {
+	s *memSeries
+	t int64
+	v float64
+}
+
+// Appender collects samples and makes them durable in one Commit. It is
+// not safe for concurrent use; use one per goroutine (they are cheap and
+// reusable after Commit or Rollback).
+type Appender struct {
+	db      *DB
+	samples []pendingSample
+	buf     []byte
+	posted  map[postedKey]struct{}
+}
+
+type postedKey struct {
+	id  uint64
+	day uint32
+}
+
+// Appender returns a new appender.
+func (db *DB) Appender() *Appender { return &Appender{db: db} }
+
+// Append adds one sample of the series ls, which must be sorted by name
+// (series.Labels.Sort). A bad label set, a timestamp outside MinTime..
+// MaxTime or before the retention is refused with an error naming the
+// series; nothing of that call is kept, and the samples added before it
+// stay in the appender: the caller chooses between Commit and Rollback.
+func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
+	if a.db.closed.Load() {
+		return series.ErrClosed
+	}
+	if t < MinTime || t > MaxTime {
+		return fmt.Errorf("%w: series %s: timestamp %d is outside the range %d..%d (milliseconds since 1970)", series.ErrInvalid, ls, t, MinTime, MaxTime)
+	}
+	if cut := a.db.retentionCutoff(); t < cut {
+		return fmt.Errorf("%w: series %s: timestamp %d is before the retention cutoff %d", series.ErrOutOfRetention, ls, t, cut)
+	}
+	s, err := a.db.getOrCreate(ls)
+	if err != nil {
+		return err
+	}
+	a.samples = append(a.samples, pendingSample{s, t, v})
+	return nil
+}
+
+// Len returns the number of samples waiting for Commit.
+func (a *Appender) Len() int { return len(a.samples) }
+
+// Rollback discards the samples added since the last Commit.
+func (a *Appender) Rollback() { a.samples = a.samples[:0] }
+
+// Commit makes the samples durable (they survive kill -9 once it returns
+// nil) and visible to queries, then empties the appender. On error nothing
+// of the commit is visible or will be after a restart.
+func (a *Appender) Commit() error {
+	if len(a.samples) == 0 {
+		return nil
+	}
+	db := a.db
+	if db.closed.Load() {
+		return series.ErrClosed
+	}
+	defer a.Rollback()
+	b := db.pdb.NewBatch()
+	defer b.Close()
+
+	// New series and new postings go in the same batch as the samples, so a
+	// crash keeps all of them or none.
+	clear(a.posted)
+	if a.posted == nil {
+		a.posted = map[postedKey]struct{}{}
+	}
+	for _, p := range a.samples {
+		s := p.s
+		if !s.created.Load() {
+			if _, ok := a.posted[postedKey{s.id, math.MaxUint32}]; !ok {
+				a.posted[postedKey{s.id, math.MaxUint32}] = struct{}{}
+				a.buf = appendLabels(a.buf[:0], s.lset)
+				b.Set(seriesKey(s.id), a.buf, nil)
+				b.Set(hashKey(s.hash, s.id), nil, nil)
+			}
+		}
+		day := dayOf(p.t)
+		if s.postedDay.Load() == day+1 {
+			continue
+		}
+		if _, ok := a.posted[postedKey{s.id, day}]; ok {
+			continue
+		}
+		a.posted[postedKey{s.id, day}] = struct{}{}
+		for _, l := range s.lset {
+			a.buf = postingPrefix(a.buf[:0], day, l.Name, l.Value)
+			a.buf = binary.BigEndian.AppendUint64(a.buf, s.id)
+			b.Set(a.buf, nil, nil)
+		}
+	}
+
+	a.buf = a.encodeRecord(a.buf[:0])
+	db.seqMu.Lock()
+	seq := db.nextSeq
+	db.nextSeq++
+	db.seqMu.Unlock()
+	b.Set(walKey(seq), a.buf, nil)
+	err := b.Commit(pebble.Sync)
+
+	// Apply in sequence order, whether or not this commit made it, so that
+	// later sequences are never stuck behind a failed one.
+	db.applyMu.Lock()
+	for db.appliedSeq != seq-1 {
+		db.applyCond.Wait()
+	}
+	if err == nil {
+		for _, p := range a.samples {
+			db.apply(p.s, p.t, p.v)
+		}
+	}
+	db.appliedSeq = seq
+	db.applyCond.Broadcast()
+	db.applyMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("commit %d samples: %w", len(a.samples), err)
+	}
+
+	for _, p := range a.samples {
+		p.s.created.Store(true)
+		if d := dayOf(p.t) + 1; d > p.s.postedDay.Load() {
+			p.s.postedDay.Store(d)
+		}
+	}
+	db.stats.Commits.Add(1)
+	if db.walBytes.Add(int64(len(a.buf))) > db.opts.CheckpointWALBytes {
+		select {
+		case db.cpTrigger <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func (a *Appender) encodeRecord(dst []byte) []byte {
+	dst = append(dst, walRecordV1)
+	dst = binary.AppendUvarint(dst, uint64(len(a.samples)))
+	prev := int64(0)
+	for _, p := range a.samples {
+		dst = binary.AppendUvarint(dst, p.s.id)
+		dst = binary.AppendVarint(dst, p.t-prev)
+		prev = p.t
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(p.v))
+	}
+	return dst
+}
+
+// replay applies the WAL records after the last checkpoint to the head.
+func (db *DB) replay() (int64, error) {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindWAL}, UpperBound: []byte{kindWAL + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var n int64
+	var last uint64
+	for it.First(); it.Valid(); it.Next() {
+		seq := binary.BigEndian.Uint64(it.Key()[1:])
+		rec := it.Value()
+		bad := func(what string) error {
+			return &CorruptionError{Key: append([]byte(nil), it.Key()...), Err: fmt.Errorf("WAL record %d: %s", seq, what)}
+		}
+		if len(rec) < 2 || rec[0] != walRecordV1 {
+			return n, bad("unknown version")
+		}
+		cnt, k := binary.Uvarint(rec[1:])
+		if k <= 0 {
+			return n, bad("bad count")
+		}
+		rec = rec[1+k:]
+		prev := int64(0)
+		for i := uint64(0); i < cnt; i++ {
+			id, k1 := binary.Uvarint(rec)
+			if k1 <= 0 {
+				return n, bad("truncated")
+			}
+			dt, k2 := binary.Varint(rec[k1:])
+			if k2 <= 0 || len(rec) < k1+k2+8 {
+				return n, bad("truncated")
+			}
+			t := prev + dt
+			prev = t
+			v := math.Float64frombits(binary.LittleEndian.Uint64(rec[k1+k2:]))
+			rec = rec[k1+k2+8:]
+			s, err := db.seriesByID(id)
+			if err != nil {
+				return n, fmt.Errorf("WAL record %d: %w", seq, err)
+			}
+			db.apply(s, t, v)
+			n++
+		}
+		db.walBytes.Add(int64(len(it.Value())))
+		last = seq
+	}
+	if last > 0 {
+		db.appliedSeq = last
+	} else {
+		db.appliedSeq = db.nextSeq - 1
+	}
+	if db.nextSeq <= db.appliedSeq {
+		db.nextSeq = db.appliedSeq + 1
+	}
+	// Series replayed have their keys durable; their postings too.
+	for _, s := range db.series.all() {
+		s.created.Store(true)
+	}
+	return n, it.Error()
+}

@@ -1,0 +1,251 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/chunk"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+type cpSeries struct {
+	s       *memSeries
+	nSealed int
+	sealed  []sealedChunk
+	head    *sealedChunk
+	ooo     []series.Sample
+}
+
+// Checkpoint stores the head's sealed chunks and a copy of its open
+// chunks, merges out-of-order samples into stored chunks, and truncates the
+// WAL up to the last record it covers. It runs in the background every
+// CheckpointInterval and on Close; calling it directly is safe.
+func (db *DB) Checkpoint() error {
+	db.cpMu.Lock()
+	defer db.cpMu.Unlock()
+	start := time.Now()
+
+	// Snapshot under applyMu, so that the snapshot holds exactly the
+	// records up to cpSeq.
+	var snaps []cpSeries
+	db.applyMu.Lock()
+	cpSeq := db.appliedSeq
+	for _, s := range db.series.all() {
+		s.mu.Lock()
+		c := cpSeries{s: s, nSealed: len(s.sealed), sealed: s.sealed}
+		if s.headDirty && s.head != nil {
+			c.head = &sealedChunk{minT: s.head.MinT(), maxT: s.head.MaxT(), b: append([]byte(nil), s.head.Bytes()...)}
+			s.headDirty = false
+		}
+		if len(s.ooo) > 0 {
+			s.oooFlushing = mergeSamples(s.oooFlushing, s.ooo)
+			s.ooo = nil
+		}
+		c.ooo = s.oooFlushing
+		s.mu.Unlock()
+		if c.nSealed > 0 || c.head != nil || len(c.ooo) > 0 {
+			snaps = append(snaps, c)
+		}
+	}
+	db.walBytes.Store(0)
+	db.applyMu.Unlock()
+
+	// Phase 1: in-order chunks, under their final keys. No fsync: the WAL
+	// still holds their samples until phase 2's synced batch truncates it,
+	// and Pebble's log is sequential, so that sync covers this batch too.
+	cut := db.retentionCutoff()
+	b := db.pdb.NewBatch()
+	var key, val []byte
+	put := func(s *memSeries, c sealedChunk) {
+		if c.maxT < cut {
+			return
+		}
+		day := dayOf(c.minT)
+		key = chunkKey(key[:0], day, s.id, c.minT)
+		val = appendChunkValue(val[:0], c.maxT, c.b)
+		b.Set(key, val, nil)
+		db.stats.ChunksWritten.Add(1)
+		if day > s.lastChunkDay {
+			s.lastChunkDay = day
+			b.Set(lastKey(s.id), binary.BigEndian.AppendUint32(nil, day), nil)
+		}
+	}
+	for _, c := range snaps {
+		for _, sc := range c.sealed[:c.nSealed] {
+			put(c.s, sc)
+		}
+		if c.head != nil {
+			put(c.s, *c.head)
+		}
+	}
+	err := b.Commit(pebble.NoSync)
+	b.Close()
+	if err != nil {
+		for _, c := range snaps {
+			if c.head != nil {
+				c.s.mu.Lock()
+				c.s.headDirty = true
+				c.s.mu.Unlock()
+			}
+		}
+		return fmt.Errorf("checkpoint: store chunks: %w", err)
+	}
+	for _, c := range snaps {
+		if c.nSealed > 0 {
+			c.s.mu.Lock()
+			c.s.sealed = c.s.sealed[c.nSealed:]
+			c.s.mu.Unlock()
+		}
+	}
+
+	// Phase 2: merge late samples into the stored chunks of their day,
+	// record the checkpoint and truncate the WAL, in one synced batch.
+	b = db.pdb.NewBatch()
+	defer b.Close()
+	merged := 0
+	for _, c := range snaps {
+		if len(c.ooo) == 0 {
+			continue
+		}
+		ooo := c.ooo
+		for len(ooo) > 0 {
+			day := dayOf(ooo[0].T)
+			n := 0
+			for n < len(ooo) && dayOf(ooo[n].T) == day {
+				n++
+			}
+			if err := db.mergeDay(b, c.s, day, ooo[:n], cut); err != nil {
+				return fmt.Errorf("checkpoint: merge late samples of series %d: %w", c.s.id, err)
+			}
+			merged += n
+			ooo = ooo[n:]
+		}
+	}
+	b.Set(metaKey("checkpoint"), binary.BigEndian.AppendUint64(nil, cpSeq), nil)
+	b.DeleteRange(walKey(0), walKey(cpSeq+1), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("checkpoint: truncate log: %w", err)
+	}
+	for _, c := range snaps {
+		if len(c.ooo) > 0 {
+			c.s.mu.Lock()
+			// Only drop what this checkpoint merged; a failed earlier
+			// checkpoint's leftovers were folded into c.ooo above.
+			c.s.oooFlushing = nil
+			c.s.mu.Unlock()
+		}
+	}
+	db.stats.Checkpoints.Add(1)
+	if len(snaps) > 0 {
+		db.opts.Logger.Debug("checkpoint", "seq", cpSeq, "series", len(snaps), "late_samples_merged", merged, "duration", time.Since(start))
+	}
+	return nil
+}
+
+// mergeDay merges late samples (sorted, one day) into the stored chunks of
+// series s that they overlap, re-cutting the result into chunks.
+func (db *DB) mergeDay(b *pebble.Batch, s *memSeries, day uint32, late []series.Sample, cut int64) error {
+	minO, maxO := late[0].T, late[len(late)-1].T
+	prefix := chunkKey(nil, day, s.id, 0)[:13]
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var old []series.Sample
+	var cit chunk.Iterator
+	take := func() error {
+		k := append([]byte(nil), it.Key()...)
+		_, chk, err := parseChunkValue(k, it.Value())
+		if err != nil {
+			return err
+		}
+		cit.Reset(chk)
+		for cit.Next() {
+			t, v := cit.At()
+			old = append(old, series.Sample{T: t, V: v})
+		}
+		if cit.Err() != nil {
+			return &CorruptionError{Key: k, Err: cit.Err()}
+		}
+		b.Delete(k, nil)
+		return nil
+	}
+	if it.SeekLT(chunkKey(nil, day, s.id, minO)) {
+		maxT, _, err := parseChunkValue(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if maxT >= minO {
+			if err := take(); err != nil {
+				return err
+			}
+		}
+	}
+	for valid := it.SeekGE(chunkKey(nil, day, s.id, minO)); valid; valid = it.Next() {
+		_, _, minT, _ := parseChunkKey(it.Key())
+		if minT > maxO {
+			break
+		}
+		if err := take(); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	all := mergeSamples(old, late)
+	var key, val []byte
+	for len(all) > 0 {
+		a := chunk.NewAppender()
+		n := 0
+		for n < len(all) && n < db.opts.ChunkSamples && all[n].T-all[0].T < db.opts.ChunkSpan.Milliseconds() {
+			a.Append(all[n].T, all[n].V)
+			n++
+		}
+		if a.MaxT() >= cut {
+			key = chunkKey(key[:0], day, s.id, a.MinT())
+			val = appendChunkValue(val[:0], a.MaxT(), a.Bytes())
+			b.Set(key, val, nil)
+			db.stats.ChunksWritten.Add(1)
+		}
+		all = all[n:]
+	}
+	if day > s.lastChunkDay {
+		s.lastChunkDay = day
+		b.Set(lastKey(s.id), binary.BigEndian.AppendUint32(nil, day), nil)
+	}
+	return nil
+}
+
+// mergeSamples merges two sorted, unique-by-time runs; on equal
+// timestamps the sample of newer wins.
+func mergeSamples(older, newer []series.Sample) []series.Sample {
+	if len(older) == 0 {
+		return newer
+	}
+	if len(newer) == 0 {
+		return older
+	}
+	out := make([]series.Sample, 0, len(older)+len(newer))
+	i, j := 0, 0
+	for i < len(older) && j < len(newer) {
+		switch {
+		case older[i].T < newer[j].T:
+			out = append(out, older[i])
+			i++
+		case older[i].T > newer[j].T:
+			out = append(out, newer[j])
+			j++
+		default:
+			out = append(out, newer[j])
+			i++
+			j++
+		}
+	}
+	out = append(out, older[i:]...)
+	return append(out, newer[j:]...)
+}

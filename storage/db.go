@@ -1,0 +1,379 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Timestamps the database accepts: from the Unix epoch to the end of year
+// 9999, in milliseconds. Negative timestamps would break the byte order of
+// keys, and nothing in operations monitoring predates 1970.
+const (
+	MinTime int64 = 0
+	MaxTime int64 = 253402300799999
+)
+
+// Options configure a DB. The zero value of every field means its default.
+type Options struct {
+	// Retention is how long raw samples are kept; older day partitions are
+	// dropped and older samples are refused. Default 15 days.
+	Retention time.Duration
+	// ChunkSamples and ChunkSpan bound a chunk: it is sealed when it holds
+	// ChunkSamples samples or spans ChunkSpan. Defaults 120 and 2 hours.
+	ChunkSamples int
+	ChunkSpan    time.Duration
+	// CheckpointInterval is how often the head is checkpointed and the WAL
+	// truncated; CheckpointWALBytes triggers one early. Defaults 1 minute
+	// and 64 MiB.
+	CheckpointInterval time.Duration
+	CheckpointWALBytes int64
+	// RetentionInterval is how often expired partitions are dropped.
+	// Default 10 minutes.
+	RetentionInterval time.Duration
+	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	CacheSize int64
+	// Now is the clock; tests inject one. Default time.Now.
+	Now func() time.Time
+	// Logger receives progress and errors of background work.
+	// Default slog.Default().
+	Logger *slog.Logger
+	// DisableBackground turns off the checkpoint and retention goroutines;
+	// tests call Checkpoint and ApplyRetention themselves.
+	DisableBackground bool
+}
+
+func (o *Options) withDefaults() Options {
+	r := *o
+	if r.Retention == 0 {
+		r.Retention = 15 * 24 * time.Hour
+	}
+	if r.ChunkSamples == 0 {
+		r.ChunkSamples = 120
+	}
+	if r.ChunkSpan == 0 {
+		r.ChunkSpan = 2 * time.Hour
+	}
+	if r.CheckpointInterval == 0 {
+		r.CheckpointInterval = time.Minute
+	}
+	if r.CheckpointWALBytes == 0 {
+		r.CheckpointWALBytes = 64 << 20
+	}
+	if r.RetentionInterval == 0 {
+		r.RetentionInterval = 10 * time.Minute
+	}
+	if r.CacheSize == 0 {
+		r.CacheSize = 64 << 20
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	return r
+}
+
+// Validate reports an option that cannot work.
+func (o *Options) Validate() error {
+	switch {
+	case o.Retention < 0:
+		return fmt.Errorf("retention %v is negative", o.Retention)
+	case o.ChunkSamples < 0 || o.ChunkSamples > 65535:
+		return fmt.Errorf("chunk samples %d is outside 1..65535", o.ChunkSamples)
+	case o.ChunkSpan < 0:
+		return fmt.Errorf("chunk span %v is negative", o.ChunkSpan)
+	case o.CheckpointInterval < 0 || o.RetentionInterval < 0:
+		return errors.New("background intervals must not be negative")
+	}
+	return nil
+}
+
+// DB is an open data directory. All methods are safe for concurrent use.
+type DB struct {
+	// Immutable after Open.
+	opts    Options
+	pdb     *pebble.DB
+	series  *seriesMap
+	closing chan struct{}
+	bg      sync.WaitGroup
+
+	nextID    atomic.Uint64 // last allocated series ID
+	walBytes  atomic.Int64  // WAL bytes written since the last checkpoint
+	closed    atomic.Bool
+	cpTrigger chan struct{}
+
+	// seqMu orders commits: it hands out WAL sequence numbers.
+	seqMu   sync.Mutex
+	nextSeq uint64
+
+	// applyMu serialises applying committed records to the head in sequence
+	// order, and checkpoints against applies.
+	applyMu    sync.Mutex
+	applyCond  *sync.Cond
+	appliedSeq uint64 // every record <= appliedSeq has been applied or failed
+
+	// cpMu serialises checkpoints (background, explicit, and Close).
+	cpMu sync.Mutex
+
+	stats Stats
+}
+
+// Stats are counters of the engine's work, for /metrics and benchmarks.
+type Stats struct {
+	SamplesAppended  atomic.Int64
+	SamplesOOO       atomic.Int64
+	SeriesCreated    atomic.Int64
+	Commits          atomic.Int64
+	Checkpoints      atomic.Int64
+	ChunksWritten    atomic.Int64
+	ReplayedSamples  atomic.Int64
+	ReplayDuration   atomic.Int64 // nanoseconds, last Open
+	PartitionsDroped atomic.Int64
+}
+
+// Open opens or creates the database in dir and replays its log.
+func Open(dir string, o Options) (*DB, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	opts := o.withDefaults()
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	popts := &pebble.Options{
+		Cache:                       cache,
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		Logger:                      quietLogger{opts.Logger},
+	}
+	for i := range popts.Levels {
+		// Chunks are already dense; zstd still finds the repeated key
+		// prefixes, headers and first-sample bits that Gorilla cannot.
+		popts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.ZstdCompression }
+		popts.Levels[i].BlockSize = 32 << 10
+	}
+	pdb, err := pebble.Open(dir, popts)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	db := &DB{
+		opts:      opts,
+		pdb:       pdb,
+		series:    newSeriesMap(),
+		closing:   make(chan struct{}),
+		cpTrigger: make(chan struct{}, 1),
+	}
+	db.applyCond = sync.NewCond(&db.applyMu)
+	if err := db.checkSchema(); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if err := db.loadCounters(); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	start := time.Now()
+	n, err := db.replay()
+	if err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: replay log: %w", dir, err)
+	}
+	db.stats.ReplayedSamples.Store(n)
+	db.stats.ReplayDuration.Store(int64(time.Since(start)))
+	if n > 0 {
+		opts.Logger.Info("replayed write-ahead log", "samples", n, "duration", time.Since(start))
+	}
+	if !opts.DisableBackground {
+		db.bg.Add(2)
+		go db.checkpointLoop()
+		go db.retentionLoop()
+	}
+	return db, nil
+}
+
+type quietLogger struct{ l *slog.Logger }
+
+func (q quietLogger) Infof(format string, args ...interface{}) {}
+func (q quietLogger) Errorf(format string, args ...interface{}) {
+	q.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (q quietLogger) Fatalf(format string, args ...interface{}) {
+	q.l.Error("pebble fatal: " + fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
+
+func (db *DB) checkSchema() error {
+	v, closer, err := db.pdb.Get(metaKey("schema"))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return db.pdb.Set(metaKey("schema"), []byte{schemaVersion}, pebble.Sync)
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if len(v) != 1 || v[0] != schemaVersion {
+		return fmt.Errorf("data directory has schema version %v, this build reads %d", v, schemaVersion)
+	}
+	return nil
+}
+
+// loadCounters finds the last series ID and WAL sequence in use.
+func (db *DB) loadCounters() error {
+	last := func(kind byte) (uint64, error) {
+		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
+		if err != nil {
+			return 0, err
+		}
+		defer it.Close()
+		if it.Last() && len(it.Key()) >= 9 {
+			return binary.BigEndian.Uint64(it.Key()[1:9]), it.Error()
+		}
+		return 0, it.Error()
+	}
+	id, err := last(kindSeries)
+	if err != nil {
+		return err
+	}
+	db.nextID.Store(id)
+	seq, err := last(kindWAL)
+	if err != nil {
+		return err
+	}
+	cp, err := db.checkpointSeq()
+	if err != nil {
+		return err
+	}
+	if cp > seq {
+		seq = cp
+	}
+	db.nextSeq = seq + 1
+	return nil
+}
+
+func (db *DB) checkpointSeq() (uint64, error) {
+	v, closer, err := db.pdb.Get(metaKey("checkpoint"))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, &CorruptionError{Key: metaKey("checkpoint"), Err: fmt.Errorf("%d bytes, want 8", len(v))}
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Close checkpoints the head, so that the next Open has little to replay,
+// and closes the directory. Appenders must not be used after Close.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return series.ErrClosed
+	}
+	close(db.closing)
+	db.bg.Wait()
+	cpErr := db.Checkpoint()
+	if err := db.pdb.Close(); err != nil {
+		return err
+	}
+	return cpErr
+}
+
+// Stats returns the engine's counters.
+func (db *DB) Stats() *Stats { return &db.stats }
+
+// ActiveSeries returns the number of series in the head.
+func (db *DB) ActiveSeries() int { return db.series.len() }
+
+// DiskUsage returns the bytes the data directory uses on disk.
+func (db *DB) DiskUsage() uint64 { return db.pdb.Metrics().DiskSpaceUsage() }
+
+// Flush writes Pebble's memtable to sstables; benchmarks call it before
+// measuring disk use.
+func (db *DB) Flush() error { return db.pdb.Flush() }
+
+// Compact compacts the whole key space; benchmarks call it before
+// measuring disk use.
+func (db *DB) Compact() error {
+	return db.pdb.Compact(context.Background(), []byte{0}, []byte{0xff}, true)
+}
+
+func (db *DB) retentionCutoff() int64 {
+	c := db.opts.Now().UnixMilli() - db.opts.Retention.Milliseconds()
+	if c < MinTime {
+		return MinTime
+	}
+	return c
+}
+
+func (db *DB) checkpointLoop() {
+	defer db.bg.Done()
+	t := time.NewTicker(db.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.closing:
+			return
+		case <-t.C:
+		case <-db.cpTrigger:
+		}
+		if err := db.Checkpoint(); err != nil {
+			db.opts.Logger.Error("checkpoint failed", "err", err)
+		}
+	}
+}
+
+func (db *DB) retentionLoop() {
+	defer db.bg.Done()
+	t := time.NewTicker(db.opts.RetentionInterval)
+	defer t.Stop()
+	for {
+		if err := db.ApplyRetention(); err != nil {
+			db.opts.Logger.Error("retention failed", "err", err)
+		}
+		select {
+		case <-db.closing:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ApplyRetention drops every day partition that lies wholly before the
+// retention cutoff, with one DeleteRange per key kind: never sample by sample.
+func (db *DB) ApplyRetention() error {
+	cutDay := dayOf(db.retentionCutoff())
+	if cutDay == 0 {
+		return nil
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	for _, kind := range []byte{kindChunk, kindPostings} {
+		end := binary.BigEndian.AppendUint32([]byte{kind}, cutDay)
+		if err := b.DeleteRange([]byte{kind}, end, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
+	}
+	db.stats.PartitionsDroped.Add(1)
+	return nil
+}
+
+// minInt64 is the "nothing stored yet" timestamp.
+const minInt64 = math.MinInt64

@@ -1,0 +1,431 @@
+package storage
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+var seedFlag = flag.Uint64("storage.seed", 0, "seed for randomized storage tests (0: from the clock)")
+
+func testSeed(t testing.TB) uint64 {
+	s := *seedFlag
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -storage.seed=%d)", s, s)
+	return s
+}
+
+// day0 is a fixed "now" for tests: 2026-11-01T00:00:00Z.
+var day0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time { return c.now }
+
+func testOptions(c *clock) Options {
+	return Options{Now: c.Now, DisableBackground: true, Retention: 30 * 24 * time.Hour}
+}
+
+func openTest(t *testing.T, dir string, o Options) *DB {
+	t.Helper()
+	db, err := Open(dir, o)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return db
+}
+
+func mustAppend(t *testing.T, db *DB, ls series.Labels, ss ...series.Sample) {
+	t.Helper()
+	a := db.Appender()
+	for _, s := range ss {
+		if err := a.Append(ls, s.T, s.V); err != nil {
+			t.Fatalf("Append(%s, %d): %v", ls, s.T, err)
+		}
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+}
+
+// query returns every selected series' samples keyed by the label string.
+func query(t *testing.T, db *DB, mint, maxt int64, ms ...*series.Matcher) map[string][]series.Sample {
+	t.Helper()
+	q, err := db.Querier(mint, maxt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	set, err := q.Select(ms...)
+	if err != nil {
+		t.Fatalf("Select: %v", err)
+	}
+	out := map[string][]series.Sample{}
+	for set.Next() {
+		s := set.At()
+		it := s.Iterator()
+		var ss []series.Sample
+		for it.Next() {
+			ts, v := it.At()
+			ss = append(ss, series.Sample{T: ts, V: v})
+		}
+		if err := it.Err(); err != nil {
+			t.Fatalf("iterate %s: %v", s.Labels, err)
+		}
+		if len(ss) > 0 {
+			out[s.Labels.String()] = ss
+		}
+	}
+	if err := set.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func eqSamples(a, b []series.Sample) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].T != b[i].T || math.Float64bits(a[i].V) != math.Float64bits(b[i].V) {
+			return false
+		}
+	}
+	return true
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+var nameCPU = series.MustMatcher(series.MatchEqual, "__name__", "cpu")
+
+func TestAppendQueryReopen(t *testing.T) {
+	c := &clock{day0}
+	dir := t.TempDir()
+	db := openTest(t, dir, testOptions(c))
+	ls := series.FromStrings("__name__", "cpu", "host", "a")
+	var want []series.Sample
+	for i := 0; i < 1000; i++ {
+		want = append(want, series.Sample{T: ms(day0) - 3600_000 + int64(i)*10_000, V: float64(i % 17)})
+	}
+	mustAppend(t, db, ls, want...)
+	check := func(when string) {
+		got := query(t, db, 0, MaxTime, nameCPU)[ls.String()]
+		if !eqSamples(got, want) {
+			t.Fatalf("%s: got %d samples, want %d (first diff hidden)", when, len(got), len(want))
+		}
+	}
+	check("head")
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	check("after checkpoint")
+	// Reopen without Close: the log replays (Close would checkpoint).
+	mustAppend(t, db, ls, series.Sample{T: want[len(want)-1].T + 10_000, V: 99})
+	want = append(want, series.Sample{T: want[len(want)-1].T + 10_000, V: 99})
+	db.pdb.Close()
+	db = openTest(t, dir, testOptions(c))
+	check("after replay")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir, testOptions(c))
+	defer db.Close()
+	check("after close and reopen")
+}
+
+func TestOverwriteAndLateSamples(t *testing.T) {
+	c := &clock{day0}
+	dir := t.TempDir()
+	db := openTest(t, dir, testOptions(c))
+	ls := series.FromStrings("__name__", "cpu", "host", "a")
+	base := ms(day0) - 2*86400_000 // two days ago
+	model := map[int64]float64{}
+	put := func(ts int64, v float64) {
+		mustAppend(t, db, ls, series.Sample{T: ts, V: v})
+		model[ts] = v
+	}
+	for i := int64(0); i < 500; i++ {
+		put(base+i*60_000, float64(i))
+	}
+	check := func(when string) {
+		t.Helper()
+		var want []series.Sample
+		for ts, v := range model {
+			want = append(want, series.Sample{T: ts, V: v})
+		}
+		slices.SortFunc(want, func(a, b series.Sample) int { return int(a.T - b.T) })
+		got := query(t, db, 0, MaxTime, nameCPU)[ls.String()]
+		if !eqSamples(got, want) {
+			t.Fatalf("%s: got %v\nwant %v", when, got, want)
+		}
+	}
+	put(base+499*60_000, -1)   // overwrite the newest (head)
+	put(base+10*60_000, -2)    // overwrite a sealed one
+	put(base+10*60_000+1, -3)  // late, between two samples
+	put(base-86400_000, -4)    // a day older than everything
+	put(base+100*60_000, -5)   // overwrite in a sealed chunk
+	check("head")
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	check("after checkpoint")
+	put(base+100*60_000, -6) // overwrite a stored chunk
+	put(base+5, -7)
+	check("late after checkpoint")
+	db.Checkpoint()
+	check("merged")
+	db.pdb.Close()
+	db = openTest(t, dir, testOptions(c))
+	defer db.Close()
+	check("after reopen")
+	put(base+100*60_000, -8) // overwrite after restart: the head must know what is stored
+	put(base+499*60_000, -9)
+	check("overwrite after restart")
+	db.Checkpoint()
+	check("overwrite after restart, merged")
+}
+
+// TestRandomAgainstModel drives the engine with random in-order, late and
+// repeated writes, checkpoints and restarts, and compares every query with
+// a map.
+func TestRandomAgainstModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(testSeed(t), 7))
+	c := &clock{day0}
+	dir := t.TempDir()
+	opts := testOptions(c)
+	opts.ChunkSamples = 1 + r.IntN(40)
+	db := openTest(t, dir, opts)
+	defer func() { db.Close() }()
+	nSeries := 6
+	lsets := make([]series.Labels, nSeries)
+	for i := range lsets {
+		lsets[i] = series.FromStrings("__name__", "cpu", "host", fmt.Sprint("h", i%3), "core", fmt.Sprint(i))
+	}
+	model := make([]map[int64]float64, nSeries)
+	next := make([]int64, nSeries)
+	for i := range model {
+		model[i] = map[int64]float64{}
+		next[i] = ms(day0) - 3*86400_000
+	}
+	for step := 0; step < 300; step++ {
+		a := db.Appender()
+		n := 1 + r.IntN(30)
+		for k := 0; k < n; k++ {
+			i := r.IntN(nSeries)
+			var ts int64
+			switch r.IntN(5) {
+			case 0: // late or overwrite
+				ts = ms(day0) - 3*86400_000 + r.Int64N(next[i]-ms(day0)+3*86400_000+1)
+			default:
+				next[i] += 1 + r.Int64N(3600_000)
+				ts = next[i]
+			}
+			v := float64(r.IntN(100))
+			if r.IntN(20) == 0 {
+				v = series.StaleNaN
+			}
+			if err := a.Append(lsets[i], ts, v); err != nil {
+				t.Fatal(err)
+			}
+			model[i][ts] = v
+		}
+		if err := a.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		switch r.IntN(20) {
+		case 0:
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		case 1: // crash: no checkpoint
+			db.pdb.Close()
+			db.closed.Store(true)
+			db = openTest(t, dir, opts)
+		}
+		if step%10 == 0 || step == 299 {
+			mint := ms(day0) - 3*86400_000 + r.Int64N(4*86400_000)
+			maxt := mint + r.Int64N(2*86400_000)
+			got := query(t, db, mint, maxt, nameCPU)
+			for i, m := range model {
+				var want []series.Sample
+				for ts, v := range m {
+					if ts >= mint && ts <= maxt {
+						want = append(want, series.Sample{T: ts, V: v})
+					}
+				}
+				slices.SortFunc(want, func(a, b series.Sample) int { return int(a.T - b.T) })
+				if g := got[lsets[i].String()]; !eqSamples(g, want) {
+					t.Fatalf("step %d series %d range [%d,%d]: got %d samples, want %d\ngot  %v\nwant %v", step, i, mint, maxt, len(g), len(want), g, want)
+				}
+			}
+		}
+	}
+}
+
+func TestMatchers(t *testing.T) {
+	c := &clock{day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	now := ms(day0) - 1000
+	for _, ls := range []series.Labels{
+		series.FromStrings("__name__", "cpu", "host", "web-1", "env", "prod"),
+		series.FromStrings("__name__", "cpu", "host", "web-2", "env", "dev"),
+		series.FromStrings("__name__", "cpu", "host", "db-1"),
+		series.FromStrings("__name__", "mem", "host", "web-1", "env", "prod"),
+	} {
+		mustAppend(t, db, ls, series.Sample{T: now, V: 1})
+	}
+	f := func(want []string, m ...*series.Matcher) {
+		t.Helper()
+		got := query(t, db, now-1, now+1, m...)
+		var hosts []string
+		for k := range got {
+			hosts = append(hosts, k)
+		}
+		slices.Sort(hosts)
+		slices.Sort(want)
+		if !slices.Equal(hosts, want) {
+			t.Errorf("Select(%v) = %v, want %v", m, hosts, want)
+		}
+	}
+	mm := series.MustMatcher
+	s := func(nv ...string) string { return series.FromStrings(nv...).String() }
+	web1 := s("__name__", "cpu", "host", "web-1", "env", "prod")
+	web2 := s("__name__", "cpu", "host", "web-2", "env", "dev")
+	db1 := s("__name__", "cpu", "host", "db-1")
+	mem := s("__name__", "mem", "host", "web-1", "env", "prod")
+	f([]string{web1, web2, db1}, nameCPU)
+	f([]string{web1, mem}, mm(series.MatchEqual, "host", "web-1"))
+	f([]string{web2, db1}, nameCPU, mm(series.MatchNotEqual, "env", "prod"))
+	f([]string{web1, web2}, mm(series.MatchRegexp, "host", "web-.*"), nameCPU)
+	f(nil, mm(series.MatchRegexp, "host", "web")) // anchored: no partial match
+	f([]string{db1}, nameCPU, mm(series.MatchNotRegexp, "host", "web-.*"))
+	f([]string{db1}, nameCPU, mm(series.MatchEqual, "env", "")) // missing label is ""
+	f([]string{web1, web2, mem}, mm(series.MatchRegexp, "env", ".+"))
+	f([]string{web1, web2, db1}, mm(series.MatchRegexp, "__name__", "cpu|disk"))
+
+	q, _ := db.Querier(now-1, now+1)
+	defer q.Close()
+	if _, err := q.Select(mm(series.MatchRegexp, "host", ".*")); !errors.Is(err, series.ErrInvalid) {
+		t.Errorf("Select(all-empty matcher) = %v, want ErrInvalid", err)
+	}
+	names, err := q.LabelNames()
+	if err != nil || !slices.Equal(names, []string{"__name__", "env", "host"}) {
+		t.Errorf("LabelNames = %v, %v", names, err)
+	}
+	vals, err := q.LabelValues("host")
+	if err != nil || !slices.Equal(vals, []string{"db-1", "web-1", "web-2"}) {
+		t.Errorf("LabelValues(host) = %v, %v", vals, err)
+	}
+}
+
+// A query over a recent window must not touch series that stopped earlier:
+// postings are per day.
+func TestPostingsPartitionedByDay(t *testing.T) {
+	c := &clock{day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	old := series.FromStrings("__name__", "cpu", "pod", "old")
+	cur := series.FromStrings("__name__", "cpu", "pod", "new")
+	mustAppend(t, db, old, series.Sample{T: ms(day0) - 10*86400_000, V: 1})
+	mustAppend(t, db, cur, series.Sample{T: ms(day0) - 1000, V: 2})
+	q, _ := db.Querier(ms(day0)-3600_000, ms(day0))
+	defer q.Close()
+	set, err := q.Select(nameCPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Len() != 1 {
+		t.Errorf("candidates for the last hour = %d, want 1 (the old pod's day must not be read)", set.Len())
+	}
+	vals, _ := q.LabelValues("pod")
+	if !slices.Equal(vals, []string{"new"}) {
+		t.Errorf("LabelValues(pod) in the last hour = %v, want [new]", vals)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	c := &clock{day0}
+	o := testOptions(c)
+	o.Retention = 3 * 24 * time.Hour
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	ls := series.FromStrings("__name__", "cpu")
+	for d := int64(0); d < 3; d++ {
+		mustAppend(t, db, ls, series.Sample{T: ms(day0) - d*86400_000 - 1000, V: float64(d)})
+	}
+	a := db.Appender()
+	err := a.Append(ls, ms(day0)-4*86400_000, 1)
+	if !errors.Is(err, series.ErrOutOfRetention) {
+		t.Fatalf("Append older than retention = %v, want ErrOutOfRetention", err)
+	}
+	db.Checkpoint()
+	c.now = day0.Add(2 * 24 * time.Hour) // cutoff now lies in day0-1
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	got := query(t, db, 0, MaxTime, nameCPU)[ls.String()]
+	// Days day0-3 and day0-2 hold the samples at d=2 and d=1 -> dropped;
+	// day0-1 holds d=0 and is the cutoff day, so it is kept.
+	if len(got) != 1 || got[0].V != 0 {
+		t.Fatalf("after retention got %v, want only the newest sample", got)
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	c := &clock{day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	now := ms(day0)
+	f := func(ls series.Labels, ts int64, want string) {
+		t.Helper()
+		a := db.Appender()
+		err := a.Append(ls, ts, 1)
+		if err == nil {
+			t.Fatalf("Append(%v, %d) accepted, want error %q", ls, ts, want)
+		}
+		if !errors.Is(err, series.ErrInvalid) {
+			t.Errorf("Append(%v) = %v, want ErrInvalid", ls, err)
+		}
+		if !containsStr(err.Error(), want) {
+			t.Errorf("Append(%v) = %q, want it to mention %q", ls, err, want)
+		}
+		if a.Len() != 0 {
+			t.Errorf("a refused Append left %d samples in the appender", a.Len())
+		}
+	}
+	f(nil, now, "empty label set")
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "x", Value: "1"}, {Name: "x", Value: "2"}}, now, `duplicate label name "x"`)
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "1x", Value: "1"}}, now, `invalid label name "1x"`)
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "a-b", Value: "1"}}, now, `invalid label name "a-b"`)
+	f(series.Labels{{Name: "host", Value: "a"}}, now, "missing metric name")
+	f(series.Labels{{Name: "__name__", Value: ""}}, now, "empty metric name")
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "x", Value: "\xff\xfe"}}, now, "not valid UTF-8")
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "x", Value: "a\x00b"}}, now, "NUL")
+	f(series.FromStrings("__name__", "a"), -1, "outside the range")
+	f(series.FromStrings("__name__", "a"), math.MaxInt64, "outside the range")
+	// Nothing was stored.
+	q, _ := db.Querier(0, MaxTime)
+	defer q.Close()
+	if names, _ := q.LabelNames(); len(names) != 0 {
+		t.Errorf("label names after refused appends = %v, want none", names)
+	}
+}
+
+func containsStr(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}

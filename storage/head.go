@@ -1,0 +1,347 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/chunk"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+const seriesStripes = 64
+
+// seriesMap finds in-memory series by label hash and by ID. Striped so
+// that concurrent appenders rarely meet on a lock.
+type seriesMap struct {
+	stripes [seriesStripes]struct {
+		mu     sync.RWMutex
+		byHash map[uint64][]*memSeries
+		byID   map[uint64]*memSeries
+	}
+	n atomic.Int64
+}
+
+func newSeriesMap() *seriesMap {
+	m := &seriesMap{}
+	for i := range m.stripes {
+		m.stripes[i].byHash = map[uint64][]*memSeries{}
+		m.stripes[i].byID = map[uint64]*memSeries{}
+	}
+	return m
+}
+
+func (m *seriesMap) len() int { return int(m.n.Load()) }
+
+func (m *seriesMap) getByHash(h uint64, ls series.Labels) *memSeries {
+	st := &m.stripes[h%seriesStripes]
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	for _, s := range st.byHash[h] {
+		if s.lset.Equal(ls) {
+			return s
+		}
+	}
+	return nil
+}
+
+func (m *seriesMap) getByID(id uint64) *memSeries {
+	st := &m.stripes[id%seriesStripes]
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return st.byID[id]
+}
+
+// add inserts s unless a series with the same labels is there already, and
+// returns the one in the map.
+func (m *seriesMap) add(s *memSeries) *memSeries {
+	st := &m.stripes[s.hash%seriesStripes]
+	st.mu.Lock()
+	for _, o := range st.byHash[s.hash] {
+		if o.lset.Equal(s.lset) {
+			st.mu.Unlock()
+			return o
+		}
+	}
+	st.byHash[s.hash] = append(st.byHash[s.hash], s)
+	st.mu.Unlock()
+	st2 := &m.stripes[s.id%seriesStripes]
+	st2.mu.Lock()
+	st2.byID[s.id] = s
+	st2.mu.Unlock()
+	m.n.Add(1)
+	return s
+}
+
+// all returns every series in the head (a copy of the pointers).
+func (m *seriesMap) all() []*memSeries {
+	var out []*memSeries
+	for i := range m.stripes {
+		st := &m.stripes[i]
+		st.mu.RLock()
+		for _, s := range st.byID {
+			out = append(out, s)
+		}
+		st.mu.RUnlock()
+	}
+	return out
+}
+
+// sealedChunk is a full chunk waiting for the next checkpoint to store it.
+type sealedChunk struct {
+	minT, maxT int64
+	b          []byte // immutable
+}
+
+// memSeries is the head of one series.
+type memSeries struct {
+	// Immutable.
+	id   uint64
+	hash uint64
+	lset series.Labels
+
+	// created is set once the series' 'S' and 'H' keys are durable;
+	// postedDay is the newest day whose postings are durable (+1, 0: none).
+	created   atomic.Bool
+	postedDay atomic.Uint32
+
+	mu sync.Mutex
+	// Guarded by mu.
+	head      *chunk.Appender // open chunk; nil when none
+	headDirty bool            // changed since the last checkpoint copy
+	sealed    []sealedChunk   // oldest first
+	// storedMaxT is the newest timestamp in sealed or stored chunks: a
+	// sample at or before it, and before the open chunk, is out of order.
+	storedMaxT int64
+	// ooo holds out-of-order samples, sorted, unique by timestamp, until a
+	// checkpoint merges them into stored chunks; oooFlushing holds the ones
+	// a running checkpoint is merging. Newer writes win: ooo over
+	// oooFlushing over chunks.
+	ooo         []series.Sample
+	oooFlushing []series.Sample
+	lastChunkDay uint32 // newest day known to be recorded under 'L'
+}
+
+// getOrCreate returns the head series for ls, loading it from the index or
+// allocating a new ID. Labels are validated only on a miss: a label set in
+// the map has passed validation already.
+func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
+	h := ls.Hash()
+	if s := db.series.getByHash(h, ls); s != nil {
+		return s, nil
+	}
+	if err := ls.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := db.lookupStored(h, ls)
+	if err != nil {
+		return nil, err
+	}
+	s := &memSeries{hash: h, lset: ls.Copy(), storedMaxT: minInt64}
+	if id != 0 {
+		s.id = id
+		s.created.Store(true)
+		if err := db.loadHead(s); err != nil {
+			return nil, err
+		}
+	} else {
+		s.id = db.nextID.Add(1)
+		db.stats.SeriesCreated.Add(1)
+	}
+	return db.series.add(s), nil
+}
+
+// lookupStored finds the ID of a stored series with labels ls, or 0.
+func (db *DB) lookupStored(h uint64, ls series.Labels) (uint64, error) {
+	lo := hashKey(h, 0)
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo[:9])})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		id := binary.BigEndian.Uint64(it.Key()[9:])
+		stored, err := db.storedLabels(id)
+		if err != nil {
+			return 0, err
+		}
+		if stored.Equal(ls) {
+			return id, nil
+		}
+	}
+	return 0, it.Error()
+}
+
+func (db *DB) storedLabels(id uint64) (series.Labels, error) {
+	k := seriesKey(id)
+	v, closer, err := db.pdb.Get(k)
+	if err != nil {
+		return nil, fmt.Errorf("labels of series %d: %w", id, err)
+	}
+	defer closer.Close()
+	return decodeLabels(k, v)
+}
+
+// seriesByID returns the head series for a stored ID, loading it if needed
+// (replay uses this).
+func (db *DB) seriesByID(id uint64) (*memSeries, error) {
+	if s := db.series.getByID(id); s != nil {
+		return s, nil
+	}
+	ls, err := db.storedLabels(id)
+	if err != nil {
+		return nil, err
+	}
+	s := &memSeries{id: id, hash: ls.Hash(), lset: ls, storedMaxT: minInt64}
+	s.created.Store(true)
+	if err := db.loadHead(s); err != nil {
+		return nil, err
+	}
+	return db.series.add(s), nil
+}
+
+// loadHead finds the newest stored chunk of a series that is not in the
+// head: its end bounds what is in order, and if it is not full it becomes
+// the open chunk again (it was checkpointed while open).
+func (db *DB) loadHead(s *memSeries) error {
+	v, closer, err := db.pdb.Get(lastKey(s.id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(v) != 4 {
+		closer.Close()
+		return &CorruptionError{Key: lastKey(s.id), Err: fmt.Errorf("%d bytes, want 4", len(v))}
+	}
+	day := binary.BigEndian.Uint32(v)
+	closer.Close()
+	s.lastChunkDay = day
+	lo := chunkKey(nil, day, s.id, 0)
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo[:13])})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return it.Error()
+	}
+	maxT, chk, err := parseChunkValue(it.Key(), it.Value())
+	if err != nil {
+		return err
+	}
+	_, _, minT, _ := parseChunkKey(it.Key())
+	s.storedMaxT = maxT
+	it2 := chunk.NewIterator(chk)
+	if it2.Count() < db.opts.ChunkSamples && maxT-minT < db.opts.ChunkSpan.Milliseconds() {
+		a, err := chunk.ResumeAppender(chk)
+		if err != nil {
+			return &CorruptionError{Key: append([]byte(nil), it.Key()...), Err: err}
+		}
+		s.head = a
+		s.storedMaxT = minInt64
+		// The chunks before it end before minT.
+		if it.Prev() {
+			if pmax, _, err := parseChunkValue(it.Key(), it.Value()); err == nil {
+				s.storedMaxT = pmax
+			}
+		}
+		if s.storedMaxT == minInt64 && minT > 0 {
+			s.storedMaxT = minT - 1 // older days may hold chunks: keep order
+		}
+	}
+	return it.Error()
+}
+
+// apply adds one committed sample to the head. Called with db.applyMu held,
+// in WAL order.
+func (db *DB) apply(s *memSeries, t int64, v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.head != nil && s.head.Count() > 0 {
+		switch {
+		case t > s.head.MaxT():
+			if db.mustCut(s.head, t) {
+				s.sealHeadLocked()
+				break
+			}
+			s.head.Append(t, v)
+			s.headDirty = true
+			db.stats.SamplesAppended.Add(1)
+			return
+		case t >= s.head.MinT():
+			s.rewriteHeadLocked(t, v)
+			db.stats.SamplesAppended.Add(1)
+			return
+		default:
+			s.addOOOLocked(t, v)
+			db.stats.SamplesOOO.Add(1)
+			return
+		}
+	}
+	if t <= s.storedMaxT {
+		s.addOOOLocked(t, v)
+		db.stats.SamplesOOO.Add(1)
+		return
+	}
+	s.head = chunk.NewAppender()
+	s.head.Append(t, v)
+	s.headDirty = true
+	db.stats.SamplesAppended.Add(1)
+}
+
+func (db *DB) mustCut(a *chunk.Appender, t int64) bool {
+	return a.Count() >= db.opts.ChunkSamples ||
+		t-a.MinT() >= db.opts.ChunkSpan.Milliseconds() ||
+		dayOf(t) != dayOf(a.MinT())
+}
+
+func (s *memSeries) sealHeadLocked() {
+	b := append([]byte(nil), s.head.Bytes()...)
+	s.sealed = append(s.sealed, sealedChunk{minT: s.head.MinT(), maxT: s.head.MaxT(), b: b})
+	s.storedMaxT = s.head.MaxT()
+	s.head = nil
+	s.headDirty = false
+}
+
+// rewriteHeadLocked puts (t, v) into the open chunk's range, replacing a
+// sample at t: re-encoding up to ChunkSamples samples costs about a
+// microsecond, and keeps the open chunk the only place for its range.
+func (s *memSeries) rewriteHeadLocked(t int64, v float64) {
+	it := chunk.NewIterator(s.head.Bytes())
+	a := chunk.NewAppender()
+	done := false
+	for it.Next() {
+		ct, cv := it.At()
+		if !done && ct >= t {
+			a.Append(t, v)
+			done = true
+			if ct == t {
+				continue
+			}
+		}
+		a.Append(ct, cv)
+	}
+	if !done {
+		a.Append(t, v)
+	}
+	s.head = a
+	s.headDirty = true
+}
+
+func (s *memSeries) addOOOLocked(t int64, v float64) {
+	i := sort.Search(len(s.ooo), func(i int) bool { return s.ooo[i].T >= t })
+	if i < len(s.ooo) && s.ooo[i].T == t {
+		s.ooo[i].V = v
+		return
+	}
+	s.ooo = append(s.ooo, series.Sample{})
+	copy(s.ooo[i+1:], s.ooo[i:])
+	s.ooo[i] = series.Sample{T: t, V: v}
+}

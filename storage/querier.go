@@ -1,0 +1,295 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Querier reads a time range. It sees every sample committed before it was
+// created (and possibly later ones). Not safe for concurrent use; Close it.
+type Querier struct {
+	db         *DB
+	mint, maxt int64
+	it         *pebble.Iterator
+	dayList    []uint32 // day partitions in the range that hold postings
+	daysErr    error
+	daysDone   bool
+}
+
+// Querier returns a reader of [mint, maxt] (milliseconds, inclusive).
+func (db *DB) Querier(mint, maxt int64) (*Querier, error) {
+	if db.closed.Load() {
+		return nil, series.ErrClosed
+	}
+	if mint < MinTime {
+		mint = MinTime
+	}
+	if maxt > MaxTime {
+		maxt = MaxTime
+	}
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Querier{db: db, mint: mint, maxt: maxt, it: it}, nil
+}
+
+// Close releases the querier's resources.
+func (q *Querier) Close() error { return q.it.Close() }
+
+// days returns the day partitions of the range that hold any series, found
+// by skipping from one day's postings to the next: a range of years with
+// data on a few days costs a few seeks. Every chunk lies in a day that has
+// postings for its series, so these days are all a query must read.
+func (q *Querier) days() ([]uint32, error) {
+	if q.daysDone {
+		return q.dayList, q.daysErr
+	}
+	q.daysDone = true
+	if q.maxt < q.mint {
+		return nil, nil
+	}
+	first, last := dayOf(q.mint), dayOf(q.maxt)
+	for d := first; ; {
+		if !q.it.SeekGE(binary.BigEndian.AppendUint32([]byte{kindPostings}, d)) {
+			break
+		}
+		k := q.it.Key()
+		if len(k) < 5 || k[0] != kindPostings {
+			break
+		}
+		got := binary.BigEndian.Uint32(k[1:])
+		if got > last {
+			break
+		}
+		q.dayList = append(q.dayList, got)
+		if got == last {
+			break
+		}
+		d = got + 1
+	}
+	q.daysErr = q.it.Error()
+	return q.dayList, q.daysErr
+}
+
+// Series is one selected series.
+type Series struct {
+	Labels series.Labels
+	it     series.Iterator
+}
+
+// Iterator returns the series' samples in [mint, maxt], in time order,
+// one per timestamp. Call it once.
+func (s *Series) Iterator() series.Iterator { return s.it }
+
+// SeriesSet iterates selected series in ID order.
+type SeriesSet struct {
+	q   *Querier
+	ids []uint64
+	i   int
+	cur *Series
+	err error
+}
+
+// Next loads the next series; false at the end or on error (see Err).
+func (ss *SeriesSet) Next() bool {
+	for ss.err == nil && ss.i < len(ss.ids) {
+		id := ss.ids[ss.i]
+		ss.i++
+		s, err := ss.q.load(id)
+		if err != nil {
+			ss.err = err
+			return false
+		}
+		if s != nil {
+			ss.cur = s
+			return true
+		}
+	}
+	return false
+}
+
+// At returns the current series.
+func (ss *SeriesSet) At() *Series { return ss.cur }
+
+// Err returns the error that stopped Next.
+func (ss *SeriesSet) Err() error { return ss.err }
+
+// Len returns the number of candidate series (an upper bound: a candidate
+// with no sample in the range is skipped).
+func (ss *SeriesSet) Len() int { return len(ss.ids) }
+
+// Select returns the series that have samples in the range and satisfy
+// every matcher. At least one matcher must not match the empty string,
+// as in Prometheus, so that a query cannot select everything by accident.
+func (q *Querier) Select(ms ...*series.Matcher) (*SeriesSet, error) {
+	ok := false
+	for _, m := range ms {
+		if !m.Matches("") {
+			ok = true
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: a selector needs at least one matcher that does not match the empty string", series.ErrInvalid)
+	}
+	days, err := q.days()
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, d := range days {
+		day, err := selectDay(q.it, d, ms)
+		if err != nil {
+			return nil, fmt.Errorf("select day %d: %w", d, err)
+		}
+		ids = union(ids, day)
+	}
+	return &SeriesSet{q: q, ids: ids}, nil
+}
+
+// load gathers one series' chunks from Pebble and the head; nil if it has
+// no sample in the range.
+func (q *Querier) load(id uint64) (*Series, error) {
+	var stored []chunkRef
+	days, err := q.days()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range days {
+		prefix := chunkKey(nil, d, id, 0)[:13]
+		end := prefixEnd(prefix)
+		keep := func() error {
+			k := q.it.Key()
+			maxT, chk, err := parseChunkValue(k, q.it.Value())
+			if err != nil {
+				return fmt.Errorf("series %d: %w", id, err)
+			}
+			_, _, minT, _ := parseChunkKey(k)
+			if maxT >= q.mint && minT <= q.maxt {
+				stored = append(stored, chunkRef{minT, maxT, append([]byte(nil), chk...)})
+			}
+			return nil
+		}
+		if q.it.SeekLT(chunkKey(nil, d, id, q.mint)) && len(q.it.Key()) == 21 && string(q.it.Key()[:13]) == string(prefix) {
+			if err := keep(); err != nil {
+				return nil, err
+			}
+		}
+		for valid := q.it.SeekGE(chunkKey(nil, d, id, q.mint)); valid && string(q.it.Key()) < string(end); valid = q.it.Next() {
+			_, _, minT, _ := parseChunkKey(q.it.Key())
+			if minT > q.maxt {
+				break
+			}
+			if err := keep(); err != nil {
+				return nil, err
+			}
+		}
+		if err := q.it.Error(); err != nil {
+			return nil, err
+		}
+	}
+
+	var lset series.Labels
+	var mem []chunkRef
+	var flushing, ooo []series.Sample
+	if s := q.db.series.getByID(id); s != nil {
+		lset = s.lset
+		s.mu.Lock()
+		for _, c := range s.sealed {
+			if c.maxT >= q.mint && c.minT <= q.maxt {
+				mem = append(mem, chunkRef{c.minT, c.maxT, c.b})
+			}
+		}
+		if s.head != nil && s.head.Count() > 0 && s.head.MaxT() >= q.mint && s.head.MinT() <= q.maxt {
+			mem = append(mem, chunkRef{s.head.MinT(), s.head.MaxT(), append([]byte(nil), s.head.Bytes()...)})
+		}
+		flushing = clipSamples(s.oooFlushing, q.mint, q.maxt)
+		ooo = clipSamples(s.ooo, q.mint, q.maxt)
+		s.mu.Unlock()
+	} else {
+		var err error
+		if lset, err = q.db.storedLabels(id); err != nil {
+			return nil, err
+		}
+	}
+
+	var its []series.Iterator
+	if len(stored) > 0 {
+		sort.Slice(stored, func(i, j int) bool { return stored[i].minT < stored[j].minT })
+		its = append(its, newChainIter(stored))
+	}
+	if len(mem) > 0 {
+		its = append(its, newChainIter(mem))
+	}
+	if len(flushing) > 0 {
+		its = append(its, &sliceIter{s: flushing, i: -1})
+	}
+	if len(ooo) > 0 {
+		its = append(its, &sliceIter{s: ooo, i: -1})
+	}
+	var it series.Iterator
+	switch len(its) {
+	case 0:
+		return nil, nil
+	case 1:
+		it = its[0]
+	default:
+		it = &mergeIter{its: its, ok: make([]bool, len(its))}
+	}
+	return &Series{Labels: lset, it: &clipIter{it: it, mint: q.mint, maxt: q.maxt}}, nil
+}
+
+func clipSamples(s []series.Sample, mint, maxt int64) []series.Sample {
+	i := sort.Search(len(s), func(i int) bool { return s[i].T >= mint })
+	j := sort.Search(len(s), func(j int) bool { return s[j].T > maxt })
+	if i >= j {
+		return nil
+	}
+	return slices.Clone(s[i:j])
+}
+
+// LabelNames returns the label names of series with samples in the range
+// (by day partition), sorted.
+func (q *Querier) LabelNames() ([]string, error) {
+	set := map[string]struct{}{}
+	days, err := q.days()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range days {
+		if err := labelNamesDay(q.it, d, set); err != nil {
+			return nil, err
+		}
+	}
+	return sortedKeys(set), nil
+}
+
+// LabelValues returns the values of label name in the range, sorted.
+func (q *Querier) LabelValues(name string) ([]string, error) {
+	set := map[string]struct{}{}
+	days, err := q.days()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range days {
+		if err := labelValuesDay(q.it, d, name, set); err != nil {
+			return nil, err
+		}
+	}
+	return sortedKeys(set), nil
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
