@@ -168,11 +168,11 @@ func TestOverwriteAndLateSamples(t *testing.T) {
 			t.Fatalf("%s: got %v\nwant %v", when, got, want)
 		}
 	}
-	put(base+499*60_000, -1)   // overwrite the newest (head)
-	put(base+10*60_000, -2)    // overwrite a sealed one
-	put(base+10*60_000+1, -3)  // late, between two samples
-	put(base-86400_000, -4)    // a day older than everything
-	put(base+100*60_000, -5)   // overwrite in a sealed chunk
+	put(base+499*60_000, -1)  // overwrite the newest (head)
+	put(base+10*60_000, -2)   // overwrite a sealed one
+	put(base+10*60_000+1, -3) // late, between two samples
+	put(base-86400_000, -4)   // a day older than everything
+	put(base+100*60_000, -5)  // overwrite in a sealed chunk
 	check("head")
 	if err := db.Checkpoint(); err != nil {
 		t.Fatal(err)

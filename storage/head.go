@@ -122,8 +122,8 @@ type memSeries struct {
 	// checkpoint merges them into stored chunks; oooFlushing holds the ones
 	// a running checkpoint is merging. Newer writes win: ooo over
 	// oooFlushing over chunks.
-	ooo         []series.Sample
-	oooFlushing []series.Sample
+	ooo          []series.Sample
+	oooFlushing  []series.Sample
 	lastChunkDay uint32 // newest day known to be recorded under 'L'
 }
 
