@@ -59,13 +59,18 @@ func (db *DB) Checkpoint() error {
 	cut := db.retentionCutoff()
 	b := db.pdb.NewBatch()
 	var key, val []byte
-	put := func(s *memSeries, c sealedChunk) {
+	put := func(s *memSeries, c sealedChunk, final bool) {
 		if c.maxT < cut {
 			return
 		}
 		day := dayOf(c.minT)
+		chk := c.b
+		if final {
+			// A sealed chunk never changes again: store its smallest encoding.
+			chk = chunk.Optimize(chk)
+		}
 		key = chunkKey(key[:0], day, s.id, c.minT)
-		val = appendChunkValue(val[:0], c.maxT, c.b)
+		val = appendChunkValue(val[:0], c.minT, c.maxT, chk)
 		b.Set(key, val, nil)
 		db.stats.ChunksWritten.Add(1)
 		if day > s.lastChunkDay {
@@ -75,10 +80,10 @@ func (db *DB) Checkpoint() error {
 	}
 	for _, c := range snaps {
 		for _, sc := range c.sealed[:c.nSealed] {
-			put(c.s, sc)
+			put(c.s, sc, true)
 		}
 		if c.head != nil {
-			put(c.s, *c.head)
+			put(c.s, *c.head, false)
 		}
 	}
 	err := b.Commit(pebble.NoSync)
@@ -208,7 +213,7 @@ func (db *DB) mergeDay(b *pebble.Batch, s *memSeries, day uint32, late []series.
 		}
 		if a.MaxT() >= cut {
 			key = chunkKey(key[:0], day, s.id, a.MinT())
-			val = appendChunkValue(val[:0], a.MaxT(), a.Bytes())
+			val = appendChunkValue(val[:0], a.MinT(), a.MaxT(), chunk.Optimize(a.Bytes()))
 			b.Set(key, val, nil)
 			db.stats.ChunksWritten.Add(1)
 		}

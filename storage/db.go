@@ -63,7 +63,7 @@ func (o *Options) withDefaults() Options {
 		r.ChunkSamples = 120
 	}
 	if r.ChunkSpan == 0 {
-		r.ChunkSpan = 2 * time.Hour
+		r.ChunkSpan = 24 * time.Hour
 	}
 	if r.CheckpointInterval == 0 {
 		r.CheckpointInterval = time.Minute
@@ -291,6 +291,18 @@ func (db *DB) Close() error {
 		return err
 	}
 	return cpErr
+}
+
+// CloseNoCheckpoint closes the directory the way a crash would leave it:
+// nothing is checkpointed, so the next Open replays the log. For crash
+// tests and the replay benchmark.
+func (db *DB) CloseNoCheckpoint() error {
+	if db.closed.Swap(true) {
+		return series.ErrClosed
+	}
+	close(db.closing)
+	db.bg.Wait()
+	return db.pdb.Close()
 }
 
 // Stats returns the engine's counters.

@@ -131,7 +131,7 @@ func TestAppendQueryReopen(t *testing.T) {
 	// Reopen without Close: the log replays (Close would checkpoint).
 	mustAppend(t, db, ls, series.Sample{T: want[len(want)-1].T + 10_000, V: 99})
 	want = append(want, series.Sample{T: want[len(want)-1].T + 10_000, V: 99})
-	db.pdb.Close()
+	db.CloseNoCheckpoint()
 	db = openTest(t, dir, testOptions(c))
 	check("after replay")
 	if err := db.Close(); err != nil {
@@ -183,7 +183,7 @@ func TestOverwriteAndLateSamples(t *testing.T) {
 	check("late after checkpoint")
 	db.Checkpoint()
 	check("merged")
-	db.pdb.Close()
+	db.CloseNoCheckpoint()
 	db = openTest(t, dir, testOptions(c))
 	defer db.Close()
 	check("after reopen")
@@ -247,8 +247,7 @@ func TestRandomAgainstModel(t *testing.T) {
 				t.Fatal(err)
 			}
 		case 1: // crash: no checkpoint
-			db.pdb.Close()
-			db.closed.Store(true)
+			db.CloseNoCheckpoint()
 			db = openTest(t, dir, opts)
 		}
 		if step%10 == 0 || step == 299 {

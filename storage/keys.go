@@ -117,17 +117,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // A stored chunk value (version 1; part of the on-disk format):
 //
 //	byte 0      1 (value version)
-//	bytes 1-8   maxT, big-endian
-//	bytes 9-12  CRC-32C of the chunk bytes
-//	bytes 13-   the chunk (storage/chunk format)
+//	uvarint     maxT - minT (minT is in the key)
+//	4 bytes     CRC-32C of the chunk bytes, big-endian
+//	rest        the chunk (storage/chunk format)
 //
 // maxT lets a range scan skip a chunk without decoding it; the checksum
 // turns a flipped bit on disk into an error instead of wrong numbers.
-const chunkValueHeader = 13
-
-func appendChunkValue(dst []byte, maxT int64, chk []byte) []byte {
+func appendChunkValue(dst []byte, minT, maxT int64, chk []byte) []byte {
 	dst = append(dst, chunkValueV1)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(maxT))
+	dst = binary.AppendUvarint(dst, uint64(maxT-minT))
 	dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(chk, castagnoli))
 	return append(dst, chk...)
 }
@@ -145,14 +143,19 @@ func (e *CorruptionError) Error() string {
 func (e *CorruptionError) Unwrap() error { return e.Err }
 
 func parseChunkValue(key, v []byte) (maxT int64, chk []byte, err error) {
-	if len(v) < chunkValueHeader || v[0] != chunkValueV1 {
+	_, _, minT, ok := parseChunkKey(key)
+	if !ok || len(v) < 1 || v[0] != chunkValueV1 {
 		return 0, nil, &CorruptionError{Key: key, Err: fmt.Errorf("chunk value of %d bytes has a bad header", len(v))}
 	}
-	chk = v[chunkValueHeader:]
-	if crc32.Checksum(chk, castagnoli) != binary.BigEndian.Uint32(v[9:]) {
+	span, n := binary.Uvarint(v[1:])
+	if n <= 0 || len(v) < 1+n+4 {
+		return 0, nil, &CorruptionError{Key: key, Err: fmt.Errorf("chunk value of %d bytes is truncated", len(v))}
+	}
+	chk = v[1+n+4:]
+	if crc32.Checksum(chk, castagnoli) != binary.BigEndian.Uint32(v[1+n:]) {
 		return 0, nil, &CorruptionError{Key: key, Err: fmt.Errorf("chunk checksum mismatch")}
 	}
-	return int64(binary.BigEndian.Uint64(v[1:])), chk, nil
+	return minT + int64(span), chk, nil
 }
 
 // Label sets are stored as uvarint count, then uvarint-length-prefixed

@@ -43,12 +43,15 @@ func (w *bitWriter) writeBits(u uint64, k uint) {
 }
 
 // bitReader reads bits from a byte slice, keeping up to 64 of them
-// left-aligned in buf so that the hot path is shifts, not byte loads.
+// left-aligned in buf so that the hot path is shifts, not byte loads. Like
+// a sticky-error decoder, running out of input sets bad and reads zeros
+// from then on; callers check bad once per sample.
 type bitReader struct {
 	b   []byte
 	pos int    // next byte of b to load into buf
 	buf uint64 // valid bits left-aligned, zeros below
 	n   uint   // valid bits in buf
+	bad bool   // input ran out
 }
 
 func (r *bitReader) reset(b []byte) { *r = bitReader{b: b} }
@@ -73,40 +76,38 @@ func (r *bitReader) refill() {
 	}
 }
 
-// readBits reads k bits (k <= 64); ok is false when the input ran out.
-func (r *bitReader) readBits(k uint) (uint64, bool) {
-	if k == 0 {
-		return 0, true
+// readBits reads k bits (k <= 64). Small enough to inline; the slow path
+// is a separate function.
+func (r *bitReader) readBits(k uint) uint64 {
+	if r.n >= k {
+		v := r.buf >> (64 - k) // k == 0 gives 0: Go defines shifts >= 64
+		r.buf <<= k
+		r.n -= k
+		return v
 	}
-	if r.n < k {
-		r.refill()
-		if r.n < k {
-			if k <= 32 || r.pos >= len(r.b) {
-				return 0, false
-			}
-			hi, ok := r.readBits(k - 32)
-			if !ok {
-				return 0, false
-			}
-			lo, ok := r.readBits(32)
-			return hi<<32 | lo, ok
-		}
-	}
-	v := r.buf >> (64 - k)
-	r.buf <<= k
-	r.n -= k
-	return v, true
+	return r.readBitsSlow(k)
 }
 
-func (r *bitReader) readBit() (bool, bool) {
-	if r.n == 0 {
-		r.refill()
-		if r.n == 0 {
-			return false, false
-		}
+func (r *bitReader) readBitsSlow(k uint) uint64 {
+	r.refill()
+	if r.n >= k {
+		return r.readBits(k)
 	}
-	bit := r.buf>>63 == 1
-	r.buf <<= 1
-	r.n--
-	return bit, true
+	if k <= 32 || r.pos >= len(r.b) {
+		r.bad = true
+		r.n = 0
+		return 0
+	}
+	hi := r.readBitsSlow(k - 32)
+	return hi<<32 | r.readBitsSlow(32)
+}
+
+func (r *bitReader) readBit() bool {
+	if r.n > 0 {
+		bit := r.buf>>63 == 1
+		r.buf <<= 1
+		r.n--
+		return bit
+	}
+	return r.readBitsSlow(1) == 1
 }

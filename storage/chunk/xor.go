@@ -54,6 +54,17 @@ func NewAppender() *Appender {
 func ResumeAppender(b []byte) (*Appender, error) {
 	var it Iterator
 	it.Reset(b)
+	if it.err == nil && it.enc != EncXOR {
+		// Optimized chunks are not appendable in place: re-encode as XOR.
+		a := NewAppender()
+		for it.Next() {
+			a.Append(it.At())
+		}
+		if it.Err() != nil {
+			return nil, it.Err()
+		}
+		return a, nil
+	}
 	a := &Appender{leading: noWindow}
 	for it.Next() {
 	}
@@ -115,23 +126,7 @@ func (a *Appender) Append(t int64, v float64) error {
 		return ErrFull
 	}
 	delta := t - a.t
-	dod := delta - a.delta
-	switch {
-	case dod == 0:
-		a.w.writeBit(false)
-	case -8191 <= dod && dod <= 8192:
-		a.w.writeBits(0b10, 2)
-		a.w.writeBits(uint64(dod), 14)
-	case -65535 <= dod && dod <= 65536:
-		a.w.writeBits(0b110, 3)
-		a.w.writeBits(uint64(dod), 17)
-	case -524287 <= dod && dod <= 524288:
-		a.w.writeBits(0b1110, 4)
-		a.w.writeBits(uint64(dod), 20)
-	default:
-		a.w.writeBits(0b1111, 4)
-		a.w.writeBits(uint64(dod), 64)
-	}
+	writeDoD(&a.w, delta-a.delta)
 	a.writeValue(vb)
 	a.t, a.delta, a.vb = t, delta, vb
 	a.count++
@@ -167,7 +162,15 @@ func (a *Appender) writeValue(vb uint64) {
 // It never panics on arbitrary input: malformed bytes end the iteration
 // with an error wrapping ErrCorrupt.
 type Iterator struct {
-	br       bitReader
+	br  bitReader
+	enc byte
+	// EncDecimal state: exponent, mode, packed width, mantissa, last delta.
+	e     uint8
+	dod   bool
+	width uint
+	m     int64
+	md    int64
+
 	total    int
 	read     int
 	minT     int64
@@ -194,12 +197,21 @@ func (it *Iterator) Reset(b []byte) {
 		it.err = fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrCorrupt, len(b), headerSize)
 		return
 	}
-	if b[0] != EncXOR {
-		it.err = fmt.Errorf("%w: unknown encoding %d", ErrCorrupt, b[0])
-		return
-	}
+	it.enc = b[0]
 	it.total = int(binary.BigEndian.Uint16(b[1:]))
-	it.br.reset(b[headerSize:])
+	switch b[0] {
+	case EncXOR:
+		it.br.reset(b[headerSize:])
+	case EncDecimal:
+		if len(b) < decimalHeader || b[3]&0x0f >= uint8(len(pow10)) || b[3]>>5 != 0 || b[4] > 64 {
+			it.err = fmt.Errorf("%w: bad decimal chunk header", ErrCorrupt)
+			return
+		}
+		it.e, it.dod, it.width = b[3]&0x0f, b[3]&0x10 != 0, uint(b[4])
+		it.br.reset(b[decimalHeader:])
+	default:
+		it.err = fmt.Errorf("%w: unknown encoding %d", ErrCorrupt, b[0])
+	}
 }
 
 // Count returns the number of samples the chunk header announces.
@@ -239,12 +251,19 @@ func (it *Iterator) Next() bool {
 	}
 	br := &it.br
 	if it.read == 0 {
-		t, ok1 := br.readBits(64)
-		v, ok2 := br.readBits(64)
-		if !ok1 || !ok2 {
+		it.t = int64(br.readBits(64))
+		it.minT = it.t
+		if it.enc == EncDecimal {
+			it.readMantissa()
+		} else {
+			it.vb = br.readBits(64)
+		}
+		if br.bad {
 			return it.corrupt("truncated first sample")
 		}
-		it.t, it.vb, it.minT = int64(t), v, int64(t)
+		if it.err != nil {
+			return false
+		}
 		it.read = 1
 		return true
 	}
@@ -253,8 +272,6 @@ func (it *Iterator) Next() bool {
 	if br.n < 4 {
 		br.refill()
 	}
-	var dod int64
-	var sz uint
 	var prefix uint
 	if br.n >= 4 {
 		prefix = uint(bits.LeadingZeros64(^br.buf))
@@ -269,33 +286,14 @@ func (it *Iterator) Next() bool {
 			br.n -= 4
 		}
 	} else {
-		for prefix < 4 {
-			bit, ok := br.readBit()
-			if !ok {
-				return it.corrupt("truncated timestamp")
-			}
-			if !bit {
-				break
-			}
+		for prefix < 4 && br.readBit() {
 			prefix++
 		}
 	}
-	switch prefix {
-	case 0:
-	case 1:
-		sz = 14
-	case 2:
-		sz = 17
-	case 3:
-		sz = 20
-	default:
-		sz = 64
-	}
-	if sz != 0 {
-		u, ok := br.readBits(sz)
-		if !ok {
-			return it.corrupt("truncated timestamp")
-		}
+	var dod int64
+	if prefix != 0 {
+		sz := [5]uint{0, 14, 17, 20, 64}[prefix]
+		u := br.readBits(sz)
 		if sz < 64 && u > 1<<(sz-1) {
 			u -= 1 << sz // sign-extend the two's complement field
 		}
@@ -305,27 +303,17 @@ func (it *Iterator) Next() bool {
 	// MaxInt64 is a negative int64); what must hold is that time increases.
 	delta := it.delta + dod
 	t := it.t + delta
-	if t <= it.t {
+	if t <= it.t && !br.bad {
 		return it.corrupt("timestamps do not increase")
 	}
 	it.delta = delta
 	it.t = t
 
-	// Value.
-	bit, ok := br.readBit()
-	if !ok {
-		return it.corrupt("truncated value")
-	}
-	if bit {
-		bit, ok = br.readBit()
-		if !ok {
-			return it.corrupt("truncated value")
-		}
-		if bit {
-			hdr, ok := br.readBits(11)
-			if !ok {
-				return it.corrupt("truncated value header")
-			}
+	if it.enc == EncDecimal {
+		it.nextDecimal()
+	} else if br.readBit() {
+		if br.readBit() {
+			hdr := br.readBits(11)
 			leading := uint8(hdr >> 6)
 			sig := uint8(hdr & 63)
 			if sig == 0 {
@@ -338,13 +326,48 @@ func (it *Iterator) Next() bool {
 		} else if it.leading == noWindow {
 			return it.corrupt("value reuses a window that was never set")
 		}
-		sig := uint(64 - it.leading - it.trailing)
-		x, ok := br.readBits(sig)
-		if !ok {
-			return it.corrupt("truncated value")
-		}
+		x := br.readBits(uint(64 - it.leading - it.trailing))
 		it.vb ^= x << it.trailing
+	}
+	if br.bad {
+		return it.corrupt("truncated sample")
+	}
+	if it.err != nil {
+		return false
 	}
 	it.read++
 	return true
+}
+
+// readMantissa reads the first mantissa: a 7-bit length, then the
+// zigzag bits.
+func (it *Iterator) readMantissa() {
+	l := it.br.readBits(7)
+	if l > 64 {
+		it.corrupt("bad first value width")
+		return
+	}
+	it.m = unzigzag(it.br.readBits(uint(l)))
+	it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
+}
+
+func (it *Iterator) nextDecimal() {
+	br := &it.br
+	w := it.width
+	if br.readBit() {
+		l := br.readBits(7)
+		if l > 64 {
+			it.corrupt("bad value width")
+			return
+		}
+		w = uint(l)
+	}
+	x := unzigzag(br.readBits(w))
+	if it.dod {
+		it.md += x
+		it.m += it.md
+	} else {
+		it.m += x
+	}
+	it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
 }

@@ -1,0 +1,80 @@
+package chunk
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestOptimizeRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(testSeed(t), 3))
+	decimalWins := 0
+	for iter := 0; iter < 3000; iter++ {
+		var ss []sample
+		if iter%2 == 0 {
+			ss = randomSeries(r)
+		} else {
+			// Decimal-friendly shapes: counters, walks, few decimals.
+			n := 2 + r.IntN(300)
+			e := r.IntN(5)
+			m := r.Int64N(1<<40) - 1<<39
+			step := r.Int64N(1000)
+			ts := r.Int64N(1 << 45)
+			for i := 0; i < n; i++ {
+				ss = append(ss, sample{ts, float64(m) / pow10[e]})
+				ts += 10_000 + r.Int64N(3)
+				switch r.IntN(3) {
+				case 0:
+					m += step
+				case 1:
+					m += r.Int64N(7) - 3
+				default:
+					m += r.Int64N(1 << 20)
+				}
+			}
+		}
+		b := encode(t, ss)
+		o := Optimize(b)
+		if len(o) > len(b) {
+			t.Fatalf("Optimize grew the chunk from %d to %d bytes", len(b), len(o))
+		}
+		if len(o) > 0 && o[0] == EncDecimal {
+			decimalWins++
+		}
+		got, err := decodeAll(o)
+		if err != nil {
+			t.Fatalf("iteration %d: decode optimized chunk: %v", iter, err)
+		}
+		sameSamples(t, got, ss)
+		// An optimized chunk can be resumed.
+		a, err := ResumeAppender(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Count() != len(ss) {
+			t.Fatalf("resumed %d samples, want %d", a.Count(), len(ss))
+		}
+	}
+	if decimalWins < 1000 {
+		t.Errorf("decimal encoding chosen %d times of 3000, expected most of the decimal-friendly half", decimalWins)
+	}
+}
+
+func TestOptimizeSizes(t *testing.T) {
+	f := func(name string, v func(i int) float64, maxBytesPerSample float64) {
+		t.Helper()
+		a := NewAppender()
+		for i := 0; i < 120; i++ {
+			a.Append(int64(i)*10_000, v(i))
+		}
+		o := Optimize(a.Bytes())
+		if got := float64(len(o)) / 120; got > maxBytesPerSample {
+			t.Errorf("%s: %.3f bytes/sample after Optimize, want <= %.3f (XOR: %.3f)", name, got, maxBytesPerSample, float64(a.Size())/120)
+		}
+	}
+	f("constant", func(int) float64 { return 42 }, 0.4)
+	f("steady counter", func(i int) float64 { return float64(1000 + 17*i) }, 0.45)
+	f("walk of small ints", func(i int) float64 { return float64(i%5 - 2 + 100) }, 0.8)
+	f("two decimals", func(i int) float64 { return float64(5000+i%7) / 100 }, 0.8)
+	f("NaN keeps XOR", func(i int) float64 { return math.NaN() }, 0.5)
+}
