@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,8 @@ import (
 	"github.com/headroomdb/headroom/storage/chunk"
 	"github.com/headroomdb/headroom/storage/series"
 )
+
+var memprofile = flag.String("memprofile", "", "write a heap profile at the end of the head memory benchmark")
 
 var chunkSamples = flag.Int("chunk-samples", 0, "storage.Options.ChunkSamples for the disk benchmark (0: the default)")
 
@@ -306,6 +309,14 @@ func benchMemory(n int) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			fatal(err)
+		}
+		pprof.WriteHeapProfile(f)
+		f.Close()
+	}
 	per := float64(after.HeapInuse-before.HeapInuse) / float64(db.ActiveSeries())
 	record("memory", fmt.Sprintf("head heap per active series (%d series, 60 samples each)", db.ActiveSeries()), per, "bytes/series", "< 1024", boolp(per < 1024))
 	db.Close()

@@ -34,6 +34,10 @@ type Appender struct {
 	samples []pendingSample
 	buf     []byte
 	posted  map[postedKey]struct{}
+	// cutoff is the retention cutoff, read from the clock once per batch:
+	// the clock costs more than the rest of an Append.
+	cutoff    int64
+	hasCutoff bool
 }
 
 type postedKey struct {
@@ -56,8 +60,11 @@ func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
 	if t < MinTime || t > MaxTime {
 		return fmt.Errorf("%w: series %s: timestamp %d is outside the range %d..%d (milliseconds since 1970)", series.ErrInvalid, ls, t, MinTime, MaxTime)
 	}
-	if cut := a.db.retentionCutoff(); t < cut {
-		return fmt.Errorf("%w: series %s: timestamp %d is before the retention cutoff %d", series.ErrOutOfRetention, ls, t, cut)
+	if !a.hasCutoff {
+		a.cutoff, a.hasCutoff = a.db.retentionCutoff(), true
+	}
+	if t < a.cutoff {
+		return fmt.Errorf("%w: series %s: timestamp %d is before the retention cutoff %d", series.ErrOutOfRetention, ls, t, a.cutoff)
 	}
 	s, err := a.db.getOrCreate(ls)
 	if err != nil {
@@ -71,7 +78,10 @@ func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
 func (a *Appender) Len() int { return len(a.samples) }
 
 // Rollback discards the samples added since the last Commit.
-func (a *Appender) Rollback() { a.samples = a.samples[:0] }
+func (a *Appender) Rollback() {
+	a.samples = a.samples[:0]
+	a.hasCutoff = false
+}
 
 // Commit makes the samples durable (they survive kill -9 once it returns
 // nil) and visible to queries, then empties the appender. On error nothing

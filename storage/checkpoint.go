@@ -58,6 +58,17 @@ func (db *DB) Checkpoint() error {
 	// and Pebble's log is sequential, so that sync covers this batch too.
 	cut := db.retentionCutoff()
 	b := db.pdb.NewBatch()
+	// Commit in pieces: one batch larger than half a memtable would become
+	// a "flushable batch" that Pebble keeps in memory until the next flush.
+	const pieceBytes = 4 << 20
+	var pieceErr error
+	commitPiece := func(force bool) {
+		if pieceErr == nil && (force || b.Len() >= pieceBytes) {
+			pieceErr = b.Commit(pebble.NoSync)
+			b.Close()
+			b = db.pdb.NewBatch()
+		}
+	}
 	var key, val []byte
 	put := func(s *memSeries, c sealedChunk, final bool) {
 		if c.maxT < cut {
@@ -85,10 +96,11 @@ func (db *DB) Checkpoint() error {
 		if c.head != nil {
 			put(c.s, *c.head, false)
 		}
+		commitPiece(false)
 	}
-	err := b.Commit(pebble.NoSync)
+	commitPiece(true)
 	b.Close()
-	if err != nil {
+	if err := pieceErr; err != nil {
 		for _, c := range snaps {
 			if c.head != nil {
 				c.s.mu.Lock()

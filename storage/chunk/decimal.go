@@ -112,17 +112,18 @@ func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
 	for _, x := range xs {
 		hist[bits.Len64(x)]++
 	}
+	// cost(w) = (1+w) * #(len <= w) + sum over len > w of (8+len).
+	var escCost int // of the values longer than w, for w from 64 down
+	var escAbove [66]int
+	for l := 64; l >= 0; l-- {
+		escAbove[l] = escCost
+		escCost += hist[l] * (1 + 7 + l)
+	}
 	bestW, bestCost := 0, math.MaxInt
+	fit := 0
 	for w := 0; w <= 64; w++ {
-		cost := 0
-		for l, c := range hist {
-			if l <= w {
-				cost += c * (1 + w)
-			} else {
-				cost += c * (1 + 7 + l)
-			}
-		}
-		if cost < bestCost {
+		fit += hist[w]
+		if cost := fit*(1+w) + escAbove[w]; cost < bestCost {
 			bestW, bestCost = w, cost
 		}
 	}
