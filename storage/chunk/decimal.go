@@ -8,25 +8,38 @@ import (
 
 // EncDecimal stores values that are all exactly m / 10^e for integers m
 // and one small e (whole numbers, counters, percentages with two decimals,
-// CloudWatch's three decimals) as integers: the mantissas' deltas, or
-// their deltas of deltas, bit-packed at one width chosen for the chunk.
-// It is written only by Optimize, for sealed chunks; the head appends XOR.
+// CloudWatch's three decimals) as integers, and timestamps as bit-packed
+// deltas of deltas. It is written only by Optimize, for sealed chunks; the
+// head appends XOR.
 //
 //	byte 0      2
-//	bytes 1-2   sample count, uint16 big-endian
-//	byte 3      low 4 bits: e (0..15); bit 4: 0 = deltas, 1 = deltas of deltas
-//	byte 4      W, the packed width (0..64)
-//	bits        t0 (64 bits); m0 as a 7-bit length L and L bits of zigzag(m0);
-//	            then per sample: the timestamp exactly as in XOR, and
-//	            x = zigzag(delta or delta of delta of m) as
-//	              '0' + W bits            when x fits in W bits
-//	              '1' + 7-bit length L + L bits   otherwise
+//	bytes 1-2   sample count n, uint16 big-endian
+//	byte 3      low 4 bits: e (0..15); bit 4: values as deltas of deltas
+//	            (else deltas); bits 5-7: 0
+//	byte 4      value packing: width W (0..64) in the low 7 bits; bit 7 set
+//	            when no element escapes (then there is no escape bit)
+//	byte 5      timestamp packing, the same way
+//	bits        t0: 64 bits
+//	            if n > 1: the first time delta, as a var
+//	            m0, the first mantissa, as a var
+//	            if n > 1 and values are deltas of deltas: the first value
+//	            delta, as a var
+//	            then per sample i >= 1, interleaved:
+//	              time:  for i >= 2, the delta of delta, packed
+//	              value: the delta (i >= 1) or delta of delta (i >= 2), packed
+//
+// A var is a 7-bit length L and L bits. Signed integers are zigzagged. A
+// packed element is W bits when the packing has no escapes; otherwise '0'
+// and W bits, or '1' and a var for an element wider than W.
 //
 // Decoding yields float64(m) / 10^e, and Optimize keeps this encoding only
-// after checking that this gives back every value bit for bit.
+// after checking that this gives back every value bit for bit. Regular
+// scrapes cost no bits for timestamps (W = 0, no escapes).
 const EncDecimal byte = 2
 
-const decimalHeader = 5
+const decimalHeader = 6
+
+const noEscape = 0x80
 
 var pow10 = [16]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
@@ -95,84 +108,159 @@ func toDecimal(vs []float64) ([]int64, uint8, bool) {
 	return nil, 0, false
 }
 
-func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
-	xs := make([]uint64, len(ms)-1)
-	var prevD int64
-	for i := 1; i < len(ms); i++ {
-		d := ms[i] - ms[i-1]
-		if dod {
-			xs[i-1] = zigzag(d - prevD)
-			prevD = d
-		} else {
-			xs[i-1] = zigzag(d)
-		}
-	}
-	// Pick the width that minimises the packed size.
+// packing picks the width (and whether escapes are needed) that
+// minimises the packed size of xs, and returns it as a header byte.
+func packing(xs []uint64) byte {
 	var hist [65]int
+	maxLen := 0
 	for _, x := range xs {
-		hist[bits.Len64(x)]++
+		l := bits.Len64(x)
+		hist[l]++
+		maxLen = max(maxLen, l)
 	}
-	// cost(w) = (1+w) * #(len <= w) + sum over len > w of (8+len).
-	var escCost int // of the values longer than w, for w from 64 down
-	var escAbove [66]int
+	// With escapes: cost(w) = (1+w) * #(len <= w) + the sum over len > w
+	// of (1+7+len). Without: every element at maxLen bits.
+	var escAbove [65]int
+	esc := 0
 	for l := 64; l >= 0; l-- {
-		escAbove[l] = escCost
-		escCost += hist[l] * (1 + 7 + l)
+		escAbove[l] = esc
+		esc += hist[l] * (1 + 7 + l)
 	}
-	bestW, bestCost := 0, math.MaxInt
+	best, bestCost := byte(maxLen)|noEscape, len(xs)*maxLen
 	fit := 0
 	for w := 0; w <= 64; w++ {
 		fit += hist[w]
 		if cost := fit*(1+w) + escAbove[w]; cost < bestCost {
-			bestW, bestCost = w, cost
+			best, bestCost = byte(w), cost
 		}
 	}
+	return best
+}
+
+func writeVar(w *bitWriter, x uint64) {
+	l := bits.Len64(x)
+	w.writeBits(uint64(l), 7)
+	w.writeBits(x, uint(l))
+}
+
+func writePacked(w *bitWriter, p byte, x uint64) {
+	width := uint(p &^ noEscape)
+	if p&noEscape != 0 {
+		w.writeBits(x, width)
+		return
+	}
+	if bits.Len64(x) <= int(width) {
+		w.writeBit(false)
+		w.writeBits(x, width)
+		return
+	}
+	w.writeBit(true)
+	writeVar(w, x)
+}
+
+func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
+	n := len(ts)
+	var tx, vx []uint64
+	for i := 2; i < n; i++ {
+		tx = append(tx, zigzag((ts[i]-ts[i-1])-(ts[i-1]-ts[i-2])))
+	}
+	for i := 1; i < n; i++ {
+		d := ms[i] - ms[i-1]
+		switch {
+		case !dod:
+			vx = append(vx, zigzag(d))
+		case i >= 2:
+			vx = append(vx, zigzag(d-(ms[i-1]-ms[i-2])))
+		}
+	}
+	vp, tp := packing(vx), packing(tx)
 	mode := byte(0)
 	if dod {
 		mode = 1 << 4
 	}
-	w := bitWriter{b: make([]byte, decimalHeader, decimalHeader+8+(bestCost+len(ts)*2)/8)}
+	w := bitWriter{b: make([]byte, decimalHeader, decimalHeader+16+n)}
 	w.b[0] = EncDecimal
-	binary.BigEndian.PutUint16(w.b[1:], uint16(len(ts)))
-	w.b[3] = e | mode
-	w.b[4] = byte(bestW)
+	binary.BigEndian.PutUint16(w.b[1:], uint16(n))
+	w.b[3], w.b[4], w.b[5] = e|mode, vp, tp
 	w.writeBits(uint64(ts[0]), 64)
-	z0 := zigzag(ms[0])
-	w.writeBits(uint64(bits.Len64(z0)), 7)
-	w.writeBits(z0, uint(bits.Len64(z0)))
-	var prevDelta int64
-	for i := 1; i < len(ts); i++ {
-		delta := ts[i] - ts[i-1]
-		writeDoD(&w, delta-prevDelta)
-		prevDelta = delta
-		x := xs[i-1]
-		if l := bits.Len64(x); l <= bestW {
-			w.writeBit(false)
-			w.writeBits(x, uint(bestW))
-		} else {
-			w.writeBit(true)
-			w.writeBits(uint64(l), 7)
-			w.writeBits(x, uint(l))
+	if n > 1 {
+		writeVar(&w, zigzag(ts[1]-ts[0]))
+	}
+	writeVar(&w, zigzag(ms[0]))
+	if n > 1 && dod {
+		writeVar(&w, zigzag(ms[1]-ms[0]))
+	}
+	for i := 1; i < n; i++ {
+		if i >= 2 {
+			writePacked(&w, tp, tx[i-2])
+		}
+		switch {
+		case !dod:
+			writePacked(&w, vp, vx[i-1])
+		case i >= 2:
+			writePacked(&w, vp, vx[i-2])
 		}
 	}
 	return w.b
 }
 
-func writeDoD(w *bitWriter, dod int64) {
-	switch {
-	case dod == 0:
-		w.writeBit(false)
-	case -8191 <= dod && dod <= 8192:
-		w.writeBits(0b10, 2)
-		w.writeBits(uint64(dod), 14)
-	case -65535 <= dod && dod <= 65536:
-		w.writeBits(0b110, 3)
-		w.writeBits(uint64(dod), 17)
-	case -524287 <= dod && dod <= 524288:
-		w.writeBits(0b1110, 4)
-		w.writeBits(uint64(dod), 20)
-	default:
-		w.writeBits(0b1111, 4)
-		w.writeBits(uint64(dod), 64)
+func (it *Iterator) readVar() uint64 {
+	l := it.br.readBits(7)
+	if l > 64 {
+		it.corrupt("var wider than 64 bits")
+		return 0
 	}
+	return it.br.readBits(uint(l))
+}
+
+func (it *Iterator) readPacked(p byte) uint64 {
+	width := uint(p &^ noEscape)
+	if p&noEscape == 0 && it.br.readBit() {
+		return it.readVar()
+	}
+	return it.br.readBits(width)
+}
+
+// nextDecimal is Next for EncDecimal chunks.
+func (it *Iterator) nextDecimal() bool {
+	br := &it.br
+	i := it.read
+	if i == 0 {
+		it.t = int64(br.readBits(64))
+		it.minT = it.t
+		if it.total > 1 {
+			it.delta = unzigzag(it.readVar())
+		}
+		it.m = unzigzag(it.readVar())
+		if it.total > 1 && it.dod {
+			it.md = unzigzag(it.readVar())
+		}
+	} else {
+		if i >= 2 {
+			it.delta += unzigzag(it.readPacked(it.tpack))
+		}
+		t := it.t + it.delta
+		if t <= it.t && !br.bad && it.err == nil {
+			return it.corrupt("timestamps do not increase")
+		}
+		it.t = t
+		switch {
+		case !it.dod:
+			it.m += unzigzag(it.readPacked(it.vpack))
+		case i >= 2:
+			it.md += unzigzag(it.readPacked(it.vpack))
+			it.m += it.md
+		default:
+			it.m += it.md
+		}
+	}
+	if br.bad {
+		return it.corrupt("truncated sample")
+	}
+	if it.err != nil {
+		return false
+	}
+	it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
+	it.read++
+	return true
 }

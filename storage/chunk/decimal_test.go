@@ -72,9 +72,9 @@ func TestOptimizeSizes(t *testing.T) {
 			t.Errorf("%s: %.3f bytes/sample after Optimize, want <= %.3f (XOR: %.3f)", name, got, maxBytesPerSample, float64(a.Size())/120)
 		}
 	}
-	f("constant", func(int) float64 { return 42 }, 0.4)
-	f("steady counter", func(i int) float64 { return float64(1000 + 17*i) }, 0.45)
-	f("walk of small ints", func(i int) float64 { return float64(i%5 - 2 + 100) }, 0.8)
-	f("two decimals", func(i int) float64 { return float64(5000+i%7) / 100 }, 0.8)
+	f("constant", func(int) float64 { return 42 }, 0.17)
+	f("steady counter", func(i int) float64 { return float64(1000 + 17*i) }, 0.2)
+	f("walk of small ints", func(i int) float64 { return float64(i%5 - 2 + 100) }, 0.55)
+	f("two decimals", func(i int) float64 { return float64(5000+i%7) / 100 }, 0.7)
 	f("NaN keeps XOR", func(i int) float64 { return math.NaN() }, 0.5)
 }

@@ -164,12 +164,12 @@ func (a *Appender) writeValue(vb uint64) {
 type Iterator struct {
 	br  bitReader
 	enc byte
-	// EncDecimal state: exponent, mode, packed width, mantissa, last delta.
-	e     uint8
-	dod   bool
-	width uint
-	m     int64
-	md    int64
+	// EncDecimal state: exponent, mode, packings, mantissa, last delta.
+	e            uint8
+	dod          bool
+	vpack, tpack byte
+	m            int64
+	md           int64
 
 	total    int
 	read     int
@@ -203,11 +203,11 @@ func (it *Iterator) Reset(b []byte) {
 	case EncXOR:
 		it.br.reset(b[headerSize:])
 	case EncDecimal:
-		if len(b) < decimalHeader || b[3]&0x0f >= uint8(len(pow10)) || b[3]>>5 != 0 || b[4] > 64 {
+		if len(b) < decimalHeader || b[3]>>5 != 0 || b[4]&^noEscape > 64 || b[5]&^noEscape > 64 {
 			it.err = fmt.Errorf("%w: bad decimal chunk header", ErrCorrupt)
 			return
 		}
-		it.e, it.dod, it.width = b[3]&0x0f, b[3]&0x10 != 0, uint(b[4])
+		it.e, it.dod, it.vpack, it.tpack = b[3]&0x0f, b[3]&0x10 != 0, b[4], b[5]
 		it.br.reset(b[decimalHeader:])
 	default:
 		it.err = fmt.Errorf("%w: unknown encoding %d", ErrCorrupt, b[0])
@@ -249,15 +249,14 @@ func (it *Iterator) Next() bool {
 	if it.err != nil || it.read >= it.total {
 		return false
 	}
+	if it.enc == EncDecimal {
+		return it.nextDecimal()
+	}
 	br := &it.br
 	if it.read == 0 {
 		it.t = int64(br.readBits(64))
 		it.minT = it.t
-		if it.enc == EncDecimal {
-			it.readMantissa()
-		} else {
-			it.vb = br.readBits(64)
-		}
+		it.vb = br.readBits(64)
 		if br.bad {
 			return it.corrupt("truncated first sample")
 		}
@@ -309,9 +308,7 @@ func (it *Iterator) Next() bool {
 	it.delta = delta
 	it.t = t
 
-	if it.enc == EncDecimal {
-		it.nextDecimal()
-	} else if br.readBit() {
+	if br.readBit() {
 		if br.readBit() {
 			hdr := br.readBits(11)
 			leading := uint8(hdr >> 6)
@@ -339,35 +336,22 @@ func (it *Iterator) Next() bool {
 	return true
 }
 
-// readMantissa reads the first mantissa: a 7-bit length, then the
-// zigzag bits.
-func (it *Iterator) readMantissa() {
-	l := it.br.readBits(7)
-	if l > 64 {
-		it.corrupt("bad first value width")
-		return
-	}
-	it.m = unzigzag(it.br.readBits(uint(l)))
-	it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
-}
 
-func (it *Iterator) nextDecimal() {
-	br := &it.br
-	w := it.width
-	if br.readBit() {
-		l := br.readBits(7)
-		if l > 64 {
-			it.corrupt("bad value width")
-			return
-		}
-		w = uint(l)
+func writeDoD(w *bitWriter, dod int64) {
+	switch {
+	case dod == 0:
+		w.writeBit(false)
+	case -8191 <= dod && dod <= 8192:
+		w.writeBits(0b10, 2)
+		w.writeBits(uint64(dod), 14)
+	case -65535 <= dod && dod <= 65536:
+		w.writeBits(0b110, 3)
+		w.writeBits(uint64(dod), 17)
+	case -524287 <= dod && dod <= 524288:
+		w.writeBits(0b1110, 4)
+		w.writeBits(uint64(dod), 20)
+	default:
+		w.writeBits(0b1111, 4)
+		w.writeBits(uint64(dod), 64)
 	}
-	x := unzigzag(br.readBits(w))
-	if it.dod {
-		it.md += x
-		it.m += it.md
-	} else {
-		it.m += x
-	}
-	it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
 }
