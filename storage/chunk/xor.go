@@ -336,7 +336,6 @@ func (it *Iterator) Next() bool {
 	return true
 }
 
-
 func writeDoD(w *bitWriter, dod int64) {
 	switch {
 	case dod == 0:
