@@ -66,33 +66,47 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
+// BenchmarkDecode decodes head chunks (XOR) and sealed chunks (whatever
+// Optimize chose: decimal for the integer shapes).
 func BenchmarkDecode(b *testing.B) {
-	for _, shape := range shapes {
-		b.Run(shape, func(b *testing.B) {
-			var encoded [][]byte
-			for _, ss := range benchChunks(shape) {
-				a := NewAppender()
-				for _, s := range ss {
-					a.Append(s.t, s.v)
-				}
-				encoded = append(encoded, append([]byte(nil), a.Bytes()...))
+	for _, sealed := range []bool{false, true} {
+		for _, shape := range shapes {
+			name := "head/" + shape
+			if sealed {
+				name = "sealed/" + shape
 			}
-			var it Iterator
-			var n int
-			var sum float64
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				it.Reset(encoded[i%len(encoded)])
-				for it.Next() {
-					_, v := it.At()
-					sum += v
-					n++
-				}
-			}
-			nsPerSample := float64(b.Elapsed().Nanoseconds()) / float64(n)
-			b.ReportMetric(nsPerSample, "ns/sample")
-			b.ReportMetric(1e9/nsPerSample, "samples/s")
-			_ = sum
-		})
+			b.Run(name, func(b *testing.B) { benchDecode(b, shape, sealed) })
+		}
 	}
+}
+
+func benchDecode(b *testing.B, shape string, sealed bool) {
+	var encoded [][]byte
+	for _, ss := range benchChunks(shape) {
+		a := NewAppender()
+		for _, s := range ss {
+			a.Append(s.t, s.v)
+		}
+		chk := append([]byte(nil), a.Bytes()...)
+		if sealed {
+			chk = Optimize(chk)
+		}
+		encoded = append(encoded, chk)
+	}
+	var it Iterator
+	var n int
+	var sum float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		it.Reset(encoded[i%len(encoded)])
+		for it.Next() {
+			_, v := it.At()
+			sum += v
+			n++
+		}
+	}
+	nsPerSample := float64(b.Elapsed().Nanoseconds()) / float64(n)
+	b.ReportMetric(nsPerSample, "ns/sample")
+	b.ReportMetric(1e9/nsPerSample, "samples/s")
+	_ = sum
 }

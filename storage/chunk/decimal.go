@@ -225,6 +225,56 @@ func (it *Iterator) readPacked(p byte) uint64 {
 func (it *Iterator) nextDecimal() bool {
 	br := &it.br
 	i := it.read
+	// Fast path: both fields wholly buffered and not escaped, decoded in
+	// locals; anything else takes the general path below.
+	if i >= 2 {
+		tw, vw := uint(it.tpack&^noEscape), uint(it.vpack&^noEscape)
+		tesc, vesc := uint(^it.tpack>>7), uint(^it.vpack>>7) // 1 when an escape bit precedes
+		need := tw + vw + tesc + vesc
+		if br.n < need {
+			br.refill()
+		}
+		if n := br.n; need <= n && tw < 64 && vw < 64 {
+			buf := br.buf
+			ok := true
+			var dt, dv uint64
+			if tesc == 1 {
+				ok = buf>>63 == 0
+				buf <<= 1
+			}
+			if tw > 0 {
+				dt = buf >> (64 - tw)
+				buf <<= tw
+			}
+			if vesc == 1 {
+				ok = ok && buf>>63 == 0
+				buf <<= 1
+			}
+			if vw > 0 {
+				dv = buf >> (64 - vw)
+				buf <<= vw
+			}
+			delta := it.delta + unzigzag(dt)
+			t := it.t + delta
+			if ok && t > it.t {
+				br.buf, br.n = buf, n-need
+				it.t, it.delta = t, delta
+				if it.dod {
+					it.md += unzigzag(dv)
+					it.m += it.md
+				} else {
+					it.m += unzigzag(dv)
+				}
+				if it.e == 0 {
+					it.vb = math.Float64bits(float64(it.m))
+				} else {
+					it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
+				}
+				it.read++
+				return true
+			}
+		}
+	}
 	if i == 0 {
 		it.t = int64(br.readBits(64))
 		it.minT = it.t

@@ -267,6 +267,95 @@ func (it *Iterator) Next() bool {
 		return true
 	}
 
+	if it.nextXORFast() {
+		return true
+	}
+	return it.nextXORSlow()
+}
+
+var tsPayload = [5]uint{0, 14, 17, 20, 64}
+
+// nextXORFast decodes one sample from the bits already buffered, in
+// locals, without a call per field; it returns false, having changed
+// nothing, when the sample is not wholly in the buffer or is malformed,
+// and nextXORSlow takes over. Most samples take this path: a regular
+// scrape needs 1-25 bits of timestamp and 1-77 bits of value.
+func (it *Iterator) nextXORFast() bool {
+	br := &it.br
+	if br.n < 57 {
+		br.refill()
+	}
+	buf, n := br.buf, br.n
+	prefix := uint(bits.LeadingZeros64(^buf))
+	used := prefix + 1
+	if prefix >= 4 {
+		prefix, used = 4, 4
+	}
+	sz := tsPayload[prefix]
+	if used+sz+1 > n {
+		return false
+	}
+	var dod int64
+	if sz != 0 {
+		u := (buf << (used & 63)) >> ((64 - sz) & 63)
+		if sz < 64 && u > 1<<(sz-1) {
+			u -= 1 << sz
+		}
+		dod = int64(u)
+		used += sz
+	}
+	vb, leading, trailing := it.vb, it.leading, it.trailing
+	if (buf<<(used&63))>>63 == 1 {
+		used++
+		if used+1 > n {
+			return false
+		}
+		ctl := (buf << (used & 63)) >> 63
+		used++
+		if ctl == 1 {
+			if used+11 > n {
+				return false
+			}
+			hdr := (buf << (used & 63)) >> (64 - 11)
+			used += 11
+			leading = uint8(hdr >> 6)
+			sig := uint8(hdr & 63)
+			if sig == 0 {
+				sig = 64
+			}
+			if int(leading)+int(sig) > 64 {
+				return false
+			}
+			trailing = 64 - leading - sig
+		} else if leading == noWindow {
+			return false
+		}
+		sig := uint(64 - leading - trailing)
+		if used+sig > n {
+			return false
+		}
+		x := (buf << (used & 63)) >> ((64 - sig) & 63)
+		used += sig
+		vb ^= x << trailing
+	} else {
+		used++
+	}
+	delta := it.delta + dod
+	t := it.t + delta
+	if t <= it.t {
+		return false
+	}
+	br.buf = buf << used // used == 64 leaves 0, as Go defines the shift
+	br.n = n - used
+	it.t, it.delta, it.vb, it.leading, it.trailing = t, delta, vb, leading, trailing
+	it.read++
+	return true
+}
+
+// nextXORSlow decodes one sample field by field, refilling as it goes and
+// naming what is wrong with a malformed one.
+func (it *Iterator) nextXORSlow() bool {
+	br := &it.br
 	// Timestamp: count up to four leading 1 bits of the bucket prefix.
 	if br.n < 4 {
 		br.refill()
