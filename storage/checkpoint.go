@@ -110,6 +110,7 @@ func (db *DB) Checkpoint() error {
 		}
 		return fmt.Errorf("checkpoint: store chunks: %w", err)
 	}
+	db.cpGen.Add(1)
 	for _, c := range snaps {
 		if c.nSealed > 0 {
 			c.s.mu.Lock()
@@ -146,6 +147,7 @@ func (db *DB) Checkpoint() error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("checkpoint: truncate log: %w", err)
 	}
+	db.cpGen.Add(1)
 	for _, c := range snaps {
 		if len(c.ooo) > 0 {
 			c.s.mu.Lock()

@@ -110,8 +110,12 @@ type DB struct {
 	closing chan struct{}
 	bg      sync.WaitGroup
 
-	nextID    atomic.Uint64 // last allocated series ID
-	walBytes  atomic.Int64  // WAL bytes written since the last checkpoint
+	nextID   atomic.Uint64 // last allocated series ID
+	walBytes atomic.Int64  // WAL bytes written since the last checkpoint
+	// cpGen counts checkpoints that moved data from the head to Pebble; it
+	// is bumped after the data is in Pebble and before the head drops it,
+	// so a querier holding an older Pebble view knows to refresh it.
+	cpGen     atomic.Uint64
 	closed    atomic.Bool
 	cpTrigger chan struct{}
 

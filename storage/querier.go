@@ -17,6 +17,7 @@ type Querier struct {
 	db         *DB
 	mint, maxt int64
 	it         *pebble.Iterator
+	itGen      uint64   // db.cpGen when it was created
 	dayList    []uint32 // day partitions in the range that hold postings
 	daysErr    error
 	daysDone   bool
@@ -33,11 +34,12 @@ func (db *DB) Querier(mint, maxt int64) (*Querier, error) {
 	if maxt > MaxTime {
 		maxt = MaxTime
 	}
+	gen := db.cpGen.Load()
 	it, err := db.pdb.NewIter(nil)
 	if err != nil {
 		return nil, err
 	}
-	return &Querier{db: db, mint: mint, maxt: maxt, it: it}, nil
+	return &Querier{db: db, mint: mint, maxt: maxt, it: it, itGen: gen}, nil
 }
 
 // Close releases the querier's resources.
@@ -156,6 +158,42 @@ func (q *Querier) Select(ms ...*series.Matcher) (*SeriesSet, error) {
 // load gathers one series' chunks from Pebble and the head; nil if it has
 // no sample in the range.
 func (q *Querier) load(id uint64) (*Series, error) {
+	// The head first, then Pebble: a checkpoint stores chunks in Pebble
+	// before it drops them from the head, so reading in this order (with a
+	// Pebble view refreshed after any such drop) never misses a chunk in
+	// flight. Seeing one in both places is harmless: the merge dedups.
+	var lset series.Labels
+	var mem []chunkRef
+	var flushing, ooo []series.Sample
+	if s := q.db.series.getByID(id); s != nil {
+		lset = s.lset
+		s.mu.Lock()
+		for _, c := range s.sealed {
+			if c.maxT >= q.mint && c.minT <= q.maxt {
+				mem = append(mem, chunkRef{c.minT, c.maxT, c.b})
+			}
+		}
+		if s.head != nil && s.head.Count() > 0 && s.head.MaxT() >= q.mint && s.head.MinT() <= q.maxt {
+			mem = append(mem, chunkRef{s.head.MinT(), s.head.MaxT(), append([]byte(nil), s.head.Bytes()...)})
+		}
+		flushing = clipSamples(s.oooFlushing, q.mint, q.maxt)
+		ooo = clipSamples(s.ooo, q.mint, q.maxt)
+		s.mu.Unlock()
+	} else {
+		var err error
+		if lset, err = q.db.storedLabels(id); err != nil {
+			return nil, err
+		}
+	}
+
+	if gen := q.db.cpGen.Load(); gen != q.itGen {
+		it, err := q.db.pdb.NewIter(nil)
+		if err != nil {
+			return nil, err
+		}
+		q.it.Close()
+		q.it, q.itGen = it, gen
+	}
 	var stored []chunkRef
 	days, err := q.days()
 	if err != nil {
@@ -191,30 +229,6 @@ func (q *Querier) load(id uint64) (*Series, error) {
 			}
 		}
 		if err := q.it.Error(); err != nil {
-			return nil, err
-		}
-	}
-
-	var lset series.Labels
-	var mem []chunkRef
-	var flushing, ooo []series.Sample
-	if s := q.db.series.getByID(id); s != nil {
-		lset = s.lset
-		s.mu.Lock()
-		for _, c := range s.sealed {
-			if c.maxT >= q.mint && c.minT <= q.maxt {
-				mem = append(mem, chunkRef{c.minT, c.maxT, c.b})
-			}
-		}
-		if s.head != nil && s.head.Count() > 0 && s.head.MaxT() >= q.mint && s.head.MinT() <= q.maxt {
-			mem = append(mem, chunkRef{s.head.MinT(), s.head.MaxT(), append([]byte(nil), s.head.Bytes()...)})
-		}
-		flushing = clipSamples(s.oooFlushing, q.mint, q.maxt)
-		ooo = clipSamples(s.ooo, q.mint, q.maxt)
-		s.mu.Unlock()
-	} else {
-		var err error
-		if lset, err = q.db.storedLabels(id); err != nil {
 			return nil, err
 		}
 	}
