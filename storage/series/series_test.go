@@ -1,0 +1,93 @@
+package series
+
+import (
+	"errors"
+	"hash/fnv"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	f := func(ls Labels, want string) {
+		t.Helper()
+		err := ls.Validate()
+		if want == "" {
+			if err != nil {
+				t.Errorf("Validate(%v) = %v, want nil", ls, err)
+			}
+			return
+		}
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate(%v) = %v, want ErrInvalid mentioning %q", ls, err, want)
+		}
+	}
+	f(FromStrings("__name__", "up", "job", "node"), "")
+	f(FromStrings("__name__", "up", "empty", ""), "")
+	f(nil, "empty label set")
+	f(Labels{{Name: "job", Value: "a"}}, "missing metric name")
+	f(Labels{{Name: "__name__", Value: ""}}, "empty metric name")
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "0x", Value: "1"}}, `invalid label name "0x"`)
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "", Value: "1"}}, `invalid label name ""`)
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "a", Value: "1"}, {Name: "a", Value: "2"}}, "duplicate")
+	f(Labels{{Name: "b", Value: "1"}, {Name: "__name__", Value: "a"}}, "not sorted")
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "v", Value: "\xc3"}}, "UTF-8")
+}
+
+// The hash is part of the on-disk format: it must stay FNV-1a-64 over
+// name 0xff value 0xfe for each label, checked here against the standard
+// library's FNV.
+func TestHashStable(t *testing.T) {
+	for _, ls := range []Labels{
+		FromStrings("__name__", "up"),
+		FromStrings("__name__", "up", "job", "node", "instance", "host:9100"),
+		FromStrings("__name__", "x", "v", "ünïcode"),
+	} {
+		h := fnv.New64a()
+		for _, l := range ls {
+			h.Write([]byte(l.Name))
+			h.Write([]byte{0xff})
+			h.Write([]byte(l.Value))
+			h.Write([]byte{0xfe})
+		}
+		if got, want := ls.Hash(), h.Sum64(); got != want {
+			t.Errorf("Hash(%v) = %d, want %d", ls, got, want)
+		}
+	}
+	if FromStrings("a", "bc").Hash() == FromStrings("ab", "c").Hash() {
+		t.Error("Hash does not separate name from value")
+	}
+}
+
+func TestMatcherAnchored(t *testing.T) {
+	f := func(typ MatchType, pattern, v string, want bool) {
+		t.Helper()
+		m, err := NewMatcher(typ, "x", pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Matches(v); got != want {
+			t.Errorf("%s.Matches(%q) = %v, want %v", m, v, got, want)
+		}
+	}
+	f(MatchRegexp, "web", "web-1", false)
+	f(MatchRegexp, "web.*", "web-1", true)
+	f(MatchRegexp, "a|b", "ab", false)
+	f(MatchRegexp, ".*", "multi\nline", true)
+	f(MatchNotRegexp, "web.*", "db", true)
+	f(MatchEqual, "", "", true)
+	f(MatchNotEqual, "a", "", true)
+	if _, err := NewMatcher(MatchRegexp, "x", "("); !errors.Is(err, ErrInvalid) {
+		t.Errorf("NewMatcher with a bad regexp = %v, want ErrInvalid", err)
+	}
+}
+
+func TestStaleNaN(t *testing.T) {
+	if !IsStaleNaN(StaleNaN) {
+		t.Fatal("IsStaleNaN(StaleNaN) = false")
+	}
+	var nan float64
+	nan = nan / nan
+	if IsStaleNaN(nan) {
+		t.Fatal("an ordinary NaN is not the stale marker")
+	}
+}
