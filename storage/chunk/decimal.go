@@ -15,7 +15,7 @@ import (
 //	byte 0      2
 //	bytes 1-2   sample count n, uint16 big-endian
 //	byte 3      low 4 bits: e (0..15); bit 4: values as deltas of deltas
-//	            (else deltas); bits 5-7: 0
+//	            (else deltas); bit 5: values carry corrections; bits 6-7: 0
 //	byte 4      value packing: width W (0..64) in the low 7 bits; bit 7 set
 //	            when no element escapes (then there is no escape bit)
 //	byte 5      timestamp packing, the same way
@@ -24,22 +24,34 @@ import (
 //	            m0, the first mantissa, as a var
 //	            if n > 1 and values are deltas of deltas: the first value
 //	            delta, as a var
+//	            the first value's correction (see below)
 //	            then per sample i >= 1, interleaved:
 //	              time:  for i >= 2, the delta of delta, packed
 //	              value: the delta (i >= 1) or delta of delta (i >= 2), packed
+//	            and, when bit 5 is set, after each value (i >= 1): its
+//	            correction: '0', or '1' and a var holding zigzag(c)
 //
 // A var is a 7-bit length L and L bits. Signed integers are zigzagged. A
 // packed element is W bits when the packing has no escapes; otherwise '0'
 // and W bits, or '1' and a var for an element wider than W.
 //
-// Decoding yields float64(m) / 10^e, and Optimize keeps this encoding only
-// after checking that this gives back every value bit for bit. Regular
-// scrapes cost no bits for timestamps (W = 0, no escapes).
+// Decoding yields the float whose bits are bits(float64(m) / 10^e) + c,
+// with c = 0 unless corrected; Optimize keeps this encoding only after
+// checking that this gives back every value bit for bit. Corrections carry
+// the artefacts of float arithmetic that real exporters emit among
+// decimal values (CloudWatch's 1.7619999999999998 next to 1.762: one ulp
+// away). Regular scrapes cost no bits for timestamps (W = 0, no escapes).
 const EncDecimal byte = 2
 
 const decimalHeader = 6
 
-const noEscape = 0x80
+const (
+	noEscape = 0x80
+	// maxCorrection bounds |c| in ulps: artefacts of decimal arithmetic are
+	// a few ulps off; a wider gap means the value is not decimal at all.
+	maxCorrection = 64
+	corrFlag      = 1 << 5
+)
 
 var pow10 = [16]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
@@ -69,43 +81,56 @@ func Optimize(b []byte) []byte {
 	if it.Err() != nil {
 		return b
 	}
-	ms, e, ok := toDecimal(vs)
+	ms, cs, e, ok := toDecimal(vs)
 	if !ok {
 		return b
 	}
 	best := b
 	for _, dod := range []bool{false, true} {
-		if d := encodeDecimal(ts, ms, e, dod); len(d) < len(best) {
+		if d := encodeDecimal(ts, ms, cs, e, dod); len(d) < len(best) {
 			best = d
 		}
 	}
 	return best
 }
 
-// toDecimal finds the smallest e such that every value is exactly
-// float64(m)/10^e for an integer m of at most 53 bits.
-func toDecimal(vs []float64) ([]int64, uint8, bool) {
-	ms := make([]int64, len(vs))
+// toDecimal finds the smallest e such that every value is
+// float64(m)/10^e for an integer m of at most 53 bits, give or take a
+// correction of at most maxCorrection ulps, and at least half of the
+// values need none. cs is nil when no value needs a correction.
+func toDecimal(vs []float64) (ms, cs []int64, e uint8, ok bool) {
+	ms = make([]int64, len(vs))
+	cs = make([]int64, len(vs))
 	for e := uint8(0); e < uint8(len(pow10)); e++ {
 		p := pow10[e]
-		ok := true
+		fits, corrected := true, 0
 		for i, v := range vs {
 			f := math.Round(v * p)
 			if math.IsNaN(f) || math.Abs(f) > 1<<53 {
-				return nil, 0, false
+				return nil, nil, 0, false
 			}
 			m := int64(f)
-			if math.Float64bits(float64(m)/p) != math.Float64bits(v) {
-				ok = false
+			c := int64(math.Float64bits(v) - math.Float64bits(float64(m)/p))
+			if c < -maxCorrection || c > maxCorrection {
+				fits = false
 				break
 			}
-			ms[i] = m
+			if c != 0 {
+				if corrected++; corrected > len(vs)/2 {
+					fits = false
+					break
+				}
+			}
+			ms[i], cs[i] = m, c
 		}
-		if ok {
-			return ms, e, true
+		if fits {
+			if corrected == 0 {
+				cs = nil
+			}
+			return ms, cs, e, true
 		}
 	}
-	return nil, 0, false
+	return nil, nil, 0, false
 }
 
 // packing picks the width (and whether escapes are needed) that
@@ -158,7 +183,7 @@ func writePacked(w *bitWriter, p byte, x uint64) {
 	writeVar(w, x)
 }
 
-func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
+func encodeDecimal(ts, ms, cs []int64, e uint8, dod bool) []byte {
 	n := len(ts)
 	var tx, vx []uint64
 	for i := 2; i < n; i++ {
@@ -178,7 +203,21 @@ func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
 	if dod {
 		mode = 1 << 4
 	}
+	if cs != nil {
+		mode |= corrFlag
+	}
 	w := bitWriter{b: make([]byte, decimalHeader, decimalHeader+16+n)}
+	corr := func(i int) {
+		if cs == nil {
+			return
+		}
+		if cs[i] == 0 {
+			w.writeBit(false)
+			return
+		}
+		w.writeBit(true)
+		writeVar(&w, zigzag(cs[i]))
+	}
 	w.b[0] = EncDecimal
 	binary.BigEndian.PutUint16(w.b[1:], uint16(n))
 	w.b[3], w.b[4], w.b[5] = e|mode, vp, tp
@@ -190,6 +229,7 @@ func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
 	if n > 1 && dod {
 		writeVar(&w, zigzag(ms[1]-ms[0]))
 	}
+	corr(0)
 	for i := 1; i < n; i++ {
 		if i >= 2 {
 			writePacked(&w, tp, tx[i-2])
@@ -200,6 +240,7 @@ func encodeDecimal(ts []int64, ms []int64, e uint8, dod bool) []byte {
 		case i >= 2:
 			writePacked(&w, vp, vx[i-2])
 		}
+		corr(i)
 	}
 	return w.b
 }
@@ -230,7 +271,7 @@ func (it *Iterator) nextDecimal() bool {
 	if i >= 2 {
 		tw, vw := uint(it.tpack&^noEscape), uint(it.vpack&^noEscape)
 		tesc, vesc := uint(^it.tpack>>7), uint(^it.vpack>>7) // 1 when an escape bit precedes
-		need := tw + vw + tesc + vesc
+		need := tw + vw + tesc + vesc + it.corr
 		if br.n < need {
 			br.refill()
 		}
@@ -253,6 +294,10 @@ func (it *Iterator) nextDecimal() bool {
 			if vw > 0 {
 				dv = buf >> (64 - vw)
 				buf <<= vw
+			}
+			if it.corr == 1 {
+				ok = ok && buf>>63 == 0
+				buf <<= 1
 			}
 			delta := it.delta + unzigzag(dt)
 			t := it.t + delta
@@ -304,13 +349,17 @@ func (it *Iterator) nextDecimal() bool {
 			it.m += it.md
 		}
 	}
+	var c int64
+	if it.corr == 1 && br.readBit() {
+		c = unzigzag(it.readVar())
+	}
 	if br.bad {
 		return it.corrupt("truncated sample")
 	}
 	if it.err != nil {
 		return false
 	}
-	it.vb = math.Float64bits(float64(it.m) / pow10[it.e])
+	it.vb = math.Float64bits(float64(it.m)/pow10[it.e]) + uint64(c)
 	it.read++
 	return true
 }

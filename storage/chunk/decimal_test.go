@@ -8,7 +8,7 @@ import (
 
 func TestOptimizeRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(testSeed(t), 3))
-	decimalWins := 0
+	decimalWins, corrected := 0, 0
 	for iter := 0; iter < 3000; iter++ {
 		var ss []sample
 		if iter%2 == 0 {
@@ -33,6 +33,14 @@ func TestOptimizeRoundTrip(t *testing.T) {
 				}
 			}
 		}
+		if iter%3 == 0 {
+			// Float artefacts among decimals, as CloudWatch emits them.
+			for i := range ss {
+				if r.IntN(4) == 0 && ss[i].v != 0 && !math.IsNaN(ss[i].v) && !math.IsInf(ss[i].v, 0) {
+					ss[i].v = math.Float64frombits(math.Float64bits(ss[i].v) + uint64(r.IntN(5)) - 2)
+				}
+			}
+		}
 		b := encode(t, ss)
 		o := Optimize(b)
 		if len(o) > len(b) {
@@ -40,6 +48,9 @@ func TestOptimizeRoundTrip(t *testing.T) {
 		}
 		if len(o) > 0 && o[0] == EncDecimal {
 			decimalWins++
+			if o[3]&corrFlag != 0 {
+				corrected++
+			}
 		}
 		got, err := decodeAll(o)
 		if err != nil {
@@ -54,6 +65,9 @@ func TestOptimizeRoundTrip(t *testing.T) {
 		if a.Count() != len(ss) {
 			t.Fatalf("resumed %d samples, want %d", a.Count(), len(ss))
 		}
+	}
+	if corrected < 100 {
+		t.Errorf("decimal with corrections chosen %d times, expected it for many of the chunks with artefacts", corrected)
 	}
 	if decimalWins < 1000 {
 		t.Errorf("decimal encoding chosen %d times of 3000, expected most of the decimal-friendly half", decimalWins)
@@ -77,4 +91,12 @@ func TestOptimizeSizes(t *testing.T) {
 	f("walk of small ints", func(i int) float64 { return float64(i%5 - 2 + 100) }, 0.55)
 	f("two decimals", func(i int) float64 { return float64(5000+i%7) / 100 }, 0.7)
 	f("NaN keeps XOR", func(i int) float64 { return math.NaN() }, 0.5)
+	// 1.7619999999999998 among 1.762-style values: corrected decimals.
+	f("artefacts", func(i int) float64 {
+		v := float64(1700+i%13) / 1000
+		if i%4 == 0 {
+			v = math.Float64frombits(math.Float64bits(v) - 1)
+		}
+		return v
+	}, 1.5)
 }

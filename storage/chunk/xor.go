@@ -168,6 +168,7 @@ type Iterator struct {
 	e            uint8
 	dod          bool
 	vpack, tpack byte
+	corr         uint // 1 when values carry corrections
 	m            int64
 	md           int64
 
@@ -203,11 +204,14 @@ func (it *Iterator) Reset(b []byte) {
 	case EncXOR:
 		it.br.reset(b[headerSize:])
 	case EncDecimal:
-		if len(b) < decimalHeader || b[3]>>5 != 0 || b[4]&^noEscape > 64 || b[5]&^noEscape > 64 {
+		if len(b) < decimalHeader || b[3]>>6 != 0 || b[4]&^noEscape > 64 || b[5]&^noEscape > 64 {
 			it.err = fmt.Errorf("%w: bad decimal chunk header", ErrCorrupt)
 			return
 		}
 		it.e, it.dod, it.vpack, it.tpack = b[3]&0x0f, b[3]&0x10 != 0, b[4], b[5]
+		if b[3]&corrFlag != 0 {
+			it.corr = 1
+		}
 		it.br.reset(b[decimalHeader:])
 	default:
 		it.err = fmt.Errorf("%w: unknown encoding %d", ErrCorrupt, b[0])
