@@ -79,6 +79,9 @@ func (a *Appender) Len() int { return len(a.samples) }
 
 // Rollback discards the samples added since the last Commit.
 func (a *Appender) Rollback() {
+	for _, p := range a.samples {
+		p.s.pins.Add(-1)
+	}
 	a.samples = a.samples[:0]
 	a.hasCutoff = false
 }

@@ -158,8 +158,13 @@ func (db *DB) Checkpoint() error {
 		}
 	}
 	db.stats.Checkpoints.Add(1)
-	if len(snaps) > 0 {
-		db.opts.Logger.Debug("checkpoint", "seq", cpSeq, "series", len(snaps), "late_samples_merged", merged, "duration", time.Since(start))
+	cp := db.cpCount.Add(1)
+	evicted, err := db.evictIdle(cp)
+	if err != nil {
+		return fmt.Errorf("checkpoint: evict idle series: %w", err)
+	}
+	if len(snaps) > 0 || evicted > 0 {
+		db.opts.Logger.Debug("checkpoint", "seq", cpSeq, "series", len(snaps), "late_samples_merged", merged, "evicted", evicted, "duration", time.Since(start))
 	}
 	return nil
 }
@@ -267,4 +272,62 @@ func mergeSamples(older, newer []series.Sample) []series.Sample {
 	}
 	out = append(out, older[i:]...)
 	return append(out, newer[j:]...)
+}
+
+// evictIdle drops from the head the series that received no sample for
+// HeadIdleTimeout and whose data is all stored, so that head memory follows
+// the active series, not every series ever seen. Their open chunk is
+// stored once more in its smallest encoding: it is final unless the
+// series comes back, and then it is resumed from there.
+func (db *DB) evictIdle(cp uint64) (int, error) {
+	idle := uint64(1)
+	if db.opts.CheckpointInterval > 0 && db.opts.HeadIdleTimeout > db.opts.CheckpointInterval {
+		idle = uint64(db.opts.HeadIdleTimeout / db.opts.CheckpointInterval)
+	}
+	clean := func(s *memSeries) bool {
+		return !s.headDirty && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && cp-s.touched > idle
+	}
+	type cand struct {
+		s    *memSeries
+		head sealedChunk
+	}
+	var cands []cand
+	for _, s := range db.series.all() {
+		s.mu.Lock()
+		if clean(s) && s.pins.Load() == 0 {
+			c := cand{s: s}
+			if s.head != nil && s.head.Count() > 0 {
+				c.head = sealedChunk{minT: s.head.MinT(), maxT: s.head.MaxT(), b: append([]byte(nil), s.head.Bytes()...)}
+			}
+			cands = append(cands, c)
+		}
+		s.mu.Unlock()
+	}
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	var key, val []byte
+	for _, c := range cands {
+		if c.head.b == nil {
+			continue
+		}
+		key = chunkKey(key[:0], dayOf(c.head.minT), c.s.id, c.head.minT)
+		val = appendChunkValue(val[:0], c.head.minT, c.head.maxT, chunk.Optimize(c.head.b))
+		b.Set(key, val, nil)
+	}
+	// No fsync: this re-encodes data that is durable already; a lost write
+	// leaves the earlier copy.
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cands {
+		if db.series.evict(c.s, func() bool { return clean(c.s) }) {
+			n++
+		}
+	}
+	db.stats.SeriesEvicted.Add(int64(n))
+	return n, nil
 }

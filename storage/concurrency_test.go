@@ -19,6 +19,7 @@ func TestConcurrentCommitters(t *testing.T) {
 	o := testOptions(c)
 	o.DisableBackground = false
 	o.CheckpointInterval = 5 * time.Millisecond
+	o.HeadIdleTimeout = 10 * time.Millisecond // series come and go from the head
 	o.ChunkSamples = 30
 	dir := t.TempDir()
 	db := openTest(t, dir, o)
@@ -43,6 +44,15 @@ func TestConcurrentCommitters(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				// A rarely written series per writer: idle between writes.
+				rare := series.FromStrings("__name__", "cpu", "writer", strconv.Itoa(w), "rare", strconv.Itoa(b%4))
+				if err := a.Append(rare, base+int64(b)*1000, float64(b)); err != nil {
+					t.Error(err)
+					return
+				}
+				if b%7 == 0 {
+					time.Sleep(3 * time.Millisecond)
+				}
 				if err := a.Commit(); err != nil {
 					t.Error(err)
 					return
@@ -55,6 +65,14 @@ func TestConcurrentCommitters(t *testing.T) {
 	for w := 0; w < writers; w++ {
 		if n := len(got[series.FromStrings("__name__", "cpu", "writer", strconv.Itoa(w)).String()]); n != batches*perBatch {
 			t.Errorf("writer %d: %d samples, want %d", w, n, batches*perBatch)
+		}
+	}
+	for w := 0; w < writers; w++ {
+		for r := 0; r < 4; r++ {
+			ls := series.FromStrings("__name__", "cpu", "writer", strconv.Itoa(w), "rare", strconv.Itoa(r))
+			if n := len(got[ls.String()]); n != batches/4 {
+				t.Errorf("%s: %d samples, want %d", ls, n, batches/4)
+			}
 		}
 	}
 	shared := got[series.FromStrings("__name__", "cpu", "writer", "shared").String()]

@@ -39,6 +39,10 @@ type Options struct {
 	// and 64 MiB.
 	CheckpointInterval time.Duration
 	CheckpointWALBytes int64
+	// HeadIdleTimeout is how long a series may receive no sample before it
+	// leaves the head (its open chunk is stored and its memory freed; the
+	// next sample brings it back). Default 1 hour.
+	HeadIdleTimeout time.Duration
 	// RetentionInterval is how often expired partitions are dropped.
 	// Default 10 minutes.
 	RetentionInterval time.Duration
@@ -71,6 +75,9 @@ func (o *Options) withDefaults() Options {
 	if r.CheckpointWALBytes == 0 {
 		r.CheckpointWALBytes = 64 << 20
 	}
+	if r.HeadIdleTimeout == 0 {
+		r.HeadIdleTimeout = time.Hour
+	}
 	if r.RetentionInterval == 0 {
 		r.RetentionInterval = 10 * time.Minute
 	}
@@ -95,7 +102,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("chunk samples %d is outside 1..65535", o.ChunkSamples)
 	case o.ChunkSpan < 0:
 		return fmt.Errorf("chunk span %v is negative", o.ChunkSpan)
-	case o.CheckpointInterval < 0 || o.RetentionInterval < 0:
+	case o.CheckpointInterval < 0 || o.RetentionInterval < 0 || o.HeadIdleTimeout < 0:
 		return errors.New("background intervals must not be negative")
 	}
 	return nil
@@ -116,6 +123,7 @@ type DB struct {
 	// is bumped after the data is in Pebble and before the head drops it,
 	// so a querier holding an older Pebble view knows to refresh it.
 	cpGen     atomic.Uint64
+	cpCount   atomic.Uint64 // checkpoints completed; the head's clock for idleness
 	closed    atomic.Bool
 	cpTrigger chan struct{}
 
@@ -146,6 +154,7 @@ type Stats struct {
 	ReplayedSamples  atomic.Int64
 	ReplayDuration   atomic.Int64 // nanoseconds, last Open
 	PartitionsDroped atomic.Int64
+	SeriesEvicted    atomic.Int64
 }
 
 // Open opens or creates the database in dir and replays its log.

@@ -428,3 +428,56 @@ func containsStr(s, sub string) bool {
 	}
 	return false
 }
+
+// A series that stops receiving samples leaves the head after
+// HeadIdleTimeout; its data stays queryable, and a later sample brings it
+// back in order, overwrites included.
+func TestIdleSeriesEvicted(t *testing.T) {
+	c := &clock{day0}
+	o := testOptions(c)
+	o.CheckpointInterval = time.Minute
+	o.HeadIdleTimeout = 2 * time.Minute
+	dir := t.TempDir()
+	db := openTest(t, dir, o)
+	busy := series.FromStrings("__name__", "cpu", "host", "busy")
+	idle := series.FromStrings("__name__", "cpu", "host", "idle")
+	base := ms(day0) - 3600_000
+	var idleWant []series.Sample
+	for i := 0; i < 50; i++ {
+		idleWant = append(idleWant, series.Sample{T: base + int64(i)*10_000, V: float64(i)})
+	}
+	mustAppend(t, db, idle, idleWant...)
+	for cp := 0; cp < 5; cp++ {
+		mustAppend(t, db, busy, series.Sample{T: base + int64(cp)*10_000, V: 1})
+		if err := db.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := db.ActiveSeries(); got != 1 {
+		t.Fatalf("ActiveSeries = %d after the idle series' timeout, want 1", got)
+	}
+	if db.Stats().SeriesEvicted.Load() != 1 {
+		t.Fatalf("SeriesEvicted = %d, want 1", db.Stats().SeriesEvicted.Load())
+	}
+	if got := query(t, db, 0, MaxTime, nameCPU)[idle.String()]; !eqSamples(got, idleWant) {
+		t.Fatalf("evicted series reads %d samples, want %d", len(got), len(idleWant))
+	}
+	// It comes back: an in-order sample, and an overwrite of a stored one.
+	more := []series.Sample{{T: base + 50*10_000, V: 50}, {T: base + 10*10_000, V: -10}}
+	mustAppend(t, db, idle, more...)
+	idleWant = append(idleWant, more[0])
+	idleWant[10].V = -10
+	check := func(when string) {
+		t.Helper()
+		if got := query(t, db, 0, MaxTime, nameCPU)[idle.String()]; !eqSamples(got, idleWant) {
+			t.Fatalf("%s: got %v\nwant %v", when, got, idleWant)
+		}
+	}
+	check("back in the head")
+	db.Checkpoint()
+	check("after checkpoint")
+	db.CloseNoCheckpoint()
+	db = openTest(t, dir, o)
+	defer db.Close()
+	check("after restart")
+}

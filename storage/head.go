@@ -39,12 +39,15 @@ func newSeriesMap() *seriesMap {
 
 func (m *seriesMap) len() int { return int(m.n.Load()) }
 
+// getByHash returns the series with labels ls, pinned (see memSeries.pins),
+// or nil.
 func (m *seriesMap) getByHash(h uint64, ls series.Labels) *memSeries {
 	st := &m.stripes[h%seriesStripes]
 	st.mu.RLock()
 	defer st.mu.RUnlock()
 	for _, s := range st.byHash[h] {
 		if s.lset.Equal(ls) {
+			s.pins.Add(1)
 			return s
 		}
 	}
@@ -59,15 +62,21 @@ func (m *seriesMap) getByID(id uint64) *memSeries {
 }
 
 // add inserts s unless a series with the same labels is there already, and
-// returns the one in the map.
-func (m *seriesMap) add(s *memSeries) *memSeries {
+// returns the one in the map, pinned if pin is set.
+func (m *seriesMap) add(s *memSeries, pin bool) *memSeries {
 	st := &m.stripes[s.hash%seriesStripes]
 	st.mu.Lock()
 	for _, o := range st.byHash[s.hash] {
 		if o.lset.Equal(s.lset) {
+			if pin {
+				o.pins.Add(1)
+			}
 			st.mu.Unlock()
 			return o
 		}
+	}
+	if pin {
+		s.pins.Add(1)
 	}
 	st.byHash[s.hash] = append(st.byHash[s.hash], s)
 	st.mu.Unlock()
@@ -77,6 +86,48 @@ func (m *seriesMap) add(s *memSeries) *memSeries {
 	st2.mu.Unlock()
 	m.n.Add(1)
 	return s
+}
+
+// evict removes s from the head if canEvict, called with s.mu held, still
+// allows it and no appender holds it. Holding the hash stripe's write lock
+// while checking pins keeps getByHash from handing s out meanwhile.
+func (m *seriesMap) evict(s *memSeries, canEvict func() bool) bool {
+	st := &m.stripes[s.hash%seriesStripes]
+	st.mu.Lock()
+	if s.pins.Load() != 0 {
+		st.mu.Unlock()
+		return false
+	}
+	s.mu.Lock()
+	ok := canEvict()
+	s.mu.Unlock()
+	if !ok {
+		st.mu.Unlock()
+		return false
+	}
+	list := st.byHash[s.hash]
+	for i, o := range list {
+		if o == s {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(st.byHash, s.hash)
+	} else {
+		st.byHash[s.hash] = list
+	}
+	st.mu.Unlock()
+	// The ID stripe may be the hash stripe: never hold both. A series
+	// loaded again meanwhile under the same ID is another object: keep it.
+	st2 := &m.stripes[s.id%seriesStripes]
+	st2.mu.Lock()
+	if st2.byID[s.id] == s {
+		delete(st2.byID, s.id)
+	}
+	st2.mu.Unlock()
+	m.n.Add(-1)
+	return true
 }
 
 // all returns every series in the head (a copy of the pointers).
@@ -110,6 +161,9 @@ type memSeries struct {
 	// postedDay is the newest day whose postings are durable (+1, 0: none).
 	created   atomic.Bool
 	postedDay atomic.Uint32
+	// pins counts samples of this series in appenders, not yet applied or
+	// rolled back: a pinned series is never evicted from the head.
+	pins atomic.Int32
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -126,11 +180,14 @@ type memSeries struct {
 	ooo          []series.Sample
 	oooFlushing  []series.Sample
 	lastChunkDay uint32 // newest day known to be recorded under 'L'
+	// touched is the checkpoint count when a sample was last applied; a
+	// series untouched for HeadIdleTimeout is evicted from the head.
+	touched uint64
 }
 
-// getOrCreate returns the head series for ls, loading it from the index or
-// allocating a new ID. Labels are validated only on a miss: a label set in
-// the map has passed validation already.
+// getOrCreate returns the head series for ls, pinned, loading it from the
+// index or allocating a new ID. Labels are validated only on a miss: a
+// label set in the map has passed validation already.
 func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	h := ls.Hash()
 	if s := db.series.getByHash(h, ls); s != nil {
@@ -154,7 +211,7 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 		s.id = db.nextID.Add(1)
 		db.stats.SeriesCreated.Add(1)
 	}
-	return db.series.add(s), nil
+	return db.series.add(s, true), nil
 }
 
 // lookupStored finds the ID of a stored series with labels ls, or 0.
@@ -203,7 +260,7 @@ func (db *DB) seriesByID(id uint64) (*memSeries, error) {
 	if err := db.loadHead(s); err != nil {
 		return nil, err
 	}
-	return db.series.add(s), nil
+	return db.series.add(s, false), nil
 }
 
 // loadHead finds the newest stored chunk of a series that is not in the
@@ -265,6 +322,7 @@ func (db *DB) loadHead(s *memSeries) error {
 func (db *DB) apply(s *memSeries, t int64, v float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.touched = db.cpCount.Load()
 	if s.head != nil && s.head.Count() > 0 {
 		switch {
 		case t > s.head.MaxT():
