@@ -88,40 +88,35 @@ func loadTimeValueCSV(path string, ls series.Labels) (loadedSeries, error) {
 	return out, nil
 }
 
-func loadNAB(root string) (dataset, error) {
-	d := dataset{name: "nab-aws-cloudwatch"}
-	files, _ := filepath.Glob(filepath.Join(root, "nab-aws-cloudwatch", "*", "*.csv"))
+// loadCSVFolder loads one series per CSV file matching pattern (a glob
+// under root/name), labelled by labels(file, parent folder, base name).
+func loadCSVFolder(root, name, pattern string, labels func(folder, base string) series.Labels) (dataset, error) {
+	d := dataset{name: name}
+	files, _ := filepath.Glob(filepath.Join(root, name, pattern))
 	sort.Strings(files)
 	for _, f := range files {
-		name := strings.TrimSuffix(filepath.Base(f), ".csv")
-		s, err := loadTimeValueCSV(f, series.FromStrings("__name__", "nab_value", "file", name, "folder", filepath.Base(filepath.Dir(f))))
+		s, err := loadTimeValueCSV(f, labels(filepath.Base(filepath.Dir(f)), strings.TrimSuffix(filepath.Base(f), ".csv")))
 		if err != nil {
 			return d, err
 		}
 		d.series = append(d.series, s)
 	}
 	if len(d.series) == 0 {
-		return d, fmt.Errorf("no CSV files under %s", filepath.Join(root, "nab-aws-cloudwatch"))
+		return d, fmt.Errorf("no CSV files under %s", filepath.Join(root, name))
 	}
 	return d, nil
 }
 
+func loadNAB(root string) (dataset, error) {
+	return loadCSVFolder(root, "nab-aws-cloudwatch", "*/*.csv", func(folder, base string) series.Labels {
+		return series.FromStrings("__name__", "nab_value", "file", base, "folder", folder)
+	})
+}
+
 func loadMS(root string) (dataset, error) {
-	d := dataset{name: "ms-cloud-monitoring"}
-	files, _ := filepath.Glob(filepath.Join(root, "ms-cloud-monitoring", "data", "*", "*.csv"))
-	sort.Strings(files)
-	for _, f := range files {
-		s, err := loadTimeValueCSV(f, series.FromStrings("__name__", "ms_value",
-			"domain", filepath.Base(filepath.Dir(f)), "series", strings.TrimSuffix(filepath.Base(f), ".csv")))
-		if err != nil {
-			return d, err
-		}
-		d.series = append(d.series, s)
-	}
-	if len(d.series) == 0 {
-		return d, fmt.Errorf("no CSV files under %s", filepath.Join(root, "ms-cloud-monitoring"))
-	}
-	return d, nil
+	return loadCSVFolder(root, "ms-cloud-monitoring", "data/*/*.csv", func(folder, base string) series.Labels {
+		return series.FromStrings("__name__", "ms_value", "domain", folder, "series", base)
+	})
 }
 
 // loadASD reads the 12 entities x 19 metrics; rows are 300 s apart from a
