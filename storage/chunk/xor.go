@@ -286,10 +286,22 @@ var tsPayload = [5]uint{0, 14, 17, 20, 64}
 // scrape needs 1-25 bits of timestamp and 1-77 bits of value.
 func (it *Iterator) nextXORFast() bool {
 	br := &it.br
-	if br.n < 57 {
-		br.refill()
-	}
 	buf, n := br.buf, br.n
+	if n < 57 {
+		// refill, inlined: the call was a tenth of decode time.
+		if br.pos+8 > len(br.b) {
+			br.refill()
+			buf, n = br.buf, br.n
+		} else {
+			v := binary.BigEndian.Uint64(br.b[br.pos:])
+			nb := (64 - n) >> 3
+			got := n + nb<<3
+			buf |= (v >> n) & ^(^uint64(0) >> got)
+			br.pos += int(nb)
+			n = got
+			br.buf, br.n = buf, n
+		}
+	}
 	prefix := uint(bits.LeadingZeros64(^buf))
 	used := prefix + 1
 	if prefix >= 4 {
