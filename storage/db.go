@@ -145,16 +145,16 @@ type DB struct {
 
 // Stats are counters of the engine's work, for /metrics and benchmarks.
 type Stats struct {
-	SamplesAppended  atomic.Int64
-	SamplesOOO       atomic.Int64
-	SeriesCreated    atomic.Int64
-	Commits          atomic.Int64
-	Checkpoints      atomic.Int64
-	ChunksWritten    atomic.Int64
-	ReplayedSamples  atomic.Int64
-	ReplayDuration   atomic.Int64 // nanoseconds, last Open
-	PartitionsDroped atomic.Int64
-	SeriesEvicted    atomic.Int64
+	SamplesAppended atomic.Int64
+	SamplesOOO      atomic.Int64
+	SeriesCreated   atomic.Int64
+	Commits         atomic.Int64
+	Checkpoints     atomic.Int64
+	ChunksWritten   atomic.Int64
+	ReplayedSamples atomic.Int64
+	ReplayDuration  atomic.Int64 // nanoseconds, last Open
+	RetentionRuns   atomic.Int64
+	SeriesEvicted   atomic.Int64
 }
 
 // Open opens or creates the database in dir and replays its log.
@@ -327,6 +327,10 @@ func (db *DB) ActiveSeries() int { return db.series.len() }
 // DiskUsage returns the bytes the data directory uses on disk.
 func (db *DB) DiskUsage() uint64 { return db.pdb.Metrics().DiskSpaceUsage() }
 
+// TableBytes returns the bytes of live sstables: the data at rest, without
+// Pebble's write log or files waiting for deletion.
+func (db *DB) TableBytes() uint64 { return db.pdb.Metrics().Table.Local.LiveSize }
+
 // Flush writes Pebble's memtable to sstables; benchmarks call it before
 // measuring disk use.
 func (db *DB) Flush() error { return db.pdb.Flush() }
@@ -396,7 +400,7 @@ func (db *DB) ApplyRetention() error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
 	}
-	db.stats.PartitionsDroped.Add(1)
+	db.stats.RetentionRuns.Add(1)
 	return nil
 }
 
