@@ -140,6 +140,10 @@ type DB struct {
 	// cpMu serialises checkpoints (background, explicit, and Close).
 	cpMu sync.Mutex
 
+	// gcMu: series garbage collection (write) against loading a stored
+	// series into the head (read).
+	gcMu sync.RWMutex
+
 	stats Stats
 }
 
@@ -155,6 +159,7 @@ type Stats struct {
 	ReplayDuration  atomic.Int64 // nanoseconds, last Open
 	RetentionRuns   atomic.Int64
 	SeriesEvicted   atomic.Int64
+	SeriesCollected atomic.Int64 // series deleted by retention
 }
 
 // Open opens or creates the database in dir and replays its log.
@@ -401,7 +406,60 @@ func (db *DB) ApplyRetention() error {
 		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
 	}
 	db.stats.RetentionRuns.Add(1)
+	n, err := db.gcSeries(cutDay)
+	if err != nil {
+		return fmt.Errorf("collect expired series: %w", err)
+	}
+	if n > 0 {
+		db.opts.Logger.Info("retention collected expired series", "series", n, "before_day", cutDay)
+	}
 	return nil
+}
+
+// gcSeries deletes the 'S', 'H' and 'L' keys of series that are not in the
+// head and whose newest stored chunk lies before cutDay: all their data
+// has expired, and a later sample with the same labels makes a new series.
+// A series in the head, or being loaded into it (gcMu), is kept.
+func (db *DB) gcSeries(cutDay uint32) (int, error) {
+	db.gcMu.Lock()
+	defer db.gcMu.Unlock()
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindLast}, UpperBound: []byte{kindLast + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 9 || len(v) != 4 || binary.BigEndian.Uint32(v) >= cutDay {
+			continue
+		}
+		id := binary.BigEndian.Uint64(k[1:])
+		if db.series.getByID(id) != nil {
+			continue
+		}
+		ls, err := db.storedLabels(id)
+		if err != nil {
+			return n, err
+		}
+		b.Delete(seriesKey(id), nil)
+		b.Delete(hashKey(ls.Hash(), id), nil)
+		b.Delete(lastKey(id), nil)
+		n++
+	}
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, err
+	}
+	db.stats.SeriesCollected.Add(int64(n))
+	return n, nil
 }
 
 // minInt64 is the "nothing stored yet" timestamp.

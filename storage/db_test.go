@@ -481,3 +481,44 @@ func TestIdleSeriesEvicted(t *testing.T) {
 	defer db.Close()
 	check("after restart")
 }
+
+// When all of a series' days have expired and it is not in the head,
+// retention deletes its index keys too; the same labels later make a new
+// series that holds only the new samples.
+func TestRetentionCollectsSeries(t *testing.T) {
+	c := &clock{day0}
+	o := testOptions(c)
+	o.Retention = 3 * 24 * time.Hour
+	o.HeadIdleTimeout = time.Nanosecond // evict at the first idle checkpoint
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	gone := series.FromStrings("__name__", "cpu", "pod", "gone")
+	kept := series.FromStrings("__name__", "cpu", "pod", "kept")
+	mustAppend(t, db, gone, series.Sample{T: ms(day0) - 1000, V: 1})
+	db.Checkpoint()
+	db.Checkpoint()
+	db.Checkpoint()
+	if db.ActiveSeries() != 0 {
+		t.Fatalf("ActiveSeries = %d, want the idle series evicted", db.ActiveSeries())
+	}
+	c.now = day0.Add(5 * 24 * time.Hour)
+	mustAppend(t, db, kept, series.Sample{T: ms(c.now) - 1000, V: 2})
+	db.Checkpoint()
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Stats().SeriesCollected.Load(); n != 1 {
+		t.Fatalf("SeriesCollected = %d, want 1", n)
+	}
+	if id, err := db.lookupStored(gone.Hash(), gone); err != nil || id != 0 {
+		t.Fatalf("the expired series is still in the index: id %d, %v", id, err)
+	}
+	mustAppend(t, db, gone, series.Sample{T: ms(c.now) - 500, V: 3})
+	got := query(t, db, 0, MaxTime, nameCPU)
+	if s := got[gone.String()]; len(s) != 1 || s[0].V != 3 {
+		t.Errorf("revived series = %v, want only the new sample", s)
+	}
+	if s := got[kept.String()]; len(s) != 1 || s[0].V != 2 {
+		t.Errorf("kept series = %v", s)
+	}
+}

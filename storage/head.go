@@ -196,6 +196,10 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	if err := ls.Validate(); err != nil {
 		return nil, err
 	}
+	// Series garbage collection must not delete the keys of a series that
+	// is being brought back into the head.
+	db.gcMu.RLock()
+	defer db.gcMu.RUnlock()
 	id, err := db.lookupStored(h, ls)
 	if err != nil {
 		return nil, err

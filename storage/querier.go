@@ -2,6 +2,7 @@ package storage
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -181,7 +182,9 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		s.mu.Unlock()
 	} else {
 		var err error
-		if lset, err = q.db.storedLabels(id); err != nil {
+		if lset, err = q.db.storedLabels(id); errors.Is(err, pebble.ErrNotFound) {
+			return nil, nil // collected by retention since the index was read
+		} else if err != nil {
 			return nil, err
 		}
 	}
