@@ -242,9 +242,5 @@ func (db *DB) replay() (int64, error) {
 	if db.nextSeq <= db.appliedSeq {
 		db.nextSeq = db.appliedSeq + 1
 	}
-	// Series replayed have their keys durable; their postings too.
-	for _, s := range db.series.all() {
-		s.created.Store(true)
-	}
 	return n, it.Error()
 }

@@ -306,17 +306,9 @@ func (db *DB) loadHead(s *memSeries) error {
 		if err != nil {
 			return &CorruptionError{Key: append([]byte(nil), it.Key()...), Err: err}
 		}
+		// While there is an open chunk, everything before it is out of
+		// order whatever storedMaxT says; sealing it sets storedMaxT.
 		s.head = a
-		s.storedMaxT = minInt64
-		// The chunks before it end before minT.
-		if it.Prev() {
-			if pmax, _, err := parseChunkValue(it.Key(), it.Value()); err == nil {
-				s.storedMaxT = pmax
-			}
-		}
-		if s.storedMaxT == minInt64 && minT > 0 {
-			s.storedMaxT = minT - 1 // older days may hold chunks: keep order
-		}
 	}
 	return it.Error()
 }

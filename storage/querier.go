@@ -238,7 +238,7 @@ func (q *Querier) load(id uint64) (*Series, error) {
 
 	var its []series.Iterator
 	if len(stored) > 0 {
-		sort.Slice(stored, func(i, j int) bool { return stored[i].minT < stored[j].minT })
+		// Keys order chunks by day, then start: already in time order.
 		its = append(its, newChainIter(stored))
 	}
 	if len(mem) > 0 {
