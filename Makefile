@@ -34,6 +34,7 @@ bench:
 # seed corpora.
 fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzIterator$$' -fuzztime=$(FUZZTIME) ./storage/chunk
+	$(GO) test -run=NONE -fuzz='^FuzzLoadTimeValueCSV$$' -fuzztime=$(FUZZTIME) ./bench
 
 # No .proto files yet: the gRPC APIs arrive with the server (issue 3).
 proto:
