@@ -15,7 +15,8 @@ import (
 //	byte 0      2
 //	bytes 1-2   sample count n, uint16 big-endian
 //	byte 3      low 4 bits: e (0..15); bit 4: values as deltas of deltas
-//	            (else deltas); bit 5: values carry corrections; bits 6-7: 0
+//	            (else deltas); bit 5: values carry corrections; bit 6:
+//	            timestamps on a grid (below); bit 7: 0
 //	byte 4      value packing: width W (0..64) in the low 7 bits; bit 7 set
 //	            when no element escapes (then there is no escape bit)
 //	byte 5      timestamp packing, the same way
@@ -30,6 +31,16 @@ import (
 //	              value: the delta (i >= 1) or delta of delta (i >= 2), packed
 //	            and, when bit 5 is set, after each value (i >= 1): its
 //	            correction: '0', or '1' and a var holding zigzag(c)
+//
+// With bit 6 set, timestamps are a grid with exceptions instead: byte 5
+// is 0, and after t0 come the step (a var), then two lists, each a var
+// count and per entry a var index gap from the previous entry (from 0) and
+// a var zigzag value: sample indexes whose grid position advances by other
+// than one (value: advance minus one), and sample indexes whose timestamp
+// is off the grid (value: the offset). Sample i is at t0 + g(i)*step +
+// offset(i), and the per-sample stream holds values only. A scrape a few
+// milliseconds late costs one list entry instead of two deltas of deltas
+// and an escape bit on every sample.
 //
 // A var is a 7-bit length L and L bits. Signed integers are zigzagged. A
 // packed element is W bits when the packing has no escapes; otherwise '0'
@@ -51,6 +62,7 @@ const (
 	// a few ulps off; a wider gap means the value is not decimal at all.
 	maxCorrection = 64
 	corrFlag      = 1 << 5
+	gridFlag      = 1 << 6
 )
 
 var pow10 = [16]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
@@ -225,6 +237,92 @@ func writePacked(w *bitWriter, p byte, x uint64) {
 	writeVar(w, x)
 }
 
+// gridEntry is one exception of a timestamp grid.
+type gridEntry struct {
+	idx int
+	v   int64
+}
+
+func varBits(x uint64) int { return 7 + bits.Len64(x) }
+
+// grid lays timestamps on t0 + g*step, step being the majority delta, and
+// returns the exceptions with their size in bits; ok is false without a
+// majority step.
+func grid(ts []int64) (step int64, gaps, offs []gridEntry, size int, ok bool) {
+	cand, votes := int64(0), 0
+	for i := 1; i < len(ts); i++ {
+		d := ts[i] - ts[i-1]
+		switch {
+		case votes == 0:
+			cand, votes = d, 1
+		case d == cand:
+			votes++
+		default:
+			votes--
+		}
+	}
+	count := 0
+	for i := 1; i < len(ts); i++ {
+		if ts[i]-ts[i-1] == cand {
+			count++
+		}
+	}
+	if cand <= 0 || 2*count < len(ts)-1 {
+		return 0, nil, nil, 0, false
+	}
+	step = cand
+	size = varBits(uint64(step))
+	var g int64
+	lastGap, lastOff := 0, 0
+	for i := 1; i < len(ts); i++ {
+		d := ts[i] - ts[0] // wraps for absurd spans: the offset then absorbs it
+		ng := d / step
+		if r := d % step; r > step/2 {
+			ng++
+		}
+		if inc := ng - g; inc != 1 {
+			gaps = append(gaps, gridEntry{i, inc - 1})
+			size += varBits(uint64(i-lastGap)) + varBits(zigzag(inc-1))
+			lastGap = i
+		}
+		g = ng
+		if off := ts[i] - ts[0] - g*step; off != 0 {
+			offs = append(offs, gridEntry{i, off})
+			size += varBits(uint64(i-lastOff)) + varBits(zigzag(off))
+			lastOff = i
+		}
+	}
+	size += varBits(uint64(len(gaps))) + varBits(uint64(len(offs)))
+	return step, gaps, offs, size, true
+}
+
+// packedBits returns the size of xs packed with p.
+func packedBits(p byte, xs []uint64) int {
+	w := int(p &^ noEscape)
+	if p&noEscape != 0 {
+		return len(xs) * w
+	}
+	n := 0
+	for _, x := range xs {
+		if l := bits.Len64(x); l <= w {
+			n += 1 + w
+		} else {
+			n += 1 + 7 + l
+		}
+	}
+	return n
+}
+
+func writeGridList(w *bitWriter, es []gridEntry) {
+	writeVar(w, uint64(len(es)))
+	last := 0
+	for _, e := range es {
+		writeVar(w, uint64(e.idx-last))
+		writeVar(w, zigzag(e.v))
+		last = e.idx
+	}
+}
+
 func encodeDecimal(ts, ms, cs []int64, e uint8, dod bool) []byte {
 	n := len(ts)
 	tx := make([]uint64, 0, n)
@@ -233,9 +331,17 @@ func encodeDecimal(ts, ms, cs []int64, e uint8, dod bool) []byte {
 	}
 	vx := valueResiduals(make([]uint64, 0, n), ms, dod)
 	vp, tp := packing(vx), packing(tx)
+	step, gaps, offs, gridSize, onGrid := grid(ts)
+	if onGrid && n > 1 && gridSize >= varBits(zigzag(ts[1]-ts[0]))+packedBits(tp, tx) {
+		onGrid = false
+	}
 	mode := byte(0)
+	if onGrid {
+		mode |= gridFlag
+		tp = 0
+	}
 	if dod {
-		mode = 1 << 4
+		mode |= 1 << 4
 	}
 	if cs != nil {
 		mode |= corrFlag
@@ -256,7 +362,12 @@ func encodeDecimal(ts, ms, cs []int64, e uint8, dod bool) []byte {
 	binary.BigEndian.PutUint16(w.b[1:], uint16(n))
 	w.b[3], w.b[4], w.b[5] = e|mode, vp, tp
 	w.writeBits(uint64(ts[0]), 64)
-	if n > 1 {
+	switch {
+	case onGrid:
+		writeVar(&w, uint64(step))
+		writeGridList(&w, gaps)
+		writeGridList(&w, offs)
+	case n > 1:
 		writeVar(&w, zigzag(ts[1]-ts[0]))
 	}
 	writeVar(&w, zigzag(ms[0]))
@@ -265,7 +376,7 @@ func encodeDecimal(ts, ms, cs []int64, e uint8, dod bool) []byte {
 	}
 	corr(0)
 	for i := 1; i < n; i++ {
-		if i >= 2 {
+		if i >= 2 && !onGrid {
 			writePacked(&w, tp, tx[i-2])
 		}
 		switch {
@@ -296,10 +407,50 @@ func (it *Iterator) readPacked(p byte) uint64 {
 	return it.br.readBits(width)
 }
 
+// readGridList reads one exception list of a grid into dst.
+func (it *Iterator) readGridList(dst []gridEntry) []gridEntry {
+	dst = dst[:0]
+	cnt := it.readVar()
+	if cnt > uint64(it.total) {
+		it.corrupt("grid list longer than the chunk")
+		return dst
+	}
+	idx := uint64(0)
+	for k := uint64(0); k < cnt && it.err == nil && !it.br.bad; k++ {
+		gap := it.readVar()
+		idx += gap
+		if gap == 0 || idx >= uint64(it.total) {
+			it.corrupt("grid list index out of order or range")
+			return dst
+		}
+		dst = append(dst, gridEntry{int(idx), unzigzag(it.readVar())})
+	}
+	return dst
+}
+
+// gridTime advances the grid to sample i and returns its timestamp.
+func (it *Iterator) gridTime(i int) int64 {
+	inc := int64(1)
+	if it.gi < len(it.gaps) && it.gaps[it.gi].idx == i {
+		inc += it.gaps[it.gi].v
+		it.gi++
+	}
+	it.g += inc
+	var off int64
+	if it.oi < len(it.offs) && it.offs[it.oi].idx == i {
+		off = it.offs[it.oi].v
+		it.oi++
+	}
+	return it.minT + it.g*it.step + off
+}
+
 // nextDecimal is Next for EncDecimal chunks.
 func (it *Iterator) nextDecimal() bool {
 	br := &it.br
 	i := it.read
+	if it.grid && i >= 1 {
+		return it.nextGrid(i)
+	}
 	// Fast path: both fields wholly buffered and not escaped, decoded in
 	// locals; anything else takes the general path below.
 	if i >= 2 {
@@ -357,7 +508,13 @@ func (it *Iterator) nextDecimal() bool {
 	if i == 0 {
 		it.t = int64(br.readBits(64))
 		it.minT = it.t
-		if it.total > 1 {
+		switch {
+		case it.grid:
+			it.step = int64(it.readVar())
+			it.gaps = it.readGridList(it.gaps)
+			it.offs = it.readGridList(it.offs)
+			it.g, it.gi, it.oi = 0, 0, 0
+		case it.total > 1:
 			it.delta = unzigzag(it.readVar())
 		}
 		it.m = unzigzag(it.readVar())
@@ -396,4 +553,63 @@ func (it *Iterator) nextDecimal() bool {
 	it.vb = math.Float64bits(float64(it.m)/pow10[it.e]) + uint64(c)
 	it.read++
 	return true
+}
+
+// nextGrid decodes sample i >= 1 of a grid chunk: the timestamp from the
+// grid, the value from the stream.
+func (it *Iterator) nextGrid(i int) bool {
+	br := &it.br
+	t := it.gridTime(i)
+	if t <= it.t {
+		return it.corrupt("timestamps do not increase")
+	}
+	it.t = t
+	// Value, fast when it is packed without an escape and buffered.
+	vw, vesc := uint(it.vpack&^noEscape), uint(^it.vpack>>7)
+	need := vw + vesc + it.corr
+	if br.n < need {
+		br.refill()
+	}
+	var x int64
+	if n := br.n; (i >= 2 || !it.dod) && need <= n && vw < 64 && (vesc == 0 || br.buf>>63 == 0) &&
+		(it.corr == 0 || (br.buf<<vesc<<vw)>>63 == 0) {
+		buf := br.buf << vesc
+		if vw > 0 {
+			x = unzigzag(buf >> (64 - vw))
+		}
+		br.buf, br.n = buf<<vw<<it.corr, n-need
+		it.applyValue(i, x, 0)
+		return true
+	}
+	if i >= 2 || !it.dod {
+		x = unzigzag(it.readPacked(it.vpack))
+	}
+	var c int64
+	if it.corr == 1 && br.readBit() {
+		c = unzigzag(it.readVar())
+	}
+	if br.bad {
+		return it.corrupt("truncated sample")
+	}
+	if it.err != nil {
+		return false
+	}
+	it.applyValue(i, x, c)
+	return true
+}
+
+// applyValue adds the value residual x of sample i (a delta, or a delta of
+// deltas from the third sample) and its correction c.
+func (it *Iterator) applyValue(i int, x, c int64) {
+	switch {
+	case !it.dod:
+		it.m += x
+	case i >= 2:
+		it.md += x
+		it.m += it.md
+	default:
+		it.m += it.md
+	}
+	it.vb = math.Float64bits(float64(it.m)/pow10[it.e]) + uint64(c)
+	it.read++
 }

@@ -8,7 +8,7 @@ import (
 
 func TestOptimizeRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(testSeed(t), 3))
-	decimalWins, corrected := 0, 0
+	decimalWins, corrected, gridded, griddedDoD := 0, 0, 0, 0
 	for iter := 0; iter < 3000; iter++ {
 		var ss []sample
 		if iter%2 == 0 {
@@ -20,9 +20,22 @@ func TestOptimizeRoundTrip(t *testing.T) {
 			m := r.Int64N(1<<40) - 1<<39
 			step := r.Int64N(1000)
 			ts := r.Int64N(1 << 45)
+			grid := ts
 			for i := 0; i < n; i++ {
 				ss = append(ss, sample{ts, float64(m) / pow10[e]})
-				ts += 10_000 + r.Int64N(3)
+				// Scrapes on a 10 s grid: some late by a few ms, some
+				// missing, and some series drifting off it.
+				grid += 10_000
+				if r.IntN(30) == 0 {
+					grid += 10_000 * int64(1+r.IntN(3))
+				}
+				ts = grid
+				if r.IntN(8) == 0 {
+					ts += r.Int64N(7) - 3
+				}
+				if iter%7 == 1 {
+					ts = ss[len(ss)-1].t + 10_000 + r.Int64N(3)
+				}
 				switch r.IntN(3) {
 				case 0:
 					m += step
@@ -51,6 +64,12 @@ func TestOptimizeRoundTrip(t *testing.T) {
 			if o[3]&corrFlag != 0 {
 				corrected++
 			}
+			if o[3]&gridFlag != 0 {
+				gridded++
+				if o[3]&0x10 != 0 {
+					griddedDoD++
+				}
+			}
 		}
 		got, err := decodeAll(o)
 		if err != nil {
@@ -65,6 +84,9 @@ func TestOptimizeRoundTrip(t *testing.T) {
 		if a.Count() != len(ss) {
 			t.Fatalf("resumed %d samples, want %d", a.Count(), len(ss))
 		}
+	}
+	if gridded < 100 {
+		t.Errorf("grid timestamps chosen %d times (%d with value deltas of deltas): too few to test them", gridded, griddedDoD)
 	}
 	if corrected < 100 {
 		t.Errorf("decimal with corrections chosen %d times, expected it for many of the chunks with artefacts", corrected)
@@ -99,4 +121,49 @@ func TestOptimizeSizes(t *testing.T) {
 		}
 		return v
 	}, 1.5)
+}
+
+// Grid timestamps with each value mode, with and without corrections: a
+// late scrape, a missed one, and the grid flag actually set.
+func TestGridTimestamps(t *testing.T) {
+	for _, corr := range []bool{false, true} {
+		for _, dod := range []bool{false, true} {
+			var ts, ms, cs []int64
+			for i := int64(0); i < 60; i++ {
+				tt := 1_700_000_000_000 + i*10_000
+				if i%9 == 4 {
+					tt += 3 // late
+				}
+				if i > 30 {
+					tt += 20_000 // two scrapes missed
+				}
+				ts = append(ts, tt)
+				ms = append(ms, i*i%7)
+				if corr {
+					cs = append(cs, i%3-1)
+				}
+			}
+			b := encodeDecimal(ts, ms, cs, 0, dod)
+			if b[3]&gridFlag == 0 {
+				t.Fatalf("dod=%v corr=%v: grid not chosen (header %x)", dod, corr, b[:6])
+			}
+			var it Iterator
+			it.Reset(b)
+			i := 0
+			for it.Next() {
+				gt, gv := it.At()
+				want := math.Float64bits(float64(ms[i]))
+				if corr {
+					want += uint64(cs[i])
+				}
+				if gt != ts[i] || math.Float64bits(gv) != want {
+					t.Fatalf("dod=%v corr=%v: sample %d = (%d, %x), want (%d, %x)", dod, corr, i, gt, math.Float64bits(gv), ts[i], want)
+				}
+				i++
+			}
+			if it.Err() != nil || i != len(ts) {
+				t.Fatalf("dod=%v corr=%v: stopped after %d samples: %v", dod, corr, i, it.Err())
+			}
+		}
+	}
 }

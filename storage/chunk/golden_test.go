@@ -32,6 +32,20 @@ func TestGolden(t *testing.T) {
 			}
 			return ss
 		}(),
+		"decimal-grid": func() []sample {
+			var ss []sample
+			for i := int64(0); i < 24; i++ {
+				ts := 1_700_000_000_000 + i*10_000
+				if i == 5 {
+					ts += 2
+				}
+				if i > 12 {
+					ts += 10_000
+				}
+				ss = append(ss, sample{ts, float64(40 + i%3)})
+			}
+			return ss
+		}(),
 		"decimal-corrected": func() []sample {
 			var ss []sample
 			for i := int64(0); i < 12; i++ {
@@ -50,6 +64,9 @@ func TestGolden(t *testing.T) {
 			b = Optimize(b)
 			if b[0] != EncDecimal {
 				t.Fatalf("%s: Optimize kept encoding %d, the case expects decimal", name, b[0])
+			}
+			if strings.HasSuffix(name, "grid") && b[3]&gridFlag == 0 {
+				t.Fatalf("%s: grid timestamps not chosen", name)
 			}
 		}
 		got := hex.Dump(b)

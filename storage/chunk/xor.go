@@ -169,8 +169,13 @@ type Iterator struct {
 	dod          bool
 	vpack, tpack byte
 	corr         uint // 1 when values carry corrections
-	m            int64
-	md           int64
+	// Grid timestamps: step, position, exception lists and cursors.
+	grid       bool
+	step, g    int64
+	gaps, offs []gridEntry
+	gi, oi     int
+	m          int64
+	md         int64
 
 	total    int
 	read     int
@@ -193,7 +198,8 @@ func NewIterator(b []byte) *Iterator {
 
 // Reset points the iterator at chunk b, discarding all state.
 func (it *Iterator) Reset(b []byte) {
-	*it = Iterator{leading: noWindow}
+	gaps, offs := it.gaps[:0], it.offs[:0] // keep their arrays: no allocation per chunk
+	*it = Iterator{leading: noWindow, gaps: gaps, offs: offs}
 	if len(b) < headerSize {
 		it.err = fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrCorrupt, len(b), headerSize)
 		return
@@ -204,7 +210,7 @@ func (it *Iterator) Reset(b []byte) {
 	case EncXOR:
 		it.br.reset(b[headerSize:])
 	case EncDecimal:
-		if len(b) < decimalHeader || b[3]>>6 != 0 || b[4]&^noEscape > 64 || b[5]&^noEscape > 64 {
+		if len(b) < decimalHeader || b[3]>>7 != 0 || b[4]&^noEscape > 64 || b[5]&^noEscape > 64 {
 			it.err = fmt.Errorf("%w: bad decimal chunk header", ErrCorrupt)
 			return
 		}
@@ -212,6 +218,7 @@ func (it *Iterator) Reset(b []byte) {
 		if b[3]&corrFlag != 0 {
 			it.corr = 1
 		}
+		it.grid = b[3]&gridFlag != 0
 		it.br.reset(b[decimalHeader:])
 	default:
 		it.err = fmt.Errorf("%w: unknown encoding %d", ErrCorrupt, b[0])
