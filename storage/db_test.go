@@ -325,6 +325,18 @@ func TestMatchers(t *testing.T) {
 	if err != nil || !slices.Equal(vals, []string{"db-1", "web-1", "web-2"}) {
 		t.Errorf("LabelValues(host) = %v, %v", vals, err)
 	}
+	// With matchers, only the selected series count.
+	vals, err = q.LabelValues("host", mm(series.MatchEqual, "__name__", "mem"))
+	if err != nil || !slices.Equal(vals, []string{"web-1"}) {
+		t.Errorf("LabelValues(host, {__name__=mem}) = %v, %v", vals, err)
+	}
+	names, err = q.LabelNames(nameCPU, mm(series.MatchRegexp, "host", "db.*"))
+	if err != nil || !slices.Equal(names, []string{"__name__", "host"}) {
+		t.Errorf("LabelNames({cpu, host=~db.*}) = %v, %v", names, err)
+	}
+	if _, err := q.LabelNames(mm(series.MatchEqual, "env", "")); !errors.Is(err, series.ErrInvalid) {
+		t.Errorf("LabelNames with only an empty-matching matcher = %v, want ErrInvalid", err)
+	}
 }
 
 // A query over a recent window must not touch series that stopped earlier:
@@ -461,6 +473,15 @@ func TestIdleSeriesEvicted(t *testing.T) {
 	}
 	if got := query(t, db, 0, MaxTime, nameCPU)[idle.String()]; !eqSamples(got, idleWant) {
 		t.Fatalf("evicted series reads %d samples, want %d", len(got), len(idleWant))
+	}
+	q, err := db.Querier(0, MaxTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := q.LabelValues("host", nameCPU) // labels of an evicted series come from Pebble
+	q.Close()
+	if err != nil || !slices.Equal(hosts, []string{"busy", "idle"}) {
+		t.Fatalf("LabelValues(host, {cpu}) = %v, %v", hosts, err)
 	}
 	// It comes back: an in-order sample, and an overwrite of a stored one.
 	more := []series.Sample{{T: base + 50*10_000, V: 50}, {T: base + 10*10_000, V: -10}}

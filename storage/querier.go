@@ -272,9 +272,18 @@ func clipSamples(s []series.Sample, mint, maxt int64) []series.Sample {
 }
 
 // LabelNames returns the label names of series with samples in the range
-// (by day partition), sorted.
-func (q *Querier) LabelNames() ([]string, error) {
+// (by day partition), sorted. With matchers, only the series they select
+// count (as in Prometheus's /api/v1/labels?match[]=).
+func (q *Querier) LabelNames(ms ...*series.Matcher) ([]string, error) {
 	set := map[string]struct{}{}
+	if len(ms) > 0 {
+		err := q.eachSelected(ms, func(ls series.Labels) {
+			for _, l := range ls {
+				set[l.Name] = struct{}{}
+			}
+		})
+		return sortedKeys(set), err
+	}
 	days, err := q.days()
 	if err != nil {
 		return nil, err
@@ -287,9 +296,18 @@ func (q *Querier) LabelNames() ([]string, error) {
 	return sortedKeys(set), nil
 }
 
-// LabelValues returns the values of label name in the range, sorted.
-func (q *Querier) LabelValues(name string) ([]string, error) {
+// LabelValues returns the values of label name in the range, sorted. With
+// matchers, only the series they select count.
+func (q *Querier) LabelValues(name string, ms ...*series.Matcher) ([]string, error) {
 	set := map[string]struct{}{}
+	if len(ms) > 0 {
+		err := q.eachSelected(ms, func(ls series.Labels) {
+			if v := ls.Get(name); v != "" {
+				set[v] = struct{}{}
+			}
+		})
+		return sortedKeys(set), err
+	}
 	days, err := q.days()
 	if err != nil {
 		return nil, err
@@ -300,6 +318,30 @@ func (q *Querier) LabelValues(name string) ([]string, error) {
 		}
 	}
 	return sortedKeys(set), nil
+}
+
+// eachSelected calls f with the labels of every series the matchers
+// select in the range's day partitions, reading no chunks.
+func (q *Querier) eachSelected(ms []*series.Matcher, f func(series.Labels)) error {
+	set, err := q.Select(ms...)
+	if err != nil {
+		return err
+	}
+	for _, id := range set.ids {
+		if s := q.db.series.getByID(id); s != nil {
+			f(s.lset)
+			continue
+		}
+		ls, err := q.db.storedLabels(id)
+		if errors.Is(err, pebble.ErrNotFound) {
+			continue // collected by retention since the index was read
+		}
+		if err != nil {
+			return err
+		}
+		f(ls)
+	}
+	return nil
 }
 
 func sortedKeys(m map[string]struct{}) []string {
