@@ -94,7 +94,10 @@ func (a *Appender) Commit() error {
 		return nil
 	}
 	db := a.db
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
 	if db.closed.Load() {
+		a.Rollback()
 		return series.ErrClosed
 	}
 	defer a.Rollback()

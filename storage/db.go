@@ -117,6 +117,10 @@ type DB struct {
 	closing chan struct{}
 	bg      sync.WaitGroup
 
+	// closeMu lets Close wait for writers that are using Pebble: Commit and
+	// the series-loading path hold it for reading and check closed under it.
+	closeMu sync.RWMutex
+
 	nextID   atomic.Uint64 // last allocated series ID
 	walBytes atomic.Int64  // WAL bytes written since the last checkpoint
 	// cpGen counts checkpoints that moved data from the head to Pebble; it
@@ -299,7 +303,10 @@ func (db *DB) checkpointSeq() (uint64, error) {
 // Close checkpoints the head, so that the next Open has little to replay,
 // and closes the directory. Appenders must not be used after Close.
 func (db *DB) Close() error {
-	if db.closed.Swap(true) {
+	db.closeMu.Lock()
+	already := db.closed.Swap(true)
+	db.closeMu.Unlock()
+	if already {
 		return series.ErrClosed
 	}
 	close(db.closing)
@@ -315,7 +322,10 @@ func (db *DB) Close() error {
 // nothing is checkpointed, so the next Open replays the log. For crash
 // tests and the replay benchmark.
 func (db *DB) CloseNoCheckpoint() error {
-	if db.closed.Swap(true) {
+	db.closeMu.Lock()
+	already := db.closed.Swap(true)
+	db.closeMu.Unlock()
+	if already {
 		return series.ErrClosed
 	}
 	close(db.closing)

@@ -196,6 +196,11 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	if err := ls.Validate(); err != nil {
 		return nil, err
 	}
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return nil, series.ErrClosed
+	}
 	// Series garbage collection must not delete the keys of a series that
 	// is being brought back into the head.
 	db.gcMu.RLock()
