@@ -6,7 +6,7 @@ BIN      := bin/headroom
 DATA_DIR ?= ./data
 FUZZTIME ?= 30s
 
-.PHONY: run build test vet bench fuzz proto clean
+.PHONY: run build test vet bench fuzz proto tools clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/headroom
@@ -23,8 +23,16 @@ vet:
 	gofmt -l . | (! grep .) || (echo "gofmt needed on the files above"; exit 1)
 	$(GO) vet -stdmethods=false ./...
 
-test: vet
+test: tools vet
 	$(GO) test -race -timeout 20m ./...
+
+# protoc comes from Debian (3.21.12 on bookworm; the generated code records
+# the version); the Go plugins are pinned in go.mod's tool block. The proto
+# package's test regenerates the code and needs protoc.
+tools:
+	@command -v protoc >/dev/null 2>&1 || { \
+		echo "installing protoc (protobuf-compiler) with apt-get"; \
+		apt-get update -qq && apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
 
 # The benchmark harness: prints a table; see bench/RESULTS.md.
 bench:
@@ -36,9 +44,9 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzIterator$$' -fuzztime=$(FUZZTIME) ./storage/chunk
 	$(GO) test -run=NONE -fuzz='^FuzzLoadTimeValueCSV$$' -fuzztime=$(FUZZTIME) ./bench
 
-# No .proto files yet: the gRPC APIs arrive with the server (issue 3).
-proto:
-	@ls proto/*/*/*.proto >/dev/null 2>&1 || { echo "no .proto files yet"; exit 0; }
+# Regenerates the committed Go code of every .proto under proto/.
+proto: tools
+	bash proto/gen.sh
 
 clean:
 	rm -rf bin
