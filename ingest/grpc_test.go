@@ -1,0 +1,166 @@
+package ingest_test
+
+import (
+	"context"
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/headroomdb/headroom/ingest"
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// db adapts the real storage engine to ingest.Appendable, as the binary does.
+type db struct{ *storage.DB }
+
+func (d db) Appender() ingest.Appender { return d.DB.Appender() }
+
+// start runs the Ingest service on a loopback port over a real data
+// directory and returns a client and the database.
+func start(t *testing.T, limits ingest.Limits) (headroomv1.IngestClient, *storage.DB) {
+	t.Helper()
+	d, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	headroomv1.RegisterIngestServer(srv, ingest.NewGRPC(db{d}, limits))
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Stop()
+		d.Close()
+	})
+	return headroomv1.NewIngestClient(conn), d
+}
+
+func lbls(nv ...string) []*headroomv1.Label {
+	var out []*headroomv1.Label
+	for i := 0; i < len(nv); i += 2 {
+		out = append(out, &headroomv1.Label{Name: nv[i], Value: nv[i+1]})
+	}
+	return out
+}
+
+var now = time.Now().UnixMilli()
+
+func good(name string) *headroomv1.Series {
+	return &headroomv1.Series{Labels: lbls("host", "a", "__name__", name), Samples: []*headroomv1.Sample{{TimestampMs: now - 1000, Value: 1}, {TimestampMs: now, Value: math.NaN()}}}
+}
+
+func countSeries(t *testing.T, d *storage.DB) int {
+	t.Helper()
+	q, err := d.Querier(0, storage.MaxTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	set, err := q.Select(series.MustMatcher(series.MatchRegexp, "__name__", ".+"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for set.Next() {
+		n++
+	}
+	return n
+}
+
+func TestWrite(t *testing.T) {
+	c, d := start(t, ingest.Limits{LabelValueLength: 64, SeriesPerRequest: 3})
+	ctx := context.Background()
+	resp, err := c.Write(ctx, &headroomv1.WriteRequest{Series: []*headroomv1.Series{good("cpu"), good("mem")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.SamplesWritten != 4 || resp.SeriesWritten != 2 {
+		t.Errorf("Write = %v, want 4 samples of 2 series", resp)
+	}
+	if n := countSeries(t, d); n != 2 {
+		t.Fatalf("%d series stored, want 2", n)
+	}
+
+	bad := func(name string, s *headroomv1.Series, code codes.Code, msg string) {
+		t.Helper()
+		// The bad series comes second: the good one before it must not be stored.
+		_, err := c.Write(ctx, &headroomv1.WriteRequest{Series: []*headroomv1.Series{good("ok_" + strings.ReplaceAll(name, " ", "_")), s}})
+		st, _ := status.FromError(err)
+		if st.Code() != code || !strings.Contains(st.Message(), msg) {
+			t.Errorf("%s: got %v %q, want %v mentioning %q", name, st.Code(), st.Message(), code, msg)
+		}
+	}
+	ts := []*headroomv1.Sample{{TimestampMs: now, Value: 1}}
+	bad("empty labels", &headroomv1.Series{Samples: ts}, codes.InvalidArgument, "empty label set")
+	bad("duplicate labels", &headroomv1.Series{Labels: lbls("__name__", "x", "a", "1", "a", "2"), Samples: ts}, codes.InvalidArgument, `duplicate label name "a"`)
+	bad("no metric name", &headroomv1.Series{Labels: lbls("a", "1"), Samples: ts}, codes.InvalidArgument, "missing metric name")
+	bad("bad label name", &headroomv1.Series{Labels: lbls("__name__", "x", "a-b", "1"), Samples: ts}, codes.InvalidArgument, `invalid label name "a-b"`)
+	bad("huge label value", &headroomv1.Series{Labels: lbls("__name__", "x", "a", strings.Repeat("v", 65)), Samples: ts}, codes.ResourceExhausted, "limit is 64")
+	bad("negative timestamp", &headroomv1.Series{Labels: lbls("__name__", "x"), Samples: []*headroomv1.Sample{{TimestampMs: -5, Value: 1}}}, codes.InvalidArgument, "outside the range")
+	bad("too old", &headroomv1.Series{Labels: lbls("__name__", "x"), Samples: []*headroomv1.Sample{{TimestampMs: now - 400*24*3600_000, Value: 1}}}, codes.InvalidArgument, "retention")
+	_, err = c.Write(ctx, &headroomv1.WriteRequest{Series: []*headroomv1.Series{good("a"), good("b"), good("c"), good("d")}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("4 series over a limit of 3: %v, want ResourceExhausted", err)
+	}
+	if n := countSeries(t, d); n != 2 {
+		t.Fatalf("%d series stored after refused requests, want still 2", n)
+	}
+	// Still healthy.
+	if _, err := c.Write(ctx, &headroomv1.WriteRequest{Series: []*headroomv1.Series{good("disk")}}); err != nil {
+		t.Fatalf("write after refused requests: %v", err)
+	}
+}
+
+func TestWriteStream(t *testing.T) {
+	c, d := start(t, ingest.Limits{})
+	stream, err := c.WriteStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := []*headroomv1.WriteStreamRequest{
+		{Sequence: 7, Series: []*headroomv1.Series{good("a")}},
+		{Sequence: 8, Series: []*headroomv1.Series{{Labels: lbls("x", "1"), Samples: []*headroomv1.Sample{{TimestampMs: now}}}}},
+		{Sequence: 9, Series: []*headroomv1.Series{good("b")}},
+	}
+	for _, b := range batches {
+		if err := stream.Send(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseSend()
+	for i, b := range batches {
+		ack, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("ack %d: %v", i, err)
+		}
+		if ack.Sequence != b.Sequence {
+			t.Fatalf("ack %d has sequence %d, want %d", i, ack.Sequence, b.Sequence)
+		}
+		wantErr := b.Sequence == 8
+		if (ack.Error != "") != wantErr || (wantErr && codes.Code(ack.Code) != codes.InvalidArgument) {
+			t.Errorf("ack %d = %+v, want error %v", i, ack, wantErr)
+		}
+		if !wantErr && ack.SamplesWritten != 2 {
+			t.Errorf("ack %d: %d samples written, want 2", i, ack.SamplesWritten)
+		}
+	}
+	if n := countSeries(t, d); n != 2 {
+		t.Fatalf("%d series stored, want 2", n)
+	}
+}

@@ -1,0 +1,93 @@
+// Package ingest owns the write front end: it decodes what agents send
+// (Headroom's gRPC Ingest API now; OTLP and Prometheus remote-write next),
+// checks it against the limits, and hands whole requests to an Appendable.
+// A request is appended whole or not at all: any invalid series makes the
+// request fail with an error naming the series and the problem, and
+// nothing of it is committed.
+//
+// It must not touch the storage engine: it sees storage only through the
+// Appendable interface declared here, over storage/series types.
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Appender is what ingest needs of the database for one request.
+// Append refuses bad input with an error wrapping series.ErrInvalid or
+// series.ErrOutOfRetention; Commit returns once the samples are durable.
+type Appender interface {
+	Append(ls series.Labels, t int64, v float64) error
+	Commit() error
+	Rollback()
+}
+
+// Appendable hands out appenders; it is safe for concurrent use.
+type Appendable interface {
+	Appender() Appender
+}
+
+// Limits bound what one request may hold, so that memory is bounded by
+// configuration, not by input. Zero means the default.
+type Limits struct {
+	SeriesPerRequest  int // default 100,000
+	SamplesPerRequest int // default 1,000,000
+	LabelsPerSeries   int // default 64
+	LabelNameLength   int // default 256 bytes
+	LabelValueLength  int // default 4,096 bytes
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.SeriesPerRequest, 100_000)
+	def(&l.SamplesPerRequest, 1_000_000)
+	def(&l.LabelsPerSeries, 64)
+	def(&l.LabelNameLength, 256)
+	def(&l.LabelValueLength, 4096)
+	return l
+}
+
+// Errors that front ends map to status codes.
+var (
+	// ErrLimit marks a request over a configured limit (gRPC
+	// ResourceExhausted, HTTP 429).
+	ErrLimit = errors.New("over limit")
+)
+
+// checkLabels applies the per-series limits before the label set reaches
+// storage (which checks names, UTF-8 and __name__).
+func (l Limits) checkLabels(ls series.Labels) error {
+	if len(ls) > l.LabelsPerSeries {
+		return fmt.Errorf("%w: series %s has %d labels, the limit is %d", ErrLimit, ls, len(ls), l.LabelsPerSeries)
+	}
+	for _, lb := range ls {
+		if len(lb.Name) > l.LabelNameLength {
+			return fmt.Errorf("%w: series %s: label name of %d bytes, the limit is %d", ErrLimit, ls, len(lb.Name), l.LabelNameLength)
+		}
+		if len(lb.Value) > l.LabelValueLength {
+			return fmt.Errorf("%w: label %q of series %s has a value of %d bytes, the limit is %d", ErrLimit, lb.Name, truncatedName(ls), len(lb.Value), l.LabelValueLength)
+		}
+	}
+	return nil
+}
+
+// truncatedName names a series by its metric name, for messages about a
+// label value too long to print.
+func truncatedName(ls series.Labels) string {
+	n := ls.Get(series.MetricName)
+	if len(n) > 128 {
+		n = n[:128]
+		for !utf8.ValidString(n) {
+			n = n[:len(n)-1]
+		}
+	}
+	return fmt.Sprintf("{__name__=%q, ...}", n)
+}
