@@ -43,6 +43,7 @@ bench:
 fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzIterator$$' -fuzztime=$(FUZZTIME) ./storage/chunk
 	$(GO) test -run=NONE -fuzz='^FuzzLoadTimeValueCSV$$' -fuzztime=$(FUZZTIME) ./bench
+	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite$$' -fuzztime=$(FUZZTIME) ./ingest
 
 # Regenerates the committed Go code of every .proto under proto/.
 proto: tools

@@ -61,40 +61,31 @@ func (g *GRPC) WriteStream(stream headroomv1.Ingest_WriteStreamServer) error {
 
 // store appends and commits a batch, returning a gRPC status error.
 func (g *GRPC) store(ss []*headroomv1.Series) (int, error) {
-	if len(ss) > g.limits.SeriesPerRequest {
-		return 0, status.Errorf(codes.ResourceExhausted, "request holds %d series, the limit is %d", len(ss), g.limits.SeriesPerRequest)
+	n, err := write(g.db, g.limits, ownBatch(ss))
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, ErrLimit):
+		return 0, status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		return 0, status.Error(codes.Unavailable, err.Error())
+	default:
+		return 0, status.Error(codes.InvalidArgument, err.Error())
 	}
-	total := 0
-	for _, s := range ss {
-		total += len(s.GetSamples())
+}
+
+// ownBatch reads Headroom's own request without copying it.
+type ownBatch []*headroomv1.Series
+
+func (b ownBatch) Len() int { return len(b) }
+func (b ownBatch) Labels(i int, dst series.Labels) series.Labels {
+	for _, l := range b[i].GetLabels() {
+		dst = append(dst, series.Label{Name: l.GetName(), Value: l.GetValue()})
 	}
-	if total > g.limits.SamplesPerRequest {
-		return 0, status.Errorf(codes.ResourceExhausted, "request holds %d samples, the limit is %d", total, g.limits.SamplesPerRequest)
-	}
-	app := g.db.Appender()
-	var ls series.Labels
-	for i, s := range ss {
-		ls = ls[:0]
-		for _, l := range s.GetLabels() {
-			ls = append(ls, series.Label{Name: l.GetName(), Value: l.GetValue()})
-		}
-		ls.Sort()
-		if err := g.limits.checkLabels(ls); err != nil {
-			app.Rollback()
-			return 0, status.Errorf(codes.ResourceExhausted, "series %d: %v", i, err)
-		}
-		for _, smp := range s.GetSamples() {
-			if err := app.Append(ls, smp.GetTimestampMs(), smp.GetValue()); err != nil {
-				app.Rollback()
-				return 0, status.Errorf(codes.InvalidArgument, "series %d: %v", i, err)
-			}
-		}
-	}
-	if err := app.Commit(); err != nil {
-		if errors.Is(err, series.ErrClosed) {
-			return 0, status.Error(codes.Unavailable, err.Error())
-		}
-		return 0, status.Errorf(codes.Unavailable, "commit: %v", err)
-	}
-	return total, nil
+	return dst
+}
+func (b ownBatch) NumSamples(i int) int { return len(b[i].GetSamples()) }
+func (b ownBatch) Sample(i, j int) (int64, float64) {
+	s := b[i].GetSamples()[j]
+	return s.GetTimestampMs(), s.GetValue()
 }

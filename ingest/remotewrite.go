@@ -1,0 +1,99 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/golang/snappy"
+	"google.golang.org/protobuf/proto"
+
+	prompb "github.com/headroomdb/headroom/proto/prometheus"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// RemoteWrite serves Prometheus remote-write 1.0 (POST /api/v1/write): a
+// snappy block-compressed protobuf WriteRequest. 204 when stored, 400 with
+// a message for a bad body or series, 413 for a body over the limit, 429
+// over a request limit, 503 when the commit failed.
+type RemoteWrite struct {
+	db     Appendable
+	limits Limits
+	// MaxBodyBytes bounds the compressed body, read before anything is
+	// decompressed; MaxDecodedBytes bounds what snappy may expand it to
+	// (checked from its header, before decoding).
+	MaxBodyBytes    int64
+	MaxDecodedBytes int
+}
+
+// NewRemoteWrite returns the handler with 10 MiB compressed and 64 MiB
+// decoded body limits.
+func NewRemoteWrite(db Appendable, limits Limits) *RemoteWrite {
+	return &RemoteWrite{db: db, limits: limits.withDefaults(), MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
+}
+
+func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "remote write needs POST", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, fmt.Sprintf("body over %d bytes", h.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		http.Error(w, "snappy: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if n > h.MaxDecodedBytes {
+		http.Error(w, fmt.Sprintf("body decodes to %d bytes, the limit is %d", n, h.MaxDecodedBytes), http.StatusRequestEntityTooLarge)
+		return
+	}
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		http.Error(w, "snappy: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var req prompb.WriteRequest
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		http.Error(w, "protobuf: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if _, err := write(h.db, h.limits, promBatch(req.GetTimeseries())); err != nil {
+		switch {
+		case errors.Is(err, ErrLimit):
+			http.Error(w, err.Error(), http.StatusTooManyRequests)
+		case errors.Is(err, ErrUnavailable):
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		default:
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// promBatch reads a remote-write request without copying it.
+type promBatch []*prompb.TimeSeries
+
+func (b promBatch) Len() int { return len(b) }
+func (b promBatch) Labels(i int, dst series.Labels) series.Labels {
+	for _, l := range b[i].GetLabels() {
+		dst = append(dst, series.Label{Name: l.GetName(), Value: l.GetValue()})
+	}
+	return dst
+}
+func (b promBatch) NumSamples(i int) int { return len(b[i].GetSamples()) }
+func (b promBatch) Sample(i, j int) (int64, float64) {
+	s := b[i].GetSamples()[j]
+	return s.GetTimestamp(), s.GetValue()
+}
