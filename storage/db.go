@@ -302,26 +302,16 @@ func (db *DB) checkpointSeq() (uint64, error) {
 
 // Close checkpoints the head, so that the next Open has little to replay,
 // and closes the directory. Appenders must not be used after Close.
-func (db *DB) Close() error {
-	db.closeMu.Lock()
-	already := db.closed.Swap(true)
-	db.closeMu.Unlock()
-	if already {
-		return series.ErrClosed
-	}
-	close(db.closing)
-	db.bg.Wait()
-	cpErr := db.Checkpoint()
-	if err := db.pdb.Close(); err != nil {
-		return err
-	}
-	return cpErr
-}
+func (db *DB) Close() error { return db.shutdown(true) }
 
 // CloseNoCheckpoint closes the directory the way a crash would leave it:
 // nothing is checkpointed, so the next Open replays the log. For crash
 // tests and the replay benchmark.
-func (db *DB) CloseNoCheckpoint() error {
+func (db *DB) CloseNoCheckpoint() error { return db.shutdown(false) }
+
+// shutdown refuses new work, waits for in-flight commits (closeMu) and the
+// background goroutines, optionally checkpoints, and closes Pebble.
+func (db *DB) shutdown(checkpoint bool) error {
 	db.closeMu.Lock()
 	already := db.closed.Swap(true)
 	db.closeMu.Unlock()
@@ -330,7 +320,14 @@ func (db *DB) CloseNoCheckpoint() error {
 	}
 	close(db.closing)
 	db.bg.Wait()
-	return db.pdb.Close()
+	var cpErr error
+	if checkpoint {
+		cpErr = db.Checkpoint()
+	}
+	if err := db.pdb.Close(); err != nil {
+		return err
+	}
+	return cpErr
 }
 
 // Stats returns the engine's counters.

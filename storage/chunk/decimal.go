@@ -489,6 +489,8 @@ func (it *Iterator) nextDecimal() bool {
 			if ok && t > it.t {
 				br.buf, br.n = buf, n-need
 				it.t, it.delta = t, delta
+				// applyValue's work, inline and without a correction:
+				// this is the hot loop.
 				if it.dod {
 					it.md += unzigzag(dv)
 					it.m += it.md
@@ -521,37 +523,49 @@ func (it *Iterator) nextDecimal() bool {
 		if it.total > 1 && it.dod {
 			it.md = unzigzag(it.readVar())
 		}
-	} else {
-		if i >= 2 {
-			it.delta += unzigzag(it.readPacked(it.tpack))
-		}
-		t := it.t + it.delta
-		if t <= it.t && !br.bad && it.err == nil {
-			return it.corrupt("timestamps do not increase")
-		}
-		it.t = t
-		switch {
-		case !it.dod:
-			it.m += unzigzag(it.readPacked(it.vpack))
-		case i >= 2:
-			it.md += unzigzag(it.readPacked(it.vpack))
-			it.m += it.md
-		default:
-			it.m += it.md
-		}
+		return it.finishDecimal(0, 0)
 	}
+	if i >= 2 {
+		it.delta += unzigzag(it.readPacked(it.tpack))
+	}
+	t := it.t + it.delta
+	if t <= it.t && !br.bad && it.err == nil {
+		return it.corrupt("timestamps do not increase")
+	}
+	it.t = t
+	return it.finishDecimal(i, it.readResidual(i))
+}
+
+// readResidual reads the packed value element of sample i >= 1: there is
+// none for the second sample of a chunk of deltas of deltas (its delta is
+// in the header).
+func (it *Iterator) readResidual(i int) int64 {
+	if it.dod && i == 1 {
+		return 0
+	}
+	return unzigzag(it.readPacked(it.vpack))
+}
+
+// finishDecimal reads sample i's correction, checks the reader, and
+// applies the value residual x (ignored for the first sample, whose
+// mantissa is already set).
+func (it *Iterator) finishDecimal(i int, x int64) bool {
 	var c int64
-	if it.corr == 1 && br.readBit() {
+	if it.corr == 1 && it.br.readBit() {
 		c = unzigzag(it.readVar())
 	}
-	if br.bad {
+	if it.br.bad {
 		return it.corrupt("truncated sample")
 	}
 	if it.err != nil {
 		return false
 	}
-	it.vb = math.Float64bits(float64(it.m)/pow10[it.e]) + uint64(c)
-	it.read++
+	if i == 0 {
+		it.setValue(c)
+		it.read++
+		return true
+	}
+	it.applyValue(i, x, c)
 	return true
 }
 
@@ -581,21 +595,7 @@ func (it *Iterator) nextGrid(i int) bool {
 		it.applyValue(i, x, 0)
 		return true
 	}
-	if i >= 2 || !it.dod {
-		x = unzigzag(it.readPacked(it.vpack))
-	}
-	var c int64
-	if it.corr == 1 && br.readBit() {
-		c = unzigzag(it.readVar())
-	}
-	if br.bad {
-		return it.corrupt("truncated sample")
-	}
-	if it.err != nil {
-		return false
-	}
-	it.applyValue(i, x, c)
-	return true
+	return it.finishDecimal(i, it.readResidual(i))
 }
 
 // applyValue adds the value residual x of sample i (a delta, or a delta of
@@ -610,6 +610,15 @@ func (it *Iterator) applyValue(i int, x, c int64) {
 	default:
 		it.m += it.md
 	}
-	it.vb = math.Float64bits(float64(it.m)/pow10[it.e]) + uint64(c)
+	it.setValue(c)
 	it.read++
+}
+
+// setValue sets the current value from the mantissa and correction c.
+func (it *Iterator) setValue(c int64) {
+	if it.e == 0 { // whole numbers: no division
+		it.vb = math.Float64bits(float64(it.m)) + uint64(c)
+		return
+	}
+	it.vb = math.Float64bits(float64(it.m)/pow10[it.e]) + uint64(c)
 }
