@@ -29,7 +29,7 @@ func FuzzRemoteWrite(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { d.Close() })
-	h := ingest.NewRemoteWrite(db{d}, ingest.Limits{})
+	h := ingest.NewRemoteWrite(db{d}, ingest.Options{})
 	f.Fuzz(func(t *testing.T, body []byte, wrap bool) {
 		if wrap {
 			body = snappy.Encode(nil, body)

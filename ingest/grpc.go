@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
@@ -15,14 +14,15 @@ import (
 // GRPC implements headroom.v1.Ingest over an Appendable.
 type GRPC struct {
 	headroomv1.UnimplementedIngestServer
-	db     Appendable
-	limits Limits
+	db   Appendable
+	opts Options
 }
 
 // NewGRPC returns the Ingest service; register it with
 // headroomv1.RegisterIngestServer.
-func NewGRPC(db Appendable, limits Limits) *GRPC {
-	return &GRPC{db: db, limits: limits.withDefaults()}
+func NewGRPC(db Appendable, o Options) *GRPC {
+	o.Limits = o.Limits.withDefaults()
+	return &GRPC{db: db, opts: o}
 }
 
 // Write stores the request whole, or refuses it whole.
@@ -61,17 +61,11 @@ func (g *GRPC) WriteStream(stream headroomv1.Ingest_WriteStreamServer) error {
 
 // store appends and commits a batch, returning a gRPC status error.
 func (g *GRPC) store(ss []*headroomv1.Series) (int, error) {
-	n, err := write(g.db, g.limits, ownBatch(ss))
-	switch {
-	case err == nil:
-		return n, nil
-	case errors.Is(err, ErrLimit):
-		return 0, status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, ErrUnavailable):
-		return 0, status.Error(codes.Unavailable, err.Error())
-	default:
-		return 0, status.Error(codes.InvalidArgument, err.Error())
+	n, err := write(g.db, &g.opts, "grpc", ownBatch(ss))
+	if err != nil {
+		return 0, grpcStatus(err)
 	}
+	return n, nil
 }
 
 // ownBatch reads Headroom's own request without copying it.

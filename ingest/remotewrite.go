@@ -18,8 +18,8 @@ import (
 // a message for a bad body or series, 413 for a body over the limit, 429
 // over a request limit, 503 when the commit failed.
 type RemoteWrite struct {
-	db     Appendable
-	limits Limits
+	db   Appendable
+	opts Options
 	// MaxBodyBytes bounds the compressed body, read before anything is
 	// decompressed; MaxDecodedBytes bounds what snappy may expand it to
 	// (checked from its header, before decoding).
@@ -29,8 +29,15 @@ type RemoteWrite struct {
 
 // NewRemoteWrite returns the handler with 10 MiB compressed and 64 MiB
 // decoded body limits.
-func NewRemoteWrite(db Appendable, limits Limits) *RemoteWrite {
-	return &RemoteWrite{db: db, limits: limits.withDefaults(), MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
+func NewRemoteWrite(db Appendable, o Options) *RemoteWrite {
+	o.Limits = o.Limits.withDefaults()
+	return &RemoteWrite{db: db, opts: o, MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
+}
+
+// refuse answers a request refused before it was decoded.
+func (h *RemoteWrite) refuse(w http.ResponseWriter, code int, why, msg string) {
+	h.opts.Metrics.Reject("remote_write", why)
+	http.Error(w, msg, code)
 }
 
 func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -43,40 +50,33 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			http.Error(w, fmt.Sprintf("body over %d bytes", h.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+			h.refuse(w, http.StatusRequestEntityTooLarge, "request_limit", fmt.Sprintf("body over %d bytes", h.MaxBodyBytes))
 			return
 		}
-		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+		h.refuse(w, http.StatusBadRequest, "bad_body", "read body: "+err.Error())
 		return
 	}
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
-		http.Error(w, "snappy: "+err.Error(), http.StatusBadRequest)
+		h.refuse(w, http.StatusBadRequest, "bad_body", "snappy: "+err.Error())
 		return
 	}
 	if n > h.MaxDecodedBytes {
-		http.Error(w, fmt.Sprintf("body decodes to %d bytes, the limit is %d", n, h.MaxDecodedBytes), http.StatusRequestEntityTooLarge)
+		h.refuse(w, http.StatusRequestEntityTooLarge, "request_limit", fmt.Sprintf("body decodes to %d bytes, the limit is %d", n, h.MaxDecodedBytes))
 		return
 	}
 	raw, err := snappy.Decode(nil, body)
 	if err != nil {
-		http.Error(w, "snappy: "+err.Error(), http.StatusBadRequest)
+		h.refuse(w, http.StatusBadRequest, "bad_body", "snappy: "+err.Error())
 		return
 	}
 	var req prompb.WriteRequest
 	if err := proto.Unmarshal(raw, &req); err != nil {
-		http.Error(w, "protobuf: "+err.Error(), http.StatusBadRequest)
+		h.refuse(w, http.StatusBadRequest, "bad_body", "protobuf: "+err.Error())
 		return
 	}
-	if _, err := write(h.db, h.limits, promBatch(req.GetTimeseries())); err != nil {
-		switch {
-		case errors.Is(err, ErrLimit):
-			http.Error(w, err.Error(), http.StatusTooManyRequests)
-		case errors.Is(err, ErrUnavailable):
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		default:
-			http.Error(w, err.Error(), http.StatusBadRequest)
-		}
+	if _, err := write(h.db, &h.opts, "remote_write", promBatch(req.GetTimeseries())); err != nil {
+		http.Error(w, err.Error(), httpStatus(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -38,7 +38,7 @@ func TestRemoteWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	h := ingest.NewRemoteWrite(db{d}, ingest.Limits{SeriesPerRequest: 2})
+	h := ingest.NewRemoteWrite(db{d}, ingest.Options{Limits: ingest.Limits{SeriesPerRequest: 2}})
 	h.MaxBodyBytes, h.MaxDecodedBytes = 4096, 1<<16
 	srv := httptest.NewServer(h)
 	defer srv.Close()

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -20,19 +21,31 @@ type batch interface {
 	Sample(i, j int) (t int64, v float64)
 }
 
-// write appends a batch whole and commits it, or refuses it whole. Errors
-// wrap ErrLimit, ErrUnavailable, or storage's series.ErrInvalid /
-// series.ErrOutOfRetention, and name the series.
-func write(db Appendable, l Limits, b batch) (int, error) {
-	if b.Len() > l.SeriesPerRequest {
-		return 0, fmt.Errorf("%w: request holds %d series, the limit is %d", ErrLimit, b.Len(), l.SeriesPerRequest)
-	}
+// write appends a batch whole and commits it, or refuses it whole, and
+// counts the outcome under protocol. It returns the samples in the batch.
+// Errors wrap ErrLimit, ErrUnavailable, or storage's series.ErrInvalid /
+// series.ErrOutOfRetention / series.ErrTooManySeries, and name the series.
+func write(db Appendable, o *Options, protocol string, b batch) (int, error) {
+	start := time.Now()
 	total := 0
 	for i := 0; i < b.Len(); i++ {
 		total += b.NumSamples(i)
 	}
+	err := writeBatch(db, o.Limits, b, total)
+	if err != nil {
+		o.Metrics.observe(protocol, start, 0, 0, total, err)
+		return 0, err
+	}
+	o.Metrics.observe(protocol, start, total, b.Len(), 0, nil)
+	return total, nil
+}
+
+func writeBatch(db Appendable, l Limits, b batch, total int) error {
+	if b.Len() > l.SeriesPerRequest {
+		return fmt.Errorf("%w: request holds %d series, the limit is %d", ErrLimit, b.Len(), l.SeriesPerRequest)
+	}
 	if total > l.SamplesPerRequest {
-		return 0, fmt.Errorf("%w: request holds %d samples, the limit is %d", ErrLimit, total, l.SamplesPerRequest)
+		return fmt.Errorf("%w: request holds %d samples, the limit is %d", ErrLimit, total, l.SamplesPerRequest)
 	}
 	app := db.Appender()
 	var ls series.Labels
@@ -41,18 +54,18 @@ func write(db Appendable, l Limits, b batch) (int, error) {
 		ls.Sort()
 		if err := l.checkLabels(ls); err != nil {
 			app.Rollback()
-			return 0, fmt.Errorf("series %d: %w", i, err)
+			return &seriesError{i, err}
 		}
 		for j := 0; j < b.NumSamples(i); j++ {
 			t, v := b.Sample(i, j)
 			if err := app.Append(ls, t, v); err != nil {
 				app.Rollback()
-				return 0, fmt.Errorf("series %d: %w", i, err)
+				return &seriesError{i, err}
 			}
 		}
 	}
 	if err := app.Commit(); err != nil {
-		return 0, fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
 	}
-	return total, nil
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -80,7 +81,9 @@ func (a *Appender) Len() int { return len(a.samples) }
 // Rollback discards the samples added since the last Commit.
 func (a *Appender) Rollback() {
 	for _, p := range a.samples {
-		p.s.pins.Add(-1)
+		if p.s.pins.Add(-1) == 0 && !p.s.created.Load() {
+			a.db.dropUnused(p.s)
+		}
 	}
 	a.samples = a.samples[:0]
 	a.hasCutoff = false
@@ -141,7 +144,11 @@ func (a *Appender) Commit() error {
 	db.nextSeq++
 	db.seqMu.Unlock()
 	b.Set(walKey(seq), a.buf, nil)
+	start := time.Now()
 	err := b.Commit(pebble.Sync)
+	if db.opts.OnCommit != nil {
+		db.opts.OnCommit(time.Since(start), len(a.samples), err)
+	}
 
 	// Apply in sequence order, whether or not this commit made it, so that
 	// later sequences are never stuck behind a failed one.

@@ -53,6 +53,16 @@ type Options struct {
 	// Logger receives progress and errors of background work.
 	// Default slog.Default().
 	Logger *slog.Logger
+	// MaxActiveSeries and MaxActiveSeriesPerMetric bound the series in the
+	// head (memory follows them): a sample that would bring one more series
+	// in is refused with series.ErrTooManySeries. Replaying the log is
+	// never refused. Defaults 2,000,000 and 500,000 (about 1.8 GB and
+	// 450 MB of head); negative means no limit.
+	MaxActiveSeries          int
+	MaxActiveSeriesPerMetric int
+	// OnCommit, if set, is called after each durable write (the WAL batch
+	// and its fsync) with its latency, for /metrics. It must be fast.
+	OnCommit func(d time.Duration, samples int, err error)
 	// DisableBackground turns off the checkpoint and retention goroutines;
 	// tests call Checkpoint and ApplyRetention themselves.
 	DisableBackground bool
@@ -84,6 +94,12 @@ func (o *Options) withDefaults() Options {
 	if r.CacheSize == 0 {
 		r.CacheSize = 64 << 20
 	}
+	if r.MaxActiveSeries == 0 {
+		r.MaxActiveSeries = 2_000_000
+	}
+	if r.MaxActiveSeriesPerMetric == 0 {
+		r.MaxActiveSeriesPerMetric = 500_000
+	}
 	if r.Now == nil {
 		r.Now = time.Now
 	}
@@ -113,6 +129,7 @@ type DB struct {
 	// Immutable after Open.
 	opts    Options
 	pdb     *pebble.DB
+	lock    *dirLock
 	series  *seriesMap
 	closing chan struct{}
 	bg      sync.WaitGroup
@@ -172,6 +189,16 @@ func Open(dir string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
 	opts := o.withDefaults()
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.release()
+		}
+	}()
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	popts := &pebble.Options{
@@ -194,6 +221,7 @@ func Open(dir string, o Options) (*DB, error) {
 	db := &DB{
 		opts:      opts,
 		pdb:       pdb,
+		lock:      lock,
 		series:    newSeriesMap(),
 		closing:   make(chan struct{}),
 		cpTrigger: make(chan struct{}, 1),
@@ -223,6 +251,7 @@ func Open(dir string, o Options) (*DB, error) {
 		go db.checkpointLoop()
 		go db.retentionLoop()
 	}
+	ok = true
 	return db, nil
 }
 
@@ -324,7 +353,9 @@ func (db *DB) shutdown(checkpoint bool) error {
 	if checkpoint {
 		cpErr = db.Checkpoint()
 	}
-	if err := db.pdb.Close(); err != nil {
+	err := db.pdb.Close()
+	db.lock.release()
+	if err != nil {
 		return err
 	}
 	return cpErr
@@ -335,6 +366,19 @@ func (db *DB) Stats() *Stats { return &db.stats }
 
 // ActiveSeries returns the number of series in the head.
 func (db *DB) ActiveSeries() int { return db.series.len() }
+
+// Limits returns the active-series limits in force (0: none).
+func (db *DB) Limits() (total, perMetric int) {
+	return max(db.opts.MaxActiveSeries, 0), max(db.opts.MaxActiveSeriesPerMetric, 0)
+}
+
+// TopMetric returns the metric name with the most active series, and
+// their number: how close the per-metric limit is.
+func (db *DB) TopMetric() (string, int) { return db.series.topMetric() }
+
+// Metrics returns Pebble's metrics (compactions, levels, disk space), for
+// the server's /metrics.
+func (db *DB) Metrics() *pebble.Metrics { return db.pdb.Metrics() }
 
 // DiskUsage returns the bytes the data directory uses on disk.
 func (db *DB) DiskUsage() uint64 { return db.pdb.Metrics().DiskSpaceUsage() }

@@ -26,10 +26,16 @@ type seriesMap struct {
 		byID   map[uint64]*memSeries
 	}
 	n atomic.Int64
+
+	// perMetric counts head series by metric name, for the per-metric
+	// active-series limit; changed only when a series enters or leaves
+	// the head, which is rare next to appends.
+	metricMu  sync.Mutex
+	perMetric map[string]int
 }
 
 func newSeriesMap() *seriesMap {
-	m := &seriesMap{}
+	m := &seriesMap{perMetric: map[string]int{}}
 	for i := range m.stripes {
 		m.stripes[i].byHash = map[uint64][]*memSeries{}
 		m.stripes[i].byID = map[uint64]*memSeries{}
@@ -85,7 +91,30 @@ func (m *seriesMap) add(s *memSeries, pin bool) *memSeries {
 	st2.byID[s.id] = s
 	st2.mu.Unlock()
 	m.n.Add(1)
+	m.metricMu.Lock()
+	m.perMetric[s.lset.Get(series.MetricName)]++
+	m.metricMu.Unlock()
 	return s
+}
+
+// metricSeries returns the number of head series of one metric name.
+func (m *seriesMap) metricSeries(name string) int {
+	m.metricMu.Lock()
+	defer m.metricMu.Unlock()
+	return m.perMetric[name]
+}
+
+// topMetric returns the metric name with the most head series.
+func (m *seriesMap) topMetric() (string, int) {
+	m.metricMu.Lock()
+	defer m.metricMu.Unlock()
+	best, n := "", 0
+	for name, c := range m.perMetric {
+		if c > n || (c == n && name < best) {
+			best, n = name, c
+		}
+	}
+	return best, n
 }
 
 // evict removes s from the head if canEvict, called with s.mu held, still
@@ -127,6 +156,12 @@ func (m *seriesMap) evict(s *memSeries, canEvict func() bool) bool {
 	}
 	st2.mu.Unlock()
 	m.n.Add(-1)
+	name := s.lset.Get(series.MetricName)
+	m.metricMu.Lock()
+	if m.perMetric[name]--; m.perMetric[name] <= 0 {
+		delete(m.perMetric, name)
+	}
+	m.metricMu.Unlock()
 	return true
 }
 
@@ -196,6 +231,9 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	if err := ls.Validate(); err != nil {
 		return nil, err
 	}
+	if err := db.checkSeriesLimits(ls); err != nil {
+		return nil, err
+	}
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed.Load() {
@@ -221,6 +259,37 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 		db.stats.SeriesCreated.Add(1)
 	}
 	return db.series.add(s, true), nil
+}
+
+// checkSeriesLimits refuses a series that would enter the head beyond the
+// active-series limits. Concurrent creators may overshoot a limit by at
+// most their number: the check and the insert are not one step, which
+// keeps the hot path free of a global lock.
+func (db *DB) checkSeriesLimits(ls series.Labels) error {
+	if max := db.opts.MaxActiveSeries; max > 0 {
+		if n := db.series.len(); n >= max {
+			return fmt.Errorf("%w: series %s would make %d active series, the limit is %d", series.ErrTooManySeries, ls, n+1, max)
+		}
+	}
+	if max := db.opts.MaxActiveSeriesPerMetric; max > 0 {
+		name := ls.Get(series.MetricName)
+		if n := db.series.metricSeries(name); n >= max {
+			return fmt.Errorf("%w: series %s would make %d active series of metric %q, the limit is %d", series.ErrTooManySeries, ls, n+1, name, max)
+		}
+	}
+	return nil
+}
+
+// dropUnused removes from the head a series that an appender created and
+// then rolled back, so that a refused request does not hold active-series
+// budget until the idle timeout.
+func (db *DB) dropUnused(s *memSeries) {
+	if s.created.Load() || s.pins.Load() != 0 {
+		return
+	}
+	db.series.evict(s, func() bool {
+		return !s.created.Load() && s.head == nil && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0
+	})
 }
 
 // lookupStored finds the ID of a stored series with labels ls, or 0.

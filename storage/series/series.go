@@ -26,6 +26,9 @@ var (
 	ErrOutOfRetention = errors.New("sample is older than the retention")
 	// ErrClosed is returned by operations on a closed database.
 	ErrClosed = errors.New("database is closed")
+	// ErrTooManySeries marks a sample that would create an active series
+	// beyond a configured limit (in total or for one metric name).
+	ErrTooManySeries = errors.New("too many active series")
 )
 
 // Label is one name/value pair of a series.

@@ -1,0 +1,92 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+func TestSecondOpenRefused(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	db := openTest(t, dir, testOptions(c))
+	_, err := Open(dir, testOptions(c))
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), "headroom.lock") {
+		t.Errorf("error %q does not name the lock file", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2 := openTest(t, dir, testOptions(c))
+	db2.Close()
+}
+
+func TestActiveSeriesLimits(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	o := testOptions(c)
+	o.MaxActiveSeries = 10
+	o.MaxActiveSeriesPerMetric = 4
+	var commits atomic.Int64
+	o.OnCommit = func(d time.Duration, n int, err error) {
+		if err == nil && d > 0 && n > 0 {
+			commits.Add(1)
+		}
+	}
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	now := ms(c.now)
+	ls := func(metric string, i int) series.Labels {
+		return series.FromStrings("__name__", metric, "i", fmt.Sprint(i))
+	}
+	for i := 0; i < 4; i++ {
+		mustAppend(t, db, ls("a", i), series.Sample{T: now, V: 1})
+	}
+	a := db.Appender()
+	if err := a.Append(ls("a", 4), now, 1); !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `metric "a"`) {
+		t.Fatalf("5th series of a: %v, want ErrTooManySeries naming the metric", err)
+	}
+	a.Rollback()
+	// Existing series still take samples.
+	mustAppend(t, db, ls("a", 0), series.Sample{T: now + 1, V: 2})
+
+	// A refused request must not keep the series it created: roll back a
+	// batch of 6 new series, then the budget of 10 must still be there.
+	a = db.Appender()
+	for i := 0; i < 3; i++ {
+		for _, m := range []string{"b", "c"} {
+			if err := a.Append(ls(m, i), now, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := db.ActiveSeries(); got != 10 {
+		t.Fatalf("active series during the batch = %d, want 10", got)
+	}
+	a.Rollback()
+	if got := db.ActiveSeries(); got != 4 {
+		t.Fatalf("active series after rollback = %d, want 4", got)
+	}
+	for i := 0; i < 3; i++ {
+		mustAppend(t, db, ls("b", i), series.Sample{T: now, V: 1})
+		mustAppend(t, db, ls("c", i), series.Sample{T: now, V: 1})
+	}
+	a = db.Appender()
+	if err := a.Append(ls("d", 0), now, 1); !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), "limit is 10") {
+		t.Fatalf("11th series: %v, want ErrTooManySeries naming the total limit", err)
+	}
+	a.Rollback()
+	if name, n := db.TopMetric(); name != "a" || n != 4 {
+		t.Errorf("TopMetric = %s %d, want a 4", name, n)
+	}
+	if commits.Load() != 11 {
+		t.Errorf("OnCommit saw %d successful commits, want 11", commits.Load())
+	}
+}
