@@ -11,10 +11,10 @@ FUZZTIME ?= 30s
 build:
 	$(GO) build -o $(BIN) ./cmd/headroom
 
-# Until `headroom serve` exists (issue 3), `make run` runs the storage demo:
-# it writes a day of synthetic metrics into $(DATA_DIR) and reads them back.
+# Serves $(DATA_DIR) on 127.0.0.1: gRPC and OTLP on :4317, remote-write
+# and /metrics on :9090. Ctrl-C stops it cleanly. ARGS passes more flags.
 run: build
-	./$(BIN) demo --data-dir $(DATA_DIR)
+	./$(BIN) serve --data-dir $(DATA_DIR) $(ARGS)
 
 # -stdmethods=false: our iterators' Seek(t int64) bool is the time-series
 # contract (as in Prometheus), not io.Seeker; vet's check for io.Seeker's
@@ -44,6 +44,9 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzIterator$$' -fuzztime=$(FUZZTIME) ./storage/chunk
 	$(GO) test -run=NONE -fuzz='^FuzzLoadTimeValueCSV$$' -fuzztime=$(FUZZTIME) ./bench
 	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite$$' -fuzztime=$(FUZZTIME) ./ingest
+	$(GO) test -run=NONE -fuzz='^FuzzOTLP$$' -fuzztime=$(FUZZTIME) ./ingest
+	$(GO) test -run=NONE -fuzz='^FuzzCSV$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
+	$(GO) test -run=NONE -fuzz='^FuzzPromText$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
 
 # Regenerates the committed Go code of every .proto under proto/.
 proto: tools

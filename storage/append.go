@@ -65,7 +65,8 @@ func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
 		a.cutoff, a.hasCutoff = a.db.retentionCutoff(), true
 	}
 	if t < a.cutoff {
-		return fmt.Errorf("%w: series %s: timestamp %d is before the retention cutoff %d", series.ErrOutOfRetention, ls, t, a.cutoff)
+		return fmt.Errorf("%w: series %s: timestamp %d (%s) is before the retention cutoff %s (retention %v)", series.ErrOutOfRetention, ls, t,
+			time.UnixMilli(t).UTC().Format(time.RFC3339), time.UnixMilli(a.cutoff).UTC().Format(time.RFC3339), a.db.opts.Retention)
 	}
 	s, err := a.db.getOrCreate(ls)
 	if err != nil {

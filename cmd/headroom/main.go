@@ -1,6 +1,7 @@
-// Command headroom is the Headroom time-series database binary. Until the
-// server lands, it offers `demo`, which exercises the storage engine end to
-// end on a real data directory, and `version`.
+// Command headroom is the Headroom time-series database binary: the server
+// (`serve`), its clients (`write`), and `demo`, which exercises the storage
+// engine on a data directory without a server. It wires the engine into
+// ingest; it must hold no logic those packages should own.
 package main
 
 import (
@@ -12,11 +13,16 @@ import (
 const usage = `headroom: a time-series database for operations metrics
 
 Usage:
+  headroom serve [flags]   serve a data directory: gRPC and OTLP on :4317,
+                           remote-write and /metrics on :9090
+  headroom write [flags] [FILE...]
+                           push samples from CSV or Prometheus text files
+                           (or stdin) to a server, for backfilling
   headroom demo [flags]    write a day of synthetic host metrics into a data
                            directory, read them back and report what it took
   headroom version         print the version
 
-Run 'headroom demo -h' for the demo's flags.
+Run 'headroom COMMAND -h' for a command's flags.
 `
 
 var version = "dev"
@@ -28,6 +34,10 @@ func main() {
 	}
 	var err error
 	switch os.Args[1] {
+	case "serve":
+		err = runServe(os.Args[2:])
+	case "write":
+		err = runWrite(os.Args[2:])
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "version", "--version":

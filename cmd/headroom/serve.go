@@ -1,0 +1,408 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/headroomdb/headroom/auth"
+	"github.com/headroomdb/headroom/ingest"
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
+	"github.com/headroomdb/headroom/storage"
+)
+
+// serveConfig is every option of `headroom serve`; each is a flag and a
+// key of the config file.
+type serveConfig struct {
+	configFile      string
+	dataDir         string
+	listen          string
+	grpcPort        int
+	httpPort        int
+	retention       time.Duration
+	tokensFile      string
+	tlsCert         string
+	tlsKey          string
+	maxRequestBytes int
+	limits          ingest.Limits
+	maxActive       int
+	maxActiveMetric int
+	promote         string
+	shutdownTimeout time.Duration
+	logLevel        string
+}
+
+func serveFlags(fs *flag.FlagSet) *serveConfig {
+	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second}
+	fs.StringVar(&c.configFile, "config", "", "YAML file setting any of these options by flag name (data-dir: /var/lib/headroom); flags given on the command line win")
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "data directory (created if missing; locked while the server runs)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1", "address both ports bind to; 0.0.0.0 or :: to accept other machines")
+	fs.IntVar(&c.grpcPort, "grpc-port", 4317, "gRPC port: headroom.v1.Ingest and OTLP metrics (4317 is OTLP's port)")
+	fs.IntVar(&c.httpPort, "http-port", 9090, "HTTP port: remote-write, /metrics, /healthz, /readyz (9090 is Prometheus's port)")
+	fs.Var(durationFlag{&c.retention}, "retention", "how long raw samples are kept (units ms s m h d w y); older samples are refused")
+	fs.StringVar(&c.tokensFile, "tokens-file", "", "bearer tokens, one a line: \"SCOPES TOKEN [NAME]\" with SCOPES read, write or read,write; empty: no authentication")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", 10<<20, "largest request body accepted, checked before decompression (remote-write body, gRPC message)")
+	fs.IntVar(&c.limits.SeriesPerRequest, "max-series-per-request", 100_000, "series in one write request")
+	fs.IntVar(&c.limits.SamplesPerRequest, "max-samples-per-request", 1_000_000, "samples in one write request")
+	fs.IntVar(&c.limits.LabelsPerSeries, "max-labels-per-series", 64, "labels of one series, __name__ included")
+	fs.IntVar(&c.limits.LabelNameLength, "max-label-name-length", 256, "bytes of a label name")
+	fs.IntVar(&c.limits.LabelValueLength, "max-label-value-length", 4096, "bytes of a label value")
+	fs.IntVar(&c.maxActive, "max-active-series", 2_000_000, "active series in total (about 1 KB of memory each); -1: no limit")
+	fs.IntVar(&c.maxActiveMetric, "max-active-series-per-metric", 500_000, "active series of one metric name; -1: no limit")
+	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func (c *serveConfig) validate() error {
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"grpc-port", c.grpcPort}, {"http-port", c.httpPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("--%s %d: want 0..65535", p.name, p.v)
+		}
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.maxRequestBytes < 1024 {
+		return fmt.Errorf("--max-request-bytes %d: want at least 1024", c.maxRequestBytes)
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"max-series-per-request", c.limits.SeriesPerRequest}, {"max-samples-per-request", c.limits.SamplesPerRequest},
+		{"max-labels-per-series", c.limits.LabelsPerSeries}, {"max-label-name-length", c.limits.LabelNameLength},
+		{"max-label-value-length", c.limits.LabelValueLength},
+	} {
+		if l.v < 1 {
+			return fmt.Errorf("--%s %d: want at least 1", l.name, l.v)
+		}
+	}
+	if c.maxActive == 0 || c.maxActiveMetric == 0 {
+		return errors.New("--max-active-series and --max-active-series-per-metric: want at least 1, or -1 for no limit")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// server is a running Headroom: the database, the gRPC and HTTP servers.
+type server struct {
+	cfg      *serveConfig
+	log      *slog.Logger
+	db       *storage.DB
+	grpc     *grpc.Server
+	health   *health.Server
+	http     *http.Server
+	grpcLis  net.Listener
+	httpLis  net.Listener
+	ready    atomic.Bool
+	tls      bool
+	serveErr chan error
+}
+
+// newServer opens the data directory and binds both ports; nothing is
+// served until start.
+func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var tokens *auth.Tokens
+	if cfg.tokensFile != "" {
+		t, err := auth.Load(cfg.tokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tokens-file: %w", err)
+		}
+		tokens = t
+	}
+	var tlsConf *tls.Config
+	if cfg.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fsync := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "headroom_wal_fsync_duration_seconds",
+		Help:    "Time to write and fsync one WAL batch (the durable part of a write request).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	walErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "headroom_wal_write_errors_total", Help: "WAL batches that failed to commit."})
+	reg.MustRegister(fsync, walErrors)
+
+	start := time.Now()
+	db, err := storage.Open(cfg.dataDir, storage.Options{
+		Retention:                cfg.retention,
+		MaxActiveSeries:          cfg.maxActive,
+		MaxActiveSeriesPerMetric: cfg.maxActiveMetric,
+		Logger:                   log,
+		OnCommit: func(d time.Duration, _ int, err error) {
+			if err != nil {
+				walErrors.Inc()
+				return
+			}
+			fsync.Observe(d.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("opened data directory", "dir", cfg.dataDir, "took", time.Since(start).Round(time.Millisecond),
+		"replayed_samples", db.Stats().ReplayedSamples.Load(), "active_series", db.ActiveSeries())
+	s := &server{cfg: cfg, log: log, db: db, tls: tlsConf != nil, serveErr: make(chan error, 2)}
+	fail := func(err error) (*server, error) {
+		if s.grpcLis != nil {
+			s.grpcLis.Close()
+		}
+		db.Close()
+		return nil, err
+	}
+	s.grpcLis, err = net.Listen("tcp", net.JoinHostPort(cfg.listen, strconv.Itoa(cfg.grpcPort)))
+	if err != nil {
+		return fail(fmt.Errorf("gRPC port: %w (is another server running? see --grpc-port)", err))
+	}
+	s.httpLis, err = net.Listen("tcp", net.JoinHostPort(cfg.listen, strconv.Itoa(cfg.httpPort)))
+	if err != nil {
+		return fail(fmt.Errorf("HTTP port: %w (is another server running? see --http-port)", err))
+	}
+
+	im := ingest.NewMetrics(reg)
+	iopts := ingest.Options{Limits: cfg.limits, Metrics: im}
+	app := appendable{db}
+
+	// gRPC: auth, then request metrics, then the services.
+	grpcDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "headroom_grpc_request_duration_seconds", Help: "gRPC calls by method and status code (streams: their whole life).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"method", "code"})
+	reg.MustRegister(grpcDur)
+	denied := func(protocol string) func(string) { return func(why string) { im.Reject(protocol, why) } }
+	protocolOf := func(method string) string {
+		if strings.HasPrefix(method, "/opentelemetry.") {
+			return "otlp"
+		}
+		return "grpc"
+	}
+	authUnary, authStream := tokens.GRPC(auth.MethodScopes{
+		"/headroom.v1.Ingest/": auth.Write,
+		"/opentelemetry.proto.collector.metrics.v1.MetricsService/": auth.Write,
+	}, []string{"/grpc.health.v1.Health/"}, func(method, why string) { denied(protocolOf(method))(why) })
+	timeUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		t := time.Now()
+		resp, err := h(ctx, req)
+		grpcDur.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(t).Seconds())
+		return resp, err
+	}
+	timeStream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		t := time.Now()
+		err := h(srv, ss)
+		grpcDur.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(t).Seconds())
+		return err
+	}
+	gopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.maxRequestBytes),
+		grpc.ChainUnaryInterceptor(timeUnary, authUnary),
+		grpc.ChainStreamInterceptor(timeStream, authStream),
+	}
+	if tlsConf != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
+	}
+	s.grpc = grpc.NewServer(gopts...)
+	headroomv1.RegisterIngestServer(s.grpc, ingest.NewGRPC(app, iopts))
+	otlp := ingest.NewOTLP(app, iopts)
+	for _, a := range strings.Split(cfg.promote, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			otlp.PromoteResourceAttributes = append(otlp.PromoteResourceAttributes, a)
+		}
+	}
+	colmetricspb.RegisterMetricsServiceServer(s.grpc, otlp)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+
+	// HTTP.
+	httpDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "headroom_http_request_duration_seconds", Help: "HTTP requests by handler and status code.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"handler", "code"})
+	reg.MustRegister(httpDur, storageCollector{db: db, limits: cfg.limits})
+	mux := http.NewServeMux()
+	handle := func(pattern, name string, h http.Handler) {
+		mux.Handle(pattern, promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}), h))
+	}
+	rw := ingest.NewRemoteWrite(app, iopts)
+	rw.MaxBodyBytes = int64(cfg.maxRequestBytes)
+	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
+	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	handle("/healthz", "/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	}))
+	handle("/readyz", "/readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	}))
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Headroom %s\n\nPOST /api/v1/write   Prometheus remote-write 1.0\nGET  /metrics        the server's own metrics\nGET  /healthz        liveness\nGET  /readyz         readiness\n\ngRPC on port %d: headroom.v1.Ingest, OTLP metrics\n", version, cfg.grpcPort)
+	})
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         tlsConf,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// appendable adapts the engine to what ingest declares.
+type appendable struct{ db *storage.DB }
+
+func (a appendable) Appender() ingest.Appender { return a.db.Appender() }
+
+// start serves both ports in the background and marks the server ready.
+func (s *server) start() {
+	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
+	go func() {
+		var err error
+		if s.tls {
+			err = s.http.ServeTLS(s.httpLis, "", "")
+		} else {
+			err = s.http.Serve(s.httpLis)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.serveErr <- err
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.ready.Store(true)
+	scheme := "http"
+	if s.tls {
+		scheme = "https"
+	}
+	s.log.Info("serving", "grpc", s.grpcLis.Addr().String(), "http", scheme+"://"+s.httpLis.Addr().String(),
+		"tls", s.tls, "auth", s.cfg.tokensFile != "")
+}
+
+// stop refuses new work, lets in-flight requests finish (up to the
+// shutdown timeout), then checkpoints and closes the database. Requests
+// acknowledged before stop are durable whatever happens here: stop only
+// makes the next start faster.
+func (s *server) stop() error {
+	s.ready.Store(false)
+	s.health.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.shutdownTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	httpErr := s.http.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("in-flight gRPC calls cut off at the shutdown timeout", "timeout", s.cfg.shutdownTimeout)
+		s.grpc.Stop()
+		<-done
+	}
+	if httpErr != nil {
+		s.log.Warn("in-flight HTTP requests cut off at the shutdown timeout", "err", httpErr)
+		s.http.Close()
+	}
+	start := time.Now()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close data directory: %w", err)
+	}
+	s.log.Info("data directory closed", "checkpoint_took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg := serveFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: headroom serve [flags]
+
+Serves the data directory: gRPC (headroom.v1.Ingest, OTLP metrics) on
+--grpc-port and HTTP (Prometheus remote-write, /metrics, /healthz, /readyz)
+on --http-port, both on --listen. SIGTERM or SIGINT stops it cleanly.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if cfg.configFile != "" {
+		if err := applyConfigFile(fs, cfg.configFile); err != nil {
+			return err
+		}
+	}
+	level, err := parseLevel(cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	s, err := newServer(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	s.start()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: no new requests; finishing in-flight ones")
+	case err := <-s.serveErr:
+		log.Error("a listener failed; shutting down", "err", err)
+	}
+	stop() // a second signal kills the process the default way
+	return s.stop()
+}
