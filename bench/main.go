@@ -42,7 +42,11 @@ func boolp(b bool) *bool { return &b }
 
 func main() {
 	datasets := flag.String("datasets", "../shared/datasets", "folder of the shared real datasets")
-	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay); empty: all")
+	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest); empty: all")
+	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
+	serverBin := flag.String("server-bin", "", "headroom binary for the ingest runs (default: go build ./cmd/headroom)")
+	ingestOnly := flag.String("ingest-run", "", "run one ingest combination, protocol/shape/clients (grpc/scrape/4)")
+	ingestProfiles := flag.String("ingest-profiles", "", "folder to save a server CPU profile of each ingest run in")
 	seconds := flag.Duration("append-time", 5*time.Second, "how long each append throughput run lasts")
 	headSeries := flag.Int("head-series", 100_000, "series in the head memory benchmark")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -77,6 +81,9 @@ func main() {
 	}
 	if run("replay") {
 		benchReplay()
+	}
+	if run("ingest") {
+		benchIngest(*serverBin, *ingestTime, *ingestOnly, *ingestProfiles)
 	}
 	printTable()
 }

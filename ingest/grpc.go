@@ -5,6 +5,10 @@ import (
 	"errors"
 	"io"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
@@ -14,15 +18,17 @@ import (
 // GRPC implements headroom.v1.Ingest over an Appendable.
 type GRPC struct {
 	headroomv1.UnimplementedIngestServer
-	db   Appendable
+	db   *appenderPool
 	opts Options
 }
 
-// NewGRPC returns the Ingest service; register it with
-// headroomv1.RegisterIngestServer.
+// NewGRPC returns the Ingest service. Register it with Register, on a
+// server created with ServerOptions, for the zero-allocation Write path;
+// headroomv1.RegisterIngestServer works too, through the generic protobuf
+// decoder.
 func NewGRPC(db Appendable, o Options) *GRPC {
 	o.Limits = o.Limits.withDefaults()
-	return &GRPC{db: db, opts: o}
+	return &GRPC{db: newAppenderPool(db), opts: o}
 }
 
 // Write stores the request whole, or refuses it whole.
@@ -82,4 +88,65 @@ func (b ownBatch) NumSamples(i int) int { return len(b[i].GetSamples()) }
 func (b ownBatch) Sample(i, j int) (int64, float64) {
 	s := b[i].GetSamples()[j]
 	return s.GetTimestampMs(), s.GetValue()
+}
+
+// Codec is gRPC's protobuf codec, except that it hands the Ingest
+// service's Write request over undecoded, for decodeWrite.
+type Codec struct{}
+
+var protoCodec = encoding.GetCodecV2("proto")
+
+// rawRequest is a request body as received.
+type rawRequest []byte
+
+func (Codec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*rawRequest); ok {
+		// Materialize copies into a slice of our own, which nothing
+		// reuses: decoded label strings may share its memory.
+		*r = data.Materialize()
+		return nil
+	}
+	return protoCodec.Unmarshal(data, v)
+}
+func (Codec) Name() string { return "proto" }
+
+// ServerOptions are the options a gRPC server needs for Register.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(Codec{})}
+}
+
+// Register registers the Ingest service on s, whose Write decodes the
+// request without the generic protobuf decoder. s must have been created
+// with ServerOptions.
+func (g *GRPC) Register(s grpc.ServiceRegistrar) {
+	d := headroomv1.Ingest_ServiceDesc
+	d.Methods = []grpc.MethodDesc{{MethodName: "Write", Handler: g.writeHandler}}
+	s.RegisterService(&d, g)
+}
+
+func (g *GRPC) writeHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	var raw rawRequest
+	if err := dec(&raw); err != nil {
+		return nil, err
+	}
+	h := func(ctx context.Context, req any) (any, error) { return g.writeRaw(*req.(*rawRequest)) }
+	if interceptor == nil {
+		return h(ctx, &raw)
+	}
+	return interceptor(ctx, &raw, &grpc.UnaryServerInfo{Server: srv, FullMethod: headroomv1.Ingest_Write_FullMethodName}, h)
+}
+
+func (g *GRPC) writeRaw(body []byte) (*headroomv1.WriteResponse, error) {
+	fb := getFlat()
+	defer fb.release()
+	if err := decodeWrite(body, ownSchema, fb); err != nil {
+		g.opts.Metrics.Reject("grpc", reason(err))
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	n, err := write(g.db, &g.opts, "grpc", fb)
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return &headroomv1.WriteResponse{SamplesWritten: uint64(n), SeriesWritten: uint64(fb.Len())}, nil
 }

@@ -45,8 +45,8 @@ func startConn(t *testing.T, limits ingest.Limits) (*grpc.ClientConn, *storage.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	headroomv1.RegisterIngestServer(srv, ingest.NewGRPC(db{d}, ingest.Options{Limits: limits}))
+	srv := grpc.NewServer(ingest.ServerOptions()...)
+	ingest.NewGRPC(db{d}, ingest.Options{Limits: limits}).Register(srv)
 	colmetricspb.RegisterMetricsServiceServer(srv, ingest.NewOTLP(db{d}, ingest.Options{Limits: limits}))
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

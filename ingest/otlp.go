@@ -43,7 +43,7 @@ import (
 // of the request is stored, as the OTLP specification requires.
 type OTLP struct {
 	colmetricspb.UnimplementedMetricsServiceServer
-	db   Appendable
+	db   *appenderPool
 	opts Options
 	// PromoteResourceAttributes lists resource attributes copied onto
 	// every series of the resource as labels.
@@ -54,7 +54,7 @@ type OTLP struct {
 // colmetricspb.RegisterMetricsServiceServer.
 func NewOTLP(db Appendable, o Options) *OTLP {
 	o.Limits = o.Limits.withDefaults()
-	return &OTLP{db: db, opts: o}
+	return &OTLP{db: newAppenderPool(db), opts: o}
 }
 
 // Export stores what it can of the request and reports the rest.
@@ -65,7 +65,9 @@ func (s *OTLP) Export(ctx context.Context, req *colmetricspb.ExportMetricsServic
 		s.opts.Metrics.observe("otlp", start, 0, 0, n, err)
 		return nil, grpcStatus(err)
 	}
-	c := otlpConverter{app: s.db.Appender(), limits: s.opts.Limits, names: map[string]string{}, promote: s.PromoteResourceAttributes}
+	app := s.db.get()
+	defer s.db.put(app)
+	c := otlpConverter{app: app, limits: s.opts.Limits, names: map[string]string{}, promote: s.PromoteResourceAttributes}
 	for _, rm := range req.GetResourceMetrics() {
 		c.resource(rm)
 	}

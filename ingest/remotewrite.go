@@ -7,10 +7,6 @@ import (
 	"net/http"
 
 	"github.com/golang/snappy"
-	"google.golang.org/protobuf/proto"
-
-	prompb "github.com/headroomdb/headroom/proto/prometheus"
-	"github.com/headroomdb/headroom/storage/series"
 )
 
 // RemoteWrite serves Prometheus remote-write 1.0 (POST /api/v1/write): a
@@ -18,7 +14,7 @@ import (
 // a message for a bad body or series, 413 for a body over the limit, 429
 // over a request limit, 503 when the commit failed.
 type RemoteWrite struct {
-	db   Appendable
+	db   *appenderPool
 	opts Options
 	// MaxBodyBytes bounds the compressed body, read before anything is
 	// decompressed; MaxDecodedBytes bounds what snappy may expand it to
@@ -31,7 +27,7 @@ type RemoteWrite struct {
 // decoded body limits.
 func NewRemoteWrite(db Appendable, o Options) *RemoteWrite {
 	o.Limits = o.Limits.withDefaults()
-	return &RemoteWrite{db: db, opts: o, MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
+	return &RemoteWrite{db: newAppenderPool(db), opts: o, MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
 }
 
 // refuse answers a request refused before it was decoded.
@@ -70,30 +66,17 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, http.StatusBadRequest, "bad_body", "snappy: "+err.Error())
 		return
 	}
-	var req prompb.WriteRequest
-	if err := proto.Unmarshal(raw, &req); err != nil {
-		h.refuse(w, http.StatusBadRequest, "bad_body", "protobuf: "+err.Error())
+	// raw is snappy's fresh buffer, never reused: the decoded label
+	// strings may share its memory.
+	fb := getFlat()
+	defer fb.release()
+	if err := decodeWrite(raw, promSchema, fb); err != nil {
+		h.refuse(w, http.StatusBadRequest, "bad_body", err.Error())
 		return
 	}
-	if _, err := write(h.db, &h.opts, "remote_write", promBatch(req.GetTimeseries())); err != nil {
+	if _, err := write(h.db, &h.opts, "remote_write", fb); err != nil {
 		http.Error(w, err.Error(), httpStatus(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// promBatch reads a remote-write request without copying it.
-type promBatch []*prompb.TimeSeries
-
-func (b promBatch) Len() int { return len(b) }
-func (b promBatch) Labels(i int, dst series.Labels) series.Labels {
-	for _, l := range b[i].GetLabels() {
-		dst = append(dst, series.Label{Name: l.GetName(), Value: l.GetValue()})
-	}
-	return dst
-}
-func (b promBatch) NumSamples(i int) int { return len(b[i].GetSamples()) }
-func (b promBatch) Sample(i, j int) (int64, float64) {
-	s := b[i].GetSamples()[j]
-	return s.GetTimestamp(), s.GetValue()
 }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/headroomdb/headroom/storage/series"
@@ -15,7 +16,8 @@ var ErrUnavailable = errors.New("unavailable")
 // batch is a decoded request of any protocol, read without copying.
 type batch interface {
 	Len() int
-	// Labels appends series i's labels to dst, unsorted.
+	// Labels returns series i's labels, unsorted: appended to dst, or the
+	// batch's own storage, which the caller may sort in place.
 	Labels(i int, dst series.Labels) series.Labels
 	NumSamples(i int) int
 	Sample(i, j int) (t int64, v float64)
@@ -25,7 +27,7 @@ type batch interface {
 // counts the outcome under protocol. It returns the samples in the batch.
 // Errors wrap ErrLimit, ErrUnavailable, or storage's series.ErrInvalid /
 // series.ErrOutOfRetention / series.ErrTooManySeries, and name the series.
-func write(db Appendable, o *Options, protocol string, b batch) (int, error) {
+func write(db *appenderPool, o *Options, protocol string, b batch) (int, error) {
 	start := time.Now()
 	total := 0
 	for i := 0; i < b.Len(); i++ {
@@ -40,14 +42,15 @@ func write(db Appendable, o *Options, protocol string, b batch) (int, error) {
 	return total, nil
 }
 
-func writeBatch(db Appendable, l Limits, b batch, total int) error {
+func writeBatch(db *appenderPool, l Limits, b batch, total int) error {
 	if b.Len() > l.SeriesPerRequest {
 		return fmt.Errorf("%w: request holds %d series, the limit is %d", ErrLimit, b.Len(), l.SeriesPerRequest)
 	}
 	if total > l.SamplesPerRequest {
 		return fmt.Errorf("%w: request holds %d samples, the limit is %d", ErrLimit, total, l.SamplesPerRequest)
 	}
-	app := db.Appender()
+	app := db.get()
+	defer db.put(app)
 	var ls series.Labels
 	for i := 0; i < b.Len(); i++ {
 		ls = b.Labels(i, ls[:0])
@@ -69,3 +72,22 @@ func writeBatch(db Appendable, l Limits, b batch, total int) error {
 	}
 	return nil
 }
+
+// appenderPool reuses appenders, which are reusable after Commit or
+// Rollback: their buffers, grown to the size of a request, otherwise made
+// a fresh appender's growth a visible share of the hot path.
+type appenderPool struct {
+	db Appendable
+	p  sync.Pool
+}
+
+func newAppenderPool(db Appendable) *appenderPool { return &appenderPool{db: db} }
+
+func (p *appenderPool) get() Appender {
+	if a, ok := p.p.Get().(Appender); ok {
+		return a
+	}
+	return p.db.Appender()
+}
+
+func (p *appenderPool) put(a Appender) { p.p.Put(a) }

@@ -86,6 +86,7 @@ func (a *Appender) Rollback() {
 			a.db.dropUnused(p.s)
 		}
 	}
+	clear(a.samples) // a reused appender must not keep evicted series alive
 	a.samples = a.samples[:0]
 	a.hasCutoff = false
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sort"
 	"strings"
 	"sync"
@@ -45,6 +46,26 @@ func newSeriesMap() *seriesMap {
 
 func (m *seriesMap) len() int { return int(m.n.Load()) }
 
+var memSeed = maphash.MakeSeed()
+
+// memKey hashes a label set for the in-memory series map, which is probed
+// once per appended sample. It is not Labels.Hash (FNV-1a, part of the
+// on-disk format, byte at a time): maphash is several times faster, and
+// its per-process seed is fine because the key is never stored. 0xff and
+// 0xfe never occur in UTF-8, so the separators make the encoding
+// unambiguous.
+func memKey(ls series.Labels) uint64 {
+	var h maphash.Hash
+	h.SetSeed(memSeed)
+	for _, l := range ls {
+		h.WriteString(l.Name)
+		h.WriteByte(0xff)
+		h.WriteString(l.Value)
+		h.WriteByte(0xfe)
+	}
+	return h.Sum64()
+}
+
 // getByHash returns the series with labels ls, pinned (see memSeries.pins),
 // or nil.
 func (m *seriesMap) getByHash(h uint64, ls series.Labels) *memSeries {
@@ -70,9 +91,9 @@ func (m *seriesMap) getByID(id uint64) *memSeries {
 // add inserts s unless a series with the same labels is there already, and
 // returns the one in the map, pinned if pin is set.
 func (m *seriesMap) add(s *memSeries, pin bool) *memSeries {
-	st := &m.stripes[s.hash%seriesStripes]
+	st := &m.stripes[s.mkey%seriesStripes]
 	st.mu.Lock()
-	for _, o := range st.byHash[s.hash] {
+	for _, o := range st.byHash[s.mkey] {
 		if o.lset.Equal(s.lset) {
 			if pin {
 				o.pins.Add(1)
@@ -84,7 +105,7 @@ func (m *seriesMap) add(s *memSeries, pin bool) *memSeries {
 	if pin {
 		s.pins.Add(1)
 	}
-	st.byHash[s.hash] = append(st.byHash[s.hash], s)
+	st.byHash[s.mkey] = append(st.byHash[s.mkey], s)
 	st.mu.Unlock()
 	st2 := &m.stripes[s.id%seriesStripes]
 	st2.mu.Lock()
@@ -121,7 +142,7 @@ func (m *seriesMap) topMetric() (string, int) {
 // allows it and no appender holds it. Holding the hash stripe's write lock
 // while checking pins keeps getByHash from handing s out meanwhile.
 func (m *seriesMap) evict(s *memSeries, canEvict func() bool) bool {
-	st := &m.stripes[s.hash%seriesStripes]
+	st := &m.stripes[s.mkey%seriesStripes]
 	st.mu.Lock()
 	if s.pins.Load() != 0 {
 		st.mu.Unlock()
@@ -134,7 +155,7 @@ func (m *seriesMap) evict(s *memSeries, canEvict func() bool) bool {
 		st.mu.Unlock()
 		return false
 	}
-	list := st.byHash[s.hash]
+	list := st.byHash[s.mkey]
 	for i, o := range list {
 		if o == s {
 			list = append(list[:i:i], list[i+1:]...)
@@ -142,9 +163,9 @@ func (m *seriesMap) evict(s *memSeries, canEvict func() bool) bool {
 		}
 	}
 	if len(list) == 0 {
-		delete(st.byHash, s.hash)
+		delete(st.byHash, s.mkey)
 	} else {
-		st.byHash[s.hash] = list
+		st.byHash[s.mkey] = list
 	}
 	st.mu.Unlock()
 	// The ID stripe may be the hash stripe: never hold both. A series
@@ -189,7 +210,8 @@ type sealedChunk struct {
 type memSeries struct {
 	// Immutable.
 	id   uint64
-	hash uint64
+	hash uint64 // Labels.Hash: the on-disk 'H' key
+	mkey uint64 // memKey: the in-memory map's key
 	lset series.Labels
 
 	// created is set once the series' 'S' and 'H' keys are durable;
@@ -224,8 +246,8 @@ type memSeries struct {
 // index or allocating a new ID. Labels are validated only on a miss: a
 // label set in the map has passed validation already.
 func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
-	h := ls.Hash()
-	if s := db.series.getByHash(h, ls); s != nil {
+	mk := memKey(ls)
+	if s := db.series.getByHash(mk, ls); s != nil {
 		return s, nil
 	}
 	if err := ls.Validate(); err != nil {
@@ -243,11 +265,12 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	// is being brought back into the head.
 	db.gcMu.RLock()
 	defer db.gcMu.RUnlock()
+	h := ls.Hash()
 	id, err := db.lookupStored(h, ls)
 	if err != nil {
 		return nil, err
 	}
-	s := &memSeries{hash: h, lset: compactLabels(ls), storedMaxT: minInt64}
+	s := &memSeries{hash: h, mkey: mk, lset: compactLabels(ls), storedMaxT: minInt64}
 	if id != 0 {
 		s.id = id
 		s.created.Store(true)
@@ -333,7 +356,7 @@ func (db *DB) seriesByID(id uint64) (*memSeries, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &memSeries{id: id, hash: ls.Hash(), lset: ls, storedMaxT: minInt64}
+	s := &memSeries{id: id, hash: ls.Hash(), mkey: memKey(ls), lset: ls, storedMaxT: minInt64}
 	s.created.Store(true)
 	if err := db.loadHead(s); err != nil {
 		return nil, err

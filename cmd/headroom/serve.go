@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -29,7 +30,6 @@ import (
 
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/ingest"
-	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/storage"
 )
 
@@ -52,6 +52,7 @@ type serveConfig struct {
 	promote         string
 	shutdownTimeout time.Duration
 	logLevel        string
+	pprof           bool
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -76,6 +77,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP port (unauthenticated: keep the port private)")
 	return c
 }
 
@@ -239,6 +241,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.maxRequestBytes),
+		grpc.ForceServerCodecV2(ingest.Codec{}),
 		grpc.ChainUnaryInterceptor(timeUnary, authUnary),
 		grpc.ChainStreamInterceptor(timeStream, authStream),
 	}
@@ -246,7 +249,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
 	}
 	s.grpc = grpc.NewServer(gopts...)
-	headroomv1.RegisterIngestServer(s.grpc, ingest.NewGRPC(app, iopts))
+	ingest.NewGRPC(app, iopts).Register(s.grpc)
 	otlp := ingest.NewOTLP(app, iopts)
 	for _, a := range strings.Split(cfg.promote, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -281,6 +284,12 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	}))
+	if cfg.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Headroom %s\n\nPOST /api/v1/write   Prometheus remote-write 1.0\nGET  /metrics        the server's own metrics\nGET  /healthz        liveness\nGET  /readyz         readiness\n\ngRPC on port %d: headroom.v1.Ingest, OTLP metrics\n", version, cfg.grpcPort)
 	})

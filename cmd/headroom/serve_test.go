@@ -320,7 +320,7 @@ func TestServeBadInput(t *testing.T) {
 			code codes.Code
 			msg  string
 		}{
-			{name: "truncated protobuf", raw: valid[:len(valid)-3], code: codes.Internal, msg: "unmarshal"},
+			{name: "truncated protobuf", raw: valid[:len(valid)-3], code: codes.InvalidArgument, msg: "protobuf: truncated"},
 			{name: "empty labels", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own()}}, code: codes.InvalidArgument, msg: "series 1: invalid input: empty label set"},
 			{name: "duplicate labels", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own("__name__", "x", "a", "1", "a", "2")}}, code: codes.InvalidArgument, msg: `duplicate label name "a"`},
 			{name: "huge label value", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own("__name__", "x", "a", huge)}}, code: codes.ResourceExhausted, msg: "value of 2000 bytes, the limit is 1024"},

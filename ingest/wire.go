@@ -1,0 +1,233 @@
+package ingest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// The write hot path decodes Headroom's WriteRequest and remote-write's
+// WriteRequest straight from the wire into flat, reused arrays: label
+// strings are slices of the request body, so decoding allocates nothing
+// per series or sample. The generic protobuf decoder allocated a struct
+// per series, label and sample and two strings per label: more than half
+// of the server's CPU on the scrape shape (bench/RESULTS.md).
+//
+// The two messages have the same shape (repeated series of repeated
+// labels and samples) and differ only in the sample's field numbers.
+
+// wireSchema names the field numbers of one protocol's messages.
+type wireSchema struct {
+	name                        string
+	requestSeries               protowire.Number // series in the request
+	sampleTime, sampleValue     protowire.Number
+	seriesLabels, seriesSamples protowire.Number
+}
+
+var (
+	ownSchema  = wireSchema{name: "headroom.v1.WriteRequest", requestSeries: 1, seriesLabels: 1, seriesSamples: 2, sampleTime: 1, sampleValue: 2}
+	promSchema = wireSchema{name: "prometheus.WriteRequest", requestSeries: 1, seriesLabels: 1, seriesSamples: 2, sampleTime: 2, sampleValue: 1}
+)
+
+type flatSeries struct{ l0, l1, s0, s1 int }
+
+type flatSample struct {
+	t int64
+	v float64
+}
+
+// flatBatch is a decoded request; it implements batch.
+type flatBatch struct {
+	series  []flatSeries
+	labels  []series.Label
+	samples []flatSample
+}
+
+var flatPool = sync.Pool{New: func() any { return &flatBatch{} }}
+
+func getFlat() *flatBatch { return flatPool.Get().(*flatBatch) }
+
+// release returns b to the pool; the label strings it held point into
+// a request body, so they are cleared to let the body be collected.
+func (b *flatBatch) release() {
+	if cap(b.labels) > 1<<20 {
+		return // a huge request: let its arrays go
+	}
+	clear(b.labels)
+	b.series, b.labels, b.samples = b.series[:0], b.labels[:0], b.samples[:0]
+	flatPool.Put(b)
+}
+
+func (b *flatBatch) Len() int { return len(b.series) }
+
+// Labels returns the batch's own slice (the caller sorts it in place):
+// copying it was a measurable share of the hot path.
+func (b *flatBatch) Labels(i int, _ series.Labels) series.Labels {
+	s := b.series[i]
+	return b.labels[s.l0:s.l1:s.l1]
+}
+func (b *flatBatch) NumSamples(i int) int { return b.series[i].s1 - b.series[i].s0 }
+func (b *flatBatch) Sample(i, j int) (int64, float64) {
+	s := b.samples[b.series[i].s0+j]
+	return s.t, s.v
+}
+
+// wireError is a malformed request; it wraps errBadBody.
+type wireError struct {
+	msg string
+	at  int
+}
+
+func (e *wireError) Error() string { return fmt.Sprintf("protobuf: %s at byte %d", e.msg, e.at) }
+func (e *wireError) Unwrap() error { return errBadBody }
+
+// uvarint reads a varint at b[pos:end], with a fast path for the one-byte
+// tags and lengths that make up most of a request; it returns -1 as the
+// position when the varint is malformed or truncated.
+func uvarint(b []byte, pos, end int) (uint64, int) {
+	if pos < end && b[pos] < 0x80 {
+		return uint64(b[pos]), pos + 1
+	}
+	v, n := protowire.ConsumeVarint(b[pos:end])
+	if n < 0 {
+		return 0, -1
+	}
+	return v, pos + n
+}
+
+// field reads a field's tag; for a length-delimited field it also reads
+// the length and returns the contents' bounds [lo, hi) and the position
+// after them; other fields are left for skip.
+func field(b []byte, pos, end int) (num protowire.Number, typ protowire.Type, lo, hi int, err error) {
+	at := pos
+	tag, pos := uvarint(b, pos, end)
+	if pos < 0 || tag>>3 == 0 || tag>>3 > uint64(protowire.MaxValidNumber) {
+		return 0, 0, 0, 0, &wireError{msg: "malformed field tag", at: at}
+	}
+	num, typ = protowire.Number(tag>>3), protowire.Type(tag&7)
+	if typ != protowire.BytesType {
+		return num, typ, pos, pos, nil
+	}
+	n, p := uvarint(b, pos, end)
+	if p < 0 || n > uint64(end-p) {
+		return 0, 0, 0, 0, &wireError{msg: fmt.Sprintf("truncated field %d", num), at: at}
+	}
+	return num, typ, p, p + int(n), nil
+}
+
+// skip passes over a field that is not length-delimited (those were read
+// whole by field), as the protobuf decoder does with unknown fields.
+func skip(b []byte, num protowire.Number, typ protowire.Type, pos, end int) (int, error) {
+	n := protowire.ConsumeFieldValue(num, typ, b[pos:end])
+	if n < 0 {
+		return 0, &wireError{msg: fmt.Sprintf("malformed field %d", num), at: pos}
+	}
+	return pos + n, nil
+}
+
+// nextBytes reads the field at pos: a length-delimited one's contents are
+// [lo, hi); any other is skipped (ok false, lo == hi the position after).
+func nextBytes(b []byte, pos, end int) (num protowire.Number, lo, hi int, ok bool, err error) {
+	num, typ, lo, hi, err := field(b, pos, end)
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	if typ != protowire.BytesType {
+		hi, err = skip(b, num, typ, lo, end)
+		return num, hi, hi, false, err
+	}
+	return num, lo, hi, true, nil
+}
+
+// decodeWrite decodes a write request of schema sc from body into b.
+// body must not change while b's labels are in use: the label strings
+// share its memory.
+func decodeWrite(body []byte, sc wireSchema, b *flatBatch) error {
+	str := unsafe.String(unsafe.SliceData(body), len(body))
+	pos, end := 0, len(body)
+	for pos < end {
+		num, lo, hi, ok, err := nextBytes(body, pos, end)
+		if err != nil {
+			return err
+		}
+		pos = hi
+		if ok && num == sc.requestSeries {
+			if err := decodeSeries(body, str, lo, hi, sc, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func decodeSeries(body []byte, str string, pos, end int, sc wireSchema, b *flatBatch) error {
+	fs := flatSeries{l0: len(b.labels), s0: len(b.samples)}
+	for pos < end {
+		num, lo, hi, ok, err := nextBytes(body, pos, end)
+		if err != nil {
+			return err
+		}
+		pos = hi
+		if !ok {
+			continue
+		}
+		switch num {
+		case sc.seriesLabels:
+			var l series.Label
+			for p := lo; p < hi; {
+				num, vlo, vhi, ok, err := nextBytes(body, p, hi)
+				if err != nil {
+					return err
+				}
+				p = vhi
+				switch {
+				case !ok:
+				case num == 1:
+					l.Name = str[vlo:vhi]
+				case num == 2:
+					l.Value = str[vlo:vhi]
+				}
+			}
+			b.labels = append(b.labels, l)
+		case sc.seriesSamples:
+			var s flatSample
+			for p := lo; p < hi; {
+				num, typ, vlo, vhi, err := field(body, p, hi)
+				if err != nil {
+					return err
+				}
+				switch {
+				case typ == protowire.BytesType:
+					p = vhi
+				case num == sc.sampleTime && typ == protowire.VarintType:
+					v, np := uvarint(body, vlo, hi)
+					if np < 0 {
+						return &wireError{msg: "malformed sample timestamp", at: vlo}
+					}
+					s.t, p = int64(v), np
+				case num == sc.sampleValue && typ == protowire.Fixed64Type:
+					if hi-vlo < 8 {
+						return &wireError{msg: "truncated sample value", at: vlo}
+					}
+					s.v, p = math.Float64frombits(binary.LittleEndian.Uint64(body[vlo:])), vlo+8
+				default:
+					// Unknown fields, and known ones of another wire
+					// type, are skipped, as the protobuf decoder does.
+					if p, err = skip(body, num, typ, vlo, hi); err != nil {
+						return err
+					}
+				}
+			}
+			b.samples = append(b.samples, s)
+		}
+	}
+	fs.l1, fs.s1 = len(b.labels), len(b.samples)
+	b.series = append(b.series, fs)
+	return nil
+}
