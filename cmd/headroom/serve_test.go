@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,7 +186,8 @@ func TestServeEndToEnd(t *testing.T) {
 	stream.CloseSend()
 
 	// OTLP through the official SDK exporter.
-	exp, err := otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpoint(ts.grpcAddr), otlpmetricgrpc.WithInsecure())
+	// gzip, as the Collector's otlp exporter sends by default.
+	exp, err := otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpoint(ts.grpcAddr), otlpmetricgrpc.WithInsecure(), otlpmetricgrpc.WithCompressor("gzip"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,5 +461,18 @@ func TestServeAuth(t *testing.T) {
 	}
 	if _, m := httpGet(t, ts.httpURL+"/metrics"); !strings.Contains(m, `headroom_ingest_requests_total{outcome="unauthenticated",protocol="remote_write"} 2`) {
 		t.Errorf("/metrics does not count refused tokens")
+	}
+}
+
+// TestBinaryDecompressesGzip: the Collector's otlp exporter sends gzip by
+// default, so the binary (not only this test, whose OpenTelemetry SDK
+// registers gzip on its own) must link gRPC's gzip decompressor.
+func TestBinaryDecompressesGzip(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if !strings.Contains(string(out), "google.golang.org/grpc/encoding/gzip\n") {
+		t.Fatal("the headroom binary does not link google.golang.org/grpc/encoding/gzip")
 	}
 }

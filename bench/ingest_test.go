@@ -1,0 +1,73 @@
+package main
+
+import (
+	"testing"
+
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	"google.golang.org/protobuf/proto"
+
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
+	prompb "github.com/headroomdb/headroom/proto/prometheus"
+)
+
+// The ingest benchmark's hand-built request bodies must decode with the
+// generated code to the intended series, samples and timestamps, after
+// patching, or the benchmark would measure refusals.
+func TestBuildRequest(t *testing.T) {
+	sh := shape{name: "t", series: 3, perSeries: 2, step: 1000, advance: 10_000}
+	const base = 1_700_000_000_000
+	for _, protocol := range []string{"grpc", "remote_write", "otlp"} {
+		w := buildRequest(protocol, sh, 7)
+		w.patch(base)
+		var times []int64
+		var nLabels int
+		switch protocol {
+		case "grpc":
+			var m headroomv1.WriteRequest
+			if err := proto.Unmarshal(w.b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range m.Series {
+				nLabels += len(s.Labels)
+				for _, x := range s.Samples {
+					times = append(times, x.TimestampMs)
+				}
+			}
+		case "remote_write":
+			var m prompb.WriteRequest
+			if err := proto.Unmarshal(w.b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range m.Timeseries {
+				nLabels += len(s.Labels)
+				for _, x := range s.Samples {
+					times = append(times, x.Timestamp)
+				}
+			}
+		case "otlp":
+			var m colmetricspb.ExportMetricsServiceRequest
+			if err := proto.Unmarshal(w.b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for _, met := range m.ResourceMetrics[0].ScopeMetrics[0].Metrics {
+				for _, p := range met.GetGauge().DataPoints {
+					nLabels += len(p.Attributes) + 3 // + __name__, job, instance
+					times = append(times, int64(p.TimeUnixNano/1e6))
+				}
+			}
+		}
+		// 3 series of 6 labels; OTLP: 6 points, each of 6 labels once mapped.
+		wantLabels := 18
+		if protocol == "otlp" {
+			wantLabels = 36
+		}
+		if len(times) != 6 || nLabels != wantLabels {
+			t.Errorf("%s: %d samples, %d labels; want 6 and %d", protocol, len(times), nLabels, wantLabels)
+		}
+		for i, ts := range times {
+			if want := int64(base + (i%2)*1000); ts != want {
+				t.Errorf("%s: sample %d at %d, want %d", protocol, i, ts, want)
+			}
+		}
+	}
+}
