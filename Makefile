@@ -46,6 +46,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLP$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzWireDecode$$' -fuzztime=$(FUZZTIME) ./ingest
+	$(GO) test -run=NONE -fuzz='^FuzzOTLPWire$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzCSV$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
 	$(GO) test -run=NONE -fuzz='^FuzzPromText$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
 

@@ -121,20 +121,26 @@ func ServerOptions() []grpc.ServerOption {
 // with ServerOptions.
 func (g *GRPC) Register(s grpc.ServiceRegistrar) {
 	d := headroomv1.Ingest_ServiceDesc
-	d.Methods = []grpc.MethodDesc{{MethodName: "Write", Handler: g.writeHandler}}
+	d.Methods = []grpc.MethodDesc{{MethodName: "Write", Handler: rawHandler(headroomv1.Ingest_Write_FullMethodName, func(b []byte) (any, error) {
+		return g.writeRaw(b)
+	})}}
 	s.RegisterService(&d, g)
 }
 
-func (g *GRPC) writeHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	var raw rawRequest
-	if err := dec(&raw); err != nil {
-		return nil, err
+// rawHandler is a unary method handler that receives its request as
+// bytes (see Codec) and hands them to serve, through the interceptors.
+func rawHandler(method string, serve func([]byte) (any, error)) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		var raw rawRequest
+		if err := dec(&raw); err != nil {
+			return nil, err
+		}
+		h := func(ctx context.Context, req any) (any, error) { return serve(*req.(*rawRequest)) }
+		if interceptor == nil {
+			return h(ctx, &raw)
+		}
+		return interceptor(ctx, &raw, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, h)
 	}
-	h := func(ctx context.Context, req any) (any, error) { return g.writeRaw(*req.(*rawRequest)) }
-	if interceptor == nil {
-		return h(ctx, &raw)
-	}
-	return interceptor(ctx, &raw, &grpc.UnaryServerInfo{Server: srv, FullMethod: headroomv1.Ingest_Write_FullMethodName}, h)
 }
 
 func (g *GRPC) writeRaw(body []byte) (*headroomv1.WriteResponse, error) {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,7 +46,7 @@ func startConn(t *testing.T, limits ingest.Limits) (*grpc.ClientConn, *storage.D
 	}
 	srv := grpc.NewServer(ingest.ServerOptions()...)
 	ingest.NewGRPC(db{d}, ingest.Options{Limits: limits}).Register(srv)
-	colmetricspb.RegisterMetricsServiceServer(srv, ingest.NewOTLP(db{d}, ingest.Options{Limits: limits}))
+	ingest.NewOTLP(db{d}, ingest.Options{Limits: limits}).Register(srv)
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

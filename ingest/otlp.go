@@ -4,15 +4,21 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -50,26 +56,72 @@ type OTLP struct {
 	PromoteResourceAttributes []string
 }
 
-// NewOTLP returns the OTLP metrics service; register it with
-// colmetricspb.RegisterMetricsServiceServer.
+// NewOTLP returns the OTLP metrics service. Register it with Register, on
+// a server created with ServerOptions; colmetricspb.
+// RegisterMetricsServiceServer works too, through the generated decoder.
 func NewOTLP(db Appendable, o Options) *OTLP {
 	o.Limits = o.Limits.withDefaults()
 	return &OTLP{db: newAppenderPool(db), opts: o}
 }
 
-// Export stores what it can of the request and reports the rest.
+// Export stores what it can of a decoded request and reports the rest.
+// The server's path is Register's, which decodes the wire itself.
 func (s *OTLP) Export(ctx context.Context, req *colmetricspb.ExportMetricsServiceRequest) (*colmetricspb.ExportMetricsServiceResponse, error) {
+	o := oPool.Get().(*oRequest)
+	defer func() { o.reset(); oPool.Put(o) }()
+	fromProto(req, o)
+	return s.export(o)
+}
+
+var oPool = sync.Pool{New: func() any { return &oRequest{} }}
+
+// Register registers the metrics service on s, whose Export decodes the
+// request without the generated decoder. s must have been created with
+// ServerOptions.
+func (s *OTLP) Register(srv grpc.ServiceRegistrar) {
+	d := colmetricspb.MetricsService_ServiceDesc
+	d.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(colmetricspb.MetricsService_Export_FullMethodName, func(b []byte) (any, error) {
+		return s.exportRaw(b)
+	})}}
+	srv.RegisterService(&d, s)
+}
+
+// exportRaw decodes a request body (ours: never reused, so strings may
+// share its memory) and stores it.
+func (s *OTLP) exportRaw(body []byte) (*colmetricspb.ExportMetricsServiceResponse, error) {
+	o := oPool.Get().(*oRequest)
+	defer func() { o.reset(); oPool.Put(o) }()
+	err := decodeOTLP(body, o)
+	if errors.Is(err, errFallback) {
+		o.reset()
+		var req colmetricspb.ExportMetricsServiceRequest
+		if err = proto.Unmarshal(body, &req); err == nil {
+			fromProto(&req, o)
+		} else {
+			err = &wireError{msg: err.Error()}
+		}
+	}
+	if err != nil {
+		s.opts.Metrics.Reject("otlp", reason(err))
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return s.export(o)
+}
+
+func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, error) {
 	start := time.Now()
-	if n := countOTLPSamples(req); n > s.opts.Limits.SamplesPerRequest {
+	if n := countOTLPSamples(o); n > s.opts.Limits.SamplesPerRequest {
 		err := fmt.Errorf("%w: request holds %d samples once mapped to series, the limit is %d", ErrLimit, n, s.opts.Limits.SamplesPerRequest)
 		s.opts.Metrics.observe("otlp", start, 0, 0, n, err)
 		return nil, grpcStatus(err)
 	}
 	app := s.db.get()
 	defer s.db.put(app)
-	c := otlpConverter{app: app, limits: s.opts.Limits, names: map[string]string{}, promote: s.PromoteResourceAttributes}
-	for _, rm := range req.GetResourceMetrics() {
-		c.resource(rm)
+	c := convPool.Get().(*otlpConverter)
+	defer c.release()
+	c.app, c.limits, c.promote, c.o = app, s.opts.Limits, s.PromoteResourceAttributes, o
+	for _, r := range o.resources {
+		c.resource(r)
 	}
 	if c.appended > 0 {
 		if err := c.app.Commit(); err != nil {
@@ -94,31 +146,34 @@ func (s *OTLP) Export(ctx context.Context, req *colmetricspb.ExportMetricsServic
 	return resp, nil
 }
 
+var convPool = sync.Pool{New: func() any { return &otlpConverter{names: map[string]string{}} }}
+
+// release clears what refers to the request and pools c.
+func (c *otlpConverter) release() {
+	clear(c.names)
+	clear(c.base)
+	clear(c.ls)
+	clear(c.tmp)
+	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0]}
+	convPool.Put(c)
+}
+
 // countOTLPSamples counts the samples a request maps to, before any of it
 // is converted, so the request limit holds whatever the request's shape.
-func countOTLPSamples(req *colmetricspb.ExportMetricsServiceRequest) int {
-	n := 0
-	for _, rm := range req.GetResourceMetrics() {
-		n++ // target_info
-		for _, sm := range rm.GetScopeMetrics() {
-			for _, m := range sm.GetMetrics() {
-				switch d := m.GetData().(type) {
-				case *metricspb.Metric_Gauge:
-					n += len(d.Gauge.GetDataPoints())
-				case *metricspb.Metric_Sum:
-					n += len(d.Sum.GetDataPoints())
-				case *metricspb.Metric_Histogram:
-					for _, p := range d.Histogram.GetDataPoints() {
-						n += 3 + len(p.GetExplicitBounds())
-					}
-				case *metricspb.Metric_Summary:
-					for _, p := range d.Summary.GetDataPoints() {
-						n += 2 + len(p.GetQuantileValues())
-					}
-				case *metricspb.Metric_ExponentialHistogram:
-					n += len(d.ExponentialHistogram.GetDataPoints())
-				}
+func countOTLPSamples(o *oRequest) int {
+	n := len(o.resources) // target_info
+	for _, m := range o.metrics {
+		switch m.kind {
+		case kindHistogram:
+			for _, p := range o.points[m.points.lo:m.points.hi] {
+				n += 3 + p.bounds.len()
 			}
+		case kindSummary:
+			for _, p := range o.points[m.points.lo:m.points.hi] {
+				n += 2 + p.quants.len()
+			}
+		default:
+			n += m.points.len()
 		}
 	}
 	return n
@@ -127,6 +182,7 @@ func countOTLPSamples(req *colmetricspb.ExportMetricsServiceRequest) int {
 const maxOTLPReasons = 5
 
 type otlpConverter struct {
+	o       *oRequest
 	app     Appender
 	limits  Limits
 	names   map[string]string // attribute key -> label name
@@ -155,18 +211,18 @@ func (c *otlpConverter) reject(points int, metric string, err error) {
 	}
 }
 
-func (c *otlpConverter) resource(rm *metricspb.ResourceMetrics) {
-	attrs := rm.GetResource().GetAttributes()
+func (c *otlpConverter) resource(r oResource) {
+	attrs := c.o.kvs[r.attrs.lo:r.attrs.hi]
 	c.base = c.base[:0]
 	var job, ns, inst string
 	for _, kv := range attrs {
-		switch kv.GetKey() {
+		switch kv.key {
 		case "service.name":
-			job = anyString(kv.GetValue())
+			job = labelValue(kv.val)
 		case "service.namespace":
-			ns = anyString(kv.GetValue())
+			ns = labelValue(kv.val)
 		case "service.instance.id":
-			inst = anyString(kv.GetValue())
+			inst = labelValue(kv.val)
 		}
 	}
 	if ns != "" && job != "" {
@@ -180,22 +236,22 @@ func (c *otlpConverter) resource(rm *metricspb.ResourceMetrics) {
 	}
 	for _, name := range c.promote {
 		for _, kv := range attrs {
-			if kv.GetKey() == name {
-				c.base = append(c.base, series.Label{Name: c.labelName(name), Value: anyString(kv.GetValue())})
+			if kv.key == name {
+				c.base = append(c.base, series.Label{Name: c.labelName(name), Value: labelValue(kv.val)})
 			}
 		}
 	}
 	c.resBase = len(c.base)
 	c.maxT = -1
-	for _, sm := range rm.GetScopeMetrics() {
+	for _, sc := range c.o.scopes[r.scopes.lo:r.scopes.hi] {
 		c.base = c.base[:c.resBase]
-		if n := sm.GetScope().GetName(); n != "" {
-			c.base = append(c.base, series.Label{Name: "otel_scope_name", Value: n})
+		if sc.name != "" {
+			c.base = append(c.base, series.Label{Name: "otel_scope_name", Value: sc.name})
 		}
-		if v := sm.GetScope().GetVersion(); v != "" {
-			c.base = append(c.base, series.Label{Name: "otel_scope_version", Value: v})
+		if sc.version != "" {
+			c.base = append(c.base, series.Label{Name: "otel_scope_version", Value: sc.version})
 		}
-		for _, m := range sm.GetMetrics() {
+		for _, m := range c.o.metrics[sc.metrics.lo:sc.metrics.hi] {
 			c.metric(m)
 		}
 	}
@@ -208,12 +264,12 @@ func (c *otlpConverter) resource(rm *metricspb.ResourceMetrics) {
 	c.ls = append(c.ls[:0], c.base...)
 	extra := false
 	for _, kv := range attrs {
-		switch kv.GetKey() {
+		switch kv.key {
 		case "service.name", "service.namespace", "service.instance.id":
 			continue
 		}
 		extra = true
-		c.ls = append(c.ls, series.Label{Name: c.labelName(kv.GetKey()), Value: anyString(kv.GetValue())})
+		c.ls = append(c.ls, series.Label{Name: c.labelName(kv.key), Value: labelValue(kv.val)})
 	}
 	if extra && (job != "" || inst != "") {
 		if err := c.emit("target_info", "", "", c.maxT, 1); err != nil {
@@ -222,52 +278,53 @@ func (c *otlpConverter) resource(rm *metricspb.ResourceMetrics) {
 	}
 }
 
-func (c *otlpConverter) metric(m *metricspb.Metric) {
-	switch d := m.GetData().(type) {
-	case *metricspb.Metric_Gauge:
-		name := metricName(m.GetName(), m.GetUnit(), "gauge")
-		for _, p := range d.Gauge.GetDataPoints() {
-			c.number(name, m.GetName(), p)
+func (c *otlpConverter) metric(m oMetric) {
+	points := c.o.points[m.points.lo:m.points.hi]
+	switch m.kind {
+	case kindGauge:
+		name := metricName(m.name, m.unit, "gauge")
+		for i := range points {
+			c.number(name, m.name, &points[i])
 		}
-	case *metricspb.Metric_Sum:
+	case kindSum:
 		kind := "gauge"
-		if d.Sum.GetIsMonotonic() && d.Sum.GetAggregationTemporality() == metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
+		if m.monotonic && m.temporality == metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
 			kind = "counter"
 		}
-		name := metricName(m.GetName(), m.GetUnit(), kind)
-		for _, p := range d.Sum.GetDataPoints() {
-			c.number(name, m.GetName(), p)
+		name := metricName(m.name, m.unit, kind)
+		for i := range points {
+			c.number(name, m.name, &points[i])
 		}
-	case *metricspb.Metric_Histogram:
-		if d.Histogram.GetAggregationTemporality() != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
-			c.reject(len(d.Histogram.GetDataPoints()), m.GetName(), fmt.Errorf("%w: histogram with %s temporality: configure the exporter for cumulative temporality", series.ErrInvalid, d.Histogram.GetAggregationTemporality()))
+	case kindHistogram:
+		if m.temporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
+			c.reject(len(points), m.name, fmt.Errorf("%w: histogram with %s temporality: configure the exporter for cumulative temporality", series.ErrInvalid, m.temporality))
 			return
 		}
-		name := metricName(m.GetName(), m.GetUnit(), "histogram")
-		for _, p := range d.Histogram.GetDataPoints() {
-			c.histogram(name, m.GetName(), p)
+		name := metricName(m.name, m.unit, "histogram")
+		for i := range points {
+			c.histogram(name, m.name, &points[i])
 		}
-	case *metricspb.Metric_Summary:
-		name := metricName(m.GetName(), m.GetUnit(), "summary")
-		for _, p := range d.Summary.GetDataPoints() {
-			c.summary(name, m.GetName(), p)
+	case kindSummary:
+		name := metricName(m.name, m.unit, "summary")
+		for i := range points {
+			c.summary(name, m.name, &points[i])
 		}
-	case *metricspb.Metric_ExponentialHistogram:
-		c.reject(len(d.ExponentialHistogram.GetDataPoints()), m.GetName(), fmt.Errorf("%w: exponential histograms (native histograms) are not supported: use explicit buckets", series.ErrInvalid))
+	case kindExpHistogram:
+		c.reject(len(points), m.name, fmt.Errorf("%w: exponential histograms (native histograms) are not supported: use explicit buckets", series.ErrInvalid))
 	default:
-		c.reject(1, m.GetName(), fmt.Errorf("%w: metric has no data", series.ErrInvalid))
+		c.reject(1, m.name, fmt.Errorf("%w: metric has no data", series.ErrInvalid))
 	}
 }
 
 // point starts the label set of one data point: resource, scope and point
 // attributes. It returns the timestamp in milliseconds.
-func (c *otlpConverter) point(attrs []*commonpb.KeyValue, tNanos uint64) (int64, error) {
+func (c *otlpConverter) point(attrs span, tNanos uint64) (int64, error) {
 	c.ls = append(c.ls[:0], c.base...)
-	for _, kv := range attrs {
-		if kv.GetKey() == "" {
+	for _, kv := range c.o.kvs[attrs.lo:attrs.hi] {
+		if kv.key == "" {
 			continue
 		}
-		c.ls = append(c.ls, series.Label{Name: c.labelName(kv.GetKey()), Value: anyString(kv.GetValue())})
+		c.ls = append(c.ls, series.Label{Name: c.labelName(kv.key), Value: labelValue(kv.val)})
 	}
 	if tNanos == 0 {
 		return 0, fmt.Errorf("%w: data point has no time_unix_nano", series.ErrInvalid)
@@ -282,37 +339,30 @@ func (c *otlpConverter) point(attrs []*commonpb.KeyValue, tNanos uint64) (int64,
 	return t, nil
 }
 
-func (c *otlpConverter) number(name, orig string, p *metricspb.NumberDataPoint) {
-	t, err := c.point(p.GetAttributes(), p.GetTimeUnixNano())
+func (c *otlpConverter) number(name, orig string, p *oPoint) {
+	t, err := c.point(p.attrs, p.time)
 	if err != nil {
 		c.reject(1, orig, err)
 		return
 	}
-	var v float64
-	switch x := p.GetValue().(type) {
-	case *metricspb.NumberDataPoint_AsDouble:
-		v = x.AsDouble
-	case *metricspb.NumberDataPoint_AsInt:
-		v = float64(x.AsInt)
-	}
-	stale := p.GetFlags()&uint32(metricspb.DataPointFlags_DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK) != 0
-	if err := c.emit(name, "", "", t, staleOr(stale, v)); err != nil {
+	if err := c.emit(name, "", "", t, staleOr(noValue(p.flags), p.value)); err != nil {
 		c.reject(1, orig, err)
 	}
 }
 
-func (c *otlpConverter) histogram(name, orig string, p *metricspb.HistogramDataPoint) {
-	bounds, counts := p.GetExplicitBounds(), p.GetBucketCounts()
+func (c *otlpConverter) histogram(name, orig string, p *oPoint) {
+	bounds, counts := c.o.floats[p.bounds.lo:p.bounds.hi], c.o.uints[p.counts.lo:p.counts.hi]
 	if len(counts) != 0 && len(counts) != len(bounds)+1 {
 		c.reject(1, orig, fmt.Errorf("%w: histogram point has %d bucket counts for %d bounds, want %d", series.ErrInvalid, len(counts), len(bounds), len(bounds)+1))
 		return
 	}
-	t, stale, ok := c.aggregate(name, orig, p.GetAttributes(), p.GetTimeUnixNano(), p.GetFlags(), p.GetCount())
+	t, ok := c.aggregate(name, orig, p)
 	if !ok {
 		return
 	}
-	if p.Sum != nil {
-		c.emitRest(orig, name+"_sum", "", "", t, staleOr(stale, p.GetSum()))
+	stale := noValue(p.flags)
+	if p.hasSum {
+		c.emitRest(orig, name+"_sum", "", "", t, staleOr(stale, p.sum))
 	}
 	var cum uint64
 	for i, b := range bounds {
@@ -321,17 +371,18 @@ func (c *otlpConverter) histogram(name, orig string, p *metricspb.HistogramDataP
 		}
 		c.emitRest(orig, name+"_bucket", "le", formatFloat(b), t, staleOr(stale, float64(cum)))
 	}
-	c.emitRest(orig, name+"_bucket", "le", "+Inf", t, staleOr(stale, float64(p.GetCount())))
+	c.emitRest(orig, name+"_bucket", "le", "+Inf", t, staleOr(stale, float64(p.count)))
 }
 
-func (c *otlpConverter) summary(name, orig string, p *metricspb.SummaryDataPoint) {
-	t, stale, ok := c.aggregate(name, orig, p.GetAttributes(), p.GetTimeUnixNano(), p.GetFlags(), p.GetCount())
+func (c *otlpConverter) summary(name, orig string, p *oPoint) {
+	t, ok := c.aggregate(name, orig, p)
 	if !ok {
 		return
 	}
-	c.emitRest(orig, name+"_sum", "", "", t, staleOr(stale, p.GetSum()))
-	for _, q := range p.GetQuantileValues() {
-		c.emitRest(orig, name, "quantile", formatFloat(q.GetQuantile()), t, staleOr(stale, q.GetValue()))
+	stale := noValue(p.flags)
+	c.emitRest(orig, name+"_sum", "", "", t, staleOr(stale, p.sum))
+	for _, q := range c.o.quants[p.quants.lo:p.quants.hi] {
+		c.emitRest(orig, name, "quantile", formatFloat(q.q), t, staleOr(stale, q.v))
 	}
 }
 
@@ -339,18 +390,23 @@ func (c *otlpConverter) summary(name, orig string, p *metricspb.SummaryDataPoint
 // its _count sample. The first sample decides the point's fate (retention
 // and label problems are the same for all of its series): ok is false
 // when the point was rejected.
-func (c *otlpConverter) aggregate(name, orig string, attrs []*commonpb.KeyValue, tNanos uint64, flags uint32, count uint64) (t int64, stale, ok bool) {
-	t, err := c.point(attrs, tNanos)
+func (c *otlpConverter) aggregate(name, orig string, p *oPoint) (int64, bool) {
+	t, err := c.point(p.attrs, p.time)
 	if err != nil {
 		c.reject(1, orig, err)
-		return 0, false, false
+		return 0, false
 	}
-	stale = flags&uint32(metricspb.DataPointFlags_DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK) != 0
-	if err := c.emit(name+"_count", "", "", t, staleOr(stale, float64(count))); err != nil {
+	if err := c.emit(name+"_count", "", "", t, staleOr(noValue(p.flags), float64(p.count))); err != nil {
 		c.reject(1, orig, err)
-		return 0, false, false
+		return 0, false
 	}
-	return t, stale, true
+	return t, true
+}
+
+// noValue reports the "no recorded value" flag: the point marks the end
+// of a series, stored as Prometheus's stale marker.
+func noValue(flags uint32) bool {
+	return flags&uint32(metricspb.DataPointFlags_DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK) != 0
 }
 
 // staleOr is v, or the stale marker for a point flagged "no recorded
@@ -522,21 +578,21 @@ func formatFloat(f float64) string {
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
-// anyString renders an attribute value as a label value.
-func anyString(v *commonpb.AnyValue) string {
-	switch x := v.GetValue().(type) {
-	case *commonpb.AnyValue_StringValue:
-		return x.StringValue
-	case *commonpb.AnyValue_BoolValue:
-		return strconv.FormatBool(x.BoolValue)
-	case *commonpb.AnyValue_IntValue:
-		return strconv.FormatInt(x.IntValue, 10)
-	case *commonpb.AnyValue_DoubleValue:
-		return strconv.FormatFloat(x.DoubleValue, 'f', -1, 64)
-	case *commonpb.AnyValue_BytesValue:
-		return base64.StdEncoding.EncodeToString(x.BytesValue)
-	case *commonpb.AnyValue_ArrayValue, *commonpb.AnyValue_KvlistValue:
-		b, err := json.Marshal(anyJSON(v))
+// labelValue renders an attribute value as a label value.
+func labelValue(v oAny) string {
+	switch v.kind {
+	case anyString:
+		return v.s
+	case anyBool:
+		return strconv.FormatBool(v.i != 0)
+	case anyInt:
+		return strconv.FormatInt(v.i, 10)
+	case anyDouble:
+		return strconv.FormatFloat(v.f, 'f', -1, 64)
+	case anyBytes:
+		return base64.StdEncoding.EncodeToString(v.b)
+	case anyComplex:
+		b, err := json.Marshal(anyJSON(v.complex))
 		if err != nil {
 			return ""
 		}
@@ -555,6 +611,9 @@ func anyJSON(v *commonpb.AnyValue) any {
 		return out
 	case *commonpb.AnyValue_KvlistValue:
 		out := map[string]any{}
+		if x.KvlistValue == nil {
+			return out
+		}
 		for _, kv := range x.KvlistValue.GetValues() {
 			out[kv.GetKey()] = anyJSON(kv.GetValue())
 		}
@@ -566,5 +625,5 @@ func anyJSON(v *commonpb.AnyValue) any {
 	case *commonpb.AnyValue_BoolValue:
 		return x.BoolValue
 	}
-	return anyString(v)
+	return labelValue(anyFromProto(v))
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	// The OpenTelemetry Collector's otlp exporter compresses with gzip by
@@ -259,7 +258,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 			otlp.PromoteResourceAttributes = append(otlp.PromoteResourceAttributes, a)
 		}
 	}
-	colmetricspb.RegisterMetricsServiceServer(s.grpc, otlp)
+	otlp.Register(s.grpc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 

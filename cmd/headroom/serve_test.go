@@ -349,8 +349,8 @@ func TestServeBadInput(t *testing.T) {
 		}
 		var out []byte
 		err := conn.Invoke(ctx, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", []byte{0x0a, 0x05, 0x12}, &out, grpc.ForceCodec(rawCodec{}))
-		if status.Code(err) != codes.Internal {
-			t.Errorf("truncated protobuf: %v, want Internal (gRPC's unmarshal error)", err)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "protobuf: truncated") {
+			t.Errorf("truncated protobuf: %v, want InvalidArgument naming the problem", err)
 		}
 		resp, err := oc.Export(ctx, gaugeReq(0))
 		if err != nil || resp.GetPartialSuccess().GetRejectedDataPoints() != 1 || !strings.Contains(resp.GetPartialSuccess().GetErrorMessage(), "no time_unix_nano") {
