@@ -1,9 +1,12 @@
 // Package ingest owns the write front end: it decodes what agents send
-// (Headroom's gRPC Ingest API now; OTLP and Prometheus remote-write next),
-// checks it against the limits, and hands whole requests to an Appendable.
-// A request is appended whole or not at all: any invalid series makes the
-// request fail with an error naming the series and the problem, and
-// nothing of it is committed.
+// (Headroom's gRPC Ingest API, OTLP metrics, Prometheus remote-write),
+// checks it against the limits, maps OTLP to Prometheus series, and hands
+// requests to an Appendable. A request is appended whole or not at all:
+// any invalid series makes the request fail with an error naming the
+// series and the problem, and nothing of it is committed (OTLP, whose
+// specification asks for partial success, stores the points it can and
+// reports the others). The hot paths decode the wire themselves
+// (wire.go, otlp_wire.go) so that a sample costs no allocation.
 //
 // It must not touch the storage engine: it sees storage only through the
 // Appendable interface declared here, over storage/series types.

@@ -416,6 +416,34 @@ func TestServeBadInput(t *testing.T) {
 	}
 }
 
+// TestServeActiveSeriesLimit: a request that would bring a metric over its
+// active-series limit is refused whole with 429 / ResourceExhausted.
+func TestServeActiveSeriesLimit(t *testing.T) {
+	ts := startServer(t, "--max-active-series-per-metric", "2", "--max-active-series", "3")
+	now := time.Now().UnixMilli()
+	body := remoteWriteBody(t, promSeries("a", now, 1, "i", "1"), promSeries("a", now, 1, "i", "2"), promSeries("a", now, 1, "i", "3"))
+	if code, msg := postRemoteWrite(t, ts.httpURL, "", body); code != http.StatusTooManyRequests || !strings.Contains(msg, `of metric "a", the limit is 2`) {
+		t.Errorf("3 series of a: %d %q, want 429 naming the per-metric limit", code, msg)
+	}
+	ic := headroomv1.NewIngestClient(ts.dial(t))
+	req := &headroomv1.WriteRequest{}
+	for _, m := range []string{"b", "c", "d", "e"} {
+		req.Series = append(req.Series, &headroomv1.Series{Labels: []*headroomv1.Label{{Name: "__name__", Value: m}}, Samples: []*headroomv1.Sample{{TimestampMs: now, Value: 1}}})
+	}
+	if _, err := ic.Write(context.Background(), req); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "the limit is 3") {
+		t.Errorf("4 series over a total of 3: %v, want ResourceExhausted", err)
+	}
+	if got := stored(t, ts.db); len(got) != 0 {
+		t.Errorf("refused requests stored %v", got)
+	}
+	if code, msg := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, promSeries("a", now, 1, "i", "1"), promSeries("a", now, 1, "i", "2"))); code != http.StatusNoContent {
+		t.Errorf("2 series within the limits: %d %s", code, msg)
+	}
+	if _, m := httpGet(t, ts.httpURL+"/metrics"); !strings.Contains(m, `headroom_active_series_top_metric{metric="a"} 2`) || !strings.Contains(m, "headroom_active_series_per_metric_limit 2") {
+		t.Errorf("/metrics does not show how close the limit is")
+	}
+}
+
 func TestServeAuth(t *testing.T) {
 	const rtok, wtok = "read-token-0123456789", "write-token-0123456789"
 	tf := filepath.Join(t.TempDir(), "tokens")
@@ -454,6 +482,14 @@ func TestServeAuth(t *testing.T) {
 	}
 	if got := stored(t, ts.db); len(got) != 2 {
 		t.Errorf("stored %v, want only the two writes with the write token", got)
+	}
+	// The write command passes --token (or $HEADROOM_TOKEN) along.
+	csv := writeFile(t, "a.csv", "metric,timestamp,value\nfrom_cli,"+time.Now().Format(time.RFC3339)+",1\n")
+	if err := runWrite([]string{"--server", ts.grpcAddr, "--quiet", csv}); err == nil || !strings.Contains(err.Error(), "(Unauthenticated)") {
+		t.Errorf("write without a token: %v, want Unauthenticated", err)
+	}
+	if err := runWrite([]string{"--server", ts.grpcAddr, "--quiet", "--token", wtok, csv}); err != nil {
+		t.Errorf("write with the write token: %v", err)
 	}
 	// Health and metrics stay open for probes and scrapers.
 	if code, _ := httpGet(t, ts.httpURL+"/healthz"); code != 200 {
