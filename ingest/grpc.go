@@ -33,7 +33,7 @@ func NewGRPC(db Appendable, o Options) *GRPC {
 
 // Write stores the request whole, or refuses it whole.
 func (g *GRPC) Write(ctx context.Context, req *headroomv1.WriteRequest) (*headroomv1.WriteResponse, error) {
-	n, err := g.store(req.GetSeries())
+	n, err := g.store(ctx, req.GetSeries())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (g *GRPC) WriteStream(stream headroomv1.Ingest_WriteStreamServer) error {
 			return err
 		}
 		resp := &headroomv1.WriteStreamResponse{Sequence: req.GetSequence()}
-		n, err := g.store(req.GetSeries())
+		n, err := g.store(stream.Context(), req.GetSeries())
 		if err != nil {
 			st, _ := status.FromError(err)
 			resp.Error, resp.Code = st.Message(), int32(st.Code())
@@ -66,7 +66,12 @@ func (g *GRPC) WriteStream(stream headroomv1.Ingest_WriteStreamServer) error {
 }
 
 // store appends and commits a batch, returning a gRPC status error.
-func (g *GRPC) store(ss []*headroomv1.Series) (int, error) {
+func (g *GRPC) store(ctx context.Context, ss []*headroomv1.Series) (int, error) {
+	if err := g.opts.Gate.enter(ctx); err != nil {
+		g.opts.Metrics.Reject("grpc", reason(err))
+		return 0, grpcStatus(err)
+	}
+	defer g.opts.Gate.leave()
 	n, err := write(g.db, &g.opts, "grpc", ownBatch(ss))
 	if err != nil {
 		return 0, grpcStatus(err)
@@ -121,21 +126,21 @@ func ServerOptions() []grpc.ServerOption {
 // with ServerOptions.
 func (g *GRPC) Register(s grpc.ServiceRegistrar) {
 	d := headroomv1.Ingest_ServiceDesc
-	d.Methods = []grpc.MethodDesc{{MethodName: "Write", Handler: rawHandler(headroomv1.Ingest_Write_FullMethodName, func(b []byte) (any, error) {
-		return g.writeRaw(b)
+	d.Methods = []grpc.MethodDesc{{MethodName: "Write", Handler: rawHandler(headroomv1.Ingest_Write_FullMethodName, func(ctx context.Context, b []byte) (any, error) {
+		return g.writeRaw(ctx, b)
 	})}}
 	s.RegisterService(&d, g)
 }
 
 // rawHandler is a unary method handler that receives its request as
 // bytes (see Codec) and hands them to serve, through the interceptors.
-func rawHandler(method string, serve func([]byte) (any, error)) grpc.MethodHandler {
+func rawHandler(method string, serve func(context.Context, []byte) (any, error)) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 		var raw rawRequest
 		if err := dec(&raw); err != nil {
 			return nil, err
 		}
-		h := func(ctx context.Context, req any) (any, error) { return serve(*req.(*rawRequest)) }
+		h := func(ctx context.Context, req any) (any, error) { return serve(ctx, *req.(*rawRequest)) }
 		if interceptor == nil {
 			return h(ctx, &raw)
 		}
@@ -143,7 +148,12 @@ func rawHandler(method string, serve func([]byte) (any, error)) grpc.MethodHandl
 	}
 }
 
-func (g *GRPC) writeRaw(body []byte) (*headroomv1.WriteResponse, error) {
+func (g *GRPC) writeRaw(ctx context.Context, body []byte) (*headroomv1.WriteResponse, error) {
+	if err := g.opts.Gate.enter(ctx); err != nil {
+		g.opts.Metrics.Reject("grpc", reason(err))
+		return nil, grpcStatus(err)
+	}
+	defer g.opts.Gate.leave()
 	fb := getFlat()
 	defer fb.release()
 	if err := decodeWrite(body, ownSchema, fb); err != nil {

@@ -67,6 +67,11 @@ func NewOTLP(db Appendable, o Options) *OTLP {
 // Export stores what it can of a decoded request and reports the rest.
 // The server's path is Register's, which decodes the wire itself.
 func (s *OTLP) Export(ctx context.Context, req *colmetricspb.ExportMetricsServiceRequest) (*colmetricspb.ExportMetricsServiceResponse, error) {
+	if err := s.opts.Gate.enter(ctx); err != nil {
+		s.opts.Metrics.Reject("otlp", reason(err))
+		return nil, grpcStatus(err)
+	}
+	defer s.opts.Gate.leave()
 	o := oPool.Get().(*oRequest)
 	defer func() { o.reset(); oPool.Put(o) }()
 	fromProto(req, o)
@@ -80,15 +85,20 @@ var oPool = sync.Pool{New: func() any { return &oRequest{} }}
 // ServerOptions.
 func (s *OTLP) Register(srv grpc.ServiceRegistrar) {
 	d := colmetricspb.MetricsService_ServiceDesc
-	d.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(colmetricspb.MetricsService_Export_FullMethodName, func(b []byte) (any, error) {
-		return s.exportRaw(b)
+	d.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(colmetricspb.MetricsService_Export_FullMethodName, func(ctx context.Context, b []byte) (any, error) {
+		return s.exportRaw(ctx, b)
 	})}}
 	srv.RegisterService(&d, s)
 }
 
 // exportRaw decodes a request body (ours: never reused, so strings may
 // share its memory) and stores it.
-func (s *OTLP) exportRaw(body []byte) (*colmetricspb.ExportMetricsServiceResponse, error) {
+func (s *OTLP) exportRaw(ctx context.Context, body []byte) (*colmetricspb.ExportMetricsServiceResponse, error) {
+	if err := s.opts.Gate.enter(ctx); err != nil {
+		s.opts.Metrics.Reject("otlp", reason(err))
+		return nil, grpcStatus(err)
+	}
+	defer s.opts.Gate.leave()
 	o := oPool.Get().(*oRequest)
 	defer func() { o.reset(); oPool.Put(o) }()
 	err := decodeOTLP(body, o)

@@ -19,6 +19,8 @@ type Options struct {
 	Limits Limits
 	// Metrics, if set, counts what each protocol stored and refused.
 	Metrics *Metrics
+	// Gate, if set, bounds the requests in progress across protocols.
+	Gate *Gate
 }
 
 // seriesError names the series of a request that made it fail, so the

@@ -42,6 +42,13 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "remote write needs POST", http.StatusMethodNotAllowed)
 		return
 	}
+	// The gate comes before the body is read: it bounds the memory of
+	// bodies too.
+	if err := h.opts.Gate.enter(r.Context()); err != nil {
+		h.refuse(w, httpStatus(err), reason(err), err.Error())
+		return
+	}
+	defer h.opts.Gate.leave()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError

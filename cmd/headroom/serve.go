@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -53,6 +54,8 @@ type serveConfig struct {
 	maxActiveMetric int
 	promote         string
 	shutdownTimeout time.Duration
+	maxConcurrent   int
+	queueTimeout    time.Duration
 	logLevel        string
 	pprof           bool
 }
@@ -76,6 +79,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.limits.LabelValueLength, "max-label-value-length", 4096, "bytes of a label value")
 	fs.IntVar(&c.maxActive, "max-active-series", 2_000_000, "active series in total (about 1 KB of memory each); -1: no limit")
 	fs.IntVar(&c.maxActiveMetric, "max-active-series-per-metric", 500_000, "active series of one metric name; -1: no limit")
+	fs.IntVar(&c.maxConcurrent, "max-concurrent-writes", max(4, 2*runtime.GOMAXPROCS(0)), "write requests decoded and appended at once, all protocols together (bounds memory); others wait")
+	fs.DurationVar(&c.queueTimeout, "write-queue-timeout", 5*time.Second, "how long a write request may wait for a slot before 429 / ResourceExhausted")
 	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -109,6 +114,9 @@ func (c *serveConfig) validate() error {
 		if l.v < 1 {
 			return fmt.Errorf("--%s %d: want at least 1", l.name, l.v)
 		}
+	}
+	if c.maxConcurrent < 1 {
+		return fmt.Errorf("--max-concurrent-writes %d: want at least 1", c.maxConcurrent)
 	}
 	if c.maxActive == 0 || c.maxActiveMetric == 0 {
 		return errors.New("--max-active-series and --max-active-series-per-metric: want at least 1, or -1 for no limit")
@@ -209,7 +217,14 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 
 	im := ingest.NewMetrics(reg)
-	iopts := ingest.Options{Limits: cfg.limits, Metrics: im}
+	gate := ingest.NewGate(cfg.maxConcurrent, cfg.queueTimeout)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_write_slots_in_use", Help: "Write requests being decoded and appended (waiting ones excluded)."},
+			func() float64 { n, _ := gate.InFlight(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_write_slots", Help: "--max-concurrent-writes."},
+			func() float64 { _, c := gate.InFlight(); return float64(c) }),
+	)
+	iopts := ingest.Options{Limits: cfg.limits, Metrics: im, Gate: gate}
 	app := appendable{db}
 
 	// gRPC: auth, then request metrics, then the services.
@@ -243,6 +258,9 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.maxRequestBytes),
+		// Each stream may hold a message of up to --max-request-bytes
+		// before the gate: bound them per connection.
+		grpc.MaxConcurrentStreams(64),
 		grpc.ForceServerCodecV2(ingest.Codec{}),
 		grpc.ChainUnaryInterceptor(timeUnary, authUnary),
 		grpc.ChainStreamInterceptor(timeStream, authStream),
@@ -298,6 +316,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // a body trickling in must not hold a write slot forever
 		IdleTimeout:       2 * time.Minute,
 		TLSConfig:         tlsConf,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
