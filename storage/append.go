@@ -159,9 +159,13 @@ func (a *Appender) Commit() error {
 		db.applyCond.Wait()
 	}
 	if err == nil {
+		ooo := 0
 		for _, p := range a.samples {
-			db.apply(p.s, p.t, p.v)
+			if db.apply(p.s, p.t, p.v) {
+				ooo++
+			}
 		}
+		db.countApplied(len(a.samples), ooo)
 	}
 	db.appliedSeq = seq
 	db.applyCond.Broadcast()
@@ -206,8 +210,9 @@ func (db *DB) replay() (int64, error) {
 		return 0, err
 	}
 	defer it.Close()
-	var n int64
+	var n, replayOOO int64
 	var last uint64
+	defer func() { db.countApplied(int(n), int(replayOOO)) }()
 	for it.First(); it.Valid(); it.Next() {
 		seq := binary.BigEndian.Uint64(it.Key()[1:])
 		rec := it.Value()
@@ -240,7 +245,9 @@ func (db *DB) replay() (int64, error) {
 			if err != nil {
 				return n, fmt.Errorf("WAL record %d: %w", seq, err)
 			}
-			db.apply(s, t, v)
+			if db.apply(s, t, v) {
+				replayOOO++
+			}
 			n++
 		}
 		db.walBytes.Add(int64(len(it.Value())))

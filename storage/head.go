@@ -410,9 +410,11 @@ func (db *DB) loadHead(s *memSeries) error {
 	return it.Error()
 }
 
-// apply adds one committed sample to the head. Called with db.applyMu held,
-// in WAL order.
-func (db *DB) apply(s *memSeries, t int64, v float64) {
+// apply adds one committed sample to the head and reports whether it was
+// out of order. Called with db.applyMu held, in WAL order. Callers count
+// samples per batch: a shared counter bumped per sample made the cores
+// fight over its cache line.
+func (db *DB) apply(s *memSeries, t int64, v float64) (ooo bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.touched = db.cpCount.Load()
@@ -425,27 +427,31 @@ func (db *DB) apply(s *memSeries, t int64, v float64) {
 			}
 			s.head.Append(t, v)
 			s.headDirty = true
-			db.stats.SamplesAppended.Add(1)
-			return
+			return false
 		case t >= s.head.MinT():
 			s.rewriteHeadLocked(t, v)
-			db.stats.SamplesAppended.Add(1)
-			return
+			return false
 		default:
 			s.addOOOLocked(t, v)
-			db.stats.SamplesOOO.Add(1)
-			return
+			return true
 		}
 	}
 	if t <= s.storedMaxT {
 		s.addOOOLocked(t, v)
-		db.stats.SamplesOOO.Add(1)
-		return
+		return true
 	}
 	s.head = chunk.NewAppender()
 	s.head.Append(t, v)
 	s.headDirty = true
-	db.stats.SamplesAppended.Add(1)
+	return false
+}
+
+// countApplied adds a batch's applied samples to the stats.
+func (db *DB) countApplied(n, ooo int) {
+	db.stats.SamplesAppended.Add(int64(n - ooo))
+	if ooo > 0 {
+		db.stats.SamplesOOO.Add(int64(ooo))
+	}
 }
 
 func (db *DB) mustCut(a *chunk.Appender, t int64) bool {
