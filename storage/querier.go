@@ -320,6 +320,16 @@ func (q *Querier) LabelValues(name string, ms ...*series.Matcher) ([]string, err
 	return sortedKeys(set), nil
 }
 
+// SelectLabels returns the label sets of the series the matchers select
+// in the range's day partitions, in ID order, reading no chunks (as
+// Prometheus's /api/v1/series, a series counts if its day partition
+// overlaps the range). The label sets must not be modified.
+func (q *Querier) SelectLabels(ms ...*series.Matcher) ([]series.Labels, error) {
+	var out []series.Labels
+	err := q.eachSelected(ms, func(ls series.Labels) { out = append(out, ls) })
+	return out, err
+}
+
 // eachSelected calls f with the labels of every series the matchers
 // select in the range's day partitions, reading no chunks.
 func (q *Querier) eachSelected(ms []*series.Matcher, f func(series.Labels)) error {

@@ -33,6 +33,8 @@ import (
 
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/ingest"
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
 )
 
@@ -294,6 +296,10 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	rw.MaxBodyBytes = int64(cfg.maxRequestBytes)
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	api.New(querySource{db}, version).Register(mux, func(name string, h http.Handler) http.Handler {
+		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
+			tokens.HTTP(auth.Read, nil, h))
+	})
 	handle("/healthz", "/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	}))
@@ -311,7 +317,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "Headroom %s\n\nPOST /api/v1/write   Prometheus remote-write 1.0\nGET  /metrics        the server's own metrics\nGET  /healthz        liveness\nGET  /readyz         readiness\n\ngRPC on port %d: headroom.v1.Ingest, OTLP metrics\n", version, cfg.grpcPort)
+		fmt.Fprintf(w, "Headroom %s\n\nPOST /api/v1/write   Prometheus remote-write 1.0\nGET  /api/v1/labels, /api/v1/label/NAME/values, /api/v1/series, /api/v1/status/buildinfo, /api/v1/metadata\nGET  /metrics        the server's own metrics\nGET  /healthz        liveness\nGET  /readyz         readiness\n\ngRPC on port %d: headroom.v1.Ingest, OTLP metrics\n", version, cfg.grpcPort)
 	})
 	s.http = &http.Server{
 		Handler:           mux,
@@ -322,6 +328,14 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
+}
+
+// querySource adapts the engine to what query declares; the API's "all
+// time" becomes the engine's range.
+type querySource struct{ db *storage.DB }
+
+func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
 
 // appendable adapts the engine to what ingest declares.

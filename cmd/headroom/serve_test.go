@@ -491,6 +491,22 @@ func TestServeAuth(t *testing.T) {
 	if err := runWrite([]string{"--server", ts.grpcAddr, "--quiet", "--token", wtok, csv}); err != nil {
 		t.Errorf("write with the write token: %v", err)
 	}
+	// The query API wants a read token.
+	for tok, want := range map[string]int{"": 401, wtok: 403, rtok: 200} {
+		req, _ := http.NewRequest("GET", ts.httpURL+"/api/v1/series?match[]=rw", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == 200 && !strings.Contains(string(b), `"__name__":"rw"`)) {
+			t.Errorf("/api/v1/series with token %q: %d %s, want %d", tok, resp.StatusCode, b, want)
+		}
+	}
 	// Health and metrics stay open for probes and scrapers.
 	if code, _ := httpGet(t, ts.httpURL+"/healthz"); code != 200 {
 		t.Errorf("/healthz with auth on: %d", code)

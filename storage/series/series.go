@@ -64,6 +64,20 @@ func (ls Labels) Sort() {
 	}
 }
 
+// Compare orders label sets as Prometheus does: label by label, by name
+// then value; a prefix sorts first.
+func Compare(a, b Labels) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if c := strings.Compare(a[i].Name, b[i].Name); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a[i].Value, b[i].Value); c != 0 {
+			return c
+		}
+	}
+	return len(a) - len(b)
+}
+
 // Get returns the value of name, or "" when the set has no such label.
 func (ls Labels) Get(name string) string {
 	for _, l := range ls {

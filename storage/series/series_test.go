@@ -91,3 +91,23 @@ func TestStaleNaN(t *testing.T) {
 		t.Fatal("an ordinary NaN is not the stale marker")
 	}
 }
+
+func TestCompare(t *testing.T) {
+	a := FromStrings("__name__", "up", "job", "a")
+	for _, c := range []struct {
+		b    Labels
+		sign int
+	}{
+		{FromStrings("__name__", "up", "job", "a"), 0},
+		{FromStrings("__name__", "up", "job", "b"), -1},
+		{FromStrings("__name__", "up"), 1},
+		{FromStrings("__name__", "up", "job", "a", "x", "1"), -1},
+		{FromStrings("__name__", "a", "job", "z"), 1},
+		{FromStrings("__name__", "up", "instance", "z"), 1},
+	} {
+		got := Compare(a, c.b)
+		if (got > 0) != (c.sign > 0) || (got < 0) != (c.sign < 0) {
+			t.Errorf("Compare(%s, %s) = %d, want sign %d", a, c.b, got, c.sign)
+		}
+	}
+}

@@ -1,0 +1,305 @@
+// Package api serves the Prometheus HTTP API (/api/v1/...) over a
+// query.Source, with Prometheus's JSON shapes, status codes and error
+// types, so that Grafana's Prometheus data source and other Prometheus
+// clients work unchanged. It owns parameter parsing and encoding only;
+// selection and evaluation belong to package query.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// API is the HTTP API.
+type API struct {
+	src     query.Source
+	version string
+}
+
+// New returns the API over src; version is reported by buildinfo.
+func New(src query.Source, version string) *API {
+	return &API{src: src, version: version}
+}
+
+// Register adds the API's routes to mux, each wrapped by wrap (for
+// authentication and metrics); name is the route as /metrics labels it.
+func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler) http.Handler) {
+	for _, r := range []struct {
+		path string
+		h    func(*http.Request) (any, error)
+	}{
+		{"/api/v1/labels", a.labels},
+		{"/api/v1/label/{name}/values", a.labelValues},
+		{"/api/v1/series", a.series},
+		{"/api/v1/status/buildinfo", a.buildInfo},
+		{"/api/v1/metadata", a.metadata},
+	} {
+		mux.Handle(r.path, wrap(r.path, handler(r.h)))
+	}
+}
+
+// Error types of Prometheus's API, with their status codes.
+const (
+	errBadData  = "bad_data"  // 400
+	errInternal = "internal"  // 500
+	errExec     = "execution" // 422
+)
+
+// apiError is an error with Prometheus's errorType.
+type apiError struct {
+	typ string
+	err error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+
+func badData(format string, args ...any) error {
+	return &apiError{typ: errBadData, err: fmt.Errorf(format, args...)}
+}
+
+type response struct {
+	Status    string `json:"status"`
+	Data      any    `json:"data,omitempty"`
+	ErrorType string `json:"errorType,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// handler answers GET and form POST (as Prometheus does, so that long
+// selectors fit) with the JSON envelope.
+func handler(f func(*http.Request) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodPost {
+			w.Header().Set("Allow", "GET, POST")
+			writeJSON(w, http.StatusMethodNotAllowed, response{Status: "error", ErrorType: errBadData, Error: "method " + r.Method + " not allowed: use GET or POST"})
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			writeJSON(w, http.StatusBadRequest, response{Status: "error", ErrorType: errBadData, Error: "parse form: " + err.Error()})
+			return
+		}
+		data, err := f(r)
+		if err != nil {
+			typ, code := errInternal, http.StatusInternalServerError
+			var ae *apiError
+			switch {
+			case errors.As(err, &ae):
+				typ = ae.typ
+				code = map[string]int{errBadData: http.StatusBadRequest, errExec: http.StatusUnprocessableEntity}[typ]
+			case errors.Is(err, query.ErrBadQuery), errors.Is(err, series.ErrInvalid):
+				typ, code = errBadData, http.StatusBadRequest
+			}
+			writeJSON(w, code, response{Status: "error", ErrorType: typ, Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, response{Status: "success", Data: data})
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Prometheus's own bounds for "all time", which clients send back.
+var (
+	minTime = time.Unix(math.MinInt64/1000+62135596801, 0).UTC()
+	maxTime = time.Unix(math.MaxInt64/1000-62135596801, 999999999).UTC()
+)
+
+// parseTime reads a Prometheus API time: Unix seconds (fractions allowed)
+// or RFC 3339; empty gives def.
+func parseTime(r *http.Request, name string, def int64) (int64, error) {
+	s := r.Form.Get(name)
+	if s == "" {
+		return def, nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, badData("invalid parameter %q: cannot parse %q to a valid timestamp", name, s)
+		}
+		return clampMillis(f * 1000), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, badData("invalid parameter %q: cannot parse %q to a valid timestamp", name, s)
+	}
+	switch {
+	case t.Equal(minTime):
+		return math.MinInt64, nil
+	case t.Equal(maxTime):
+		return math.MaxInt64, nil
+	}
+	return t.UnixMilli(), nil
+}
+
+func clampMillis(ms float64) int64 {
+	switch {
+	case ms >= math.MaxInt64:
+		return math.MaxInt64
+	case ms <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(ms)
+}
+
+// timeRange reads start and end, all time by default.
+func timeRange(r *http.Request) (int64, int64, error) {
+	start, err := parseTime(r, "start", math.MinInt64)
+	if err != nil {
+		return 0, 0, err
+	}
+	end, err := parseTime(r, "end", math.MaxInt64)
+	if err != nil {
+		return 0, 0, err
+	}
+	if end < start {
+		return 0, 0, badData("invalid parameter \"end\": end timestamp must not be before start time")
+	}
+	return start, end, nil
+}
+
+// matchers parses every match[] selector.
+func matchers(r *http.Request) ([][]*series.Matcher, error) {
+	var out [][]*series.Matcher
+	for _, s := range r.Form["match[]"] {
+		ms, err := query.ParseSelector(s)
+		if err != nil {
+			return nil, badData("invalid parameter \"match[]\": %v", err)
+		}
+		out = append(out, ms)
+	}
+	return out, nil
+}
+
+func (a *API) querier(r *http.Request) (query.Querier, [][]*series.Matcher, error) {
+	start, end, err := timeRange(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	sets, err := matchers(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	q, err := a.src.Querier(start, end)
+	if err != nil {
+		return nil, nil, err
+	}
+	return q, sets, nil
+}
+
+// union collects the strings f returns for each selector (or once, with
+// none), sorted and unique; never nil, so that JSON says [] not null.
+func union(sets [][]*series.Matcher, f func(ms ...*series.Matcher) ([]string, error)) ([]string, error) {
+	if len(sets) == 0 {
+		sets = [][]*series.Matcher{nil}
+	}
+	seen := map[string]struct{}{}
+	out := []string{}
+	for _, ms := range sets {
+		vs, err := f(ms...)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			if _, ok := seen[v]; !ok {
+				seen[v] = struct{}{}
+				out = append(out, v)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (a *API) labels(r *http.Request) (any, error) {
+	q, sets, err := a.querier(r)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	return union(sets, q.LabelNames)
+}
+
+func (a *API) labelValues(r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	if strings.HasPrefix(name, "U__") {
+		return nil, badData("invalid label name %q: UTF-8 escaped label names are not supported", name)
+	}
+	if !series.ValidLabelName(name) {
+		return nil, badData("invalid label name: %q", name)
+	}
+	q, sets, err := a.querier(r)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	return union(sets, func(ms ...*series.Matcher) ([]string, error) { return q.LabelValues(name, ms...) })
+}
+
+func (a *API) series(r *http.Request) (any, error) {
+	q, sets, err := a.querier(r)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	if len(sets) == 0 {
+		return nil, badData("no match[] parameter provided")
+	}
+	seen := map[string]struct{}{}
+	var all []series.Labels
+	for _, ms := range sets {
+		lss, err := q.SelectLabels(ms...)
+		if err != nil {
+			return nil, err
+		}
+		for _, ls := range lss {
+			k := ls.String()
+			if _, ok := seen[k]; !ok {
+				seen[k] = struct{}{}
+				all = append(all, ls)
+			}
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return series.Compare(all[i], all[j]) < 0 })
+	out := make([]map[string]string, 0, len(all))
+	for _, ls := range all {
+		m := make(map[string]string, len(ls))
+		for _, l := range ls {
+			m[l.Name] = l.Value
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func (a *API) buildInfo(*http.Request) (any, error) {
+	info := map[string]string{"version": a.version, "revision": "", "branch": "", "buildUser": "", "buildDate": "", "goVersion": runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				info["revision"] = s.Value
+			case "vcs.time":
+				info["buildDate"] = s.Value
+			}
+		}
+	}
+	return info, nil
+}
+
+// metadata: Headroom keeps no metric metadata yet; Prometheus answers an
+// empty object when it has none.
+func (a *API) metadata(*http.Request) (any, error) { return map[string]any{}, nil }
