@@ -28,7 +28,17 @@ type Querier interface {
 	// series the matchers select or of all series when there are none.
 	LabelNames(ms ...*series.Matcher) ([]string, error)
 	LabelValues(name string, ms ...*series.Matcher) ([]string, error)
+	// Select returns the series the matchers select with their samples in
+	// the querier's range.
+	Select(ms ...*series.Matcher) (SeriesSet, error)
 	Close() error
+}
+
+// SeriesSet iterates selected series.
+type SeriesSet interface {
+	Next() bool
+	At() (series.Labels, series.Iterator)
+	Err() error
 }
 
 // ErrBadQuery marks a query or selector that does not parse or that uses
@@ -47,34 +57,9 @@ func ParseSelector(s string) ([]*series.Matcher, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q is not a series selector", ErrBadQuery, s)
 	}
-	if len(me.LabelFilterss) != 1 {
-		return nil, fmt.Errorf("%w: %q: or-separated label filters are MetricsQL syntax, not PromQL", ErrBadQuery, s)
-	}
-	var ms []*series.Matcher
-	for _, f := range me.LabelFilterss[0] {
-		t := series.MatchEqual
-		switch {
-		case f.IsRegexp && f.IsNegative:
-			t = series.MatchNotRegexp
-		case f.IsRegexp:
-			t = series.MatchRegexp
-		case f.IsNegative:
-			t = series.MatchNotEqual
-		}
-		m, err := series.NewMatcher(t, f.Label, f.Value)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
-		}
-		ms = append(ms, m)
-	}
-	empty := true
-	for _, m := range ms {
-		if !m.Matches("") {
-			empty = false
-		}
-	}
-	if empty {
-		return nil, fmt.Errorf("%w: %q: a selector needs at least one matcher that does not match the empty string", ErrBadQuery, s)
+	ms, err := matchersOf(me)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", s, err)
 	}
 	return ms, nil
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
 )
 
 // serveConfig is every option of `headroom serve`; each is a flag and a
@@ -296,7 +297,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	rw.MaxBodyBytes = int64(cfg.maxRequestBytes)
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	api.New(querySource{db}, version).Register(mux, func(name string, h http.Handler) http.Handler {
+	api.New(querySource{db}, version, nil).Register(mux, func(name string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
 			tokens.HTTP(auth.Read, nil, h))
 	})
@@ -335,7 +336,22 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 type querySource struct{ db *storage.DB }
 
 func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
-	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+	q, err := s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+	return storageQuerier{q}, err
+}
+
+type storageQuerier struct{ *storage.Querier }
+
+func (q storageQuerier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.Select(ms...)
+	return storageSeriesSet{set}, err
+}
+
+type storageSeriesSet struct{ *storage.SeriesSet }
+
+func (s storageSeriesSet) At() (series.Labels, series.Iterator) {
+	x := s.SeriesSet.At()
+	return x.Labels, x.Iterator()
 }
 
 // appendable adapts the engine to what ingest declares.

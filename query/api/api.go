@@ -26,11 +26,16 @@ import (
 type API struct {
 	src     query.Source
 	version string
+	engine  *query.Engine
 }
 
-// New returns the API over src; version is reported by buildinfo.
-func New(src query.Source, version string) *API {
-	return &API{src: src, version: version}
+// New returns the API over src; version is reported by buildinfo. engine
+// evaluates PromQL (nil: defaults).
+func New(src query.Source, version string, engine *query.Engine) *API {
+	if engine == nil {
+		engine = &query.Engine{}
+	}
+	return &API{src: src, version: version, engine: engine}
 }
 
 // Register adds the API's routes to mux, each wrapped by wrap (for
@@ -40,6 +45,8 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		path string
 		h    func(*http.Request) (any, error)
 	}{
+		{"/api/v1/query", a.instantQuery},
+		{"/api/v1/query_range", a.rangeQuery},
 		{"/api/v1/labels", a.labels},
 		{"/api/v1/label/{name}/values", a.labelValues},
 		{"/api/v1/series", a.series},
@@ -96,7 +103,8 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 			switch {
 			case errors.As(err, &ae):
 				typ = ae.typ
-				code = map[string]int{errBadData: http.StatusBadRequest, errExec: http.StatusUnprocessableEntity}[typ]
+				code = map[string]int{errBadData: http.StatusBadRequest, errExec: http.StatusUnprocessableEntity,
+					errTimeout: http.StatusServiceUnavailable, errCanceled: 499, errInternal: http.StatusInternalServerError}[typ]
 			case errors.Is(err, query.ErrBadQuery), errors.Is(err, series.ErrInvalid):
 				typ, code = errBadData, http.StatusBadRequest
 			}

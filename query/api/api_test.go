@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +21,22 @@ import (
 type source struct{ db *storage.DB }
 
 func (s source) Querier(mint, maxt int64) (query.Querier, error) {
-	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+	q, err := s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+	return querier{q}, err
+}
+
+type querier struct{ *storage.Querier }
+
+func (q querier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.Select(ms...)
+	return seriesSet{set}, err
+}
+
+type seriesSet struct{ *storage.SeriesSet }
+
+func (s seriesSet) At() (series.Labels, series.Iterator) {
+	x := s.SeriesSet.At()
+	return x.Labels, x.Iterator()
 }
 
 func setup(t *testing.T) *httptest.Server {
@@ -46,7 +62,7 @@ func setup(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	api.New(source{db}, "1.2.3").Register(mux, func(_ string, h http.Handler) http.Handler { return h })
+	api.New(source{db}, "1.2.3", nil).Register(mux, func(_ string, h http.Handler) http.Handler { return h })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -141,5 +157,77 @@ func TestAPI(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("DELETE labels: %d", resp.StatusCode)
+	}
+}
+
+func TestQueryEndpoints(t *testing.T) {
+	srv := setup(t)
+	u := srv.URL
+	now := time.Now().Unix() + 1 // after the samples written at setup
+	code, body := get(t, u+"/api/v1/query?query="+url.QueryEscape(`sum by (job) (up)`)+"&time="+fmt.Sprint(now))
+	want := fmt.Sprintf(`{"status":"success","data":{"resultType":"vector","result":[`+
+		`{"metric":{"job":"api"},"value":[%d,"1"]},{"metric":{"job":"node"},"value":[%d,"2"]}]}}`, now, now)
+	if code != 200 || body != want {
+		t.Errorf("instant query:\n got %d %s\nwant %s", code, body, want)
+	}
+	code, body = get(t, u+"/api/v1/query?query=1%2B1&time=100.5")
+	if want := `{"status":"success","data":{"resultType":"scalar","result":[100.5,"2"]}}`; code != 200 || body != want {
+		t.Errorf("scalar query: %d %s", code, body)
+	}
+	code, body = get(t, u+"/api/v1/query?query=%22hi%22&time=100")
+	if want := `{"status":"success","data":{"resultType":"string","result":[100,"hi"]}}`; code != 200 || body != want {
+		t.Errorf("string query: %d %s", code, body)
+	}
+	q := url.Values{"query": {`up{job="api"} * 2`}, "start": {fmt.Sprint(now - 60)}, "end": {fmt.Sprint(now)}, "step": {"30s"}}
+	code, body = get(t, u+"/api/v1/query_range?"+q.Encode())
+	want = fmt.Sprintf(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"instance":"c:8080","job":"api"},"values":[[%d,"2"]]}]}}`, now)
+	if code != 200 || body != want {
+		t.Errorf("range query:\n got %d %s\nwant %s", code, body, want)
+	}
+	for _, c := range []struct {
+		path, typ string
+		code      int
+		msg       string
+	}{
+		{"/api/v1/query?query=" + url.QueryEscape("sum(up"), "bad_data", 400, "bad query"},
+		{"/api/v1/query?query=" + url.QueryEscape("nope(up)"), "bad_data", 400, "unsupported function"},
+		{"/api/v1/query?query=up&time=noon", "bad_data", 400, `invalid parameter "time"`},
+		{"/api/v1/query", "bad_data", 400, "empty query"},
+		{"/api/v1/query_range?query=up&start=0&end=100000&step=1", "bad_data", 400, "11,000 points"},
+		{"/api/v1/query_range?query=up&start=0&end=10&step=0", "bad_data", 400, "step"},
+		{"/api/v1/query_range?query=up&start=0&end=10", "bad_data", 400, `"step": missing`},
+		{"/api/v1/query_range?query=up&start=0&end=10&step=soon", "bad_data", 400, `"step"`},
+		{"/api/v1/query_range?query=" + url.QueryEscape("up[5m]") + "&start=0&end=10&step=1", "bad_data", 400, "range vector"},
+	} {
+		code, body := get(t, u+c.path)
+		var r struct{ Status, ErrorType, Error string }
+		json.Unmarshal([]byte(body), &r)
+		if code != c.code || r.Status != "error" || r.ErrorType != c.typ || !strings.Contains(r.Error, c.msg) {
+			t.Errorf("%s: %d %s, want %d %s with %q", c.path, code, body, c.code, c.typ, c.msg)
+		}
+	}
+}
+
+func TestQueryTooLarge(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	app := db.Appender()
+	now := time.Now().UnixMilli()
+	for i := 0; i < 5; i++ {
+		app.Append(series.FromStrings("__name__", "x", "i", fmt.Sprint(i)), now, 1)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	api.New(source{db}, "", &query.Engine{MaxSamples: 3}).Register(mux, func(_ string, h http.Handler) http.Handler { return h })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	code, body := get(t, srv.URL+"/api/v1/query?query=x")
+	if code != http.StatusUnprocessableEntity || !strings.Contains(body, `"errorType":"execution"`) || !strings.Contains(body, "too many samples") {
+		t.Errorf("over the sample limit: %d %s, want 422 execution", code, body)
 	}
 }

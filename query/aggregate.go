@@ -1,0 +1,341 @@
+package query
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// groupLabels returns the labels a series is grouped under: with by, the
+// listed ones; with without, all but the listed ones and __name__.
+func groupLabels(ls series.Labels, m metricsql.ModifierExpr) series.Labels {
+	in := func(name string) bool {
+		for _, a := range m.Args {
+			if a == name {
+				return true
+			}
+		}
+		return false
+	}
+	out := series.Labels{}
+	for _, l := range ls {
+		switch {
+		case m.Op == "by" && in(l.Name):
+			out = append(out, l)
+		case m.Op == "without" && !in(l.Name) && l.Name != series.MetricName:
+			out = append(out, l)
+		case m.Op == "":
+		}
+	}
+	return out
+}
+
+func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
+	name := e.Name
+	switch name {
+	case "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values":
+	default:
+		return nil, fmt.Errorf("%w: unknown aggregation %q", ErrBadQuery, name)
+	}
+	if e.Modifier.Op != "" && e.Modifier.Op != "by" && e.Modifier.Op != "without" {
+		return nil, fmt.Errorf("%w: unknown aggregation modifier %q", ErrBadQuery, e.Modifier.Op)
+	}
+	want := 1
+	if name == "topk" || name == "bottomk" || name == "quantile" || name == "count_values" {
+		want = 2
+	}
+	if len(e.Args) != want {
+		return nil, argCount(name, want, len(e.Args))
+	}
+	arg, err := ev.eval(e.Args[want-1])
+	if err != nil {
+		return nil, err
+	}
+	v, ok := arg.(vectorValue)
+	if !ok {
+		return nil, fmt.Errorf("%w: expected type instant vector in aggregation %q, got %s", ErrBadQuery, name, typeName(arg))
+	}
+	var param scalarValue
+	var label string
+	if want == 2 {
+		if name == "count_values" {
+			s, ok := e.Args[0].(*metricsql.StringExpr)
+			if !ok {
+				return nil, fmt.Errorf("%w: expected type string as the first argument of count_values", ErrBadQuery)
+			}
+			label = s.S
+			if !series.ValidLabelName(label) {
+				return nil, fmt.Errorf("%w: invalid label name %q", ErrBadQuery, label)
+			}
+		} else {
+			p, err := ev.eval(e.Args[0])
+			if err != nil {
+				return nil, err
+			}
+			if param, ok = p.(scalarValue); !ok {
+				return nil, fmt.Errorf("%w: expected type scalar as the first argument of %q, got %s", ErrBadQuery, name, typeName(p))
+			}
+		}
+	}
+	// Group the input series.
+	type group struct {
+		labels  series.Labels
+		members []*vecSeries
+	}
+	groups := map[string]*group{}
+	var order []*group
+	for _, s := range v.series {
+		gl := groupLabels(s.labels, e.Modifier)
+		k := gl.String()
+		g, ok := groups[k]
+		if !ok {
+			g = &group{labels: gl}
+			groups[k] = g
+			order = append(order, g)
+		}
+		g.members = append(g.members, s)
+	}
+	n := ev.steps()
+	out := vectorValue{}
+	switch name {
+	case "topk", "bottomk":
+		// The selected input series keep their labels.
+		keep := map[*vecSeries]*vecSeries{}
+		for _, g := range order {
+			for i := 0; i < n; i++ {
+				k := int(param[i])
+				if math.IsNaN(param[i]) || param[i] < 1 {
+					continue
+				}
+				var cand []*vecSeries
+				for _, s := range g.members {
+					if s.ok[i] {
+						cand = append(cand, s)
+					}
+				}
+				sort.SliceStable(cand, func(a, b int) bool {
+					x, y := cand[a].v[i], cand[b].v[i]
+					if math.IsNaN(x) {
+						return false
+					}
+					if math.IsNaN(y) {
+						return true
+					}
+					if name == "topk" {
+						return x > y
+					}
+					return x < y
+				})
+				for _, s := range cand[:min(k, len(cand))] {
+					o, ok := keep[s]
+					if !ok {
+						o = ev.newSeries(s.labels)
+						keep[s] = o
+						out.series = append(out.series, o)
+					}
+					o.v[i], o.ok[i] = s.v[i], true
+				}
+			}
+		}
+		return out, nil
+	case "count_values":
+		byValue := map[string]*vecSeries{}
+		for _, g := range order {
+			for i := 0; i < n; i++ {
+				for _, s := range g.members {
+					if !s.ok[i] {
+						continue
+					}
+					val := strconv.FormatFloat(s.v[i], 'f', -1, 64)
+					ls := setLabel(g.labels, label, val)
+					k := ls.String()
+					o, ok := byValue[k]
+					if !ok {
+						o = ev.newSeries(ls)
+						byValue[k] = o
+						out.series = append(out.series, o)
+					}
+					if !o.ok[i] {
+						o.v[i], o.ok[i] = 0, true
+					}
+					o.v[i]++
+				}
+			}
+		}
+		return out, nil
+	}
+	for _, g := range order {
+		o := ev.newSeries(g.labels)
+		any := false
+		vals := make([]float64, 0, len(g.members))
+		for i := 0; i < n; i++ {
+			vals = vals[:0]
+			for _, s := range g.members {
+				if s.ok[i] {
+					vals = append(vals, s.v[i])
+				}
+			}
+			if len(vals) == 0 {
+				continue
+			}
+			var r float64
+			switch name {
+			case "sum":
+				for _, x := range vals {
+					r += x
+				}
+			case "avg":
+				for j, x := range vals {
+					r += (x - r) / float64(j+1)
+				}
+			case "min":
+				r = vals[0]
+				for _, x := range vals[1:] {
+					if x < r || math.IsNaN(r) {
+						r = x
+					}
+				}
+			case "max":
+				r = vals[0]
+				for _, x := range vals[1:] {
+					if x > r || math.IsNaN(r) {
+						r = x
+					}
+				}
+			case "count":
+				r = float64(len(vals))
+			case "group":
+				r = 1
+			case "stddev", "stdvar":
+				pts := make([]Point, len(vals))
+				for j, x := range vals {
+					pts[j].V = x
+				}
+				r = variance(pts)
+				if name == "stddev" {
+					r = math.Sqrt(r)
+				}
+			case "quantile":
+				r = quantile(param[i], append([]float64(nil), vals...))
+			}
+			o.v[i], o.ok[i], any = r, true, true
+		}
+		if any {
+			out.series = append(out.series, o)
+		}
+	}
+	return out, ev.checkCtx()
+}
+
+// histogramQuantile is histogram_quantile over classic buckets: series
+// grouped by their labels without le (and __name__), buckets sorted by
+// le, counts made monotonic, the quantile interpolated linearly inside
+// its bucket as Prometheus does.
+func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
+	if len(e.Args) != 2 {
+		return nil, argCount(e.Name, 2, len(e.Args))
+	}
+	q, err := ev.scalarArg(e, 0, 2)
+	if err != nil {
+		return nil, err
+	}
+	v, err := ev.vectorArg(e, 1)
+	if err != nil {
+		return nil, err
+	}
+	type bucket struct {
+		le float64
+		s  *vecSeries
+	}
+	groups := map[string][]bucket{}
+	glabels := map[string]series.Labels{}
+	var order []string
+	for _, s := range v.series {
+		leStr := s.labels.Get("le")
+		le, err := strconv.ParseFloat(leStr, 64)
+		if leStr == "" || err != nil {
+			continue // not a bucket: ignored, as Prometheus does
+		}
+		gl := dropName(setLabel(s.labels, "le", ""))
+		k := gl.String()
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+			glabels[k] = gl
+		}
+		groups[k] = append(groups[k], bucket{le, s})
+	}
+	out := vectorValue{}
+	for _, k := range order {
+		bs := groups[k]
+		sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+		o := ev.newSeries(glabels[k])
+		any := false
+		for i := 0; i < ev.steps(); i++ {
+			var les, counts []float64
+			for _, b := range bs {
+				if b.s.ok[i] {
+					les = append(les, b.le)
+					counts = append(counts, b.s.v[i])
+				}
+			}
+			if len(les) == 0 {
+				continue
+			}
+			o.v[i], o.ok[i], any = bucketQuantile(q[i], les, counts), true, true
+		}
+		if any {
+			out.series = append(out.series, o)
+		}
+	}
+	return out, nil
+}
+
+func bucketQuantile(q float64, les, counts []float64) float64 {
+	if math.IsNaN(q) {
+		return math.NaN()
+	}
+	if q < 0 {
+		return math.Inf(-1)
+	}
+	if q > 1 {
+		return math.Inf(1)
+	}
+	if !math.IsInf(les[len(les)-1], 1) || len(les) < 2 {
+		return math.NaN()
+	}
+	// Counts must not decrease with le (they may, from scrapes at
+	// different moments): make them monotonic.
+	for i := 1; i < len(counts); i++ {
+		if counts[i] < counts[i-1] {
+			counts[i] = counts[i-1]
+		}
+	}
+	total := counts[len(counts)-1]
+	if total == 0 || math.IsNaN(total) {
+		return math.NaN()
+	}
+	rank := q * total
+	b := sort.SearchFloat64s(counts, rank)
+	if b == len(les)-1 {
+		return les[len(les)-2]
+	}
+	if b == 0 && les[0] <= 0 {
+		return les[0]
+	}
+	start, end := 0.0, les[b]
+	count := counts[b]
+	if b > 0 {
+		start = les[b-1]
+		count -= counts[b-1]
+		rank -= counts[b-1]
+	}
+	if count == 0 {
+		return end
+	}
+	return start + (end-start)*(rank/count)
+}

@@ -1,0 +1,207 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Prometheus's error types for evaluation.
+const (
+	errTimeout  = "timeout"  // 503
+	errCanceled = "canceled" // 499
+)
+
+// queryData is the "data" of /api/v1/query and /api/v1/query_range.
+type queryData struct {
+	ResultType string `json:"resultType"`
+	Result     any    `json:"result"`
+}
+
+// sample is [seconds, "value"], as Prometheus encodes points.
+type sample struct {
+	t int64
+	v string
+}
+
+func (s sample) MarshalJSON() ([]byte, error) {
+	b := []byte{'['}
+	b = strconv.AppendFloat(b, float64(s.t)/1000, 'f', -1, 64)
+	b = append(b, ',')
+	b = strconv.AppendQuote(b, s.v)
+	return append(b, ']'), nil
+}
+
+func formatValue(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	case math.IsNaN(v):
+		return "NaN"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
+}
+
+type vectorElem struct {
+	Metric map[string]string `json:"metric"`
+	Value  sample            `json:"value"`
+}
+
+type matrixElem struct {
+	Metric map[string]string `json:"metric"`
+	Values []sample          `json:"values"`
+}
+
+func metricMap(ls series.Labels) map[string]string {
+	m := make(map[string]string, len(ls))
+	for _, l := range ls {
+		m[l.Name] = l.Value
+	}
+	return m
+}
+
+func encodeResult(r *query.Result) queryData {
+	switch r.Type {
+	case "scalar":
+		return queryData{"scalar", sample{r.Scalar.T, formatValue(r.Scalar.V)}}
+	case "string":
+		return queryData{"string", sample{r.Scalar.T, r.String}}
+	case "vector":
+		out := make([]vectorElem, 0, len(r.Series))
+		for _, s := range r.Series {
+			out = append(out, vectorElem{metricMap(s.Labels), sample{s.Points[0].T, formatValue(s.Points[0].V)}})
+		}
+		return queryData{"vector", out}
+	}
+	out := make([]matrixElem, 0, len(r.Series))
+	for _, s := range r.Series {
+		vs := make([]sample, len(s.Points))
+		for i, p := range s.Points {
+			vs[i] = sample{p.T, formatValue(p.V)}
+		}
+		out = append(out, matrixElem{metricMap(s.Labels), vs})
+	}
+	return queryData{"matrix", out}
+}
+
+// parseDuration reads a step or timeout: seconds (fractions allowed) or
+// a Prometheus duration (1m, 1h30m, 1d).
+func parseDuration(r *http.Request, name string) (time.Duration, error) {
+	s := r.Form.Get(name)
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		ts := f * float64(time.Second)
+		if ts > float64(math.MaxInt64) || ts < float64(math.MinInt64) || math.IsNaN(ts) {
+			return 0, badData("invalid parameter %q: cannot parse %q to a valid duration. It overflows int64", name, s)
+		}
+		return time.Duration(ts), nil
+	}
+	d, err := model.ParseDuration(s)
+	if err != nil {
+		return 0, badData("invalid parameter %q: cannot parse %q to a valid duration", name, s)
+	}
+	return time.Duration(d), nil
+}
+
+// evalContext applies the timeout parameter.
+func evalContext(r *http.Request) (context.Context, context.CancelFunc, error) {
+	if r.Form.Get("timeout") == "" {
+		ctx, cancel := context.WithCancel(r.Context())
+		return ctx, cancel, nil
+	}
+	d, err := parseDuration(r, "timeout")
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, nil
+}
+
+// evalError maps engine errors to Prometheus's error types.
+func evalError(err error) error {
+	switch {
+	case errors.Is(err, query.ErrBadQuery):
+		return &apiError{typ: errBadData, err: err}
+	case errors.Is(err, query.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return &apiError{typ: errTimeout, err: err}
+	case errors.Is(err, context.Canceled):
+		return &apiError{typ: errCanceled, err: err}
+	case errors.Is(err, query.ErrTooLarge), errors.Is(err, query.ErrExec):
+		return &apiError{typ: errExec, err: err}
+	}
+	return err
+}
+
+func (a *API) instantQuery(r *http.Request) (any, error) {
+	q := r.Form.Get("query")
+	if strings.TrimSpace(q) == "" {
+		return nil, badData("invalid parameter \"query\": empty query")
+	}
+	t, err := parseTime(r, "time", time.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel, err := evalContext(r)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	res, err := a.engine.Instant(ctx, a.src, q, t)
+	if err != nil {
+		return nil, evalError(err)
+	}
+	return encodeResult(res), nil
+}
+
+func (a *API) rangeQuery(r *http.Request) (any, error) {
+	q := r.Form.Get("query")
+	if strings.TrimSpace(q) == "" {
+		return nil, badData("invalid parameter \"query\": empty query")
+	}
+	for _, p := range []string{"start", "end", "step"} {
+		if r.Form.Get(p) == "" {
+			return nil, badData("invalid parameter %q: missing", p)
+		}
+	}
+	start, err := parseTime(r, "start", 0)
+	if err != nil {
+		return nil, err
+	}
+	end, err := parseTime(r, "end", 0)
+	if err != nil {
+		return nil, err
+	}
+	if end < start {
+		return nil, badData("invalid parameter \"end\": end timestamp must not be before start time")
+	}
+	step, err := parseDuration(r, "step")
+	if err != nil {
+		return nil, err
+	}
+	if step <= 0 {
+		return nil, badData("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer")
+	}
+	if (end-start)/step.Milliseconds() > 11000 {
+		return nil, badData("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+	}
+	ctx, cancel, err := evalContext(r)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	res, err := a.engine.Range(ctx, a.src, q, start, end, step.Milliseconds())
+	if err != nil {
+		return nil, evalError(err)
+	}
+	return encodeResult(res), nil
+}

@@ -1,0 +1,220 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Engine evaluates PromQL with Prometheus's semantics: a 5-minute
+// lookback for instant vectors, left-open windows (t-range, t], stale
+// markers ending series, rate extrapolation and counter resets, metric
+// names dropped by functions and arithmetic.
+type Engine struct {
+	// LookbackDelta is how far back an instant vector looks for a sample.
+	// Default 5 minutes.
+	LookbackDelta time.Duration
+	// MaxSamples bounds the samples one query may load. Default 50M.
+	MaxSamples int
+	// Timeout bounds a query's evaluation. Default 2 minutes.
+	Timeout time.Duration
+}
+
+// Errors of evaluation that the API maps to its error types.
+var (
+	ErrTooLarge = errors.New("query too large")
+	ErrTimeout  = errors.New("query timed out")
+	ErrExec     = errors.New("execution error")
+)
+
+// Point is one sample of a result.
+type Point struct {
+	T int64
+	V float64
+}
+
+// Series is one series of a result.
+type Series struct {
+	Labels series.Labels
+	Points []Point
+}
+
+// Result is what a query returns: a matrix (range query, or a range
+// vector at an instant), a vector or scalar (instant query), or a string.
+type Result struct {
+	Type   string // "matrix", "vector", "scalar", "string"
+	Series []Series
+	Scalar Point
+	String string
+}
+
+// evaluation state of one query.
+type evaluator struct {
+	ctx      context.Context
+	src      Source
+	start    int64
+	end      int64
+	step     int64
+	lookback int64
+	samples  int
+	max      int
+	queriers []Querier
+}
+
+// steps returns the number of evaluation steps.
+func (ev *evaluator) steps() int { return int((ev.end-ev.start)/ev.step) + 1 }
+
+func (ev *evaluator) ts(i int) int64 { return ev.start + int64(i)*ev.step }
+
+// Range evaluates q at start, start+step, ..., end (milliseconds).
+func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, step int64) (*Result, error) {
+	if step <= 0 {
+		return nil, fmt.Errorf("%w: zero or negative query resolution step widths are not accepted. Try a positive integer", ErrBadQuery)
+	}
+	if end < start {
+		return nil, fmt.Errorf("%w: end timestamp must not be before start time", ErrBadQuery)
+	}
+	if (end-start)/step > 11000 {
+		return nil, fmt.Errorf("%w: exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)", ErrBadQuery)
+	}
+	expr, err := parse(q)
+	if err != nil {
+		return nil, err
+	}
+	v, err := e.run(ctx, src, expr, start, end, step)
+	if err != nil {
+		return nil, err
+	}
+	switch v := v.(type) {
+	case scalarValue:
+		pts := make([]Point, len(v))
+		for i, f := range v {
+			pts[i] = Point{start + int64(i)*step, f}
+		}
+		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}}, nil
+	case vectorValue:
+		return &Result{Type: "matrix", Series: v.matrix(start, step)}, nil
+	case stringValue:
+		return nil, fmt.Errorf("%w: invalid expression type \"string\" for range query, must be Scalar or instant Vector", ErrBadQuery)
+	case rangeValue:
+		return nil, fmt.Errorf("%w: invalid expression type \"range vector\" for range query, must be Scalar or instant Vector", ErrBadQuery)
+	}
+	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
+}
+
+// Instant evaluates q at t (milliseconds).
+func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*Result, error) {
+	expr, err := parse(q)
+	if err != nil {
+		return nil, err
+	}
+	v, err := e.run(ctx, src, expr, t, t, 1)
+	if err != nil {
+		return nil, err
+	}
+	switch v := v.(type) {
+	case scalarValue:
+		return &Result{Type: "scalar", Scalar: Point{t, v[0]}}, nil
+	case stringValue:
+		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}}, nil
+	case vectorValue:
+		r := &Result{Type: "vector"}
+		for _, s := range v.series {
+			if s.ok[0] {
+				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{t, s.v[0]}}})
+			}
+		}
+		// Ordered by labels, for stable answers, unless the query sorts.
+		if f, ok := expr.(*metricsql.FuncExpr); !ok || (f.Name != "sort" && f.Name != "sort_desc") {
+			sort.Slice(r.Series, func(i, j int) bool { return series.Compare(r.Series[i].Labels, r.Series[j].Labels) < 0 })
+		}
+		return r, nil
+	case rangeValue:
+		r := &Result{Type: "matrix"}
+		for _, s := range v {
+			if len(s.Points) > 0 {
+				r.Series = append(r.Series, s)
+			}
+		}
+		return r, nil
+	}
+	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
+}
+
+func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, err error) {
+	timeout := e.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lb := e.LookbackDelta
+	if lb == 0 {
+		lb = 5 * time.Minute
+	}
+	max := e.MaxSamples
+	if max == 0 {
+		max = 50_000_000
+	}
+	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(), max: max}
+	defer func() {
+		for _, q := range ev.queriers {
+			q.Close()
+		}
+	}()
+	return ev.eval(expr)
+}
+
+// checkCtx reports cancellation (client gone) or the timeout.
+func (ev *evaluator) checkCtx() error {
+	switch err := ev.ctx.Err(); {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: query timed out in expression evaluation", ErrTimeout)
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+// parse parses q and refuses MetricsQL extensions that PromQL lacks.
+func parse(q string) (metricsql.Expr, error) {
+	e, err := metricsql.Parse(q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
+	}
+	var bad error
+	metricsql.VisitAll(e, func(e metricsql.Expr) {
+		if bad != nil {
+			return
+		}
+		switch x := e.(type) {
+		case *metricsql.MetricExpr:
+			if len(x.LabelFilterss) > 1 {
+				bad = fmt.Errorf("%w: or-separated label filters are MetricsQL syntax, not PromQL", ErrBadQuery)
+			}
+		case *metricsql.BinaryOpExpr:
+			if x.KeepMetricNames || x.FillLeft != nil || x.FillRight != nil || x.JoinModifierPrefix != nil {
+				bad = fmt.Errorf("%w: %q uses MetricsQL binary-operator modifiers, not PromQL", ErrBadQuery, x.AppendString(nil))
+			}
+		case *metricsql.FuncExpr:
+			if x.KeepMetricNames {
+				bad = fmt.Errorf("%w: keep_metric_names is MetricsQL syntax, not PromQL", ErrBadQuery)
+			}
+		case *metricsql.AggrFuncExpr:
+			if x.Limit > 0 {
+				bad = fmt.Errorf("%w: limit on aggregations is MetricsQL syntax, not PromQL", ErrBadQuery)
+			}
+		case *metricsql.RollupExpr:
+			if x.InheritStep {
+				bad = fmt.Errorf("%w: a subquery without a step ([1h:]) is not supported yet", ErrBadQuery)
+			}
+		}
+	})
+	return e, bad
+}

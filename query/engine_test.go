@@ -1,0 +1,361 @@
+package query_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// src adapts the real engine to query.Source, as the binary does.
+type src struct{ db *storage.DB }
+
+func (s src) Querier(mint, maxt int64) (query.Querier, error) {
+	q, err := s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+	return querier{q}, err
+}
+
+type querier struct{ *storage.Querier }
+
+func (q querier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.Select(ms...)
+	return seriesSet{set}, err
+}
+
+type seriesSet struct{ *storage.SeriesSet }
+
+func (s seriesSet) At() (series.Labels, series.Iterator) {
+	x := s.SeriesSet.At()
+	return x.Labels, x.Iterator()
+}
+
+// t0 is the test data's origin; samples are at t0 + seconds.
+var t0 = time.Now().Add(-2 * time.Hour).Truncate(time.Hour).UnixMilli()
+
+func sec(s int) int64 { return t0 + int64(s)*1000 }
+
+// load writes series given as "labels: v@s v@s ..." lines.
+func load(t *testing.T, data map[string][]float64, every int) query.Source {
+	t.Helper()
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	app := db.Appender()
+	for spec, vals := range data {
+		kv := strings.Split(spec, ",")
+		ls := series.FromStrings(kv...)
+		for i, v := range vals {
+			if math.IsInf(v, -1) { // a gap
+				continue
+			}
+			if err := app.Append(ls, sec(i*every), v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return src{db}
+}
+
+var gap = math.Inf(-1)
+
+// render prints a result one series a line: labels then values.
+func render(r *query.Result) string {
+	switch r.Type {
+	case "scalar":
+		return fmt.Sprintf("scalar %s", fmtF(r.Scalar.V))
+	case "string":
+		return "string " + r.String
+	}
+	var lines []string
+	for _, s := range r.Series {
+		var vs []string
+		for _, p := range s.Points {
+			if r.Type == "matrix" {
+				vs = append(vs, fmt.Sprintf("%s@%d", fmtF(p.V), (p.T-t0)/1000))
+			} else {
+				vs = append(vs, fmtF(p.V))
+			}
+		}
+		lines = append(lines, s.Labels.String()+" "+strings.Join(vs, " "))
+	}
+	if r.Type == "vector" {
+		sort.Strings(lines)
+	}
+	return r.Type + "\n" + strings.Join(lines, "\n")
+}
+
+func fmtF(f float64) string {
+	if series.IsStaleNaN(f) {
+		return "stale"
+	}
+	return fmt.Sprintf("%.4g", f)
+}
+
+var eng = &query.Engine{}
+
+func instant(t *testing.T, s query.Source, q string, at int) string {
+	t.Helper()
+	r, err := eng.Instant(context.Background(), s, q, sec(at))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return render(r)
+}
+
+func check(t *testing.T, s query.Source, q string, at int, want string) {
+	t.Helper()
+	if got := instant(t, s, q, at); got != want {
+		t.Errorf("%s @%d:\n got %s\nwant %s", q, at, got, want)
+	}
+}
+
+func TestSelectors(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,g,job,a": {1, 2, 3, 4, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap, gap},
+		"__name__,g,job,b": {10, 20, series.StaleNaN, 40},
+	}, 60)
+	// At 90 s: the newest sample of each series at or before 90 s.
+	check(t, s, "g", 90, "vector\n{__name__=\"g\", job=\"a\"} 2\n{__name__=\"g\", job=\"b\"} 20")
+	// At 120 s, b's newest sample is a stale marker: b has ended.
+	check(t, s, "g", 120, "vector\n{__name__=\"g\", job=\"a\"} 3")
+	// Lookback: the last samples are at 180 s; 5 minutes later they are
+	// gone (the window is left-open).
+	check(t, s, "g", 479, "vector\n{__name__=\"g\", job=\"a\"} 4\n{__name__=\"g\", job=\"b\"} 40")
+	check(t, s, "g", 480, "vector\n")
+	check(t, s, "g offset 1m", 90, "vector\n{__name__=\"g\", job=\"a\"} 1\n{__name__=\"g\", job=\"b\"} 10")
+	check(t, s, `g{job="b"} @ `+fmt.Sprint((sec(60))/1000), 400, "vector\n{__name__=\"g\", job=\"b\"} 20")
+	check(t, s, `g{job="a"}[2m]`, 180, "matrix\n{__name__=\"g\", job=\"a\"} 3@120 4@180")
+	check(t, s, `timestamp(g)`, 100, "vector\n{job=\"a\"} "+fmtF(float64(sec(60))/1000)+"\n{job=\"b\"} "+fmtF(float64(sec(60))/1000))
+	check(t, s, `{job=~".*"}`, 100, "error: bad query: vector selector must contain at least one non-empty matcher")
+}
+
+func TestRateFamily(t *testing.T) {
+	// A counter growing by 1 every 15 s, reset at 150 s.
+	var c []float64
+	for i := 0; i < 40; i++ {
+		v := float64(100 + i)
+		if i >= 10 {
+			v = float64(i - 10)
+		}
+		c = append(c, v)
+	}
+	s := load(t, map[string][]float64{"__name__,c,job,x": c}, 15)
+	// (60 s window, 4 samples 15 s apart, perfectly regular): 1/15 per s.
+	check(t, s, "rate(c[1m])", 90, "vector\n{job=\"x\"} 0.06667")
+	check(t, s, "increase(c[1m])", 90, "vector\n{job=\"x\"} 4")
+	check(t, s, "irate(c[1m])", 90, "vector\n{job=\"x\"} 0.06667")
+	check(t, s, "idelta(c[1m])", 90, "vector\n{job=\"x\"} 1")
+	// Across the reset at 150 s (109 -> 0): the raw change is -106 over
+	// samples 105..150 (values 107,108,109,0); with the reset counted it
+	// is 3 - ... : increase = (0 + 109) - 107 = 2 over 45 s, extrapolated
+	// to 60 s: 2 * 60/45.
+	check(t, s, "increase(c[1m])", 150, "vector\n{job=\"x\"} 2.667")
+	check(t, s, "resets(c[5m])", 300, "vector\n{job=\"x\"} 1")
+	check(t, s, "changes(c[1m])", 90, "vector\n{job=\"x\"} 3")
+	check(t, s, "delta(c[1m])", 90, "vector\n{job=\"x\"} 4")
+	check(t, s, "deriv(c[1m])", 90, "vector\n{job=\"x\"} 0.06667")
+	// predict_linear 60 s ahead from 90 s: value at 90 s is 106, +4.
+	check(t, s, "predict_linear(c[1m], 60)", 90, "vector\n{job=\"x\"} 110")
+	check(t, s, "rate(c)", 90, "error: bad query: expected type range vector in call to function \"rate\", got instant vector")
+}
+
+func TestOverTime(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,m,job,x": {3, 1, 4, 1, 5, 9, 2, 6}}, 10)
+	for q, want := range map[string]string{
+		"avg_over_time(m[1m])":           "3.667",   // 1,4,1,5,9,2 (10..60)
+		"sum_over_time(m[1m])":           "22",      //
+		"min_over_time(m[1m])":           "1",       //
+		"max_over_time(m[1m])":           "9",       //
+		"count_over_time(m[1m])":         "6",       //
+		"last_over_time(m[1m])":          "2",       //
+		"present_over_time(m[1m])":       "1",       //
+		"quantile_over_time(0.5, m[1m])": "3",       // sorted 1,1,2,4,5,9: between 2 and 4
+		"stdvar_over_time(m[1m])":        "7.889",   // squared deviations from 3.667 sum to 47.33
+		"stddev_over_time(m[1m])":        "2.809",   //
+		"m[1m:20s]":                      "matrix1", // subquery at 20,40,60
+	} {
+		got := instant(t, s, q, 60)
+		name := `{job="x"}`
+		if q == "last_over_time(m[1m])" {
+			name = `{__name__="m", job="x"}`
+		}
+		if want == "matrix1" {
+			want = "matrix\n{__name__=\"m\", job=\"x\"} 4@20 5@40 2@60"
+			if got != want {
+				t.Errorf("%s: got %s want %s", q, got, want)
+			}
+			continue
+		}
+		if got != "vector\n"+name+" "+want {
+			t.Errorf("%s: got %s, want %s", q, got, want)
+		}
+	}
+	check(t, s, "max_over_time(m[1m:20s])", 60, "vector\n{job=\"x\"} 5")
+	check(t, s, "absent_over_time(m[1m])", 60, "vector\n")
+	check(t, s, `absent_over_time(nope{job="y"}[1m])`, 60, "vector\n{job=\"y\"} 1")
+}
+
+func TestAggregations(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,cpu,host,a,dc,eu": {1},
+		"__name__,cpu,host,b,dc,eu": {3},
+		"__name__,cpu,host,c,dc,us": {5},
+		"__name__,cpu,host,d,dc,us": {5},
+		"__name__,mem,host,a,dc,eu": {100},
+	}, 10)
+	for q, want := range map[string]string{
+		"sum(cpu)":                        "{} 14",
+		"sum by (dc) (cpu)":               "{dc=\"eu\"} 4\n{dc=\"us\"} 10",
+		"avg without (host) (cpu)":        "{dc=\"eu\"} 2\n{dc=\"us\"} 5",
+		"max by (dc) (cpu)":               "{dc=\"eu\"} 3\n{dc=\"us\"} 5",
+		"min(cpu)":                        "{} 1",
+		"count by (dc) (cpu)":             "{dc=\"eu\"} 2\n{dc=\"us\"} 2",
+		"group by (dc) (cpu)":             "{dc=\"eu\"} 1\n{dc=\"us\"} 1",
+		"stddev(cpu)":                     "{} 1.658",
+		"stdvar(cpu)":                     "{} 2.75",
+		"quantile(0.5, cpu)":              "{} 4",
+		"topk(1, cpu)":                    "{__name__=\"cpu\", dc=\"us\", host=\"c\"} 5",
+		"bottomk by (dc) (1, cpu)":        "{__name__=\"cpu\", dc=\"eu\", host=\"a\"} 1\n{__name__=\"cpu\", dc=\"us\", host=\"c\"} 5",
+		"count_values(\"v\", cpu)":        "{v=\"1\"} 1\n{v=\"3\"} 1\n{v=\"5\"} 2",
+		"sum by (__name__) ({dc=\"eu\"})": "{__name__=\"cpu\"} 4\n{__name__=\"mem\"} 100",
+	} {
+		if got := instant(t, s, q, 0); got != "vector\n"+want {
+			t.Errorf("%s:\n got %s\nwant vector\n%s", q, got, want)
+		}
+	}
+}
+
+func TestBinaryOperators(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,used,host,a,dev,sda":  {30},
+		"__name__,used,host,a,dev,sdb":  {50},
+		"__name__,used,host,b,dev,sda":  {10},
+		"__name__,size,host,a,dev,sda":  {100},
+		"__name__,size,host,a,dev,sdb":  {200},
+		"__name__,size,host,b,dev,sda":  {40},
+		"__name__,info,host,a,os,linux": {1},
+		"__name__,info,host,b,os,bsd":   {1},
+	}, 10)
+	for q, want := range map[string]string{
+		"used / size":    "{dev=\"sda\", host=\"a\"} 0.3\n{dev=\"sda\", host=\"b\"} 0.25\n{dev=\"sdb\", host=\"a\"} 0.25",
+		"used * 2":       "{dev=\"sda\", host=\"a\"} 60\n{dev=\"sda\", host=\"b\"} 20\n{dev=\"sdb\", host=\"a\"} 100",
+		"100 - used":     "{dev=\"sda\", host=\"a\"} 70\n{dev=\"sda\", host=\"b\"} 90\n{dev=\"sdb\", host=\"a\"} 50",
+		"used > 20":      "{__name__=\"used\", dev=\"sda\", host=\"a\"} 30\n{__name__=\"used\", dev=\"sdb\", host=\"a\"} 50",
+		"20 < used":      "{__name__=\"used\", dev=\"sda\", host=\"a\"} 30\n{__name__=\"used\", dev=\"sdb\", host=\"a\"} 50",
+		"used > bool 20": "{dev=\"sda\", host=\"a\"} 1\n{dev=\"sda\", host=\"b\"} 0\n{dev=\"sdb\", host=\"a\"} 1",
+		// One-to-one matching with on() keeps only the on() labels.
+		"used > on(host, dev) size / 4":                        "{dev=\"sda\", host=\"a\"} 30",
+		"sum by (host) (used) / on(host) sum by (host) (size)": "{host=\"a\"} 0.2667\n{host=\"b\"} 0.25",
+		"used * on(host) group_left(os) info":                  "{dev=\"sda\", host=\"a\", os=\"linux\"} 30\n{dev=\"sda\", host=\"b\", os=\"bsd\"} 10\n{dev=\"sdb\", host=\"a\", os=\"linux\"} 50",
+		"info * on(host) group_right(os) used":                 "{dev=\"sda\", host=\"a\", os=\"linux\"} 30\n{dev=\"sda\", host=\"b\", os=\"bsd\"} 10\n{dev=\"sdb\", host=\"a\", os=\"linux\"} 50",
+		"used and on(host) info{os=\"linux\"}":                 "{__name__=\"used\", dev=\"sda\", host=\"a\"} 30\n{__name__=\"used\", dev=\"sdb\", host=\"a\"} 50",
+		"used unless on(host) info{os=\"linux\"}":              "{__name__=\"used\", dev=\"sda\", host=\"b\"} 10",
+		"used{host=\"b\"} or size{host=\"b\"}":                 "{__name__=\"used\", dev=\"sda\", host=\"b\"} 10",
+		"used{host=\"b\"} or ignoring(dev) size{dev=\"sdb\"}":  "{__name__=\"size\", dev=\"sdb\", host=\"a\"} 200\n{__name__=\"used\", dev=\"sda\", host=\"b\"} 10",
+	} {
+		if got := instant(t, s, q, 0); got != "vector\n"+want {
+			t.Errorf("%s:\n got %s\nwant vector\n%s", q, got, want)
+		}
+	}
+	check(t, s, "used * on(host) info", 0, "error: execution error: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
+	check(t, s, "info * on(host) used", 0, "error: execution error: found duplicate series for the match group {host=\"a\"} on the right hand-side of the operation: [{__name__=\"used\", dev=\"sda\", host=\"a\"}, {__name__=\"used\", dev=\"sdb\", host=\"a\"}]; many-to-many matching not allowed: matching labels must be unique on one side")
+	check(t, s, "1 < bool 2", 0, "scalar 1")
+	check(t, s, "2 ^ 10 % 7", 0, "scalar 2") // (2^10) % 7 = 1024 % 7 = 2
+}
+
+func TestFunctions(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,x,i,1":            {-2.5},
+		"__name__,x,i,2":            {4},
+		"__name__,h_bucket,le,0.1":  {1},
+		"__name__,h_bucket,le,1":    {3},
+		"__name__,h_bucket,le,+Inf": {4},
+	}, 10)
+	for q, want := range map[string]string{
+		"abs(x)":               "{i=\"1\"} 2.5\n{i=\"2\"} 4",
+		"ceil(x)":              "{i=\"1\"} -2\n{i=\"2\"} 4",
+		"floor(x)":             "{i=\"1\"} -3\n{i=\"2\"} 4",
+		"round(x)":             "{i=\"1\"} -2\n{i=\"2\"} 4",
+		"round(x, 2)":          "{i=\"1\"} -2\n{i=\"2\"} 4",
+		"sgn(x)":               "{i=\"1\"} -1\n{i=\"2\"} 1",
+		"sqrt(x{i=\"2\"})":     "{i=\"2\"} 2",
+		"exp(x{i=\"2\"}) > 54": "{i=\"2\"} 54.6",
+		"ln(x{i=\"2\"})":       "{i=\"2\"} 1.386",
+		"log2(x{i=\"2\"})":     "{i=\"2\"} 2",
+		"log10(x{i=\"2\"})":    "{i=\"2\"} 0.6021",
+		"clamp(x, -1, 1)":      "{i=\"1\"} -1\n{i=\"2\"} 1",
+		"clamp_min(x, 0)":      "{i=\"1\"} 0\n{i=\"2\"} 4",
+		"clamp_max(x, 0)":      "{i=\"1\"} -2.5\n{i=\"2\"} 0",
+		"vector(7)":            "{} 7",
+		"label_replace(x, \"j\", \"n$1\", \"i\", \"(.*)\")": "{__name__=\"x\", i=\"1\", j=\"n1\"} -2.5\n{__name__=\"x\", i=\"2\", j=\"n2\"} 4",
+		"label_join(x, \"k\", \"-\", \"__name__\", \"i\")":  "{__name__=\"x\", i=\"1\", k=\"x-1\"} -2.5\n{__name__=\"x\", i=\"2\", k=\"x-2\"} 4",
+		"absent(nope{job=\"a\"})":                           "{job=\"a\"} 1",
+		"absent(x)":                                         "",
+		"histogram_quantile(0.5, h_bucket)":                 "{} 0.55",
+		"histogram_quantile(0.99, h_bucket)":                "{} 1",
+		"hour(vector(3600 * 5 + 60))":                       "{} 5",
+		"day_of_week(vector(0))":                            "{} 4",
+		"days_in_month(vector(86400 * 40))":                 "{} 28",
+	} {
+		want := "vector\n" + want
+		if got := instant(t, s, q, 0); got != want {
+			t.Errorf("%s:\n got %s\nwant %s", q, got, want)
+		}
+	}
+	check(t, s, "scalar(x{i=\"2\"})", 0, "scalar 4")
+	check(t, s, "scalar(x)", 0, "scalar NaN")
+	check(t, s, "time()", 5, "scalar "+fmtF(float64(sec(5))/1000))
+	r, _ := eng.Instant(context.Background(), s, "sort_desc(x)", sec(0))
+	if len(r.Series) != 2 || r.Series[0].Points[0].V != 4 {
+		t.Errorf("sort_desc: %s", render(r))
+	}
+	check(t, s, "nope_fn(x)", 0, "error: bad query: unsupported function \"nope_fn\"")
+}
+
+func TestRangeQuery(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,g,job,a": {1, 2, 3, 4, 5, 6}}, 30)
+	r, err := eng.Range(context.Background(), s, "g * 2", sec(0), sec(150), 60_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(r), "matrix\n{job=\"a\"} 2@0 6@60 10@120"; got != want {
+		t.Errorf("g * 2 range:\n got %s\nwant %s", got, want)
+	}
+	r, err = eng.Range(context.Background(), s, "time()", sec(0), sec(60), 30_000)
+	if err != nil || len(r.Series) != 1 || len(r.Series[0].Points) != 3 {
+		t.Errorf("time() range: %v %v", r, err)
+	}
+	for q, want := range map[string]string{
+		"g[1m]": "range vector",
+		"g{":    "bad query",
+	} {
+		if _, err := eng.Range(context.Background(), s, q, sec(0), sec(60), 1000); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", q, err, want)
+		}
+	}
+	if _, err := eng.Range(context.Background(), s, "g", sec(0), sec(0)+11001*1000, 1000); !errors.Is(err, query.ErrBadQuery) || !strings.Contains(err.Error(), "11,000") {
+		t.Errorf("too many points: %v", err)
+	}
+	small := &query.Engine{MaxSamples: 3}
+	if _, err := small.Instant(context.Background(), s, "g[10m]", sec(150)); !errors.Is(err, query.ErrTooLarge) {
+		t.Errorf("over MaxSamples: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := eng.Instant(ctx, s, "g", sec(0)); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled query: %v", err)
+	}
+}

@@ -1,0 +1,353 @@
+package query
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+type value interface{}
+
+// scalarValue has a value at every step.
+type scalarValue []float64
+
+type stringValue string
+
+// vecSeries is one series of an instant vector evaluated at every step:
+// ok[i] says whether it has a value at step i.
+type vecSeries struct {
+	labels series.Labels
+	v      []float64
+	ok     []bool
+	t      []int64 // the samples' own times (vector selectors only), for timestamp()
+}
+
+type vectorValue struct{ series []*vecSeries }
+
+// rangeValue is a range vector evaluated at a single instant (the result
+// of an instant query for `x[5m]`).
+type rangeValue []Series
+
+func (v vectorValue) matrix(start, step int64) []Series {
+	var out []Series
+	for _, s := range v.series {
+		var pts []Point
+		for i, ok := range s.ok {
+			if ok {
+				pts = append(pts, Point{start + int64(i)*step, s.v[i]})
+			}
+		}
+		if len(pts) > 0 {
+			out = append(out, Series{Labels: s.labels, Points: pts})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
+	return out
+}
+
+func (ev *evaluator) newSeries(ls series.Labels) *vecSeries {
+	n := ev.steps()
+	return &vecSeries{labels: ls, v: make([]float64, n), ok: make([]bool, n)}
+}
+
+func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
+	if err := ev.checkCtx(); err != nil {
+		return nil, err
+	}
+	switch e := e.(type) {
+	case *metricsql.NumberExpr:
+		s := make(scalarValue, ev.steps())
+		for i := range s {
+			s[i] = e.N
+		}
+		return s, nil
+	case *metricsql.StringExpr:
+		return stringValue(e.S), nil
+	case *metricsql.MetricExpr:
+		return ev.instantSelector(e, 0, nil)
+	case *metricsql.RollupExpr:
+		if e.Window == nil && e.Step == nil {
+			me, ok := e.Expr.(*metricsql.MetricExpr)
+			if !ok {
+				return nil, fmt.Errorf("%w: offset and @ apply to selectors and subqueries, not to %q", ErrBadQuery, e.Expr.AppendString(nil))
+			}
+			off, at, err := ev.modifiers(e)
+			if err != nil {
+				return nil, err
+			}
+			return ev.instantSelector(me, off, at)
+		}
+		// A bare range vector: only an instant query may return one.
+		if ev.steps() != 1 {
+			return nil, fmt.Errorf("%w: invalid expression type \"range vector\" for range query, must be Scalar or instant Vector", ErrBadQuery)
+		}
+		m, err := ev.rangeSeries(e)
+		if err != nil {
+			return nil, err
+		}
+		var out rangeValue
+		for _, s := range m.series {
+			lo, hi := window(s.pts, m.evalTime(ev, 0)-m.window, m.evalTime(ev, 0))
+			if hi > lo {
+				out = append(out, Series{Labels: s.labels, Points: append([]Point(nil), s.pts[lo:hi]...)})
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
+		return out, nil
+	case *metricsql.FuncExpr:
+		return ev.call(e)
+	case *metricsql.AggrFuncExpr:
+		return ev.aggregate(e)
+	case *metricsql.BinaryOpExpr:
+		return ev.binary(e)
+	}
+	return nil, fmt.Errorf("%w: unsupported expression %q", ErrBadQuery, e.AppendString(nil))
+}
+
+// modifiers returns a selector's offset and @ time (nil: none).
+func (ev *evaluator) modifiers(e *metricsql.RollupExpr) (int64, *int64, error) {
+	var off int64
+	if e.Offset != nil {
+		off = e.Offset.Duration(ev.step)
+	}
+	if e.At == nil {
+		return off, nil, nil
+	}
+	v, err := ev.eval(e.At)
+	if err != nil {
+		return 0, nil, err
+	}
+	s, ok := v.(scalarValue)
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: @ modifier must be a number, start() or end()", ErrBadQuery)
+	}
+	at := int64(math.Round(s[0] * 1000))
+	return off, &at, nil
+}
+
+// loaded is one series' samples as read from storage.
+type loaded struct {
+	labels series.Labels
+	pts    []Point
+}
+
+// load reads the series me selects with samples in [mint, maxt]. Stale
+// markers are kept when keepStale (instant vectors end at them) and
+// dropped otherwise (range vectors skip them, as Prometheus does).
+func (ev *evaluator) load(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool) ([]loaded, error) {
+	ms, err := matchersOf(me)
+	if err != nil {
+		return nil, err
+	}
+	q, err := ev.src.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	set, err := q.Select(ms...)
+	if err != nil {
+		return nil, err
+	}
+	var out []loaded
+	for set.Next() {
+		ls, it := set.At()
+		var pts []Point
+		for it.Next() {
+			t, v := it.At()
+			if t < mint || t > maxt {
+				continue
+			}
+			if !keepStale && series.IsStaleNaN(v) {
+				continue
+			}
+			pts = append(pts, Point{t, v})
+		}
+		if err := it.Err(); err != nil {
+			return nil, err
+		}
+		ev.samples += len(pts)
+		if ev.samples > ev.max {
+			return nil, fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
+		}
+		if len(pts) > 0 {
+			out = append(out, loaded{labels: ls.Copy(), pts: pts})
+		}
+		if err := ev.checkCtx(); err != nil {
+			return nil, err
+		}
+	}
+	return out, set.Err()
+}
+
+func matchersOf(me *metricsql.MetricExpr) ([]*series.Matcher, error) {
+	if len(me.LabelFilterss) != 1 {
+		return nil, fmt.Errorf("%w: or-separated label filters are MetricsQL syntax, not PromQL", ErrBadQuery)
+	}
+	var ms []*series.Matcher
+	for _, f := range me.LabelFilterss[0] {
+		t := series.MatchEqual
+		switch {
+		case f.IsRegexp && f.IsNegative:
+			t = series.MatchNotRegexp
+		case f.IsRegexp:
+			t = series.MatchRegexp
+		case f.IsNegative:
+			t = series.MatchNotEqual
+		}
+		m, err := series.NewMatcher(t, f.Label, f.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
+		}
+		ms = append(ms, m)
+	}
+	for _, m := range ms {
+		if !m.Matches("") {
+			return ms, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: vector selector must contain at least one non-empty matcher", ErrBadQuery)
+}
+
+// evalTimes returns the first and last time a selector is evaluated at.
+func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
+	if at != nil {
+		return *at - off, *at - off
+	}
+	return ev.start - off, ev.end - off
+}
+
+// instantSelector evaluates a vector selector: at each step t, the newest
+// sample in (t - lookback, t], unless it is a stale marker.
+func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *int64) (value, error) {
+	first, last := ev.evalTimes(off, at)
+	ls, err := ev.load(me, first-ev.lookback+1, last, true)
+	if err != nil {
+		return nil, err
+	}
+	out := vectorValue{}
+	for _, l := range ls {
+		s := ev.newSeries(l.labels)
+		s.t = make([]int64, len(s.v))
+		any := false
+		for i := range s.v {
+			t := ev.ts(i) - off
+			if at != nil {
+				t = *at - off
+			}
+			j := sort.Search(len(l.pts), func(k int) bool { return l.pts[k].T > t }) - 1
+			if j < 0 || l.pts[j].T <= t-ev.lookback || series.IsStaleNaN(l.pts[j].V) {
+				continue
+			}
+			s.v[i], s.ok[i], s.t[i], any = l.pts[j].V, true, l.pts[j].T, true
+		}
+		if any {
+			out.series = append(out.series, s)
+		}
+	}
+	return out, nil
+}
+
+// window returns the indexes [lo, hi) of the points in (from, to].
+func window(pts []Point, from, to int64) (int, int) {
+	lo := sort.Search(len(pts), func(k int) bool { return pts[k].T > from })
+	hi := sort.Search(len(pts), func(k int) bool { return pts[k].T > to })
+	return lo, hi
+}
+
+// matrixArg is a range vector argument: its series' points and how to
+// find each step's window.
+type matrixArg struct {
+	series []loaded
+	window int64 // milliseconds
+	off    int64
+	at     *int64
+}
+
+func (m *matrixArg) evalTime(ev *evaluator, i int) int64 {
+	if m.at != nil {
+		return *m.at - m.off
+	}
+	return ev.ts(i) - m.off
+}
+
+// rangeSeries evaluates a range selector x[5m] or a subquery expr[1h:5m]
+// into the points every step's window needs.
+func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
+	if e.Window == nil {
+		return nil, fmt.Errorf("%w: %q: a range vector needs a range ([5m])", ErrBadQuery, e.AppendString(nil))
+	}
+	w := e.Window.Duration(ev.step)
+	if w <= 0 {
+		return nil, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, e.AppendString(nil))
+	}
+	off, at, err := ev.modifiers(e)
+	if err != nil {
+		return nil, err
+	}
+	m := &matrixArg{window: w, off: off, at: at}
+	first, last := ev.evalTimes(off, at)
+	if e.Step == nil {
+		me, ok := e.Expr.(*metricsql.MetricExpr)
+		if !ok {
+			return nil, fmt.Errorf("%w: ranges only allowed for vector selectors, not %q", ErrBadQuery, e.Expr.AppendString(nil))
+		}
+		m.series, err = ev.load(me, first-w+1, last, false)
+		return m, err
+	}
+	// Subquery: the inner expression at times aligned to its step.
+	sub := e.Step.Duration(ev.step)
+	if sub <= 0 {
+		return nil, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, e.AppendString(nil))
+	}
+	from := first - w
+	innerStart := from - mod(from, sub)
+	if innerStart <= from {
+		innerStart += sub
+	}
+	if innerStart > last {
+		return m, nil
+	}
+	innerEnd := last - mod(last, sub)
+	if (innerEnd-innerStart)/sub > 1_000_000 {
+		return nil, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, e.AppendString(nil))
+	}
+	inner := &evaluator{ctx: ev.ctx, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback, max: ev.max - ev.samples}
+	v, err := inner.eval(e.Expr)
+	if err != nil {
+		return nil, err
+	}
+	ev.samples += inner.samples
+	switch v := v.(type) {
+	case vectorValue:
+		for _, s := range v.series {
+			l := loaded{labels: s.labels}
+			for i, ok := range s.ok {
+				if ok {
+					l.pts = append(l.pts, Point{inner.ts(i), s.v[i]})
+				}
+			}
+			m.series = append(m.series, l)
+		}
+	case scalarValue:
+		l := loaded{labels: series.Labels{}}
+		for i, f := range v {
+			l.pts = append(l.pts, Point{inner.ts(i), f})
+		}
+		m.series = append(m.series, l)
+	default:
+		return nil, fmt.Errorf("%w: subquery of %T", ErrBadQuery, v)
+	}
+	return m, nil
+}
+
+func mod(a, b int64) int64 {
+	r := a % b
+	if r < 0 {
+		r += b
+	}
+	return r
+}

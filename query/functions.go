@@ -1,0 +1,767 @@
+package query
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// rangeFunc computes a function of one window's points (at least one)
+// evaluated at time t with window length w (ms); ok false: no value.
+type rangeFunc func(pts []Point, t, w int64, arg float64) (float64, bool)
+
+var rangeFuncs = map[string]rangeFunc{
+	"rate":     func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, true) },
+	"increase": func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, false) },
+	"delta":    func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, false, false) },
+	"irate":    func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, true) },
+	"idelta":   func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, false) },
+	"avg_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		mean := 0.0
+		for i, x := range p {
+			mean += (x.V - mean) / float64(i+1)
+		}
+		return mean, true
+	},
+	"sum_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		s := 0.0
+		for _, x := range p {
+			s += x.V
+		}
+		return s, true
+	},
+	"min_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		m := p[0].V
+		for _, x := range p[1:] {
+			if x.V < m || math.IsNaN(m) {
+				m = x.V
+			}
+		}
+		return m, true
+	},
+	"max_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		m := p[0].V
+		for _, x := range p[1:] {
+			if x.V > m || math.IsNaN(m) {
+				m = x.V
+			}
+		}
+		return m, true
+	},
+	"count_over_time":   func(p []Point, _, _ int64, _ float64) (float64, bool) { return float64(len(p)), true },
+	"last_over_time":    func(p []Point, _, _ int64, _ float64) (float64, bool) { return p[len(p)-1].V, true },
+	"present_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return 1, true },
+	"stddev_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return math.Sqrt(variance(p)), true },
+	"stdvar_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return variance(p), true },
+	"quantile_over_time": func(p []Point, _, _ int64, q float64) (float64, bool) {
+		vs := make([]float64, len(p))
+		for i, x := range p {
+			vs[i] = x.V
+		}
+		return quantile(q, vs), true
+	},
+	"changes": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		n := 0
+		for i := 1; i < len(p); i++ {
+			if p[i].V != p[i-1].V && !(math.IsNaN(p[i].V) && math.IsNaN(p[i-1].V)) {
+				n++
+			}
+		}
+		return float64(n), true
+	},
+	"resets": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		n := 0
+		for i := 1; i < len(p); i++ {
+			if p[i].V < p[i-1].V {
+				n++
+			}
+		}
+		return float64(n), true
+	},
+	"deriv": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		if len(p) < 2 {
+			return 0, false
+		}
+		slope, _ := linearRegression(p, p[0].T)
+		return slope, true
+	},
+	"predict_linear": func(p []Point, t, _ int64, dur float64) (float64, bool) {
+		if len(p) < 2 {
+			return 0, false
+		}
+		slope, icept := linearRegression(p, t)
+		return slope*dur + icept, true
+	},
+}
+
+// extrapolatedRate is Prometheus's rate/increase/delta: the change over
+// the window's samples, corrected for counter resets, extrapolated to the
+// window's edges unless the series starts or ends well inside it (or, for
+// counters, would go below zero).
+func extrapolatedRate(p []Point, t, w int64, counter, perSecond bool) (float64, bool) {
+	if len(p) < 2 {
+		return 0, false
+	}
+	rangeStart, rangeEnd := float64(t-w)/1000, float64(t)/1000
+	first, last := p[0], p[len(p)-1]
+	result := last.V - first.V
+	if counter {
+		prev := first.V
+		for _, x := range p[1:] {
+			if x.V < prev {
+				result += prev
+			}
+			prev = x.V
+		}
+	}
+	sampled := float64(last.T-first.T) / 1000
+	avgGap := sampled / float64(len(p)-1)
+	toStart := float64(first.T)/1000 - rangeStart
+	toEnd := rangeEnd - float64(last.T)/1000
+	if counter && result > 0 && first.V >= 0 {
+		if toZero := sampled * (first.V / result); toZero < toStart {
+			toStart = toZero
+		}
+	}
+	threshold := avgGap * 1.1
+	interval := sampled
+	if toStart < threshold {
+		interval += toStart
+	} else {
+		interval += avgGap / 2
+	}
+	if toEnd < threshold {
+		interval += toEnd
+	} else {
+		interval += avgGap / 2
+	}
+	result *= interval / sampled
+	if perSecond {
+		result /= float64(w) / 1000
+	}
+	return result, true
+}
+
+// instantRate is irate/idelta: from the last two samples.
+func instantRate(p []Point, perSecond bool) (float64, bool) {
+	if len(p) < 2 {
+		return 0, false
+	}
+	a, b := p[len(p)-2], p[len(p)-1]
+	d := b.V - a.V
+	if perSecond {
+		if b.V < a.V {
+			d = b.V // counter reset
+		}
+		dt := float64(b.T-a.T) / 1000
+		if dt == 0 {
+			return 0, false
+		}
+		return d / dt, true
+	}
+	return d, true
+}
+
+func variance(p []Point) float64 {
+	var mean, m2 float64
+	for i, x := range p {
+		d := x.V - mean
+		mean += d / float64(i+1)
+		m2 += d * (x.V - mean)
+	}
+	return m2 / float64(len(p))
+}
+
+// linearRegression fits v = slope*(t-t0) + intercept by least squares, t
+// in seconds.
+func linearRegression(p []Point, t0 int64) (slope, intercept float64) {
+	var n, sumX, sumY, sumXY, sumX2 float64
+	constY := true
+	for i, x := range p {
+		if i > 0 && x.V != p[0].V {
+			constY = false
+		}
+		dx := float64(x.T-t0) / 1000
+		n++
+		sumX += dx
+		sumY += x.V
+		sumXY += dx * x.V
+		sumX2 += dx * dx
+	}
+	if constY {
+		if math.IsInf(p[0].V, 0) {
+			return math.NaN(), math.NaN()
+		}
+		return 0, p[0].V
+	}
+	cov := sumXY - sumX*sumY/n
+	varX := sumX2 - sumX*sumX/n
+	slope = cov / varX
+	intercept = sumY/n - slope*sumX/n
+	return slope, intercept
+}
+
+// quantile is Prometheus's: linear interpolation between the closest
+// ranks; q outside [0, 1] gives ∓Inf.
+func quantile(q float64, vs []float64) float64 {
+	if len(vs) == 0 || math.IsNaN(q) {
+		return math.NaN()
+	}
+	if q < 0 {
+		return math.Inf(-1)
+	}
+	if q > 1 {
+		return math.Inf(1)
+	}
+	sort.Float64s(vs)
+	rank := q * float64(len(vs)-1)
+	lo := math.Max(0, math.Floor(rank))
+	hi := math.Min(float64(len(vs)-1), lo+1)
+	w := rank - lo
+	return vs[int(lo)]*(1-w) + vs[int(hi)]*w
+}
+
+// keepsName lists the functions whose result keeps the metric name.
+var keepsName = map[string]bool{"last_over_time": true, "sort": true, "sort_desc": true, "label_replace": true, "label_join": true}
+
+func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
+	name := e.Name
+	if f, ok := rangeFuncs[name]; ok {
+		return ev.callRange(e, f)
+	}
+	if f, ok := mathFuncs[name]; ok {
+		if len(e.Args) != 1 {
+			return nil, argCount(name, 1, len(e.Args))
+		}
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		return mapVector(v, func(x float64) float64 { return f(x) }, true), nil
+	}
+	if f, ok := dateFuncs[name]; ok {
+		var v vectorValue
+		switch len(e.Args) {
+		case 0:
+			s := ev.newSeries(series.Labels{})
+			for i := range s.v {
+				s.v[i], s.ok[i] = float64(ev.ts(i))/1000, true
+			}
+			v.series = []*vecSeries{s}
+		case 1:
+			var err error
+			if v, err = ev.vectorArg(e, 0); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, argCount(name, 1, len(e.Args))
+		}
+		return mapVector(v, func(x float64) float64 {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return math.NaN()
+			}
+			return f(time.Unix(int64(x), 0).UTC())
+		}, true), nil
+	}
+	switch name {
+	case "time":
+		s := make(scalarValue, ev.steps())
+		for i := range s {
+			s[i] = float64(ev.ts(i)) / 1000
+		}
+		return s, nil
+	case "vector":
+		sv, err := ev.scalarArg(e, 0, 1)
+		if err != nil {
+			return nil, err
+		}
+		s := ev.newSeries(series.Labels{})
+		for i := range s.v {
+			s.v[i], s.ok[i] = sv[i], true
+		}
+		return vectorValue{series: []*vecSeries{s}}, nil
+	case "scalar":
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		out := make(scalarValue, ev.steps())
+		for i := range out {
+			out[i] = math.NaN()
+			n := 0
+			for _, s := range v.series {
+				if s.ok[i] {
+					out[i] = s.v[i]
+					n++
+				}
+			}
+			if n != 1 {
+				out[i] = math.NaN()
+			}
+		}
+		return out, nil
+	case "timestamp":
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		out := vectorValue{}
+		for _, s := range v.series {
+			o := ev.newSeries(dropName(s.labels))
+			for i := range s.v {
+				if s.ok[i] {
+					t := ev.ts(i)
+					if s.t != nil {
+						t = s.t[i]
+					}
+					o.v[i], o.ok[i] = float64(t)/1000, true
+				}
+			}
+			out.series = append(out.series, o)
+		}
+		return out, nil
+	case "clamp", "clamp_min", "clamp_max":
+		want := map[string]int{"clamp": 3, "clamp_min": 2, "clamp_max": 2}[name]
+		if len(e.Args) != want {
+			return nil, argCount(name, want, len(e.Args))
+		}
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		a, err := ev.scalarArg(e, 1, want)
+		if err != nil {
+			return nil, err
+		}
+		b := a
+		if name == "clamp" {
+			if b, err = ev.scalarArg(e, 2, want); err != nil {
+				return nil, err
+			}
+		}
+		out := vectorValue{}
+		for _, s := range v.series {
+			o := ev.newSeries(dropName(s.labels))
+			for i := range s.v {
+				if !s.ok[i] {
+					continue
+				}
+				x := s.v[i]
+				switch name {
+				case "clamp":
+					if a[i] > b[i] {
+						continue // an empty result, as Prometheus
+					}
+					x = math.Max(a[i], math.Min(b[i], x))
+				case "clamp_min":
+					x = math.Max(a[i], x)
+				case "clamp_max":
+					x = math.Min(a[i], x)
+				}
+				o.v[i], o.ok[i] = x, true
+			}
+			out.series = append(out.series, o)
+		}
+		return out, nil
+	case "round":
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		to := make(scalarValue, ev.steps())
+		for i := range to {
+			to[i] = 1
+		}
+		if len(e.Args) == 2 {
+			if to, err = ev.scalarArg(e, 1, 2); err != nil {
+				return nil, err
+			}
+		}
+		out := vectorValue{}
+		for _, s := range v.series {
+			o := ev.newSeries(dropName(s.labels))
+			for i := range s.v {
+				if s.ok[i] {
+					inv := 1 / to[i]
+					o.v[i], o.ok[i] = math.Floor(s.v[i]*inv+0.5)/inv, true
+				}
+			}
+			out.series = append(out.series, o)
+		}
+		return out, nil
+	case "sort", "sort_desc":
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		desc := name == "sort_desc"
+		sort.SliceStable(v.series, func(i, j int) bool {
+			a, b := v.series[i].v[0], v.series[j].v[0]
+			if math.IsNaN(a) {
+				return false // NaN last either way
+			}
+			if math.IsNaN(b) {
+				return true
+			}
+			if desc {
+				return a > b
+			}
+			return a < b
+		})
+		return v, nil
+	case "label_replace":
+		return ev.labelReplace(e)
+	case "label_join":
+		return ev.labelJoin(e)
+	case "absent":
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		return ev.absent(absentLabels(e.Args[0]), v), nil
+	case "absent_over_time":
+		if len(e.Args) != 1 {
+			return nil, argCount(name, 1, len(e.Args))
+		}
+		re, ok := e.Args[0].(*metricsql.RollupExpr)
+		if !ok || re.Window == nil {
+			return nil, fmt.Errorf("%w: expected type range vector in call to function %q", ErrBadQuery, name)
+		}
+		present, err := ev.callRange(&metricsql.FuncExpr{Name: "present_over_time", Args: e.Args}, rangeFuncs["present_over_time"])
+		if err != nil {
+			return nil, err
+		}
+		return ev.absent(absentLabels(re.Expr), present.(vectorValue)), nil
+	case "histogram_quantile":
+		return ev.histogramQuantile(e)
+	}
+	return nil, fmt.Errorf("%w: unknown function with name %q", ErrBadQuery, name)
+}
+
+func argCount(name string, want, got int) error {
+	return fmt.Errorf("%w: expected %d argument(s) in call to %q, got %d", ErrBadQuery, want, name, got)
+}
+
+// callRange applies a range function to its range-vector argument.
+func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error) {
+	argIdx, want := 0, 1
+	if e.Name == "quantile_over_time" {
+		argIdx, want = 1, 2
+	}
+	if e.Name == "predict_linear" {
+		want = 2
+	}
+	if len(e.Args) != want {
+		return nil, argCount(e.Name, want, len(e.Args))
+	}
+	re, ok := e.Args[argIdx].(*metricsql.RollupExpr)
+	if !ok || re.Window == nil {
+		return nil, fmt.Errorf("%w: expected type range vector in call to function %q, got instant vector", ErrBadQuery, e.Name)
+	}
+	var param scalarValue
+	switch e.Name {
+	case "quantile_over_time":
+		var err error
+		if param, err = ev.scalarArg(e, 0, 2); err != nil {
+			return nil, err
+		}
+	case "predict_linear":
+		var err error
+		if param, err = ev.scalarArg(e, 1, 2); err != nil {
+			return nil, err
+		}
+	}
+	m, err := ev.rangeSeries(re)
+	if err != nil {
+		return nil, err
+	}
+	out := vectorValue{}
+	for _, s := range m.series {
+		ls := s.labels
+		if !keepsName[e.Name] {
+			ls = dropName(ls)
+		}
+		o := ev.newSeries(ls)
+		any := false
+		for i := range o.v {
+			t := m.evalTime(ev, i)
+			lo, hi := window(s.pts, t-m.window, t)
+			if hi == lo {
+				continue
+			}
+			var p float64
+			if param != nil {
+				p = param[i]
+			}
+			if v, ok := f(s.pts[lo:hi], t, m.window, p); ok {
+				o.v[i], o.ok[i], any = v, true, true
+			}
+		}
+		if any {
+			out.series = append(out.series, o)
+		}
+	}
+	return out, ev.checkCtx()
+}
+
+func (ev *evaluator) vectorArg(e *metricsql.FuncExpr, i int) (vectorValue, error) {
+	if i >= len(e.Args) {
+		return vectorValue{}, argCount(e.Name, i+1, len(e.Args))
+	}
+	v, err := ev.eval(e.Args[i])
+	if err != nil {
+		return vectorValue{}, err
+	}
+	vv, ok := v.(vectorValue)
+	if !ok {
+		return vectorValue{}, fmt.Errorf("%w: expected type instant vector in call to function %q, got %s", ErrBadQuery, e.Name, typeName(v))
+	}
+	return vv, nil
+}
+
+func (ev *evaluator) scalarArg(e *metricsql.FuncExpr, i, want int) (scalarValue, error) {
+	if i >= len(e.Args) {
+		return nil, argCount(e.Name, want, len(e.Args))
+	}
+	v, err := ev.eval(e.Args[i])
+	if err != nil {
+		return nil, err
+	}
+	s, ok := v.(scalarValue)
+	if !ok {
+		return nil, fmt.Errorf("%w: expected type scalar in call to function %q, got %s", ErrBadQuery, e.Name, typeName(v))
+	}
+	return s, nil
+}
+
+func typeName(v value) string {
+	switch v.(type) {
+	case scalarValue:
+		return "scalar"
+	case vectorValue:
+		return "instant vector"
+	case stringValue:
+		return "string"
+	}
+	return "range vector"
+}
+
+func mapVector(v vectorValue, f func(float64) float64, drop bool) vectorValue {
+	out := vectorValue{}
+	for _, s := range v.series {
+		ls := s.labels
+		if drop {
+			ls = dropName(ls)
+		}
+		o := &vecSeries{labels: ls, v: make([]float64, len(s.v)), ok: append([]bool(nil), s.ok...)}
+		for i := range s.v {
+			if s.ok[i] {
+				o.v[i] = f(s.v[i])
+			}
+		}
+		out.series = append(out.series, o)
+	}
+	return out
+}
+
+func dropName(ls series.Labels) series.Labels {
+	for i, l := range ls {
+		if l.Name == series.MetricName {
+			out := make(series.Labels, 0, len(ls)-1)
+			out = append(out, ls[:i]...)
+			return append(out, ls[i+1:]...)
+		}
+	}
+	return ls
+}
+
+var mathFuncs = map[string]func(float64) float64{
+	"abs": math.Abs, "ceil": math.Ceil, "floor": math.Floor, "exp": math.Exp, "sqrt": math.Sqrt,
+	"ln": math.Log, "log2": math.Log2, "log10": math.Log10,
+	"sgn": func(x float64) float64 {
+		switch {
+		case x > 0:
+			return 1
+		case x < 0:
+			return -1
+		}
+		return x // 0, -0 and NaN stay
+	},
+}
+
+var dateFuncs = map[string]func(time.Time) float64{
+	"minute":       func(t time.Time) float64 { return float64(t.Minute()) },
+	"hour":         func(t time.Time) float64 { return float64(t.Hour()) },
+	"day_of_week":  func(t time.Time) float64 { return float64(t.Weekday()) },
+	"day_of_month": func(t time.Time) float64 { return float64(t.Day()) },
+	"day_of_year":  func(t time.Time) float64 { return float64(t.YearDay()) },
+	"days_in_month": func(t time.Time) float64 {
+		return float64(32 - time.Date(t.Year(), t.Month(), 32, 0, 0, 0, 0, time.UTC).Day())
+	},
+	"month": func(t time.Time) float64 { return float64(t.Month()) },
+	"year":  func(t time.Time) float64 { return float64(t.Year()) },
+}
+
+// absent is 1, labelled ls, at the steps where v has no series.
+func (ev *evaluator) absent(ls series.Labels, v vectorValue) vectorValue {
+	s := ev.newSeries(ls)
+	for i := range s.v {
+		s.v[i], s.ok[i] = 1, true
+		for _, x := range v.series {
+			if x.ok[i] {
+				s.ok[i] = false
+				break
+			}
+		}
+	}
+	return vectorValue{series: []*vecSeries{s}}
+}
+
+// absentLabels are the labels absent() reports: the equality matchers of
+// a selector argument (other than __name__).
+func absentLabels(e metricsql.Expr) series.Labels {
+	if r, ok := e.(*metricsql.RollupExpr); ok {
+		e = r.Expr
+	}
+	me, ok := e.(*metricsql.MetricExpr)
+	ls := series.Labels{}
+	if !ok || len(me.LabelFilterss) != 1 {
+		return ls
+	}
+	seen := map[string]int{}
+	for _, f := range me.LabelFilterss[0] {
+		if f.IsRegexp || f.IsNegative || f.Label == series.MetricName {
+			continue
+		}
+		seen[f.Label]++
+		ls = append(ls, series.Label{Name: f.Label, Value: f.Value})
+	}
+	out := ls[:0]
+	for _, l := range ls {
+		if seen[l.Name] == 1 { // a label matched twice is ambiguous: left out
+			out = append(out, l)
+		}
+	}
+	out.Sort()
+	return out
+}
+
+func (ev *evaluator) stringArg(e *metricsql.FuncExpr, i, want int) (string, error) {
+	if i >= len(e.Args) {
+		return "", argCount(e.Name, want, len(e.Args))
+	}
+	s, ok := e.Args[i].(*metricsql.StringExpr)
+	if !ok {
+		return "", fmt.Errorf("%w: expected type string as argument %d of %q", ErrBadQuery, i+1, e.Name)
+	}
+	return s.S, nil
+}
+
+func (ev *evaluator) labelReplace(e *metricsql.FuncExpr) (value, error) {
+	if len(e.Args) != 5 {
+		return nil, argCount(e.Name, 5, len(e.Args))
+	}
+	v, err := ev.vectorArg(e, 0)
+	if err != nil {
+		return nil, err
+	}
+	var a [4]string
+	for i := range a {
+		if a[i], err = ev.stringArg(e, i+1, 5); err != nil {
+			return nil, err
+		}
+	}
+	dst, repl, src, expr := a[0], a[1], a[2], a[3]
+	re, err := regexp.Compile("^(?s:" + expr + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("%w: invalid regular expression in label_replace(): %s", ErrBadQuery, expr)
+	}
+	if !series.ValidLabelName(dst) {
+		return nil, fmt.Errorf("%w: invalid destination label name in label_replace(): %s", ErrBadQuery, dst)
+	}
+	for _, s := range v.series {
+		val := s.labels.Get(src)
+		if m := re.FindStringSubmatchIndex(val); m != nil {
+			res := string(re.ExpandString(nil, repl, val, m))
+			s.labels = setLabel(s.labels, dst, res)
+		}
+	}
+	return v, ev.checkDuplicates(v, e)
+}
+
+func (ev *evaluator) labelJoin(e *metricsql.FuncExpr) (value, error) {
+	if len(e.Args) < 3 {
+		return nil, argCount(e.Name, 3, len(e.Args))
+	}
+	v, err := ev.vectorArg(e, 0)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := ev.stringArg(e, 1, 3)
+	if err != nil {
+		return nil, err
+	}
+	sep, err := ev.stringArg(e, 2, 3)
+	if err != nil {
+		return nil, err
+	}
+	var srcs []string
+	for i := 3; i < len(e.Args); i++ {
+		s, err := ev.stringArg(e, i, len(e.Args))
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, s)
+	}
+	if !series.ValidLabelName(dst) {
+		return nil, fmt.Errorf("%w: invalid destination label name in label_join(): %s", ErrBadQuery, dst)
+	}
+	for _, s := range v.series {
+		vals := make([]string, len(srcs))
+		for i, src := range srcs {
+			vals[i] = s.labels.Get(src)
+		}
+		s.labels = setLabel(s.labels, dst, strings.Join(vals, sep))
+	}
+	return v, ev.checkDuplicates(v, e)
+}
+
+// setLabel returns ls with name set to value (removed when empty).
+func setLabel(ls series.Labels, name, value string) series.Labels {
+	out := make(series.Labels, 0, len(ls)+1)
+	for _, l := range ls {
+		if l.Name != name {
+			out = append(out, l)
+		}
+	}
+	if value != "" {
+		out = append(out, series.Label{Name: name, Value: value})
+	}
+	out.Sort()
+	return out
+}
+
+// checkDuplicates refuses a result with two series of the same labels at
+// the same step, as Prometheus does after relabelling functions.
+func (ev *evaluator) checkDuplicates(v vectorValue, e metricsql.Expr) error {
+	seen := map[string]*vecSeries{}
+	for _, s := range v.series {
+		k := s.labels.String()
+		if o, ok := seen[k]; ok {
+			for i := range s.ok {
+				if s.ok[i] && o.ok[i] {
+					return fmt.Errorf("%w: vector cannot contain metrics with the same labelset", ErrExec)
+				}
+			}
+		}
+		seen[k] = s
+	}
+	return nil
+}
