@@ -43,7 +43,7 @@ var t0 = time.Now().Add(-2 * time.Hour).Truncate(time.Hour).UnixMilli()
 func sec(s int) int64 { return t0 + int64(s)*1000 }
 
 // load writes series given as "labels: v@s v@s ..." lines.
-func load(t *testing.T, data map[string][]float64, every int) query.Source {
+func load(t testing.TB, data map[string][]float64, every int) query.Source {
 	t.Helper()
 	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour})
 	if err != nil {

@@ -1,0 +1,41 @@
+package query_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/query"
+)
+
+// FuzzQuery evaluates arbitrary query text over a small real data
+// directory: the engine must answer or refuse with one of its errors,
+// never panic, whatever the parser lets through. Seed corpus:
+// testdata/fuzz/FuzzQuery.
+func FuzzQuery(f *testing.F) {
+	for _, q := range []string{
+		`sum by (job) (rate(c[1m]))`, `g offset 1m`, `g @ 100`, `max_over_time(g[5m:30s])`,
+		`g / on(job) group_left(x) c`, `topk(2, g)`, `histogram_quantile(0.9, g)`,
+		`label_replace(g, "a", "$1", "job", "(.*)")`, `count_values("v", g)`, `g > bool 2`,
+		`absent(nope)`, `quantile_over_time(0.5, g[1m])`, `-g`, `time() - timestamp(g)`,
+	} {
+		f.Add(q)
+	}
+	s := load(f, map[string][]float64{
+		"__name__,g,job,a": {1, 2, 3, 4, 5},
+		"__name__,g,job,b": {5, 4, 3, 2, 1},
+		"__name__,c,job,a": {1, 5, 2, 8, 9},
+	}, 30)
+	eng := &query.Engine{MaxSamples: 100_000, Timeout: 5 * time.Second}
+	f.Fuzz(func(t *testing.T, q string) {
+		_, err := eng.Instant(context.Background(), s, q, sec(120))
+		if err == nil {
+			_, err = eng.Range(context.Background(), s, q, sec(0), sec(120), 30_000)
+		}
+		if err != nil && !errors.Is(err, query.ErrBadQuery) && !errors.Is(err, query.ErrExec) &&
+			!errors.Is(err, query.ErrTooLarge) && !errors.Is(err, query.ErrTimeout) {
+			t.Fatalf("%q: unexpected error %v", q, err)
+		}
+	})
+}
