@@ -126,6 +126,9 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 					if math.IsNaN(y) {
 						return true
 					}
+					if x == y { // ties: by labels, for stable answers
+						return series.Compare(cand[a].labels, cand[b].labels) < 0
+					}
 					if name == "topk" {
 						return x > y
 					}
