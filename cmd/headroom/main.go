@@ -18,6 +18,8 @@ Usage:
   headroom write [flags] [FILE...]
                            push samples from CSV or Prometheus text files
                            (or stdin) to a server, for backfilling
+  headroom query [flags] 'PROMQL'
+                           evaluate PromQL on a server: a table, CSV or JSON
   headroom demo [flags]    write a day of synthetic host metrics into a data
                            directory, read them back and report what it took
   headroom version         print the version
@@ -38,6 +40,8 @@ func main() {
 		err = runServe(os.Args[2:])
 	case "write":
 		err = runWrite(os.Args[2:])
+	case "query":
+		err = runQuery(os.Args[2:], os.Stdout)
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "version", "--version":

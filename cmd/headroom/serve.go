@@ -33,6 +33,7 @@ import (
 
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/ingest"
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
@@ -59,6 +60,9 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	maxConcurrent   int
 	queueTimeout    time.Duration
+	queryTimeout    time.Duration
+	queryMaxSamples int
+	lookback        time.Duration
 	logLevel        string
 	pprof           bool
 }
@@ -84,6 +88,9 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.maxActiveMetric, "max-active-series-per-metric", 500_000, "active series of one metric name; -1: no limit")
 	fs.IntVar(&c.maxConcurrent, "max-concurrent-writes", max(4, 2*runtime.GOMAXPROCS(0)), "write requests decoded and appended at once, all protocols together (bounds memory); others wait")
 	fs.DurationVar(&c.queueTimeout, "write-queue-timeout", 5*time.Second, "how long a write request may wait for a slot before 429 / ResourceExhausted")
+	fs.DurationVar(&c.queryTimeout, "query-timeout", 2*time.Minute, "longest a PromQL query may evaluate (a request's timeout parameter may ask for less)")
+	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 50_000_000, "samples one query may load into memory (about 16 bytes each); over it: 422 execution / ResourceExhausted")
+	fs.DurationVar(&c.lookback, "query-lookback-delta", 5*time.Minute, "how far back an instant vector looks for a sample (Prometheus's default)")
 	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -117,6 +124,9 @@ func (c *serveConfig) validate() error {
 		if l.v < 1 {
 			return fmt.Errorf("--%s %d: want at least 1", l.name, l.v)
 		}
+	}
+	if c.queryTimeout <= 0 || c.queryMaxSamples < 1 || c.lookback <= 0 {
+		return errors.New("--query-timeout, --query-max-samples and --query-lookback-delta must be positive")
 	}
 	if c.maxConcurrent < 1 {
 		return fmt.Errorf("--max-concurrent-writes %d: want at least 1", c.maxConcurrent)
@@ -246,6 +256,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	authUnary, authStream := tokens.GRPC(auth.MethodScopes{
 		"/headroom.v1.Ingest/": auth.Write,
 		"/opentelemetry.proto.collector.metrics.v1.MetricsService/": auth.Write,
+		"/headroom.v1.Query/": auth.Read,
 	}, []string{"/grpc.health.v1.Health/"}, func(method, why string) { denied(protocolOf(method))(why) })
 	timeUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		t := time.Now()
@@ -280,6 +291,8 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		}
 	}
 	otlp.Register(s.grpc)
+	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, Timeout: cfg.queryTimeout}
+	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
@@ -297,7 +310,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	rw.MaxBodyBytes = int64(cfg.maxRequestBytes)
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	api.New(querySource{db}, version, nil).Register(mux, func(name string, h http.Handler) http.Handler {
+	api.New(querySource{db}, version, engine).Register(mux, func(name string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
 			tokens.HTTP(auth.Read, nil, h))
 	})
