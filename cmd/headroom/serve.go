@@ -310,7 +310,9 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	rw.MaxBodyBytes = int64(cfg.maxRequestBytes)
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	api.New(querySource{db}, version, engine).Register(mux, func(name string, h http.Handler) http.Handler {
+	promAPI := api.New(querySource{db}, version, engine)
+	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
+	promAPI.Register(mux, func(name string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
 			tokens.HTTP(auth.Read, nil, h))
 	})
@@ -365,6 +367,23 @@ type storageSeriesSet struct{ *storage.SeriesSet }
 func (s storageSeriesSet) At() (series.Labels, series.Iterator) {
 	x := s.SeriesSet.At()
 	return x.Labels, x.Iterator()
+}
+
+func tsdbStatus(st storage.HeadStats) api.TSDBStatus {
+	conv := func(in []storage.NameCount) []api.NameCount {
+		out := make([]api.NameCount, len(in))
+		for i, x := range in {
+			out[i] = api.NameCount{Name: x.Name, Value: x.Value}
+		}
+		return out
+	}
+	return api.TSDBStatus{
+		HeadStats:                   api.HeadStats{NumSeries: st.NumSeries, ChunkCount: st.ChunkCount, MinTime: st.MinTime, MaxTime: st.MaxTime},
+		SeriesCountByMetricName:     conv(st.SeriesCountByMetricName),
+		LabelValueCountByLabelName:  conv(st.LabelValueCountByLabelName),
+		MemoryInBytesByLabelName:    conv(st.MemoryInBytesByLabelName),
+		SeriesCountByLabelValuePair: conv(st.SeriesCountByLabelValuePair),
+	}
 }
 
 // appendable adapts the engine to what ingest declares.

@@ -262,6 +262,11 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	code, body := httpGet(t, ts.httpURL+"/api/v1/status/tsdb?limit=1")
+	if want := `{"status":"success","data":{"headStats":{"numSeries":11,`; code != 200 || !strings.HasPrefix(body, want) ||
+		!strings.Contains(body, `"seriesCountByMetricName":[{"name":"latency_seconds_bucket","value":3}]`) {
+		t.Errorf("/api/v1/status/tsdb: %d %s", code, body)
+	}
 	if code, body := httpGet(t, ts.httpURL+"/readyz"); code != 200 || body != "ready\n" {
 		t.Errorf("/readyz = %d %q", code, body)
 	}

@@ -27,7 +27,12 @@ type API struct {
 	src     query.Source
 	version string
 	engine  *query.Engine
+	// TSDBStatus, if set, answers /api/v1/status/tsdb with the head's
+	// cardinality (the limit largest rows of each table).
+	TSDBStatus func(limit int) TSDBStatus
 }
+
+var errNoStats = errors.New("this server does not report head statistics")
 
 // New returns the API over src; version is reported by buildinfo. engine
 // evaluates PromQL (nil: defaults).
@@ -51,6 +56,7 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		{"/api/v1/label/{name}/values", a.labelValues},
 		{"/api/v1/series", a.series},
 		{"/api/v1/status/buildinfo", a.buildInfo},
+		{"/api/v1/status/tsdb", a.tsdbStatus},
 		{"/api/v1/metadata", a.metadata},
 	} {
 		mux.Handle(r.path, wrap(r.path, handler(r.h)))
