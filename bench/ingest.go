@@ -229,12 +229,49 @@ type serverProc struct {
 
 var servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
 
+// builtBin is the binary buildServer built, reused by later sections.
+var builtBin string
+
+// buildServer returns bin, or a headroom binary built from the tree into a
+// temporary folder (left for the OS to clean: the process may exit
+// through fatal).
+func buildServer(bin string) string {
+	if bin != "" {
+		return bin
+	}
+	if builtBin != "" {
+		return builtBin
+	}
+	dir, err := os.MkdirTemp("", "headroom-bench-bin-")
+	if err != nil {
+		fatal(err)
+	}
+	builtBin = filepath.Join(dir, "headroom")
+	if out, err := exec.Command("go", "build", "-o", builtBin, "./cmd/headroom").CombinedOutput(); err != nil {
+		fatal(fmt.Errorf("go build ./cmd/headroom: %v\n%s", err, out))
+	}
+	return builtBin
+}
+
+// startServerProc serves a fresh temporary data directory, removed by
+// stop.
 func startServerProc(bin string) (*serverProc, error) {
 	dir, err := os.MkdirTemp("", "headroom-bench-ingest-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(dir, "data"), "--grpc-port", "0", "--http-port", "0",
+	p, err := startServerProcDir(bin, filepath.Join(dir, "data"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p.dir = dir
+	return p, nil
+}
+
+// startServerProcDir serves an existing data directory.
+func startServerProcDir(bin, data string) (*serverProc, error) {
+	cmd := exec.Command(bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0",
 		"--retention", "30d", "--max-request-bytes", strconv.Itoa(64<<20), "--pprof")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -247,7 +284,7 @@ func startServerProc(bin string) (*serverProc, error) {
 	for sc.Scan() {
 		if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
 			go io.Copy(io.Discard, stderr)
-			return &serverProc{cmd: cmd, dir: dir, grpcAddr: m[1], httpURL: m[2]}, nil
+			return &serverProc{cmd: cmd, grpcAddr: m[1], httpURL: m[2]}, nil
 		}
 	}
 	cmd.Process.Kill()
@@ -258,7 +295,9 @@ func startServerProc(bin string) (*serverProc, error) {
 func (p *serverProc) stop() {
 	p.cmd.Process.Signal(os.Interrupt)
 	p.cmd.Wait()
-	os.RemoveAll(p.dir)
+	if p.dir != "" {
+		os.RemoveAll(p.dir)
+	}
 }
 
 // cpu returns the server's user+system CPU time from /proc.
@@ -448,17 +487,7 @@ func runIngest(bin, protocol string, sh shape, clients int, dur time.Duration, p
 // set, picks one ("grpc/scrape/4"), and profileDir saves a server CPU
 // profile of each run there.
 func benchIngest(bin string, dur time.Duration, only, profileDir string) {
-	if bin == "" {
-		dir, err := os.MkdirTemp("", "headroom-bench-bin-")
-		if err != nil {
-			fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "headroom")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/headroom").CombinedOutput(); err != nil {
-			fatal(fmt.Errorf("go build ./cmd/headroom: %v\n%s", err, out))
-		}
-	}
+	bin = buildServer(bin)
 	best := map[string]float64{}
 	for _, sh := range shapes {
 		for _, protocol := range []string{"grpc", "remote_write", "otlp"} {

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/protobuf/proto"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	prompb "github.com/headroomdb/headroom/proto/prometheus"
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
 )
 
 // The ingest benchmark's hand-built request bodies must decode with the
@@ -68,6 +74,40 @@ func TestBuildRequest(t *testing.T) {
 			if want := int64(base + (i%2)*1000); ts != want {
 				t.Errorf("%s: sample %d at %d, want %d", protocol, i, ts, want)
 			}
+		}
+	}
+}
+
+// The query shapes must be valid PromQL for the engine (Prometheus's
+// rules: no name collisions after a function), or the benchmark would
+// measure errors.
+func TestQueryShapesEvaluate(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now().UnixMilli()
+	app := db.Appender()
+	for _, m := range cpuMetrics {
+		for h := 0; h < 9; h++ {
+			app.Append(series.FromStrings("__name__", "cpu_"+m, "hostname", fmt.Sprintf("host_%d", h)), now-60_000, 95)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	eng := &query.Engine{}
+	for _, q := range queryShapes {
+		var err error
+		var r *query.Result
+		if q.rng > 0 {
+			r, err = eng.Range(context.Background(), benchSource{db}, q.query, now-q.rng.Milliseconds(), now, q.step.Milliseconds())
+		} else {
+			r, err = eng.Instant(context.Background(), benchSource{db}, q.query, now)
+		}
+		if err != nil || len(r.Series) == 0 {
+			t.Errorf("%s: %v, %v", q.name, r, err)
 		}
 	}
 }

@@ -42,7 +42,8 @@ func boolp(b bool) *bool { return &b }
 
 func main() {
 	datasets := flag.String("datasets", "../shared/datasets", "folder of the shared real datasets")
-	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest); empty: all")
+	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query); empty: all")
+	queryTime := flag.Duration("query-time", 3*time.Second, "how long each query shape is repeated (at least 5 times)")
 	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
 	serverBin := flag.String("server-bin", "", "headroom binary for the ingest runs (default: go build ./cmd/headroom)")
 	ingestOnly := flag.String("ingest-run", "", "run one ingest combination, protocol/shape/clients (grpc/scrape/4)")
@@ -84,6 +85,9 @@ func main() {
 	}
 	if run("ingest") {
 		benchIngest(*serverBin, *ingestTime, *ingestOnly, *ingestProfiles)
+	}
+	if run("query") {
+		benchQuery(*serverBin, *queryTime)
 	}
 	printTable()
 }

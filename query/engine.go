@@ -52,6 +52,8 @@ type Result struct {
 	Series []Series
 	Scalar Point
 	String string
+	// Samples is how many samples the evaluation loaded from storage.
+	Samples int
 }
 
 // evaluation state of one query.
@@ -64,7 +66,6 @@ type evaluator struct {
 	lookback int64
 	samples  int
 	max      int
-	queriers []Querier
 }
 
 // steps returns the number of evaluation steps.
@@ -87,7 +88,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if err != nil {
 		return nil, err
 	}
-	v, err := e.run(ctx, src, expr, start, end, step)
+	v, n, err := e.run(ctx, src, expr, start, end, step)
 	if err != nil {
 		return nil, err
 	}
@@ -97,9 +98,9 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 		for i, f := range v {
 			pts[i] = Point{start + int64(i)*step, f}
 		}
-		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}}, nil
+		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n}, nil
 	case vectorValue:
-		return &Result{Type: "matrix", Series: v.matrix(start, step)}, nil
+		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n}, nil
 	case stringValue:
 		return nil, fmt.Errorf("%w: invalid expression type \"string\" for range query, must be Scalar or instant Vector", ErrBadQuery)
 	case rangeValue:
@@ -114,17 +115,17 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	if err != nil {
 		return nil, err
 	}
-	v, err := e.run(ctx, src, expr, t, t, 1)
+	v, n, err := e.run(ctx, src, expr, t, t, 1)
 	if err != nil {
 		return nil, err
 	}
 	switch v := v.(type) {
 	case scalarValue:
-		return &Result{Type: "scalar", Scalar: Point{t, v[0]}}, nil
+		return &Result{Type: "scalar", Scalar: Point{t, v[0]}, Samples: n}, nil
 	case stringValue:
-		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}}, nil
+		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n}, nil
 	case vectorValue:
-		r := &Result{Type: "vector"}
+		r := &Result{Type: "vector", Samples: n}
 		for _, s := range v.series {
 			if s.ok[0] {
 				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{t, s.v[0]}}})
@@ -136,7 +137,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 		}
 		return r, nil
 	case rangeValue:
-		r := &Result{Type: "matrix"}
+		r := &Result{Type: "matrix", Samples: n}
 		for _, s := range v {
 			if len(s.Points) > 0 {
 				r.Series = append(r.Series, s)
@@ -147,7 +148,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
 }
 
-func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, err error) {
+func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, err error) {
 	timeout := e.Timeout
 	if timeout == 0 {
 		timeout = 2 * time.Minute
@@ -163,12 +164,8 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 		max = 50_000_000
 	}
 	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(), max: max}
-	defer func() {
-		for _, q := range ev.queriers {
-			q.Close()
-		}
-	}()
-	return ev.eval(expr)
+	v, err = ev.eval(expr)
+	return v, ev.samples, err
 }
 
 // checkCtx reports cancellation (client gone) or the timeout.

@@ -359,3 +359,10 @@ func TestRangeQuery(t *testing.T) {
 		t.Errorf("cancelled query: %v", err)
 	}
 }
+
+func TestDuplicateLabelSets(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,a,job,x": {1, 2}, "__name__,b,job,x": {3, 4}}, 10)
+	check(t, s, `rate({job="x"}[1m])`, 10, "error: execution error: vector cannot contain metrics with the same labelset")
+	check(t, s, `last_over_time({job="x"}[1m])`, 10, "vector\n{__name__=\"a\", job=\"x\"} 2\n{__name__=\"b\", job=\"x\"} 4")
+	check(t, s, `max_over_time(label_replace({job="x"}, "m", "$1", "__name__", "(.+)")[1m:10s])`, 10, "vector\n{job=\"x\", m=\"a\"} 2\n{job=\"x\", m=\"b\"} 4")
+}

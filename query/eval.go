@@ -99,7 +99,18 @@ func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
 		sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
 		return out, nil
 	case *metricsql.FuncExpr:
-		return ev.call(e)
+		v, err := ev.call(e)
+		if err != nil {
+			return nil, err
+		}
+		// Dropping __name__ can make two series one label set: Prometheus
+		// refuses that rather than merge them.
+		if vv, ok := v.(vectorValue); ok && !keepsName[e.Name] {
+			if err := ev.checkDuplicates(vv, e); err != nil {
+				return nil, err
+			}
+		}
+		return v, nil
 	case *metricsql.AggrFuncExpr:
 		return ev.aggregate(e)
 	case *metricsql.BinaryOpExpr:
