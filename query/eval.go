@@ -150,23 +150,39 @@ type loaded struct {
 // markers are kept when keepStale (instant vectors end at them) and
 // dropped otherwise (range vectors skip them, as Prometheus does).
 func (ev *evaluator) load(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool) ([]loaded, error) {
+	var out []loaded
+	err := ev.each(me, mint, maxt, keepStale, false, func(ls series.Labels, pts []Point) error {
+		out = append(out, loaded{labels: ls, pts: pts})
+		return nil
+	})
+	return out, err
+}
+
+// each calls f with every selected series that has samples in [mint,
+// maxt], in storage order. With reuse, pts is one buffer reused from
+// series to series (f must not keep it): a range function over many
+// series then needs memory for one series at a time.
+func (ev *evaluator) each(me *metricsql.MetricExpr, mint, maxt int64, keepStale, reuse bool, f func(series.Labels, []Point) error) error {
 	ms, err := matchersOf(me)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	q, err := ev.src.Querier(mint, maxt)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer q.Close()
 	set, err := q.Select(ms...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []loaded
+	var buf []Point
 	for set.Next() {
 		ls, it := set.At()
-		var pts []Point
+		pts := buf[:0]
+		if !reuse {
+			pts = nil
+		}
 		for it.Next() {
 			t, v := it.At()
 			if t < mint || t > maxt {
@@ -178,20 +194,25 @@ func (ev *evaluator) load(me *metricsql.MetricExpr, mint, maxt int64, keepStale 
 			pts = append(pts, Point{t, v})
 		}
 		if err := it.Err(); err != nil {
-			return nil, err
+			return err
+		}
+		if reuse {
+			buf = pts
 		}
 		ev.samples += len(pts)
 		if ev.samples > ev.max {
-			return nil, fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
+			return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
 		}
 		if len(pts) > 0 {
-			out = append(out, loaded{labels: ls.Copy(), pts: pts})
+			if err := f(ls.Copy(), pts); err != nil {
+				return err
+			}
 		}
 		if err := ev.checkCtx(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return out, set.Err()
+	return set.Err()
 }
 
 func matchersOf(me *metricsql.MetricExpr) ([]*series.Matcher, error) {

@@ -478,35 +478,67 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 			return nil, err
 		}
 	}
-	m, err := ev.rangeSeries(re)
-	if err != nil {
-		return nil, err
-	}
 	out := vectorValue{}
-	for _, s := range m.series {
-		ls := s.labels
+	apply := func(m *matrixArg, ls series.Labels, pts []Point) {
 		if !keepsName[e.Name] {
 			ls = dropName(ls)
 		}
 		o := ev.newSeries(ls)
 		any := false
+		lo, hi := 0, 0
 		for i := range o.v {
 			t := m.evalTime(ev, i)
-			lo, hi := window(s.pts, t-m.window, t)
-			if hi == lo {
+			// Windows only move forward: advance the bounds instead of
+			// searching for them.
+			for lo < len(pts) && pts[lo].T <= t-m.window {
+				lo++
+			}
+			for hi < len(pts) && pts[hi].T <= t {
+				hi++
+			}
+			if hi <= lo {
 				continue
 			}
 			var p float64
 			if param != nil {
 				p = param[i]
 			}
-			if v, ok := f(s.pts[lo:hi], t, m.window, p); ok {
+			if v, ok := f(pts[lo:hi], t, m.window, p); ok {
 				o.v[i], o.ok[i], any = v, true, true
 			}
 		}
 		if any {
 			out.series = append(out.series, o)
 		}
+	}
+	if me, ok := re.Expr.(*metricsql.MetricExpr); ok && re.Step == nil && re.At == nil {
+		// A plain range selector: one series at a time, straight from
+		// storage, in a reused buffer.
+		w := re.Window.Duration(ev.step)
+		if w <= 0 {
+			return nil, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, re.AppendString(nil))
+		}
+		off, _, err := ev.modifiers(re)
+		if err != nil {
+			return nil, err
+		}
+		m := &matrixArg{window: w, off: off}
+		first, last := ev.evalTimes(off, nil)
+		err = ev.each(me, first-w+1, last, false, true, func(ls series.Labels, pts []Point) error {
+			apply(m, ls, pts)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, ev.checkCtx()
+	}
+	m, err := ev.rangeSeries(re)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range m.series {
+		apply(m, s.labels, s.pts)
 	}
 	return out, ev.checkCtx()
 }
