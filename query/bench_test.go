@@ -52,3 +52,38 @@ func BenchmarkScanRate(b *testing.B) {
 	}
 	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// BenchmarkSubquerySelector: avg_over_time of a 10 s subquery of a
+// selector over 100 series x 12 h at a 1-hour step (the dashboard shape
+// that needs label_replace), in process.
+func BenchmarkSubquerySelector(b *testing.B) {
+	db, err := storage.Open(b.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	end := time.Now().Truncate(time.Hour).UnixMilli()
+	start := end - 13*3600_000
+	app := db.Appender()
+	for h := 0; h < 100; h++ {
+		ls := series.FromStrings("__name__", "x", "host", strconv.Itoa(h))
+		for t := start; t <= end; t += 10_000 {
+			app.Append(ls, t, float64(t%97))
+		}
+		if err := app.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := db.Checkpoint(); err != nil {
+		b.Fatal(err)
+	}
+	eng := &query.Engine{MaxSamples: 10_000_000}
+	q := `avg by (host) (avg_over_time(label_replace(x, "m", "$1", "__name__", "(.+)")[1h:10s]))`
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := eng.Range(context.Background(), src{db}, q, end-12*3600_000, end, 3600_000); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -265,12 +265,15 @@ func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *in
 		s := ev.newSeries(l.labels)
 		s.t = make([]int64, len(s.v))
 		any := false
+		j := -1 // the newest point at or before t; t only grows
 		for i := range s.v {
 			t := ev.ts(i) - off
 			if at != nil {
 				t = *at - off
 			}
-			j := sort.Search(len(l.pts), func(k int) bool { return l.pts[k].T > t }) - 1
+			for j+1 < len(l.pts) && l.pts[j+1].T <= t {
+				j++
+			}
 			if j < 0 || l.pts[j].T <= t-ev.lookback || series.IsStaleNaN(l.pts[j].V) {
 				continue
 			}
