@@ -22,6 +22,9 @@ type Engine struct {
 	LookbackDelta time.Duration
 	// MaxSamples bounds the samples one query may load. Default 50M.
 	MaxSamples int
+	// MaxSeries bounds the series one query may select, over all its
+	// selectors. Default 1M.
+	MaxSeries int
 	// Timeout bounds a query's evaluation. Default 2 minutes.
 	Timeout time.Duration
 }
@@ -58,14 +61,16 @@ type Result struct {
 
 // evaluation state of one query.
 type evaluator struct {
-	ctx      context.Context
-	src      Source
-	start    int64
-	end      int64
-	step     int64
-	lookback int64
-	samples  int
-	max      int
+	ctx       context.Context
+	src       Source
+	start     int64
+	end       int64
+	step      int64
+	lookback  int64
+	samples   int
+	max       int
+	nSeries   int
+	maxSeries int
 }
 
 // steps returns the number of evaluation steps.
@@ -163,7 +168,11 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	if max == 0 {
 		max = 50_000_000
 	}
-	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(), max: max}
+	maxSeries := e.MaxSeries
+	if maxSeries == 0 {
+		maxSeries = 1_000_000
+	}
+	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(), max: max, maxSeries: maxSeries}
 	v, err = ev.eval(expr)
 	return v, ev.samples, err
 }

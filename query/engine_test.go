@@ -349,6 +349,13 @@ func TestRangeQuery(t *testing.T) {
 	if _, err := eng.Range(context.Background(), s, "g", sec(0), sec(0)+11001*1000, 1000); !errors.Is(err, query.ErrBadQuery) || !strings.Contains(err.Error(), "11,000") {
 		t.Errorf("too many points: %v", err)
 	}
+	few := &query.Engine{MaxSeries: 1}
+	if _, err := few.Instant(context.Background(), s, "g", sec(150)); err != nil {
+		t.Errorf("one series under MaxSeries 1: %v", err)
+	}
+	if _, err := few.Instant(context.Background(), s, "g + g", sec(150)); !errors.Is(err, query.ErrTooLarge) || !strings.Contains(err.Error(), "more than 1 series") {
+		t.Errorf("two selections over MaxSeries 1: %v", err)
+	}
 	small := &query.Engine{MaxSamples: 3}
 	if _, err := small.Instant(context.Background(), s, "g[10m]", sec(150)); !errors.Is(err, query.ErrTooLarge) {
 		t.Errorf("over MaxSamples: %v", err)

@@ -178,6 +178,9 @@ func (ev *evaluator) each(me *metricsql.MetricExpr, mint, maxt int64, keepStale,
 	}
 	var buf []Point
 	for set.Next() {
+		if ev.nSeries++; ev.nSeries > ev.maxSeries {
+			return fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
+		}
 		ls, it := set.At()
 		pts := buf[:0]
 		if !reuse {
@@ -350,12 +353,14 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 	if (innerEnd-innerStart)/sub > 1_000_000 {
 		return nil, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, e.AppendString(nil))
 	}
-	inner := &evaluator{ctx: ev.ctx, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback, max: ev.max - ev.samples}
+	inner := &evaluator{ctx: ev.ctx, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback,
+		max: ev.max - ev.samples, maxSeries: ev.maxSeries - ev.nSeries}
 	v, err := inner.eval(e.Expr)
 	if err != nil {
 		return nil, err
 	}
 	ev.samples += inner.samples
+	ev.nSeries += inner.nSeries
 	switch v := v.(type) {
 	case vectorValue:
 		for _, s := range v.series {

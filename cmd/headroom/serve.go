@@ -62,6 +62,7 @@ type serveConfig struct {
 	queueTimeout    time.Duration
 	queryTimeout    time.Duration
 	queryMaxSamples int
+	queryMaxSeries  int
 	lookback        time.Duration
 	logLevel        string
 	pprof           bool
@@ -90,6 +91,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.queueTimeout, "write-queue-timeout", 5*time.Second, "how long a write request may wait for a slot before 429 / ResourceExhausted")
 	fs.DurationVar(&c.queryTimeout, "query-timeout", 2*time.Minute, "longest a PromQL query may evaluate (a request's timeout parameter may ask for less)")
 	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 50_000_000, "samples one query may load into memory (about 16 bytes each); over it: 422 execution / ResourceExhausted")
+	fs.IntVar(&c.queryMaxSeries, "query-max-series", 1_000_000, "series one query may select, all its selectors together; over it: 422 execution / ResourceExhausted")
 	fs.DurationVar(&c.lookback, "query-lookback-delta", 5*time.Minute, "how far back an instant vector looks for a sample (Prometheus's default)")
 	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
@@ -125,8 +127,8 @@ func (c *serveConfig) validate() error {
 			return fmt.Errorf("--%s %d: want at least 1", l.name, l.v)
 		}
 	}
-	if c.queryTimeout <= 0 || c.queryMaxSamples < 1 || c.lookback <= 0 {
-		return errors.New("--query-timeout, --query-max-samples and --query-lookback-delta must be positive")
+	if c.queryTimeout <= 0 || c.queryMaxSamples < 1 || c.queryMaxSeries < 1 || c.lookback <= 0 {
+		return errors.New("--query-timeout, --query-max-samples, --query-max-series and --query-lookback-delta must be positive")
 	}
 	if c.maxConcurrent < 1 {
 		return fmt.Errorf("--max-concurrent-writes %d: want at least 1", c.maxConcurrent)
@@ -291,7 +293,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		}
 	}
 	otlp.Register(s.grpc)
-	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, Timeout: cfg.queryTimeout}
+	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout}
 	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
