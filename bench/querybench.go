@@ -195,6 +195,11 @@ func (s benchSource) Querier(mint, maxt int64) (query.Querier, error) {
 
 type benchQuerier struct{ *storage.Querier }
 
+func (q benchQuerier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.SelectShard(shard, shards, ms...)
+	return benchSet{set}, err
+}
+
 func (q benchQuerier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
 	set, err := q.Querier.Select(ms...)
 	return benchSet{set}, err

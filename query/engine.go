@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -25,6 +27,9 @@ type Engine struct {
 	// MaxSeries bounds the series one query may select, over all its
 	// selectors. Default 1M.
 	MaxSeries int
+	// Parallelism is how many goroutines evaluate a range function's
+	// series when the source can split a selection. Default GOMAXPROCS.
+	Parallelism int
 	// Timeout bounds a query's evaluation. Default 2 minutes.
 	Timeout time.Duration
 }
@@ -67,11 +72,15 @@ type evaluator struct {
 	end       int64
 	step      int64
 	lookback  int64
-	samples   int
+	// The counts of what the query loaded are shared with the workers
+	// of parallel selections and with subqueries' evaluators.
+	counts    *counts
 	max       int
-	nSeries   int
 	maxSeries int
+	workers   int
 }
+
+type counts struct{ samples, series atomic.Int64 }
 
 // steps returns the number of evaluation steps.
 func (ev *evaluator) steps() int { return int((ev.end-ev.start)/ev.step) + 1 }
@@ -172,9 +181,14 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	if maxSeries == 0 {
 		maxSeries = 1_000_000
 	}
-	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(), max: max, maxSeries: maxSeries}
+	workers := e.Parallelism
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
+		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}}
 	v, err = ev.eval(expr)
-	return v, ev.samples, err
+	return v, int(ev.counts.samples.Load()), err
 }
 
 // checkCtx reports cancellation (client gone) or the timeout.

@@ -25,6 +25,11 @@ func (s src) Querier(mint, maxt int64) (query.Querier, error) {
 
 type querier struct{ *storage.Querier }
 
+func (q querier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.SelectShard(shard, shards, ms...)
+	return seriesSet{set}, err
+}
+
 func (q querier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
 	set, err := q.Querier.Select(ms...)
 	return seriesSet{set}, err
@@ -372,4 +377,35 @@ func TestDuplicateLabelSets(t *testing.T) {
 	check(t, s, `rate({job="x"}[1m])`, 10, "error: execution error: vector cannot contain metrics with the same labelset")
 	check(t, s, `last_over_time({job="x"}[1m])`, 10, "vector\n{__name__=\"a\", job=\"x\"} 2\n{__name__=\"b\", job=\"x\"} 4")
 	check(t, s, `max_over_time(label_replace({job="x"}, "m", "$1", "__name__", "(.+)")[1m:10s])`, 10, "vector\n{job=\"x\", m=\"a\"} 2\n{job=\"x\", m=\"b\"} 4")
+}
+
+// Range functions read a selection in parallel shards: the answer must be
+// the one a single goroutine gives.
+func TestParallelEqualsSequential(t *testing.T) {
+	data := map[string][]float64{}
+	for i := 0; i < 37; i++ {
+		var vs []float64
+		for j := 0; j < 50; j++ {
+			vs = append(vs, float64((i*j)%13))
+		}
+		data[fmt.Sprintf("__name__,c,i,%d", i)] = vs
+	}
+	s := load(t, data, 15)
+	for _, q := range []string{"sum(rate(c[2m]))", "max_over_time(c[1m])", "count_over_time(c[5m])"} {
+		var got [2]string
+		for k, par := range []int{1, 4} {
+			e := &query.Engine{Parallelism: par}
+			r, err := e.Range(context.Background(), s, q, sec(60), sec(700), 30_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[k] = render(r)
+			if r.Samples == 0 {
+				t.Fatalf("%s: no samples counted", q)
+			}
+		}
+		if got[0] != got[1] {
+			t.Errorf("%s: parallel answer differs:\n%s\nvs\n%s", q, got[1], got[0])
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -163,6 +164,14 @@ func (ev *evaluator) load(me *metricsql.MetricExpr, mint, maxt int64, keepStale 
 // series to series (f must not keep it): a range function over many
 // series then needs memory for one series at a time.
 func (ev *evaluator) each(me *metricsql.MetricExpr, mint, maxt int64, keepStale, reuse bool, f func(series.Labels, []Point) error) error {
+	return ev.eachShard(me, mint, maxt, keepStale, reuse, 0, 1, f)
+}
+
+// errNoShards: the source cannot split a selection.
+var errNoShards = errors.New("source cannot split a selection")
+
+// eachShard is each over the shard-th of shards parts of the selection.
+func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point) error) error {
 	ms, err := matchersOf(me)
 	if err != nil {
 		return err
@@ -172,13 +181,20 @@ func (ev *evaluator) each(me *metricsql.MetricExpr, mint, maxt int64, keepStale,
 		return err
 	}
 	defer q.Close()
-	set, err := q.Select(ms...)
+	var set SeriesSet
+	if shards == 1 {
+		set, err = q.Select(ms...)
+	} else if sq, ok := q.(ShardedQuerier); ok {
+		set, err = sq.SelectShard(shard, shards, ms...)
+	} else {
+		return errNoShards
+	}
 	if err != nil {
 		return err
 	}
 	var buf []Point
 	for set.Next() {
-		if ev.nSeries++; ev.nSeries > ev.maxSeries {
+		if ev.counts.series.Add(1) > int64(ev.maxSeries) {
 			return fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
 		}
 		ls, it := set.At()
@@ -202,8 +218,7 @@ func (ev *evaluator) each(me *metricsql.MetricExpr, mint, maxt int64, keepStale,
 		if reuse {
 			buf = pts
 		}
-		ev.samples += len(pts)
-		if ev.samples > ev.max {
+		if ev.counts.samples.Add(int64(len(pts))) > int64(ev.max) {
 			return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
 		}
 		if len(pts) > 0 {
@@ -354,13 +369,11 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 		return nil, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, e.AppendString(nil))
 	}
 	inner := &evaluator{ctx: ev.ctx, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback,
-		max: ev.max - ev.samples, maxSeries: ev.maxSeries - ev.nSeries}
+		max: ev.max, maxSeries: ev.maxSeries, workers: ev.workers, counts: ev.counts}
 	v, err := inner.eval(e.Expr)
 	if err != nil {
 		return nil, err
 	}
-	ev.samples += inner.samples
-	ev.nSeries += inner.nSeries
 	switch v := v.(type) {
 	case vectorValue:
 		for _, s := range v.series {

@@ -1,11 +1,13 @@
 package query
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -479,7 +481,8 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 	}
 	out := vectorValue{}
-	apply := func(m *matrixArg, ls series.Labels, pts []Point) {
+	// apply computes the function over one series' points at every step.
+	apply := func(m *matrixArg, ls series.Labels, pts []Point) *vecSeries {
 		if !keepsName[e.Name] {
 			ls = dropName(ls)
 		}
@@ -507,13 +510,15 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 				o.v[i], o.ok[i], any = v, true, true
 			}
 		}
-		if any {
-			out.series = append(out.series, o)
+		if !any {
+			return nil
 		}
+		return o
 	}
 	if me, ok := re.Expr.(*metricsql.MetricExpr); ok && re.Step == nil && re.At == nil {
-		// A plain range selector: one series at a time, straight from
-		// storage, in a reused buffer.
+		// A plain range selector: series straight from storage into a
+		// reused buffer, in parallel when the source can split the
+		// selection.
 		w := re.Window.Duration(ev.step)
 		if w <= 0 {
 			return nil, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, re.AppendString(nil))
@@ -524,12 +529,40 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		m := &matrixArg{window: w, off: off}
 		first, last := ev.evalTimes(off, nil)
-		err = ev.each(me, first-w+1, last, false, true, func(ls series.Labels, pts []Point) error {
-			apply(m, ls, pts)
-			return nil
-		})
-		if err != nil {
-			return nil, err
+		shards := max(ev.workers, 1)
+		parts := make([][]*vecSeries, shards)
+		errs := make([]error, shards)
+		run := func(k, n int) {
+			errs[k] = ev.eachShard(me, first-w+1, last, false, true, k, n, func(ls series.Labels, pts []Point) error {
+				if o := apply(m, ls, pts); o != nil {
+					parts[k] = append(parts[k], o)
+				}
+				return nil
+			})
+		}
+		if shards > 1 {
+			var wg sync.WaitGroup
+			for k := 0; k < shards; k++ {
+				wg.Add(1)
+				go func(k int) {
+					defer wg.Done()
+					run(k, shards)
+				}(k)
+			}
+			wg.Wait()
+			if errors.Is(errs[0], errNoShards) {
+				shards, parts, errs = 1, parts[:1], errs[:1]
+				parts[0] = nil
+				run(0, 1)
+			}
+		} else {
+			run(0, 1)
+		}
+		for k := 0; k < shards; k++ {
+			if errs[k] != nil {
+				return nil, errs[k]
+			}
+			out.series = append(out.series, parts[k]...)
 		}
 		return out, ev.checkCtx()
 	}
@@ -538,7 +571,9 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		return nil, err
 	}
 	for _, s := range m.series {
-		apply(m, s.labels, s.pts)
+		if o := apply(m, s.labels, s.pts); o != nil {
+			out.series = append(out.series, o)
+		}
 	}
 	return out, ev.checkCtx()
 }

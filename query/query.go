@@ -34,6 +34,12 @@ type Querier interface {
 	Close() error
 }
 
+// ShardedQuerier is a Querier that can split a selection into parts read
+// in parallel, each through its own Querier.
+type ShardedQuerier interface {
+	SelectShard(shard, shards int, ms ...*series.Matcher) (SeriesSet, error)
+}
+
 // SeriesSet iterates selected series.
 type SeriesSet interface {
 	Next() bool

@@ -90,3 +90,38 @@ func TestActiveSeriesLimits(t *testing.T) {
 		t.Errorf("OnCommit saw %d successful commits, want 11", commits.Load())
 	}
 }
+
+func TestSelectShard(t *testing.T) {
+	c := &clock{now: day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	for i := 0; i < 10; i++ {
+		mustAppend(t, db, series.FromStrings("__name__", "x", "i", fmt.Sprint(i)), series.Sample{T: ms(c.now) - 1000, V: 1})
+	}
+	q, err := db.Querier(0, MaxTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	seen := map[string]int{}
+	for k := 0; k < 3; k++ {
+		set, err := q.SelectShard(k, 3, series.MustMatcher(series.MatchEqual, "__name__", "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for set.Next() {
+			seen[set.At().Labels.String()]++
+		}
+	}
+	if len(seen) != 10 {
+		t.Fatalf("shards covered %d series, want 10", len(seen))
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s in %d shards", k, n)
+		}
+	}
+	if _, err := q.SelectShard(3, 3, series.MustMatcher(series.MatchEqual, "__name__", "x")); !errors.Is(err, series.ErrInvalid) {
+		t.Errorf("shard 3 of 3: %v", err)
+	}
+}

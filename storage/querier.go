@@ -156,6 +156,27 @@ func (q *Querier) Select(ms ...*series.Matcher) (*SeriesSet, error) {
 	return &SeriesSet{q: q, ids: ids}, nil
 }
 
+// SelectShard is Select restricted to the shard-th of shards parts of the
+// selection (by position in ID order): several goroutines, each with its
+// own Querier, read one selection in parallel.
+func (q *Querier) SelectShard(shard, shards int, ms ...*series.Matcher) (*SeriesSet, error) {
+	if shards < 1 || shard < 0 || shard >= shards {
+		return nil, fmt.Errorf("%w: shard %d of %d", series.ErrInvalid, shard, shards)
+	}
+	set, err := q.Select(ms...)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for i, id := range set.ids {
+		if i%shards == shard {
+			ids = append(ids, id)
+		}
+	}
+	set.ids = ids
+	return set, nil
+}
+
 // load gathers one series' chunks from Pebble and the head; nil if it has
 // no sample in the range.
 func (q *Querier) load(id uint64) (*Series, error) {

@@ -359,6 +359,11 @@ func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
 
 type storageQuerier struct{ *storage.Querier }
 
+func (q storageQuerier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.SelectShard(shard, shards, ms...)
+	return storageSeriesSet{set}, err
+}
+
 func (q storageQuerier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
 	set, err := q.Querier.Select(ms...)
 	return storageSeriesSet{set}, err

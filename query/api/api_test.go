@@ -27,6 +27,11 @@ func (s source) Querier(mint, maxt int64) (query.Querier, error) {
 
 type querier struct{ *storage.Querier }
 
+func (q querier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
+	set, err := q.Querier.SelectShard(shard, shards, ms...)
+	return seriesSet{set}, err
+}
+
 func (q querier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
 	set, err := q.Querier.Select(ms...)
 	return seriesSet{set}, err
