@@ -66,12 +66,12 @@ type Result struct {
 
 // evaluation state of one query.
 type evaluator struct {
-	ctx       context.Context
-	src       Source
-	start     int64
-	end       int64
-	step      int64
-	lookback  int64
+	ctx      context.Context
+	src      Source
+	start    int64
+	end      int64
+	step     int64
+	lookback int64
 	// The counts of what the query loaded are shared with the workers
 	// of parallel selections and with subqueries' evaluators.
 	counts    *counts
