@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,4 +237,77 @@ func TestQueryTooLarge(t *testing.T) {
 	if code != http.StatusUnprocessableEntity || !strings.Contains(body, `"errorType":"execution"`) || !strings.Contains(body, "too many samples") {
 		t.Errorf("over the sample limit: %d %s, want 422 execution", code, body)
 	}
+}
+
+// blockingSource holds the first Querier call until released, so that a
+// test can disconnect the client while the query runs.
+type blockingSource struct {
+	query.Source
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingSource) Querier(mint, maxt int64) (query.Querier, error) {
+	b.once.Do(func() { close(b.started) })
+	<-b.release
+	return b.Source.Querier(mint, maxt)
+}
+
+// A query stops when its client disconnects: the handler ends with
+// Prometheus's "canceled" (499) instead of running to the end.
+func TestQueryCancelledWithClient(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	app := db.Appender()
+	app.Append(series.FromStrings("__name__", "x"), time.Now().UnixMilli(), 1)
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	src := &blockingSource{Source: source{db}, started: make(chan struct{}), release: make(chan struct{})}
+	codes := make(chan int, 1)
+	reqCtx := make(chan context.Context, 1)
+	mux := http.NewServeMux()
+	api.New(src, "", nil).Register(mux, func(_ string, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			reqCtx <- r.Context()
+			rec := &statusRecorder{ResponseWriter: w}
+			h.ServeHTTP(rec, r)
+			codes <- rec.code
+		})
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/api/v1/query?query=x", nil)
+	go http.DefaultClient.Do(req)
+	<-src.started
+	cancel()
+	select { // the server sees the disconnect
+	case <-(<-reqCtx).Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not notice the client leaving")
+	}
+	close(src.release)
+	select {
+	case code := <-codes:
+		if code != 499 {
+			t.Errorf("status %d after the client left, want 499 (canceled)", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the query did not end after its client left")
+	}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
 }
