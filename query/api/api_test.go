@@ -108,6 +108,9 @@ func TestAPI(t *testing.T) {
 			`{"status":"success","data":[{"__name__":"http_requests_total","code":"200","job":"api"},{"__name__":"up","instance":"a:9100","job":"node"},{"__name__":"up","instance":"b:9100","job":"node"}]}`},
 		{"/api/v1/series?match[]=up&start=1&end=2", 200, `{"status":"success","data":[]}`},
 		{"/api/v1/metadata", 200, `{"status":"success","data":{}}`},
+		{"/api/v1/query_exemplars?query=up", 200, `{"status":"success","data":[]}`},
+		{"/api/v1/rules", 200, `{"status":"success","data":{"groups":[]}}`},
+		{"/api/v1/alerts", 200, `{"status":"success","data":{"alerts":[]}}`},
 		// Errors: Prometheus's envelope, status codes and error types.
 		{"/api/v1/series", 400, `{"status":"error","errorType":"bad_data","error":"no match[] parameter provided"}`},
 		{"/api/v1/series?match[]=up{", 400, ``},
