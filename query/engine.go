@@ -41,11 +41,9 @@ var (
 	ErrExec     = errors.New("execution error")
 )
 
-// Point is one sample of a result.
-type Point struct {
-	T int64
-	V float64
-}
+// Point is one sample of a result (the storage vocabulary's sample, so
+// that a scan fills query buffers straight from the chunks).
+type Point = series.Sample
 
 // Series is one series of a result.
 type Series struct {
@@ -110,7 +108,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	case scalarValue:
 		pts := make([]Point, len(v))
 		for i, f := range v {
-			pts[i] = Point{start + int64(i)*step, f}
+			pts[i] = Point{T: start + int64(i)*step, V: f}
 		}
 		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n}, nil
 	case vectorValue:
@@ -135,14 +133,14 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	}
 	switch v := v.(type) {
 	case scalarValue:
-		return &Result{Type: "scalar", Scalar: Point{t, v[0]}, Samples: n}, nil
+		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n}, nil
 	case stringValue:
 		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n}, nil
 	case vectorValue:
 		r := &Result{Type: "vector", Samples: n}
 		for _, s := range v.series {
 			if s.ok[0] {
-				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{t, s.v[0]}}})
+				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{T: t, V: s.v[0]}}})
 			}
 		}
 		// Ordered by labels, for stable answers, unless the query sorts.

@@ -39,7 +39,7 @@ func (v vectorValue) matrix(start, step int64) []Series {
 		var pts []Point
 		for i, ok := range s.ok {
 			if ok {
-				pts = append(pts, Point{start + int64(i)*step, s.v[i]})
+				pts = append(pts, Point{T: start + int64(i)*step, V: s.v[i]})
 			}
 		}
 		if len(pts) > 0 {
@@ -202,15 +202,30 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 		if !reuse {
 			pts = nil
 		}
-		for it.Next() {
-			t, v := it.At()
-			if t < mint || t > maxt {
-				continue
+		if sa, ok := it.(series.SampleAppender); ok {
+			// One call per series, then the range and stale filters in
+			// place.
+			n := len(pts)
+			pts = sa.AppendSamples(pts)
+			kept := pts[:n]
+			for _, p := range pts[n:] {
+				if p.T < mint || p.T > maxt || (!keepStale && series.IsStaleNaN(p.V)) {
+					continue
+				}
+				kept = append(kept, p)
 			}
-			if !keepStale && series.IsStaleNaN(v) {
-				continue
+			pts = kept
+		} else {
+			for it.Next() {
+				t, v := it.At()
+				if t < mint || t > maxt {
+					continue
+				}
+				if !keepStale && series.IsStaleNaN(v) {
+					continue
+				}
+				pts = append(pts, Point{T: t, V: v})
 			}
-			pts = append(pts, Point{t, v})
 		}
 		if err := it.Err(); err != nil {
 			return err
@@ -380,7 +395,7 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 			l := loaded{labels: s.labels}
 			for i, ok := range s.ok {
 				if ok {
-					l.pts = append(l.pts, Point{inner.ts(i), s.v[i]})
+					l.pts = append(l.pts, Point{T: inner.ts(i), V: s.v[i]})
 				}
 			}
 			m.series = append(m.series, l)
@@ -388,7 +403,7 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 	case scalarValue:
 		l := loaded{labels: series.Labels{}}
 		for i, f := range v {
-			l.pts = append(l.pts, Point{inner.ts(i), f})
+			l.pts = append(l.pts, Point{T: inner.ts(i), V: f})
 		}
 		m.series = append(m.series, l)
 	default:

@@ -211,5 +211,51 @@ func (c *clipIter) Seek(t int64) bool {
 	return c.check(c.it.Seek(t))
 }
 
+// AppendSamples is series.SampleAppender: over a chain of chunks (one
+// source, the usual case) it decodes chunk by chunk in a tight loop.
+func (c *clipIter) AppendSamples(dst []series.Sample) []series.Sample {
+	ch, ok := c.it.(*chainIter)
+	if !ok || c.started {
+		for c.Next() {
+			t, v := c.At()
+			dst = append(dst, series.Sample{T: t, V: v})
+		}
+		return dst
+	}
+	c.started, c.done = true, true
+	return ch.appendRange(dst, c.mint, c.maxt)
+}
+
+// appendRange appends the samples in [mint, maxt] of every chunk, from
+// the first, and exhausts the iterator.
+func (c *chainIter) appendRange(dst []series.Sample, mint, maxt int64) []series.Sample {
+	defer func() { c.i = len(c.chunks) }()
+	for i := range c.chunks {
+		ck := &c.chunks[i]
+		if ck.maxT < mint {
+			continue
+		}
+		if ck.minT > maxt {
+			break
+		}
+		c.cur.Reset(ck.b)
+		for c.cur.Next() {
+			t, v := c.cur.At()
+			if t < mint {
+				continue
+			}
+			if t > maxt {
+				return dst
+			}
+			dst = append(dst, series.Sample{T: t, V: v})
+		}
+		if err := c.cur.Err(); err != nil {
+			c.err = err
+			return dst
+		}
+	}
+	return dst
+}
+
 func (c *clipIter) At() (int64, float64) { return c.it.At() }
 func (c *clipIter) Err() error           { return c.it.Err() }

@@ -125,3 +125,68 @@ func TestSelectShard(t *testing.T) {
 		t.Errorf("shard 3 of 3: %v", err)
 	}
 }
+
+// AppendSamples must give what Next/At give, for chained chunks, merged
+// sources (head over stored, late samples) and clipped ranges alike.
+func TestAppendSamplesMatchesNext(t *testing.T) {
+	c := &clock{now: day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	base := ms(c.now) - 3*86400_000
+	ls := func(i int) series.Labels { return series.FromStrings("__name__", "x", "i", fmt.Sprint(i)) }
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 4; i++ {
+			var ss []series.Sample
+			for k := 0; k < 300; k++ {
+				ss = append(ss, series.Sample{T: base + int64(round*300+k)*60_000, V: float64(k + i)})
+			}
+			mustAppend(t, db, ls(i), ss...)
+		}
+		if round == 1 {
+			// Late samples into stored data, and a checkpoint in between.
+			mustAppend(t, db, ls(0), series.Sample{T: base + 30_000, V: -1})
+		}
+		if round < 2 {
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mustAppend(t, db, ls(1), series.Sample{T: base + 90_000, V: -2}) // pending late sample
+	for _, r := range [][2]int64{{0, MaxTime}, {base + 100*60_000, base + 700*60_000}, {base + 30_000, base + 30_000}} {
+		collect := func(appendAll bool) map[string][]series.Sample {
+			q, err := db.Querier(r[0], r[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			set, err := q.Select(series.MustMatcher(series.MatchEqual, "__name__", "x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string][]series.Sample{}
+			for set.Next() {
+				s := set.At()
+				it := s.Iterator()
+				var got []series.Sample
+				if appendAll {
+					got = it.(series.SampleAppender).AppendSamples(nil)
+				} else {
+					for it.Next() {
+						t, v := it.At()
+						got = append(got, series.Sample{T: t, V: v})
+					}
+				}
+				if err := it.Err(); err != nil {
+					t.Fatal(err)
+				}
+				out[s.Labels.String()] = got
+			}
+			return out
+		}
+		a, b := collect(true), collect(false)
+		if fmt.Sprint(a) != fmt.Sprint(b) || len(b) == 0 {
+			t.Errorf("range %v: AppendSamples and Next disagree (%d vs %d series)", r, len(a), len(b))
+		}
+	}
+}

@@ -203,6 +203,15 @@ func ValidLabelName(s string) bool {
 }
 
 // Sample is one point of a series.
+// SampleAppender is an Iterator that can hand over all its remaining
+// samples in one call: a scan then pays a call per chunk instead of a
+// chain of interface calls per sample.
+type SampleAppender interface {
+	// AppendSamples appends the remaining samples to dst and exhausts
+	// the iterator; Err reports a failure.
+	AppendSamples(dst []Sample) []Sample
+}
+
 type Sample struct {
 	T int64 // milliseconds since the Unix epoch
 	V float64
