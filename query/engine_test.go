@@ -391,7 +391,7 @@ func TestParallelEqualsSequential(t *testing.T) {
 		data[fmt.Sprintf("__name__,c,i,%d", i)] = vs
 	}
 	s := load(t, data, 15)
-	for _, q := range []string{"sum(rate(c[2m]))", "max_over_time(c[1m])", "count_over_time(c[5m])"} {
+	for _, q := range []string{"sum(rate(c[2m]))", "max_over_time(c[1m])", "count_over_time(c[5m])", "c", "max_over_time(c[1m:15s])", "timestamp(c)"} {
 		var got [2]string
 		for k, par := range []int{1, 4} {
 			e := &query.Engine{Parallelism: par}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/VictoriaMetrics/metricsql"
 
@@ -289,13 +290,8 @@ func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
 // sample in (t - lookback, t], unless it is a stale marker.
 func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
-	ls, err := ev.load(me, first-ev.lookback+1, last, true)
-	if err != nil {
-		return nil, err
-	}
-	out := vectorValue{}
-	for _, l := range ls {
-		s := ev.newSeries(l.labels)
+	res, err := ev.parallelEach(me, first-ev.lookback+1, last, true, func(ls series.Labels, pts []Point) *vecSeries {
+		s := ev.newSeries(ls)
 		s.t = make([]int64, len(s.v))
 		any := false
 		j := -1 // the newest point at or before t; t only grows
@@ -304,19 +300,64 @@ func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *in
 			if at != nil {
 				t = *at - off
 			}
-			for j+1 < len(l.pts) && l.pts[j+1].T <= t {
+			for j+1 < len(pts) && pts[j+1].T <= t {
 				j++
 			}
-			if j < 0 || l.pts[j].T <= t-ev.lookback || series.IsStaleNaN(l.pts[j].V) {
+			if j < 0 || pts[j].T <= t-ev.lookback || series.IsStaleNaN(pts[j].V) {
 				continue
 			}
-			s.v[i], s.ok[i], s.t[i], any = l.pts[j].V, true, l.pts[j].T, true
+			s.v[i], s.ok[i], s.t[i], any = pts[j].V, true, pts[j].T, true
 		}
-		if any {
-			out.series = append(out.series, s)
+		if !any {
+			return nil
 		}
+		return s
+	})
+	return vectorValue{series: res}, err
+}
+
+// parallelEach calls f for every selected series, reading the selection
+// in ev.workers shards in parallel (each with its own Querier and reused
+// buffer; one shard when the source cannot split), and returns the
+// non-nil results in shard order. f must not keep pts.
+func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool, f func(series.Labels, []Point) *vecSeries) ([]*vecSeries, error) {
+	shards := max(ev.workers, 1)
+	parts := make([][]*vecSeries, shards)
+	errs := make([]error, shards)
+	run := func(k, n int) {
+		errs[k] = ev.eachShard(me, mint, maxt, keepStale, true, k, n, func(ls series.Labels, pts []Point) error {
+			if o := f(ls, pts); o != nil {
+				parts[k] = append(parts[k], o)
+			}
+			return nil
+		})
 	}
-	return out, nil
+	if shards > 1 {
+		var wg sync.WaitGroup
+		for k := 0; k < shards; k++ {
+			wg.Add(1)
+			go func(k int) {
+				defer wg.Done()
+				run(k, shards)
+			}(k)
+		}
+		wg.Wait()
+		if errors.Is(errs[0], errNoShards) {
+			shards, parts, errs = 1, parts[:1], errs[:1]
+			parts[0] = nil
+			run(0, 1)
+		}
+	} else {
+		run(0, 1)
+	}
+	var out []*vecSeries
+	for k := 0; k < shards; k++ {
+		if errs[k] != nil {
+			return nil, errs[k]
+		}
+		out = append(out, parts[k]...)
+	}
+	return out, ev.checkCtx()
 }
 
 // window returns the indexes [lo, hi) of the points in (from, to].

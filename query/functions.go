@@ -1,13 +1,11 @@
 package query
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -529,41 +527,13 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		m := &matrixArg{window: w, off: off}
 		first, last := ev.evalTimes(off, nil)
-		shards := max(ev.workers, 1)
-		parts := make([][]*vecSeries, shards)
-		errs := make([]error, shards)
-		run := func(k, n int) {
-			errs[k] = ev.eachShard(me, first-w+1, last, false, true, k, n, func(ls series.Labels, pts []Point) error {
-				if o := apply(m, ls, pts); o != nil {
-					parts[k] = append(parts[k], o)
-				}
-				return nil
-			})
+		res, err := ev.parallelEach(me, first-w+1, last, false, func(ls series.Labels, pts []Point) *vecSeries {
+			return apply(m, ls, pts)
+		})
+		if err != nil {
+			return nil, err
 		}
-		if shards > 1 {
-			var wg sync.WaitGroup
-			for k := 0; k < shards; k++ {
-				wg.Add(1)
-				go func(k int) {
-					defer wg.Done()
-					run(k, shards)
-				}(k)
-			}
-			wg.Wait()
-			if errors.Is(errs[0], errNoShards) {
-				shards, parts, errs = 1, parts[:1], errs[:1]
-				parts[0] = nil
-				run(0, 1)
-			}
-		} else {
-			run(0, 1)
-		}
-		for k := 0; k < shards; k++ {
-			if errs[k] != nil {
-				return nil, errs[k]
-			}
-			out.series = append(out.series, parts[k]...)
-		}
+		out.series = res
 		return out, ev.checkCtx()
 	}
 	m, err := ev.rangeSeries(re)
