@@ -212,25 +212,5 @@ func scanSpeed(dir string, end time.Time) {
 type benchSource struct{ db *storage.DB }
 
 func (s benchSource) Querier(mint, maxt int64) (query.Querier, error) {
-	q, err := s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
-	return benchQuerier{q}, err
-}
-
-type benchQuerier struct{ *storage.Querier }
-
-func (q benchQuerier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
-	set, err := q.Querier.SelectShard(shard, shards, ms...)
-	return benchSet{set}, err
-}
-
-func (q benchQuerier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
-	set, err := q.Querier.Select(ms...)
-	return benchSet{set}, err
-}
-
-type benchSet struct{ *storage.SeriesSet }
-
-func (s benchSet) At() (series.Labels, series.Iterator) {
-	x := s.SeriesSet.At()
-	return x.Labels, x.Iterator()
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }

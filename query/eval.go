@@ -184,9 +184,9 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 	defer q.Close()
 	var set SeriesSet
 	if shards == 1 {
-		set, err = q.Select(ms...)
+		set, err = q.Series(ms...)
 	} else if sq, ok := q.(ShardedQuerier); ok {
-		set, err = sq.SelectShard(shard, shards, ms...)
+		set, err = sq.SeriesShard(shard, shards, ms...)
 	} else {
 		return errNoShards
 	}

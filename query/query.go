@@ -28,24 +28,21 @@ type Querier interface {
 	// series the matchers select or of all series when there are none.
 	LabelNames(ms ...*series.Matcher) ([]string, error)
 	LabelValues(name string, ms ...*series.Matcher) ([]string, error)
-	// Select returns the series the matchers select with their samples in
-	// the querier's range.
-	Select(ms ...*series.Matcher) (SeriesSet, error)
+	// Series returns the series the matchers select with their samples
+	// in the querier's range.
+	Series(ms ...*series.Matcher) (SeriesSet, error)
 	Close() error
 }
 
 // ShardedQuerier is a Querier that can split a selection into parts read
 // in parallel, each through its own Querier.
 type ShardedQuerier interface {
-	SelectShard(shard, shards int, ms ...*series.Matcher) (SeriesSet, error)
+	SeriesShard(shard, shards int, ms ...*series.Matcher) (SeriesSet, error)
 }
 
-// SeriesSet iterates selected series.
-type SeriesSet interface {
-	Next() bool
-	At() (series.Labels, series.Iterator)
-	Err() error
-}
+// SeriesSet iterates selected series (the storage vocabulary's, so that
+// the engine's queriers satisfy Querier without adapters).
+type SeriesSet = series.Set
 
 // ErrBadQuery marks a query or selector that does not parse or that uses
 // syntax PromQL does not have.

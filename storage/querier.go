@@ -177,6 +177,32 @@ func (q *Querier) SelectShard(shard, shards int, ms ...*series.Matcher) (*Series
 	return set, nil
 }
 
+// Series is Select as a series.Set, the shape the query engine reads.
+func (q *Querier) Series(ms ...*series.Matcher) (series.Set, error) {
+	set, err := q.Select(ms...)
+	if err != nil {
+		return nil, err
+	}
+	return setView{set}, nil
+}
+
+// SeriesShard is SelectShard as a series.Set.
+func (q *Querier) SeriesShard(shard, shards int, ms ...*series.Matcher) (series.Set, error) {
+	set, err := q.SelectShard(shard, shards, ms...)
+	if err != nil {
+		return nil, err
+	}
+	return setView{set}, nil
+}
+
+// setView shows a SeriesSet as a series.Set.
+type setView struct{ *SeriesSet }
+
+func (v setView) At() (series.Labels, series.Iterator) {
+	s := v.SeriesSet.At()
+	return s.Labels, s.Iterator()
+}
+
 // load gathers one series' chunks from Pebble and the head; nil if it has
 // no sample in the range.
 func (q *Querier) load(id uint64) (*Series, error) {

@@ -37,7 +37,6 @@ import (
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
-	"github.com/headroomdb/headroom/storage/series"
 )
 
 // serveConfig is every option of `headroom serve`; each is a flag and a
@@ -353,27 +352,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 type querySource struct{ db *storage.DB }
 
 func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
-	q, err := s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
-	return storageQuerier{q}, err
-}
-
-type storageQuerier struct{ *storage.Querier }
-
-func (q storageQuerier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
-	set, err := q.Querier.SelectShard(shard, shards, ms...)
-	return storageSeriesSet{set}, err
-}
-
-func (q storageQuerier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
-	set, err := q.Querier.Select(ms...)
-	return storageSeriesSet{set}, err
-}
-
-type storageSeriesSet struct{ *storage.SeriesSet }
-
-func (s storageSeriesSet) At() (series.Labels, series.Iterator) {
-	x := s.SeriesSet.At()
-	return x.Labels, x.Iterator()
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
 
 func tsdbStatus(st storage.HeadStats) api.TSDBStatus {

@@ -23,27 +23,7 @@ import (
 type source struct{ db *storage.DB }
 
 func (s source) Querier(mint, maxt int64) (query.Querier, error) {
-	q, err := s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
-	return querier{q}, err
-}
-
-type querier struct{ *storage.Querier }
-
-func (q querier) SelectShard(shard, shards int, ms ...*series.Matcher) (query.SeriesSet, error) {
-	set, err := q.Querier.SelectShard(shard, shards, ms...)
-	return seriesSet{set}, err
-}
-
-func (q querier) Select(ms ...*series.Matcher) (query.SeriesSet, error) {
-	set, err := q.Querier.Select(ms...)
-	return seriesSet{set}, err
-}
-
-type seriesSet struct{ *storage.SeriesSet }
-
-func (s seriesSet) At() (series.Labels, series.Iterator) {
-	x := s.SeriesSet.At()
-	return x.Labels, x.Iterator()
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
 
 func setup(t *testing.T) *httptest.Server {

@@ -203,6 +203,14 @@ func ValidLabelName(s string) bool {
 }
 
 // Sample is one point of a series.
+// Set iterates selected series: what a reader (the query engine) sees of
+// a selection.
+type Set interface {
+	Next() bool
+	At() (Labels, Iterator)
+	Err() error
+}
+
 // SampleAppender is an Iterator that can hand over all its remaining
 // samples in one call: a scan then pays a call per chunk instead of a
 // chain of interface calls per sample.
