@@ -44,6 +44,17 @@ func (g *Gate) enter(ctx context.Context) error {
 	}
 }
 
+// admit takes a write slot for a gRPC request of protocol, or counts the
+// refusal and returns the status to answer with; the caller leaves the
+// gate when done.
+func (o *Options) admit(ctx context.Context, protocol string) error {
+	if err := o.Gate.enter(ctx); err != nil {
+		o.Metrics.Reject(protocol, reason(err))
+		return grpcStatus(err)
+	}
+	return nil
+}
+
 func (g *Gate) leave() {
 	if g != nil {
 		<-g.slots

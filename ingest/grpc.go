@@ -67,9 +67,8 @@ func (g *GRPC) WriteStream(stream headroomv1.Ingest_WriteStreamServer) error {
 
 // store appends and commits a batch, returning a gRPC status error.
 func (g *GRPC) store(ctx context.Context, ss []*headroomv1.Series) (int, error) {
-	if err := g.opts.Gate.enter(ctx); err != nil {
-		g.opts.Metrics.Reject("grpc", reason(err))
-		return 0, grpcStatus(err)
+	if err := g.opts.admit(ctx, "grpc"); err != nil {
+		return 0, err
 	}
 	defer g.opts.Gate.leave()
 	n, err := write(g.db, &g.opts, "grpc", ownBatch(ss))
@@ -149,9 +148,8 @@ func rawHandler(method string, serve func(context.Context, []byte) (any, error))
 }
 
 func (g *GRPC) writeRaw(ctx context.Context, body []byte) (*headroomv1.WriteResponse, error) {
-	if err := g.opts.Gate.enter(ctx); err != nil {
-		g.opts.Metrics.Reject("grpc", reason(err))
-		return nil, grpcStatus(err)
+	if err := g.opts.admit(ctx, "grpc"); err != nil {
+		return nil, err
 	}
 	defer g.opts.Gate.leave()
 	fb := getFlat()

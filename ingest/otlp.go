@@ -67,14 +67,25 @@ func NewOTLP(db Appendable, o Options) *OTLP {
 // Export stores what it can of a decoded request and reports the rest.
 // The server's path is Register's, which decodes the wire itself.
 func (s *OTLP) Export(ctx context.Context, req *colmetricspb.ExportMetricsServiceRequest) (*colmetricspb.ExportMetricsServiceResponse, error) {
-	if err := s.opts.Gate.enter(ctx); err != nil {
-		s.opts.Metrics.Reject("otlp", reason(err))
-		return nil, grpcStatus(err)
+	return s.handle(ctx, func(o *oRequest) error {
+		fromProto(req, o)
+		return nil
+	})
+}
+
+// handle admits a request, fills a pooled light form with fill and stores
+// it; a fill error is a malformed request.
+func (s *OTLP) handle(ctx context.Context, fill func(*oRequest) error) (*colmetricspb.ExportMetricsServiceResponse, error) {
+	if err := s.opts.admit(ctx, "otlp"); err != nil {
+		return nil, err
 	}
 	defer s.opts.Gate.leave()
 	o := oPool.Get().(*oRequest)
 	defer func() { o.reset(); oPool.Put(o) }()
-	fromProto(req, o)
+	if err := fill(o); err != nil {
+		s.opts.Metrics.Reject("otlp", reason(err))
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	return s.export(o)
 }
 
@@ -94,28 +105,19 @@ func (s *OTLP) Register(srv grpc.ServiceRegistrar) {
 // exportRaw decodes a request body (ours: never reused, so strings may
 // share its memory) and stores it.
 func (s *OTLP) exportRaw(ctx context.Context, body []byte) (*colmetricspb.ExportMetricsServiceResponse, error) {
-	if err := s.opts.Gate.enter(ctx); err != nil {
-		s.opts.Metrics.Reject("otlp", reason(err))
-		return nil, grpcStatus(err)
-	}
-	defer s.opts.Gate.leave()
-	o := oPool.Get().(*oRequest)
-	defer func() { o.reset(); oPool.Put(o) }()
-	err := decodeOTLP(body, o)
-	if errors.Is(err, errFallback) {
+	return s.handle(ctx, func(o *oRequest) error {
+		err := decodeOTLP(body, o)
+		if !errors.Is(err, errFallback) {
+			return err
+		}
 		o.reset()
 		var req colmetricspb.ExportMetricsServiceRequest
-		if err = proto.Unmarshal(body, &req); err == nil {
-			fromProto(&req, o)
-		} else {
-			err = &wireError{msg: err.Error()}
+		if err := proto.Unmarshal(body, &req); err != nil {
+			return &wireError{msg: err.Error()}
 		}
-	}
-	if err != nil {
-		s.opts.Metrics.Reject("otlp", reason(err))
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	return s.export(o)
+		fromProto(&req, o)
+		return nil
+	})
 }
 
 func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, error) {

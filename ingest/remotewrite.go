@@ -1,10 +1,11 @@
 package ingest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"sync"
 
 	"github.com/golang/snappy"
 )
@@ -30,6 +31,8 @@ func NewRemoteWrite(db Appendable, o Options) *RemoteWrite {
 	return &RemoteWrite{db: newAppenderPool(db), opts: o, MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
 }
 
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 // refuse answers a request refused before it was decoded.
 func (h *RemoteWrite) refuse(w http.ResponseWriter, code int, why, msg string) {
 	h.opts.Metrics.Reject("remote_write", why)
@@ -49,7 +52,17 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.opts.Gate.leave()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
+	// The compressed body is only read by snappy: its buffer is pooled,
+	// so a request does not grow a fresh one by doubling.
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 16<<20 {
+			buf.Reset()
+			bodyPool.Put(buf)
+		}
+	}()
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
+	body := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
