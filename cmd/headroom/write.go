@@ -292,6 +292,7 @@ type batch struct {
 	samples   int
 	minLine   int
 	maxLine   int
+	key       []byte // scratch: the series key of the sample being added
 }
 
 func newBatch() *batch {
@@ -299,11 +300,16 @@ func newBatch() *batch {
 }
 
 func (b *batch) add(s backfill.Sample) {
-	key := s.Labels.String()
-	i, ok := b.index[key]
+	// A cheap key (Labels.String quotes every value) looked up without
+	// converting it to a string: only a new series allocates one.
+	b.key = b.key[:0]
+	for _, l := range s.Labels {
+		b.key = append(append(append(append(b.key, l.Name...), 0xff), l.Value...), 0xfe)
+	}
+	i, ok := b.index[string(b.key)]
 	if !ok {
 		i = len(b.req.Series)
-		b.index[key] = i
+		b.index[string(b.key)] = i
 		ser := &headroomv1.Series{}
 		for _, l := range s.Labels {
 			ser.Labels = append(ser.Labels, &headroomv1.Label{Name: l.Name, Value: l.Value})
