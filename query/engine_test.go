@@ -389,3 +389,72 @@ func TestParallelEqualsSequential(t *testing.T) {
 		}
 	}
 }
+
+// A range function over a subquery of a relabelled selector takes a
+// shortcut (subquery points straight from the samples): its answers must
+// be those of the general path, which `* 1` inside the subquery forces,
+// on series with gaps longer than the lookback, stale markers and
+// irregular times.
+func TestSubquerySelectorShortcut(t *testing.T) {
+	data := map[string][]float64{}
+	for i := 0; i < 9; i++ {
+		var vs []float64
+		for j := 0; j < 120; j++ {
+			switch {
+			case (i+j)%17 == 0:
+				vs = append(vs, series.StaleNaN)
+			case j > 40 && j < 40+i*3: // gaps from none to 48 s x 7 = 5.6 min
+				vs = append(vs, gap)
+			default:
+				vs = append(vs, float64((i*j*7)%23)+float64(j))
+			}
+		}
+		data[fmt.Sprintf("__name__,c,i,%d", i)] = vs
+	}
+	s := load(t, data, 7)
+	eng := &query.Engine{}
+	for _, f := range []string{"avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "count_over_time", "stddev_over_time",
+		"rate", "increase", "delta", "irate", "deriv", "changes", "resets", "present_over_time", "quantile_over_time"} {
+		for _, sq := range []string{"[1m:10s]", "[3m:7s]", "[2m:1m]", "[5m:13s] offset 1m"} {
+			arg := func(inner string) string {
+				e := fmt.Sprintf(`%s(label_replace(%s, "m", "m$1", "i", "(.*)")%s)`, f, inner, sq)
+				if f == "quantile_over_time" {
+					e = fmt.Sprintf(`%s(0.3, label_replace(%s, "m", "m$1", "i", "(.*)")%s)`, f, inner, sq)
+				}
+				return e
+			}
+			fast, slow := arg("c"), arg("c * 1")
+			rf, err := eng.Range(context.Background(), s, fast, sec(0), sec(900), 20_000)
+			if err != nil {
+				t.Fatalf("%s: %v", fast, err)
+			}
+			rs, err := eng.Range(context.Background(), s, slow, sec(0), sec(900), 20_000)
+			if err != nil {
+				t.Fatalf("%s: %v", slow, err)
+			}
+			if got, want := render(rf), render(rs); got != want {
+				t.Errorf("%s differs from the general path:\n%s\nwant\n%s", fast, got, want)
+			}
+			if len(rf.Series) == 0 {
+				t.Errorf("%s: empty answer", fast)
+			}
+		}
+	}
+	// Relabelling that makes two series one falls back to the general
+	// path, which refuses it.
+	check(t, s, `max_over_time(label_replace(c, "i", "same", "i", ".*")[1m:10s])`, 100, "error: execution error: vector cannot contain metrics with the same labelset")
+}
+
+// Sums over time are compensated (Neumaier), and a mean whose sum
+// overflows goes on incrementally, as in Prometheus.
+func TestCompensatedSums(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,k":   {1e16, 1, -1e16},
+		"__name__,big": {1e308, 1e308, 1e308},
+		"__name__,hot": {math.Inf(1), 1, 2},
+	}, 10)
+	check(t, s, "sum_over_time(k[1m])", 20, "vector\n{} 1") // naively 0
+	check(t, s, "avg_over_time(k[1m])", 20, "vector\n{} 0.3333")
+	check(t, s, "avg_over_time(big[1m])", 20, "vector\n{} 1e+308") // the sum is +Inf
+	check(t, s, "avg_over_time(hot[1m])", 20, "vector\n{} +Inf")
+}

@@ -290,7 +290,7 @@ func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
 // sample in (t - lookback, t], unless it is a stale marker.
 func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
-	res, err := ev.parallelEach(me, first-ev.lookback+1, last, true, func(ls series.Labels, pts []Point) *vecSeries {
+	res, err := ev.parallelEach(me, first-ev.lookback+1, last, true, func(_ int, ls series.Labels, pts []Point) *vecSeries {
 		s := ev.newSeries(ls)
 		s.t = make([]int64, len(s.v))
 		any := false
@@ -317,16 +317,17 @@ func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *in
 }
 
 // parallelEach calls f for every selected series, reading the selection
-// in ev.workers shards in parallel (each with its own Querier and reused
+// in ev.shards() shards in parallel (each with its own Querier and reused
 // buffer; one shard when the source cannot split), and returns the
-// non-nil results in shard order. f must not keep pts.
-func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool, f func(series.Labels, []Point) *vecSeries) ([]*vecSeries, error) {
-	shards := max(ev.workers, 1)
+// non-nil results in shard order. f must not keep pts; calls for one
+// shard are sequential, so f may keep scratch space per shard.
+func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool, f func(shard int, ls series.Labels, pts []Point) *vecSeries) ([]*vecSeries, error) {
+	shards := ev.shards()
 	parts := make([][]*vecSeries, shards)
 	errs := make([]error, shards)
 	run := func(k, n int) {
 		errs[k] = ev.eachShard(me, mint, maxt, keepStale, true, k, n, func(ls series.Labels, pts []Point) error {
-			if o := f(ls, pts); o != nil {
+			if o := f(k, ls, pts); o != nil {
 				parts[k] = append(parts[k], o)
 			}
 			return nil
@@ -359,6 +360,8 @@ func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, ke
 	}
 	return out, ev.checkCtx()
 }
+
+func (ev *evaluator) shards() int { return max(ev.workers, 1) }
 
 // window returns the indexes [lo, hi) of the points in (from, to].
 func window(pts []Point, from, to int64) (int, int) {
@@ -407,22 +410,9 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 		m.series, err = ev.load(me, first-w+1, last, false)
 		return m, err
 	}
-	// Subquery: the inner expression at times aligned to its step.
-	sub := e.Step.Duration(ev.step)
-	if sub <= 0 {
-		return nil, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, e.AppendString(nil))
-	}
-	from := first - w
-	innerStart := from - mod(from, sub)
-	if innerStart <= from {
-		innerStart += sub
-	}
-	if innerStart > last {
-		return m, nil
-	}
-	innerEnd := last - mod(last, sub)
-	if (innerEnd-innerStart)/sub > 1_000_000 {
-		return nil, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, e.AppendString(nil))
+	innerStart, innerEnd, sub, err := ev.subqueryGrid(e, first-w, last)
+	if err != nil || innerStart > innerEnd {
+		return m, err
 	}
 	inner := &evaluator{ctx: ev.ctx, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback,
 		max: ev.max, maxSeries: ev.maxSeries, workers: ev.workers, counts: ev.counts}
@@ -451,6 +441,28 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 		return nil, fmt.Errorf("%w: subquery of %T", ErrBadQuery, v)
 	}
 	return m, nil
+}
+
+// subqueryGrid returns the times a subquery's inner expression is
+// evaluated at: multiples of its step in (from, last]; start > end when
+// there are none.
+func (ev *evaluator) subqueryGrid(e *metricsql.RollupExpr, from, last int64) (start, end, step int64, err error) {
+	step = e.Step.Duration(ev.step)
+	if step <= 0 {
+		return 0, 0, 0, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, e.AppendString(nil))
+	}
+	start = from - mod(from, step)
+	if start <= from {
+		start += step
+	}
+	if start > last {
+		return 1, 0, step, nil
+	}
+	end = last - mod(last, step)
+	if (end-start)/step > 1_000_000 {
+		return 0, 0, 0, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, e.AppendString(nil))
+	}
+	return start, end, step, nil
 }
 
 func mod(a, b int64) int64 {

@@ -13,29 +13,69 @@ import (
 	"github.com/headroomdb/headroom/storage/series"
 )
 
+// neumaierAdd adds x to the compensated sum (s, c): Neumaier's variant of
+// Kahan summation, which Prometheus uses so that sums of many samples of
+// different magnitudes do not drift. An infinite sum drops the
+// compensation, which would otherwise turn into NaN.
+func neumaierAdd(s, c, x float64) (float64, float64) {
+	t := s + x
+	switch {
+	case math.IsInf(t, 0):
+		c = 0
+	case math.Abs(s) >= math.Abs(x):
+		c += (s - t) + x
+	default:
+		c += (x - t) + s
+	}
+	return t, c
+}
+
+// avgPoints is the mean of a window: a compensated sum divided once,
+// unless the sum overflows, when it goes on as an incremental mean (as
+// Prometheus does) so that huge values still average to a finite number.
+func avgPoints(p []Point) float64 {
+	var s, c float64
+	for i, x := range p {
+		ns, nc := neumaierAdd(s, c, x.V)
+		if i == 0 || !math.IsInf(ns, 0) {
+			s, c = ns, nc
+			continue
+		}
+		mean, mc := s/float64(i), c/float64(i)
+		for j, y := range p[i:] {
+			n := float64(i + j + 1)
+			if math.IsInf(mean, 0) {
+				if math.IsInf(y.V, 0) && (mean > 0) == (y.V > 0) {
+					continue // the mean stays that infinity
+				}
+				if !math.IsInf(y.V, 0) && !math.IsNaN(y.V) {
+					continue // a finite value cannot move an infinite mean
+				}
+			}
+			mean, mc = neumaierAdd(mean, mc, y.V/n-(mean+mc)/n)
+		}
+		return mean + mc
+	}
+	return (s + c) / float64(len(p))
+}
+
 // rangeFunc computes a function of one window's points (at least one)
 // evaluated at time t with window length w (ms); ok false: no value.
 type rangeFunc func(pts []Point, t, w int64, arg float64) (float64, bool)
 
 var rangeFuncs = map[string]rangeFunc{
-	"rate":     func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, true) },
-	"increase": func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, false) },
-	"delta":    func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, false, false) },
-	"irate":    func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, true) },
-	"idelta":   func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, false) },
-	"avg_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
-		mean := 0.0
-		for i, x := range p {
-			mean += (x.V - mean) / float64(i+1)
-		}
-		return mean, true
-	},
+	"rate":          func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, true) },
+	"increase":      func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, false) },
+	"delta":         func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, false, false) },
+	"irate":         func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, true) },
+	"idelta":        func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, false) },
+	"avg_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return avgPoints(p), true },
 	"sum_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
-		s := 0.0
+		var s, c float64
 		for _, x := range p {
-			s += x.V
+			s, c = neumaierAdd(s, c, x.V)
 		}
-		return s, true
+		return s + c, true
 	},
 	"min_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
 		m := p[0].V
@@ -527,7 +567,7 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		m := &matrixArg{window: w, off: off}
 		first, last := ev.evalTimes(off, nil)
-		res, err := ev.parallelEach(me, first-w+1, last, false, func(ls series.Labels, pts []Point) *vecSeries {
+		res, err := ev.parallelEach(me, first-w+1, last, false, func(_ int, ls series.Labels, pts []Point) *vecSeries {
 			return apply(m, ls, pts)
 		})
 		if err != nil {
@@ -535,6 +575,13 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		out.series = res
 		return out, ev.checkCtx()
+	}
+	if re.Step != nil && re.Window != nil && re.At == nil {
+		res, ok, err := ev.subquerySelector(re, apply)
+		if err != nil || ok {
+			out.series = res
+			return out, err
+		}
 	}
 	m, err := ev.rangeSeries(re)
 	if err != nil {
@@ -546,6 +593,100 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 	}
 	return out, ev.checkCtx()
+}
+
+// subquerySelector evaluates a range function over a subquery whose
+// inner expression is a vector selector under relabelling functions only
+// (the dashboard idiom `max_over_time(label_replace(x, ...)[1h:10s])`):
+// each series' subquery points come straight from its samples, in
+// parallel shards, instead of materialising the inner vector at every
+// subquery step. ok is false when the expression has another shape, or
+// when relabelling makes two series one (the general path then gives
+// Prometheus's answer or error).
+func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matrixArg, series.Labels, []Point) *vecSeries) (res []*vecSeries, ok bool, err error) {
+	me, relabel, err := ev.relabelChain(re.Expr)
+	if me == nil || err != nil {
+		return nil, false, err
+	}
+	w := re.Window.Duration(ev.step)
+	if w <= 0 {
+		return nil, false, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, re.AppendString(nil))
+	}
+	off, _, err := ev.modifiers(re)
+	if err != nil {
+		return nil, false, err
+	}
+	first, last := ev.evalTimes(off, nil)
+	start, end, sub, err := ev.subqueryGrid(re, first-w, last)
+	if err != nil || start > end {
+		return nil, err == nil, err
+	}
+	m := &matrixArg{window: w, off: off}
+	scratch := make([][]Point, ev.shards())
+	inner := make([][]series.Labels, ev.shards())
+	res, err = ev.parallelEach(me, start-ev.lookback+1, end, true, func(k int, ls series.Labels, pts []Point) *vecSeries {
+		// The inner selector at each subquery step: the newest sample in
+		// (t - lookback, t], unless it is a stale marker.
+		sp := scratch[k][:0]
+		j := -1
+		for t := start; t <= end; t += sub {
+			for j+1 < len(pts) && pts[j+1].T <= t {
+				j++
+			}
+			if j >= 0 && pts[j].T > t-ev.lookback && !series.IsStaleNaN(pts[j].V) {
+				sp = append(sp, Point{T: t, V: pts[j].V})
+			}
+		}
+		scratch[k] = sp
+		if len(sp) == 0 {
+			return nil
+		}
+		for _, f := range relabel {
+			ls = f(ls)
+		}
+		inner[k] = append(inner[k], ls)
+		return apply(m, ls, sp)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if len(relabel) > 0 {
+		seen := map[string]struct{}{}
+		for _, part := range inner {
+			for _, ls := range part {
+				key := ls.String()
+				if _, dup := seen[key]; dup {
+					return nil, false, nil
+				}
+				seen[key] = struct{}{}
+			}
+		}
+	}
+	return res, true, ev.checkCtx()
+}
+
+// relabelChain splits e into a vector selector and the relabelling
+// functions (innermost first) applied to it; me is nil when e is not of
+// that shape.
+func (ev *evaluator) relabelChain(e metricsql.Expr) (me *metricsql.MetricExpr, fs []func(series.Labels) series.Labels, err error) {
+	switch e := e.(type) {
+	case *metricsql.MetricExpr:
+		return e, nil, nil
+	case *metricsql.FuncExpr:
+		if (e.Name != "label_replace" && e.Name != "label_join") || len(e.Args) == 0 {
+			return nil, nil, nil
+		}
+		me, fs, err := ev.relabelChain(e.Args[0])
+		if me == nil || err != nil {
+			return nil, nil, err
+		}
+		f, err := ev.relabelFunc(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		return me, append(fs, f), nil
+	}
+	return nil, nil, nil
 }
 
 func (ev *evaluator) vectorArg(e *metricsql.FuncExpr, i int) (vectorValue, error) {
@@ -702,44 +843,64 @@ func (ev *evaluator) stringArg(e *metricsql.FuncExpr, i, want int) (string, erro
 }
 
 func (ev *evaluator) labelReplace(e *metricsql.FuncExpr) (value, error) {
-	if len(e.Args) != 5 {
-		return nil, argCount(e.Name, 5, len(e.Args))
-	}
-	v, err := ev.vectorArg(e, 0)
-	if err != nil {
-		return nil, err
-	}
-	var a [4]string
-	for i := range a {
-		if a[i], err = ev.stringArg(e, i+1, 5); err != nil {
-			return nil, err
-		}
-	}
-	dst, repl, src, expr := a[0], a[1], a[2], a[3]
-	re, err := regexp.Compile("^(?s:" + expr + ")$")
-	if err != nil {
-		return nil, fmt.Errorf("%w: invalid regular expression in label_replace(): %s", ErrBadQuery, expr)
-	}
-	if !series.ValidLabelName(dst) {
-		return nil, fmt.Errorf("%w: invalid destination label name in label_replace(): %s", ErrBadQuery, dst)
-	}
-	for _, s := range v.series {
-		val := s.labels.Get(src)
-		if m := re.FindStringSubmatchIndex(val); m != nil {
-			res := string(re.ExpandString(nil, repl, val, m))
-			s.labels = setLabel(s.labels, dst, res)
-		}
-	}
-	return v, ev.checkDuplicates(v, e)
+	return ev.relabel(e)
 }
 
 func (ev *evaluator) labelJoin(e *metricsql.FuncExpr) (value, error) {
-	if len(e.Args) < 3 {
+	return ev.relabel(e)
+}
+
+// relabel evaluates label_replace or label_join.
+func (ev *evaluator) relabel(e *metricsql.FuncExpr) (value, error) {
+	if len(e.Args) < 1 {
 		return nil, argCount(e.Name, 3, len(e.Args))
 	}
 	v, err := ev.vectorArg(e, 0)
 	if err != nil {
 		return nil, err
+	}
+	f, err := ev.relabelFunc(e)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range v.series {
+		s.labels = f(s.labels)
+	}
+	return v, ev.checkDuplicates(v, e)
+}
+
+// relabelFunc returns what label_replace or label_join (e) does to one
+// series' labels; the first argument, the vector, is not evaluated.
+func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (func(series.Labels) series.Labels, error) {
+	if e.Name == "label_replace" {
+		if len(e.Args) != 5 {
+			return nil, argCount(e.Name, 5, len(e.Args))
+		}
+		var a [4]string
+		for i := range a {
+			var err error
+			if a[i], err = ev.stringArg(e, i+1, 5); err != nil {
+				return nil, err
+			}
+		}
+		dst, repl, src, expr := a[0], a[1], a[2], a[3]
+		re, err := regexp.Compile("^(?s:" + expr + ")$")
+		if err != nil {
+			return nil, fmt.Errorf("%w: invalid regular expression in label_replace(): %s", ErrBadQuery, expr)
+		}
+		if !series.ValidLabelName(dst) {
+			return nil, fmt.Errorf("%w: invalid destination label name in label_replace(): %s", ErrBadQuery, dst)
+		}
+		return func(ls series.Labels) series.Labels {
+			val := ls.Get(src)
+			if m := re.FindStringSubmatchIndex(val); m != nil {
+				return setLabel(ls, dst, string(re.ExpandString(nil, repl, val, m)))
+			}
+			return ls
+		}, nil
+	}
+	if len(e.Args) < 3 {
+		return nil, argCount(e.Name, 3, len(e.Args))
 	}
 	dst, err := ev.stringArg(e, 1, 3)
 	if err != nil {
@@ -760,14 +921,13 @@ func (ev *evaluator) labelJoin(e *metricsql.FuncExpr) (value, error) {
 	if !series.ValidLabelName(dst) {
 		return nil, fmt.Errorf("%w: invalid destination label name in label_join(): %s", ErrBadQuery, dst)
 	}
-	for _, s := range v.series {
+	return func(ls series.Labels) series.Labels {
 		vals := make([]string, len(srcs))
 		for i, src := range srcs {
-			vals[i] = s.labels.Get(src)
+			vals[i] = ls.Get(src)
 		}
-		s.labels = setLabel(s.labels, dst, strings.Join(vals, sep))
-	}
-	return v, ev.checkDuplicates(v, e)
+		return setLabel(ls, dst, strings.Join(vals, sep))
+	}, nil
 }
 
 // setLabel returns ls with name set to value (removed when empty).
