@@ -239,18 +239,13 @@ func (c *chainIter) appendRange(dst []series.Sample, mint, maxt int64) []series.
 			break
 		}
 		c.cur.Reset(ck.b)
-		for c.cur.Next() {
-			t, v := c.cur.At()
-			if t < mint {
-				continue
-			}
-			if t > maxt {
-				return dst
-			}
-			dst = append(dst, series.Sample{T: t, V: v})
-		}
+		var past bool
+		dst, past = chunk.AppendRange(&c.cur, dst, mint, maxt)
 		if err := c.cur.Err(); err != nil {
 			c.err = err
+			return dst
+		}
+		if past {
 			return dst
 		}
 	}

@@ -14,37 +14,7 @@ func TestOptimizeRoundTrip(t *testing.T) {
 		if iter%2 == 0 {
 			ss = randomSeries(r)
 		} else {
-			// Decimal-friendly shapes: counters, walks, few decimals.
-			n := 2 + r.IntN(300)
-			e := r.IntN(5)
-			m := r.Int64N(1<<40) - 1<<39
-			step := r.Int64N(1000)
-			ts := r.Int64N(1 << 45)
-			grid := ts
-			for i := 0; i < n; i++ {
-				ss = append(ss, sample{ts, float64(m) / pow10[e]})
-				// Scrapes on a 10 s grid: some late by a few ms, some
-				// missing, and some series drifting off it.
-				grid += 10_000
-				if r.IntN(30) == 0 {
-					grid += 10_000 * int64(1+r.IntN(3))
-				}
-				ts = grid
-				if r.IntN(8) == 0 {
-					ts += r.Int64N(7) - 3
-				}
-				if iter%7 == 1 {
-					ts = ss[len(ss)-1].t + 10_000 + r.Int64N(3)
-				}
-				switch r.IntN(3) {
-				case 0:
-					m += step
-				case 1:
-					m += r.Int64N(7) - 3
-				default:
-					m += r.Int64N(1 << 20)
-				}
-			}
+			ss = decimalFriendly(r, iter%7 == 1)
 		}
 		if iter%3 == 0 {
 			// Float artefacts among decimals, as CloudWatch emits them.
@@ -166,4 +136,40 @@ func TestGridTimestamps(t *testing.T) {
 			}
 		}
 	}
+}
+
+// decimalFriendly makes the shapes EncDecimal is for: counters, walks and
+// few decimals, scraped on a 10 s grid with some samples late by a few
+// ms and some missing; drift: every interval a little off the grid.
+func decimalFriendly(r *rand.Rand, drift bool) []sample {
+	var ss []sample
+	n := 2 + r.IntN(300)
+	e := r.IntN(5)
+	m := r.Int64N(1<<40) - 1<<39
+	step := r.Int64N(1000)
+	ts := r.Int64N(1 << 45)
+	grid := ts
+	for i := 0; i < n; i++ {
+		ss = append(ss, sample{ts, float64(m) / pow10[e]})
+		grid += 10_000
+		if r.IntN(30) == 0 {
+			grid += 10_000 * int64(1+r.IntN(3))
+		}
+		ts = grid
+		if r.IntN(8) == 0 {
+			ts += r.Int64N(7) - 3
+		}
+		if drift {
+			ts = ss[len(ss)-1].t + 10_000 + r.Int64N(3)
+		}
+		switch r.IntN(3) {
+		case 0:
+			m += step
+		case 1:
+			m += r.Int64N(7) - 3
+		default:
+			m += r.Int64N(1 << 20)
+		}
+	}
+	return ss
 }
