@@ -182,6 +182,9 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 		return err
 	}
 	defer q.Close()
+	if r, ok := q.(BufferReuser); ok {
+		r.ReuseBuffers() // every series is read out before the next
+	}
 	var set SeriesSet
 	if shards == 1 {
 		set, err = q.Series(ms...)
@@ -204,18 +207,19 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 			pts = nil
 		}
 		if sa, ok := it.(series.SampleAppender); ok {
-			// One call per series, then the range and stale filters in
-			// place.
+			// One call per series, then the range (samples are in time
+			// order: two searches) and stale filters in place.
 			n := len(pts)
 			pts = sa.AppendSamples(pts)
-			kept := pts[:n]
-			for _, p := range pts[n:] {
-				if p.T < mint || p.T > maxt || (!keepStale && series.IsStaleNaN(p.V)) {
-					continue
-				}
-				kept = append(kept, p)
+			got := pts[n:]
+			lo := sort.Search(len(got), func(k int) bool { return got[k].T >= mint })
+			hi := sort.Search(len(got), func(k int) bool { return got[k].T > maxt })
+			if lo > 0 || hi < len(got) {
+				pts = append(pts[:n], got[lo:hi]...)
 			}
-			pts = kept
+			if !keepStale {
+				pts = dropStale(pts)
+			}
 		} else {
 			for it.Next() {
 				t, v := it.At()
@@ -247,6 +251,23 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 		}
 	}
 	return set.Err()
+}
+
+// dropStale removes stale markers in place; most series have none, and
+// are only read.
+func dropStale(pts []Point) []Point {
+	for i, p := range pts {
+		if series.IsStaleNaN(p.V) {
+			kept := pts[:i]
+			for _, p := range pts[i+1:] {
+				if !series.IsStaleNaN(p.V) {
+					kept = append(kept, p)
+				}
+			}
+			return kept
+		}
+	}
+	return pts
 }
 
 func matchersOf(me *metricsql.MetricExpr) ([]*series.Matcher, error) {

@@ -40,6 +40,13 @@ type ShardedQuerier interface {
 	SeriesShard(shard, shards int, ms ...*series.Matcher) (SeriesSet, error)
 }
 
+// BufferReuser is a Querier that can reuse its read buffers from series
+// to series, when each series' iterator is done with before the set's
+// next Next (the engine's scans are): no allocation per chunk read.
+type BufferReuser interface {
+	ReuseBuffers()
+}
+
 // SeriesSet iterates selected series (the storage vocabulary's, so that
 // the engine's queriers satisfy Querier without adapters).
 type SeriesSet = series.Set

@@ -91,6 +91,37 @@ func query(t *testing.T, db *DB, mint, maxt int64, ms ...*series.Matcher) map[st
 	return out
 }
 
+// queryScan is query as the engine reads: buffers reused from series to
+// series, each series' samples taken in one AppendSamples call.
+func queryScan(t *testing.T, db *DB, mint, maxt int64, ms ...*series.Matcher) map[string][]series.Sample {
+	t.Helper()
+	q, err := db.Querier(mint, maxt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	q.ReuseBuffers()
+	set, err := q.Series(ms...)
+	if err != nil {
+		t.Fatalf("Series: %v", err)
+	}
+	out := map[string][]series.Sample{}
+	for set.Next() {
+		ls, it := set.At()
+		ss := it.(series.SampleAppender).AppendSamples(nil)
+		if err := it.Err(); err != nil {
+			t.Fatalf("scan %s: %v", ls, err)
+		}
+		if len(ss) > 0 {
+			out[ls.String()] = ss
+		}
+	}
+	if err := set.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func eqSamples(a, b []series.Sample) bool {
 	if len(a) != len(b) {
 		return false
@@ -254,6 +285,7 @@ func TestRandomAgainstModel(t *testing.T) {
 			mint := ms(day0) - 3*86400_000 + r.Int64N(4*86400_000)
 			maxt := mint + r.Int64N(2*86400_000)
 			got := query(t, db, mint, maxt, nameCPU)
+			scanned := queryScan(t, db, mint, maxt, nameCPU)
 			for i, m := range model {
 				var want []series.Sample
 				for ts, v := range m {
@@ -264,6 +296,9 @@ func TestRandomAgainstModel(t *testing.T) {
 				slices.SortFunc(want, func(a, b series.Sample) int { return int(a.T - b.T) })
 				if g := got[lsets[i].String()]; !eqSamples(g, want) {
 					t.Fatalf("step %d series %d range [%d,%d]: got %d samples, want %d\ngot  %v\nwant %v", step, i, mint, maxt, len(g), len(want), g, want)
+				}
+				if g := scanned[lsets[i].String()]; !eqSamples(g, want) {
+					t.Fatalf("step %d series %d range [%d,%d]: scan got %d samples, want %d", step, i, mint, maxt, len(g), len(want))
 				}
 			}
 		}

@@ -22,7 +22,26 @@ type Querier struct {
 	dayList    []uint32 // day partitions in the range that hold postings
 	daysErr    error
 	daysDone   bool
+	// With reuse, stored chunks are copied into arena, reused from series
+	// to series (ReuseBuffers).
+	reuse bool
+	arena []byte
+	spans []chunkSpan
+	refs  []chunkRef
 }
+
+// chunkSpan is a stored chunk's place in Querier.arena.
+type chunkSpan struct {
+	minT, maxT int64
+	off, n     int
+}
+
+// ReuseBuffers makes the querier copy the chunks it reads from Pebble
+// into buffers reused from series to series: a scan then allocates
+// nothing per chunk. A series' iterator is valid only until the next call
+// of Next on its set (the query engine reads each series before the
+// next; a caller that keeps several iterators must not use this).
+func (q *Querier) ReuseBuffers() { q.reuse = true }
 
 // Querier returns a reader of [mint, maxt] (milliseconds, inclusive).
 func (db *DB) Querier(mint, maxt int64) (*Querier, error) {
@@ -244,7 +263,11 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		q.it.Close()
 		q.it, q.itGen = it, gen
 	}
+	// Pebble's values live until the iterator moves: stored chunks are
+	// copied, each on its own or, with reuse, into the arena (offsets
+	// first, as the arena may grow).
 	var stored []chunkRef
+	arena, spans := q.arena[:0], q.spans[:0]
 	days, err := q.days()
 	if err != nil {
 		return nil, err
@@ -259,7 +282,13 @@ func (q *Querier) load(id uint64) (*Series, error) {
 				return fmt.Errorf("series %d: %w", id, err)
 			}
 			_, _, minT, _ := parseChunkKey(k)
-			if maxT >= q.mint && minT <= q.maxt {
+			if maxT < q.mint || minT > q.maxt {
+				return nil
+			}
+			if q.reuse {
+				spans = append(spans, chunkSpan{minT, maxT, len(arena), len(chk)})
+				arena = append(arena, chk...)
+			} else {
 				stored = append(stored, chunkRef{minT, maxT, append([]byte(nil), chk...)})
 			}
 			return nil
@@ -281,6 +310,15 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		if err := q.it.Error(); err != nil {
 			return nil, err
 		}
+	}
+
+	if q.reuse {
+		q.arena, q.spans = arena, spans
+		stored = q.refs[:0]
+		for _, sp := range spans {
+			stored = append(stored, chunkRef{sp.minT, sp.maxT, arena[sp.off : sp.off+sp.n]})
+		}
+		q.refs = stored
 	}
 
 	var its []series.Iterator
