@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -34,7 +35,23 @@ func neumaierAdd(s, c, x float64) (float64, float64) {
 // unless the sum overflows, when it goes on as an incremental mean (as
 // Prometheus does) so that huge values still average to a finite number.
 func avgPoints(p []Point) float64 {
+	// The usual case first: no infinity on the way (once the sum is
+	// infinite it stays so, or becomes NaN), so a finite result means
+	// the loop below would have computed exactly this.
 	var s, c float64
+	for _, x := range p {
+		t := s + x.V
+		if math.Abs(s) >= math.Abs(x.V) {
+			c += (s - t) + x.V
+		} else {
+			c += (x.V - t) + s
+		}
+		s = t
+	}
+	if r := (s + c) / float64(len(p)); !math.IsInf(r, 0) && !math.IsNaN(r) {
+		return r
+	}
+	s, c = 0, 0
 	for i, x := range p {
 		ns, nc := neumaierAdd(s, c, x.V)
 		if i == 0 || !math.IsInf(ns, 0) {
@@ -627,7 +644,7 @@ func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matr
 	res, err = ev.parallelEach(me, start-ev.lookback+1, end, true, func(k int, ls series.Labels, pts []Point) *vecSeries {
 		// The inner selector at each subquery step: the newest sample in
 		// (t - lookback, t], unless it is a stale marker.
-		sp := scratch[k][:0]
+		sp := slices.Grow(scratch[k][:0], int((end-start)/sub)+1)
 		j := -1
 		for t := start; t <= end; t += sub {
 			for j+1 < len(pts) && pts[j+1].T <= t {
