@@ -197,6 +197,14 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 		return err
 	}
 	var buf []Point
+	if reuse {
+		// A day of a 10 s series is 140 KB of points: a scan keeps its
+		// buffer for the next query instead of growing a new one.
+		if b, ok := pointBufs.Get().(*[]Point); ok {
+			buf = *b
+		}
+		defer func() { pointBufs.Put(&buf) }()
+	}
 	for set.Next() {
 		if ev.counts.series.Add(1) > int64(ev.maxSeries) {
 			return fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
@@ -269,6 +277,8 @@ func dropStale(pts []Point) []Point {
 	}
 	return pts
 }
+
+var pointBufs sync.Pool
 
 func matchersOf(me *metricsql.MetricExpr) ([]*series.Matcher, error) {
 	if len(me.LabelFilterss) != 1 {

@@ -965,17 +965,20 @@ func setLabel(ls series.Labels, name, value string) series.Labels {
 // checkDuplicates refuses a result with two series of the same labels at
 // the same step, as Prometheus does after relabelling functions.
 func (ev *evaluator) checkDuplicates(v vectorValue, e metricsql.Expr) error {
-	seen := map[string]*vecSeries{}
+	seen := make(map[uint64][]*vecSeries, len(v.series))
 	for _, s := range v.series {
-		k := s.labels.String()
-		if o, ok := seen[k]; ok {
+		h := s.labels.Hash()
+		for _, o := range seen[h] {
+			if !o.labels.Equal(s.labels) {
+				continue // a hash collision
+			}
 			for i := range s.ok {
 				if s.ok[i] && o.ok[i] {
 					return fmt.Errorf("%w: vector cannot contain metrics with the same labelset", ErrExec)
 				}
 			}
 		}
-		seen[k] = s
+		seen[h] = append(seen[h], s)
 	}
 	return nil
 }

@@ -101,12 +101,15 @@ func parsePosting(k []byte) (day uint32, name, value []byte, id uint64, ok bool)
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix p.
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		end[i]++
-		if end[i] != 0 {
-			return end[:i+1]
+func prefixEnd(p []byte) []byte { return incPrefix(append([]byte(nil), p...)) }
+
+// incPrefix turns p, in place, into the smallest key greater than every
+// key with prefix p (nil when there is none: p is all 0xff).
+func incPrefix(p []byte) []byte {
+	for i := len(p) - 1; i >= 0; i-- {
+		p[i]++
+		if p[i] != 0 {
+			return p[:i+1]
 		}
 	}
 	return nil

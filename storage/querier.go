@@ -273,8 +273,14 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		return nil, err
 	}
 	for _, d := range days {
-		prefix := chunkKey(nil, d, id, 0)[:13]
-		end := prefixEnd(prefix)
+		// Keys built in a stack buffer: three per series and day.
+		var kb [3 * 21]byte
+		prefix := chunkKey(kb[:0], d, id, 0)[:13]
+		end := append(kb[13:13], prefix...)
+		if end = incPrefix(end); end == nil {
+			return nil, fmt.Errorf("series %d: no key after its chunks", id)
+		}
+		from := chunkKey(kb[26:26], d, id, q.mint)
 		keep := func() error {
 			k := q.it.Key()
 			maxT, chk, err := parseChunkValue(k, q.it.Value())
@@ -293,12 +299,12 @@ func (q *Querier) load(id uint64) (*Series, error) {
 			}
 			return nil
 		}
-		if q.it.SeekLT(chunkKey(nil, d, id, q.mint)) && len(q.it.Key()) == 21 && string(q.it.Key()[:13]) == string(prefix) {
+		if q.it.SeekLT(from) && len(q.it.Key()) == 21 && string(q.it.Key()[:13]) == string(prefix) {
 			if err := keep(); err != nil {
 				return nil, err
 			}
 		}
-		for valid := q.it.SeekGE(chunkKey(nil, d, id, q.mint)); valid && string(q.it.Key()) < string(end); valid = q.it.Next() {
+		for valid := q.it.SeekGE(from); valid && string(q.it.Key()) < string(end); valid = q.it.Next() {
 			_, _, minT, _ := parseChunkKey(q.it.Key())
 			if minT > q.maxt {
 				break
