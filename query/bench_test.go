@@ -84,10 +84,13 @@ func BenchmarkSubquerySelector(b *testing.B) {
 	end := time.Now().Truncate(time.Hour).UnixMilli()
 	start := end - 13*3600_000
 	app := db.Appender()
+	r := rand.New(rand.NewPCG(3, 4))
 	for h := 0; h < 100; h++ {
 		ls := series.FromStrings("__name__", "x", "host", strconv.Itoa(h))
+		v := 50.0 // a CPU percentage doing a random walk, as the devops set
 		for t := start; t <= end; t += 10_000 {
-			app.Append(ls, t, float64(t%97))
+			v = min(100, max(0, v+float64(r.IntN(5)-2)))
+			app.Append(ls, t, v)
 		}
 		if err := app.Commit(); err != nil {
 			b.Fatal(err)

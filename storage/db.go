@@ -46,7 +46,11 @@ type Options struct {
 	// RetentionInterval is how often expired partitions are dropped.
 	// Default 10 minutes.
 	RetentionInterval time.Duration
-	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	// CacheSize is Pebble's block cache in bytes, for decompressed
+	// sstable blocks. Default 64 MiB. Pebble takes its memtables out of
+	// the same budget, so the cache is made larger by two memtables (the
+	// one being written and one being flushed) to leave CacheSize for
+	// blocks.
 	CacheSize int64
 	// Now is the clock; tests inject one. Default time.Now.
 	Now func() time.Time
@@ -199,11 +203,15 @@ func Open(dir string, o Options) (*DB, error) {
 			lock.release()
 		}
 	}()
-	cache := pebble.NewCache(opts.CacheSize)
+	const memTableSize = 64 << 20
+	// Pebble reserves each memtable in the block cache: a cache only as
+	// large as CacheSize was wholly reserved by the first memtable and
+	// kept no block at all (every read decompressed its blocks again).
+	cache := pebble.NewCache(opts.CacheSize + 2*memTableSize)
 	defer cache.Unref()
 	popts := &pebble.Options{
 		Cache:                       cache,
-		MemTableSize:                64 << 20,
+		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		Logger:                      quietLogger{opts.Logger},

@@ -578,3 +578,49 @@ func TestRetentionCollectsSeries(t *testing.T) {
 		t.Errorf("kept series = %v", s)
 	}
 }
+
+// Pebble reserves its memtables in the block cache: the cache must still
+// keep blocks, or every query decompresses its blocks again (it once kept
+// none: the first memtable reserved the whole cache).
+func TestBlockCacheKeepsBlocks(t *testing.T) {
+	c := &clock{day0}
+	dir := t.TempDir()
+	db := openTest(t, dir, testOptions(c))
+	ls := series.FromStrings("__name__", "cpu", "host", "a")
+	var ss []series.Sample
+	for i := 0; i < 20_000; i++ {
+		ss = append(ss, series.Sample{T: ms(day0) - int64(i)*10_000, V: float64(i % 7)})
+	}
+	slices.SortFunc(ss, func(a, b series.Sample) int { return int(a.T - b.T) })
+	mustAppend(t, db, ls, ss...)
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir, testOptions(c))
+	defer db.Close()
+	// A live server writes: Pebble's memtables start small and double at
+	// each flush up to their full size, which is what is reserved.
+	for i := 0; i < 10; i++ {
+		mustAppend(t, db, series.FromStrings("__name__", "up"), series.Sample{T: ms(day0) + int64(i), V: 1})
+		if err := db.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if got := query(t, db, ss[0].T, ss[len(ss)-1].T, nameCPU); len(got[ls.String()]) != len(ss) {
+			t.Fatalf("read %d samples, want %d", len(got[ls.String()]), len(ss))
+		}
+	}
+	if m := db.Metrics().BlockCache; m.Hits == 0 || m.Size == 0 {
+		t.Fatalf("the second read hit no cached block: %+v", m)
+	}
+}
