@@ -39,6 +39,9 @@ func TestImportRules(t *testing.T) {
 		t.Fatalf("go list found %d packages; the check would be vacuous", len(pkgs))
 	}
 	stdOnly := map[string]bool{mod + "storage/series": true, mod + "storage/chunk": true}
+	// The query engine also reads the rollup format (pure code, which
+	// brings the chunk codec along).
+	queryFormats := map[string]bool{mod + "storage/rollup": true, mod + "storage/chunk": true}
 	for _, p := range pkgs {
 		rel := strings.TrimPrefix(p.ImportPath, mod)
 		direct := map[string]bool{}
@@ -51,6 +54,8 @@ func TestImportRules(t *testing.T) {
 			switch {
 			case stdOnly[p.ImportPath] && !std:
 				t.Errorf("%s may import only the standard library; it depends on %s", rel, d)
+			case p.ImportPath == mod+"storage/rollup" && !std && d != mod+"storage/chunk":
+				t.Errorf("storage/rollup may import only the standard library and storage/chunk; it depends on %s", d)
 			case isPebble && !strings.HasPrefix(rel, "storage") && !strings.HasPrefix(rel, "cmd/") && !strings.HasPrefix(rel, "bench"):
 				t.Errorf("%s depends on Pebble; only storage may", rel)
 			case strings.HasPrefix(rel, "storage") && (strings.HasPrefix(d, mod+"query") || strings.HasPrefix(d, mod+"ingest") ||
@@ -58,8 +63,8 @@ func TestImportRules(t *testing.T) {
 				strings.HasPrefix(d, "github.com/VictoriaMetrics/metricsql") || (direct[d] && d == "net/http")):
 				t.Errorf("%s depends on %s: storage must know nothing of the network, the APIs or PromQL", rel, d)
 			case (strings.HasPrefix(rel, "query") || strings.HasPrefix(rel, "ingest")) &&
-				strings.HasPrefix(d, mod+"storage") && !strings.HasPrefix(d, mod+"storage/series"):
-				t.Errorf("%s depends on %s: query and ingest see storage only through storage/series", rel, d)
+				strings.HasPrefix(d, mod+"storage") && d != mod+"storage/series" && !(strings.HasPrefix(rel, "query") && queryFormats[d]):
+				t.Errorf("%s depends on %s: query and ingest see storage only through storage/series (and query the rollup format)", rel, d)
 			}
 		}
 	}

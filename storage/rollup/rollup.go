@@ -1,0 +1,96 @@
+// Package rollup owns the downsampled form of a series: the aggregate of
+// one time bucket (count, sum, min, max, the first and last samples, the
+// counter increase within it, and a mergeable quantile sketch), how
+// buckets merge into coarser ones, and the block format that stores a run
+// of buckets. It is pure code: no I/O and no Pebble (the storage engine
+// stores blocks, the query engine reads them), and it may import only the
+// standard library and storage/chunk.
+package rollup
+
+import "math"
+
+// Bucket aggregates the samples of one series in [Start, Start+resolution).
+// Together its fields answer min/max/sum/count/avg/last_over_time, rate and
+// increase (Prometheus's extrapolation needs the first and last samples
+// and the count) and, through the sketch, quantile_over_time, exactly as
+// the raw samples would at the bucket's resolution or coarser.
+type Bucket struct {
+	Start         int64 // ms, a multiple of the resolution
+	Count         int64
+	Sum           float64
+	Min, Max      float64
+	FirstT, LastT int64 // ms
+	First, Last   float64
+	// Increase is the counter increase from the first sample to the last,
+	// a reset (a value below the previous one) counting from zero, as
+	// Prometheus's rate does.
+	Increase float64
+	Sketch   Sketch
+}
+
+// Add adds a sample; samples come in time order, after any already added.
+// Stale markers are the caller's to drop (range functions skip them).
+func (b *Bucket) Add(t int64, v float64) {
+	if b.Count == 0 {
+		b.FirstT, b.First, b.Min, b.Max = t, v, v, v
+	} else {
+		b.Increase += counterDelta(b.Last, v)
+		// As Prometheus's min/max_over_time: a NaN gives way to any value.
+		if v < b.Min || math.IsNaN(b.Min) {
+			b.Min = v
+		}
+		if v > b.Max || math.IsNaN(b.Max) {
+			b.Max = v
+		}
+	}
+	b.Count++
+	b.Sum += v
+	b.LastT, b.Last = t, v
+	b.Sketch.Add(v)
+}
+
+// counterDelta is a counter's increase from a to b: a value below the
+// previous one is a reset, after which the counter counted from zero.
+func counterDelta(a, b float64) float64 {
+	if b < a {
+		return b
+	}
+	return b - a
+}
+
+// Merge adds o, a bucket of the same series whose samples all come after
+// b's, into b: the counter increase across the two (from b's last sample
+// to o's first) counts too. Start stays b's.
+func (b *Bucket) Merge(o *Bucket) {
+	if o.Count == 0 {
+		return
+	}
+	if b.Count == 0 {
+		start := b.Start
+		*b = Bucket{Start: start}
+		b.Count, b.Sum, b.Min, b.Max = o.Count, o.Sum, o.Min, o.Max
+		b.FirstT, b.First, b.LastT, b.Last, b.Increase = o.FirstT, o.First, o.LastT, o.Last, o.Increase
+		b.Sketch.Merge(&o.Sketch)
+		return
+	}
+	b.Increase += counterDelta(b.Last, o.First) + o.Increase
+	if o.Min < b.Min || math.IsNaN(b.Min) {
+		b.Min = o.Min
+	}
+	if o.Max > b.Max || math.IsNaN(b.Max) {
+		b.Max = o.Max
+	}
+	b.Count += o.Count
+	b.Sum += o.Sum
+	b.LastT, b.Last = o.LastT, o.Last
+	b.Sketch.Merge(&o.Sketch)
+}
+
+// Align returns the start of the bucket of resolution res holding t.
+func Align(t, res int64) int64 {
+	r := t % res
+	if r < 0 {
+		r += res
+	}
+	return t - r
+}

@@ -1,0 +1,201 @@
+package rollup
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+)
+
+// values draws the shapes metrics have: percentages doing a random walk,
+// latencies spread over decades, counters, negative gauges, zeros.
+func values(r *rand.Rand, n int) []float64 {
+	vs := make([]float64, n)
+	shape := r.IntN(5)
+	x := r.Float64() * 100
+	for i := range vs {
+		switch shape {
+		case 0:
+			x = math.Max(0, math.Min(100, x+float64(r.IntN(5)-2)))
+		case 1:
+			x = math.Exp(r.NormFloat64()*3) / 1000 // seconds, 1 µs .. 10 s
+		case 2:
+			x += float64(r.IntN(100))
+		case 3:
+			x = r.NormFloat64() * 50
+		default:
+			x = float64(r.IntN(3)) // zeros included
+		}
+		vs[i] = x
+	}
+	return vs
+}
+
+func TestSketchAccuracy(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for iter := 0; iter < 300; iter++ {
+		vs := values(r, 1+r.IntN(3000))
+		var s Sketch
+		for _, v := range vs {
+			s.Add(v)
+		}
+		sort.Float64s(vs)
+		if s.Count() != uint64(len(vs)) {
+			t.Fatalf("count %d, want %d", s.Count(), len(vs))
+		}
+		for _, q := range []float64{0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1} {
+			got, ok := s.Quantile(q)
+			want := vs[int(q*float64(len(vs)-1))]
+			if !ok {
+				t.Fatal("no quantile of a non-empty sketch")
+			}
+			if math.Abs(want) <= minValue {
+				if got != 0 {
+					t.Fatalf("q%v: %v for a value of %v", q, got, want)
+				}
+				continue
+			}
+			if rel := math.Abs(got-want) / math.Abs(want); rel > RelativeAccuracy+1e-12 {
+				t.Fatalf("iteration %d q%v: %v for %v: %.4f%% off", iter, q, got, want, rel*100)
+			}
+		}
+	}
+	var empty Sketch
+	if _, ok := empty.Quantile(0.5); ok {
+		t.Error("an empty sketch answered")
+	}
+}
+
+// Sketches of parts merged are the sketch of the whole, bin for bin.
+func TestSketchMergeIsExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for iter := 0; iter < 200; iter++ {
+		vs := values(r, 1+r.IntN(2000))
+		var whole, merged Sketch
+		for _, v := range vs {
+			whole.Add(v)
+		}
+		for len(vs) > 0 {
+			k := min(len(vs), 1+r.IntN(100))
+			var part Sketch
+			for _, v := range vs[:k] {
+				part.Add(v)
+			}
+			merged.Merge(&part)
+			vs = vs[k:]
+		}
+		if a, b := whole.AppendBinary(nil), merged.AppendBinary(nil); !bytes.Equal(a, b) {
+			t.Fatalf("merged sketch differs from the whole's")
+		}
+	}
+}
+
+func TestSketchBoundedBins(t *testing.T) {
+	var s Sketch
+	for e := -300; e <= 300; e++ {
+		s.Add(math.Pow(10, float64(e)))
+	}
+	if n := len(s.pos.counts); n > maxBins {
+		t.Fatalf("%d bins", n)
+	}
+	// The top of the range keeps its accuracy.
+	if got, _ := s.Quantile(1); math.Abs(got-1e300)/1e300 > RelativeAccuracy {
+		t.Fatalf("max %v", got)
+	}
+}
+
+// A bucket of all the samples equals the buckets of consecutive parts
+// merged in order: what the 5m -> 1h -> 1d cascade relies on.
+func TestBucketMergeEqualsWhole(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for iter := 0; iter < 300; iter++ {
+		vs := values(r, 1+r.IntN(500))
+		var whole Bucket
+		for i, v := range vs {
+			whole.Add(int64(i)*10_000, v)
+		}
+		var merged Bucket
+		for i := 0; i < len(vs); {
+			k := min(len(vs)-i, 1+r.IntN(40))
+			var part Bucket
+			for j := i; j < i+k; j++ {
+				part.Add(int64(j)*10_000, vs[j])
+			}
+			merged.Merge(&part)
+			i += k
+		}
+		same := func(a, b float64) bool { return a == b || math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) }
+		if merged.Count != whole.Count || merged.Min != whole.Min || merged.Max != whole.Max ||
+			merged.First != whole.First || merged.Last != whole.Last || merged.FirstT != whole.FirstT || merged.LastT != whole.LastT ||
+			!same(merged.Sum, whole.Sum) || !same(merged.Increase, whole.Increase) {
+			t.Fatalf("merged %+v\nwhole  %+v", merged, whole)
+		}
+		if !bytes.Equal(merged.Sketch.AppendBinary(nil), whole.Sketch.AppendBinary(nil)) {
+			t.Fatal("sketches differ")
+		}
+	}
+}
+
+func TestCounterIncrease(t *testing.T) {
+	var b Bucket
+	for i, v := range []float64{10, 15, 3, 8, 8, 20} { // a reset after 15
+		b.Add(int64(i), v)
+	}
+	if b.Increase != 5+3+5+0+12 {
+		t.Fatalf("increase %v", b.Increase)
+	}
+}
+
+func randomBuckets(r *rand.Rand, n int, res int64) []Bucket {
+	bs := make([]Bucket, 0, n)
+	start := Align(r.Int64N(1<<42), res)
+	for i := 0; i < n; i++ {
+		start += res * int64(1+r.IntN(3))
+		var b Bucket
+		b.Start = start
+		for j, v := range values(r, 1+r.IntN(40)) {
+			b.Add(start+int64(j)*(res/41)+int64(r.IntN(7)), v)
+		}
+		bs = append(bs, b)
+	}
+	return bs
+}
+
+func TestBlockRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for iter := 0; iter < 200; iter++ {
+		bs := randomBuckets(r, 1+r.IntN(300), 300_000)
+		enc, err := AppendBlock(nil, bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeBlock(nil, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(bs) {
+			t.Fatalf("%d buckets, want %d", len(got), len(bs))
+		}
+		for i := range bs {
+			a, b := got[i], bs[i]
+			eq := func(x, y float64) bool { return math.Float64bits(x) == math.Float64bits(y) }
+			if a.Start != b.Start || a.Count != b.Count || a.FirstT != b.FirstT || a.LastT != b.LastT ||
+				!eq(a.Sum, b.Sum) || !eq(a.Min, b.Min) || !eq(a.Max, b.Max) || !eq(a.First, b.First) || !eq(a.Last, b.Last) || !eq(a.Increase, b.Increase) {
+				t.Fatalf("bucket %d: %+v, want %+v", i, a, b)
+			}
+			if !bytes.Equal(a.Sketch.AppendBinary(nil), b.Sketch.AppendBinary(nil)) {
+				t.Fatalf("bucket %d: sketch differs", i)
+			}
+		}
+		// Any damaged byte is caught by the checksum.
+		bad := append([]byte(nil), enc...)
+		bad[r.IntN(len(bad))] ^= byte(1 + r.IntN(255))
+		if _, err := DecodeBlock(nil, bad); err == nil {
+			t.Fatal("a damaged block decoded")
+		}
+	}
+	if _, err := AppendBlock(nil, nil); err == nil {
+		t.Error("empty block accepted")
+	}
+}

@@ -1,0 +1,236 @@
+package rollup
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// RelativeAccuracy is the sketch's guarantee: a quantile it returns is
+// within 1% of the value of a sample of that rank.
+const RelativeAccuracy = 0.01
+
+// The bins follow DDSketch (Masson, Rim, Lee, VLDB 2019): a positive value
+// x falls in bin i when gamma^(i-1) < x <= gamma^i, and the bin answers
+// 2*gamma^i/(gamma+1), which is within (gamma-1)/(gamma+1) = 1% of every
+// value of the bin. Bins are mergeable by adding counts, so sketches of
+// 5-minute buckets add up to hours, days and months exactly as a sketch
+// of all the samples would.
+var (
+	gamma    = (1 + RelativeAccuracy) / (1 - RelativeAccuracy)
+	lnGamma  = math.Log(gamma)
+	minValue = 1e-9 // smaller magnitudes count as zero
+)
+
+// maxBins bounds a sketch's memory per sign: beyond it the lowest bins
+// are folded together (only quantiles that low lose accuracy). 2048 bins
+// of 2% span 1e-9 to 1e9 with room to spare.
+const maxBins = 2048
+
+// Sketch is a mergeable quantile sketch of finite values. The zero value
+// is an empty sketch.
+type Sketch struct {
+	pos, neg store // bins of x and of -x
+	zero     uint64
+}
+
+// store is a run of bin counts starting at bin offset.
+type store struct {
+	offset int32
+	counts []uint64
+}
+
+func index(x float64) int32 {
+	return int32(math.Ceil(math.Log(x) / lnGamma))
+}
+
+func binValue(i int32) float64 {
+	return 2 * math.Pow(gamma, float64(i)) / (gamma + 1)
+}
+
+// Add counts v; NaN and infinities are not counted (Count says how many
+// values the sketch holds).
+func (s *Sketch) Add(v float64) {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+	case v > minValue:
+		s.pos.add(index(v), 1)
+	case v < -minValue:
+		s.neg.add(index(-v), 1)
+	default:
+		s.zero++
+	}
+}
+
+func (st *store) add(i int32, n uint64) {
+	if len(st.counts) == 0 {
+		st.offset = i
+		st.counts = append(st.counts[:0], n)
+		return
+	}
+	if i < st.offset {
+		if int(st.offset-i)+len(st.counts) > maxBins {
+			// Too wide: fold into the lowest bin kept.
+			lowest := st.offset + int32(len(st.counts)) - maxBins
+			if i < lowest {
+				i = lowest
+			}
+		}
+		if i < st.offset {
+			grow := int(st.offset - i)
+			st.counts = append(make([]uint64, grow, grow+len(st.counts)), st.counts...)
+			st.offset = i
+		}
+	}
+	if j := int(i - st.offset); j >= len(st.counts) {
+		st.counts = append(st.counts, make([]uint64, j+1-len(st.counts))...)
+		if len(st.counts) > maxBins {
+			st.collapse()
+		}
+	}
+	st.counts[i-st.offset] += n
+}
+
+// collapse folds the lowest bins into one so that maxBins remain.
+func (st *store) collapse() {
+	extra := len(st.counts) - maxBins
+	var folded uint64
+	for _, c := range st.counts[:extra+1] {
+		folded += c
+	}
+	st.counts = append(st.counts[:0], st.counts[extra:]...)
+	st.counts[0] = folded
+	st.offset += int32(extra)
+}
+
+func (st *store) total() uint64 {
+	var n uint64
+	for _, c := range st.counts {
+		n += c
+	}
+	return n
+}
+
+// Count returns the number of values in the sketch.
+func (s *Sketch) Count() uint64 { return s.pos.total() + s.neg.total() + s.zero }
+
+// Merge adds o's values to s.
+func (s *Sketch) Merge(o *Sketch) {
+	if o == nil {
+		return
+	}
+	for j, c := range o.pos.counts {
+		if c > 0 {
+			s.pos.add(o.pos.offset+int32(j), c)
+		}
+	}
+	for j, c := range o.neg.counts {
+		if c > 0 {
+			s.neg.add(o.neg.offset+int32(j), c)
+		}
+	}
+	s.zero += o.zero
+}
+
+// Quantile returns the value of rank q*(n-1) (0 <= q <= 1) within
+// RelativeAccuracy, and false when the sketch is empty.
+func (s *Sketch) Quantile(q float64) (float64, bool) {
+	n := s.Count()
+	if n == 0 || math.IsNaN(q) {
+		return 0, false
+	}
+	q = math.Max(0, math.Min(1, q))
+	rank := uint64(q * float64(n-1))
+	var seen uint64
+	// From the most negative value up: negative bins in decreasing index,
+	// zero, positive bins in increasing index.
+	for j := len(s.neg.counts) - 1; j >= 0; j-- {
+		if seen += s.neg.counts[j]; seen > rank {
+			return -binValue(s.neg.offset + int32(j)), true
+		}
+	}
+	if seen += s.zero; seen > rank {
+		return 0, true
+	}
+	for j, c := range s.pos.counts {
+		if seen += c; seen > rank {
+			return binValue(s.pos.offset + int32(j)), true
+		}
+	}
+	return binValue(s.pos.offset + int32(len(s.pos.counts)-1)), true
+}
+
+// AppendBinary appends the sketch's encoding: the zero count, then each
+// sign's bins as a count, the first bin's index and the counts in order
+// (uvarints: a bin's count of a 5-minute bucket is one byte).
+func (s *Sketch) AppendBinary(dst []byte) []byte {
+	dst = binary.AppendUvarint(dst, s.zero)
+	for _, st := range []*store{&s.pos, &s.neg} {
+		c := st.trimmed()
+		dst = binary.AppendUvarint(dst, uint64(len(c.counts)))
+		if len(c.counts) == 0 {
+			continue
+		}
+		dst = binary.AppendVarint(dst, int64(c.offset))
+		for _, n := range c.counts {
+			dst = binary.AppendUvarint(dst, n)
+		}
+	}
+	return dst
+}
+
+// trimmed drops empty bins at both ends.
+func (st *store) trimmed() store {
+	lo, hi := 0, len(st.counts)
+	for lo < hi && st.counts[lo] == 0 {
+		lo++
+	}
+	for hi > lo && st.counts[hi-1] == 0 {
+		hi--
+	}
+	return store{offset: st.offset + int32(lo), counts: st.counts[lo:hi]}
+}
+
+// ErrCorrupt marks bytes that are not a valid sketch or block.
+var ErrCorrupt = errors.New("corrupt rollup")
+
+// DecodeSketch decodes a sketch from the start of b and returns the bytes
+// after it.
+func DecodeSketch(b []byte) (*Sketch, []byte, error) {
+	s := &Sketch{}
+	var ok bool
+	if s.zero, b, ok = uvarint(b); !ok {
+		return nil, nil, fmt.Errorf("%w: sketch zero count", ErrCorrupt)
+	}
+	for _, st := range []*store{&s.pos, &s.neg} {
+		var n uint64
+		if n, b, ok = uvarint(b); !ok || n > maxBins || n > uint64(len(b)) {
+			return nil, nil, fmt.Errorf("%w: sketch bin count", ErrCorrupt)
+		}
+		if n == 0 {
+			continue
+		}
+		off, m := binary.Varint(b)
+		if m <= 0 || off < math.MinInt32/2 || off > math.MaxInt32/2 {
+			return nil, nil, fmt.Errorf("%w: sketch bin index", ErrCorrupt)
+		}
+		b = b[m:]
+		st.offset = int32(off)
+		st.counts = make([]uint64, n)
+		for j := range st.counts {
+			if st.counts[j], b, ok = uvarint(b); !ok {
+				return nil, nil, fmt.Errorf("%w: sketch bin %d", ErrCorrupt, j)
+			}
+		}
+	}
+	return s, b, nil
+}
+
+func uvarint(b []byte) (uint64, []byte, bool) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, b, false
+	}
+	return v, b[n:], true
+}
