@@ -39,6 +39,7 @@ type Appender struct {
 	// the clock costs more than the rest of an Append.
 	cutoff    int64
 	hasCutoff bool
+	minT      int64 // the oldest pending sample's time (valid when samples exist)
 }
 
 type postedKey struct {
@@ -71,6 +72,9 @@ func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
 	s, err := a.db.getOrCreate(ls)
 	if err != nil {
 		return err
+	}
+	if len(a.samples) == 0 || t < a.minT {
+		a.minT = t
 	}
 	a.samples = append(a.samples, pendingSample{s, t, v})
 	return nil
@@ -144,6 +148,7 @@ func (a *Appender) Commit() error {
 	db.seqMu.Lock()
 	seq := db.nextSeq
 	db.nextSeq++
+	a.markDirty(b) // under seqMu: see rollWindow
 	db.seqMu.Unlock()
 	b.Set(walKey(seq), a.buf, nil)
 	start := time.Now()

@@ -52,6 +52,16 @@ type Options struct {
 	// one being written and one being flushed) to leave CacheSize for
 	// blocks.
 	CacheSize int64
+	// MemTableSize is the size Pebble's memtables grow to. Default 64 MiB.
+	MemTableSize int64
+	// Tiers are the downsampled resolutions, each built from the one
+	// before (the first from raw samples) by a background job every
+	// RollupInterval, once a bucket is RollupDelay old. nil means
+	// DefaultTiers; an empty slice turns downsampling off. Raw partitions
+	// are kept until they are rolled up, even past Retention.
+	Tiers          []Tier
+	RollupInterval time.Duration // default 1 minute
+	RollupDelay    time.Duration // default 5 minutes
 	// Now is the clock; tests inject one. Default time.Now.
 	Now func() time.Time
 	// Logger receives progress and errors of background work.
@@ -98,6 +108,18 @@ func (o *Options) withDefaults() Options {
 	if r.CacheSize == 0 {
 		r.CacheSize = 64 << 20
 	}
+	if r.MemTableSize == 0 {
+		r.MemTableSize = 64 << 20
+	}
+	if r.Tiers == nil {
+		r.Tiers = DefaultTiers
+	}
+	if r.RollupInterval == 0 {
+		r.RollupInterval = time.Minute
+	}
+	if r.RollupDelay == 0 {
+		r.RollupDelay = 5 * time.Minute
+	}
 	if r.MaxActiveSeries == 0 {
 		r.MaxActiveSeries = 2_000_000
 	}
@@ -122,10 +144,10 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("chunk samples %d is outside 1..65535", o.ChunkSamples)
 	case o.ChunkSpan < 0:
 		return fmt.Errorf("chunk span %v is negative", o.ChunkSpan)
-	case o.CheckpointInterval < 0 || o.RetentionInterval < 0 || o.HeadIdleTimeout < 0:
+	case o.CheckpointInterval < 0 || o.RetentionInterval < 0 || o.HeadIdleTimeout < 0 || o.RollupInterval < 0 || o.RollupDelay < 0:
 		return errors.New("background intervals must not be negative")
 	}
-	return nil
+	return validateTiers(o.Tiers)
 }
 
 // DB is an open data directory. All methods are safe for concurrent use.
@@ -165,6 +187,9 @@ type DB struct {
 	// cpMu serialises checkpoints (background, explicit, and Close).
 	cpMu sync.Mutex
 
+	tiers    []*tierState
+	rollupMu sync.Mutex // one rollup run at a time
+
 	// gcMu: series garbage collection (write) against loading a stored
 	// series into the head (read).
 	gcMu sync.RWMutex
@@ -203,7 +228,7 @@ func Open(dir string, o Options) (*DB, error) {
 			lock.release()
 		}
 	}()
-	const memTableSize = 64 << 20
+	memTableSize := opts.MemTableSize
 	// Pebble reserves each memtable in the block cache: a cache only as
 	// large as CacheSize was wholly reserved by the first memtable and
 	// kept no block at all (every read decompressed its blocks again).
@@ -211,7 +236,7 @@ func Open(dir string, o Options) (*DB, error) {
 	defer cache.Unref()
 	popts := &pebble.Options{
 		Cache:                       cache,
-		MemTableSize:                memTableSize,
+		MemTableSize:                uint64(memTableSize),
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		Logger:                      quietLogger{opts.Logger},
@@ -243,6 +268,10 @@ func Open(dir string, o Options) (*DB, error) {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
+	if err := db.initRollups(); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
 	start := time.Now()
 	n, err := db.replay()
 	if err != nil {
@@ -256,8 +285,12 @@ func Open(dir string, o Options) (*DB, error) {
 	}
 	if !opts.DisableBackground {
 		db.bg.Add(2)
-		go db.checkpointLoop()
-		go db.retentionLoop()
+		go db.every(opts.CheckpointInterval, db.cpTrigger, false, "checkpoint", db.Checkpoint)
+		go db.every(opts.RetentionInterval, nil, true, "retention", db.ApplyRetention)
+		if len(db.tiers) > 0 {
+			db.bg.Add(1)
+			go db.every(opts.RollupInterval, nil, false, "rollup", db.RunRollups)
+		}
 	}
 	ok = true
 	return db, nil
@@ -413,35 +446,25 @@ func (db *DB) retentionCutoff() int64 {
 	return c
 }
 
-func (db *DB) checkpointLoop() {
+// every runs f every interval (and when trigger fires) until Close;
+// with first, once at the start too. Errors are logged: background work
+// retries at its next turn.
+func (db *DB) every(interval time.Duration, trigger <-chan struct{}, first bool, what string, f func() error) {
 	defer db.bg.Done()
-	t := time.NewTicker(db.opts.CheckpointInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		if first {
+			if err := f(); err != nil && !errors.Is(err, series.ErrClosed) {
+				db.opts.Logger.Error(what+" failed", "err", err)
+			}
+		}
+		first = true
 		select {
 		case <-db.closing:
 			return
 		case <-t.C:
-		case <-db.cpTrigger:
-		}
-		if err := db.Checkpoint(); err != nil {
-			db.opts.Logger.Error("checkpoint failed", "err", err)
-		}
-	}
-}
-
-func (db *DB) retentionLoop() {
-	defer db.bg.Done()
-	t := time.NewTicker(db.opts.RetentionInterval)
-	defer t.Stop()
-	for {
-		if err := db.ApplyRetention(); err != nil {
-			db.opts.Logger.Error("retention failed", "err", err)
-		}
-		select {
-		case <-db.closing:
-			return
-		case <-t.C:
+		case <-trigger:
 		}
 	}
 }
@@ -449,23 +472,55 @@ func (db *DB) retentionLoop() {
 // ApplyRetention drops every day partition that lies wholly before the
 // retention cutoff, with one DeleteRange per key kind: never sample by sample.
 func (db *DB) ApplyRetention() error {
-	cutDay := dayOf(db.retentionCutoff())
-	if cutDay == 0 {
-		return nil
+	cut := db.retentionCutoff()
+	if len(db.tiers) > 0 {
+		// Raw days are kept until the first tier has rolled them up.
+		cut = min(cut, db.tiers[0].watermark.Load())
 	}
+	cutDay := dayOf(max(cut, 0))
 	b := db.pdb.NewBatch()
 	defer b.Close()
-	for _, kind := range []byte{kindChunk, kindPostings} {
-		end := binary.BigEndian.AppendUint32([]byte{kind}, cutDay)
-		if err := b.DeleteRange([]byte{kind}, end, nil); err != nil {
+	if cutDay > 0 {
+		for _, kind := range []byte{kindChunk, kindPostings} {
+			end := binary.BigEndian.AppendUint32([]byte{kind}, cutDay)
+			if err := b.DeleteRange([]byte{kind}, end, nil); err != nil {
+				return err
+			}
+		}
+	}
+	// Each tier drops its partitions (blocks, postings, dirty markers)
+	// that lie wholly before its own cutoff.
+	gcCut := cut
+	for _, t := range db.tiers {
+		tcut := db.opts.Now().UnixMilli() - t.Retention.Milliseconds()
+		gcCut = min(gcCut, tcut)
+		part := tcut / t.span
+		if part <= 0 {
+			continue
+		}
+		tier := []byte{kindRollup, byte(t.idx)}
+		if err := b.DeleteRange(tier, binary.BigEndian.AppendUint32(tier, uint32(part)), nil); err != nil {
 			return err
 		}
+		lo := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, 0))
+		hi := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, part))
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+		dirty := []byte{kindDirty, byte(t.idx)}
+		if err := b.DeleteRange(dirty, binary.BigEndian.AppendUint64(dirty, uint64(max(part*t.span, 0))), nil); err != nil {
+			return err
+		}
+	}
+	if b.Empty() {
+		return nil
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
 	}
 	db.stats.RetentionRuns.Add(1)
-	n, err := db.gcSeries(cutDay)
+	// A series goes when no tier keeps any of its data.
+	n, err := db.gcSeries(dayOf(max(gcCut, 0)))
 	if err != nil {
 		return fmt.Errorf("collect expired series: %w", err)
 	}

@@ -31,8 +31,9 @@ type clock struct{ now time.Time }
 
 func (c *clock) Now() time.Time { return c.now }
 
+// testOptions: raw storage alone (rollup tests turn tiers on).
 func testOptions(c *clock) Options {
-	return Options{Now: c.Now, DisableBackground: true, Retention: 30 * 24 * time.Hour}
+	return Options{Now: c.Now, DisableBackground: true, Retention: 30 * 24 * time.Hour, Tiers: []Tier{}}
 }
 
 func openTest(t *testing.T, dir string, o Options) *DB {
@@ -580,47 +581,45 @@ func TestRetentionCollectsSeries(t *testing.T) {
 }
 
 // Pebble reserves its memtables in the block cache: the cache must still
-// keep blocks, or every query decompresses its blocks again (it once kept
-// none: the first memtable reserved the whole cache).
+// keep blocks once the memtables have grown to full size, or every query
+// decompresses its blocks again (it once kept none: with memtables as
+// large as the cache, the reservation took all of it).
 func TestBlockCacheKeepsBlocks(t *testing.T) {
 	c := &clock{day0}
-	dir := t.TempDir()
-	db := openTest(t, dir, testOptions(c))
-	ls := series.FromStrings("__name__", "cpu", "host", "a")
-	var ss []series.Sample
-	for i := 0; i < 20_000; i++ {
-		ss = append(ss, series.Sample{T: ms(day0) - int64(i)*10_000, V: float64(i % 7)})
-	}
-	slices.SortFunc(ss, func(a, b series.Sample) int { return int(a.T - b.T) })
-	mustAppend(t, db, ls, ss...)
-	if err := db.Checkpoint(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = openTest(t, dir, testOptions(c))
+	opts := testOptions(c)
+	opts.CacheSize, opts.MemTableSize = 1<<20, 1<<20
+	db := openTest(t, t.TempDir(), opts)
 	defer db.Close()
-	// A live server writes: Pebble's memtables start small and double at
-	// each flush up to their full size, which is what is reserved.
-	for i := 0; i < 10; i++ {
-		mustAppend(t, db, series.FromStrings("__name__", "up"), series.Sample{T: ms(day0) + int64(i), V: 1})
+	// Enough writes for the memtables to reach their full size, as on a
+	// server that has ingested for a while.
+	for round := 0; round < 8; round++ {
+		a := db.Appender()
+		for s := 0; s < 20; s++ {
+			ls := series.FromStrings("__name__", "cpu", "host", fmt.Sprint(s))
+			for i := 0; i < 400; i++ {
+				if err := a.Append(ls, ms(day0)-int64(8-round)*4_000_000+int64(i)*10_000, float64(i%7)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := a.Commit(); err != nil {
+			t.Fatal(err)
+		}
 		if err := db.Checkpoint(); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Flush(); err != nil {
-			t.Fatal(err)
-		}
 	}
-	for i := 0; i < 2; i++ {
-		if got := query(t, db, ss[0].T, ss[len(ss)-1].T, nameCPU); len(got[ls.String()]) != len(ss) {
-			t.Fatalf("read %d samples, want %d", len(got[ls.String()]), len(ss))
-		}
+	if err := db.Compact(); err != nil { // no compaction may evict blocks between the reads
+		t.Fatal(err)
 	}
-	if m := db.Metrics().BlockCache; m.Hits == 0 || m.Size == 0 {
-		t.Fatalf("the second read hit no cached block: %+v", m)
+	var misses [2]int64
+	for i := range misses {
+		if got := query(t, db, ms(day0)-40_000_000, ms(day0), nameCPU); len(got) != 20 {
+			t.Fatalf("read %d series, want 20", len(got))
+		}
+		misses[i] = db.Metrics().BlockCache.Misses
+	}
+	if misses[1] != misses[0] {
+		t.Fatalf("the second read missed the cache %d times: %+v", misses[1]-misses[0], db.Metrics().BlockCache)
 	}
 }

@@ -17,6 +17,8 @@ const (
 	kindPostings = 'P'
 	kindChunk    = 'C'
 	kindWAL      = 'W'
+	kindRollup   = 'R' // tier partition seriesID blockStart -> rollup block
+	kindDirty    = 'D' // tier bucketStart seriesID -> empty: roll up again
 
 	schemaVersion = 1
 	chunkValueV1  = 1

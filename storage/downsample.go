@@ -1,0 +1,725 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Tier is one downsampled resolution and how long its buckets are kept.
+type Tier struct {
+	Resolution time.Duration
+	Retention  time.Duration
+}
+
+// DefaultTiers are the rollups kept when Options.Tiers is nil: 5 minutes
+// for 90 days, 1 hour for 2 years, 1 day for 10 years.
+var DefaultTiers = []Tier{
+	{5 * time.Minute, 90 * 24 * time.Hour},
+	{time.Hour, 730 * 24 * time.Hour},
+	{24 * time.Hour, 3650 * 24 * time.Hour},
+}
+
+// blockBuckets is how many buckets a rollup block (one Pebble value per
+// series and partition) spans: a day of 5-minute buckets.
+const blockBuckets = 288
+
+// rollupPartBase marks postings partitions of rollup tiers: raw day
+// partitions stay far below it (day 2,932,896 is the year 9999), so raw
+// queries and raw retention never see them.
+const rollupPartBase = 0x80000000
+
+// tierState is a tier's configuration and progress.
+type tierState struct {
+	Tier
+	idx       int
+	res, span int64 // ms
+	// watermark: every bucket before it has been rolled up (ms); a sample
+	// committed before it marks its bucket dirty. Persisted in meta.
+	watermark atomic.Int64
+	buckets   atomic.Int64 // buckets written, for /metrics
+}
+
+func validateTiers(ts []Tier) error {
+	if len(ts) > 8 {
+		return fmt.Errorf("%d rollup tiers: at most 8", len(ts))
+	}
+	for i, t := range ts {
+		if t.Resolution < time.Minute || t.Resolution%time.Second != 0 {
+			return fmt.Errorf("rollup tier %d: resolution %v must be whole seconds, at least 1m", i, t.Resolution)
+		}
+		if t.Retention <= 0 {
+			return fmt.Errorf("rollup tier %v: retention %v must be positive", t.Resolution, t.Retention)
+		}
+		if i > 0 {
+			prev := ts[i-1].Resolution
+			// Each tier is built from the one before, one source block at a
+			// time: its buckets must tile the source's blocks.
+			if t.Resolution <= prev || t.Resolution%prev != 0 || (blockBuckets*prev)%t.Resolution != 0 {
+				return fmt.Errorf("rollup tier %v after %v: each resolution must be a multiple of the previous one that divides %d of its buckets", t.Resolution, prev, blockBuckets)
+			}
+		}
+	}
+	return nil
+}
+
+func rollupKey(dst []byte, tier int, part uint32, id uint64, start int64) []byte {
+	dst = append(dst, kindRollup, byte(tier))
+	dst = binary.BigEndian.AppendUint32(dst, part)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	return binary.BigEndian.AppendUint64(dst, uint64(start))
+}
+
+func dirtyKey(dst []byte, tier int, bucket int64, id uint64) []byte {
+	dst = append(dst, kindDirty, byte(tier))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(bucket))
+	return binary.BigEndian.AppendUint64(dst, id)
+}
+
+func watermarkKey(res int64) []byte { return metaKey(fmt.Sprintf("rollup-watermark-%d", res)) }
+
+// postingsPart is the postings partition of tier partition part.
+func postingsPart(tier int, part int64) uint32 {
+	return rollupPartBase | uint32(tier)<<24 | uint32(part)&0xffffff
+}
+
+func (db *DB) initRollups() error {
+	for i, t := range db.opts.Tiers {
+		ts := &tierState{Tier: t, idx: i, res: t.Resolution.Milliseconds()}
+		ts.span = blockBuckets * ts.res
+		v, closer, err := db.pdb.Get(watermarkKey(ts.res))
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+			ts.watermark.Store(MinTime)
+		case err != nil:
+			return err
+		default:
+			if len(v) != 8 {
+				closer.Close()
+				return fmt.Errorf("rollup watermark of %v: %d bytes", t.Resolution, len(v))
+			}
+			ts.watermark.Store(int64(binary.BigEndian.Uint64(v)))
+			closer.Close()
+		}
+		db.tiers = append(db.tiers, ts)
+	}
+	return nil
+}
+
+// markDirty adds a dirty marker to b for every sample of the commit that
+// falls before the first tier's watermark: its bucket was rolled up
+// already and must be again. Called under seqMu, which the downsampler
+// takes to move a watermark, so that no commit is missed by both.
+func (a *Appender) markDirty(b *pebble.Batch) {
+	if len(a.db.tiers) == 0 || a.minT >= a.db.tiers[0].watermark.Load() {
+		return
+	}
+	t0 := a.db.tiers[0]
+	w := t0.watermark.Load()
+	var k []byte
+	for _, p := range a.samples {
+		if p.t < w {
+			k = dirtyKey(k[:0], 0, rollup.Align(p.t, t0.res), p.s.id)
+			b.Set(k, nil, nil)
+		}
+	}
+}
+
+// RollupProgress is a tier's progress, for /metrics and logs.
+type RollupProgress struct {
+	Resolution time.Duration
+	Watermark  int64 // ms: every bucket before it is rolled up
+	Buckets    int64 // buckets written since Open
+}
+
+// RollupProgress returns each tier's progress.
+func (db *DB) RollupProgress() []RollupProgress {
+	out := make([]RollupProgress, len(db.tiers))
+	for i, t := range db.tiers {
+		out[i] = RollupProgress{t.Resolution, t.watermark.Load(), t.buckets.Load()}
+	}
+	return out
+}
+
+// RunRollups brings every tier up to date: dirty buckets first, then the
+// new buckets from each tier's watermark to what its source has
+// complete. It is what the background job runs every RollupInterval.
+// Every step is a Pebble batch that writes blocks, postings, the removal
+// of the dirty markers it handled and the new watermark together: a crash
+// at any point leaves a state from which running again gives the same
+// rollups.
+func (db *DB) RunRollups() error {
+	db.rollupMu.Lock()
+	defer db.rollupMu.Unlock()
+	for _, t := range db.tiers {
+		if err := db.rollDirty(t); err != nil {
+			return fmt.Errorf("rollup %v: late samples: %w", t.Resolution, err)
+		}
+		if err := db.rollForward(t); err != nil {
+			return fmt.Errorf("rollup %v: %w", t.Resolution, err)
+		}
+	}
+	return nil
+}
+
+// sourceEnd is the time before which tier t's source is complete.
+func (db *DB) sourceEnd(t *tierState) int64 {
+	if t.idx == 0 {
+		return db.opts.Now().UnixMilli() - db.opts.RollupDelay.Milliseconds()
+	}
+	return db.tiers[t.idx-1].watermark.Load()
+}
+
+// rollForward rolls up [watermark, source end) window by window, a window
+// being at most one of the source's blocks (raw: one day).
+func (db *DB) rollForward(t *tierState) error {
+	end := rollup.Align(db.sourceEnd(t), t.res)
+	w := t.watermark.Load()
+	if w == MinTime {
+		first, ok, err := db.firstSourceTime(t)
+		if err != nil || !ok {
+			return err
+		}
+		w = rollup.Align(first, t.res)
+	}
+	srcSpan := int64(msPerDay)
+	if t.idx > 0 {
+		srcSpan = db.tiers[t.idx-1].span
+	}
+	started, windows := time.Now(), 0
+	for w < end {
+		if err := db.checkClosing(); err != nil {
+			return err
+		}
+		next := min(end, rollup.Align(w, srcSpan)+srcSpan)
+		if err := db.rollWindow(t, w, next); err != nil {
+			return err
+		}
+		w = next
+		windows++
+	}
+	if windows > 0 {
+		db.opts.Logger.Info("rollup", "resolution", t.Resolution.String(), "windows", windows,
+			"watermark", time.UnixMilli(w).UTC().Format(time.RFC3339), "took", time.Since(started).Round(time.Millisecond))
+	}
+	return nil
+}
+
+func (db *DB) checkClosing() error {
+	select {
+	case <-db.closing:
+		return series.ErrClosed
+	default:
+		return nil
+	}
+}
+
+// firstSourceTime finds where tier t starts: the first raw day partition
+// with postings, or the first block of the tier below.
+func (db *DB) firstSourceTime(t *tierState) (int64, bool, error) {
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return 0, false, err
+	}
+	defer it.Close()
+	if t.idx == 0 {
+		if !it.SeekGE([]byte{kindPostings}) || it.Key()[0] != kindPostings || len(it.Key()) < 5 {
+			return 0, false, it.Error()
+		}
+		day := binary.BigEndian.Uint32(it.Key()[1:])
+		if day >= rollupPartBase {
+			return 0, false, nil
+		}
+		return int64(day) * msPerDay, true, nil
+	}
+	src := t.idx - 1
+	if !it.SeekGE([]byte{kindRollup, byte(src)}) || len(it.Key()) != 22 || it.Key()[0] != kindRollup || it.Key()[1] != byte(src) {
+		return 0, false, it.Error()
+	}
+	return int64(binary.BigEndian.Uint64(it.Key()[14:])), true, nil
+}
+
+// rollWindow computes tier t's buckets in [from, to) from its source and
+// writes them, then moves the watermark to `to`.
+func (db *DB) rollWindow(t *tierState, from, to int64) error {
+	// Commits from here on mark samples before `to` dirty; commits before
+	// are applied (visible to the read below) once the wait returns.
+	if t.idx == 0 {
+		db.seqMu.Lock()
+		t.watermark.Store(to)
+		last := db.nextSeq - 1
+		db.seqMu.Unlock()
+		db.waitApplied(last)
+	}
+	w := db.newRollupWriter(t)
+	err := db.eachSourceSeries(t, from, to, func(id uint64, ls series.Labels, bs []rollup.Bucket) error {
+		return w.put(id, ls, from, to, bs)
+	})
+	if err != nil {
+		if t.idx == 0 {
+			t.watermark.Store(from) // not done: later commits need no marker for it, earlier ones are in the source
+		}
+		return err
+	}
+	return w.finish(func(b *pebble.Batch) error {
+		if t.idx > 0 {
+			t.watermark.Store(to)
+		}
+		return b.Set(watermarkKey(t.res), binary.BigEndian.AppendUint64(nil, uint64(to)), nil)
+	})
+}
+
+func (db *DB) waitApplied(seq uint64) {
+	db.applyMu.Lock()
+	for db.appliedSeq < seq {
+		db.applyCond.Wait()
+	}
+	db.applyMu.Unlock()
+}
+
+// eachSourceSeries calls f with every series that has data in [from, to)
+// in tier t's source, and its buckets at t's resolution. ids restricts
+// the series (nil: all).
+func (db *DB) eachSourceSeries(t *tierState, from, to int64, f func(id uint64, ls series.Labels, bs []rollup.Bucket) error) error {
+	if t.idx == 0 {
+		return db.eachRawSeries(t, from, to, nil, f)
+	}
+	return db.eachTierSeries(t, from, to, nil, f)
+}
+
+// eachRawSeries buckets raw samples.
+func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, f func(uint64, series.Labels, []rollup.Bucket) error) error {
+	q, err := db.Querier(from, to-1)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	q.ReuseBuffers()
+	if ids == nil {
+		days, err := q.days()
+		if err != nil {
+			return err
+		}
+		for _, d := range days {
+			day, err := selectDay(q.it, d, nil)
+			if err != nil {
+				return err
+			}
+			ids = union(ids, day)
+		}
+	}
+	var buf []series.Sample
+	var bs []rollup.Bucket
+	for _, id := range ids {
+		s, err := q.load(id)
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			continue
+		}
+		buf = s.it.(series.SampleAppender).AppendSamples(buf[:0])
+		if err := s.it.Err(); err != nil {
+			return fmt.Errorf("series %d: %w", id, err)
+		}
+		bs = bs[:0]
+		for _, p := range buf {
+			if series.IsStaleNaN(p.V) {
+				continue // range functions skip stale markers
+			}
+			start := rollup.Align(p.T, t.res)
+			if len(bs) == 0 || bs[len(bs)-1].Start != start {
+				bs = append(bs, rollup.Bucket{Start: start})
+			}
+			bs[len(bs)-1].Add(p.T, p.V)
+		}
+		if err := f(id, s.Labels, bs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachTierSeries merges the source tier's buckets into t's.
+func (db *DB) eachTierSeries(t *tierState, from, to int64, ids []uint64, f func(uint64, series.Labels, []rollup.Bucket) error) error {
+	src := db.tiers[t.idx-1]
+	part := uint32(from / src.span)
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	prefix := binary.BigEndian.AppendUint32([]byte{kindRollup, byte(src.idx)}, part)
+	end := prefixEnd(prefix)
+	var in, out []rollup.Bucket
+	want := func(id uint64) bool {
+		if ids == nil {
+			return true
+		}
+		i := sort.Search(len(ids), func(i int) bool { return ids[i] >= id })
+		return i < len(ids) && ids[i] == id
+	}
+	for valid := it.SeekGE(prefix); valid && bytes.Compare(it.Key(), end) < 0; valid = it.Next() {
+		k := it.Key()
+		if len(k) != 22 {
+			continue
+		}
+		id := binary.BigEndian.Uint64(k[6:])
+		if !want(id) {
+			continue
+		}
+		if in, err = rollup.DecodeBlock(in[:0], it.Value()); err != nil {
+			return fmt.Errorf("series %d: %v block at %d: %w", id, src.Resolution, int64(binary.BigEndian.Uint64(k[14:])), err)
+		}
+		out = out[:0]
+		for i := range in {
+			b := &in[i]
+			if b.Start < from || b.Start >= to {
+				continue
+			}
+			start := rollup.Align(b.Start, t.res)
+			if len(out) == 0 || out[len(out)-1].Start != start {
+				out = append(out, rollup.Bucket{Start: start})
+			}
+			out[len(out)-1].Merge(b)
+		}
+		if len(out) == 0 {
+			continue
+		}
+		ls, err := db.storedLabels(id)
+		if err != nil {
+			return fmt.Errorf("series %d: %w", id, err)
+		}
+		if err := f(id, ls, out); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// rollupWriter writes buckets into tier blocks: each block is read,
+// its buckets in the window replaced, and written back, in batches.
+type rollupWriter struct {
+	db    *DB
+	t     *tierState
+	b     *pebble.Batch
+	n     int64
+	cur   []rollup.Bucket
+	enc   []byte
+	key   []byte
+	dirty [][]byte // markers to delete with the blocks
+}
+
+func (db *DB) newRollupWriter(t *tierState) *rollupWriter {
+	return &rollupWriter{db: db, t: t, b: db.pdb.NewBatch()}
+}
+
+// put replaces series id's buckets in [from, to) with bs (sorted, all in
+// that window, which lies in one block).
+func (w *rollupWriter) put(id uint64, ls series.Labels, from, to int64, bs []rollup.Bucket) error {
+	t := w.t
+	part := from / t.span
+	if (to-1)/t.span != part {
+		return fmt.Errorf("rollup window [%d, %d) spans two %v blocks", from, to, t.Resolution)
+	}
+	w.key = rollupKey(w.key[:0], t.idx, uint32(part), id, part*t.span)
+	w.cur = w.cur[:0]
+	v, closer, err := w.db.pdb.Get(w.key)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		w.cur, err = rollup.DecodeBlock(w.cur, v)
+		closer.Close()
+		if err != nil {
+			return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, part, err)
+		}
+	}
+	// Keep the block's buckets outside the window, then the new ones, in
+	// time order.
+	merged := make([]rollup.Bucket, 0, len(w.cur)+len(bs))
+	i := 0
+	for ; i < len(w.cur) && w.cur[i].Start < from; i++ {
+		merged = append(merged, w.cur[i])
+	}
+	merged = append(merged, bs...)
+	for ; i < len(w.cur); i++ {
+		if w.cur[i].Start >= to {
+			merged = append(merged, w.cur[i])
+		}
+	}
+	if len(merged) == 0 {
+		if err := w.b.Delete(w.key, nil); err != nil {
+			return err
+		}
+	} else {
+		if w.enc, err = rollup.AppendBlock(w.enc[:0], merged); err != nil {
+			return fmt.Errorf("series %d: %w", id, err)
+		}
+		if err := w.b.Set(w.key, w.enc, nil); err != nil {
+			return err
+		}
+		// Postings of the tier partition, so that a selection finds the
+		// series after its raw days are gone.
+		pp := postingsPart(t.idx, part)
+		for _, l := range ls {
+			k := postingPrefix(nil, pp, l.Name, l.Value)
+			if err := w.b.Set(binary.BigEndian.AppendUint64(k, id), nil, nil); err != nil {
+				return err
+			}
+		}
+	}
+	w.n += int64(len(bs))
+	if w.b.Len() > 4<<20 {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *rollupWriter) flush() error {
+	if w.b.Empty() {
+		return nil
+	}
+	if err := w.b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	w.t.buckets.Add(w.n)
+	w.n = 0
+	w.b.Close()
+	w.b = w.db.pdb.NewBatch()
+	return nil
+}
+
+// finish writes what is left, with last's additions (the watermark, the
+// removal of dirty markers) in the final batch.
+func (w *rollupWriter) finish(last func(*pebble.Batch) error) error {
+	defer w.b.Close()
+	for _, k := range w.dirty {
+		if err := w.b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	if last != nil {
+		if err := last(w.b); err != nil {
+			return err
+		}
+	}
+	if err := w.b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	w.t.buckets.Add(w.n)
+	return nil
+}
+
+// rollDirty recomputes tier t's buckets that late samples (tier 0) or
+// recomputed buckets of the tier below changed, and marks the next tier's
+// buckets that hold them.
+func (db *DB) rollDirty(t *tierState) error {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindDirty, byte(t.idx)}, UpperBound: []byte{kindDirty, byte(t.idx) + 1}})
+	if err != nil {
+		return err
+	}
+	// Group the markers by the source window (a block) they fall in.
+	type mark struct {
+		start int64
+		id    uint64
+		key   []byte
+	}
+	var marks []mark
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 18 {
+			continue
+		}
+		marks = append(marks, mark{int64(binary.BigEndian.Uint64(k[2:])), binary.BigEndian.Uint64(k[10:]), append([]byte(nil), k...)})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(marks) == 0 {
+		return nil
+	}
+	srcSpan := int64(msPerDay)
+	if t.idx > 0 {
+		srcSpan = db.tiers[t.idx-1].span
+	}
+	sort.Slice(marks, func(i, j int) bool {
+		wi, wj := rollup.Align(marks[i].start, srcSpan), rollup.Align(marks[j].start, srcSpan)
+		if wi != wj {
+			return wi < wj
+		}
+		return marks[i].id < marks[j].id
+	})
+	var next *tierState
+	if t.idx+1 < len(db.tiers) {
+		next = db.tiers[t.idx+1]
+	}
+	for i := 0; i < len(marks); {
+		win := rollup.Align(marks[i].start, srcSpan)
+		j := i
+		var ids []uint64
+		for ; j < len(marks) && rollup.Align(marks[j].start, srcSpan) == win; j++ {
+			if len(ids) == 0 || ids[len(ids)-1] != marks[j].id {
+				ids = append(ids, marks[j].id)
+			}
+		}
+		// Recompute the whole window of these series: a block is rewritten
+		// anyway, and the window is what the source is read by.
+		from, to := win, win+srcSpan
+		if wm := t.watermark.Load(); to > wm {
+			to = wm // beyond the watermark the forward pass will do it
+		}
+		w := db.newRollupWriter(t)
+		put := func(id uint64, ls series.Labels, bs []rollup.Bucket) error {
+			if err := w.put(id, ls, from, to, bs); err != nil {
+				return err
+			}
+			if next != nil && next.watermark.Load() > from {
+				lastMarked := int64(MinTime) - 1
+				for _, b := range bs {
+					if nb := rollup.Align(b.Start, next.res); nb < next.watermark.Load() {
+						if nb == lastMarked {
+							continue
+						}
+						lastMarked = nb
+						if err := w.b.Set(dirtyKey(nil, next.idx, nb, id), nil, nil); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return nil
+		}
+		if from < to {
+			if t.idx == 0 {
+				err = db.eachRawSeries(t, from, to, ids, put)
+			} else {
+				err = db.eachTierSeries(t, from, to, ids, put)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		for _, m := range marks[i:j] {
+			w.dirty = append(w.dirty, m.key)
+		}
+		if err := w.finish(nil); err != nil {
+			return err
+		}
+		i = j
+	}
+	db.opts.Logger.Info("rollup: late samples rolled up again", "resolution", t.Resolution.String(), "buckets", len(marks))
+	return nil
+}
+
+// RollupSeries is one series' buckets of a tier.
+type RollupSeries struct {
+	Labels  series.Labels
+	Buckets []rollup.Bucket
+}
+
+// Rollups returns the buckets of tier (an index into Options.Tiers) that
+// start in [mint, maxt], of the series the matchers select (all series
+// with a metric name when there are none), sorted by labels. The series
+// are found through the tier's own postings, so they are there after
+// their raw days are gone.
+func (db *DB) Rollups(tier int, mint, maxt int64, ms ...*series.Matcher) ([]RollupSeries, error) {
+	if tier < 0 || tier >= len(db.tiers) {
+		return nil, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	}
+	t := db.tiers[tier]
+	if mint > maxt {
+		return nil, nil
+	}
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	parts, err := tierParts(it, tier, max(mint, 0)/t.span, max(maxt, 0)/t.span)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, p := range parts {
+		got, err := selectDay(it, postingsPart(tier, p), ms)
+		if err != nil {
+			return nil, err
+		}
+		ids = union(ids, got)
+	}
+	var out []RollupSeries
+	for _, id := range ids {
+		var bs []rollup.Bucket
+		for _, p := range parts {
+			v, closer, err := db.pdb.Get(rollupKey(nil, tier, uint32(p), id, p*t.span))
+			if errors.Is(err, pebble.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			n := len(bs)
+			bs, err = rollup.DecodeBlock(bs, v)
+			closer.Close()
+			if err != nil {
+				return nil, fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
+			}
+			// Keep [mint, maxt] only.
+			kept := bs[:n]
+			for _, b := range bs[n:] {
+				if b.Start >= mint && b.Start <= maxt {
+					kept = append(kept, b)
+				}
+			}
+			bs = kept
+		}
+		if len(bs) == 0 {
+			continue
+		}
+		ls, err := db.storedLabels(id)
+		if err != nil {
+			return nil, fmt.Errorf("series %d: %w", id, err)
+		}
+		out = append(out, RollupSeries{Labels: ls, Buckets: bs})
+	}
+	sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
+	return out, nil
+}
+
+// tierParts returns the partitions of tier in [first, last] that hold
+// postings, skipping from one to the next: years of range cost a seek per
+// partition with data.
+func tierParts(it *pebble.Iterator, tier int, first, last int64) ([]int64, error) {
+	var out []int64
+	for p := first; p <= last; {
+		if !it.SeekGE(binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(tier, p))) {
+			break
+		}
+		k := it.Key()
+		if len(k) < 5 || k[0] != kindPostings {
+			break
+		}
+		got := binary.BigEndian.Uint32(k[1:])
+		if got>>24 != rollupPartBase>>24|uint32(tier) {
+			break // past this tier's partitions
+		}
+		gp := int64(got & 0xffffff)
+		if gp > last {
+			break
+		}
+		out = append(out, gp)
+		p = gp + 1
+	}
+	return out, it.Error()
+}

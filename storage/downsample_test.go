@@ -1,0 +1,262 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// rollupOptions: the default tiers, raw kept long enough for the test's
+// days, the clock the test moves.
+func rollupOptions(c *clock) Options {
+	o := testOptions(c)
+	o.Tiers = nil
+	o.Retention = 60 * 24 * time.Hour
+	return o
+}
+
+// expectBuckets is the definition a tier must meet: every non-stale raw
+// sample, bucketed at res, added in time order.
+func expectBuckets(ss []series.Sample, res, before int64) []rollup.Bucket {
+	var bs []rollup.Bucket
+	for _, s := range ss {
+		if series.IsStaleNaN(s.V) || s.T >= before {
+			continue
+		}
+		start := rollup.Align(s.T, res)
+		if len(bs) == 0 || bs[len(bs)-1].Start != start {
+			bs = append(bs, rollup.Bucket{Start: start})
+		}
+		bs[len(bs)-1].Add(s.T, s.V)
+	}
+	return bs
+}
+
+func sameBuckets(t *testing.T, what string, got, want []rollup.Bucket) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d buckets, want %d", what, len(got), len(want))
+	}
+	close := func(a, b float64) bool {
+		return a == b || math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) || (math.IsNaN(a) && math.IsNaN(b))
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.Start != w.Start || g.Count != w.Count || g.FirstT != w.FirstT || g.LastT != w.LastT ||
+			!close(g.Sum, w.Sum) || !close(g.Min, w.Min) || !close(g.Max, w.Max) || !close(g.First, w.First) || !close(g.Last, w.Last) || !close(g.Increase, w.Increase) {
+			t.Fatalf("%s: bucket %d\n got %+v\nwant %+v", what, i, g, w)
+		}
+		if !bytes.Equal(g.Sketch.AppendBinary(nil), w.Sketch.AppendBinary(nil)) {
+			t.Fatalf("%s: bucket %d: sketch differs", what, i)
+		}
+	}
+}
+
+// Property: for random raw data (gaps, stale markers, counters with
+// resets, irregular intervals), every tier's buckets equal the buckets
+// computed straight from the raw samples, including after late samples.
+func TestRollupsEqualRaw(t *testing.T) {
+	r := rand.New(rand.NewPCG(testSeed(t), 11))
+	c := &clock{day0}
+	db := openTest(t, t.TempDir(), rollupOptions(c))
+	defer db.Close()
+	start := ms(day0) - 3*86400_000 + r.Int64N(3600_000)
+	end := ms(day0)
+	raw := map[string][]series.Sample{}
+	var lsets []series.Labels
+	for s := 0; s < 6; s++ {
+		ls := series.FromStrings("__name__", "m", "i", fmt.Sprint(s))
+		lsets = append(lsets, ls)
+		var ss []series.Sample
+		v := 0.0
+		for ts := start; ts < end; ts += 5_000 + r.Int64N(30_000) {
+			if r.IntN(200) == 0 {
+				ts += r.Int64N(4 * 3600_000) // a gap
+			}
+			switch {
+			case r.IntN(100) == 0:
+				ss = append(ss, series.Sample{T: ts, V: series.StaleNaN})
+				continue
+			case s%2 == 0 && r.IntN(300) == 0:
+				v = 0 // counter reset
+			case s%2 == 0:
+				v += float64(r.IntN(10))
+			default:
+				v = math.Round(r.NormFloat64()*1000) / 100
+			}
+			ss = append(ss, series.Sample{T: ts, V: v})
+		}
+		raw[ls.String()] = ss
+		for i := 0; i < len(ss); i += 500 {
+			mustAppend(t, db, ls, ss[i:min(i+500, len(ss))]...)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for ti, tier := range db.opts.Tiers {
+			before := db.tiers[ti].watermark.Load()
+			got, err := db.Rollups(ti, MinTime, MaxTime)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byLabels := map[string][]rollup.Bucket{}
+			for _, s := range got {
+				byLabels[s.Labels.String()] = s.Buckets
+			}
+			for _, ls := range lsets {
+				want := expectBuckets(raw[ls.String()], tier.Resolution.Milliseconds(), before)
+				sameBuckets(t, fmt.Sprintf("%s: %v tier of %s", when, tier.Resolution, ls), byLabels[ls.String()], want)
+			}
+		}
+	}
+	c.now = day0.Add(2 * 24 * time.Hour) // every tier can close its buckets up to day0
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range db.tiers {
+		if w := tr.watermark.Load(); w < ms(day0)-tr.res {
+			t.Fatalf("%v watermark %v, want near %v", tr.Resolution, time.UnixMilli(w).UTC(), day0)
+		}
+	}
+	check("first run")
+
+	// Late samples into buckets already rolled up, in every tier.
+	for k := 0; k < 20; k++ {
+		ls := lsets[r.IntN(len(lsets))]
+		ss := raw[ls.String()]
+		ts := start + r.Int64N(end-start)
+		i, found := slices.BinarySearchFunc(ss, ts, func(s series.Sample, t int64) int { return int(s.T - t) })
+		if found {
+			continue
+		}
+		late := series.Sample{T: ts, V: float64(r.IntN(1000))}
+		ss = slices.Insert(ss, i, late)
+		raw[ls.String()] = ss
+		mustAppend(t, db, ls, late)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	check("after late samples")
+	if n := countKeys(t, db, kindDirty); n != 0 {
+		t.Fatalf("%d dirty markers left", n)
+	}
+
+	// A crash after the blocks but before the watermark (or anywhere):
+	// running again from older watermarks gives the same rollups.
+	for _, tr := range db.tiers {
+		tr.watermark.Store(tr.watermark.Load() - 2*tr.span)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	check("after rerunning")
+}
+
+func countKeys(t *testing.T, db *DB, kind byte) int {
+	t.Helper()
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for valid := it.SeekGE([]byte{kind}); valid && it.Key()[0] == kind; valid = it.Next() {
+		n++
+	}
+	return n
+}
+
+// Raw days are dropped only once rolled up; each tier drops its own
+// partitions at its own retention, and series stay while any tier has them.
+func TestTierRetention(t *testing.T) {
+	c := &clock{day0}
+	o := rollupOptions(c)
+	o.Retention = 2 * 24 * time.Hour
+	o.Tiers = []Tier{{5 * time.Minute, 4 * 24 * time.Hour}, {time.Hour, 30 * 24 * time.Hour}}
+	o.HeadIdleTimeout = time.Nanosecond // the series leaves the head at once
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	ls := series.FromStrings("__name__", "m")
+	var ss []series.Sample
+	for ts := ms(day0) - 86400_000; ts < ms(day0); ts += 60_000 {
+		ss = append(ss, series.Sample{T: ts, V: 1})
+	}
+	mustAppend(t, db, ls, ss...)
+	for i := 0; i < 3; i++ {
+		if err := db.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Three days later raw has expired, but is not rolled up: kept.
+	c.now = day0.Add(3 * 24 * time.Hour)
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, MinTime, MaxTime, nameM); len(got[ls.String()]) != len(ss) {
+		t.Fatalf("raw data dropped before its rollup: %d samples left", len(got[ls.String()]))
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, MinTime, MaxTime, nameM); len(got) != 0 {
+		t.Fatalf("rolled-up raw data kept past retention: %v", got)
+	}
+	tiersHave := func() (int, int) {
+		a, err := db.Rollups(0, MinTime, MaxTime, nameM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := db.Rollups(1, MinTime, MaxTime, nameM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := func(rs []RollupSeries) int {
+			if len(rs) == 0 {
+				return 0
+			}
+			return len(rs[0].Buckets)
+		}
+		return n(a), n(b)
+	}
+	if a, b := tiersHave(); a != 288 || b != 24 {
+		t.Fatalf("after the raw days went: %d 5m and %d 1h buckets, want 288 and 24", a, b)
+	}
+	// Past the 5m tier's 4 days, before the 1h tier's 30.
+	c.now = day0.Add(6 * 24 * time.Hour)
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := tiersHave(); a != 0 || b != 24 {
+		t.Fatalf("past 5m retention: %d 5m and %d 1h buckets, want 0 and 24", a, b)
+	}
+	if db.stats.SeriesCollected.Load() != 0 {
+		t.Fatal("a series with 1h rollups was collected")
+	}
+	c.now = day0.Add(40 * 24 * time.Hour)
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := tiersHave(); a != 0 || b != 0 {
+		t.Fatalf("past every retention: %d and %d buckets", a, b)
+	}
+	if db.stats.SeriesCollected.Load() != 1 {
+		t.Fatalf("SeriesCollected = %d, want 1", db.stats.SeriesCollected.Load())
+	}
+}
+
+var nameM = series.MustMatcher(series.MatchEqual, "__name__", "m")
