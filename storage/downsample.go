@@ -120,15 +120,15 @@ func (db *DB) initRollups() error {
 // already and must be again. Called under seqMu, which the downsampler
 // takes to move a watermark, so that no commit is missed by both.
 func (a *Appender) markDirty(b *pebble.Batch) {
-	if len(a.db.tiers) == 0 || a.minT >= a.db.tiers[0].watermark.Load() {
+	if len(a.db.tiers) == 0 || rollup.BucketStart(a.minT, a.db.tiers[0].res) >= a.db.tiers[0].watermark.Load() {
 		return
 	}
 	t0 := a.db.tiers[0]
 	w := t0.watermark.Load()
 	var k []byte
 	for _, p := range a.samples {
-		if p.t < w {
-			k = dirtyKey(k[:0], 0, rollup.Align(p.t, t0.res), p.s.id)
+		if start := rollup.BucketStart(p.t, t0.res); start < w {
+			k = dirtyKey(k[:0], 0, start, p.s.id)
 			b.Set(k, nil, nil)
 		}
 	}
@@ -189,7 +189,7 @@ func (db *DB) rollForward(t *tierState) error {
 		if err != nil || !ok {
 			return err
 		}
-		w = rollup.Align(first, t.res)
+		w = rollup.BucketStart(first, t.res)
 	}
 	srcSpan := int64(msPerDay)
 	if t.idx > 0 {
@@ -298,7 +298,8 @@ func (db *DB) eachSourceSeries(t *tierState, from, to int64, f func(id uint64, l
 
 // eachRawSeries buckets raw samples.
 func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, f func(uint64, series.Labels, []rollup.Bucket) error) error {
-	q, err := db.Querier(from, to-1)
+	// Buckets starting in [from, to) hold the samples in (from, to].
+	q, err := db.Querier(from+1, to)
 	if err != nil {
 		return err
 	}
@@ -336,7 +337,7 @@ func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, f func(u
 			if series.IsStaleNaN(p.V) {
 				continue // range functions skip stale markers
 			}
-			start := rollup.Align(p.T, t.res)
+			start := rollup.BucketStart(p.T, t.res)
 			if len(bs) == 0 || bs[len(bs)-1].Start != start {
 				bs = append(bs, rollup.Bucket{Start: start})
 			}
@@ -630,52 +631,92 @@ type RollupSeries struct {
 
 // Rollups returns the buckets of tier (an index into Options.Tiers) that
 // start in [mint, maxt], of the series the matchers select (all series
-// with a metric name when there are none), sorted by labels. The series
-// are found through the tier's own postings, so they are there after
-// their raw days are gone.
+// with a metric name when there are none), in series ID order. Tests and
+// tools use it; queries stream with EachRollup.
 func (db *DB) Rollups(tier int, mint, maxt int64, ms ...*series.Matcher) ([]RollupSeries, error) {
+	var out []RollupSeries
+	err := db.EachRollup(tier, mint, maxt, true, ms, func(ls series.Labels, bs []rollup.Bucket) error {
+		out = append(out, RollupSeries{Labels: ls, Buckets: append([]rollup.Bucket(nil), bs...)})
+		return nil
+	})
+	return out, err
+}
+
+// TierInfo describes a tier to the query planner.
+type TierInfo struct {
+	Resolution time.Duration
+	Watermark  int64 // ms: buckets starting before it are complete
+	Oldest     int64 // ms: the tier's retention cutoff
+}
+
+// Tiers describes the rollup tiers, finest first.
+func (db *DB) Tiers() []TierInfo {
+	out := make([]TierInfo, len(db.tiers))
+	now := db.opts.Now().UnixMilli()
+	for i, t := range db.tiers {
+		out[i] = TierInfo{t.Resolution, t.watermark.Load(), now - t.Retention.Milliseconds()}
+	}
+	return out
+}
+
+// RawOldest is the oldest time raw samples are kept for (the retention
+// cutoff; days not yet rolled up may be older).
+func (db *DB) RawOldest() int64 { return db.retentionCutoff() }
+
+// EachRollup calls f with each series the matchers select that has
+// buckets of tier starting in [mint, maxt], and those buckets (a buffer
+// reused from call to call), found through the tier's own postings so
+// that series are there after their raw days are gone. Without sketches
+// the buckets' sketches are empty (and decoding is several times
+// cheaper).
+func (db *DB) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
 	if tier < 0 || tier >= len(db.tiers) {
-		return nil, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+		return fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
 	}
 	t := db.tiers[tier]
 	if mint > maxt {
-		return nil, nil
+		return nil
 	}
 	it, err := db.pdb.NewIter(nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer it.Close()
 	parts, err := tierParts(it, tier, max(mint, 0)/t.span, max(maxt, 0)/t.span)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var ids []uint64
 	for _, p := range parts {
 		got, err := selectDay(it, postingsPart(tier, p), ms)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ids = union(ids, got)
 	}
-	var out []RollupSeries
+	decode := rollup.DecodeBlockColumns
+	if sketches {
+		decode = rollup.DecodeBlock
+	}
+	var bs []rollup.Bucket
+	var key []byte
 	for _, id := range ids {
-		var bs []rollup.Bucket
+		if err := db.checkClosing(); err != nil {
+			return err
+		}
+		bs = bs[:0]
 		for _, p := range parts {
-			v, closer, err := db.pdb.Get(rollupKey(nil, tier, uint32(p), id, p*t.span))
-			if errors.Is(err, pebble.ErrNotFound) {
+			key = rollupKey(key[:0], tier, uint32(p), id, p*t.span)
+			if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
+				if err := it.Error(); err != nil {
+					return err
+				}
 				continue
 			}
-			if err != nil {
-				return nil, err
-			}
 			n := len(bs)
-			bs, err = rollup.DecodeBlock(bs, v)
-			closer.Close()
-			if err != nil {
-				return nil, fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
+			if bs, err = decode(bs, it.Value()); err != nil {
+				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
-			// Keep [mint, maxt] only.
 			kept := bs[:n]
 			for _, b := range bs[n:] {
 				if b.Start >= mint && b.Start <= maxt {
@@ -689,12 +730,13 @@ func (db *DB) Rollups(tier int, mint, maxt int64, ms ...*series.Matcher) ([]Roll
 		}
 		ls, err := db.storedLabels(id)
 		if err != nil {
-			return nil, fmt.Errorf("series %d: %w", id, err)
+			return fmt.Errorf("series %d: %w", id, err)
 		}
-		out = append(out, RollupSeries{Labels: ls, Buckets: bs})
+		if err := f(ls, bs); err != nil {
+			return err
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
-	return out, nil
+	return nil
 }
 
 // tierParts returns the partitions of tier in [first, last] that hold

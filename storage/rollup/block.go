@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 
 	"github.com/headroomdb/headroom/storage/chunk"
 )
@@ -120,7 +121,14 @@ func setColumn(b *Bucket, c int, v float64) error {
 
 // DecodeBlock decodes a block into buckets (appended to dst). It checks
 // the checksum first: a damaged block is an error, never wrong numbers.
-func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) {
+func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) { return decodeBlock(dst, b, true) }
+
+// DecodeBlockColumns is DecodeBlock without the sketches (left empty):
+// most functions need only the columns, and sketches are most of a
+// block's decoding work.
+func DecodeBlockColumns(dst []Bucket, b []byte) ([]Bucket, error) { return decodeBlock(dst, b, false) }
+
+func decodeBlock(dst []Bucket, b []byte, sketches bool) ([]Bucket, error) {
 	if len(b) < 6 {
 		return dst, fmt.Errorf("%w: %d-byte block", ErrCorrupt, len(b))
 	}
@@ -136,8 +144,9 @@ func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) {
 		return dst, fmt.Errorf("%w: block bucket count", ErrCorrupt)
 	}
 	first := len(dst)
-	dst = append(dst, make([]Bucket, n)...)
+	dst = slices.Grow(dst, int(n))[:first+int(n)]
 	bs := dst[first:]
+	clear(bs)
 	var it chunk.Iterator
 	for c := 0; c < nColumns; c++ {
 		l, r, ok := uvarint(rest)
@@ -173,6 +182,10 @@ func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) {
 		l, r, ok := uvarint(rest)
 		if !ok || l > uint64(len(r)) {
 			return dst[:first], fmt.Errorf("%w: sketch %d length", ErrCorrupt, i)
+		}
+		if !sketches {
+			rest = r[l:]
+			continue
 		}
 		s, tail, err := DecodeSketch(r[:l])
 		if err != nil {

@@ -9,7 +9,9 @@ package rollup
 
 import "math"
 
-// Bucket aggregates the samples of one series in [Start, Start+resolution).
+// Bucket aggregates the samples of one series in (Start, Start+resolution]:
+// left-open like Prometheus's range windows, so that a window (t-w, t]
+// with t and w multiples of the resolution is exactly a run of buckets.
 // Together its fields answer min/max/sum/count/avg/last_over_time, rate and
 // increase (Prometheus's extrapolation needs the first and last samples
 // and the count) and, through the sketch, quantile_over_time, exactly as
@@ -86,7 +88,11 @@ func (b *Bucket) Merge(o *Bucket) {
 	b.Sketch.Merge(&o.Sketch)
 }
 
-// Align returns the start of the bucket of resolution res holding t.
+// BucketStart returns the Start of the bucket of resolution res that
+// holds a sample at t: the bucket (Start, Start+res] with t in it.
+func BucketStart(t, res int64) int64 { return Align(t-1, res) }
+
+// Align returns t rounded down to a multiple of res.
 func Align(t, res int64) int64 {
 	r := t % res
 	if r < 0 {
