@@ -58,8 +58,11 @@ type Result struct {
 	Series []Series
 	Scalar Point
 	String string
-	// Samples is how many samples the evaluation loaded from storage.
+	// Samples is how many samples (or rollup buckets) the evaluation
+	// loaded from storage.
 	Samples int
+	// Tiers names the data tiers the answer came from ("raw", "5m", ...).
+	Tiers []string
 }
 
 // evaluation state of one query.
@@ -76,9 +79,13 @@ type evaluator struct {
 	max       int
 	maxSeries int
 	workers   int
+	tierMode  string // WithTier's
 }
 
-type counts struct{ samples, series atomic.Int64 }
+type counts struct {
+	samples, series atomic.Int64
+	tiers           atomic.Uint32 // bit 0: raw, bit i+1: tier i (markTier)
+}
 
 // steps returns the number of evaluation steps.
 func (ev *evaluator) steps() int { return int((ev.end-ev.start)/ev.step) + 1 }
@@ -100,7 +107,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if err != nil {
 		return nil, err
 	}
-	v, n, err := e.run(ctx, src, expr, start, end, step)
+	v, n, tiers, err := e.run(ctx, src, expr, start, end, step)
 	if err != nil {
 		return nil, err
 	}
@@ -110,9 +117,9 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 		for i, f := range v {
 			pts[i] = Point{T: start + int64(i)*step, V: f}
 		}
-		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n}, nil
+		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n, Tiers: tiers}, nil
 	case vectorValue:
-		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n}, nil
+		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n, Tiers: tiers}, nil
 	case stringValue:
 		return nil, fmt.Errorf("%w: invalid expression type \"string\" for range query, must be Scalar or instant Vector", ErrBadQuery)
 	case rangeValue:
@@ -127,17 +134,17 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	if err != nil {
 		return nil, err
 	}
-	v, n, err := e.run(ctx, src, expr, t, t, 1)
+	v, n, tiers, err := e.run(ctx, src, expr, t, t, 1)
 	if err != nil {
 		return nil, err
 	}
 	switch v := v.(type) {
 	case scalarValue:
-		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n}, nil
+		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n, Tiers: tiers}, nil
 	case stringValue:
-		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n}, nil
+		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n, Tiers: tiers}, nil
 	case vectorValue:
-		r := &Result{Type: "vector", Samples: n}
+		r := &Result{Type: "vector", Samples: n, Tiers: tiers}
 		for _, s := range v.series {
 			if s.ok[0] {
 				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{T: t, V: s.v[0]}}})
@@ -149,7 +156,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 		}
 		return r, nil
 	case rangeValue:
-		r := &Result{Type: "matrix", Samples: n}
+		r := &Result{Type: "matrix", Samples: n, Tiers: tiers}
 		for _, s := range v {
 			if len(s.Points) > 0 {
 				r.Series = append(r.Series, s)
@@ -160,7 +167,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
 }
 
-func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, err error) {
+func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, tiers []string, err error) {
 	timeout := e.Timeout
 	if timeout == 0 {
 		timeout = 2 * time.Minute
@@ -183,10 +190,14 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	if workers == 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	mode, _ := ctx.Value(tierKey{}).(string)
+	if err := CheckTier(src, mode); err != nil {
+		return nil, 0, nil, err
+	}
 	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
-		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}}
+		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}, tierMode: mode}
 	v, err = ev.eval(expr)
-	return v, int(ev.counts.samples.Load()), err
+	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), err
 }
 
 // checkCtx reports cancellation (client gone) or the timeout.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -20,6 +21,18 @@ type src struct{ db *storage.DB }
 
 func (s src) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+}
+
+func (s src) Tiers() []query.Tier {
+	var out []query.Tier
+	for _, t := range s.db.Tiers() {
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark})
+	}
+	return out
+}
+
+func (s src) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+	return s.db.EachRollup(tier, mint, maxt, sketches, ms, f)
 }
 
 // t0 is the test data's origin; samples are at t0 + seconds.

@@ -182,6 +182,7 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 		return err
 	}
 	defer q.Close()
+	ev.markTier(-1)
 	if r, ok := q.(BufferReuser); ok {
 		r.ReuseBuffers() // every series is read out before the next
 	}
@@ -408,6 +409,8 @@ type matrixArg struct {
 	window int64 // milliseconds
 	off    int64
 	at     *int64
+	// fromStep: steps before it are answered elsewhere (a rollup tier).
+	fromStep int
 }
 
 func (m *matrixArg) evalTime(ev *evaluator, i int) int64 {

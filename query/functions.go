@@ -166,7 +166,6 @@ func extrapolatedRate(p []Point, t, w int64, counter, perSecond bool) (float64, 
 	if len(p) < 2 {
 		return 0, false
 	}
-	rangeStart, rangeEnd := float64(t-w)/1000, float64(t)/1000
 	first, last := p[0], p[len(p)-1]
 	result := last.V - first.V
 	if counter {
@@ -178,8 +177,16 @@ func extrapolatedRate(p []Point, t, w int64, counter, perSecond bool) (float64, 
 			prev = x.V
 		}
 	}
+	return extrapolate(first, last, len(p), result, t, w, counter, perSecond), true
+}
+
+// extrapolate is Prometheus's extrapolation of the change result between
+// the first and last of n samples to the window (t-w, t]: rollups give
+// the same inputs for a run of buckets as the samples do.
+func extrapolate(first, last Point, n int, result float64, t, w int64, counter, perSecond bool) float64 {
+	rangeStart, rangeEnd := float64(t-w)/1000, float64(t)/1000
 	sampled := float64(last.T-first.T) / 1000
-	avgGap := sampled / float64(len(p)-1)
+	avgGap := sampled / float64(n-1)
 	toStart := float64(first.T)/1000 - rangeStart
 	toEnd := rangeEnd - float64(last.T)/1000
 	if counter && result > 0 && first.V >= 0 {
@@ -203,7 +210,7 @@ func extrapolatedRate(p []Point, t, w int64, counter, perSecond bool) (float64, 
 	if perSecond {
 		result /= float64(w) / 1000
 	}
-	return result, true
+	return result
 }
 
 // instantRate is irate/idelta: from the last two samples.
@@ -544,7 +551,7 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		o := ev.newSeries(ls)
 		any := false
 		lo, hi := 0, 0
-		for i := range o.v {
+		for i := m.fromStep; i < len(o.v); i++ {
 			t := m.evalTime(ev, i)
 			// Windows only move forward: advance the bounds instead of
 			// searching for them.
@@ -584,13 +591,31 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		m := &matrixArg{window: w, off: off}
 		first, last := ev.evalTimes(off, nil)
+		// From a rollup tier where one answers as raw data would; the
+		// steps after its watermark from raw.
+		var fromTier []*vecSeries
+		if tier, split, ok := ev.planTier(e.Name, w, off); ok {
+			ms, err := matchersOf(me)
+			if err != nil {
+				return nil, err
+			}
+			if fromTier, err = ev.tierSeries(e.Name, tier, ms, w, off, split, param); err != nil {
+				return nil, err
+			}
+			if split >= last {
+				out.series = fromTier
+				return out, ev.checkCtx()
+			}
+			m.fromStep = int((split+off-ev.start)/ev.step) + 1
+			first = ev.ts(m.fromStep) - off
+		}
 		res, err := ev.parallelEach(me, first-w+1, last, false, func(_ int, ls series.Labels, pts []Point) *vecSeries {
 			return apply(m, ls, pts)
 		})
 		if err != nil {
 			return nil, err
 		}
-		out.series = res
+		out.series = mergeTiers(fromTier, res, m.fromStep)
 		return out, ev.checkCtx()
 	}
 	if re.Step != nil && re.Window != nil && re.At == nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/headroomdb/headroom/storage"
 )
 
 // applyConfigFile sets, from a YAML file whose keys are flag names, every
@@ -101,5 +103,60 @@ func formatDuration(d time.Duration) string {
 	if d != 0 && d%(24*time.Hour) == 0 {
 		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
 	}
-	return d.String()
+	// 5m and 1h rather than Go's 5m0s and 1h0m0s.
+	s := d.String()
+	if d%time.Minute == 0 && d != 0 {
+		s = strings.TrimSuffix(s, "0s")
+		if d%time.Hour == 0 {
+			s = strings.TrimSuffix(s, "0m")
+		}
+	}
+	return s
+}
+
+// tiersFlag is --rollup-tiers: "5m:90d,1h:2y,1d:10y" (resolution and
+// retention of each tier, finest first), or "off".
+type tiersFlag struct{ t *[]storage.Tier }
+
+func (f tiersFlag) String() string {
+	if f.t == nil {
+		return ""
+	}
+	if len(*f.t) == 0 {
+		return "off"
+	}
+	var parts []string
+	for _, t := range *f.t {
+		parts = append(parts, formatDuration(t.Resolution)+":"+formatDuration(t.Retention))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f tiersFlag) Set(s string) error {
+	if s == "off" || s == "none" {
+		*f.t = []storage.Tier{}
+		return nil
+	}
+	var ts []storage.Tier
+	for _, part := range strings.Split(s, ",") {
+		res, ret, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok {
+			return fmt.Errorf("tier %q: want RESOLUTION:RETENTION, like 5m:90d", part)
+		}
+		r, err := parseDuration(res)
+		if err != nil {
+			return fmt.Errorf("tier %q: resolution: %v", part, err)
+		}
+		k, err := parseDuration(ret)
+		if err != nil {
+			return fmt.Errorf("tier %q: retention: %v", part, err)
+		}
+		ts = append(ts, storage.Tier{Resolution: r, Retention: k})
+	}
+	o := storage.Options{Tiers: ts}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	*f.t = ts
+	return nil
 }

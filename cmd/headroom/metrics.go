@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headroomdb/headroom/ingest"
+	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
 )
 
@@ -22,6 +23,9 @@ var (
 	descTopMetric      = prometheus.NewDesc("headroom_active_series_top_metric", "Active series of the metric name that has the most: how close the per-metric limit is.", []string{"metric"}, nil)
 	descPerMetricLimit = prometheus.NewDesc("headroom_active_series_per_metric_limit", "Limit on active series of one metric name (0: none).", nil, nil)
 	descRequestLimit   = prometheus.NewDesc("headroom_request_limit", "Per-request limits in force.", []string{"limit"}, nil)
+	descRollupMark     = prometheus.NewDesc("headroom_rollup_watermark_seconds", "Downsampling progress: every bucket of the tier before this time is rolled up (Unix seconds; 0 before the first run).", []string{"tier"}, nil)
+	descRollupLag      = prometheus.NewDesc("headroom_rollup_lag_seconds", "How far the tier's watermark is behind now (the rollup delay plus a bucket, when the downsampler keeps up).", []string{"tier"}, nil)
+	descRollupBuckets  = prometheus.NewDesc("headroom_rollup_buckets_total", "Rollup buckets written since the server started, by tier.", []string{"tier"}, nil)
 	descCounters       = map[string]*prometheus.Desc{}
 	descPebble         = map[string]*prometheus.Desc{}
 )
@@ -83,6 +87,17 @@ func (c storageCollector) Collect(ch chan<- prometheus.Metric) {
 		{"label_value_length", c.limits.LabelValueLength},
 	} {
 		gauge(descRequestLimit, float64(l.v), l.name)
+	}
+	now := time.Now()
+	for _, p := range c.db.RollupProgress() {
+		tier := query.TierName(p.Resolution)
+		if p.Watermark > 0 {
+			gauge(descRollupMark, float64(p.Watermark)/1000, tier)
+			gauge(descRollupLag, now.Sub(time.UnixMilli(p.Watermark)).Seconds(), tier)
+		} else {
+			gauge(descRollupMark, 0, tier)
+		}
+		ch <- prometheus.MustNewConstMetric(descRollupBuckets, prometheus.CounterValue, float64(p.Buckets), tier)
 	}
 	st := c.db.Stats()
 	for _, k := range storageCounters {

@@ -37,6 +37,8 @@ import (
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
 )
 
 // serveConfig is every option of `headroom serve`; each is a flag and a
@@ -48,6 +50,9 @@ type serveConfig struct {
 	grpcPort        int
 	httpPort        int
 	retention       time.Duration
+	tiers           []storage.Tier
+	rollupInterval  time.Duration
+	rollupDelay     time.Duration
 	tokensFile      string
 	tlsCert         string
 	tlsKey          string
@@ -68,13 +73,17 @@ type serveConfig struct {
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
-	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second}
+	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second,
+		tiers: storage.DefaultTiers, rollupInterval: time.Minute, rollupDelay: 5 * time.Minute}
 	fs.StringVar(&c.configFile, "config", "", "YAML file setting any of these options by flag name (data-dir: /var/lib/headroom); flags given on the command line win")
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "data directory (created if missing; locked while the server runs)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1", "address both ports bind to; 0.0.0.0 or :: to accept other machines")
 	fs.IntVar(&c.grpcPort, "grpc-port", 4317, "gRPC port: headroom.v1.Ingest and OTLP metrics (4317 is OTLP's port)")
 	fs.IntVar(&c.httpPort, "http-port", 9090, "HTTP port: remote-write, /metrics, /healthz, /readyz (9090 is Prometheus's port)")
-	fs.Var(durationFlag{&c.retention}, "retention", "how long raw samples are kept (units ms s m h d w y); older samples are refused")
+	fs.Var(durationFlag{&c.retention}, "retention", "how long raw samples are kept (units ms s m h d w y); older samples are refused; days not yet rolled up are kept until they are")
+	fs.Var(tiersFlag{&c.tiers}, "rollup-tiers", "downsampled tiers, finest first, as RESOLUTION:RETENTION (each resolution a multiple of the previous one), or off")
+	fs.Var(durationFlag{&c.rollupInterval}, "rollup-interval", "how often the downsampler runs")
+	fs.Var(durationFlag{&c.rollupDelay}, "rollup-delay", "how old a bucket's end must be before it is rolled up (later samples roll it up again)")
 	fs.StringVar(&c.tokensFile, "tokens-file", "", "bearer tokens, one a line: \"SCOPES TOKEN [NAME]\" with SCOPES read, write or read,write; empty: no authentication")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -197,6 +206,9 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	start := time.Now()
 	db, err := storage.Open(cfg.dataDir, storage.Options{
 		Retention:                cfg.retention,
+		Tiers:                    cfg.tiers,
+		RollupInterval:           cfg.rollupInterval,
+		RollupDelay:              cfg.rollupDelay,
 		MaxActiveSeries:          cfg.maxActive,
 		MaxActiveSeriesPerMetric: cfg.maxActiveMetric,
 		Logger:                   log,
@@ -353,6 +365,18 @@ type querySource struct{ db *storage.DB }
 
 func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+}
+
+func (s querySource) Tiers() []query.Tier {
+	var out []query.Tier
+	for _, t := range s.db.Tiers() {
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark})
+	}
+	return out
+}
+
+func (s querySource) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+	return s.db.EachRollup(tier, mint, maxt, sketches, ms, f)
 }
 
 func tsdbStatus(st storage.HeadStats) api.TSDBStatus {

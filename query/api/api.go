@@ -122,6 +122,12 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 			writeJSON(w, code, response{Status: "error", ErrorType: typ, Error: err.Error()})
 			return
 		}
+		if wh, ok := data.(withHeaders); ok {
+			for k, v := range wh.headers {
+				w.Header().Set(k, v)
+			}
+			data = wh.data
+		}
 		writeJSON(w, http.StatusOK, response{Status: "success", Data: data})
 	})
 }

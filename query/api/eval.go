@@ -115,16 +115,30 @@ func parseDuration(r *http.Request, name string) (time.Duration, error) {
 
 // evalContext applies the timeout parameter.
 func evalContext(r *http.Request) (context.Context, context.CancelFunc, error) {
+	// tier: auto (default), raw, or a rollup tier (5m, 1h, 1d), like
+	// Thanos's max_source_resolution but naming the tier to read.
+	ctx := query.WithTier(r.Context(), r.Form.Get("tier"))
 	if r.Form.Get("timeout") == "" {
-		ctx, cancel := context.WithCancel(r.Context())
+		ctx, cancel := context.WithCancel(ctx)
 		return ctx, cancel, nil
 	}
 	d, err := parseDuration(r, "timeout")
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), d)
+	ctx, cancel := context.WithTimeout(ctx, d)
 	return ctx, cancel, nil
+}
+
+// withHeaders carries response headers out of a handler function.
+type withHeaders struct {
+	data    any
+	headers map[string]string
+}
+
+// answer encodes a result, saying which data tiers served it.
+func answer(res *query.Result) any {
+	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}}
 }
 
 // evalError maps engine errors to Prometheus's error types.
@@ -160,7 +174,7 @@ func (a *API) instantQuery(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, evalError(err)
 	}
-	return encodeResult(res), nil
+	return answer(res), nil
 }
 
 func (a *API) rangeQuery(r *http.Request) (any, error) {
@@ -203,5 +217,5 @@ func (a *API) rangeQuery(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, evalError(err)
 	}
-	return encodeResult(res), nil
+	return answer(res), nil
 }

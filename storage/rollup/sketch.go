@@ -7,8 +7,8 @@ import (
 	"math"
 )
 
-// RelativeAccuracy is the sketch's guarantee: a quantile it returns is
-// within 1% of the value of a sample of that rank.
+// RelativeAccuracy is the sketch's guarantee: each sample value a
+// quantile is computed from is within 1% of the true one.
 const RelativeAccuracy = 0.01
 
 // The bins follow DDSketch (Masson, Rim, Lee, VLDB 2019): a positive value
@@ -133,32 +133,44 @@ func (s *Sketch) Merge(o *Sketch) {
 	s.zero += o.zero
 }
 
-// Quantile returns the value of rank q*(n-1) (0 <= q <= 1) within
-// RelativeAccuracy, and false when the sketch is empty.
+// Quantile returns the q-quantile (0 <= q <= 1) as Prometheus's
+// quantile_over_time defines it, the values at ranks floor and ceil of
+// q*(n-1) interpolated linearly, each within RelativeAccuracy; false
+// when the sketch is empty.
 func (s *Sketch) Quantile(q float64) (float64, bool) {
 	n := s.Count()
 	if n == 0 || math.IsNaN(q) {
 		return 0, false
 	}
 	q = math.Max(0, math.Min(1, q))
-	rank := uint64(q * float64(n-1))
+	rank := q * float64(n-1)
+	lo := math.Floor(rank)
+	vlo := s.atRank(uint64(lo))
+	if frac := rank - lo; frac > 0 {
+		return vlo + frac*(s.atRank(uint64(lo)+1)-vlo), true
+	}
+	return vlo, true
+}
+
+// atRank returns the value of the sample of rank r (0-based, r < Count).
+func (s *Sketch) atRank(r uint64) float64 {
 	var seen uint64
 	// From the most negative value up: negative bins in decreasing index,
 	// zero, positive bins in increasing index.
 	for j := len(s.neg.counts) - 1; j >= 0; j-- {
-		if seen += s.neg.counts[j]; seen > rank {
-			return -binValue(s.neg.offset + int32(j)), true
+		if seen += s.neg.counts[j]; seen > r {
+			return -binValue(s.neg.offset + int32(j))
 		}
 	}
-	if seen += s.zero; seen > rank {
-		return 0, true
+	if seen += s.zero; seen > r {
+		return 0
 	}
 	for j, c := range s.pos.counts {
-		if seen += c; seen > rank {
-			return binValue(s.pos.offset + int32(j)), true
+		if seen += c; seen > r {
+			return binValue(s.pos.offset + int32(j))
 		}
 	}
-	return binValue(s.pos.offset + int32(len(s.pos.counts)-1)), true
+	return binValue(s.pos.offset + int32(len(s.pos.counts)-1))
 }
 
 // AppendBinary appends the sketch's encoding: the zero count, then each

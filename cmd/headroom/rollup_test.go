@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	prompb "github.com/headroomdb/headroom/proto/prometheus"
+)
+
+// A server downsamples in the background: a dashboard query over hours
+// of history is answered from the 5m tier (and says so in a header) with
+// the raw answer's values; /metrics shows the downsampler's progress;
+// tier=raw forces raw samples and an unknown tier is bad data.
+func TestServeRollups(t *testing.T) {
+	ts := startServer(t, "--rollup-interval", "50ms", "--rollup-delay", "1m")
+	end := time.Now().Add(-2 * time.Hour).Truncate(time.Hour)
+	var batch []*prompb.TimeSeries
+	for at := end.Add(-6 * time.Hour); at.Before(end); at = at.Add(15 * time.Second) {
+		for _, host := range []string{"a", "b"} {
+			batch = append(batch, promSeries("cpu_seconds_total", at.UnixMilli(), float64(at.Unix()%100000), "host", host))
+		}
+		if len(batch) >= 2000 {
+			if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code/100 != 2 {
+				t.Fatalf("remote write: %d %s", code, body)
+			}
+			batch = batch[:0]
+		}
+	}
+	if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code/100 != 2 {
+		t.Fatalf("remote write: %d %s", code, body)
+	}
+	// Wait for the 5m and 1h tiers to pass the data's end.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, body := httpGet(t, ts.httpURL+"/metrics")
+		lag5, ok5 := metricValue(body, `headroom_rollup_lag_seconds{tier="5m"}`)
+		lag1, ok1 := metricValue(body, `headroom_rollup_lag_seconds{tier="1h"}`)
+		if ok5 && ok1 && max(lag5, lag1) < time.Since(end).Seconds() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the 5m tier did not catch up:\n%s", grepLines(body, "headroom_rollup"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	get := func(tier string) (http.Header, []float64) {
+		v := url.Values{"query": {`sum(increase(cpu_seconds_total[1h]))`}, "start": {fmt.Sprint(end.Add(-5 * time.Hour).Unix())},
+			"end": {fmt.Sprint(end.Unix())}, "step": {"3600"}, "tier": {tier}}
+		resp, err := http.Get(ts.httpURL + "/api/v1/query_range?" + v.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("tier %q: %d %s", tier, resp.StatusCode, b)
+		}
+		var out struct {
+			Data struct {
+				Result []struct{ Values [][2]any }
+			}
+		}
+		if err := json.Unmarshal(b, &out); err != nil || len(out.Data.Result) != 1 {
+			t.Fatalf("tier %q: %v %s", tier, err, b)
+		}
+		var vs []float64
+		for _, p := range out.Data.Result[0].Values {
+			var f float64
+			fmt.Sscan(p[1].(string), &f)
+			vs = append(vs, f)
+		}
+		return resp.Header, vs
+	}
+	h, fromTier := get("")
+	if got := h.Get("X-Headroom-Tier"); got != "1h" {
+		t.Errorf("X-Headroom-Tier %q, want 1h (the coarsest tier dividing 1h)", got)
+	}
+	h, fromRaw := get("raw")
+	if got := h.Get("X-Headroom-Tier"); got != "raw" {
+		t.Errorf("tier=raw: X-Headroom-Tier %q", got)
+	}
+	if len(fromTier) != 6 || fmt.Sprint(fromTier) != fmt.Sprint(fromRaw) {
+		t.Errorf("from the tier %v, from raw %v", fromTier, fromRaw)
+	}
+	if code, body := httpGet(t, ts.httpURL+"/api/v1/query?query=up&tier=7m"); code != 400 || !strings.Contains(body, `unknown tier \"7m\"`) {
+		t.Errorf("unknown tier: %d %s", code, body)
+	}
+}
+
+func metricValue(body, name string) (float64, bool) {
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func grepLines(body, s string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,293 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Tier describes a downsampled tier a source keeps.
+type Tier struct {
+	Resolution time.Duration
+	// Watermark: buckets starting before it are complete (ms).
+	Watermark int64
+}
+
+// RollupSource is a Source that also keeps downsampled tiers, finest
+// first. EachRollup calls f with each selected series that has buckets
+// of tier starting in [mint, maxt] (f must not keep the slice); without
+// sketches, the buckets' sketches are empty.
+type RollupSource interface {
+	Source
+	Tiers() []Tier
+	EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error
+}
+
+// TierName names a resolution as queries and answers do: 5m, 1h, 1d.
+func TierName(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
+}
+
+type tierKey struct{}
+
+// WithTier returns a context whose queries read the given tier: "auto"
+// (the default: the coarsest tier that answers each range function
+// exactly as raw data would, raw where none does), "raw", or a tier's
+// name ("5m", "1h", "1d"), which is used wherever it can answer (raw
+// elsewhere). CheckTier validates a name against a source.
+func WithTier(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, tierKey{}, name)
+}
+
+// CheckTier reports whether name is a tier a query can ask src for.
+func CheckTier(src Source, name string) error {
+	if name == "" || name == "auto" || name == "raw" {
+		return nil
+	}
+	var have []string
+	if rs, ok := src.(RollupSource); ok {
+		for _, t := range rs.Tiers() {
+			if TierName(t.Resolution) == name {
+				return nil
+			}
+			have = append(have, TierName(t.Resolution))
+		}
+	}
+	return fmt.Errorf("%w: unknown tier %q (auto, raw%s)", ErrBadQuery, name, strings.Join(append([]string{""}, have...), ", "))
+}
+
+// rollupFuncs are the range functions a run of buckets answers exactly
+// as the samples do (quantile_over_time within the sketch's accuracy).
+var rollupFuncs = map[string]bool{
+	"sum_over_time": true, "count_over_time": true, "avg_over_time": true, "min_over_time": true, "max_over_time": true,
+	"last_over_time": true, "present_over_time": true, "quantile_over_time": true, "rate": true, "increase": true, "delta": true,
+}
+
+// planTier picks the tier that evaluates f(x[w] offset off): the coarsest
+// whose resolution divides the range, the step and the evaluation times
+// (its buckets then tile every window exactly). split is the last
+// evaluation time it has complete buckets for; later steps read raw.
+func (ev *evaluator) planTier(fn string, w, off int64) (tier int, split int64, ok bool) {
+	if ev.tierMode == "raw" || !rollupFuncs[fn] {
+		return 0, 0, false
+	}
+	rs, isRollup := ev.src.(RollupSource)
+	if !isRollup {
+		return 0, 0, false
+	}
+	tiers := rs.Tiers()
+	first, last := ev.evalTimes(off, nil)
+	for i := len(tiers) - 1; i >= 0; i-- {
+		t := tiers[i]
+		if ev.tierMode != "" && ev.tierMode != "auto" && ev.tierMode != TierName(t.Resolution) {
+			continue
+		}
+		res := t.Resolution.Milliseconds()
+		if res <= 0 || w%res != 0 || mod(first, res) != 0 || (ev.steps() > 1 && ev.step%res != 0) {
+			continue
+		}
+		// A window ending at t needs buckets up to t-res: complete when
+		// t <= watermark.
+		if first > t.Watermark {
+			continue
+		}
+		split = last
+		if split > t.Watermark {
+			split = first + (t.Watermark-first)/ev.step*ev.step
+		}
+		return i, split, true
+	}
+	return 0, 0, false
+}
+
+// markTier records that the query read tier (-1: raw).
+func (ev *evaluator) markTier(tier int) { ev.counts.tiers.Or(1 << uint(tier+1)) }
+
+// tiersUsed names the tiers a query read.
+func tiersUsed(mask uint32, src Source) []string {
+	var out []string
+	if mask&1 != 0 {
+		out = append(out, "raw")
+	}
+	if rs, ok := src.(RollupSource); ok {
+		for i, t := range rs.Tiers() {
+			if mask&(1<<uint(i+1)) != 0 {
+				out = append(out, TierName(t.Resolution))
+			}
+		}
+	}
+	return out
+}
+
+// tierSeries evaluates f(x[w] offset off) from a tier at the evaluation
+// times up to split.
+func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, off, split int64, param scalarValue) ([]*vecSeries, error) {
+	rs := ev.src.(RollupSource)
+	res := rs.Tiers()[tier].Resolution.Milliseconds()
+	ev.markTier(tier)
+	first, _ := ev.evalTimes(off, nil)
+	var out []*vecSeries
+	var acc rollup.Sketch
+	err := rs.EachRollup(tier, first-w, split-res, fn == "quantile_over_time", ms, func(ls series.Labels, bs []rollup.Bucket) error {
+		if ev.counts.series.Add(1) > int64(ev.maxSeries) {
+			return fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
+		}
+		if ev.counts.samples.Add(int64(len(bs))) > int64(ev.max) {
+			return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
+		}
+		if !keepsName[fn] {
+			ls = dropName(ls)
+		}
+		o := ev.newSeries(ls)
+		any := false
+		lo, hi := 0, 0
+		for i := range o.v {
+			t := ev.ts(i) - off
+			if t > split {
+				break
+			}
+			for lo < len(bs) && bs[lo].Start < t-w {
+				lo++
+			}
+			for hi < len(bs) && bs[hi].Start <= t-res {
+				hi++
+			}
+			if hi <= lo {
+				continue
+			}
+			var q float64
+			if param != nil {
+				q = param[i]
+			}
+			if v, ok := tierValue(fn, bs[lo:hi], t, w, q, &acc); ok {
+				o.v[i], o.ok[i], any = v, true, true
+			}
+		}
+		if any {
+			out = append(out, o)
+		}
+		return ev.checkCtx()
+	})
+	return out, err
+}
+
+// tierValue computes fn over a window's buckets (at least one).
+func tierValue(fn string, bs []rollup.Bucket, t, w int64, q float64, acc *rollup.Sketch) (float64, bool) {
+	switch fn {
+	case "sum_over_time", "avg_over_time", "count_over_time":
+		var sum float64
+		var n int64
+		for i := range bs {
+			sum += bs[i].Sum
+			n += bs[i].Count
+		}
+		switch fn {
+		case "sum_over_time":
+			return sum, true
+		case "count_over_time":
+			return float64(n), true
+		}
+		return sum / float64(n), true
+	case "min_over_time", "max_over_time":
+		m := bs[0].Min
+		if fn == "max_over_time" {
+			m = bs[0].Max
+		}
+		for i := range bs[1:] {
+			v := bs[i+1].Min
+			if fn == "max_over_time" {
+				v = bs[i+1].Max
+			}
+			if (fn == "min_over_time" && v < m) || (fn == "max_over_time" && v > m) || math.IsNaN(m) {
+				m = v
+			}
+		}
+		return m, true
+	case "last_over_time":
+		return bs[len(bs)-1].Last, true
+	case "present_over_time":
+		return 1, true
+	case "quantile_over_time":
+		if q < 0 {
+			return math.Inf(-1), true
+		}
+		if q > 1 {
+			return math.Inf(1), true
+		}
+		*acc = rollup.Sketch{}
+		for i := range bs {
+			acc.Merge(&bs[i].Sketch)
+		}
+		v, ok := acc.Quantile(q)
+		if !ok {
+			return math.NaN(), true // only NaN or infinite samples
+		}
+		return v, true
+	}
+	// rate, increase, delta: the change from the window's first sample to
+	// its last (resets counted for counters), and Prometheus's
+	// extrapolation from the same inputs the samples give.
+	var n int64
+	var change float64
+	counter := fn != "delta"
+	for i := range bs {
+		n += bs[i].Count
+		if counter {
+			change += bs[i].Increase
+			if i > 0 {
+				if d := bs[i].First - bs[i-1].Last; d >= 0 {
+					change += d
+				} else {
+					change += bs[i].First
+				}
+			}
+		}
+	}
+	if n < 2 {
+		return 0, false
+	}
+	first := Point{T: bs[0].FirstT, V: bs[0].First}
+	last := Point{T: bs[len(bs)-1].LastT, V: bs[len(bs)-1].Last}
+	if !counter {
+		change = last.V - first.V
+	}
+	return extrapolate(first, last, int(n), change, t, w, counter, fn == "rate"), true
+}
+
+// mergeTiers puts raw's answers for the steps from step `from` on into
+// the tier's series of the same labels (or adds them).
+func mergeTiers(tier, raw []*vecSeries, from int) []*vecSeries {
+	if len(tier) == 0 {
+		return raw
+	}
+	byLabels := make(map[string]*vecSeries, len(tier))
+	for _, s := range tier {
+		byLabels[s.labels.String()] = s
+	}
+	for _, r := range raw {
+		s, ok := byLabels[r.labels.String()]
+		if !ok {
+			tier = append(tier, r)
+			continue
+		}
+		for i := from; i < len(r.ok); i++ {
+			if r.ok[i] {
+				s.v[i], s.ok[i] = r.v[i], true
+			}
+		}
+	}
+	return tier
+}

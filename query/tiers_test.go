@@ -1,0 +1,222 @@
+package query_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+type fixedClock struct{ now time.Time }
+
+func (c *fixedClock) Now() time.Time { return c.now }
+
+// rolledUp writes random series over three days (irregular and 10 s grid
+// times, counters with resets, gauges, stale markers), rolls them up
+// and returns the source and the days' end.
+func rolledUp(t *testing.T) (src, int64) {
+	t.Helper()
+	end := time.Now().Add(-48 * time.Hour).Truncate(24 * time.Hour)
+	c := &fixedClock{end}
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r := rand.New(rand.NewPCG(5, 7))
+	start := end.Add(-3 * 24 * time.Hour).UnixMilli()
+	for s := 0; s < 8; s++ {
+		ls := series.FromStrings("__name__", "m", "i", fmt.Sprint(s))
+		app := db.Appender()
+		v := 100.0
+		ts := start + r.Int64N(60_000)
+		if s%2 == 0 {
+			ts = start // on the grid
+		}
+		for ts < end.UnixMilli() {
+			switch {
+			case r.IntN(150) == 0:
+				app.Append(ls, ts, series.StaleNaN)
+			case s < 4 && r.IntN(400) == 0:
+				v = float64(r.IntN(5)) // a counter reset
+				app.Append(ls, ts, v)
+			case s < 4:
+				v += float64(r.IntN(20))
+				app.Append(ls, ts, v)
+			default:
+				app.Append(ls, ts, math.Round(r.NormFloat64()*5000)/100)
+			}
+			if s%2 == 0 {
+				ts += 10_000 * (1 + r.Int64N(2))
+			} else {
+				ts += 1000 + r.Int64N(30_000)
+			}
+			if r.IntN(3000) == 0 {
+				ts += 3 * 3600_000 // a gap
+			}
+		}
+		if err := app.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.now = end.Add(24 * time.Hour)
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	return src{db}, end.UnixMilli()
+}
+
+// Property: a range function a tier can answer gives from the tier what
+// it gives from raw samples (float rounding aside; quantiles within the
+// sketch's 1%), at steps of the tier's resolution or coarser.
+func TestTiersAnswerAsRaw(t *testing.T) {
+	s, end := rolledUp(t)
+	eng := &query.Engine{}
+	raw := query.WithTier(context.Background(), "raw")
+	auto := context.Background()
+	for _, fn := range []string{"sum_over_time", "count_over_time", "avg_over_time", "min_over_time", "max_over_time",
+		"last_over_time", "present_over_time", "rate", "increase", "delta", "quantile_over_time"} {
+		for _, c := range []struct {
+			window, step time.Duration
+			tier         string
+		}{{5 * time.Minute, 5 * time.Minute, "5m"}, {time.Hour, time.Hour, "1h"}, {2 * time.Hour, time.Hour, "1h"}, {15 * time.Minute, 30 * time.Minute, "5m"}, {24 * time.Hour, 24 * time.Hour, "1d"}} {
+			q := fmt.Sprintf("%s(m[%s])", fn, model(c.window))
+			if fn == "quantile_over_time" {
+				q = fmt.Sprintf("%s(0.9, m[%s])", fn, model(c.window))
+			}
+			start := end - 2*24*3600_000
+			want, err := eng.Range(raw, s, q, start, end, c.step.Milliseconds())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := eng.Range(auto, s, q, start, end, c.step.Milliseconds())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(want.Tiers, []string{"raw"}) || !slices.Equal(got.Tiers, []string{c.tier}) {
+				t.Fatalf("%s step %v: tiers %v and %v, want raw and %s", q, c.step, want.Tiers, got.Tiers, c.tier)
+			}
+			if got.Samples >= want.Samples {
+				t.Errorf("%s: the tier loaded %d buckets, raw %d samples", q, got.Samples, want.Samples)
+			}
+			if fn != "quantile_over_time" {
+				compareResults(t, q, got, want, 1e-9)
+				continue
+			}
+			// A quantile interpolates two sample values, each within 1%:
+			// the error is bounded by 1% of the window's largest magnitude.
+			scale := map[string][]float64{}
+			for _, f := range []string{"max_over_time", "min_over_time"} {
+				r, err := eng.Range(raw, s, fmt.Sprintf("%s(m[%s])", f, model(c.window)), start, end, c.step.Milliseconds())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ser := range r.Series {
+					k := ser.Labels.String()
+					if scale[k] == nil {
+						scale[k] = make([]float64, len(ser.Points))
+					}
+					for j, p := range ser.Points {
+						scale[k][j] = math.Max(scale[k][j], math.Abs(p.V))
+					}
+				}
+			}
+			if len(got.Series) != len(want.Series) {
+				t.Fatalf("%s: %d series, raw %d", q, len(got.Series), len(want.Series))
+			}
+			for i, w := range want.Series {
+				g := got.Series[i]
+				if len(g.Points) != len(w.Points) {
+					t.Fatalf("%s: %d points, raw %d", q, len(g.Points), len(w.Points))
+				}
+				for j := range w.Points {
+					if d := math.Abs(g.Points[j].V - w.Points[j].V); d > 0.0101*scale[w.Labels.String()][j]+1e-9 {
+						t.Fatalf("%s: %s: %v, raw %v", q, w.Labels, g.Points[j].V, w.Points[j].V)
+					}
+				}
+			}
+		}
+	}
+}
+
+func model(d time.Duration) string { return query.TierName(d) }
+
+func compareResults(t *testing.T, q string, got, want *query.Result, tol float64) {
+	t.Helper()
+	if len(got.Series) != len(want.Series) {
+		t.Fatalf("%s: %d series, raw %d", q, len(got.Series), len(want.Series))
+	}
+	for i := range want.Series {
+		g, w := got.Series[i], want.Series[i]
+		if g.Labels.String() != w.Labels.String() || len(g.Points) != len(w.Points) {
+			t.Fatalf("%s: series %s with %d points, raw %s with %d", q, g.Labels, len(g.Points), w.Labels, len(w.Points))
+		}
+		for j := range w.Points {
+			a, b := g.Points[j], w.Points[j]
+			if a.T != b.T || math.Abs(a.V-b.V) > tol*math.Max(1, math.Max(math.Abs(a.V), math.Abs(b.V))) {
+				t.Fatalf("%s: %s at %d: %v, raw %v", q, g.Labels, (a.T-w.Points[0].T)/1000, a.V, b.V)
+			}
+		}
+	}
+}
+
+// Steps past a tier's watermark come from raw samples; a forced tier is
+// used where it can answer; an unknown tier is a bad query.
+func TestTierPlanning(t *testing.T) {
+	s, end := rolledUp(t)
+	eng := &query.Engine{}
+	// Samples on both sides of the 5m tier's watermark: those before it
+	// are late (rolled up again by the next run), those after are raw
+	// only. A query across it reads the tier up to the watermark and raw
+	// after, and says both.
+	wm := s.Tiers()[0].Watermark
+	app := s.db.Appender()
+	ls := series.FromStrings("__name__", "m", "i", "0")
+	for ts := wm - 3600_000; ts <= wm+3600_000; ts += 10_000 {
+		if err := app.Append(ls, ts, float64(ts%7)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Tiers()[0].Watermark != wm {
+		t.Fatal("the watermark moved")
+	}
+	got, err := eng.Range(context.Background(), s, "max_over_time(m[5m])", wm-3600_000, wm+3600_000, 300_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := eng.Range(query.WithTier(context.Background(), "raw"), s, "max_over_time(m[5m])", wm-3600_000, wm+3600_000, 300_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareResults(t, "max_over_time across the watermark", got, want, 1e-12)
+	if !slices.Equal(got.Tiers, []string{"raw", "5m"}) || len(got.Series) != 1 || len(got.Series[0].Points) != 25 {
+		t.Fatalf("across the watermark: tiers %v, %d series", got.Tiers, len(got.Series))
+	}
+	forced, err := eng.Range(query.WithTier(context.Background(), "5m"), s, "max_over_time(m[1h])", end-6*3600_000, end, 3600_000)
+	if err != nil || !slices.Equal(forced.Tiers, []string{"5m"}) {
+		t.Fatalf("forced 5m: %v %v", forced.Tiers, err)
+	}
+	// rate over 90 s: no tier divides it; raw answers.
+	if r, err := eng.Range(context.Background(), s, "rate(m[90s])", end-3600_000, end, 300_000); err != nil || !slices.Equal(r.Tiers, []string{"raw"}) {
+		t.Fatalf("rate(m[90s]): %v %v", r.Tiers, err)
+	}
+	if _, err := eng.Range(query.WithTier(context.Background(), "7m"), s, "m", end-3600_000, end, 300_000); err == nil {
+		t.Fatal("unknown tier accepted")
+	}
+}
