@@ -111,3 +111,13 @@ func TestQueryShapesEvaluate(t *testing.T) {
 		}
 	}
 }
+
+// The downsampling benchmark runs end to end at a small scale (its own
+// checks: every host answered, from raw and from the tiers).
+func TestBenchRollupSmall(t *testing.T) {
+	results = nil
+	benchRollup(3, 2, 3, 1)
+	if len(results) < 8 {
+		t.Fatalf("%d figures recorded", len(results))
+	}
+}

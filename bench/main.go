@@ -42,7 +42,9 @@ func boolp(b bool) *bool { return &b }
 
 func main() {
 	datasets := flag.String("datasets", "../shared/datasets", "folder of the shared real datasets")
-	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query); empty: all")
+	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup); empty: all")
+	rollupSeries := flag.Int("rollup-hosts", 100, "hosts (of 10 CPUs each) in the downsampling benchmark")
+	rollupDays := flag.Int("rollup-days", 90, "days of per-minute history in the downsampling benchmark")
 	queryTime := flag.Duration("query-time", 3*time.Second, "how long each query shape is repeated (at least 5 times)")
 	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
 	serverBin := flag.String("server-bin", "", "headroom binary for the ingest runs (default: go build ./cmd/headroom)")
@@ -88,6 +90,9 @@ func main() {
 	}
 	if run("query") {
 		benchQuery(*serverBin, *queryTime)
+	}
+	if run("rollup") {
+		benchRollup(*rollupSeries, 10, *rollupDays, 3)
 	}
 	printTable()
 }

@@ -765,3 +765,19 @@ func tierParts(it *pebble.Iterator, tier int, first, last int64) ([]int64, error
 	}
 	return out, it.Error()
 }
+
+// TierDiskBytes estimates the bytes on disk of raw chunks and of each
+// tier's blocks (Pebble's estimate over their key ranges, compressed).
+func (db *DB) TierDiskBytes() (raw uint64, tiers []uint64, err error) {
+	if raw, err = db.pdb.EstimateDiskUsage([]byte{kindChunk}, []byte{kindChunk + 1}); err != nil {
+		return 0, nil, err
+	}
+	for i := range db.tiers {
+		n, err := db.pdb.EstimateDiskUsage([]byte{kindRollup, byte(i)}, []byte{kindRollup, byte(i + 1)})
+		if err != nil {
+			return 0, nil, err
+		}
+		tiers = append(tiers, n)
+	}
+	return raw, tiers, nil
+}

@@ -1,0 +1,162 @@
+package main
+
+// The downsampling benchmark of issue 5: months of per-minute history
+// written through the storage API, rolled up, and the same dashboard
+// queries answered from raw samples and from the tiers.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+type rollupBenchClock struct{ now time.Time }
+
+func (c *rollupBenchClock) Now() time.Time { return c.now }
+
+// rollupSource is the engine's view of a DB with tiers.
+type rollupSource struct{ db *storage.DB }
+
+func (s rollupSource) Querier(mint, maxt int64) (query.Querier, error) {
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+}
+
+func (s rollupSource) Tiers() []query.Tier {
+	var out []query.Tier
+	for _, t := range s.db.Tiers() {
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark})
+	}
+	return out
+}
+
+func (s rollupSource) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+	return s.db.EachRollup(tier, mint, maxt, sketches, ms, f)
+}
+
+// benchRollup writes hosts x cores CPU series of days at 60 s (raw
+// retention 100 days), rolls them up, and times avg/max_over_time by host
+// over the whole range at a 1-hour step from raw and from the tiers.
+func benchRollup(hosts, cores, days int, queryRuns int) {
+	dir, err := os.MkdirTemp("", "headroom-bench-rollup-")
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	end := time.Now().Truncate(24 * time.Hour)
+	clock := &rollupBenchClock{end}
+	db, err := storage.Open(filepath.Join(dir, "data"), storage.Options{
+		Retention: 100 * 24 * time.Hour, DisableBackground: true, Now: clock.Now,
+	})
+	if err != nil {
+		fatal(err)
+	}
+	defer db.Close()
+
+	// CPU utilisation: a daily cycle, a slow trend and noise, in whole
+	// hundredths (as agents report percentages).
+	start := end.Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
+	nSeries := hosts * cores
+	lsets := make([]series.Labels, nSeries)
+	level := make([]float64, nSeries)
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := range lsets {
+		lsets[i] = series.FromStrings("__name__", "cpu_utilization", "host", "host_"+strconv.Itoa(i/cores), "cpu", strconv.Itoa(i%cores))
+		level[i] = 20 + r.Float64()*30
+	}
+	t0 := time.Now()
+	var n int64
+	for day := 0; day < days; day++ {
+		app := db.Appender()
+		for i, ls := range lsets {
+			for m := 0; m < 1440; m++ {
+				ts := start + int64(day)*86400_000 + int64(m)*60_000
+				hour := float64(m) / 60
+				v := level[i] + 15*math.Sin((hour-9)/24*2*math.Pi) + float64(day)*0.1 + r.NormFloat64()*3
+				if err := app.Append(ls, ts, math.Round(math.Max(0, math.Min(100, v))*100)/100); err != nil {
+					fatal(err)
+				}
+				n++
+			}
+			if app.Len() >= 50_000 {
+				if err := app.Commit(); err != nil {
+					fatal(err)
+				}
+			}
+		}
+		if err := app.Commit(); err != nil {
+			fatal(err)
+		}
+		if err := db.Checkpoint(); err != nil {
+			fatal(err)
+		}
+		if day%10 == 9 {
+			fmt.Fprintf(os.Stderr, "  rollup: wrote %d of %d days (%.1fM samples, %v)\n", day+1, days, float64(n)/1e6, time.Since(t0).Round(time.Second))
+		}
+	}
+	record("rollup", fmt.Sprintf("ingest %d series x %d days at 60 s (storage API)", nSeries, days), float64(n)/time.Since(t0).Seconds(), "samples/s", "", nil)
+	if err := db.Flush(); err != nil {
+		fatal(err)
+	}
+
+	clock.now = end.Add(24 * time.Hour) // every bucket of the data is closed
+	t0 = time.Now()
+	if err := db.RunRollups(); err != nil {
+		fatal(err)
+	}
+	took := time.Since(t0)
+	record("rollup", "downsampling raw -> 5m -> 1h -> 1d: time", took.Seconds(), "s", "", nil)
+	record("rollup", "downsampling: raw samples per second", float64(n)/took.Seconds(), "samples/s", "", nil)
+	if err := db.Compact(); err != nil {
+		fatal(err)
+	}
+	raw, tiers, err := db.TierDiskBytes()
+	if err != nil {
+		fatal(err)
+	}
+	record("rollup", "on disk: raw chunks", float64(raw)/(1<<20), "MiB", "", nil)
+	record("rollup", "on disk: raw bytes per sample", float64(raw)/float64(n), "B", "", nil)
+	for i, t := range db.Tiers() {
+		record("rollup", "on disk: "+query.TierName(t.Resolution)+" tier", float64(tiers[i])/(1<<20), "MiB", "", nil)
+	}
+
+	src := rollupSource{db}
+	eng := &query.Engine{MaxSamples: 1 << 40}
+	qStart, qEnd := end.Add(-time.Duration(days)*24*time.Hour).Add(time.Hour).UnixMilli(), end.UnixMilli()
+	for _, q := range []string{`avg by (host) (avg_over_time(cpu_utilization[1h]))`, `max by (host) (max_over_time(cpu_utilization[1h]))`} {
+		timeIt := func(tier string) (time.Duration, *query.Result) {
+			var lat []time.Duration
+			var res *query.Result
+			for i := 0; i < queryRuns; i++ {
+				t := time.Now()
+				res, err = eng.Range(query.WithTier(context.Background(), tier), src, q, qStart, qEnd, 3600_000)
+				if err != nil {
+					fatal(fmt.Errorf("%s (%s): %w", q, tier, err))
+				}
+				lat = append(lat, time.Since(t))
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			return lat[len(lat)/2], res
+		}
+		rawLat, rawRes := timeIt("raw")
+		tierLat, tierRes := timeIt("auto")
+		if len(rawRes.Series) != hosts || len(tierRes.Series) != hosts {
+			fatal(fmt.Errorf("%s: %d and %d series, want %d", q, len(rawRes.Series), len(tierRes.Series), hosts))
+		}
+		speedup := rawLat.Seconds() / tierLat.Seconds()
+		name := fmt.Sprintf("%s over %d days, 1 h step", q, days)
+		record("rollup", name+": raw", float64(rawLat.Microseconds())/1000, "ms", "", nil)
+		record("rollup", name+": from "+fmt.Sprint(tierRes.Tiers), float64(tierLat.Microseconds())/1000, "ms", "", nil)
+		record("rollup", name+": speed-up", speedup, "x", ">= 50x", boolp(speedup >= 50))
+	}
+}
