@@ -40,8 +40,8 @@ func (s rollupSource) Tiers() []query.Tier {
 	return out
 }
 
-func (s rollupSource) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
-	return s.db.EachRollup(tier, mint, maxt, sketches, ms, f)
+func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
 }
 
 // benchRollup writes hosts x cores CPU series of days at 60 s (raw

@@ -109,3 +109,47 @@ func BenchmarkSubquerySelector(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTierAvg: avg by host of avg_over_time[1h] over 100 series x 10
+// days at 60 s, 1-hour step, from the 1h tier (raw=true: from samples).
+func BenchmarkTierAvg(b *testing.B) {
+	end := time.Now().Add(-48 * time.Hour).Truncate(24 * time.Hour)
+	c := &fixedClock{end}
+	db, err := storage.Open(b.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour, Now: c.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	r := rand.New(rand.NewPCG(1, 9))
+	start := end.Add(-10 * 24 * time.Hour).UnixMilli()
+	for s := 0; s < 100; s++ {
+		ls := series.FromStrings("__name__", "cpu", "host", strconv.Itoa(s/10), "cpu", strconv.Itoa(s%10))
+		app := db.Appender()
+		v := 50.0
+		for ts := start; ts < end.UnixMilli(); ts += 60_000 {
+			v = min(100, max(0, v+float64(r.IntN(5)-2)))
+			app.Append(ls, ts, v)
+		}
+		if err := app.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.now = end.Add(24 * time.Hour)
+	if err := db.Checkpoint(); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.RunRollups(); err != nil {
+		b.Fatal(err)
+	}
+	eng := &query.Engine{}
+	for _, tier := range []string{"raw", "auto"} {
+		b.Run(tier, func(b *testing.B) {
+			ctx := query.WithTier(context.Background(), tier)
+			for i := 0; i < b.N; i++ {
+				if _, err := eng.Range(ctx, src{db}, `avg by (host) (avg_over_time(cpu[1h]))`, start+3600_000, end.UnixMilli(), 3600_000); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -31,8 +31,8 @@ func (s src) Tiers() []query.Tier {
 	return out
 }
 
-func (s src) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
-	return s.db.EachRollup(tier, mint, maxt, sketches, ms, f)
+func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
 }
 
 // t0 is the test data's origin; samples are at t0 + seconds.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/headroomdb/headroom/storage/rollup"
@@ -19,13 +20,33 @@ type Tier struct {
 }
 
 // RollupSource is a Source that also keeps downsampled tiers, finest
-// first. EachRollup calls f with each selected series that has buckets
-// of tier starting in [mint, maxt] (f must not keep the slice); without
-// sketches, the buckets' sketches are empty.
+// first. EachRollup calls f with each selected series (of the shard-th of
+// shards parts of the selection) that has buckets of tier starting in
+// [mint, maxt], with only the columns in cols (rollup.Col*) decoded; f
+// must not keep the slice.
 type RollupSource interface {
 	Source
 	Tiers() []Tier
-	EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error
+	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error
+}
+
+// tierColumns are the bucket columns fn needs.
+func tierColumns(fn string) uint {
+	switch fn {
+	case "sum_over_time", "avg_over_time":
+		return rollup.ColSum
+	case "count_over_time", "present_over_time":
+		return rollup.ColCount
+	case "min_over_time":
+		return rollup.ColMin
+	case "max_over_time":
+		return rollup.ColMax
+	case "last_over_time":
+		return rollup.ColLast
+	case "quantile_over_time":
+		return rollup.ColSketch
+	}
+	return rollup.ColFirst | rollup.ColLast | rollup.ColIncrease | rollup.ColFirstT | rollup.ColLastT // rate, increase, delta
 }
 
 // TierName names a resolution as queries and answers do: 5m, 1h, 1d.
@@ -139,49 +160,77 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 	res := rs.Tiers()[tier].Resolution.Milliseconds()
 	ev.markTier(tier)
 	first, _ := ev.evalTimes(off, nil)
+	// The selection in shards read in parallel, as raw selections are.
+	shards := ev.shards()
+	parts := make([][]*vecSeries, shards)
+	errs := make([]error, shards)
+	var wg sync.WaitGroup
+	for k := 0; k < shards; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			var acc rollup.Sketch
+			errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, bs []rollup.Bucket) error {
+				if o, err := ev.tierSeriesOne(fn, ls, bs, res, w, off, split, param, &acc); err != nil || o == nil {
+					return err
+				} else {
+					parts[k] = append(parts[k], o)
+				}
+				return ev.checkCtx()
+			})
+		}(k)
+	}
+	wg.Wait()
 	var out []*vecSeries
-	var acc rollup.Sketch
-	err := rs.EachRollup(tier, first-w, split-res, fn == "quantile_over_time", ms, func(ls series.Labels, bs []rollup.Bucket) error {
-		if ev.counts.series.Add(1) > int64(ev.maxSeries) {
-			return fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
+	for k := range parts {
+		if errs[k] != nil {
+			return nil, errs[k]
 		}
-		if ev.counts.samples.Add(int64(len(bs))) > int64(ev.max) {
-			return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
+		out = append(out, parts[k]...)
+	}
+	return out, nil
+}
+
+// tierSeriesOne evaluates one series' buckets at every step up to split.
+func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, bs []rollup.Bucket, res, w, off, split int64, param scalarValue, acc *rollup.Sketch) (*vecSeries, error) {
+	if ev.counts.series.Add(1) > int64(ev.maxSeries) {
+		return nil, fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
+	}
+	if ev.counts.samples.Add(int64(len(bs))) > int64(ev.max) {
+		return nil, fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
+	}
+	if !keepsName[fn] {
+		ls = dropName(ls)
+	}
+	o := ev.newSeries(ls)
+	any := false
+	lo, hi := 0, 0
+	for i := range o.v {
+		t := ev.ts(i) - off
+		if t > split {
+			break
 		}
-		if !keepsName[fn] {
-			ls = dropName(ls)
+		for lo < len(bs) && bs[lo].Start < t-w {
+			lo++
 		}
-		o := ev.newSeries(ls)
-		any := false
-		lo, hi := 0, 0
-		for i := range o.v {
-			t := ev.ts(i) - off
-			if t > split {
-				break
-			}
-			for lo < len(bs) && bs[lo].Start < t-w {
-				lo++
-			}
-			for hi < len(bs) && bs[hi].Start <= t-res {
-				hi++
-			}
-			if hi <= lo {
-				continue
-			}
-			var q float64
-			if param != nil {
-				q = param[i]
-			}
-			if v, ok := tierValue(fn, bs[lo:hi], t, w, q, &acc); ok {
-				o.v[i], o.ok[i], any = v, true, true
-			}
+		for hi < len(bs) && bs[hi].Start <= t-res {
+			hi++
 		}
-		if any {
-			out = append(out, o)
+		if hi <= lo {
+			continue
 		}
-		return ev.checkCtx()
-	})
-	return out, err
+		var q float64
+		if param != nil {
+			q = param[i]
+		}
+		if v, ok := tierValue(fn, bs[lo:hi], t, w, q, acc); ok {
+			o.v[i], o.ok[i], any = v, true, true
+		}
+	}
+	if !any {
+		return nil, nil
+	}
+	return o, nil
 }
 
 // tierValue computes fn over a window's buckets (at least one).

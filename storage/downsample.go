@@ -635,7 +635,7 @@ type RollupSeries struct {
 // tools use it; queries stream with EachRollup.
 func (db *DB) Rollups(tier int, mint, maxt int64, ms ...*series.Matcher) ([]RollupSeries, error) {
 	var out []RollupSeries
-	err := db.EachRollup(tier, mint, maxt, true, ms, func(ls series.Labels, bs []rollup.Bucket) error {
+	err := db.EachRollup(tier, mint, maxt, rollup.ColAll, 0, 1, ms, func(ls series.Labels, bs []rollup.Bucket) error {
 		out = append(out, RollupSeries{Labels: ls, Buckets: append([]rollup.Bucket(nil), bs...)})
 		return nil
 	})
@@ -666,10 +666,11 @@ func (db *DB) RawOldest() int64 { return db.retentionCutoff() }
 // EachRollup calls f with each series the matchers select that has
 // buckets of tier starting in [mint, maxt], and those buckets (a buffer
 // reused from call to call), found through the tier's own postings so
-// that series are there after their raw days are gone. Without sketches
-// the buckets' sketches are empty (and decoding is several times
-// cheaper).
-func (db *DB) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+// that series are there after their raw days are gone. Only the columns
+// in cols (rollup.Col*) are decoded; the others are zero. shard of
+// shards: the part of the selection to read (0 of 1: all), so that
+// several goroutines can share it.
+func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
 	if tier < 0 || tier >= len(db.tiers) {
 		return fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
 	}
@@ -694,13 +695,12 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series
 		}
 		ids = union(ids, got)
 	}
-	decode := rollup.DecodeBlockColumns
-	if sketches {
-		decode = rollup.DecodeBlock
-	}
 	var bs []rollup.Bucket
 	var key []byte
-	for _, id := range ids {
+	for i, id := range ids {
+		if shards > 1 && i%shards != shard {
+			continue
+		}
 		if err := db.checkClosing(); err != nil {
 			return err
 		}
@@ -714,16 +714,17 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series
 				continue
 			}
 			n := len(bs)
-			if bs, err = decode(bs, it.Value()); err != nil {
+			if bs, err = rollup.DecodeBlockColumns(bs, it.Value(), cols); err != nil {
 				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
-			kept := bs[:n]
-			for _, b := range bs[n:] {
-				if b.Start >= mint && b.Start <= maxt {
-					kept = append(kept, b)
-				}
+			// Buckets are in time order: only the first and last blocks
+			// of the range have any to drop, found by search.
+			got := bs[n:]
+			lo := sort.Search(len(got), func(i int) bool { return got[i].Start >= mint })
+			hi := sort.Search(len(got), func(i int) bool { return got[i].Start > maxt })
+			if lo > 0 || hi < len(got) {
+				bs = bs[:n+copy(got, got[lo:hi])]
 			}
-			bs = kept
 		}
 		if len(bs) == 0 {
 			continue

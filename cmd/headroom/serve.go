@@ -375,8 +375,8 @@ func (s querySource) Tiers() []query.Tier {
 	return out
 }
 
-func (s querySource) EachRollup(tier int, mint, maxt int64, sketches bool, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
-	return s.db.EachRollup(tier, mint, maxt, sketches, ms, f)
+func (s querySource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
 }
 
 func tsdbStatus(st storage.HeadStats) api.TSDBStatus {

@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/headroomdb/headroom/storage/chunk"
 )
@@ -30,6 +31,15 @@ const nColumns = 9
 const MaxBlockBuckets = 4096
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// colSample is a column value as the chunk codec decodes it.
+type colSample struct {
+	T int64
+	V float64
+}
+
+// scratch holds decoded columns between calls.
+var scratch = sync.Pool{New: func() any { return new([]colSample) }}
 
 // AppendBlock appends the encoding of bs (in increasing Start order, at
 // most MaxBlockBuckets, none empty) to dst.
@@ -121,14 +131,31 @@ func setColumn(b *Bucket, c int, v float64) error {
 
 // DecodeBlock decodes a block into buckets (appended to dst). It checks
 // the checksum first: a damaged block is an error, never wrong numbers.
-func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) { return decodeBlock(dst, b, true) }
+func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) { return decodeBlock(dst, b, ColAll) }
 
-// DecodeBlockColumns is DecodeBlock without the sketches (left empty):
-// most functions need only the columns, and sketches are most of a
-// block's decoding work.
-func DecodeBlockColumns(dst []Bucket, b []byte) ([]Bucket, error) { return decodeBlock(dst, b, false) }
+// Columns of a block, for DecodeBlockColumns.
+const (
+	ColCount = 1 << iota // always decoded: it gives the buckets' starts
+	ColSum
+	ColMin
+	ColMax
+	ColFirst
+	ColLast
+	ColIncrease
+	ColFirstT
+	ColLastT
+	ColSketch
+	ColAll = 1<<10 - 1
+)
 
-func decodeBlock(dst []Bucket, b []byte, sketches bool) ([]Bucket, error) {
+// DecodeBlockColumns is DecodeBlock decoding only the columns in cols
+// (the others are left zero): a query needs two or three of the nine,
+// and sketches are most of a block's decoding work.
+func DecodeBlockColumns(dst []Bucket, b []byte, cols uint) ([]Bucket, error) {
+	return decodeBlock(dst, b, cols|ColCount)
+}
+
+func decodeBlock(dst []Bucket, b []byte, cols uint) ([]Bucket, error) {
 	if len(b) < 6 {
 		return dst, fmt.Errorf("%w: %d-byte block", ErrCorrupt, len(b))
 	}
@@ -148,6 +175,8 @@ func decodeBlock(dst []Bucket, b []byte, sketches bool) ([]Bucket, error) {
 	bs := dst[first:]
 	clear(bs)
 	var it chunk.Iterator
+	sp := scratch.Get().(*[]colSample)
+	defer scratch.Put(sp)
 	for c := 0; c < nColumns; c++ {
 		l, r, ok := uvarint(rest)
 		if !ok || l > uint64(len(r)) {
@@ -155,37 +184,39 @@ func decodeBlock(dst []Bucket, b []byte, sketches bool) ([]Bucket, error) {
 		}
 		col := r[:l]
 		rest = r[l:]
-		it.Reset(col)
-		i := 0
-		for ; it.Next(); i++ {
-			if i >= len(bs) {
-				return dst[:first], fmt.Errorf("%w: column %d has more than %d buckets", ErrCorrupt, c, n)
-			}
-			t, v := it.At()
-			if c == 0 {
-				bs[i].Start = t
-			} else if bs[i].Start != t {
-				return dst[:first], fmt.Errorf("%w: column %d bucket %d starts at %d, not %d", ErrCorrupt, c, i, t, bs[i].Start)
-			}
-			if err := setColumn(&bs[i], c, v); err != nil {
-				return dst[:first], err
-			}
+		if cols&(1<<c) == 0 {
+			continue
 		}
+		it.Reset(col)
+		if it.Count() != len(bs) {
+			return dst[:first], fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, c, it.Count(), n)
+		}
+		vals, _ := chunk.AppendRange(&it, (*sp)[:0], math.MinInt64, math.MaxInt64)
+		*sp = vals
 		if err := it.Err(); err != nil {
 			return dst[:first], fmt.Errorf("%w: column %d: %v", ErrCorrupt, c, err)
 		}
-		if i != len(bs) {
-			return dst[:first], fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, c, i, n)
+		if len(vals) != len(bs) {
+			return dst[:first], fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, c, len(vals), n)
 		}
+		for i, x := range vals {
+			if c == 0 {
+				bs[i].Start = x.T
+			} else if bs[i].Start != x.T {
+				return dst[:first], fmt.Errorf("%w: column %d bucket %d starts at %d, not %d", ErrCorrupt, c, i, x.T, bs[i].Start)
+			}
+			if err := setColumn(&bs[i], c, x.V); err != nil {
+				return dst[:first], err
+			}
+		}
+	}
+	if cols&ColSketch == 0 {
+		return dst, nil // the checksum covered the sketches; they are not read
 	}
 	for i := range bs {
 		l, r, ok := uvarint(rest)
 		if !ok || l > uint64(len(r)) {
 			return dst[:first], fmt.Errorf("%w: sketch %d length", ErrCorrupt, i)
-		}
-		if !sketches {
-			rest = r[l:]
-			continue
 		}
 		s, tail, err := DecodeSketch(r[:l])
 		if err != nil {
