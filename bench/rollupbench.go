@@ -40,7 +40,7 @@ func (s rollupSource) Tiers() []query.Tier {
 	return out
 }
 
-func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error {
 	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
 }
 

@@ -31,7 +31,7 @@ func (s src) Tiers() []query.Tier {
 	return out
 }
 
-func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error {
 	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
 }
 

@@ -21,20 +21,20 @@ type Tier struct {
 
 // RollupSource is a Source that also keeps downsampled tiers, finest
 // first. EachRollup calls f with each selected series (of the shard-th of
-// shards parts of the selection) that has buckets of tier starting in
-// [mint, maxt], with only the columns in cols (rollup.Col*) decoded; f
-// must not keep the slice.
+// shards parts of the selection) that has buckets of tier in the blocks
+// covering [mint, maxt] (others may come along), with only the columns in
+// cols (rollup.Col*) decoded; f must not keep them.
 type RollupSource interface {
 	Source
 	Tiers() []Tier
-	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error
+	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error
 }
 
 // tierColumns are the bucket columns fn needs.
 func tierColumns(fn string) uint {
 	switch fn {
 	case "sum_over_time", "avg_over_time":
-		return rollup.ColSum
+		return rollup.ColSum | rollup.ColCount
 	case "count_over_time", "present_over_time":
 		return rollup.ColCount
 	case "min_over_time":
@@ -46,7 +46,7 @@ func tierColumns(fn string) uint {
 	case "quantile_over_time":
 		return rollup.ColSketch
 	}
-	return rollup.ColFirst | rollup.ColLast | rollup.ColIncrease | rollup.ColFirstT | rollup.ColLastT // rate, increase, delta
+	return rollup.ColCount | rollup.ColFirst | rollup.ColLast | rollup.ColIncrease | rollup.ColFirstT | rollup.ColLastT // rate, increase, delta
 }
 
 // TierName names a resolution as queries and answers do: 5m, 1h, 1d.
@@ -170,8 +170,8 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 		go func(k int) {
 			defer wg.Done()
 			var acc rollup.Sketch
-			errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, bs []rollup.Bucket) error {
-				if o, err := ev.tierSeriesOne(fn, ls, bs, res, w, off, split, param, &acc); err != nil || o == nil {
+			errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
+				if o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc); err != nil || o == nil {
 					return err
 				} else {
 					parts[k] = append(parts[k], o)
@@ -192,11 +192,11 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 }
 
 // tierSeriesOne evaluates one series' buckets at every step up to split.
-func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, bs []rollup.Bucket, res, w, off, split int64, param scalarValue, acc *rollup.Sketch) (*vecSeries, error) {
+func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Columns, res, w, off, split int64, param scalarValue, acc *rollup.Sketch) (*vecSeries, error) {
 	if ev.counts.series.Add(1) > int64(ev.maxSeries) {
 		return nil, fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
 	}
-	if ev.counts.samples.Add(int64(len(bs))) > int64(ev.max) {
+	if ev.counts.samples.Add(int64(c.Len())) > int64(ev.max) {
 		return nil, fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
 	}
 	if !keepsName[fn] {
@@ -205,15 +205,16 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, bs []rollup.Buck
 	o := ev.newSeries(ls)
 	any := false
 	lo, hi := 0, 0
+	starts := c.Start
 	for i := range o.v {
 		t := ev.ts(i) - off
 		if t > split {
 			break
 		}
-		for lo < len(bs) && bs[lo].Start < t-w {
+		for lo < len(starts) && starts[lo] < t-w {
 			lo++
 		}
-		for hi < len(bs) && bs[hi].Start <= t-res {
+		for hi < len(starts) && starts[hi] <= t-res {
 			hi++
 		}
 		if hi <= lo {
@@ -223,7 +224,7 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, bs []rollup.Buck
 		if param != nil {
 			q = param[i]
 		}
-		if v, ok := tierValue(fn, bs[lo:hi], t, w, q, acc); ok {
+		if v, ok := tierValue(fn, c, lo, hi, t, w, q, acc); ok {
 			o.v[i], o.ok[i], any = v, true, true
 		}
 	}
@@ -233,40 +234,43 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, bs []rollup.Buck
 	return o, nil
 }
 
-// tierValue computes fn over a window's buckets (at least one).
-func tierValue(fn string, bs []rollup.Bucket, t, w int64, q float64, acc *rollup.Sketch) (float64, bool) {
+// tierValue computes fn over the buckets [lo, hi) of c (at least one).
+func tierValue(fn string, c *rollup.Columns, lo, hi int, t, w int64, q float64, acc *rollup.Sketch) (float64, bool) {
 	switch fn {
-	case "sum_over_time", "avg_over_time", "count_over_time":
-		var sum float64
-		var n int64
-		for i := range bs {
-			sum += bs[i].Sum
-			n += bs[i].Count
+	case "sum_over_time", "avg_over_time":
+		var sum, n float64
+		for i := lo; i < hi; i++ {
+			sum += c.Sum[i]
+			n += c.Count[i]
 		}
-		switch fn {
-		case "sum_over_time":
+		if fn == "sum_over_time" {
 			return sum, true
-		case "count_over_time":
-			return float64(n), true
 		}
-		return sum / float64(n), true
-	case "min_over_time", "max_over_time":
-		m := bs[0].Min
-		if fn == "max_over_time" {
-			m = bs[0].Max
+		return sum / n, true
+	case "count_over_time":
+		var n float64
+		for _, x := range c.Count[lo:hi] {
+			n += x
 		}
-		for i := range bs[1:] {
-			v := bs[i+1].Min
-			if fn == "max_over_time" {
-				v = bs[i+1].Max
+		return n, true
+	case "min_over_time":
+		m := c.Min[lo]
+		for _, v := range c.Min[lo+1 : hi] {
+			if v < m || math.IsNaN(m) {
+				m = v
 			}
-			if (fn == "min_over_time" && v < m) || (fn == "max_over_time" && v > m) || math.IsNaN(m) {
+		}
+		return m, true
+	case "max_over_time":
+		m := c.Max[lo]
+		for _, v := range c.Max[lo+1 : hi] {
+			if v > m || math.IsNaN(m) {
 				m = v
 			}
 		}
 		return m, true
 	case "last_over_time":
-		return bs[len(bs)-1].Last, true
+		return c.Last[hi-1], true
 	case "present_over_time":
 		return 1, true
 	case "quantile_over_time":
@@ -277,8 +281,8 @@ func tierValue(fn string, bs []rollup.Bucket, t, w int64, q float64, acc *rollup
 			return math.Inf(1), true
 		}
 		*acc = rollup.Sketch{}
-		for i := range bs {
-			acc.Merge(&bs[i].Sketch)
+		for i := lo; i < hi; i++ {
+			acc.Merge(&c.Sketches[i])
 		}
 		v, ok := acc.Quantile(q)
 		if !ok {
@@ -289,18 +293,18 @@ func tierValue(fn string, bs []rollup.Bucket, t, w int64, q float64, acc *rollup
 	// rate, increase, delta: the change from the window's first sample to
 	// its last (resets counted for counters), and Prometheus's
 	// extrapolation from the same inputs the samples give.
-	var n int64
+	var n float64
 	var change float64
 	counter := fn != "delta"
-	for i := range bs {
-		n += bs[i].Count
+	for i := lo; i < hi; i++ {
+		n += c.Count[i]
 		if counter {
-			change += bs[i].Increase
-			if i > 0 {
-				if d := bs[i].First - bs[i-1].Last; d >= 0 {
+			change += c.Increase[i]
+			if i > lo {
+				if d := c.First[i] - c.Last[i-1]; d >= 0 {
 					change += d
 				} else {
-					change += bs[i].First
+					change += c.First[i]
 				}
 			}
 		}
@@ -308,8 +312,8 @@ func tierValue(fn string, bs []rollup.Bucket, t, w int64, q float64, acc *rollup
 	if n < 2 {
 		return 0, false
 	}
-	first := Point{T: bs[0].FirstT, V: bs[0].First}
-	last := Point{T: bs[len(bs)-1].LastT, V: bs[len(bs)-1].Last}
+	first := Point{T: c.FirstT[lo], V: c.First[lo]}
+	last := Point{T: c.LastT[hi-1], V: c.Last[hi-1]}
 	if !counter {
 		change = last.V - first.V
 	}

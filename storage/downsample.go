@@ -635,8 +635,16 @@ type RollupSeries struct {
 // tools use it; queries stream with EachRollup.
 func (db *DB) Rollups(tier int, mint, maxt int64, ms ...*series.Matcher) ([]RollupSeries, error) {
 	var out []RollupSeries
-	err := db.EachRollup(tier, mint, maxt, rollup.ColAll, 0, 1, ms, func(ls series.Labels, bs []rollup.Bucket) error {
-		out = append(out, RollupSeries{Labels: ls, Buckets: append([]rollup.Bucket(nil), bs...)})
+	err := db.EachRollup(tier, mint, maxt, rollup.ColAll, 0, 1, ms, func(ls series.Labels, c *rollup.Columns) error {
+		var bs []rollup.Bucket
+		for i := range c.Start {
+			if c.Start[i] >= mint && c.Start[i] <= maxt {
+				bs = append(bs, c.Bucket(i))
+			}
+		}
+		if len(bs) > 0 {
+			out = append(out, RollupSeries{Labels: ls, Buckets: bs})
+		}
 		return nil
 	})
 	return out, err
@@ -664,13 +672,14 @@ func (db *DB) Tiers() []TierInfo {
 func (db *DB) RawOldest() int64 { return db.retentionCutoff() }
 
 // EachRollup calls f with each series the matchers select that has
-// buckets of tier starting in [mint, maxt], and those buckets (a buffer
-// reused from call to call), found through the tier's own postings so
-// that series are there after their raw days are gone. Only the columns
-// in cols (rollup.Col*) are decoded; the others are zero. shard of
+// buckets of tier in the blocks covering [mint, maxt], and those blocks'
+// buckets (columns reused from call to call; buckets outside the range
+// may be there: the caller's windows skip them), found through the
+// tier's own postings so that series are there after their raw days are
+// gone. Only the columns in cols (rollup.Col*) are decoded. shard of
 // shards: the part of the selection to read (0 of 1: all), so that
 // several goroutines can share it.
-func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.Bucket) error) error {
+func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error {
 	if tier < 0 || tier >= len(db.tiers) {
 		return fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
 	}
@@ -695,7 +704,7 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 		}
 		ids = union(ids, got)
 	}
-	var bs []rollup.Bucket
+	var c rollup.Columns
 	var key []byte
 	for i, id := range ids {
 		if shards > 1 && i%shards != shard {
@@ -704,7 +713,7 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 		if err := db.checkClosing(); err != nil {
 			return err
 		}
-		bs = bs[:0]
+		c.Reset()
 		for _, p := range parts {
 			key = rollupKey(key[:0], tier, uint32(p), id, p*t.span)
 			if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
@@ -713,27 +722,18 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 				}
 				continue
 			}
-			n := len(bs)
-			if bs, err = rollup.DecodeBlockColumns(bs, it.Value(), cols); err != nil {
+			if err := rollup.DecodeColumns(&c, it.Value(), cols); err != nil {
 				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
-			// Buckets are in time order: only the first and last blocks
-			// of the range have any to drop, found by search.
-			got := bs[n:]
-			lo := sort.Search(len(got), func(i int) bool { return got[i].Start >= mint })
-			hi := sort.Search(len(got), func(i int) bool { return got[i].Start > maxt })
-			if lo > 0 || hi < len(got) {
-				bs = bs[:n+copy(got, got[lo:hi])]
-			}
 		}
-		if len(bs) == 0 {
+		if c.Len() == 0 {
 			continue
 		}
 		ls, err := db.storedLabels(id)
 		if err != nil {
 			return fmt.Errorf("series %d: %w", id, err)
 		}
-		if err := f(ls, bs); err != nil {
+		if err := f(ls, &c); err != nil {
 			return err
 		}
 	}

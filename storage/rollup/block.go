@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"math"
-	"slices"
 	"sync"
 
 	"github.com/headroomdb/headroom/storage/chunk"
@@ -97,139 +95,16 @@ func column(b *Bucket, c int) float64 {
 	}
 }
 
-func setColumn(b *Bucket, c int, v float64) error {
-	switch c {
-	case 0:
-		if v < 1 || v != math.Trunc(v) || v > 1<<53 {
-			return fmt.Errorf("%w: bucket count %v", ErrCorrupt, v)
-		}
-		b.Count = int64(v)
-	case 1:
-		b.Sum = v
-	case 2:
-		b.Min = v
-	case 3:
-		b.Max = v
-	case 4:
-		b.First = v
-	case 5:
-		b.Last = v
-	case 6:
-		b.Increase = v
-	default:
-		if v != math.Trunc(v) || math.Abs(v) > 1<<53 {
-			return fmt.Errorf("%w: sample time offset %v", ErrCorrupt, v)
-		}
-		if c == 7 {
-			b.FirstT = b.Start + int64(v)
-		} else {
-			b.LastT = b.Start + int64(v)
-		}
-	}
-	return nil
-}
 
 // DecodeBlock decodes a block into buckets (appended to dst). It checks
 // the checksum first: a damaged block is an error, never wrong numbers.
-func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) { return decodeBlock(dst, b, ColAll) }
-
-// Columns of a block, for DecodeBlockColumns.
-const (
-	ColCount = 1 << iota // always decoded: it gives the buckets' starts
-	ColSum
-	ColMin
-	ColMax
-	ColFirst
-	ColLast
-	ColIncrease
-	ColFirstT
-	ColLastT
-	ColSketch
-	ColAll = 1<<10 - 1
-)
-
-// DecodeBlockColumns is DecodeBlock decoding only the columns in cols
-// (the others are left zero): a query needs two or three of the nine,
-// and sketches are most of a block's decoding work.
-func DecodeBlockColumns(dst []Bucket, b []byte, cols uint) ([]Bucket, error) {
-	return decodeBlock(dst, b, cols|ColCount)
-}
-
-func decodeBlock(dst []Bucket, b []byte, cols uint) ([]Bucket, error) {
-	if len(b) < 6 {
-		return dst, fmt.Errorf("%w: %d-byte block", ErrCorrupt, len(b))
+func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) {
+	var c Columns
+	if err := DecodeColumns(&c, b, ColAll); err != nil {
+		return dst, err
 	}
-	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
-	if crc32.Checksum(body, castagnoli) != sum {
-		return dst, fmt.Errorf("%w: block checksum mismatch", ErrCorrupt)
-	}
-	if body[0] != blockVersion {
-		return dst, fmt.Errorf("%w: block version %d", ErrCorrupt, body[0])
-	}
-	n, rest, ok := uvarint(body[1:])
-	if !ok || n == 0 || n > MaxBlockBuckets {
-		return dst, fmt.Errorf("%w: block bucket count", ErrCorrupt)
-	}
-	first := len(dst)
-	dst = slices.Grow(dst, int(n))[:first+int(n)]
-	bs := dst[first:]
-	clear(bs)
-	var it chunk.Iterator
-	sp := scratch.Get().(*[]colSample)
-	defer scratch.Put(sp)
-	for c := 0; c < nColumns; c++ {
-		l, r, ok := uvarint(rest)
-		if !ok || l > uint64(len(r)) {
-			return dst[:first], fmt.Errorf("%w: column %d length", ErrCorrupt, c)
-		}
-		col := r[:l]
-		rest = r[l:]
-		if cols&(1<<c) == 0 {
-			continue
-		}
-		it.Reset(col)
-		if it.Count() != len(bs) {
-			return dst[:first], fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, c, it.Count(), n)
-		}
-		vals, _ := chunk.AppendRange(&it, (*sp)[:0], math.MinInt64, math.MaxInt64)
-		*sp = vals
-		if err := it.Err(); err != nil {
-			return dst[:first], fmt.Errorf("%w: column %d: %v", ErrCorrupt, c, err)
-		}
-		if len(vals) != len(bs) {
-			return dst[:first], fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, c, len(vals), n)
-		}
-		for i, x := range vals {
-			if c == 0 {
-				bs[i].Start = x.T
-			} else if bs[i].Start != x.T {
-				return dst[:first], fmt.Errorf("%w: column %d bucket %d starts at %d, not %d", ErrCorrupt, c, i, x.T, bs[i].Start)
-			}
-			if err := setColumn(&bs[i], c, x.V); err != nil {
-				return dst[:first], err
-			}
-		}
-	}
-	if cols&ColSketch == 0 {
-		return dst, nil // the checksum covered the sketches; they are not read
-	}
-	for i := range bs {
-		l, r, ok := uvarint(rest)
-		if !ok || l > uint64(len(r)) {
-			return dst[:first], fmt.Errorf("%w: sketch %d length", ErrCorrupt, i)
-		}
-		s, tail, err := DecodeSketch(r[:l])
-		if err != nil {
-			return dst[:first], err
-		}
-		if len(tail) != 0 {
-			return dst[:first], fmt.Errorf("%w: %d bytes after sketch %d", ErrCorrupt, len(tail), i)
-		}
-		bs[i].Sketch = *s
-		rest = r[l:]
-	}
-	if len(rest) != 0 {
-		return dst[:first], fmt.Errorf("%w: %d bytes after the sketches", ErrCorrupt, len(rest))
+	for i := range c.Start {
+		dst = append(dst, c.Bucket(i))
 	}
 	return dst, nil
 }

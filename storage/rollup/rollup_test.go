@@ -200,3 +200,47 @@ func TestBlockRoundTrip(t *testing.T) {
 		t.Error("empty block accepted")
 	}
 }
+
+// The columnar decoding gives the buckets DecodeBlock gives, column by
+// column, for any mask.
+func TestDecodeColumns(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for iter := 0; iter < 100; iter++ {
+		bs := randomBuckets(r, 1+r.IntN(300), 3_600_000)
+		enc, err := AppendBlock(nil, bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Columns
+		if err := DecodeColumns(&c, enc, ColAll); err != nil {
+			t.Fatal(err)
+		}
+		if c.Len() != len(bs) {
+			t.Fatalf("%d buckets, want %d", c.Len(), len(bs))
+		}
+		for i := range bs {
+			got, want := c.Bucket(i), bs[i]
+			if got.Start != want.Start || got.Count != want.Count || got.FirstT != want.FirstT || got.LastT != want.LastT ||
+				math.Float64bits(got.Sum) != math.Float64bits(want.Sum) || math.Float64bits(got.Increase) != math.Float64bits(want.Increase) ||
+				math.Float64bits(got.Min) != math.Float64bits(want.Min) || math.Float64bits(got.Last) != math.Float64bits(want.Last) {
+				t.Fatalf("bucket %d: %+v, want %+v", i, got, want)
+			}
+			if !bytes.Equal(got.Sketch.AppendBinary(nil), want.Sketch.AppendBinary(nil)) {
+				t.Fatalf("bucket %d: sketch differs", i)
+			}
+		}
+		// A mask decodes those columns and the starts only.
+		c.Reset()
+		if err := DecodeColumns(&c, enc, ColMax); err != nil {
+			t.Fatal(err)
+		}
+		if c.Len() != len(bs) || len(c.Max) != len(bs) || len(c.Sum) != 0 || len(c.Sketches) != 0 {
+			t.Fatalf("mask: %d starts, %d max, %d sum, %d sketches", c.Len(), len(c.Max), len(c.Sum), len(c.Sketches))
+		}
+		bad := append([]byte(nil), enc...)
+		bad[r.IntN(len(bad))] ^= 0x40
+		if err := DecodeColumns(&c, bad, ColAll); err == nil {
+			t.Fatal("a damaged block decoded")
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package rollup
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/headroomdb/headroom/storage/chunk"
+)
+
+// Columns of a block, for DecodeColumns.
+const (
+	ColCount = 1 << iota
+	ColSum
+	ColMin
+	ColMax
+	ColFirst
+	ColLast
+	ColIncrease
+	ColFirstT
+	ColLastT
+	ColSketch
+	ColAll = 1<<10 - 1
+)
+
+// Columns holds a run of buckets column by column: a query reads two or
+// three columns of thousands of buckets, as float slices, without
+// touching the others. A column not decoded is empty.
+type Columns struct {
+	Start                                       []int64
+	Count, Sum, Min, Max, First, Last, Increase []float64
+	FirstT, LastT                               []int64
+	Sketches                                    []Sketch
+}
+
+// Len returns the number of buckets.
+func (c *Columns) Len() int { return len(c.Start) }
+
+// Reset empties c, keeping its arrays.
+func (c *Columns) Reset() {
+	c.Start, c.Count, c.Sum, c.Min, c.Max = c.Start[:0], c.Count[:0], c.Sum[:0], c.Min[:0], c.Max[:0]
+	c.First, c.Last, c.Increase = c.First[:0], c.Last[:0], c.Increase[:0]
+	c.FirstT, c.LastT, c.Sketches = c.FirstT[:0], c.LastT[:0], c.Sketches[:0]
+}
+
+// Bucket returns bucket i as a Bucket (the columns not decoded are zero).
+func (c *Columns) Bucket(i int) Bucket {
+	b := Bucket{Start: c.Start[i]}
+	get := func(col []float64) float64 {
+		if i < len(col) {
+			return col[i]
+		}
+		return 0
+	}
+	b.Count = int64(get(c.Count))
+	b.Sum, b.Min, b.Max, b.First, b.Last, b.Increase = get(c.Sum), get(c.Min), get(c.Max), get(c.First), get(c.Last), get(c.Increase)
+	if i < len(c.FirstT) {
+		b.FirstT = c.FirstT[i]
+	}
+	if i < len(c.LastT) {
+		b.LastT = c.LastT[i]
+	}
+	if i < len(c.Sketches) {
+		b.Sketch = c.Sketches[i]
+	}
+	return b
+}
+
+// DecodeColumns appends a block's buckets to c, decoding only the
+// columns in cols (Col*; the start times always). The checksum is
+// checked first: a damaged block is an error, never wrong numbers.
+func DecodeColumns(c *Columns, b []byte, cols uint) error {
+	if len(b) < 6 {
+		return fmt.Errorf("%w: %d-byte block", ErrCorrupt, len(b))
+	}
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return fmt.Errorf("%w: block checksum mismatch", ErrCorrupt)
+	}
+	if body[0] != blockVersion {
+		return fmt.Errorf("%w: block version %d", ErrCorrupt, body[0])
+	}
+	n64, rest, ok := uvarint(body[1:])
+	if !ok || n64 == 0 || n64 > MaxBlockBuckets {
+		return fmt.Errorf("%w: block bucket count", ErrCorrupt)
+	}
+	n := int(n64)
+	first := len(c.Start)
+	var it chunk.Iterator
+	sp := scratch.Get().(*[]colSample)
+	defer scratch.Put(sp)
+	for col := 0; col < nColumns; col++ {
+		l, r, ok := uvarint(rest)
+		if !ok || l > uint64(len(r)) {
+			return fmt.Errorf("%w: column %d length", ErrCorrupt, col)
+		}
+		data := r[:l]
+		rest = r[l:]
+		if col > 0 && cols&(1<<col) == 0 {
+			continue
+		}
+		it.Reset(data)
+		vals, _ := chunk.AppendRange(&it, (*sp)[:0], math.MinInt64, math.MaxInt64)
+		*sp = vals
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("%w: column %d: %v", ErrCorrupt, col, err)
+		}
+		if len(vals) != n {
+			return fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, col, len(vals), n)
+		}
+		if col == 0 {
+			for _, x := range vals {
+				if x.V < 1 || x.V != math.Trunc(x.V) {
+					return fmt.Errorf("%w: bucket count %v", ErrCorrupt, x.V)
+				}
+				c.Start = append(c.Start, x.T)
+			}
+			if cols&ColCount != 0 {
+				for _, x := range vals {
+					c.Count = append(c.Count, x.V)
+				}
+			}
+			continue
+		}
+		starts := c.Start[first:]
+		for i, x := range vals {
+			if x.T != starts[i] {
+				return fmt.Errorf("%w: column %d bucket %d starts at %d, not %d", ErrCorrupt, col, i, x.T, starts[i])
+			}
+		}
+		switch col {
+		case 7, 8:
+			dst := &c.FirstT
+			if col == 8 {
+				dst = &c.LastT
+			}
+			for i, x := range vals {
+				if x.V != math.Trunc(x.V) || math.Abs(x.V) > 1<<53 {
+					return fmt.Errorf("%w: sample time offset %v", ErrCorrupt, x.V)
+				}
+				*dst = append(*dst, starts[i]+int64(x.V))
+			}
+		default:
+			dst := [...]*[]float64{nil, &c.Sum, &c.Min, &c.Max, &c.First, &c.Last, &c.Increase}[col]
+			for _, x := range vals {
+				*dst = append(*dst, x.V)
+			}
+		}
+	}
+	if cols&ColSketch == 0 {
+		return nil // the checksum covered the sketches; they are not read
+	}
+	for i := 0; i < n; i++ {
+		l, r, ok := uvarint(rest)
+		if !ok || l > uint64(len(r)) {
+			return fmt.Errorf("%w: sketch %d length", ErrCorrupt, i)
+		}
+		s, tail, err := DecodeSketch(r[:l])
+		if err != nil {
+			return err
+		}
+		if len(tail) != 0 {
+			return fmt.Errorf("%w: %d bytes after sketch %d", ErrCorrupt, len(tail), i)
+		}
+		c.Sketches = append(c.Sketches, *s)
+		rest = r[l:]
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: %d bytes after the sketches", ErrCorrupt, len(rest))
+	}
+	return nil
+}
