@@ -95,7 +95,6 @@ func column(b *Bucket, c int) float64 {
 	}
 }
 
-
 // DecodeBlock decodes a block into buckets (appended to dst). It checks
 // the checksum first: a damaged block is an error, never wrong numbers.
 func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) {
