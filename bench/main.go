@@ -45,6 +45,8 @@ func main() {
 	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup); empty: all")
 	rollupSeries := flag.Int("rollup-hosts", 100, "hosts (of 10 CPUs each) in the downsampling benchmark")
 	rollupDays := flag.Int("rollup-days", 90, "days of per-minute history in the downsampling benchmark")
+	rollupKeep := flag.String("rollup-keep", "", "directory to write the downsampling data set to once and reuse on later runs (same UTC day)")
+	rollupProfile := flag.String("rollup-profile", "", "file for a CPU profile of the tier queries of the downsampling benchmark")
 	queryTime := flag.Duration("query-time", 3*time.Second, "how long each query shape is repeated (at least 5 times)")
 	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
 	serverBin := flag.String("server-bin", "", "headroom binary for the ingest runs (default: go build ./cmd/headroom)")
@@ -92,7 +94,7 @@ func main() {
 		benchQuery(*serverBin, *queryTime)
 	}
 	if run("rollup") {
-		benchRollup(*rollupSeries, 10, *rollupDays, 3)
+		benchRollup(*rollupSeries, 10, *rollupDays, 3, *rollupKeep, *rollupProfile)
 	}
 	printTable()
 }

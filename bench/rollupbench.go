@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"time"
@@ -47,14 +48,26 @@ func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, s
 // benchRollup writes hosts x cores CPU series of days at 60 s (raw
 // retention 100 days), rolls them up, and times avg/max_over_time by host
 // over the whole range at a 1-hour step from raw and from the tiers.
-func benchRollup(hosts, cores, days int, queryRuns int) {
-	dir, err := os.MkdirTemp("", "headroom-bench-rollup-")
-	if err != nil {
-		fatal(err)
+// keep, when set, is a directory the data set is written to once and
+// reused by later runs (the same hosts, cores and days on the same UTC
+// day), so that the queries can be profiled without writing it again;
+// profile, when set, gets a CPU profile of the tier queries.
+func benchRollup(hosts, cores, days int, queryRuns int, keep, profile string) {
+	dir := keep
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "headroom-bench-rollup-"); err != nil {
+			fatal(err)
+		}
+		defer os.RemoveAll(dir)
 	}
-	defer os.RemoveAll(dir)
+	_, statErr := os.Stat(filepath.Join(dir, "data", "ready"))
+	reuse := keep != "" && statErr == nil
 	end := time.Now().Truncate(24 * time.Hour)
 	clock := &rollupBenchClock{end}
+	if reuse {
+		clock.now = end.Add(24 * time.Hour)
+	}
 	db, err := storage.Open(filepath.Join(dir, "data"), storage.Options{
 		Retention: 100 * 24 * time.Hour, DisableBackground: true, Now: clock.Now,
 	})
@@ -62,6 +75,16 @@ func benchRollup(hosts, cores, days int, queryRuns int) {
 		fatal(err)
 	}
 	defer db.Close()
+	if !reuse {
+		writeRollupData(db, clock, end, hosts, cores, days)
+		if keep != "" {
+			os.WriteFile(filepath.Join(dir, "data", "ready"), nil, 0o644)
+		}
+	}
+	queryRollups(db, end, hosts, days, queryRuns, profile)
+}
+
+func writeRollupData(db *storage.DB, clock *rollupBenchClock, end time.Time, hosts, cores, days int) {
 
 	// CPU utilisation: a daily cycle, a slow trend and noise, in whole
 	// hundredths (as agents report percentages).
@@ -130,8 +153,12 @@ func benchRollup(hosts, cores, days int, queryRuns int) {
 		record("rollup", "on disk: "+query.TierName(t.Resolution)+" tier", float64(tiers[i])/(1<<20), "MiB", "", nil)
 	}
 
+}
+
+func queryRollups(db *storage.DB, end time.Time, hosts, days, queryRuns int, profile string) {
 	src := rollupSource{db}
 	eng := &query.Engine{MaxSamples: 1 << 40}
+	var err error
 	qStart, qEnd := end.Add(-time.Duration(days)*24*time.Hour).Add(time.Hour).UnixMilli(), end.UnixMilli()
 	for _, q := range []string{`avg by (host) (avg_over_time(cpu_utilization[1h]))`, `max by (host) (max_over_time(cpu_utilization[1h]))`} {
 		timeIt := func(tier string) (time.Duration, *query.Result) {
@@ -149,7 +176,18 @@ func benchRollup(hosts, cores, days int, queryRuns int) {
 			return lat[len(lat)/2], res
 		}
 		rawLat, rawRes := timeIt("raw")
+		if profile != "" {
+			f, err := os.Create(profile)
+			if err != nil {
+				fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+		}
 		tierLat, tierRes := timeIt("auto")
+		if profile != "" {
+			pprof.StopCPUProfile()
+			profile = "" // the first query's
+		}
 		if len(rawRes.Series) != hosts || len(tierRes.Series) != hosts {
 			fatal(fmt.Errorf("%s: %d and %d series, want %d", q, len(rawRes.Series), len(tierRes.Series), hosts))
 		}

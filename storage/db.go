@@ -498,9 +498,11 @@ func (db *DB) ApplyRetention() error {
 		if part <= 0 {
 			continue
 		}
-		tier := []byte{kindRollup, byte(t.idx)}
-		if err := b.DeleteRange(tier, binary.BigEndian.AppendUint32(tier, uint32(part)), nil); err != nil {
-			return err
+		for _, kind := range []byte{kindRollup, kindSketch} {
+			tier := []byte{kind, byte(t.idx)}
+			if err := b.DeleteRange(tier, binary.BigEndian.AppendUint32(tier, uint32(part)), nil); err != nil {
+				return err
+			}
 		}
 		lo := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, 0))
 		hi := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, part))

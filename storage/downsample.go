@@ -378,7 +378,7 @@ func (db *DB) eachTierSeries(t *tierState, from, to int64, ids []uint64, f func(
 		if !want(id) {
 			continue
 		}
-		if in, err = rollup.DecodeBlock(in[:0], it.Value()); err != nil {
+		if in, _, err = db.getBlock(in[:0], k); err != nil {
 			return fmt.Errorf("series %d: %v block at %d: %w", id, src.Resolution, int64(binary.BigEndian.Uint64(k[14:])), err)
 		}
 		out = out[:0]
@@ -407,6 +407,35 @@ func (db *DB) eachTierSeries(t *tierState, from, to int64, ids []uint64, f func(
 	return it.Error()
 }
 
+// sketchKey is the key of the sketch block of the column block at key:
+// the same key under its own kind, so that the tier's column blocks lie
+// together in Pebble's data blocks (and its cache) without the sketches.
+func sketchKey(dst, key []byte) []byte {
+	dst = append(dst, key...)
+	dst[len(dst)-len(key)] = kindSketch
+	return dst
+}
+
+// getBlock reads the block at key (columns and sketches) into dst;
+// found is false when there is none.
+func (db *DB) getBlock(dst []rollup.Bucket, key []byte) (out []rollup.Bucket, found bool, err error) {
+	cols, c1, err := db.pdb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return dst, false, nil
+	}
+	if err != nil {
+		return dst, false, err
+	}
+	defer c1.Close()
+	sk, c2, err := db.pdb.Get(sketchKey(nil, key))
+	if err != nil {
+		return dst, false, fmt.Errorf("sketches of a rollup block: %w", err)
+	}
+	defer c2.Close()
+	out, err = rollup.DecodeBlock(dst, cols, sk)
+	return out, true, err
+}
+
 // rollupWriter writes buckets into tier blocks: each block is read,
 // its buckets in the window replaced, and written back, in batches.
 type rollupWriter struct {
@@ -433,18 +462,9 @@ func (w *rollupWriter) put(id uint64, ls series.Labels, from, to int64, bs []rol
 		return fmt.Errorf("rollup window [%d, %d) spans two %v blocks", from, to, t.Resolution)
 	}
 	w.key = rollupKey(w.key[:0], t.idx, uint32(part), id, part*t.span)
-	w.cur = w.cur[:0]
-	v, closer, err := w.db.pdb.Get(w.key)
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
-		return err
-	default:
-		w.cur, err = rollup.DecodeBlock(w.cur, v)
-		closer.Close()
-		if err != nil {
-			return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, part, err)
-		}
+	var err error
+	if w.cur, _, err = w.db.getBlock(w.cur[:0], w.key); err != nil {
+		return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, part, err)
 	}
 	// Keep the block's buckets outside the window, then the new ones, in
 	// time order.
@@ -463,11 +483,18 @@ func (w *rollupWriter) put(id uint64, ls series.Labels, from, to int64, bs []rol
 		if err := w.b.Delete(w.key, nil); err != nil {
 			return err
 		}
+		if err := w.b.Delete(sketchKey(nil, w.key), nil); err != nil {
+			return err
+		}
 	} else {
 		if w.enc, err = rollup.AppendBlock(w.enc[:0], merged); err != nil {
 			return fmt.Errorf("series %d: %w", id, err)
 		}
 		if err := w.b.Set(w.key, w.enc, nil); err != nil {
+			return err
+		}
+		w.enc = rollup.AppendSketches(w.enc[:0], merged)
+		if err := w.b.Set(sketchKey(nil, w.key), w.enc, nil); err != nil {
 			return err
 		}
 		// Postings of the tier partition, so that a selection finds the
@@ -725,6 +752,17 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 			if err := rollup.DecodeColumns(&c, it.Value(), cols); err != nil {
 				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
+			if cols&rollup.ColSketch != 0 {
+				sk, closer, err := db.pdb.Get(sketchKey(nil, key))
+				if err != nil {
+					return fmt.Errorf("series %d: %v block %d: sketches: %w", id, t.Resolution, p, err)
+				}
+				err = rollup.DecodeSketches(&c, sk)
+				closer.Close()
+				if err != nil {
+					return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
+				}
+			}
 		}
 		if c.Len() == 0 {
 			continue
@@ -768,15 +806,20 @@ func tierParts(it *pebble.Iterator, tier int, first, last int64) ([]int64, error
 }
 
 // TierDiskBytes estimates the bytes on disk of raw chunks and of each
-// tier's blocks (Pebble's estimate over their key ranges, compressed).
+// tier's blocks, columns and sketches (Pebble's estimate over their key
+// ranges, compressed).
 func (db *DB) TierDiskBytes() (raw uint64, tiers []uint64, err error) {
 	if raw, err = db.pdb.EstimateDiskUsage([]byte{kindChunk}, []byte{kindChunk + 1}); err != nil {
 		return 0, nil, err
 	}
 	for i := range db.tiers {
-		n, err := db.pdb.EstimateDiskUsage([]byte{kindRollup, byte(i)}, []byte{kindRollup, byte(i + 1)})
-		if err != nil {
-			return 0, nil, err
+		var n uint64
+		for _, kind := range []byte{kindRollup, kindSketch} {
+			m, err := db.pdb.EstimateDiskUsage([]byte{kind, byte(i)}, []byte{kind, byte(i + 1)})
+			if err != nil {
+				return 0, nil, err
+			}
+			n += m
 		}
 		tiers = append(tiers, n)
 	}

@@ -17,7 +17,8 @@ const (
 	kindPostings = 'P'
 	kindChunk    = 'C'
 	kindWAL      = 'W'
-	kindRollup   = 'R' // tier partition seriesID blockStart -> rollup block
+	kindRollup   = 'R' // tier partition seriesID blockStart -> rollup column block
+	kindSketch   = 'K' // the same -> the block's sketch block
 	kindDirty    = 'D' // tier bucketStart seriesID -> empty: roll up again
 
 	schemaVersion = 1

@@ -9,14 +9,17 @@ import (
 	"github.com/headroomdb/headroom/storage/chunk"
 )
 
-// Block format, version 1 (docs/format/rollup.md):
+// Block format, version 1 (docs/format/rollup.md): two Pebble values
+// per block, so that the common functions read the columns without the
+// sketches (most of the bytes):
 //
-//	version byte (1) | bucket count uvarint |
-//	9 columns, each a uvarint length and a storage/chunk chunk of
-//	  (bucket start, value): count, sum, min, max, first, last, increase,
-//	  first time and last time (as offsets from the bucket start) |
-//	one sketch per bucket, each a uvarint length and its encoding |
-//	CRC-32C (Castagnoli) of everything before, big-endian.
+//	columns:  version byte (1) | bucket count uvarint |
+//	          9 columns, each a uvarint length and a storage/chunk chunk
+//	          of (bucket start, value): count, sum, min, max, first, last,
+//	          increase, first time and last time (as offsets from the
+//	          bucket start) | CRC-32C of everything before, big-endian
+//	sketches: version byte (1) | bucket count uvarint | one sketch per
+//	          bucket, each a uvarint length and its encoding | CRC-32C
 //
 // Columns reuse the sample codec: a column is a regular series of bucket
 // starts whose values are mostly small integers or repeat, which the
@@ -63,13 +66,22 @@ func AppendBlock(dst []byte, bs []Bucket) ([]byte, error) {
 		dst = binary.AppendUvarint(dst, uint64(len(col)))
 		dst = append(dst, col...)
 	}
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
+}
+
+// AppendSketches appends the sketch block of bs (the buckets given to
+// AppendBlock) to dst.
+func AppendSketches(dst []byte, bs []Bucket) []byte {
+	start := len(dst)
+	dst = append(dst, blockVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(bs)))
 	var sk []byte
 	for i := range bs {
 		sk = bs[i].Sketch.AppendBinary(sk[:0])
 		dst = binary.AppendUvarint(dst, uint64(len(sk)))
 		dst = append(dst, sk...)
 	}
-	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
 func column(b *Bucket, c int) float64 {
@@ -95,11 +107,15 @@ func column(b *Bucket, c int) float64 {
 	}
 }
 
-// DecodeBlock decodes a block into buckets (appended to dst). It checks
-// the checksum first: a damaged block is an error, never wrong numbers.
-func DecodeBlock(dst []Bucket, b []byte) ([]Bucket, error) {
+// DecodeBlock decodes a block, its columns and sketches, into buckets
+// (appended to dst). Checksums are checked first: a damaged block is an
+// error, never wrong numbers.
+func DecodeBlock(dst []Bucket, cols, sketches []byte) ([]Bucket, error) {
 	var c Columns
-	if err := DecodeColumns(&c, b, ColAll); err != nil {
+	if err := DecodeColumns(&c, cols, ColAll); err != nil {
+		return dst, err
+	}
+	if err := DecodeSketches(&c, sketches); err != nil {
 		return dst, err
 	}
 	for i := range c.Start {

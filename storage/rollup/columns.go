@@ -20,7 +20,7 @@ const (
 	ColIncrease
 	ColFirstT
 	ColLastT
-	ColSketch
+	ColSketch // DecodeSketches, from its own block
 	ColAll = 1<<10 - 1
 )
 
@@ -67,25 +67,34 @@ func (c *Columns) Bucket(i int) Bucket {
 	return b
 }
 
-// DecodeColumns appends a block's buckets to c, decoding only the
-// columns in cols (Col*; the start times always). The checksum is
-// checked first: a damaged block is an error, never wrong numbers.
-func DecodeColumns(c *Columns, b []byte, cols uint) error {
+// openBlock checks a block's checksum and version and returns its bucket
+// count and the bytes after it.
+func openBlock(b []byte, what string) (int, []byte, error) {
 	if len(b) < 6 {
-		return fmt.Errorf("%w: %d-byte block", ErrCorrupt, len(b))
+		return 0, nil, fmt.Errorf("%w: %d-byte %s block", ErrCorrupt, len(b), what)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
-		return fmt.Errorf("%w: block checksum mismatch", ErrCorrupt)
+		return 0, nil, fmt.Errorf("%w: %s block checksum mismatch", ErrCorrupt, what)
 	}
 	if body[0] != blockVersion {
-		return fmt.Errorf("%w: block version %d", ErrCorrupt, body[0])
+		return 0, nil, fmt.Errorf("%w: %s block version %d", ErrCorrupt, what, body[0])
 	}
-	n64, rest, ok := uvarint(body[1:])
-	if !ok || n64 == 0 || n64 > MaxBlockBuckets {
-		return fmt.Errorf("%w: block bucket count", ErrCorrupt)
+	n, rest, ok := uvarint(body[1:])
+	if !ok || n == 0 || n > MaxBlockBuckets {
+		return 0, nil, fmt.Errorf("%w: %s block bucket count", ErrCorrupt, what)
 	}
-	n := int(n64)
+	return int(n), rest, nil
+}
+
+// DecodeColumns appends a column block's buckets to c, decoding only the
+// columns in cols (Col*; the start times always). The checksum is
+// checked first: a damaged block is an error, never wrong numbers.
+func DecodeColumns(c *Columns, b []byte, cols uint) error {
+	n, rest, err := openBlock(b, "column")
+	if err != nil {
+		return err
+	}
 	first := len(c.Start)
 	var it chunk.Iterator
 	sp := scratch.Get().(*[]colSample)
@@ -148,8 +157,22 @@ func DecodeColumns(c *Columns, b []byte, cols uint) error {
 			}
 		}
 	}
-	if cols&ColSketch == 0 {
-		return nil // the checksum covered the sketches; they are not read
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: %d bytes after the columns", ErrCorrupt, len(rest))
+	}
+	return nil
+}
+
+// DecodeSketches appends a sketch block's sketches to c.Sketches: the
+// block of the columns last decoded into c, which it must match in
+// length.
+func DecodeSketches(c *Columns, b []byte) error {
+	n, rest, err := openBlock(b, "sketch")
+	if err != nil {
+		return err
+	}
+	if len(c.Sketches)+n != len(c.Start) {
+		return fmt.Errorf("%w: %d sketches for %d buckets", ErrCorrupt, n, len(c.Start)-len(c.Sketches))
 	}
 	for i := 0; i < n; i++ {
 		l, r, ok := uvarint(rest)

@@ -7,30 +7,42 @@ import (
 	"testing"
 )
 
-// FuzzDecodeBlock: arbitrary bytes (with a valid checksum appended, so
-// that the decoder proper is reached) never panic; what decodes encodes
-// back to a block that decodes the same.
+// FuzzDecodeBlock: arbitrary bytes as a column block and as a sketch
+// block (with valid checksums appended, so that the decoders proper are
+// reached) never panic; what decodes encodes back to blocks that decode
+// the same.
 func FuzzDecodeBlock(f *testing.F) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, n := range []int{1, 3, 40} {
-		enc, err := AppendBlock(nil, randomBuckets(r, n, 300_000))
+		bs := randomBuckets(r, n, 300_000)
+		enc, err := AppendBlock(nil, bs)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(enc[:len(enc)-4])
+		sk := AppendSketches(nil, bs)
+		f.Add(enc[:len(enc)-4], sk[:len(sk)-4])
 	}
-	f.Add([]byte{1, 0})
-	f.Fuzz(func(t *testing.T, body []byte) {
-		b := binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
-		bs, err := DecodeBlock(nil, b)
-		if err != nil {
+	f.Add([]byte{1, 0}, []byte{1, 0})
+	f.Fuzz(func(t *testing.T, colBody, skBody []byte) {
+		seal := func(body []byte) []byte {
+			return binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
+		}
+		var c Columns
+		if err := DecodeColumns(&c, seal(colBody), ColAll); err != nil {
 			return
+		}
+		if err := DecodeSketches(&c, seal(skBody)); err != nil {
+			return
+		}
+		bs := make([]Bucket, c.Len())
+		for i := range bs {
+			bs[i] = c.Bucket(i)
 		}
 		again, err := AppendBlock(nil, bs)
 		if err != nil {
 			t.Fatalf("decoded buckets do not encode: %v", err)
 		}
-		bs2, err := DecodeBlock(nil, again)
+		bs2, err := DecodeBlock(nil, again, AppendSketches(nil, bs))
 		if err != nil || len(bs2) != len(bs) {
 			t.Fatalf("re-encoded block: %v", err)
 		}

@@ -171,7 +171,8 @@ func TestBlockRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := DecodeBlock(nil, enc)
+		sk := AppendSketches(nil, bs)
+		got, err := DecodeBlock(nil, enc, sk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,11 +190,16 @@ func TestBlockRoundTrip(t *testing.T) {
 				t.Fatalf("bucket %d: sketch differs", i)
 			}
 		}
-		// Any damaged byte is caught by the checksum.
+		// Any damaged byte, in either block, is caught by the checksums.
 		bad := append([]byte(nil), enc...)
 		bad[r.IntN(len(bad))] ^= byte(1 + r.IntN(255))
-		if _, err := DecodeBlock(nil, bad); err == nil {
-			t.Fatal("a damaged block decoded")
+		if _, err := DecodeBlock(nil, bad, sk); err == nil {
+			t.Fatal("a damaged column block decoded")
+		}
+		badSk := append([]byte(nil), sk...)
+		badSk[r.IntN(len(badSk))] ^= byte(1 + r.IntN(255))
+		if _, err := DecodeBlock(nil, enc, badSk); err == nil {
+			t.Fatal("a damaged sketch block decoded")
 		}
 	}
 	if _, err := AppendBlock(nil, nil); err == nil {
@@ -213,6 +219,9 @@ func TestDecodeColumns(t *testing.T) {
 		}
 		var c Columns
 		if err := DecodeColumns(&c, enc, ColAll); err != nil {
+			t.Fatal(err)
+		}
+		if err := DecodeSketches(&c, AppendSketches(nil, bs)); err != nil {
 			t.Fatal(err)
 		}
 		if c.Len() != len(bs) {
