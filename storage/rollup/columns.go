@@ -21,7 +21,7 @@ const (
 	ColFirstT
 	ColLastT
 	ColSketch // DecodeSketches, from its own block
-	ColAll = 1<<10 - 1
+	ColAll    = 1<<10 - 1
 )
 
 // Columns holds a run of buckets column by column: a query reads two or
