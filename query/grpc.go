@@ -34,7 +34,7 @@ func NewGRPC(src Source, engine *Engine) *GRPC {
 func (g *GRPC) RangeQuery(req *headroomv1.RangeQueryRequest, stream headroomv1.Query_RangeQueryServer) error {
 	res, err := g.engine.Range(stream.Context(), g.src, req.GetQuery(), req.GetStartMs(), req.GetEndMs(), req.GetStepMs())
 	if err != nil {
-		return grpcError(err)
+		return GRPCError(err)
 	}
 	return g.send(res, stream.Send)
 }
@@ -46,7 +46,7 @@ func (g *GRPC) InstantQuery(req *headroomv1.InstantQueryRequest, stream headroom
 	}
 	res, err := g.engine.Instant(stream.Context(), g.src, req.GetQuery(), t)
 	if err != nil {
-		return grpcError(err)
+		return GRPCError(err)
 	}
 	return g.send(res, stream.Send)
 }
@@ -91,7 +91,8 @@ func protoLabels(ls series.Labels) []*headroomv1.Label {
 }
 
 // grpcError maps evaluation errors to status codes.
-func grpcError(err error) error {
+// GRPCError maps engine errors to gRPC status codes.
+func GRPCError(err error) error {
 	code := codes.Internal
 	switch {
 	case errors.Is(err, ErrBadQuery):

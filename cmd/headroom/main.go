@@ -20,6 +20,9 @@ Usage:
                            (or stdin) to a server, for backfilling
   headroom query [flags] 'PROMQL'
                            evaluate PromQL on a server: a table, CSV or JSON
+  headroom report --query 'PROMQL' [--range 90d] [--threshold 0.8]
+                           capacity report: distribution, busiest hour and
+                           day, growth trend, headroom, forecast crossing
   headroom demo [flags]    write a day of synthetic host metrics into a data
                            directory, read them back and report what it took
   headroom version         print the version
@@ -42,6 +45,8 @@ func main() {
 		err = runWrite(os.Args[2:])
 	case "query":
 		err = runQuery(os.Args[2:], os.Stdout)
+	case "report":
+		err = runReport(os.Args[2:], os.Stdout)
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "version", "--version":

@@ -35,6 +35,7 @@ import (
 	"github.com/headroomdb/headroom/ingest"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/query/report"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/rollup"
@@ -270,6 +271,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		"/headroom.v1.Ingest/": auth.Write,
 		"/opentelemetry.proto.collector.metrics.v1.MetricsService/": auth.Write,
 		"/headroom.v1.Query/": auth.Read,
+		"/headroom.v1.Reports/": auth.Read,
 	}, []string{"/grpc.health.v1.Health/"}, func(method, why string) { denied(protocolOf(method))(why) })
 	timeUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		t := time.Now()
@@ -306,6 +308,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	otlp.Register(s.grpc)
 	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout}
 	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
+	headroomv1.RegisterReportsServer(s.grpc, report.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 

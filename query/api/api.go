@@ -58,6 +58,7 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		{"/api/v1/status/buildinfo", a.buildInfo},
 		{"/api/v1/status/tsdb", a.tsdbStatus},
 		{"/api/v1/metadata", a.metadata},
+		{"/api/v1/report", a.report},
 		// Grafana asks for these too; Headroom has no exemplars, rules or
 		// alerts yet, and answers as a Prometheus without any does.
 		{"/api/v1/query_exemplars", func(*http.Request) (any, error) { return []any{}, nil }},

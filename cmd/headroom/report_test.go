@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	prompb "github.com/headroomdb/headroom/proto/prometheus"
+)
+
+// A capacity report end to end: a real server, two hosts' CPU written
+// over remote-write (one growing, one flat), `headroom report` over gRPC
+// in each format, and /api/v1/report over HTTP.
+func TestReportCommand(t *testing.T) {
+	ts := startServer(t)
+	end := time.Now().Truncate(time.Hour)
+	start := end.Add(-10 * 24 * time.Hour)
+	var batch []*prompb.TimeSeries
+	flush := func() {
+		if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code/100 != 2 {
+			t.Fatalf("remote write: %d %s", code, body)
+		}
+		batch = batch[:0]
+	}
+	for at := start; at.Before(end); at = at.Add(5 * time.Minute) {
+		d := at.Sub(start).Hours() / 24
+		daily := 0.1 * math.Sin(float64(at.Hour())/24*2*math.Pi)
+		batch = append(batch,
+			promSeries("cpu", at.UnixMilli(), 0.4+0.02*d+daily, "host", "grow"),
+			promSeries("cpu", at.UnixMilli(), 0.3+daily, "host", "flat"))
+		if len(batch) >= 2000 {
+			flush()
+		}
+	}
+	flush()
+
+	run := func(format string) string {
+		var out bytes.Buffer
+		err := runReport([]string{"--server", ts.grpcAddr, "--query", "cpu", "--range", "10d", "--end", fmt.Sprint(end.Unix()),
+			"--threshold", "0.8", "--format", format}, &out)
+		if err != nil {
+			t.Fatalf("report --format %s: %v", format, err)
+		}
+		return out.String()
+	}
+	table := run("table")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 5 || !strings.Contains(lines[3], `host="grow"`) || !strings.Contains(lines[4], "not within the horizon") {
+		t.Fatalf("table:\n%s", table)
+	}
+	var rep struct {
+		Groups []struct {
+			Labels            []struct{ Name, Value string }
+			DaysUntilCrossing any
+			TrendPerDay       float64
+		}
+	}
+	if err := json.Unmarshal([]byte(run("json")), &rep); err != nil || len(rep.Groups) != 2 {
+		t.Fatalf("json: %v %+v", err, rep)
+	}
+	// 0.4 + 0.02/day with a daily peak near 0.5: the p95 trend reaches
+	// 0.8 about 10 days after the end.
+	if g := rep.Groups[0]; math.Abs(g.TrendPerDay-0.02) > 0.002 || fmt.Sprint(rep.Groups[1].DaysUntilCrossing) != "Infinity" {
+		t.Errorf("json groups: %+v", rep.Groups)
+	}
+	if csv := run("csv"); !strings.HasPrefix(csv, "group,days left,crossing,p95") || strings.Count(csv, "\n") != 3 {
+		t.Errorf("csv:\n%s", csv)
+	}
+
+	v := url.Values{"query": {"cpu"}, "range": {"10d"}, "end": {fmt.Sprint(end.Unix())}, "threshold": {"0.8"}}
+	code, body := httpGet(t, ts.httpURL+"/api/v1/report?"+v.Encode())
+	if code != 200 || !strings.Contains(body, `"status":"success"`) || !strings.Contains(body, `"daysUntilCrossing":"Infinity"`) {
+		t.Fatalf("/api/v1/report: %d %s", code, body)
+	}
+	code, body = httpGet(t, ts.httpURL+"/api/v1/report?query="+url.QueryEscape(`cpu{host="none"}`))
+	if code != 400 || !strings.Contains(body, "no data in the range") {
+		t.Errorf("empty selection: %d %s", code, body)
+	}
+}

@@ -1,0 +1,60 @@
+package report
+
+import (
+	"context"
+	"math"
+	"time"
+
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
+	"github.com/headroomdb/headroom/query"
+)
+
+// GRPC implements headroom.v1.Reports.
+type GRPC struct {
+	headroomv1.UnimplementedReportsServer
+	src    query.Source
+	engine *query.Engine
+}
+
+// NewGRPC returns the Reports service; register it with
+// headroomv1.RegisterReportsServer.
+func NewGRPC(src query.Source, engine *query.Engine) *GRPC {
+	if engine == nil {
+		engine = &query.Engine{}
+	}
+	return &GRPC{src: src, engine: engine}
+}
+
+func (g *GRPC) Report(ctx context.Context, req *headroomv1.ReportRequest) (*headroomv1.ReportResponse, error) {
+	o := Options{Query: req.GetQuery(), Start: time.UnixMilli(req.GetStartMs()).UTC(), End: time.UnixMilli(req.GetEndMs()).UTC(),
+		Step: time.Duration(req.GetStepMs()) * time.Millisecond, Threshold: req.GetThreshold(), HasThreshold: req.GetHasThreshold(),
+		Horizon: time.Duration(req.GetHorizonMs()) * time.Millisecond}
+	r, err := Run(ctx, g.engine, g.src, o)
+	if err != nil {
+		return nil, query.GRPCError(BadRequest(err))
+	}
+	return ToProto(r), nil
+}
+
+// ToProto converts a report to its wire form (HTTP answers are its JSON).
+func ToProto(r *Report) *headroomv1.ReportResponse {
+	out := &headroomv1.ReportResponse{Query: r.Query, StartMs: r.Start.UnixMilli(), EndMs: r.End.UnixMilli(), StepMs: r.Step.Milliseconds(),
+		HasThreshold: r.HasThreshold, Threshold: r.Threshold, HorizonMs: r.Horizon.Milliseconds(), Tiers: r.Tiers}
+	for _, g := range r.Groups {
+		pg := &headroomv1.ReportGroup{Points: int64(g.Points), Mean: g.Mean, P50: g.P50, P95: g.P95, P99: g.P99, Max: g.Max,
+			PeakToAverage: g.PeakToAverage, BusiestHour: int32(g.BusiestHour), BusiestWeekday: int32(g.BusiestWeekday), Days: int32(g.Days),
+			TrendPerDay: g.TrendPerDay, TrendR2: g.TrendR2, Headroom: g.Headroom, HeadroomPct: g.HeadroomPct,
+			CrossingInHorizon: g.CrossingInHorizon, AlreadyAboveThreshold: g.AlreadyAboveThreshold, DaysUntilCrossing: g.DaysUntilCrossing}
+		if g.CrossingInHorizon {
+			pg.CrossingMs = g.Crossing.UnixMilli()
+		}
+		if math.IsInf(g.DaysUntilCrossing, 1) {
+			pg.DaysUntilCrossing = math.Inf(1)
+		}
+		for _, l := range g.Labels {
+			pg.Labels = append(pg.Labels, &headroomv1.Label{Name: l.Name, Value: l.Value})
+		}
+		out.Groups = append(out.Groups, pg)
+	}
+	return out
+}

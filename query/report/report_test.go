@@ -1,0 +1,138 @@
+package report_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/query/report"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+type src struct{ db *storage.DB }
+
+func (s src) Querier(mint, maxt int64) (query.Querier, error) {
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
+}
+
+const (
+	base, amp, threshold = 0.3, 0.1, 0.8
+	growth               = 0.004 // per day
+	days                 = 60
+)
+
+// model is the noiseless utilisation of a host at t (ms): a daily cycle
+// peaking at 15:00 UTC, on top of a level that grows linearly (or not).
+func model(t int64, slope, level float64) float64 {
+	d := float64(t) / 86400_000
+	hour := math.Mod(d, 1) * 24
+	return level + slope*d + amp*math.Sin((hour-9)/24*2*math.Pi)
+}
+
+func setup(t *testing.T) (src, time.Time, time.Time) {
+	t.Helper()
+	end := time.Now().Truncate(24 * time.Hour)
+	start := end.Add(-days * 24 * time.Hour)
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 100 * 24 * time.Hour, Tiers: []storage.Tier{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r := rand.New(rand.NewPCG(1, 2))
+	origin := float64(start.UnixMilli()) / 86400_000
+	for _, h := range []struct {
+		name         string
+		slope, level float64
+	}{{"grow", growth, base - growth*origin}, {"flat", 0, base}, {"hot", 0, 0.9}} {
+		ls := series.FromStrings("__name__", "cpu", "host", h.name)
+		app := db.Appender()
+		for ts := start.UnixMilli(); ts < end.UnixMilli(); ts += 300_000 {
+			app.Append(ls, ts, model(ts, h.slope, h.level)+r.NormFloat64()*0.005)
+		}
+		if err := app.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return src{db}, start, end
+}
+
+// Known trend, daily seasonality and noise: the forecast date is within
+// 5% of the true crossing; a flat series is "not within the horizon"; a
+// series above the threshold says so; the busiest hour is the model's.
+func TestReportForecast(t *testing.T) {
+	s, start, end := setup(t)
+	rep, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{
+		Query: "cpu", Start: start, End: end, Threshold: threshold, HasThreshold: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Step != time.Hour || len(rep.Groups) != 3 {
+		t.Fatalf("step %v, %d groups", rep.Step, len(rep.Groups))
+	}
+	by := map[string]report.Group{}
+	for _, g := range rep.Groups {
+		by[g.Labels.Get("host")] = g
+	}
+	// The truth: the noiseless model's daily p95, sampled as the report
+	// samples (hourly), crosses the threshold on this day.
+	origin := float64(start.UnixMilli()) / 86400_000
+	level := base - growth*origin
+	var truth time.Time
+	for d := end; d.Before(end.Add(400 * 24 * time.Hour)); d = d.Add(24 * time.Hour) {
+		var vs []float64
+		for h := 0; h < 24; h++ {
+			vs = append(vs, model(d.Add(time.Duration(h)*time.Hour).UnixMilli(), growth, level))
+		}
+		sort.Float64s(vs)
+		if p95 := vs[21] + 0.85*(vs[22]-vs[21]); p95 >= threshold { // rank 0.95 x 23 = 21.85
+			truth = d
+			break
+		}
+	}
+	g := by["grow"]
+	want := truth.Sub(end)
+	t.Logf("grow: forecast %v, truth %v after the end", g.Crossing.Sub(end).Round(time.Hour), want)
+	if got := g.Crossing.Sub(end); !g.CrossingInHorizon || math.Abs(float64(got-want)) > 0.05*float64(want) {
+		t.Errorf("grow: crossing in %v, true crossing in %v (trend %.5f/day, R² %.3f)", got.Round(time.Hour), want, g.TrendPerDay, g.TrendR2)
+	}
+	if math.Abs(g.TrendPerDay-growth) > 0.0005 || g.TrendR2 < 0.95 {
+		t.Errorf("grow: trend %v/day R² %v, want %v and near 1", g.TrendPerDay, g.TrendR2, growth)
+	}
+	if g.BusiestHour != 15 {
+		t.Errorf("grow: busiest hour %d, want 15", g.BusiestHour)
+	}
+	if f := by["flat"]; f.CrossingInHorizon || !math.IsInf(f.DaysUntilCrossing, 1) || f.Headroom < 0.35 || f.HeadroomPct < 40 {
+		t.Errorf("flat: %+v", f)
+	}
+	if h := by["hot"]; !h.AlreadyAboveThreshold || h.Headroom >= 0 {
+		t.Errorf("hot: %+v", h)
+	}
+	// Sorted by days until the threshold: hot, grow, flat.
+	if rep.Groups[0].Labels.Get("host") != "hot" || rep.Groups[1].Labels.Get("host") != "grow" {
+		t.Errorf("order: %s, %s, %s", rep.Groups[0].Labels, rep.Groups[1].Labels, rep.Groups[2].Labels)
+	}
+	if g.P95 <= g.P50 || g.Max < g.P99 || g.PeakToAverage <= 1 {
+		t.Errorf("grow: distribution %+v", g)
+	}
+}
+
+func TestReportEmptyAndBad(t *testing.T) {
+	s, start, end := setup(t)
+	_, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: `cpu{host="nope"}`, Start: start, End: end})
+	if !errors.Is(err, report.ErrEmpty) {
+		t.Errorf("empty selection: %v", err)
+	}
+	if _, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: "cpu(", Start: start, End: end}); !errors.Is(err, query.ErrBadQuery) {
+		t.Errorf("bad query: %v", err)
+	}
+	if _, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: "cpu", Start: end, End: start}); !errors.Is(err, query.ErrBadQuery) {
+		t.Errorf("reversed range: %v", err)
+	}
+}
