@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/query/report"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
@@ -197,4 +198,22 @@ func queryRollups(db *storage.DB, end time.Time, hosts, days, queryRuns int, pro
 		record("rollup", name+": from "+fmt.Sprint(tierRes.Tiers), float64(tierLat.Microseconds())/1000, "ms", "", nil)
 		record("rollup", name+": speed-up", speedup, "x", ">= 50x", boolp(speedup >= 50))
 	}
+	// The capacity report over the whole range, by host.
+	var lat []time.Duration
+	var rep *report.Report
+	for i := 0; i < queryRuns; i++ {
+		t := time.Now()
+		rep, err = report.Run(context.Background(), eng, src, report.Options{Query: `avg by (host) (avg_over_time(cpu_utilization[1h]))`,
+			Start: time.UnixMilli(qStart), End: time.UnixMilli(qEnd), Threshold: 80, HasThreshold: true})
+		if err != nil {
+			fatal(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(rep.Groups) != hosts {
+		fatal(fmt.Errorf("report: %d groups, want %d", len(rep.Groups), hosts))
+	}
+	secs := lat[len(lat)/2].Seconds()
+	record("rollup", fmt.Sprintf("capacity report by host over %d days (from %v)", days, rep.Tiers), secs*1000, "ms", "< 2 s", boolp(secs < 2))
 }
