@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
+	"github.com/headroomdb/headroom/query/report"
 )
 
 func runReport(args []string, out io.Writer) error {
@@ -29,7 +30,7 @@ func runReport(args []string, out io.Writer) error {
 	step := fs.String("step", "", "evaluation step; default 1m up to 2 days, 5m up to 30 days, 1h beyond")
 	threshold := fs.String("threshold", "", "capacity limit: headroom and the date the daily p95 trend reaches it")
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
-	format := fs.String("format", "table", "table, csv or json")
+	format := fs.String("format", "table", "table, csv, json, or html (one self-contained page with a chart per group)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the answer")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: headroom report --query 'PROMQL' [--range 90d] [--threshold 0.8] [flags]
@@ -55,9 +56,9 @@ Flags:
 		return errors.New("no --query given")
 	}
 	switch *format {
-	case "table", "csv", "json":
+	case "table", "csv", "json", "html":
 	default:
-		return fmt.Errorf("--format %q: want table, csv or json", *format)
+		return fmt.Errorf("--format %q: want table, csv, json or html", *format)
 	}
 	now := time.Now()
 	e, err := parseCLITime(*end, now)
@@ -113,6 +114,9 @@ Flags:
 }
 
 func printReport(out io.Writer, format string, r *headroomv1.ReportResponse) error {
+	if format == "html" {
+		return report.WriteHTML(out, r)
+	}
 	if format == "json" {
 		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(r)
 		if err != nil {

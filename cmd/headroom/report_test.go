@@ -68,6 +68,11 @@ func TestReportCommand(t *testing.T) {
 	if g := rep.Groups[0]; math.Abs(g.TrendPerDay-0.02) > 0.002 || fmt.Sprint(rep.Groups[1].DaysUntilCrossing) != "Infinity" {
 		t.Errorf("json groups: %+v", rep.Groups)
 	}
+	html := run("html")
+	if !strings.HasPrefix(html, "<!DOCTYPE html>") || strings.Count(html, "<svg") != 2 || strings.Contains(html, "<script") ||
+		strings.Contains(html, "http://") || strings.Contains(html, "https://") || !strings.Contains(html, `class="cross"`) {
+		t.Errorf("html: not one self-contained page with two charts and a crossing:\n%.600s", html)
+	}
 	if csv := run("csv"); !strings.HasPrefix(csv, "group,days left,crossing,p95") || strings.Count(csv, "\n") != 3 {
 		t.Errorf("csv:\n%s", csv)
 	}

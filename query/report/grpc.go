@@ -44,7 +44,8 @@ func ToProto(r *Report) *headroomv1.ReportResponse {
 		pg := &headroomv1.ReportGroup{Points: int64(g.Points), Mean: g.Mean, P50: g.P50, P95: g.P95, P99: g.P99, Max: g.Max,
 			PeakToAverage: g.PeakToAverage, BusiestHour: int32(g.BusiestHour), BusiestWeekday: int32(g.BusiestWeekday), Days: int32(g.Days),
 			TrendPerDay: g.TrendPerDay, TrendR2: g.TrendR2, Headroom: g.Headroom, HeadroomPct: g.HeadroomPct,
-			CrossingInHorizon: g.CrossingInHorizon, AlreadyAboveThreshold: g.AlreadyAboveThreshold, DaysUntilCrossing: g.DaysUntilCrossing}
+			CrossingInHorizon: g.CrossingInHorizon, AlreadyAboveThreshold: g.AlreadyAboveThreshold, DaysUntilCrossing: g.DaysUntilCrossing,
+			FirstDayMs: g.FirstDay.UnixMilli(), DailyP95: g.DailyP95, TrendIntercept: g.TrendIntercept}
 		if g.CrossingInHorizon {
 			pg.CrossingMs = g.Crossing.UnixMilli()
 		}

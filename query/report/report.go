@@ -50,6 +50,12 @@ type Group struct {
 	CrossingInHorizon     bool
 	AlreadyAboveThreshold bool
 	DaysUntilCrossing     float64 // from End; +Inf when none
+	// The daily p95 the trend is fitted to, from FirstDay (NaN: a day
+	// without points), and the trend: TrendIntercept + TrendPerDay * x,
+	// x in days since the Unix epoch.
+	FirstDay       time.Time
+	DailyP95       []float64
+	TrendIntercept float64
 }
 
 // Report is the answer.
@@ -176,7 +182,17 @@ func analyse(s query.Series, o Options, end time.Time) (Group, bool) {
 		xs[i], ys[i] = float64(d)+0.5, quantile(v, 0.95)
 	}
 	a, b, r2 := leastSquares(xs, ys)
-	g.TrendPerDay, g.TrendR2 = b, r2
+	g.TrendPerDay, g.TrendR2, g.TrendIntercept = b, r2, a
+	if len(days) > 0 {
+		g.FirstDay = time.UnixMilli(days[0] * 86400_000).UTC()
+		g.DailyP95 = make([]float64, days[len(days)-1]-days[0]+1)
+		for i := range g.DailyP95 {
+			g.DailyP95[i] = math.NaN()
+		}
+		for i, d := range days {
+			g.DailyP95[d-days[0]] = ys[i]
+		}
+	}
 	if !o.HasThreshold {
 		return g, true
 	}

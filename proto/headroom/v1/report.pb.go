@@ -254,8 +254,14 @@ type ReportGroup struct {
 	AlreadyAboveThreshold bool  `protobuf:"varint,18,opt,name=already_above_threshold,json=alreadyAboveThreshold,proto3" json:"already_above_threshold,omitempty"`
 	// +Inf when none.
 	DaysUntilCrossing float64 `protobuf:"fixed64,19,opt,name=days_until_crossing,json=daysUntilCrossing,proto3" json:"days_until_crossing,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The daily p95 the trend is fitted to, from the day of first_day_ms
+	// (UTC midnight), NaN for a day without points; the trend is
+	// trend_intercept + trend_per_day * x, x in days since the Unix epoch.
+	FirstDayMs     int64     `protobuf:"varint,20,opt,name=first_day_ms,json=firstDayMs,proto3" json:"first_day_ms,omitempty"`
+	DailyP95       []float64 `protobuf:"fixed64,21,rep,packed,name=daily_p95,json=dailyP95,proto3" json:"daily_p95,omitempty"`
+	TrendIntercept float64   `protobuf:"fixed64,22,opt,name=trend_intercept,json=trendIntercept,proto3" json:"trend_intercept,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReportGroup) Reset() {
@@ -421,6 +427,27 @@ func (x *ReportGroup) GetDaysUntilCrossing() float64 {
 	return 0
 }
 
+func (x *ReportGroup) GetFirstDayMs() int64 {
+	if x != nil {
+		return x.FirstDayMs
+	}
+	return 0
+}
+
+func (x *ReportGroup) GetDailyP95() []float64 {
+	if x != nil {
+		return x.DailyP95
+	}
+	return nil
+}
+
+func (x *ReportGroup) GetTrendIntercept() float64 {
+	if x != nil {
+		return x.TrendIntercept
+	}
+	return 0
+}
+
 var File_headroom_v1_report_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_report_proto_rawDesc = "" +
@@ -445,7 +472,7 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\n" +
 	"horizon_ms\x18\a \x01(\x03R\thorizonMs\x12\x14\n" +
 	"\x05tiers\x18\b \x03(\tR\x05tiers\x120\n" +
-	"\x06groups\x18\t \x03(\v2\x18.headroom.v1.ReportGroupR\x06groups\"\xec\x04\n" +
+	"\x06groups\x18\t \x03(\v2\x18.headroom.v1.ReportGroupR\x06groups\"\xd4\x05\n" +
 	"\vReportGroup\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12\x16\n" +
 	"\x06points\x18\x02 \x01(\x03R\x06points\x12\x12\n" +
@@ -467,7 +494,11 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"crossingMs\x12.\n" +
 	"\x13crossing_in_horizon\x18\x11 \x01(\bR\x11crossingInHorizon\x126\n" +
 	"\x17already_above_threshold\x18\x12 \x01(\bR\x15alreadyAboveThreshold\x12.\n" +
-	"\x13days_until_crossing\x18\x13 \x01(\x01R\x11daysUntilCrossing2L\n" +
+	"\x13days_until_crossing\x18\x13 \x01(\x01R\x11daysUntilCrossing\x12 \n" +
+	"\ffirst_day_ms\x18\x14 \x01(\x03R\n" +
+	"firstDayMs\x12\x1b\n" +
+	"\tdaily_p95\x18\x15 \x03(\x01R\bdailyP95\x12'\n" +
+	"\x0ftrend_intercept\x18\x16 \x01(\x01R\x0etrendIntercept2L\n" +
 	"\aReports\x12A\n" +
 	"\x06Report\x12\x1a.headroom.v1.ReportRequest\x1a\x1b.headroom.v1.ReportResponseB=Z;github.com/headroomdb/headroom/proto/headroom/v1;headroomv1b\x06proto3"
 
