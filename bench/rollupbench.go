@@ -37,7 +37,7 @@ func (s rollupSource) Querier(mint, maxt int64) (query.Querier, error) {
 func (s rollupSource) Tiers() []query.Tier {
 	var out []query.Tier
 	for _, t := range s.db.Tiers() {
-		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark})
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest})
 	}
 	return out
 }

@@ -17,6 +17,8 @@ type Tier struct {
 	Resolution time.Duration
 	// Watermark: buckets starting before it are complete (ms).
 	Watermark int64
+	// Oldest: the tier's retention cutoff (ms); older buckets are gone.
+	Oldest int64
 }
 
 // RollupSource is a Source that also keeps downsampled tiers, finest
@@ -121,8 +123,8 @@ func (ev *evaluator) planTier(fn string, w, off int64) (tier int, split int64, o
 			continue
 		}
 		// A window ending at t needs buckets up to t-res: complete when
-		// t <= watermark.
-		if first > t.Watermark {
+		// t <= watermark; and from t-w, which the tier must still keep.
+		if first > t.Watermark || first-w < t.Oldest {
 			continue
 		}
 		split = last

@@ -220,3 +220,34 @@ func TestTierPlanning(t *testing.T) {
 		t.Fatal("unknown tier accepted")
 	}
 }
+
+// trimmed is a source whose tiers claim to have dropped everything
+// before oldest.
+type trimmed struct {
+	src
+	oldest int64
+}
+
+func (t trimmed) Tiers() []query.Tier {
+	ts := t.src.Tiers()
+	for i := range ts {
+		ts[i].Oldest = t.oldest
+	}
+	return ts
+}
+
+// A tier that no longer keeps the start of the first window is not used.
+func TestTierRetentionPlanning(t *testing.T) {
+	s, end := rolledUp(t)
+	eng := &query.Engine{}
+	q, start := "max_over_time(m[1h])", end-2*86400_000
+	full, err := eng.Range(context.Background(), s, q, start, end, 3600_000)
+	if err != nil || !slices.Equal(full.Tiers, []string{"1h"}) {
+		t.Fatalf("all kept: %v %v", full.Tiers, err)
+	}
+	got, err := eng.Range(context.Background(), trimmed{s, end - 86400_000}, q, start, end, 3600_000)
+	if err != nil || !slices.Equal(got.Tiers, []string{"raw"}) {
+		t.Fatalf("tiers trimmed after the start: %v %v", got.Tiers, err)
+	}
+	compareResults(t, q, got, full, 1e-12)
+}

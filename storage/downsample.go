@@ -753,13 +753,14 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
 			if cols&rollup.ColSketch != 0 {
-				sk, closer, err := db.pdb.Get(sketchKey(nil, key))
-				if err != nil {
-					return fmt.Errorf("series %d: %v block %d: sketches: %w", id, t.Resolution, p, err)
+				// Through the same iterator: the sketches of the same
+				// version of the block, even while the downsampler
+				// rewrites it.
+				sk := sketchKey(nil, key)
+				if !it.SeekGE(sk) || !bytes.Equal(it.Key(), sk) {
+					return fmt.Errorf("series %d: %v block %d: %w: no sketch block", id, t.Resolution, p, rollup.ErrCorrupt)
 				}
-				err = rollup.DecodeSketches(&c, sk)
-				closer.Close()
-				if err != nil {
+				if err := rollup.DecodeSketches(&c, it.Value()); err != nil {
 					return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 				}
 			}

@@ -35,8 +35,8 @@ import (
 	"github.com/headroomdb/headroom/ingest"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/query"
-	"github.com/headroomdb/headroom/query/report"
 	"github.com/headroomdb/headroom/query/api"
+	"github.com/headroomdb/headroom/query/report"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
@@ -270,7 +270,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	authUnary, authStream := tokens.GRPC(auth.MethodScopes{
 		"/headroom.v1.Ingest/": auth.Write,
 		"/opentelemetry.proto.collector.metrics.v1.MetricsService/": auth.Write,
-		"/headroom.v1.Query/": auth.Read,
+		"/headroom.v1.Query/":   auth.Read,
 		"/headroom.v1.Reports/": auth.Read,
 	}, []string{"/grpc.health.v1.Health/"}, func(method, why string) { denied(protocolOf(method))(why) })
 	timeUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -373,7 +373,7 @@ func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
 func (s querySource) Tiers() []query.Tier {
 	var out []query.Tier
 	for _, t := range s.db.Tiers() {
-		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark})
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest})
 	}
 	return out
 }
