@@ -32,7 +32,7 @@ func NewGRPC(src Source, engine *Engine) *GRPC {
 }
 
 func (g *GRPC) RangeQuery(req *headroomv1.RangeQueryRequest, stream headroomv1.Query_RangeQueryServer) error {
-	res, err := g.engine.Range(stream.Context(), g.src, req.GetQuery(), req.GetStartMs(), req.GetEndMs(), req.GetStepMs())
+	res, err := g.engine.Range(WithTier(stream.Context(), req.GetTier()), g.src, req.GetQuery(), req.GetStartMs(), req.GetEndMs(), req.GetStepMs())
 	if err != nil {
 		return GRPCError(err)
 	}
@@ -44,7 +44,7 @@ func (g *GRPC) InstantQuery(req *headroomv1.InstantQueryRequest, stream headroom
 	if t == 0 {
 		t = time.Now().UnixMilli()
 	}
-	res, err := g.engine.Instant(stream.Context(), g.src, req.GetQuery(), t)
+	res, err := g.engine.Instant(WithTier(stream.Context(), req.GetTier()), g.src, req.GetQuery(), t)
 	if err != nil {
 		return GRPCError(err)
 	}
@@ -54,7 +54,7 @@ func (g *GRPC) InstantQuery(req *headroomv1.InstantQueryRequest, stream headroom
 // send streams a result: the type first, then series in batches of about
 // BatchPoints points, each batch encoded only when sent.
 func (g *GRPC) send(res *Result, send func(*headroomv1.QueryResponse) error) error {
-	msg := &headroomv1.QueryResponse{ResultType: res.Type}
+	msg := &headroomv1.QueryResponse{ResultType: res.Type, Tiers: res.Tiers}
 	switch res.Type {
 	case "scalar", "string":
 		msg.Scalar = &headroomv1.Sample{TimestampMs: res.Scalar.T, Value: res.Scalar.V}

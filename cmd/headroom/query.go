@@ -29,6 +29,7 @@ func runQuery(args []string, out io.Writer) error {
 	step := fs.String("step", "", "range query step (1m, 30s); default: about 250 points between --start and --end")
 	at := fs.String("time", "now", "instant query time, as --start")
 	format := fs.String("format", "table", "table, csv or json")
+	tier := fs.String("tier", "auto", "data tier: auto (rollups where they answer as raw data would), raw, or a rollup tier (5m, 1h, 1d)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the answer")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: headroom query [flags] 'PROMQL'
@@ -82,7 +83,7 @@ Flags:
 		if err != nil {
 			return fmt.Errorf("--time: %w", err)
 		}
-		stream, err = client.InstantQuery(ctx, &headroomv1.InstantQueryRequest{Query: expr, TimeMs: t.UnixMilli()})
+		stream, err = client.InstantQuery(ctx, &headroomv1.InstantQueryRequest{Query: expr, TimeMs: t.UnixMilli(), Tier: *tier})
 		if err != nil {
 			return err
 		}
@@ -102,7 +103,7 @@ Flags:
 			}
 		}
 		st = max(st.Round(time.Second), time.Second)
-		stream, err = client.RangeQuery(ctx, &headroomv1.RangeQueryRequest{Query: expr, StartMs: s.UnixMilli(), EndMs: e.UnixMilli(), StepMs: st.Milliseconds()})
+		stream, err = client.RangeQuery(ctx, &headroomv1.RangeQueryRequest{Query: expr, StartMs: s.UnixMilli(), EndMs: e.UnixMilli(), StepMs: st.Milliseconds(), Tier: *tier})
 		if err != nil {
 			return err
 		}

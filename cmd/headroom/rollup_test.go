@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	prompb "github.com/headroomdb/headroom/proto/prometheus"
 )
 
@@ -90,6 +92,16 @@ func TestServeRollups(t *testing.T) {
 	}
 	if code, body := httpGet(t, ts.httpURL+"/api/v1/query?query=up&tier=7m"); code != 400 || !strings.Contains(body, `unknown tier \"7m\"`) {
 		t.Errorf("unknown tier: %d %s", code, body)
+	}
+	// The same over gRPC: the first message names the tiers.
+	stream, err := headroomv1.NewQueryClient(ts.dial(t)).RangeQuery(context.Background(), &headroomv1.RangeQueryRequest{
+		Query: `sum(increase(cpu_seconds_total[1h]))`, StartMs: end.Add(-5 * time.Hour).UnixMilli(), EndMs: end.UnixMilli(), StepMs: 3600_000, Tier: "5m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || fmt.Sprint(first.GetTiers()) != "[5m]" {
+		t.Errorf("gRPC tier=5m: tiers %v, %v", first.GetTiers(), err)
 	}
 }
 

@@ -29,9 +29,12 @@ type RangeQueryRequest struct {
 	// A PromQL expression.
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// Milliseconds since the Unix epoch; step > 0, at most 11,000 steps.
-	StartMs       int64 `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
-	EndMs         int64 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
-	StepMs        int64 `protobuf:"varint,4,opt,name=step_ms,json=stepMs,proto3" json:"step_ms,omitempty"`
+	StartMs int64 `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	EndMs   int64 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	StepMs  int64 `protobuf:"varint,4,opt,name=step_ms,json=stepMs,proto3" json:"step_ms,omitempty"`
+	// "auto" or empty (the coarsest rollup tier that answers each range
+	// function as raw data would), "raw", or a tier: "5m", "1h", "1d".
+	Tier          string `protobuf:"bytes,5,opt,name=tier,proto3" json:"tier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -94,11 +97,20 @@ func (x *RangeQueryRequest) GetStepMs() int64 {
 	return 0
 }
 
+func (x *RangeQueryRequest) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
 type InstantQueryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Query string                 `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// Evaluation time, milliseconds since the Unix epoch; 0 means now.
-	TimeMs        int64 `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	TimeMs int64 `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	// As RangeQueryRequest.tier.
+	Tier          string `protobuf:"bytes,3,opt,name=tier,proto3" json:"tier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -145,6 +157,13 @@ func (x *InstantQueryRequest) GetTimeMs() int64 {
 		return x.TimeMs
 	}
 	return 0
+}
+
+func (x *InstantQueryRequest) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
 }
 
 // ResultSeries is one series of a matrix or vector result.
@@ -209,8 +228,10 @@ type QueryResponse struct {
 	ResultType string          `protobuf:"bytes,1,opt,name=result_type,json=resultType,proto3" json:"result_type,omitempty"`
 	Series     []*ResultSeries `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
 	// For a scalar or string result.
-	Scalar        *Sample `protobuf:"bytes,3,opt,name=scalar,proto3" json:"scalar,omitempty"`
-	StringValue   string  `protobuf:"bytes,4,opt,name=string_value,json=stringValue,proto3" json:"string_value,omitempty"`
+	Scalar      *Sample `protobuf:"bytes,3,opt,name=scalar,proto3" json:"scalar,omitempty"`
+	StringValue string  `protobuf:"bytes,4,opt,name=string_value,json=stringValue,proto3" json:"string_value,omitempty"`
+	// In the first message: the data tiers that answered ("raw", "5m", ...).
+	Tiers         []string `protobuf:"bytes,5,rep,name=tiers,proto3" json:"tiers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,28 +294,38 @@ func (x *QueryResponse) GetStringValue() string {
 	return ""
 }
 
+func (x *QueryResponse) GetTiers() []string {
+	if x != nil {
+		return x.Tiers
+	}
+	return nil
+}
+
 var File_headroom_v1_query_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_query_proto_rawDesc = "" +
 	"\n" +
-	"\x17headroom/v1/query.proto\x12\vheadroom.v1\x1a\x18headroom/v1/ingest.proto\"t\n" +
+	"\x17headroom/v1/query.proto\x12\vheadroom.v1\x1a\x18headroom/v1/ingest.proto\"\x88\x01\n" +
 	"\x11RangeQueryRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
 	"\x06end_ms\x18\x03 \x01(\x03R\x05endMs\x12\x17\n" +
-	"\astep_ms\x18\x04 \x01(\x03R\x06stepMs\"D\n" +
+	"\astep_ms\x18\x04 \x01(\x03R\x06stepMs\x12\x12\n" +
+	"\x04tier\x18\x05 \x01(\tR\x04tier\"X\n" +
 	"\x13InstantQueryRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x17\n" +
-	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"i\n" +
+	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12\x12\n" +
+	"\x04tier\x18\x03 \x01(\tR\x04tier\"i\n" +
 	"\fResultSeries\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12-\n" +
-	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xb3\x01\n" +
+	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xc9\x01\n" +
 	"\rQueryResponse\x12\x1f\n" +
 	"\vresult_type\x18\x01 \x01(\tR\n" +
 	"resultType\x121\n" +
 	"\x06series\x18\x02 \x03(\v2\x19.headroom.v1.ResultSeriesR\x06series\x12+\n" +
 	"\x06scalar\x18\x03 \x01(\v2\x13.headroom.v1.SampleR\x06scalar\x12!\n" +
-	"\fstring_value\x18\x04 \x01(\tR\vstringValue2\xa3\x01\n" +
+	"\fstring_value\x18\x04 \x01(\tR\vstringValue\x12\x14\n" +
+	"\x05tiers\x18\x05 \x03(\tR\x05tiers2\xa3\x01\n" +
 	"\x05Query\x12J\n" +
 	"\n" +
 	"RangeQuery\x12\x1e.headroom.v1.RangeQueryRequest\x1a\x1a.headroom.v1.QueryResponse0\x01\x12N\n" +
