@@ -60,6 +60,9 @@ type Options struct {
 	// DefaultTiers; an empty slice turns downsampling off. Raw partitions
 	// are kept until they are rolled up, even past Retention.
 	Tiers          []Tier
+	// RetentionRules give the series their matchers select a retention
+	// of their own in one tier (see RetentionRule).
+	RetentionRules []RetentionRule
 	RollupInterval time.Duration // default 1 minute
 	RollupDelay    time.Duration // default 5 minutes
 	// Now is the clock; tests inject one. Default time.Now.
@@ -147,7 +150,14 @@ func (o *Options) Validate() error {
 	case o.CheckpointInterval < 0 || o.RetentionInterval < 0 || o.HeadIdleTimeout < 0 || o.RollupInterval < 0 || o.RollupDelay < 0:
 		return errors.New("background intervals must not be negative")
 	}
-	return validateTiers(o.Tiers)
+	if err := validateTiers(o.Tiers); err != nil {
+		return err
+	}
+	n := len(o.Tiers)
+	if o.Tiers == nil {
+		n = len(DefaultTiers)
+	}
+	return validateRules(o.RetentionRules, n)
 }
 
 // DB is an open data directory. All methods are safe for concurrent use.
@@ -472,14 +482,20 @@ func (db *DB) every(interval time.Duration, trigger <-chan struct{}, first bool,
 // ApplyRetention drops every day partition that lies wholly before the
 // retention cutoff, with one DeleteRange per key kind: never sample by sample.
 func (db *DB) ApplyRetention() error {
-	cut := db.retentionCutoff()
+	now := db.opts.Now().UnixMilli()
+	hold := int64(MaxTime)
 	if len(db.tiers) > 0 {
 		// Raw days are kept until the first tier has rolled them up.
-		cut = min(cut, db.tiers[0].watermark.Load())
+		hold = db.tiers[0].watermark.Load()
 	}
-	cutDay := dayOf(max(cut, 0))
 	b := db.pdb.NewBatch()
 	defer b.Close()
+	// Raw days: wholly expired for every series before the longest
+	// retention (the default's or a rule's), with one DeleteRange per key
+	// kind; between that and the shortest, series by series.
+	def, longest := db.tierRetention(-1)
+	cut := min(now-longest.Milliseconds(), hold)
+	cutDay := dayOf(max(cut, 0))
 	if cutDay > 0 {
 		for _, kind := range []byte{kindChunk, kindPostings} {
 			end := binary.BigEndian.AppendUint32([]byte{kind}, cutDay)
@@ -488,30 +504,48 @@ func (db *DB) ApplyRetention() error {
 			}
 		}
 	}
-	// Each tier drops its partitions (blocks, postings, dirty markers)
-	// that lie wholly before its own cutoff.
 	gcCut := cut
+	ruled := 0
+	if longest > def || db.hasRules(-1) {
+		shortest := min(def, db.shortestRule(-1))
+		n, err := db.applyRules(b, -1, def, int64(cutDay), int64(dayOf(max(min(now-shortest.Milliseconds(), hold), 0))), hold)
+		if err != nil {
+			return fmt.Errorf("raw retention rules: %w", err)
+		}
+		ruled += n
+	}
+	// Each tier drops its partitions (blocks, postings, dirty markers)
+	// that lie wholly before its own cutoff, and series by series as its
+	// rules say.
 	for _, t := range db.tiers {
-		tcut := db.opts.Now().UnixMilli() - t.Retention.Milliseconds()
+		def, longest := db.tierRetention(t.idx)
+		tcut := now - longest.Milliseconds()
 		gcCut = min(gcCut, tcut)
 		part := tcut / t.span
-		if part <= 0 {
-			continue
-		}
-		for _, kind := range []byte{kindRollup, kindSketch} {
-			tier := []byte{kind, byte(t.idx)}
-			if err := b.DeleteRange(tier, binary.BigEndian.AppendUint32(tier, uint32(part)), nil); err != nil {
+		if part > 0 {
+			for _, kind := range []byte{kindRollup, kindSketch} {
+				tier := []byte{kind, byte(t.idx)}
+				if err := b.DeleteRange(tier, binary.BigEndian.AppendUint32(tier, uint32(part)), nil); err != nil {
+					return err
+				}
+			}
+			lo := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, 0))
+			hi := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, part))
+			if err := b.DeleteRange(lo, hi, nil); err != nil {
+				return err
+			}
+			dirty := []byte{kindDirty, byte(t.idx)}
+			if err := b.DeleteRange(dirty, binary.BigEndian.AppendUint64(dirty, uint64(max(part*t.span, 0))), nil); err != nil {
 				return err
 			}
 		}
-		lo := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, 0))
-		hi := binary.BigEndian.AppendUint32([]byte{kindPostings}, postingsPart(t.idx, part))
-		if err := b.DeleteRange(lo, hi, nil); err != nil {
-			return err
-		}
-		dirty := []byte{kindDirty, byte(t.idx)}
-		if err := b.DeleteRange(dirty, binary.BigEndian.AppendUint64(dirty, uint64(max(part*t.span, 0))), nil); err != nil {
-			return err
+		if db.hasRules(t.idx) {
+			shortest := min(def, db.shortestRule(t.idx))
+			n, err := db.applyRules(b, t.idx, def, max(part, 0), max(now-shortest.Milliseconds(), 0)/t.span, hold)
+			if err != nil {
+				return fmt.Errorf("%v retention rules: %w", t.Resolution, err)
+			}
+			ruled += n
 		}
 	}
 	if b.Empty() {
@@ -519,6 +553,9 @@ func (db *DB) ApplyRetention() error {
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
+	}
+	if ruled > 0 {
+		db.opts.Logger.Info("retention rules dropped series' partitions", "partitions", ruled)
 	}
 	db.stats.RetentionRuns.Add(1)
 	// A series goes when no tier keeps any of its data.

@@ -270,3 +270,75 @@ func TestTierRetention(t *testing.T) {
 }
 
 var nameM = series.MustMatcher(series.MatchEqual, "__name__", "m")
+
+// Retention rules by selector: dev series keep raw samples 3 days instead
+// of 10; node_ series keep 1h rollups 30 days instead of 10; the others
+// follow the tiers' own retention.
+func TestRetentionRules(t *testing.T) {
+	c := &clock{day0}
+	o := rollupOptions(c)
+	o.Retention = 10 * 24 * time.Hour
+	o.Tiers = []Tier{{5 * time.Minute, 10 * 24 * time.Hour}, {time.Hour, 10 * 24 * time.Hour}}
+	o.RetentionRules = []RetentionRule{
+		{Matchers: []*series.Matcher{series.MustMatcher(series.MatchEqual, "env", "dev")}, Tier: -1, Retention: 3 * 24 * time.Hour},
+		{Matchers: []*series.Matcher{series.MustMatcher(series.MatchRegexp, "__name__", "node_.*")}, Tier: 1, Retention: 30 * 24 * time.Hour},
+	}
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	dev := series.FromStrings("__name__", "m", "env", "dev")
+	prod := series.FromStrings("__name__", "m", "env", "prod")
+	node := series.FromStrings("__name__", "node_load", "env", "prod")
+	for _, ls := range []series.Labels{dev, prod, node} {
+		var ss []series.Sample
+		for ts := ms(day0) - 8*86400_000 + 30_000; ts < ms(day0); ts += 600_000 {
+			ss = append(ss, series.Sample{T: ts, V: 1})
+		}
+		mustAppend(t, db, ls, ss...)
+	}
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	c.now = day0.Add(24 * time.Hour)
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	oldest := func(ss []series.Sample) time.Duration {
+		if len(ss) == 0 {
+			return 0
+		}
+		return time.UnixMilli(ms(c.now)).Sub(time.UnixMilli(ss[0].T))
+	}
+	raw := query(t, db, MinTime, MaxTime, series.MustMatcher(series.MatchRegexp, "__name__", ".+"))
+	if d := oldest(raw[dev.String()]); d > 3*24*time.Hour || d < 2*24*time.Hour {
+		t.Errorf("dev raw data reaches back %v, want at most 3 days", d)
+	}
+	if d := oldest(raw[prod.String()]); d < 8*24*time.Hour {
+		t.Errorf("prod raw data reaches back %v, want all 8 days (10-day retention)", d)
+	}
+
+	// 25 days on: the 1h tier (10 days) has dropped everything but node_.
+	c.now = day0.Add(25 * 24 * time.Hour)
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	hourly, err := db.Rollups(1, MinTime, MaxTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hourly) != 1 || hourly[0].Labels.String() != node.String() || len(hourly[0].Buckets) < 8*24 {
+		var got []string
+		for _, s := range hourly {
+			got = append(got, fmt.Sprintf("%s: %d buckets", s.Labels, len(s.Buckets)))
+		}
+		t.Errorf("1h tier after 25 days: %v, want node_load's 8 days only", got)
+	}
+	// A rule naming a tier that does not exist is refused.
+	bad := o
+	bad.RetentionRules = []RetentionRule{{Matchers: o.RetentionRules[0].Matchers, Tier: 5, Retention: time.Hour}}
+	if err := bad.Validate(); err == nil {
+		t.Error("a rule for tier 5 of 2 was accepted")
+	}
+}

@@ -44,6 +44,15 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		var v string
 		switch x := doc[k].(type) {
 		case []any:
+			if r, ok := f.Value.(repeatable); ok && r.Repeatable() {
+				// One Set per element: a rule's selector may hold commas.
+				for _, e := range x {
+					if err := f.Value.Set(fmt.Sprint(e)); err != nil {
+						return fmt.Errorf("config %s: option %q: %w", path, k, err)
+					}
+				}
+				continue
+			}
 			parts := make([]string, len(x))
 			for i, e := range x {
 				parts[i] = fmt.Sprint(e)
@@ -159,4 +168,43 @@ func (f tiersFlag) Set(s string) error {
 	}
 	*f.t = ts
 	return nil
+}
+
+// repeatable is a flag given once per value (--retention-rule).
+type repeatable interface{ Repeatable() bool }
+
+// rulesFlag collects --retention-rule values, "TIER SELECTOR RETENTION";
+// they are resolved against the tiers when the server starts.
+type rulesFlag struct{ rules *[]string }
+
+func (f rulesFlag) String() string {
+	if f.rules == nil {
+		return ""
+	}
+	return strings.Join(*f.rules, "; ")
+}
+
+func (f rulesFlag) Set(s string) error {
+	if _, _, _, err := splitRule(s); err != nil {
+		return err
+	}
+	*f.rules = append(*f.rules, s)
+	return nil
+}
+
+func (f rulesFlag) Repeatable() bool { return true }
+
+// splitRule splits "TIER SELECTOR RETENTION": the tier is the first
+// word, the retention the last, the selector what lies between.
+func splitRule(s string) (tier, selector string, retention time.Duration, err error) {
+	s = strings.TrimSpace(s)
+	i, j := strings.IndexByte(s, ' '), strings.LastIndexByte(s, ' ')
+	if i < 0 || j <= i {
+		return "", "", 0, fmt.Errorf("retention rule %q: want TIER SELECTOR RETENTION, like 'raw {env=\"dev\"} 3d'", s)
+	}
+	tier, selector = s[:i], strings.TrimSpace(s[i+1:j])
+	if retention, err = parseDuration(s[j+1:]); err != nil {
+		return "", "", 0, fmt.Errorf("retention rule %q: %v", s, err)
+	}
+	return tier, selector, retention, nil
 }

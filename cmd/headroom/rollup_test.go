@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	prompb "github.com/headroomdb/headroom/proto/prometheus"
+	"github.com/headroomdb/headroom/storage"
 )
 
 // A server downsamples in the background: a dashboard query over hours
@@ -125,4 +128,42 @@ func grepLines(body, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// --retention-rule: repeatable, from the command line or a YAML list
+// (selectors with commas stay whole), resolved against the tiers; bad
+// tiers, selectors and durations are refused with the rule named.
+func TestRetentionRuleFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := dir + "/headroom.yaml"
+	if err := os.WriteFile(cfgPath, []byte("retention-rule:\n  - 'raw {env=\"dev\",team=\"a\"} 3d'\n  - '1h {__name__=~\"node_.*\"} 5y'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg := serveFlags(fs)
+	if err := fs.Parse([]string{"--config", cfgPath}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := resolveRules(cfg.rules, cfg.tiers)
+	if err != nil || len(rules) != 2 || rules[0].Tier != -1 || len(rules[0].Matchers) != 2 || rules[1].Tier != 1 || rules[1].Retention != 5*365*24*time.Hour {
+		t.Fatalf("rules %+v, %v", rules, err)
+	}
+	for spec, want := range map[string]string{
+		`7m {env="dev"} 3d`:  `unknown tier "7m"`,
+		`raw {env="dev" 3d`:  `retention rule`,
+		`raw {env="dev"} 3x`: `retention rule`,
+		`raw`:                `want TIER SELECTOR RETENTION`,
+	} {
+		_, err := resolveRules([]string{spec}, storage.DefaultTiers)
+		if err == nil {
+			err = rulesFlag{new([]string)}.Set(spec)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", spec, err, want)
+		}
+	}
+	startServer(t, "--retention-rule", `raw {env="dev"} 3d`) // a server starts with one
 }

@@ -52,6 +52,7 @@ type serveConfig struct {
 	httpPort        int
 	retention       time.Duration
 	tiers           []storage.Tier
+	rules           []string
 	rollupInterval  time.Duration
 	rollupDelay     time.Duration
 	tokensFile      string
@@ -83,6 +84,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.httpPort, "http-port", 9090, "HTTP port: remote-write, /metrics, /healthz, /readyz (9090 is Prometheus's port)")
 	fs.Var(durationFlag{&c.retention}, "retention", "how long raw samples are kept (units ms s m h d w y); older samples are refused; days not yet rolled up are kept until they are")
 	fs.Var(tiersFlag{&c.tiers}, "rollup-tiers", "downsampled tiers, finest first, as RESOLUTION:RETENTION (each resolution a multiple of the previous one), or off")
+	fs.Var(rulesFlag{&c.rules}, "retention-rule", "retention by selector, repeatable: 'TIER SELECTOR RETENTION' with TIER raw or a rollup tier, like 'raw {env=\"dev\"} 3d' or '1h {__name__=~\"node_.*\"} 5y'; the first matching rule wins")
 	fs.Var(durationFlag{&c.rollupInterval}, "rollup-interval", "how often the downsampler runs")
 	fs.Var(durationFlag{&c.rollupDelay}, "rollup-delay", "how old a bucket's end must be before it is rolled up (later samples roll it up again)")
 	fs.StringVar(&c.tokensFile, "tokens-file", "", "bearer tokens, one a line: \"SCOPES TOKEN [NAME]\" with SCOPES read, write or read,write; empty: no authentication")
@@ -204,8 +206,13 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	walErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "headroom_wal_write_errors_total", Help: "WAL batches that failed to commit."})
 	reg.MustRegister(fsync, walErrors)
 
+	rules, err := resolveRules(cfg.rules, cfg.tiers)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	db, err := storage.Open(cfg.dataDir, storage.Options{
+		RetentionRules:           rules,
 		Retention:                cfg.retention,
 		Tiers:                    cfg.tiers,
 		RollupInterval:           cfg.rollupInterval,
@@ -510,4 +517,35 @@ Flags:
 	}
 	stop() // a second signal kills the process the default way
 	return s.stop()
+}
+
+// resolveRules turns --retention-rule values into storage rules.
+func resolveRules(specs []string, tiers []storage.Tier) ([]storage.RetentionRule, error) {
+	var out []storage.RetentionRule
+	for _, spec := range specs {
+		tier, sel, ret, err := splitRule(spec)
+		if err != nil {
+			return nil, err
+		}
+		idx := -2
+		var names []string
+		for i, t := range tiers {
+			names = append(names, query.TierName(t.Resolution))
+			if query.TierName(t.Resolution) == tier {
+				idx = i
+			}
+		}
+		if tier == "raw" {
+			idx = -1
+		}
+		if idx == -2 {
+			return nil, fmt.Errorf("retention rule %q: unknown tier %q (raw, %s)", spec, tier, strings.Join(names, ", "))
+		}
+		ms, err := query.ParseSelector(sel)
+		if err != nil {
+			return nil, fmt.Errorf("retention rule %q: %w", spec, err)
+		}
+		out = append(out, storage.RetentionRule{Matchers: ms, Tier: idx, Retention: ret})
+	}
+	return out, nil
 }
