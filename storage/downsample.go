@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -160,6 +162,9 @@ func (db *DB) RollupProgress() []RollupProgress {
 func (db *DB) RunRollups() error {
 	db.rollupMu.Lock()
 	defer db.rollupMu.Unlock()
+	if err := db.rollBackfill(); err != nil {
+		return fmt.Errorf("rollup: backfill: %w", err)
+	}
 	for _, t := range db.tiers {
 		if err := db.rollDirty(t); err != nil {
 			return fmt.Errorf("rollup %v: late samples: %w", t.Resolution, err)
@@ -825,4 +830,129 @@ func (db *DB) TierDiskBytes() (raw uint64, tiers []uint64, err error) {
 		tiers = append(tiers, n)
 	}
 	return raw, tiers, nil
+}
+
+// rollupKeeps reports whether some tier keeps a bucket holding t.
+func (db *DB) rollupKeeps(t int64) bool {
+	return db.backfillTier(t) >= 0
+}
+
+// backfillTier is the finest tier that keeps t (-1: none).
+func (db *DB) backfillTier(t int64) int {
+	now := db.opts.Now().UnixMilli()
+	for i, ts := range db.tiers {
+		if t >= now-ts.Retention.Milliseconds() {
+			return i
+		}
+	}
+	return -1
+}
+
+// rollBackfill merges the samples older than raw retention ('B' keys)
+// into the finest tier that keeps them, marks the coarser tiers' buckets
+// to roll up again, and deletes the keys, block by block in one batch
+// each: a crash merges a sample once or not at all.
+func (db *DB) rollBackfill() error {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindBackfill}, UpperBound: []byte{kindBackfill + 1}})
+	if err != nil {
+		return err
+	}
+	type sample struct {
+		id  uint64
+		t   int64
+		v   float64
+		key []byte
+	}
+	var all []sample
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 17 || len(v) != 8 {
+			continue
+		}
+		all = append(all, sample{binary.BigEndian.Uint64(k[1:]), int64(binary.BigEndian.Uint64(k[9:])),
+			math.Float64frombits(binary.LittleEndian.Uint64(v)), append([]byte(nil), k...)})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	// Keys are in series, then time order: group by series and block.
+	type group struct {
+		tier int
+		part int64
+		id   uint64
+	}
+	var bs []rollup.Bucket
+	for i := 0; i < len(all); {
+		s := all[i]
+		ti := db.backfillTier(s.t)
+		var g group
+		if ti >= 0 {
+			g = group{ti, rollup.BucketStart(s.t, db.tiers[ti].res) / db.tiers[ti].span, s.id}
+		}
+		j := i + 1
+		for ; j < len(all); j++ {
+			n := all[j]
+			nt := db.backfillTier(n.t)
+			if n.id != s.id || nt != ti || (ti >= 0 && rollup.BucketStart(n.t, db.tiers[ti].res)/db.tiers[ti].span != g.part) {
+				break
+			}
+		}
+		b := db.pdb.NewBatch()
+		if ti >= 0 {
+			t := db.tiers[ti]
+			key := rollupKey(nil, ti, uint32(g.part), g.id, g.part*t.span)
+			if bs, _, err = db.getBlock(bs[:0], key); err != nil {
+				b.Close()
+				return fmt.Errorf("series %d: %v block %d: %w", g.id, t.Resolution, g.part, err)
+			}
+			var next *tierState
+			if ti+1 < len(db.tiers) {
+				next = db.tiers[ti+1]
+			}
+			for _, x := range all[i:j] {
+				start := rollup.BucketStart(x.t, t.res)
+				k := sort.Search(len(bs), func(k int) bool { return bs[k].Start >= start })
+				if k == len(bs) || bs[k].Start != start {
+					bs = slices.Insert(bs, k, rollup.Bucket{Start: start})
+				}
+				bs[k].AddLate(x.t, x.v)
+				if next != nil {
+					if nb := rollup.Align(start, next.res); nb < next.watermark.Load() {
+						b.Set(dirtyKey(nil, next.idx, nb, g.id), nil, nil)
+					}
+				}
+			}
+			ls, err := db.storedLabels(g.id)
+			if err != nil {
+				b.Close()
+				return fmt.Errorf("series %d: %w", g.id, err)
+			}
+			enc, err := rollup.AppendBlock(nil, bs)
+			if err != nil {
+				b.Close()
+				return fmt.Errorf("series %d: %w", g.id, err)
+			}
+			b.Set(key, enc, nil)
+			b.Set(sketchKey(nil, key), rollup.AppendSketches(nil, bs), nil)
+			pp := postingsPart(ti, g.part)
+			for _, l := range ls {
+				b.Set(binary.BigEndian.AppendUint64(postingPrefix(nil, pp, l.Name, l.Value), g.id), nil, nil)
+			}
+			t.buckets.Add(int64(j - i))
+		}
+		for _, x := range all[i:j] {
+			b.Delete(x.key, nil) // merged, or kept by no tier any more
+		}
+		err := b.Commit(pebble.Sync)
+		b.Close()
+		if err != nil {
+			return err
+		}
+		i = j
+	}
+	db.opts.Logger.Info("rollup: backfilled samples merged into the tiers", "samples", len(all))
+	return nil
 }

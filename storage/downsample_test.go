@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -340,5 +341,87 @@ func TestRetentionRules(t *testing.T) {
 	bad.RetentionRules = []RetentionRule{{Matchers: o.RetentionRules[0].Matchers, Tier: 5, Retention: time.Hour}}
 	if err := bad.Validate(); err == nil {
 		t.Error("a rule for tier 5 of 2 was accepted")
+	}
+}
+
+// Samples older than the raw retention go straight into the finest tier
+// that keeps them (and, rolled up again, the coarser ones); samples no
+// tier keeps are refused.
+func TestBackfillIntoRollups(t *testing.T) {
+	c := &clock{day0}
+	o := rollupOptions(c)
+	o.Retention = 2 * 24 * time.Hour
+	o.Tiers = []Tier{{5 * time.Minute, 10 * 24 * time.Hour}, {time.Hour, 30 * 24 * time.Hour}}
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	a := series.FromStrings("__name__", "m", "s", "a")
+	b := series.FromStrings("__name__", "m", "s", "b")
+	var recent []series.Sample
+	for ts := ms(day0) - 86400_000; ts < ms(day0); ts += 60_000 {
+		recent = append(recent, series.Sample{T: ts, V: 1})
+	}
+	mustAppend(t, db, a, recent...)
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+
+	five := ms(day0) - 5*86400_000 + 100_000 // kept by the 5m tier only
+	twenty := ms(day0) - 20*86400_000 + 100_000
+	mustAppend(t, db, a, series.Sample{T: five, V: 7}, series.Sample{T: five + 60_000, V: 3})
+	mustAppend(t, db, b, series.Sample{T: twenty, V: 42})
+	app := db.Appender()
+	if err := app.Append(a, ms(day0)-40*86400_000, 1); !errors.Is(err, series.ErrOutOfRetention) {
+		t.Fatalf("a sample no tier keeps: %v", err)
+	}
+	app.Rollback()
+	if got := query(t, db, MinTime, ms(day0)-3*86400_000, nameM); len(got) != 0 {
+		t.Fatalf("backfilled samples in raw storage: %v", got)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	find := func(tier int, ls series.Labels, at int64) rollup.Bucket {
+		t.Helper()
+		rs, err := db.Rollups(tier, MinTime, MaxTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := rollup.BucketStart(at, db.tiers[tier].res)
+		for _, s := range rs {
+			if s.Labels.String() != ls.String() {
+				continue
+			}
+			for _, bk := range s.Buckets {
+				if bk.Start == start {
+					return bk
+				}
+			}
+		}
+		return rollup.Bucket{}
+	}
+	if bk := find(0, a, five); bk.Count != 2 || bk.Min != 3 || bk.Max != 7 || bk.First != 7 || bk.Last != 3 {
+		t.Errorf("5m bucket of the backfill: %+v", bk)
+	}
+	if bk := find(1, a, five); bk.Count != 2 || bk.Sum != 10 {
+		t.Errorf("1h bucket of the backfill (rolled up again from 5m): %+v", bk)
+	}
+	if bk := find(1, b, twenty); bk.Count != 1 || bk.Last != 42 {
+		t.Errorf("1h bucket of a sample only the 1h tier keeps: %+v", bk)
+	}
+	if bk := find(0, b, twenty); bk.Count != 0 {
+		t.Errorf("the 5m tier took a sample older than it keeps: %+v", bk)
+	}
+	if n := countKeys(t, db, kindBackfill); n != 0 {
+		t.Fatalf("%d backfill keys left", n)
+	}
+	// Running again merges nothing twice.
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	if bk := find(0, a, five); bk.Count != 2 {
+		t.Errorf("after a second run: %+v", bk)
 	}
 }

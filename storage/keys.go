@@ -20,6 +20,7 @@ const (
 	kindRollup   = 'R' // tier partition seriesID blockStart -> rollup column block
 	kindSketch   = 'K' // the same -> the block's sketch block
 	kindDirty    = 'D' // tier bucketStart seriesID -> empty: roll up again
+	kindBackfill = 'B' // seriesID t -> value: a sample for the rollups only
 
 	schemaVersion = 1
 	chunkValueV1  = 1
@@ -205,4 +206,9 @@ func decodeLabels(key, b []byte) (series.Labels, error) {
 		ls = append(ls, series.Label{Name: name, Value: value})
 	}
 	return ls, nil
+}
+
+func backfillKey(id uint64, t int64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{kindBackfill}, id)
+	return binary.BigEndian.AppendUint64(k, uint64(t))
 }

@@ -51,6 +51,32 @@ func (b *Bucket) Add(t int64, v float64) {
 	b.Sketch.Add(v)
 }
 
+// AddLate adds a sample at any time, before, among or after the bucket's
+// samples (a backfill into a bucket whose raw samples are gone). Count,
+// sum, min, max, the sketch and the first and last samples stay exact;
+// the counter increase counts the change to a new first or last sample,
+// and nothing for a sample among the others (the neighbours it falls
+// between are not known any more).
+func (b *Bucket) AddLate(t int64, v float64) {
+	if b.Count == 0 || t > b.LastT {
+		b.Add(t, v)
+		return
+	}
+	if t < b.FirstT {
+		b.Increase += counterDelta(v, b.First)
+		b.FirstT, b.First = t, v
+	}
+	if v < b.Min || math.IsNaN(b.Min) {
+		b.Min = v
+	}
+	if v > b.Max || math.IsNaN(b.Max) {
+		b.Max = v
+	}
+	b.Count++
+	b.Sum += v
+	b.Sketch.Add(v)
+}
+
 // counterDelta is a counter's increase from a to b: a value below the
 // previous one is a reset, after which the counter counted from zero.
 func counterDelta(a, b float64) float64 {

@@ -253,3 +253,27 @@ func TestDecodeColumns(t *testing.T) {
 		}
 	}
 }
+
+// AddLate: in any order, count, sum, min, max, first, last and the sketch
+// are those of the samples in time order.
+func TestAddLate(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for iter := 0; iter < 200; iter++ {
+		vs := values(r, 1+r.IntN(100))
+		var inOrder, late Bucket
+		for i, v := range vs {
+			inOrder.Add(int64(i)*1000, v)
+		}
+		for _, i := range r.Perm(len(vs)) {
+			late.AddLate(int64(i)*1000, vs[i])
+		}
+		if late.Count != inOrder.Count || late.Min != inOrder.Min || late.Max != inOrder.Max || late.First != inOrder.First ||
+			late.Last != inOrder.Last || late.FirstT != inOrder.FirstT || late.LastT != inOrder.LastT ||
+			math.Abs(late.Sum-inOrder.Sum) > 1e-9*math.Max(1, math.Abs(inOrder.Sum)) {
+			t.Fatalf("late %+v\nin order %+v", late, inOrder)
+		}
+		if !bytes.Equal(late.Sketch.AppendBinary(nil), inOrder.Sketch.AppendBinary(nil)) {
+			t.Fatal("sketches differ")
+		}
+	}
+}
