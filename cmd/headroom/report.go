@@ -30,6 +30,7 @@ func runReport(args []string, out io.Writer) error {
 	step := fs.String("step", "", "evaluation step; default 1m up to 2 days, 5m up to 30 days, 1h beyond")
 	threshold := fs.String("threshold", "", "capacity limit: headroom and the date the daily p95 trend reaches it")
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
+	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use)")
 	format := fs.String("format", "table", "table, csv, json, or html (one self-contained page with a chart per group)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the answer")
 	fs.Usage = func() {
@@ -65,7 +66,7 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("--end: %w", err)
 	}
-	req := &headroomv1.ReportRequest{Query: *q, EndMs: e.UnixMilli()}
+	req := &headroomv1.ReportRequest{Query: *q, EndMs: e.UnixMilli(), PercentileOf: *percentileOf}
 	if *start != "" {
 		s, err := parseCLITime(*start, now)
 		if err != nil {
@@ -152,8 +153,8 @@ func printReport(out io.Writer, format string, r *headroomv1.ReportResponse) err
 		w.WriteAll(rows)
 		return w.Error()
 	}
-	fmt.Fprintf(out, "%s\n%s to %s, step %v, from %s", r.Query, time.UnixMilli(r.StartMs).UTC().Format(time.RFC3339),
-		time.UnixMilli(r.EndMs).UTC().Format(time.RFC3339), time.Duration(r.StepMs)*time.Millisecond, strings.Join(r.Tiers, ", "))
+	fmt.Fprintf(out, "%s\n%s to %s, step %v, percentiles of %s, from %s", r.Query, time.UnixMilli(r.StartMs).UTC().Format(time.RFC3339),
+		time.UnixMilli(r.EndMs).UTC().Format(time.RFC3339), time.Duration(r.StepMs)*time.Millisecond, r.PercentileOf, strings.Join(r.Tiers, ", "))
 	if r.HasThreshold {
 		fmt.Fprintf(out, ", threshold %v, horizon %v", r.Threshold, formatDuration(time.Duration(r.HorizonMs)*time.Millisecond))
 	}

@@ -14,7 +14,7 @@ import (
 
 // report is /api/v1/report: query (PromQL), end (default now), start or
 // range (default 30d before end), step (default by range), threshold,
-// horizon (default 365d). The answer is the JSON form of
+// horizon (default 365d), percentile_of (samples, points, 5m-avg). The answer is the JSON form of
 // headroom.v1.ReportResponse (camelCase fields, "Infinity" for no
 // crossing) inside Prometheus's envelope.
 func (a *API) report(r *http.Request) (any, error) {
@@ -39,7 +39,7 @@ func (a *API) report(r *http.Request) (any, error) {
 		}
 		start = end - d.Milliseconds()
 	}
-	o := report.Options{Query: q, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC()}
+	o := report.Options{Query: q, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC(), PercentileOf: r.Form.Get("percentile_of")}
 	if r.Form.Get("step") != "" {
 		if o.Step, err = parseDuration(r, "step"); err != nil {
 			return nil, err

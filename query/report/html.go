@@ -21,8 +21,8 @@ func WriteHTML(w io.Writer, r *headroomv1.ReportResponse) error {
 		Charts          []chart
 	}{
 		Title: "Capacity report: " + r.Query,
-		Subtitle: fmt.Sprintf("%s to %s, step %v, from %s", time.UnixMilli(r.StartMs).UTC().Format("2006-01-02 15:04"),
-			time.UnixMilli(r.EndMs).UTC().Format("2006-01-02 15:04"), time.Duration(r.StepMs)*time.Millisecond, strings.Join(r.Tiers, ", ")),
+		Subtitle: fmt.Sprintf("%s to %s, step %v, percentiles of %s, from %s", time.UnixMilli(r.StartMs).UTC().Format("2006-01-02 15:04"),
+			time.UnixMilli(r.EndMs).UTC().Format("2006-01-02 15:04"), time.Duration(r.StepMs)*time.Millisecond, r.PercentileOf, strings.Join(r.Tiers, ", ")),
 	}
 	if r.HasThreshold {
 		data.Subtitle += fmt.Sprintf("; threshold %v", r.Threshold)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -33,6 +34,13 @@ type Options struct {
 	// Horizon bounds the forecast: a crossing further away is "not within
 	// the horizon". Default 365 days.
 	Horizon time.Duration
+	// PercentileOf says what mean, percentiles and max are of: "samples"
+	// (the raw samples, from the rollup sketches within 1%: the default
+	// for a series selector), "points" (the values the query gives at
+	// each step: the default, and the only choice, for other
+	// expressions), or "5m-avg" (5-minute averages, as bandwidth billing
+	// and right-sizing tools use; a selector).
+	PercentileOf string
 }
 
 // Group is one result series' figures.
@@ -67,6 +75,7 @@ type Report struct {
 	HasThreshold bool
 	Horizon      time.Duration
 	Tiers        []string // the data tiers that answered
+	PercentileOf string   // what the distribution is of: samples, points or 5m-avg
 	Groups       []Group  // sorted by days until the crossing, then by p95 descending
 }
 
@@ -105,16 +114,71 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 	if (end-start)/stepMs > 11000 {
 		return nil, fmt.Errorf("%w: %v at a %v step is more than 11,000 points: give a larger --step", query.ErrBadQuery, o.End.Sub(o.Start), o.Step)
 	}
-	res, err := eng.Range(ctx, src, o.Query, start, end, stepMs)
+	_, selErr := query.ParseSelector(o.Query)
+	selector := selErr == nil
+	switch o.PercentileOf {
+	case "":
+		o.PercentileOf = "points"
+		if selector {
+			o.PercentileOf = "samples"
+		}
+	case "points":
+	case "samples", "5m-avg":
+		if !selector {
+			return nil, fmt.Errorf("%w: percentiles of %s need a series selector as the query, not %q", query.ErrBadQuery, o.PercentileOf, o.Query)
+		}
+	default:
+		return nil, fmt.Errorf("%w: percentile-of %q: want samples, points or 5m-avg", query.ErrBadQuery, o.PercentileOf)
+	}
+	// A selector is looked at through its average over each step (which
+	// rollup tiers answer), not its instant value at each step.
+	pointsQuery, from := o.Query, start
+	if selector {
+		// The first average covers (start, start+step].
+		pointsQuery, from = fmt.Sprintf("avg_over_time(%s[%ds])", o.Query, stepMs/1000), start+stepMs
+	}
+	res, err := eng.Range(ctx, src, pointsQuery, from, end, stepMs)
 	if err != nil {
 		return nil, err
 	}
 	r := &Report{Query: o.Query, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC(), Step: o.Step,
-		Threshold: o.Threshold, HasThreshold: o.HasThreshold, Horizon: o.Horizon, Tiers: res.Tiers}
-	for _, s := range res.Series {
-		if g, ok := analyse(s, o, r.End); ok {
-			r.Groups = append(r.Groups, g)
+		Threshold: o.Threshold, HasThreshold: o.HasThreshold, Horizon: o.Horizon, Tiers: res.Tiers, PercentileOf: o.PercentileOf}
+	var dist map[string]distribution
+	switch o.PercentileOf {
+	case "samples":
+		if dist, err = sampleDistribution(ctx, eng, src, o.Query, start, end, r); err != nil {
+			return nil, err
 		}
+	case "5m-avg":
+		if dist, err = fiveMinuteDistribution(ctx, eng, src, o.Query, start, end, r); err != nil {
+			return nil, err
+		}
+	}
+	// A selector's points are averages over the step before them: they
+	// belong to the hour and day the step starts in.
+	var shift int64
+	if selector {
+		shift = stepMs
+	}
+	for _, s := range res.Series {
+		g, ok := analyse(s, o, r.End, shift)
+		if !ok {
+			continue
+		}
+		if d, ok := dist[s.Labels.String()]; ok {
+			g.Mean, g.P50, g.P95, g.P99, g.Max = d.mean, d.p50, d.p95, d.p99, d.max
+			g.PeakToAverage = 0
+			if g.Mean != 0 {
+				g.PeakToAverage = g.Max / g.Mean
+			}
+			if o.HasThreshold {
+				g.Headroom = o.Threshold - g.P95
+				if o.Threshold != 0 {
+					g.HeadroomPct = 100 * g.Headroom / o.Threshold
+				}
+			}
+		}
+		r.Groups = append(r.Groups, g)
 	}
 	if len(r.Groups) == 0 {
 		return nil, fmt.Errorf("%w: %s from %s to %s", ErrEmpty, o.Query, r.Start.Format(time.RFC3339), r.End.Format(time.RFC3339))
@@ -129,7 +193,7 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 	return r, nil
 }
 
-func analyse(s query.Series, o Options, end time.Time) (Group, bool) {
+func analyse(s query.Series, o Options, end time.Time, shift int64) (Group, bool) {
 	var vals []float64
 	var hourSum [24]float64
 	var hourN [24]int
@@ -141,12 +205,12 @@ func analyse(s query.Series, o Options, end time.Time) (Group, bool) {
 			continue
 		}
 		vals = append(vals, p.V)
-		t := time.UnixMilli(p.T).UTC()
+		t := time.UnixMilli(p.T - shift).UTC()
 		hourSum[t.Hour()] += p.V
 		hourN[t.Hour()]++
 		wdSum[t.Weekday()] += p.V
 		wdN[t.Weekday()]++
-		d := p.T / 86400_000
+		d := (p.T - shift) / 86400_000
 		byDay[d] = append(byDay[d], p.V)
 	}
 	if len(vals) == 0 {
@@ -176,12 +240,24 @@ func analyse(s query.Series, o Options, end time.Time) (Group, bool) {
 	sort.Slice(days, func(i, j int) bool { return days[i] < days[j] })
 	g.Days = len(days)
 	xs, ys := make([]float64, len(days)), make([]float64, len(days))
+	counts := make([]int, 0, len(days))
 	for i, d := range days {
 		v := byDay[d]
 		sort.Float64s(v)
 		xs[i], ys[i] = float64(d)+0.5, quantile(v, 0.95)
+		counts = append(counts, len(v))
 	}
-	a, b, r2 := leastSquares(xs, ys)
+	// A day with less than half the usual points (the range's first and
+	// last, cut by it) has a p95 of a part of the day: not in the fit.
+	sort.Ints(counts)
+	full := counts[len(counts)/2]
+	var fx, fy []float64
+	for i, d := range days {
+		if 2*len(byDay[d]) >= full {
+			fx, fy = append(fx, xs[i]), append(fy, ys[i])
+		}
+	}
+	a, b, r2 := leastSquares(fx, fy)
 	g.TrendPerDay, g.TrendR2, g.TrendIntercept = b, r2, a
 	if len(days) > 0 {
 		g.FirstDay = time.UnixMilli(days[0] * 86400_000).UTC()
@@ -287,4 +363,86 @@ func BadRequest(err error) error {
 		return errBad(err)
 	}
 	return err
+}
+
+type distribution struct{ mean, p50, p95, p99, max float64 }
+
+// sampleDistribution is each series' distribution of raw samples over
+// (start, end]: *_over_time of the whole range at its end, which rollup
+// tiers answer (quantiles from their sketches, within 1%).
+func sampleDistribution(ctx context.Context, eng *query.Engine, src query.Source, sel string, start, end int64, r *Report) (map[string]distribution, error) {
+	out := map[string]distribution{}
+	w := fmt.Sprintf("%ds", (end-start)/1000)
+	for _, f := range []string{"avg_over_time(%s[%s])", "max_over_time(%s[%s])", "quantile_over_time(0.5, %s[%s])", "quantile_over_time(0.95, %s[%s])", "quantile_over_time(0.99, %s[%s])"} {
+		res, err := eng.Instant(ctx, src, fmt.Sprintf(f, sel, w), end)
+		if err != nil {
+			return nil, err
+		}
+		r.Tiers = mergeNames(r.Tiers, res.Tiers)
+		for _, s := range res.Series {
+			k := s.Labels.String()
+			d := out[k]
+			v := s.Points[0].V
+			switch f[:5] {
+			case "avg_o":
+				d.mean = v
+			case "max_o":
+				d.max = v
+			default:
+				switch f[19:23] {
+				case "0.5,":
+					d.p50 = v
+				case "0.95":
+					d.p95 = v
+				default:
+					d.p99 = v
+				}
+			}
+			out[k] = d
+		}
+	}
+	return out, nil
+}
+
+// fiveMinuteDistribution is each series' distribution of its 5-minute
+// averages over the range, evaluated in pieces of at most 11,000 steps.
+func fiveMinuteDistribution(ctx context.Context, eng *query.Engine, src query.Source, sel string, start, end int64, r *Report) (map[string]distribution, error) {
+	const step = 300_000
+	first := (start + step - 1) / step * step
+	vals := map[string][]float64{}
+	for from := first; from <= end; from += 10_000 * step {
+		to := min(end, from+9_999*step)
+		res, err := eng.Range(ctx, src, fmt.Sprintf("avg_over_time(%s[5m])", sel), from, to, step)
+		if err != nil {
+			return nil, err
+		}
+		r.Tiers = mergeNames(r.Tiers, res.Tiers)
+		for _, s := range res.Series {
+			k := s.Labels.String()
+			for _, p := range s.Points {
+				if !math.IsNaN(p.V) {
+					vals[k] = append(vals[k], p.V)
+				}
+			}
+		}
+	}
+	out := map[string]distribution{}
+	for k, vs := range vals {
+		sort.Float64s(vs)
+		var sum float64
+		for _, v := range vs {
+			sum += v
+		}
+		out[k] = distribution{sum / float64(len(vs)), quantile(vs, 0.5), quantile(vs, 0.95), quantile(vs, 0.99), vs[len(vs)-1]}
+	}
+	return out, nil
+}
+
+func mergeNames(a, b []string) []string {
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			a = append(a, x)
+		}
+	}
+	return a
 }

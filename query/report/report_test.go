@@ -86,9 +86,15 @@ func TestReportForecast(t *testing.T) {
 	level := base - growth*origin
 	var truth time.Time
 	for d := end; d.Before(end.Add(400 * 24 * time.Hour)); d = d.Add(24 * time.Hour) {
+		// Hourly averages of the 5-minute samples, as the report reads a
+		// selector: the hour from H holds the samples at H+5m .. H+60m.
 		var vs []float64
 		for h := 0; h < 24; h++ {
-			vs = append(vs, model(d.Add(time.Duration(h)*time.Hour).UnixMilli(), growth, level))
+			var sum float64
+			for m := 5; m <= 60; m += 5 {
+				sum += model(d.Add(time.Duration(h)*time.Hour+time.Duration(m)*time.Minute).UnixMilli(), growth, level)
+			}
+			vs = append(vs, sum/12)
 		}
 		sort.Float64s(vs)
 		if p95 := vs[21] + 0.85*(vs[22]-vs[21]); p95 >= threshold { // rank 0.95 x 23 = 21.85
@@ -134,5 +140,45 @@ func TestReportEmptyAndBad(t *testing.T) {
 	}
 	if _, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: "cpu", Start: end, End: start}); !errors.Is(err, query.ErrBadQuery) {
 		t.Errorf("reversed range: %v", err)
+	}
+}
+
+// What the distribution is of: raw samples by default for a selector
+// (from the rollup sketches when tiers answer), step averages
+// ("points"), or 5-minute averages; an expression has only points.
+func TestReportPercentileOf(t *testing.T) {
+	s, start, end := setup(t)
+	run := func(q, of string) (*report.Report, error) {
+		return report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: q, Start: start, End: end, PercentileOf: of})
+	}
+	by := map[string]report.Group{}
+	for _, of := range []string{"", "points", "5m-avg"} {
+		r, err := run(`cpu{host="grow"}`, of)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := of
+		if of == "" {
+			want = "samples"
+		}
+		if r.PercentileOf != want || len(r.Groups) != 1 {
+			t.Fatalf("%q: percentiles of %q, %d groups", of, r.PercentileOf, len(r.Groups))
+		}
+		by[want] = r.Groups[0]
+	}
+	// Samples reach at least as high as 5-minute averages (the same here:
+	// one sample per 5 minutes), which reach higher than hourly ones (the
+	// noise and the daily cycle average out).
+	if !(by["samples"].Max >= by["5m-avg"].Max && by["5m-avg"].Max > by["points"].Max) {
+		t.Errorf("max of samples %v, of 5m averages %v, of hourly points %v", by["samples"].Max, by["5m-avg"].Max, by["points"].Max)
+	}
+	if math.Abs(by["samples"].Mean-by["points"].Mean) > 0.01 {
+		t.Errorf("means differ: %v and %v", by["samples"].Mean, by["points"].Mean)
+	}
+	if _, err := run(`avg(cpu)`, "samples"); !errors.Is(err, query.ErrBadQuery) {
+		t.Errorf("samples of an expression: %v", err)
+	}
+	if r, err := run(`avg(cpu)`, ""); err != nil || r.PercentileOf != "points" {
+		t.Errorf("an expression: %v", err)
 	}
 }

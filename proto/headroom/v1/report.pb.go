@@ -35,7 +35,12 @@ type ReportRequest struct {
 	HasThreshold bool    `protobuf:"varint,5,opt,name=has_threshold,json=hasThreshold,proto3" json:"has_threshold,omitempty"`
 	Threshold    float64 `protobuf:"fixed64,6,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// 0: 365 days.
-	HorizonMs     int64 `protobuf:"varint,7,opt,name=horizon_ms,json=horizonMs,proto3" json:"horizon_ms,omitempty"`
+	HorizonMs int64 `protobuf:"varint,7,opt,name=horizon_ms,json=horizonMs,proto3" json:"horizon_ms,omitempty"`
+	// What mean, percentiles and max are of: "samples" (raw samples, from
+	// the rollup sketches within 1%; the default for a series selector),
+	// "points" (the query's values at each step; the default otherwise), or
+	// "5m-avg" (5-minute averages of a selector).
+	PercentileOf  string `protobuf:"bytes,8,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +124,13 @@ func (x *ReportRequest) GetHorizonMs() int64 {
 	return 0
 }
 
+func (x *ReportRequest) GetPercentileOf() string {
+	if x != nil {
+		return x.PercentileOf
+	}
+	return ""
+}
+
 type ReportResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Query        string                 `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
@@ -132,6 +144,7 @@ type ReportResponse struct {
 	Tiers []string `protobuf:"bytes,8,rep,name=tiers,proto3" json:"tiers,omitempty"`
 	// Sorted by days until the threshold, then by p95 descending.
 	Groups        []*ReportGroup `protobuf:"bytes,9,rep,name=groups,proto3" json:"groups,omitempty"`
+	PercentileOf  string         `protobuf:"bytes,10,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +240,13 @@ func (x *ReportResponse) GetGroups() []*ReportGroup {
 		return x.Groups
 	}
 	return nil
+}
+
+func (x *ReportResponse) GetPercentileOf() string {
+	if x != nil {
+		return x.PercentileOf
+	}
+	return ""
 }
 
 type ReportGroup struct {
@@ -452,7 +472,7 @@ var File_headroom_v1_report_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_report_proto_rawDesc = "" +
 	"\n" +
-	"\x18headroom/v1/report.proto\x12\vheadroom.v1\x1a\x18headroom/v1/ingest.proto\"\xd2\x01\n" +
+	"\x18headroom/v1/report.proto\x12\vheadroom.v1\x1a\x18headroom/v1/ingest.proto\"\xf7\x01\n" +
 	"\rReportRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
@@ -461,7 +481,8 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\rhas_threshold\x18\x05 \x01(\bR\fhasThreshold\x12\x1c\n" +
 	"\tthreshold\x18\x06 \x01(\x01R\tthreshold\x12\x1d\n" +
 	"\n" +
-	"horizon_ms\x18\a \x01(\x03R\thorizonMs\"\x9b\x02\n" +
+	"horizon_ms\x18\a \x01(\x03R\thorizonMs\x12#\n" +
+	"\rpercentile_of\x18\b \x01(\tR\fpercentileOf\"\xc0\x02\n" +
 	"\x0eReportResponse\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
@@ -472,7 +493,9 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\n" +
 	"horizon_ms\x18\a \x01(\x03R\thorizonMs\x12\x14\n" +
 	"\x05tiers\x18\b \x03(\tR\x05tiers\x120\n" +
-	"\x06groups\x18\t \x03(\v2\x18.headroom.v1.ReportGroupR\x06groups\"\xd4\x05\n" +
+	"\x06groups\x18\t \x03(\v2\x18.headroom.v1.ReportGroupR\x06groups\x12#\n" +
+	"\rpercentile_of\x18\n" +
+	" \x01(\tR\fpercentileOf\"\xd4\x05\n" +
 	"\vReportGroup\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12\x16\n" +
 	"\x06points\x18\x02 \x01(\x03R\x06points\x12\x12\n" +
