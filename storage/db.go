@@ -59,7 +59,7 @@ type Options struct {
 	// RollupInterval, once a bucket is RollupDelay old. nil means
 	// DefaultTiers; an empty slice turns downsampling off. Raw partitions
 	// are kept until they are rolled up, even past Retention.
-	Tiers          []Tier
+	Tiers []Tier
 	// RetentionRules give the series their matchers select a retention
 	// of their own in one tier (see RetentionRule).
 	RetentionRules []RetentionRule
