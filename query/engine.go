@@ -68,6 +68,7 @@ type Result struct {
 // evaluation state of one query.
 type evaluator struct {
 	ctx      context.Context
+	parent   context.Context // the caller's, which ctx (with the timeout) derives from
 	src      Source
 	start    int64
 	end      int64
@@ -172,6 +173,7 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	if timeout == 0 {
 		timeout = 2 * time.Minute
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	lb := e.LookbackDelta
@@ -194,7 +196,7 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	if err := CheckTier(src, mode); err != nil {
 		return nil, 0, nil, err
 	}
-	ev := &evaluator{ctx: ctx, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
+	ev := &evaluator{ctx: ctx, parent: parent, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
 		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}, tierMode: mode}
 	v, err = ev.eval(expr)
 	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), err
@@ -202,6 +204,12 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 
 // checkCtx reports cancellation (client gone) or the timeout.
 func (ev *evaluator) checkCtx() error {
+	// The caller's context first: a derived context may learn of its
+	// cancellation a moment later (when the parent is not a plain cancel
+	// context, as a server request's need not be).
+	if err := ev.parent.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
 	switch err := ev.ctx.Err(); {
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: query timed out in expression evaluation", ErrTimeout)

@@ -448,7 +448,7 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 	if err != nil || innerStart > innerEnd {
 		return m, err
 	}
-	inner := &evaluator{ctx: ev.ctx, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback,
+	inner := &evaluator{ctx: ev.ctx, parent: ev.parent, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback,
 		max: ev.max, maxSeries: ev.maxSeries, workers: ev.workers, counts: ev.counts}
 	v, err := inner.eval(e.Expr)
 	if err != nil {

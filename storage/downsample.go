@@ -45,9 +45,13 @@ type tierState struct {
 	Tier
 	idx       int
 	res, span int64 // ms
-	// watermark: every bucket before it has been rolled up (ms); a sample
-	// committed before it marks its bucket dirty. Persisted in meta.
+	// watermark: every bucket before it has been rolled up (ms).
+	// Persisted in meta. markAt (tier 0): a sample committed into a
+	// bucket before it marks the bucket dirty; it moves ahead of the
+	// watermark while a window is read, so that the window's readers
+	// (queries) never see the watermark ahead of the written blocks.
 	watermark atomic.Int64
+	markAt    atomic.Int64
 	buckets   atomic.Int64 // buckets written, for /metrics
 }
 
@@ -102,6 +106,7 @@ func (db *DB) initRollups() error {
 		switch {
 		case errors.Is(err, pebble.ErrNotFound):
 			ts.watermark.Store(MinTime)
+			ts.markAt.Store(MinTime)
 		case err != nil:
 			return err
 		default:
@@ -110,6 +115,7 @@ func (db *DB) initRollups() error {
 				return fmt.Errorf("rollup watermark of %v: %d bytes", t.Resolution, len(v))
 			}
 			ts.watermark.Store(int64(binary.BigEndian.Uint64(v)))
+			ts.markAt.Store(ts.watermark.Load())
 			closer.Close()
 		}
 		db.tiers = append(db.tiers, ts)
@@ -122,11 +128,11 @@ func (db *DB) initRollups() error {
 // already and must be again. Called under seqMu, which the downsampler
 // takes to move a watermark, so that no commit is missed by both.
 func (a *Appender) markDirty(b *pebble.Batch) {
-	if len(a.db.tiers) == 0 || rollup.BucketStart(a.minT, a.db.tiers[0].res) >= a.db.tiers[0].watermark.Load() {
+	if len(a.db.tiers) == 0 || rollup.BucketStart(a.minT, a.db.tiers[0].res) >= a.db.tiers[0].markAt.Load() {
 		return
 	}
 	t0 := a.db.tiers[0]
-	w := t0.watermark.Load()
+	w := t0.markAt.Load()
 	var k []byte
 	for _, p := range a.samples {
 		if start := rollup.BucketStart(p.t, t0.res); start < w {
@@ -260,7 +266,7 @@ func (db *DB) rollWindow(t *tierState, from, to int64) error {
 	// are applied (visible to the read below) once the wait returns.
 	if t.idx == 0 {
 		db.seqMu.Lock()
-		t.watermark.Store(to)
+		t.markAt.Store(to)
 		last := db.nextSeq - 1
 		db.seqMu.Unlock()
 		db.waitApplied(last)
@@ -271,16 +277,21 @@ func (db *DB) rollWindow(t *tierState, from, to int64) error {
 	})
 	if err != nil {
 		if t.idx == 0 {
-			t.watermark.Store(from) // not done: later commits need no marker for it, earlier ones are in the source
+			t.markAt.Store(from) // not done: later commits need no marker for it, earlier ones are in the source
 		}
 		return err
 	}
-	return w.finish(func(b *pebble.Batch) error {
-		if t.idx > 0 {
-			t.watermark.Store(to)
-		}
+	err = w.finish(func(b *pebble.Batch) error {
 		return b.Set(watermarkKey(t.res), binary.BigEndian.AppendUint64(nil, uint64(to)), nil)
 	})
+	if err != nil {
+		if t.idx == 0 {
+			t.markAt.Store(from)
+		}
+		return err
+	}
+	t.watermark.Store(to) // published once the blocks are written
+	return nil
 }
 
 func (db *DB) waitApplied(seq uint64) {
@@ -955,4 +966,25 @@ func (db *DB) rollBackfill() error {
 	}
 	db.opts.Logger.Info("rollup: backfilled samples merged into the tiers", "samples", len(all))
 	return nil
+}
+
+// RollupPending counts the buckets waiting to be rolled up again (late
+// samples, rolled-up-again buckets of a finer tier) and the backfilled
+// samples waiting to be merged: the downsampler's backlog beyond its
+// watermarks.
+func (db *DB) RollupPending() (int, error) {
+	n := 0
+	for _, kind := range []byte{kindDirty, kindBackfill} {
+		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
+		if err != nil {
+			return 0, err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			n++
+		}
+		if err := it.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }

@@ -26,6 +26,7 @@ var (
 	descRollupMark     = prometheus.NewDesc("headroom_rollup_watermark_seconds", "Downsampling progress: every bucket of the tier before this time is rolled up (Unix seconds; 0 before the first run).", []string{"tier"}, nil)
 	descRollupLag      = prometheus.NewDesc("headroom_rollup_lag_seconds", "How far the tier's watermark is behind now (the rollup delay plus a bucket, when the downsampler keeps up).", []string{"tier"}, nil)
 	descRollupBuckets  = prometheus.NewDesc("headroom_rollup_buckets_total", "Rollup buckets written since the server started, by tier.", []string{"tier"}, nil)
+	descRollupPending  = prometheus.NewDesc("headroom_rollup_pending", "Buckets to roll up again (late samples) and backfilled samples to merge: the downsampler's backlog behind its watermarks.", nil, nil)
 	descCounters       = map[string]*prometheus.Desc{}
 	descPebble         = map[string]*prometheus.Desc{}
 )
@@ -98,6 +99,9 @@ func (c storageCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descRollupMark, 0, tier)
 		}
 		ch <- prometheus.MustNewConstMetric(descRollupBuckets, prometheus.CounterValue, float64(p.Buckets), tier)
+	}
+	if n, err := c.db.RollupPending(); err == nil {
+		gauge(descRollupPending, float64(n))
 	}
 	st := c.db.Stats()
 	for _, k := range storageCounters {

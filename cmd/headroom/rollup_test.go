@@ -47,7 +47,11 @@ func TestServeRollups(t *testing.T) {
 		lag5, ok5 := metricValue(body, `headroom_rollup_lag_seconds{tier="5m"}`)
 		lag1, ok1 := metricValue(body, `headroom_rollup_lag_seconds{tier="1h"}`)
 		if ok5 && ok1 && max(lag5, lag1) < time.Since(end).Seconds() {
-			break
+			// And the late samples of batches that arrived while windows
+			// were rolled up are rolled up again.
+			if pending, ok := metricValue(body, "headroom_rollup_pending"); ok && pending == 0 {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the 5m tier did not catch up:\n%s", grepLines(body, "headroom_rollup"))

@@ -119,8 +119,10 @@ func evalContext(r *http.Request) (context.Context, context.CancelFunc, error) {
 	// Thanos's max_source_resolution but naming the tier to read.
 	ctx := query.WithTier(r.Context(), r.Form.Get("tier"))
 	if r.Form.Get("timeout") == "" {
-		ctx, cancel := context.WithCancel(ctx)
-		return ctx, cancel, nil
+		// No derived cancel context: the request's own cancellation (the
+		// client leaving) is then seen by the engine at once, not when a
+		// derived context catches up with it.
+		return ctx, func() {}, nil
 	}
 	d, err := parseDuration(r, "timeout")
 	if err != nil {
