@@ -35,7 +35,9 @@ type RollupSource interface {
 // tierColumns are the bucket columns fn needs.
 func tierColumns(fn string) uint {
 	switch fn {
-	case "sum_over_time", "avg_over_time":
+	case "sum_over_time":
+		return rollup.ColSum
+	case "avg_over_time":
 		return rollup.ColSum | rollup.ColCount
 	case "count_over_time", "present_over_time":
 		return rollup.ColCount
@@ -206,8 +208,49 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 	}
 	o := ev.newSeries(ls)
 	any := false
-	lo, hi := 0, 0
 	starts := c.Start
+	if w == res && (ev.steps() == 1 || ev.step == res) && fn != "rate" && fn != "increase" && fn != "delta" && fn != "quantile_over_time" {
+		// The dashboard case: one bucket per window and per step. The
+		// bucket starting at s answers the step at s+res: no window to
+		// search, one value to read.
+		for j, st := range starts {
+			t := st + res
+			if t > split {
+				break
+			}
+			k := t + off - ev.start
+			if k < 0 || k%ev.step != 0 {
+				continue
+			}
+			i := int(k / ev.step)
+			if i >= len(o.v) {
+				break
+			}
+			var v float64
+			switch fn {
+			case "sum_over_time":
+				v = c.Sum[j]
+			case "avg_over_time":
+				v = c.Sum[j] / c.Count[j]
+			case "count_over_time":
+				v = c.Count[j]
+			case "min_over_time":
+				v = c.Min[j]
+			case "max_over_time":
+				v = c.Max[j]
+			case "last_over_time":
+				v = c.Last[j]
+			default: // present_over_time
+				v = 1
+			}
+			o.v[i], o.ok[i], any = v, true, true
+		}
+		if !any {
+			return nil, nil
+		}
+		return o, nil
+	}
+	lo, hi := 0, 0
 	for i := range o.v {
 		t := ev.ts(i) - off
 		if t > split {
@@ -240,13 +283,16 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 func tierValue(fn string, c *rollup.Columns, lo, hi int, t, w int64, q float64, acc *rollup.Sketch) (float64, bool) {
 	switch fn {
 	case "sum_over_time", "avg_over_time":
-		var sum, n float64
-		for i := lo; i < hi; i++ {
-			sum += c.Sum[i]
-			n += c.Count[i]
+		var sum float64
+		for _, x := range c.Sum[lo:hi] {
+			sum += x
 		}
 		if fn == "sum_over_time" {
 			return sum, true
+		}
+		var n float64
+		for _, x := range c.Count[lo:hi] {
+			n += x
 		}
 		return sum / n, true
 	case "count_over_time":
@@ -282,7 +328,7 @@ func tierValue(fn string, c *rollup.Columns, lo, hi int, t, w int64, q float64, 
 		if q > 1 {
 			return math.Inf(1), true
 		}
-		*acc = rollup.Sketch{}
+		acc.Reset()
 		for i := lo; i < hi; i++ {
 			acc.Merge(&c.Sketches[i])
 		}

@@ -88,7 +88,8 @@ func openBlock(b []byte, what string) (int, []byte, error) {
 }
 
 // DecodeColumns appends a column block's buckets to c, decoding only the
-// columns in cols (Col*; the start times always). The checksum is
+// columns in cols (Col*; the start times always, from the first column
+// decoded, or from the last when none is asked for). The checksum is
 // checked first: a damaged block is an error, never wrong numbers.
 func DecodeColumns(c *Columns, b []byte, cols uint) error {
 	n, rest, err := openBlock(b, "column")
@@ -106,7 +107,9 @@ func DecodeColumns(c *Columns, b []byte, cols uint) error {
 		}
 		data := r[:l]
 		rest = r[l:]
-		if col > 0 && cols&(1<<col) == 0 {
+		// The starts come from the first column decoded (every column
+		// holds them): a query of max decodes one column, not two.
+		if cols&(1<<col) == 0 && !(col == nColumns-1 && len(c.Start) == first) {
 			continue
 		}
 		it.Reset(data)
@@ -118,17 +121,20 @@ func DecodeColumns(c *Columns, b []byte, cols uint) error {
 		if len(vals) != n {
 			return fmt.Errorf("%w: column %d has %d buckets, not %d", ErrCorrupt, col, len(vals), n)
 		}
+		if len(c.Start) == first {
+			for _, x := range vals {
+				c.Start = append(c.Start, x.T)
+			}
+			if cols&(1<<col) == 0 {
+				continue // the last column, decoded for its starts only
+			}
+		}
 		if col == 0 {
 			for _, x := range vals {
 				if x.V < 1 || x.V != math.Trunc(x.V) {
 					return fmt.Errorf("%w: bucket count %v", ErrCorrupt, x.V)
 				}
-				c.Start = append(c.Start, x.T)
-			}
-			if cols&ColCount != 0 {
-				for _, x := range vals {
-					c.Count = append(c.Count, x.V)
-				}
+				c.Count = append(c.Count, x.V)
 			}
 			continue
 		}

@@ -120,17 +120,54 @@ func (s *Sketch) Merge(o *Sketch) {
 	if o == nil {
 		return
 	}
-	for j, c := range o.pos.counts {
-		if c > 0 {
-			s.pos.add(o.pos.offset+int32(j), c)
-		}
-	}
-	for j, c := range o.neg.counts {
-		if c > 0 {
-			s.neg.add(o.neg.offset+int32(j), c)
-		}
-	}
+	s.pos.merge(&o.pos)
+	s.neg.merge(&o.neg)
 	s.zero += o.zero
+}
+
+// Reset empties s, keeping its arrays (a query merges many sketches into
+// one accumulator per window).
+func (s *Sketch) Reset() {
+	s.pos.counts, s.neg.counts, s.zero = s.pos.counts[:0], s.neg.counts[:0], 0
+}
+
+// merge adds o's bins: the store grown once to cover both, then one
+// tight loop (a quantile over months merges thousands of sketches).
+func (st *store) merge(o *store) {
+	if len(o.counts) == 0 {
+		return
+	}
+	lo, hi := o.offset, o.offset+int32(len(o.counts))
+	if len(st.counts) > 0 {
+		lo, hi = min(lo, st.offset), max(hi, st.offset+int32(len(st.counts)))
+	}
+	if hi-lo > maxBins {
+		for j, c := range o.counts { // wider than a store may be: fold bin by bin
+			if c > 0 {
+				st.add(o.offset+int32(j), c)
+			}
+		}
+		return
+	}
+	if len(st.counts) == 0 {
+		st.offset = o.offset
+		st.counts = append(st.counts[:0], o.counts...)
+		return
+	}
+	if lo < st.offset {
+		grow := int(st.offset - lo)
+		st.counts = append(st.counts, make([]uint64, grow)...)
+		copy(st.counts[grow:], st.counts[:len(st.counts)-grow])
+		clear(st.counts[:grow])
+		st.offset = lo
+	}
+	if n := int(hi - st.offset); n > len(st.counts) {
+		st.counts = append(st.counts, make([]uint64, n-len(st.counts))...)
+	}
+	dst := st.counts[o.offset-st.offset:]
+	for j, c := range o.counts {
+		dst[j] += c
+	}
 }
 
 // Quantile returns the q-quantile (0 <= q <= 1) as Prometheus's
