@@ -371,6 +371,7 @@ func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, ke
 			wg.Add(1)
 			go func(k int) {
 				defer wg.Done()
+				defer recoverTo(&errs[k])
 				run(k, shards)
 			}(k)
 		}
@@ -394,6 +395,14 @@ func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, ke
 }
 
 func (ev *evaluator) shards() int { return max(ev.workers, 1) }
+
+// recoverTo turns a panic in a query's worker goroutine into its error:
+// a panic there would otherwise end the whole server, not one query.
+func recoverTo(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: internal error: %v", ErrExec, r)
+	}
+}
 
 // window returns the indexes [lo, hi) of the points in (from, to].
 func window(pts []Point, from, to int64) (int, int) {

@@ -173,6 +173,7 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 		wg.Add(1)
 		go func(k int) {
 			defer wg.Done()
+			defer recoverTo(&errs[k])
 			var acc rollup.Sketch
 			errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
 				if o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc); err != nil || o == nil {
