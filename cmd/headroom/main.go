@@ -23,6 +23,10 @@ Usage:
   headroom report --query 'PROMQL' [--range 90d] [--threshold 0.8]
                            capacity report: distribution, busiest hour and
                            day, growth trend, headroom, forecast crossing
+  headroom check --data-dir DIR
+                           scan a stopped server's data directory for
+                           damage (corrupt chunks or blocks, orphaned
+                           index entries); exits 1 if any
   headroom demo [flags]    write a day of synthetic host metrics into a data
                            directory, read them back and report what it took
   headroom version         print the version
@@ -47,6 +51,8 @@ func main() {
 		err = runQuery(os.Args[2:], os.Stdout)
 	case "report":
 		err = runReport(os.Args[2:], os.Stdout)
+	case "check":
+		err = runCheck(os.Args[2:], os.Stdout)
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "version", "--version":

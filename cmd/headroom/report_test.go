@@ -11,6 +11,8 @@ import (
 	"time"
 
 	prompb "github.com/headroomdb/headroom/proto/prometheus"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
 )
 
 // A capacity report end to end: a real server, two hosts' CPU written
@@ -85,5 +87,31 @@ func TestReportCommand(t *testing.T) {
 	code, body = httpGet(t, ts.httpURL+"/api/v1/report?query="+url.QueryEscape(`cpu{host="none"}`))
 	if code != 400 || !strings.Contains(body, "no data in the range") {
 		t.Errorf("empty selection: %d %s", code, body)
+	}
+}
+
+// headroom check: refused while the directory is open, then counts and
+// no damage.
+func TestCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	db, err := storage.Open(dir, storage.Options{DisableBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := db.Appender()
+	app.Append(series.FromStrings("__name__", "up", "job", "a"), time.Now().UnixMilli(), 1)
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runCheck([]string{"--data-dir", dir}, &out); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("check of an open directory: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := runCheck([]string{"--data-dir", dir}, &out); err != nil || !strings.Contains(out.String(), "1 series") || !strings.Contains(out.String(), "no damage found") {
+		t.Fatalf("check: %v\n%s", err, out.String())
 	}
 }

@@ -1,0 +1,192 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/chunk"
+	"github.com/headroomdb/headroom/storage/rollup"
+)
+
+// CheckReport is what Check found in a data directory.
+type CheckReport struct {
+	Series, Chunks, Samples    int64
+	RollupBlocks, Buckets      int64
+	WALRecords                 int64 // not yet checkpointed: replayed at the next open
+	Pending                    int64 // dirty and backfill markers for the downsampler
+	Damage                     []string
+	OrphanPostings, OrphanKeys int64 // index entries of series that do not exist
+	Took                       time.Duration
+}
+
+// Damaged reports whether the check found anything wrong.
+func (r *CheckReport) Damaged() bool {
+	return len(r.Damage) > 0 || r.OrphanPostings > 0 || r.OrphanKeys > 0
+}
+
+// maxDamageListed bounds the report's list; the counts stay exact.
+const maxDamageListed = 100
+
+// Check reads a data directory offline, without changing it: every series
+// label set, every chunk (checksum and full decoding), every rollup block
+// and sketch block, and the index (postings and hash keys of series that
+// do not exist). It takes the directory's lock, so it refuses a directory
+// a server has open. progress, if set, is called now and then with the
+// keys read so far.
+func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
+	start := time.Now()
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release()
+	pdb, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, Logger: quietLogger{slog.Default()}})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer pdb.Close()
+	r := &CheckReport{}
+	damage := func(format string, args ...any) {
+		if len(r.Damage) < maxDamageListed {
+			r.Damage = append(r.Damage, fmt.Sprintf(format, args...))
+		} else if len(r.Damage) == maxDamageListed {
+			r.Damage = append(r.Damage, "... (more not listed)")
+		}
+	}
+	// First pass: the series that exist.
+	exists := map[uint64]bool{}
+	it, err := pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindSeries}, UpperBound: []byte{kindSeries + 1}})
+	if err != nil {
+		return nil, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 9 {
+			damage("series key %x: %d bytes", k, len(k))
+			continue
+		}
+		id := binary.BigEndian.Uint64(k[1:])
+		if _, err := decodeLabels(k, it.Value()); err != nil {
+			damage("series %d: %v", id, err)
+			continue
+		}
+		exists[id] = true
+		r.Series++
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	// Second pass: everything else.
+	it, err = pdb.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var keys int64
+	var ci chunk.Iterator
+	var cols rollup.Columns
+	for it.First(); it.Valid(); it.Next() {
+		keys++
+		if progress != nil && keys%1_000_000 == 0 {
+			progress(keys)
+		}
+		k, v := it.Key(), it.Value()
+		switch k[0] {
+		case kindChunk:
+			day, id, _, ok := parseChunkKey(k)
+			if !ok {
+				damage("chunk key %x: malformed", k)
+				continue
+			}
+			r.Chunks++
+			if !exists[id] {
+				r.OrphanKeys++
+			}
+			_, chk, err := parseChunkValue(k, v)
+			if err != nil {
+				damage("series %d, day %s: %v", id, dayString(day), err)
+				continue
+			}
+			ci.Reset(chk)
+			n := 0
+			for ci.Next() {
+				n++
+			}
+			if err := ci.Err(); err != nil {
+				damage("series %d, day %s: chunk: %v", id, dayString(day), err)
+				continue
+			}
+			r.Samples += int64(n)
+		case kindPostings:
+			_, _, _, id, ok := parsePosting(k)
+			if !ok {
+				damage("postings key %x: malformed", k)
+			} else if !exists[id] {
+				r.OrphanPostings++
+			}
+		case kindHash:
+			if len(k) != 17 || !exists[binary.BigEndian.Uint64(k[9:])] {
+				r.OrphanKeys++
+			}
+		case kindRollup, kindSketch:
+			if len(k) != 22 {
+				damage("rollup key %x: malformed", k)
+				continue
+			}
+			id := binary.BigEndian.Uint64(k[6:])
+			if !exists[id] {
+				r.OrphanKeys++
+			}
+			cols.Reset()
+			if k[0] == kindRollup {
+				r.RollupBlocks++
+				if err := rollup.DecodeColumns(&cols, v, rollup.ColAll); err != nil {
+					damage("series %d, tier %d rollup block %d: %v", id, k[1], binary.BigEndian.Uint32(k[2:]), err)
+					continue
+				}
+				r.Buckets += int64(cols.Len())
+				continue
+			}
+			// A sketch block: its own checksum and sketches (its match with
+			// the column block is checked when a query reads both).
+			if _, _, err := rollupCheckSketches(v); err != nil {
+				damage("series %d, tier %d sketch block %d: %v", id, k[1], binary.BigEndian.Uint32(k[2:]), err)
+			}
+		case kindWAL:
+			r.WALRecords++
+		case kindDirty, kindBackfill:
+			r.Pending++
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	r.Took = time.Since(start)
+	return r, nil
+}
+
+// rollupCheckSketches decodes a sketch block on its own.
+func rollupCheckSketches(b []byte) (int, []rollup.Sketch, error) {
+	// DecodeSketches wants the columns' bucket count: give it as many
+	// starts as the block says it holds.
+	if len(b) < 6 {
+		return 0, nil, fmt.Errorf("%w: %d-byte sketch block", rollup.ErrCorrupt, len(b))
+	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n > rollup.MaxBlockBuckets {
+		return 0, nil, fmt.Errorf("%w: sketch block bucket count", rollup.ErrCorrupt)
+	}
+	c := rollup.Columns{Start: make([]int64, n)}
+	if err := rollup.DecodeSketches(&c, b); err != nil {
+		return 0, nil, err
+	}
+	return int(n), c.Sketches, nil
+}
+
+func dayString(day uint32) string {
+	return time.UnixMilli(int64(day) * msPerDay).UTC().Format("2006-01-02")
+}
