@@ -227,23 +227,7 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 			if i >= len(o.v) {
 				break
 			}
-			var v float64
-			switch fn {
-			case "sum_over_time":
-				v = c.Sum[j]
-			case "avg_over_time":
-				v = c.Sum[j] / c.Count[j]
-			case "count_over_time":
-				v = c.Count[j]
-			case "min_over_time":
-				v = c.Min[j]
-			case "max_over_time":
-				v = c.Max[j]
-			case "last_over_time":
-				v = c.Last[j]
-			default: // present_over_time
-				v = 1
-			}
+			v, _ := tierValue(fn, c, j, j+1, t, w, 0, nil)
 			o.v[i], o.ok[i], any = v, true, true
 		}
 		if !any {

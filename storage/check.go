@@ -153,7 +153,7 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 			}
 			// A sketch block: its own checksum and sketches (its match with
 			// the column block is checked when a query reads both).
-			if _, _, err := rollupCheckSketches(v); err != nil {
+			if err := checkSketches(v); err != nil {
 				damage("series %d, tier %d sketch block %d: %v", id, k[1], binary.BigEndian.Uint32(k[2:]), err)
 			}
 		case kindWAL:
@@ -169,22 +169,18 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 	return r, nil
 }
 
-// rollupCheckSketches decodes a sketch block on its own.
-func rollupCheckSketches(b []byte) (int, []rollup.Sketch, error) {
+// checkSketches decodes a sketch block on its own.
+func checkSketches(b []byte) error {
 	// DecodeSketches wants the columns' bucket count: give it as many
 	// starts as the block says it holds.
 	if len(b) < 6 {
-		return 0, nil, fmt.Errorf("%w: %d-byte sketch block", rollup.ErrCorrupt, len(b))
+		return fmt.Errorf("%w: %d-byte sketch block", rollup.ErrCorrupt, len(b))
 	}
 	n, k := binary.Uvarint(b[1:])
 	if k <= 0 || n > rollup.MaxBlockBuckets {
-		return 0, nil, fmt.Errorf("%w: sketch block bucket count", rollup.ErrCorrupt)
+		return fmt.Errorf("%w: sketch block bucket count", rollup.ErrCorrupt)
 	}
-	c := rollup.Columns{Start: make([]int64, n)}
-	if err := rollup.DecodeSketches(&c, b); err != nil {
-		return 0, nil, err
-	}
-	return int(n), c.Sketches, nil
+	return rollup.DecodeSketches(&rollup.Columns{Start: make([]int64, n)}, b)
 }
 
 func dayString(day uint32) string {

@@ -495,39 +495,47 @@ func (w *rollupWriter) put(id uint64, ls series.Labels, from, to int64, bs []rol
 			merged = append(merged, w.cur[i])
 		}
 	}
-	if len(merged) == 0 {
-		if err := w.b.Delete(w.key, nil); err != nil {
-			return err
-		}
-		if err := w.b.Delete(sketchKey(nil, w.key), nil); err != nil {
-			return err
-		}
-	} else {
-		if w.enc, err = rollup.AppendBlock(w.enc[:0], merged); err != nil {
-			return fmt.Errorf("series %d: %w", id, err)
-		}
-		if err := w.b.Set(w.key, w.enc, nil); err != nil {
-			return err
-		}
-		w.enc = rollup.AppendSketches(w.enc[:0], merged)
-		if err := w.b.Set(sketchKey(nil, w.key), w.enc, nil); err != nil {
-			return err
-		}
-		// Postings of the tier partition, so that a selection finds the
-		// series after its raw days are gone.
-		pp := postingsPart(t.idx, part)
-		for _, l := range ls {
-			k := postingPrefix(nil, pp, l.Name, l.Value)
-			if err := w.b.Set(binary.BigEndian.AppendUint64(k, id), nil, nil); err != nil {
-				return err
-			}
-		}
+	if w.enc, err = writeBlock(w.b, t, w.key, id, ls, merged, w.enc); err != nil {
+		return err
 	}
 	w.n += int64(len(bs))
 	if w.b.Len() > 4<<20 {
 		return w.flush()
 	}
 	return nil
+}
+
+// writeBlock sets (or, with no buckets, deletes) the column and sketch
+// blocks of series id at key in b, with the series' postings of the
+// tier's partition, so that a selection finds it after its raw days are
+// gone.
+// enc is scratch space (the batch copies what it is given), returned for
+// reuse.
+func writeBlock(b *pebble.Batch, t *tierState, key []byte, id uint64, ls series.Labels, bs []rollup.Bucket, enc []byte) ([]byte, error) {
+	if len(bs) == 0 {
+		if err := b.Delete(key, nil); err != nil {
+			return enc, err
+		}
+		return enc, b.Delete(sketchKey(nil, key), nil)
+	}
+	enc, err := rollup.AppendBlock(enc[:0], bs)
+	if err != nil {
+		return enc, fmt.Errorf("series %d: %w", id, err)
+	}
+	if err := b.Set(key, enc, nil); err != nil {
+		return enc, err
+	}
+	enc = rollup.AppendSketches(enc[:0], bs)
+	if err := b.Set(sketchKey(nil, key), enc, nil); err != nil {
+		return enc, err
+	}
+	pp := postingsPart(t.idx, int64(binary.BigEndian.Uint32(key[2:])))
+	for _, l := range ls {
+		if err := b.Set(binary.BigEndian.AppendUint64(postingPrefix(nil, pp, l.Name, l.Value), id), nil, nil); err != nil {
+			return enc, err
+		}
+	}
+	return enc, nil
 }
 
 func (w *rollupWriter) flush() error {
@@ -896,6 +904,7 @@ func (db *DB) rollBackfill() error {
 		id   uint64
 	}
 	var bs []rollup.Bucket
+	var enc []byte
 	for i := 0; i < len(all); {
 		s := all[i]
 		ti := db.backfillTier(s.t)
@@ -941,16 +950,9 @@ func (db *DB) rollBackfill() error {
 				b.Close()
 				return fmt.Errorf("series %d: %w", g.id, err)
 			}
-			enc, err := rollup.AppendBlock(nil, bs)
-			if err != nil {
+			if enc, err = writeBlock(b, t, key, g.id, ls, bs, enc); err != nil {
 				b.Close()
-				return fmt.Errorf("series %d: %w", g.id, err)
-			}
-			b.Set(key, enc, nil)
-			b.Set(sketchKey(nil, key), rollup.AppendSketches(nil, bs), nil)
-			pp := postingsPart(ti, g.part)
-			for _, l := range ls {
-				b.Set(binary.BigEndian.AppendUint64(postingPrefix(nil, pp, l.Name, l.Value), g.id), nil, nil)
+				return err
 			}
 			t.buckets.Add(int64(j - i))
 		}

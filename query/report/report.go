@@ -171,11 +171,11 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 			if g.Mean != 0 {
 				g.PeakToAverage = g.Max / g.Mean
 			}
-			if o.HasThreshold {
-				g.Headroom = o.Threshold - g.P95
-				if o.Threshold != 0 {
-					g.HeadroomPct = 100 * g.Headroom / o.Threshold
-				}
+		}
+		if o.HasThreshold {
+			g.Headroom = o.Threshold - g.P95
+			if o.Threshold != 0 {
+				g.HeadroomPct = 100 * g.Headroom / o.Threshold
 			}
 		}
 		r.Groups = append(r.Groups, g)
@@ -269,15 +269,8 @@ func analyse(s query.Series, o Options, end time.Time, shift int64) (Group, bool
 			g.DailyP95[d-days[0]] = ys[i]
 		}
 	}
-	if !o.HasThreshold {
-		return g, true
-	}
-	g.Headroom = o.Threshold - g.P95
-	if o.Threshold != 0 {
-		g.HeadroomPct = 100 * g.Headroom / o.Threshold
-	}
-	if len(days) < 2 {
-		return g, true // no trend from one day
+	if !o.HasThreshold || len(days) < 2 {
+		return g, true // no threshold, or no trend from one day
 	}
 	endDay := float64(end.UnixMilli()) / 86400_000
 	now := a + b*endDay
@@ -373,8 +366,17 @@ type distribution struct{ mean, p50, p95, p99, max float64 }
 func sampleDistribution(ctx context.Context, eng *query.Engine, src query.Source, sel string, start, end int64, r *Report) (map[string]distribution, error) {
 	out := map[string]distribution{}
 	w := fmt.Sprintf("%ds", (end-start)/1000)
-	for _, f := range []string{"avg_over_time(%s[%s])", "max_over_time(%s[%s])", "quantile_over_time(0.5, %s[%s])", "quantile_over_time(0.95, %s[%s])", "quantile_over_time(0.99, %s[%s])"} {
-		res, err := eng.Instant(ctx, src, fmt.Sprintf(f, sel, w), end)
+	for _, f := range []struct {
+		expr string
+		set  func(*distribution, float64)
+	}{
+		{"avg_over_time(%s[%s])", func(d *distribution, v float64) { d.mean = v }},
+		{"max_over_time(%s[%s])", func(d *distribution, v float64) { d.max = v }},
+		{"quantile_over_time(0.5, %s[%s])", func(d *distribution, v float64) { d.p50 = v }},
+		{"quantile_over_time(0.95, %s[%s])", func(d *distribution, v float64) { d.p95 = v }},
+		{"quantile_over_time(0.99, %s[%s])", func(d *distribution, v float64) { d.p99 = v }},
+	} {
+		res, err := eng.Instant(ctx, src, fmt.Sprintf(f.expr, sel, w), end)
 		if err != nil {
 			return nil, err
 		}
@@ -382,22 +384,7 @@ func sampleDistribution(ctx context.Context, eng *query.Engine, src query.Source
 		for _, s := range res.Series {
 			k := s.Labels.String()
 			d := out[k]
-			v := s.Points[0].V
-			switch f[:5] {
-			case "avg_o":
-				d.mean = v
-			case "max_o":
-				d.max = v
-			default:
-				switch f[19:23] {
-				case "0.5,":
-					d.p50 = v
-				case "0.95":
-					d.p95 = v
-				default:
-					d.p99 = v
-				}
-			}
+			f.set(&d, s.Points[0].V)
 			out[k] = d
 		}
 	}
