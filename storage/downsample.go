@@ -755,8 +755,37 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 		}
 		ids = union(ids, got)
 	}
+	// One iterator a partition (and one for its sketches), clones of it:
+	// all see the same version of every block, even while the downsampler
+	// rewrites it, and each only ever seeks forward through its
+	// partition as ids grow, which Pebble turns into steps from where it
+	// stands instead of a descent from the top of the LSM.
+	colIts := make([]*pebble.Iterator, len(parts))
+	skIts := make([]*pebble.Iterator, len(parts))
+	defer func() {
+		for i := range parts {
+			for _, pi := range []*pebble.Iterator{colIts[i], skIts[i]} {
+				if pi != nil {
+					pi.Close()
+				}
+			}
+		}
+	}()
+	for i, p := range parts {
+		lo := rollupKey(nil, tier, uint32(p), 0, 0)
+		hi := rollupKey(nil, tier, uint32(p)+1, 0, 0)
+		if colIts[i], err = it.Clone(pebble.CloneOptions{IterOptions: &pebble.IterOptions{LowerBound: lo, UpperBound: hi}}); err != nil {
+			return err
+		}
+		if cols&rollup.ColSketch != 0 {
+			opts := &pebble.IterOptions{LowerBound: sketchKey(nil, lo), UpperBound: sketchKey(nil, hi)}
+			if skIts[i], err = it.Clone(pebble.CloneOptions{IterOptions: opts}); err != nil {
+				return err
+			}
+		}
+	}
 	var c rollup.Columns
-	var key []byte
+	var key, sk []byte
 	for i, id := range ids {
 		if shards > 1 && i%shards != shard {
 			continue
@@ -765,8 +794,9 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 			return err
 		}
 		c.Reset()
-		for _, p := range parts {
+		for pi, p := range parts {
 			key = rollupKey(key[:0], tier, uint32(p), id, p*t.span)
+			it := colIts[pi]
 			if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
 				if err := it.Error(); err != nil {
 					return err
@@ -777,11 +807,12 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
 			if cols&rollup.ColSketch != 0 {
-				// Through the same iterator: the sketches of the same
-				// version of the block, even while the downsampler
-				// rewrites it.
-				sk := sketchKey(nil, key)
+				sk = sketchKey(sk[:0], key)
+				it := skIts[pi]
 				if !it.SeekGE(sk) || !bytes.Equal(it.Key(), sk) {
+					if err := it.Error(); err != nil {
+						return err
+					}
 					return fmt.Errorf("series %d: %v block %d: %w: no sketch block", id, t.Resolution, p, rollup.ErrCorrupt)
 				}
 				if err := rollup.DecodeSketches(&c, it.Value()); err != nil {
