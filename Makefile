@@ -6,7 +6,7 @@ BIN      := bin/headroom
 DATA_DIR ?= ./data
 FUZZTIME ?= 30s
 
-.PHONY: run build test vet bench fuzz proto tools clean
+.PHONY: run build test vet bench soak fuzz proto tools clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/headroom
@@ -37,6 +37,12 @@ tools:
 # The benchmark harness: prints a table; see bench/RESULTS.md.
 bench:
 	$(GO) run ./bench -datasets ../shared/datasets
+
+# The long crash loop of issue 6: SOAK_CYCLES kill -9 cycles of the real
+# server under gRPC and remote-write writers (make test runs 3).
+SOAK_CYCLES ?= 25
+soak:
+	HEADROOM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -timeout 60m -run '^TestCrashLoop$$' -v ./cmd/headroom | grep -v '^=== RUN'
 
 # Each fuzz target for a bounded time (FUZZTIME); `make test` runs their
 # seed corpora.

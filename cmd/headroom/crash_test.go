@@ -38,14 +38,15 @@ func TestServeChild(t *testing.T) {
 }
 
 type child struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *strings.Builder
-	mu     sync.Mutex
-	exited chan error
+	cmd     *exec.Cmd
+	addr    string
+	httpURL string
+	stderr  *strings.Builder
+	mu      sync.Mutex
+	exited  chan error
 }
 
-var servingRe = regexp.MustCompile(`msg=serving grpc=(\S+)`)
+var servingRe = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
 
 // startChild starts a server process on dir and waits until it serves, or
 // returns with the child exited (exited is then closed) when it fails.
@@ -61,7 +62,7 @@ func startChild(t *testing.T, dir string) *child {
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, stderr: &strings.Builder{}, exited: make(chan error, 1)}
-	addr := make(chan string, 1)
+	addr := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		for sc.Scan() {
@@ -69,7 +70,7 @@ func startChild(t *testing.T, dir string) *child {
 			c.stderr.WriteString(sc.Text() + "\n")
 			c.mu.Unlock()
 			if m := servingRe.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
+				addr <- m[1:]
 			}
 		}
 		io.Copy(io.Discard, pipe)
@@ -79,7 +80,7 @@ func startChild(t *testing.T, dir string) *child {
 	select {
 	case a, ok := <-addr:
 		if ok {
-			c.addr = a
+			c.addr, c.httpURL = a[0], a[1]
 		}
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
