@@ -70,7 +70,7 @@ func (g *GRPC) store(ctx context.Context, ss []*headroomv1.Series) (int, error) 
 	if err := g.opts.admit(ctx, "grpc"); err != nil {
 		return 0, err
 	}
-	defer g.opts.Gate.leave()
+	defer g.opts.Gate.Leave()
 	n, err := write(g.db, &g.opts, "grpc", ownBatch(ss))
 	if err != nil {
 		return 0, grpcStatus(err)
@@ -151,7 +151,7 @@ func (g *GRPC) writeRaw(ctx context.Context, body []byte) (*headroomv1.WriteResp
 	if err := g.opts.admit(ctx, "grpc"); err != nil {
 		return nil, err
 	}
-	defer g.opts.Gate.leave()
+	defer g.opts.Gate.Leave()
 	fb := getFlat()
 	defer fb.release()
 	if err := decodeWrite(body, ownSchema, fb); err != nil {

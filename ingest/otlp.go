@@ -79,7 +79,7 @@ func (s *OTLP) handle(ctx context.Context, fill func(*oRequest) error) (*colmetr
 	if err := s.opts.admit(ctx, "otlp"); err != nil {
 		return nil, err
 	}
-	defer s.opts.Gate.leave()
+	defer s.opts.Gate.Leave()
 	o := oPool.Get().(*oRequest)
 	defer func() { o.reset(); oPool.Put(o) }()
 	if err := fill(o); err != nil {

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -19,8 +22,9 @@ type Options struct {
 	Limits Limits
 	// Metrics, if set, counts what each protocol stored and refused.
 	Metrics *Metrics
-	// Gate, if set, bounds the requests in progress across protocols.
-	Gate *Gate
+	// Gate, if set, bounds the requests in progress across protocols
+	// (and sheds them over the memory budget).
+	Gate *admit.Gate
 }
 
 // seriesError names the series of a request that made it fail, so the
@@ -40,9 +44,11 @@ func reason(err error) string {
 		return "ok"
 	case errors.Is(err, series.ErrTooManySeries):
 		return "active_series_limit"
+	case errors.Is(err, admit.ErrBusy):
+		return "busy"
 	case errors.Is(err, ErrLimit):
 		return "request_limit"
-	case errors.Is(err, ErrUnavailable), errors.Is(err, series.ErrClosed):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, series.ErrClosed), errors.Is(err, series.ErrUnavailable):
 		return "unavailable"
 	case errors.Is(err, series.ErrOutOfRetention):
 		return "out_of_retention"
@@ -62,7 +68,7 @@ var errBadBody = errors.New("bad request body")
 func grpcStatus(err error) error {
 	var code codes.Code
 	switch reason(err) {
-	case "active_series_limit", "request_limit":
+	case "active_series_limit", "request_limit", "busy":
 		code = codes.ResourceExhausted
 	case "unavailable":
 		code = codes.Unavailable
@@ -79,13 +85,39 @@ func grpcStatus(err error) error {
 			st = d
 		}
 	}
+	if d := RetryAfter(err); d > 0 {
+		if withRetry, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); derr == nil {
+			st = withRetry
+		}
+	}
 	return st.Err()
+}
+
+// RetryAfter is how long a client should wait before sending a refused
+// request again, or 0 when sending it again will not help.
+func RetryAfter(err error) time.Duration {
+	switch reason(err) {
+	case "busy":
+		return admit.RetryAfter
+	case "unavailable":
+		return 5 * time.Second
+	}
+	return 0
+}
+
+// httpError answers a refused write: the status, Retry-After when a
+// later retry may pass, and the message.
+func httpError(w http.ResponseWriter, err error) {
+	if d := RetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d.Seconds())))
+	}
+	http.Error(w, err.Error(), httpStatus(err))
 }
 
 // httpStatus is the HTTP counterpart of grpcStatus.
 func httpStatus(err error) int {
 	switch reason(err) {
-	case "active_series_limit", "request_limit":
+	case "active_series_limit", "request_limit", "busy":
 		return http.StatusTooManyRequests
 	case "unavailable":
 		return http.StatusServiceUnavailable

@@ -47,11 +47,12 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The gate comes before the body is read: it bounds the memory of
 	// bodies too.
-	if err := h.opts.Gate.enter(r.Context()); err != nil {
-		h.refuse(w, httpStatus(err), reason(err), err.Error())
+	if err := h.opts.enter(r.Context()); err != nil {
+		h.opts.Metrics.Reject("remote_write", reason(err))
+		httpError(w, err)
 		return
 	}
-	defer h.opts.Gate.leave()
+	defer h.opts.Gate.Leave()
 	// The compressed body is only read by snappy: its buffer is pooled,
 	// so a request does not grow a fresh one by doubling.
 	buf := bodyPool.Get().(*bytes.Buffer)
@@ -95,7 +96,7 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := write(h.db, &h.opts, "remote_write", fb); err != nil {
-		http.Error(w, err.Error(), httpStatus(err))
+		httpError(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

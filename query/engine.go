@@ -11,6 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metricsql"
 
+	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -32,6 +33,9 @@ type Engine struct {
 	Parallelism int
 	// Timeout bounds a query's evaluation. Default 2 minutes.
 	Timeout time.Duration
+	// Gate, if set, bounds the queries evaluating at once and sheds them
+	// over the memory budget: a refused query fails with admit.ErrBusy.
+	Gate *admit.Gate
 }
 
 // Errors of evaluation that the API maps to its error types.
@@ -169,6 +173,13 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 }
 
 func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, tiers []string, err error) {
+	if err := e.Gate.Enter(ctx); err != nil {
+		if errors.Is(err, admit.ErrBusy) {
+			return nil, 0, nil, err
+		}
+		return nil, 0, nil, fmt.Errorf("%w: %v", ctx.Err(), err)
+	}
+	defer e.Gate.Leave()
 	timeout := e.Timeout
 	if timeout == 0 {
 		timeout = 2 * time.Minute

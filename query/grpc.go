@@ -5,9 +5,12 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/headroomdb/headroom/admit"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -97,6 +100,9 @@ func GRPCError(err error) error {
 	switch {
 	case errors.Is(err, ErrBadQuery):
 		code = codes.InvalidArgument
+	case errors.Is(err, admit.ErrBusy):
+		st, _ := status.New(codes.ResourceExhausted, err.Error()).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(admit.RetryAfter)})
+		return st.Err()
 	case errors.Is(err, ErrTooLarge):
 		code = codes.ResourceExhausted
 	case errors.Is(err, ErrExec):

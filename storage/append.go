@@ -133,6 +133,9 @@ func (a *Appender) Commit() error {
 		return series.ErrClosed
 	}
 	defer a.Rollback()
+	if err := db.Writable(); err != nil {
+		return err
+	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
 
@@ -178,7 +181,7 @@ func (a *Appender) Commit() error {
 	db.seqMu.Unlock()
 	b.Set(walKey(seq), a.buf, nil)
 	start := time.Now()
-	err := b.Commit(pebble.Sync)
+	err := db.commit(b, pebble.Sync)
 	if db.opts.OnCommit != nil {
 		db.opts.OnCommit(time.Since(start), len(a.samples), err)
 	}
@@ -329,6 +332,9 @@ func (a *Appender) commitOld() error {
 		return series.ErrClosed
 	}
 	defer a.Rollback()
+	if err := db.Writable(); err != nil {
+		return err
+	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	clear(a.posted)
@@ -338,7 +344,7 @@ func (a *Appender) commitOld() error {
 	if err := a.writeOld(b); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := db.commit(b, pebble.Sync); err != nil {
 		return fmt.Errorf("commit %d samples: %w", len(a.old), err)
 	}
 	for _, p := range a.old {

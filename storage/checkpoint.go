@@ -64,7 +64,7 @@ func (db *DB) Checkpoint() error {
 	var pieceErr error
 	commitPiece := func(force bool) {
 		if pieceErr == nil && (force || b.Len() >= pieceBytes) {
-			pieceErr = b.Commit(pebble.NoSync)
+			pieceErr = db.commit(b, pebble.NoSync)
 			b.Close()
 			b = db.pdb.NewBatch()
 		}
@@ -144,7 +144,7 @@ func (db *DB) Checkpoint() error {
 	}
 	b.Set(metaKey("checkpoint"), binary.BigEndian.AppendUint64(nil, cpSeq), nil)
 	b.DeleteRange(walKey(0), walKey(cpSeq+1), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := db.commit(b, pebble.Sync); err != nil {
 		return fmt.Errorf("checkpoint: truncate log: %w", err)
 	}
 	db.cpGen.Add(1)
@@ -319,7 +319,7 @@ func (db *DB) evictIdle(cp uint64) (int, error) {
 	}
 	// No fsync: this re-encodes data that is durable already; a lost write
 	// leaves the earlier copy.
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := db.commit(b, pebble.NoSync); err != nil {
 		return 0, err
 	}
 	n := 0

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -80,6 +81,15 @@ type Options struct {
 	// OnCommit, if set, is called after each durable write (the WAL batch
 	// and its fsync) with its latency, for /metrics. It must be fast.
 	OnCommit func(d time.Duration, samples int, err error)
+	// FS is the filesystem Pebble works through; tests inject faults with
+	// it. Default the operating system's (vfs.Default).
+	FS vfs.FS
+	// MinFreeDisk is the free space on the data directory's filesystem
+	// below which writes are refused with series.ErrUnavailable, so that
+	// Pebble never meets a full disk in the middle of its log (which it
+	// cannot survive); retention, rollups and checkpoints go on and free
+	// space. 0 turns the check off.
+	MinFreeDisk int64
 	// DisableBackground turns off the checkpoint and retention goroutines;
 	// tests call Checkpoint and ApplyRetention themselves.
 	DisableBackground bool
@@ -135,6 +145,9 @@ func (o *Options) withDefaults() Options {
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
+	if r.FS == nil {
+		r.FS = vfs.Default
+	}
 	return r
 }
 
@@ -182,6 +195,8 @@ type DB struct {
 	cpGen     atomic.Uint64
 	cpCount   atomic.Uint64 // checkpoints completed; the head's clock for idleness
 	closed    atomic.Bool
+	disk      diskState
+	dir       string
 	cpTrigger chan struct{}
 
 	// seqMu orders commits: it hands out WAL sequence numbers.
@@ -250,6 +265,7 @@ func Open(dir string, o Options) (*DB, error) {
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		Logger:                      quietLogger{opts.Logger},
+		FS:                          opts.FS,
 	}
 	for i := range popts.Levels {
 		// Chunks are already dense; zstd still finds the repeated key
@@ -264,6 +280,7 @@ func Open(dir string, o Options) (*DB, error) {
 	db := &DB{
 		opts:      opts,
 		pdb:       pdb,
+		dir:       dir,
 		lock:      lock,
 		series:    newSeriesMap(),
 		closing:   make(chan struct{}),
@@ -314,13 +331,16 @@ func (q quietLogger) Errorf(format string, args ...interface{}) {
 }
 func (q quietLogger) Fatalf(format string, args ...interface{}) {
 	q.l.Error("pebble fatal: " + fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+	panic(fatalError(fmt.Sprintf(format, args...)))
 }
 
 func (db *DB) checkSchema() error {
 	v, closer, err := db.pdb.Get(metaKey("schema"))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return db.pdb.Set(metaKey("schema"), []byte{schemaVersion}, pebble.Sync)
+		b := db.pdb.NewBatch()
+		defer b.Close()
+		b.Set(metaKey("schema"), []byte{schemaVersion}, nil)
+		return db.commit(b, pebble.Sync)
 	}
 	if err != nil {
 		return err
@@ -551,7 +571,7 @@ func (db *DB) ApplyRetention() error {
 	if b.Empty() {
 		return nil
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := db.commit(b, pebble.Sync); err != nil {
 		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
 	}
 	if ruled > 0 {
@@ -608,7 +628,7 @@ func (db *DB) gcSeries(cutDay uint32) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := db.commit(b, pebble.Sync); err != nil {
 		return 0, err
 	}
 	db.stats.SeriesCollected.Add(int64(n))

@@ -542,7 +542,7 @@ func (w *rollupWriter) flush() error {
 	if w.b.Empty() {
 		return nil
 	}
-	if err := w.b.Commit(pebble.Sync); err != nil {
+	if err := w.db.commit(w.b, pebble.Sync); err != nil {
 		return err
 	}
 	w.t.buckets.Add(w.n)
@@ -566,7 +566,7 @@ func (w *rollupWriter) finish(last func(*pebble.Batch) error) error {
 			return err
 		}
 	}
-	if err := w.b.Commit(pebble.Sync); err != nil {
+	if err := w.db.commit(w.b, pebble.Sync); err != nil {
 		return err
 	}
 	w.t.buckets.Add(w.n)
@@ -990,7 +990,7 @@ func (db *DB) rollBackfill() error {
 		for _, x := range all[i:j] {
 			b.Delete(x.key, nil) // merged, or kept by no tier any more
 		}
-		err := b.Commit(pebble.Sync)
+		err := db.commit(b, pebble.Sync)
 		b.Close()
 		if err != nil {
 			return err

@@ -208,3 +208,58 @@ func splitRule(s string) (tier, selector string, retention time.Duration, err er
 	}
 	return tier, selector, retention, nil
 }
+
+// bytesFlag is a size in bytes, written with a unit: 512MiB, 2GiB, 1.5GB,
+// 64KiB, or a plain number of bytes; 0 turns the setting off.
+type bytesFlag struct{ n *int64 }
+
+func (f bytesFlag) String() string {
+	if f.n == nil {
+		return ""
+	}
+	return formatBytes(*f.n)
+}
+
+func (f bytesFlag) Set(s string) error {
+	n, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	*f.n = n
+	return nil
+}
+
+var byteUnits = []struct {
+	suffix string
+	n      float64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+func parseBytes(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), 1.0
+	for _, u := range byteUnits {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.n
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v < 0 || v*mult >= 1<<62 {
+		return 0, fmt.Errorf("size %q: want a number of bytes with a unit, like 512MiB, 2GiB or 1.5GB", s)
+	}
+	return int64(v * mult), nil
+}
+
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.n && n%u.n == 0 {
+			return strconv.FormatInt(n/u.n, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

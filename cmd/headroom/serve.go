@@ -31,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/ingest"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
@@ -66,6 +67,10 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	maxConcurrent   int
 	queueTimeout    time.Duration
+	maxQueries      int
+	queryQueue      time.Duration
+	memoryLimit     int64
+	minFreeDisk     int64
 	queryTimeout    time.Duration
 	queryMaxSamples int
 	queryMaxSeries  int
@@ -75,7 +80,7 @@ type serveConfig struct {
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
-	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second,
+	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second, minFreeDisk: 256 << 20,
 		tiers: storage.DefaultTiers, rollupInterval: time.Minute, rollupDelay: 5 * time.Minute}
 	fs.StringVar(&c.configFile, "config", "", "YAML file setting any of these options by flag name (data-dir: /var/lib/headroom); flags given on the command line win")
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "data directory (created if missing; locked while the server runs)")
@@ -100,6 +105,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.maxActiveMetric, "max-active-series-per-metric", 500_000, "active series of one metric name; -1: no limit")
 	fs.IntVar(&c.maxConcurrent, "max-concurrent-writes", max(4, 2*runtime.GOMAXPROCS(0)), "write requests decoded and appended at once, all protocols together (bounds memory); others wait")
 	fs.DurationVar(&c.queueTimeout, "write-queue-timeout", 5*time.Second, "how long a write request may wait for a slot before 429 / ResourceExhausted")
+	fs.IntVar(&c.maxQueries, "max-concurrent-queries", max(2, runtime.GOMAXPROCS(0)), "PromQL queries and reports evaluated at once, HTTP and gRPC together (each may use --query-max-samples); others wait")
+	fs.DurationVar(&c.queryQueue, "query-queue-timeout", 5*time.Second, "how long a query may wait for a slot before 429 / ResourceExhausted with Retry-After")
+	fs.Var(bytesFlag{&c.memoryLimit}, "memory-limit", "memory budget of the process, like 2GiB: Go's soft limit (debug.SetMemoryLimit), and new writes and queries are refused (429, Retry-After) while the live heap is over 60% of it; 0: no budget (GOMEMLIMIT still applies)")
+	fs.Var(bytesFlag{&c.minFreeDisk}, "min-free-disk", "free space to keep on the data directory's disk: below it writes are refused (503 / Unavailable, Retry-After) while queries, retention and rollups go on; 0: no check")
 	fs.DurationVar(&c.queryTimeout, "query-timeout", 2*time.Minute, "longest a PromQL query may evaluate (a request's timeout parameter may ask for less)")
 	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 50_000_000, "samples one query may load into memory (about 16 bytes each); over it: 422 execution / ResourceExhausted")
 	fs.IntVar(&c.queryMaxSeries, "query-max-series", 1_000_000, "series one query may select, all its selectors together; over it: 422 execution / ResourceExhausted")
@@ -140,6 +149,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.queryTimeout <= 0 || c.queryMaxSamples < 1 || c.queryMaxSeries < 1 || c.lookback <= 0 {
 		return errors.New("--query-timeout, --query-max-samples, --query-max-series and --query-lookback-delta must be positive")
+	}
+	if c.maxQueries < 1 {
+		return fmt.Errorf("--max-concurrent-queries %d: want at least 1", c.maxQueries)
+	}
+	if c.memoryLimit != 0 && c.memoryLimit < 64<<20 {
+		return fmt.Errorf("--memory-limit %s: want 0 (none) or at least 64MiB", formatBytes(c.memoryLimit))
 	}
 	if c.maxConcurrent < 1 {
 		return fmt.Errorf("--max-concurrent-writes %d: want at least 1", c.maxConcurrent)
@@ -219,6 +234,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		RollupDelay:              cfg.rollupDelay,
 		MaxActiveSeries:          cfg.maxActive,
 		MaxActiveSeriesPerMetric: cfg.maxActiveMetric,
+		MinFreeDisk:              cfg.minFreeDisk,
 		Logger:                   log,
 		OnCommit: func(d time.Duration, _ int, err error) {
 			if err != nil {
@@ -251,12 +267,22 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 
 	im := ingest.NewMetrics(reg)
-	gate := ingest.NewGate(cfg.maxConcurrent, cfg.queueTimeout)
+	memory := admit.NewMemory(cfg.memoryLimit)
+	gate := admit.NewGate(cfg.maxConcurrent, cfg.queueTimeout, "write requests", memory)
+	queryGate := admit.NewGate(cfg.maxQueries, cfg.queryQueue, "queries", memory)
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_write_slots_in_use", Help: "Write requests being decoded and appended (waiting ones excluded)."},
 			func() float64 { n, _ := gate.InFlight(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_write_slots", Help: "--max-concurrent-writes."},
 			func() float64 { _, c := gate.InFlight(); return float64(c) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_query_slots_in_use", Help: "Queries and reports being evaluated (waiting ones excluded)."},
+			func() float64 { n, _ := queryGate.InFlight(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_query_slots", Help: "--max-concurrent-queries."},
+			func() float64 { _, c := queryGate.InFlight(); return float64(c) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_memory_limit_bytes", Help: "--memory-limit (0: none)."},
+			func() float64 { return float64(memory.Limit()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "headroom_memory_refused_total", Help: "Requests refused because the live heap was over the share of --memory-limit."},
+			func() float64 { return float64(memory.Refused()) }),
 	)
 	iopts := ingest.Options{Limits: cfg.limits, Metrics: im, Gate: gate}
 	app := appendable{db}
@@ -313,7 +339,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		}
 	}
 	otlp.Register(s.grpc)
-	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout}
+	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate}
 	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
 	headroomv1.RegisterReportsServer(s.grpc, report.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()

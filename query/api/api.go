@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -74,6 +75,9 @@ const (
 	errBadData  = "bad_data"  // 400
 	errInternal = "internal"  // 500
 	errExec     = "execution" // 422
+	// errUnavailable: refused while the server is busy (429 with
+	// Retry-After; Prometheus uses the type for 503).
+	errUnavailable = "unavailable"
 )
 
 // apiError is an error with Prometheus's errorType.
@@ -119,6 +123,9 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 					errTimeout: http.StatusServiceUnavailable, errCanceled: 499, errInternal: http.StatusInternalServerError}[typ]
 			case errors.Is(err, query.ErrBadQuery), errors.Is(err, series.ErrInvalid):
 				typ, code = errBadData, http.StatusBadRequest
+			case errors.Is(err, admit.ErrBusy):
+				typ, code = errUnavailable, http.StatusTooManyRequests
+				w.Header().Set("Retry-After", strconv.Itoa(int(admit.RetryAfter.Seconds())))
 			}
 			writeJSON(w, code, response{Status: "error", ErrorType: typ, Error: err.Error()})
 			return

@@ -29,6 +29,10 @@ var (
 	// ErrTooManySeries marks a sample that would create an active series
 	// beyond a configured limit (in total or for one metric name).
 	ErrTooManySeries = errors.New("too many active series")
+	// ErrUnavailable marks a write refused for a while by the state of the
+	// storage (its disk nearly full, or failed): the client should retry
+	// later, and reads go on.
+	ErrUnavailable = errors.New("storage unavailable for writes")
 )
 
 // Label is one name/value pair of a series.

@@ -1,0 +1,104 @@
+package storage
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// fatalError is what quietLogger panics with when Pebble calls Fatalf:
+// after a failed write to its log, Pebble's commit pipeline cannot go on,
+// and it would otherwise end the process.
+type fatalError string
+
+// diskState is what the database knows of its disk: a write failure it
+// cannot recover from in-process, and the last measure of free space.
+type diskState struct {
+	failed atomic.Pointer[string]
+
+	mu      sync.Mutex
+	checked time.Time
+	avail   uint64
+	err     error
+}
+
+// diskCheckInterval bounds how stale the free-space figure a write is
+// refused or accepted on may be: at ingest rates of millions of samples a
+// second, a second of writes is a few MiB of log, well inside any
+// sensible reserve.
+const diskCheckInterval = time.Second
+
+// commit commits b. A panic from Pebble's Fatalf becomes an error here and
+// fails the database for writes: every later commit is refused (Pebble's
+// would fail anyway) while reads go on, and a restart replays what was
+// acknowledged.
+func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
+	if f := db.disk.failed.Load(); f != nil {
+		return db.failedErr(*f)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatalError)
+			if !ok {
+				panic(r)
+			}
+			msg := string(f)
+			if db.disk.failed.CompareAndSwap(nil, &msg) {
+				db.opts.Logger.Error("storage failed: writes are refused until restart; reads go on", "err", msg)
+			}
+			err = db.failedErr(*db.disk.failed.Load())
+		}
+	}()
+	return b.Commit(o)
+}
+
+func (db *DB) failedErr(msg string) error {
+	return fmt.Errorf("%w: the data directory's disk failed a write (%s): writes are refused until the server restarts; reads go on", series.ErrUnavailable, msg)
+}
+
+// Writable says whether a write would be accepted now: nil, or an error
+// wrapping series.ErrUnavailable that says why not (the disk failed a
+// write, or its free space is under Options.MinFreeDisk). Readiness
+// probes and every ingest commit ask it.
+func (db *DB) Writable() error {
+	if f := db.disk.failed.Load(); f != nil {
+		return db.failedErr(*f)
+	}
+	if db.opts.MinFreeDisk <= 0 {
+		return nil
+	}
+	d := &db.disk
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if now := time.Now(); now.Sub(d.checked) >= diskCheckInterval {
+		d.checked = now
+		u, err := db.opts.FS.GetDiskUsage(db.dir)
+		d.avail, d.err = u.AvailBytes, err
+	}
+	if d.err != nil {
+		// Not knowing the free space is no reason to refuse writes: the
+		// reserve is a guard, not the only defence.
+		return nil
+	}
+	if d.avail < uint64(db.opts.MinFreeDisk) {
+		return fmt.Errorf("%w: disk nearly full: %s free on %s, under the reserve of %s (--min-free-disk); writes resume when space is freed",
+			series.ErrUnavailable, bytesString(d.avail), db.dir, bytesString(uint64(db.opts.MinFreeDisk)))
+	}
+	return nil
+}
+
+func bytesString(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+}
