@@ -786,8 +786,8 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 	}
 	var c rollup.Columns
 	var key, sk []byte
-	for i, id := range ids {
-		if shards > 1 && i%shards != shard {
+	for _, id := range ids {
+		if shards > 1 && shardOf(id, shards) != shard { // by ID: see shardOf
 			continue
 		}
 		if err := db.checkClosing(); err != nil {

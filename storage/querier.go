@@ -175,9 +175,20 @@ func (q *Querier) Select(ms ...*series.Matcher) (*SeriesSet, error) {
 	return &SeriesSet{q: q, ids: ids}, nil
 }
 
+// shardOf is the shard of shards that reads series id. The parts go by
+// series ID, not by position in the selection: each shard's Querier sees
+// the index as of its own creation, and a series created in between would
+// shift the positions, so that one series was read by two shards (a
+// duplicate label set in the answer) or by none.
+func shardOf(id uint64, shards int) int {
+	// Multiplicative hashing spreads IDs that share a stride (series
+	// created in pairs, a selection of every other one).
+	return int((id * 0x9E3779B97F4A7C15 >> 32) % uint64(shards))
+}
+
 // SelectShard is Select restricted to the shard-th of shards parts of the
-// selection (by position in ID order): several goroutines, each with its
-// own Querier, read one selection in parallel.
+// selection (see shardOf): several goroutines, each with its own Querier,
+// read one selection in parallel.
 func (q *Querier) SelectShard(shard, shards int, ms ...*series.Matcher) (*SeriesSet, error) {
 	if shards < 1 || shard < 0 || shard >= shards {
 		return nil, fmt.Errorf("%w: shard %d of %d", series.ErrInvalid, shard, shards)
@@ -187,8 +198,8 @@ func (q *Querier) SelectShard(shard, shards int, ms ...*series.Matcher) (*Series
 		return nil, err
 	}
 	var ids []uint64
-	for i, id := range set.ids {
-		if i%shards == shard {
+	for _, id := range set.ids {
+		if shardOf(id, shards) == shard {
 			ids = append(ids, id)
 		}
 	}
