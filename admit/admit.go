@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
@@ -94,10 +95,11 @@ type Memory struct {
 	limit int64
 	shed  uint64 // live heap above which new work is refused
 
-	mu      sync.Mutex
-	checked time.Time
-	live    atomic.Uint64
-	refused atomic.Int64
+	mu        sync.Mutex
+	checked   time.Time
+	collected time.Time // when Check last started a collection
+	live      atomic.Uint64
+	refused   atomic.Int64
 }
 
 // ShedShare is the share of the budget the live heap may reach before new
@@ -121,6 +123,9 @@ func NewMemory(limit int64) *Memory {
 // hundred thousand a second.
 const memCheckInterval = 20 * time.Millisecond
 
+// collectInterval bounds the collections Check starts while refusing.
+const collectInterval = 250 * time.Millisecond
+
 // Check returns ErrBusy while the live heap is over the budget's share.
 func (m *Memory) Check() error {
 	if m == nil {
@@ -135,8 +140,24 @@ func (m *Memory) Check() error {
 			m.live.Store(s[0].Value.Uint64())
 		}
 	}
+	live := m.live.Load()
+	if live > m.shed && time.Since(m.collected) >= collectInterval {
+		// The figure is from the last collection, and a server that
+		// refuses everything allocates too little to start one: collect
+		// now (in the background), so that a heap freed since lets work
+		// in again.
+		m.collected = time.Now()
+		go func() {
+			runtime.GC()
+			s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+			metrics.Read(s)
+			if s[0].Value.Kind() == metrics.KindUint64 {
+				m.live.Store(s[0].Value.Uint64())
+			}
+		}()
+	}
 	m.mu.Unlock()
-	if live := m.live.Load(); live > m.shed {
+	if live > m.shed {
 		m.refused.Add(1)
 		return fmt.Errorf("%w: %d MiB of memory in use after the last collection, over %.0f%% of the budget of %d MiB (--memory-limit): retry later",
 			ErrBusy, live>>20, ShedShare*100, m.limit>>20)

@@ -95,6 +95,14 @@ type Options struct {
 	DisableBackground bool
 }
 
+// OffHeapBytes is the memory Pebble allocates outside Go's heap (its
+// block cache, in which its memtables are reserved), which a process
+// memory budget must leave aside.
+func (o Options) OffHeapBytes() int64 {
+	r := o.withDefaults()
+	return r.CacheSize + 2*r.MemTableSize
+}
+
 func (o *Options) withDefaults() Options {
 	r := *o
 	if r.Retention == 0 {
@@ -257,7 +265,7 @@ func Open(dir string, o Options) (*DB, error) {
 	// Pebble reserves each memtable in the block cache: a cache only as
 	// large as CacheSize was wholly reserved by the first memtable and
 	// kept no block at all (every read decompressed its blocks again).
-	cache := pebble.NewCache(opts.CacheSize + 2*memTableSize)
+	cache := pebble.NewCache(opts.OffHeapBytes())
 	defer cache.Unref()
 	popts := &pebble.Options{
 		Cache:                       cache,

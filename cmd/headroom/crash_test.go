@@ -50,10 +50,10 @@ var servingRe = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
 
 // startChild starts a server process on dir and waits until it serves, or
 // returns with the child exited (exited is then closed) when it fails.
-func startChild(t *testing.T, dir string) *child {
+func startChild(t *testing.T, dir string, extra ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$")
-	cmd.Env = append(os.Environ(), "HEADROOM_SERVE_ARGS=--data-dir "+dir+" --grpc-port 0 --http-port 0 --retention 30d")
+	cmd.Env = append(os.Environ(), "HEADROOM_SERVE_ARGS=--data-dir "+dir+" --grpc-port 0 --http-port 0 --retention 30d "+strings.Join(extra, " "))
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -16,10 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	prompb "github.com/headroomdb/headroom/proto/prometheus"
@@ -86,11 +84,7 @@ func (b loopBatch) remoteWriteBody(base int64) []byte {
 		}
 		req.Timeseries = append(req.Timeseries, ts)
 	}
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		panic(err)
-	}
-	return snappy.Encode(nil, raw)
+	return remoteWriteBodyOf(req)
 }
 
 // loopResult is what the writers of one cycle got: the acknowledged

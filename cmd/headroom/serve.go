@@ -107,7 +107,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.queueTimeout, "write-queue-timeout", 5*time.Second, "how long a write request may wait for a slot before 429 / ResourceExhausted")
 	fs.IntVar(&c.maxQueries, "max-concurrent-queries", max(2, runtime.GOMAXPROCS(0)), "PromQL queries and reports evaluated at once, HTTP and gRPC together (each may use --query-max-samples); others wait")
 	fs.DurationVar(&c.queryQueue, "query-queue-timeout", 5*time.Second, "how long a query may wait for a slot before 429 / ResourceExhausted with Retry-After")
-	fs.Var(bytesFlag{&c.memoryLimit}, "memory-limit", "memory budget of the process, like 2GiB: Go's soft limit (debug.SetMemoryLimit), and new writes and queries are refused (429, Retry-After) while the live heap is over 60% of it; 0: no budget (GOMEMLIMIT still applies)")
+	fs.Var(bytesFlag{&c.memoryLimit}, "memory-limit", "memory budget of the process, like 2GiB: less Pebble's cache and memtables (192MiB by default), it is Go's soft limit (debug.SetMemoryLimit), and new writes and queries are refused (429, Retry-After) while the live heap is over 60% of that; 0: no budget (GOMEMLIMIT still applies)")
 	fs.Var(bytesFlag{&c.minFreeDisk}, "min-free-disk", "free space to keep on the data directory's disk: below it writes are refused (503 / Unavailable, Retry-After) while queries, retention and rollups go on; 0: no check")
 	fs.DurationVar(&c.queryTimeout, "query-timeout", 2*time.Minute, "longest a PromQL query may evaluate (a request's timeout parameter may ask for less)")
 	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 50_000_000, "samples one query may load into memory (about 16 bytes each); over it: 422 execution / ResourceExhausted")
@@ -226,7 +226,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	start := time.Now()
-	db, err := storage.Open(cfg.dataDir, storage.Options{
+	sopts := storage.Options{
 		RetentionRules:           rules,
 		Retention:                cfg.retention,
 		Tiers:                    cfg.tiers,
@@ -243,7 +243,12 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 			}
 			fsync.Observe(d.Seconds())
 		},
-	})
+	}
+	if cfg.memoryLimit > 0 && cfg.memoryLimit-sopts.OffHeapBytes() < 64<<20 {
+		return nil, fmt.Errorf("--memory-limit %s: Pebble's block cache and memtables take %s of it, which leaves less than 64MiB for the rest",
+			formatBytes(cfg.memoryLimit), formatBytes(sopts.OffHeapBytes()))
+	}
+	db, err := storage.Open(cfg.dataDir, sopts)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +272,12 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 
 	im := ingest.NewMetrics(reg)
-	memory := admit.NewMemory(cfg.memoryLimit)
+	// Pebble's cache and memtables live outside Go's heap: Go gets what
+	// the budget leaves.
+	var memory *admit.Memory
+	if cfg.memoryLimit > 0 {
+		memory = admit.NewMemory(cfg.memoryLimit - sopts.OffHeapBytes())
+	}
 	gate := admit.NewGate(cfg.maxConcurrent, cfg.queueTimeout, "write requests", memory)
 	queryGate := admit.NewGate(cfg.maxQueries, cfg.queryQueue, "queries", memory)
 	reg.MustRegister(

@@ -119,9 +119,14 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 func remoteWriteBody(t *testing.T, ts ...*prompb.TimeSeries) []byte {
 	t.Helper()
-	b, err := proto.Marshal(&prompb.WriteRequest{Timeseries: ts})
+	return remoteWriteBodyOf(&prompb.WriteRequest{Timeseries: ts})
+}
+
+// remoteWriteBodyOf is req as a remote-write body: protobuf, then snappy.
+func remoteWriteBodyOf(req *prompb.WriteRequest) []byte {
+	b, err := proto.Marshal(req)
 	if err != nil {
-		t.Fatal(err)
+		panic(err) // our own message: cannot fail
 	}
 	return snappy.Encode(nil, b)
 }
