@@ -60,23 +60,29 @@ func (l Limits) withDefaults() Limits {
 
 // Errors that front ends map to status codes.
 var (
-	// ErrLimit marks a request over a configured limit (gRPC
-	// ResourceExhausted, HTTP 429).
+	// ErrLimit marks a request over a configured limit of its size (gRPC
+	// ResourceExhausted, HTTP 413).
 	ErrLimit = errors.New("over limit")
+	// ErrSeriesLimit marks a series over a per-series limit (labels, name
+	// and value lengths): the request is refused as invalid (gRPC
+	// InvalidArgument, HTTP 400), not as over a limit, since sending it
+	// again can never pass, and a 429 would make a Prometheus
+	// remote-write queue retry it forever.
+	ErrSeriesLimit = fmt.Errorf("%w: over a per-series limit", series.ErrInvalid)
 )
 
 // checkLabels applies the per-series limits before the label set reaches
 // storage (which checks names, UTF-8 and __name__).
 func (l Limits) checkLabels(ls series.Labels) error {
 	if len(ls) > l.LabelsPerSeries {
-		return fmt.Errorf("%w: series %s has %d labels, the limit is %d", ErrLimit, ls, len(ls), l.LabelsPerSeries)
+		return fmt.Errorf("%w: series %s has %d labels, the limit is %d", ErrSeriesLimit, ls, len(ls), l.LabelsPerSeries)
 	}
 	for _, lb := range ls {
 		if len(lb.Name) > l.LabelNameLength {
-			return fmt.Errorf("%w: series %s: label name of %d bytes, the limit is %d", ErrLimit, ls, len(lb.Name), l.LabelNameLength)
+			return fmt.Errorf("%w: series %s: label name of %d bytes, the limit is %d", ErrSeriesLimit, ls, len(lb.Name), l.LabelNameLength)
 		}
 		if len(lb.Value) > l.LabelValueLength {
-			return fmt.Errorf("%w: label %q of series %s has a value of %d bytes, the limit is %d", ErrLimit, lb.Name, truncatedName(ls), len(lb.Value), l.LabelValueLength)
+			return fmt.Errorf("%w: label %q of series %s has a value of %d bytes, the limit is %d", ErrSeriesLimit, lb.Name, truncatedName(ls), len(lb.Value), l.LabelValueLength)
 		}
 	}
 	return nil

@@ -48,6 +48,8 @@ func reason(err error) string {
 		return "busy"
 	case errors.Is(err, ErrLimit):
 		return "request_limit"
+	case errors.Is(err, ErrSeriesLimit):
+		return "series_limit"
 	case errors.Is(err, ErrUnavailable), errors.Is(err, series.ErrClosed), errors.Is(err, series.ErrUnavailable):
 		return "unavailable"
 	case errors.Is(err, series.ErrOutOfRetention):
@@ -117,8 +119,10 @@ func httpError(w http.ResponseWriter, err error) {
 // httpStatus is the HTTP counterpart of grpcStatus.
 func httpStatus(err error) int {
 	switch reason(err) {
-	case "active_series_limit", "request_limit", "busy":
+	case "active_series_limit", "busy":
 		return http.StatusTooManyRequests
+	case "request_limit":
+		return http.StatusRequestEntityTooLarge
 	case "unavailable":
 		return http.StatusServiceUnavailable
 	default:

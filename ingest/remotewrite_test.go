@@ -70,7 +70,7 @@ func TestRemoteWrite(t *testing.T) {
 	f("decompression bomb", bomb, 413, "decodes to")
 	f("oversized body", make([]byte, 5000), 413, "over 4096 bytes")
 	f("empty labels", encodeRW(t, promSeries("ok", now), &prompb.TimeSeries{Samples: []*prompb.Sample{{Timestamp: now}}}), 400, "empty label set")
-	f("too many series", encodeRW(t, promSeries("a", now), promSeries("b", now), promSeries("c", now)), 429, "limit is 2")
+	f("too many series", encodeRW(t, promSeries("a", now), promSeries("b", now), promSeries("c", now)), 413, "limit is 2")
 	f("timestamp out of range", encodeRW(t, &prompb.TimeSeries{Labels: []*prompb.Label{{Name: "__name__", Value: "x"}}, Samples: []*prompb.Sample{{Timestamp: -1}}}), 400, "outside the range")
 	if n := countSeries(t, d); n != 2 {
 		t.Fatalf("%d series stored, want the first request's 2 only", n)

@@ -335,7 +335,7 @@ func TestServeBadInput(t *testing.T) {
 			{name: "truncated protobuf", raw: valid[:len(valid)-3], code: codes.InvalidArgument, msg: "protobuf: truncated"},
 			{name: "empty labels", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own()}}, code: codes.InvalidArgument, msg: "series 1: invalid input: empty label set"},
 			{name: "duplicate labels", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own("__name__", "x", "a", "1", "a", "2")}}, code: codes.InvalidArgument, msg: `duplicate label name "a"`},
-			{name: "huge label value", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own("__name__", "x", "a", huge)}}, code: codes.ResourceExhausted, msg: "value of 2000 bytes, the limit is 1024"},
+			{name: "huge label value", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, own("__name__", "x", "a", huge)}}, code: codes.InvalidArgument, msg: "value of 2000 bytes, the limit is 1024"},
 			{name: "negative timestamp", req: &headroomv1.WriteRequest{Series: []*headroomv1.Series{good, {Labels: good.Labels, Samples: []*headroomv1.Sample{{TimestampMs: -1}}}}}, code: codes.InvalidArgument, msg: "outside the range"},
 			{name: "a million series", raw: manySeries, code: codes.ResourceExhausted, msg: "larger than max"},
 		} {
@@ -392,8 +392,8 @@ func TestServeBadInput(t *testing.T) {
 			{"wrong snappy", []byte("definitely not snappy"), 400, "snappy"},
 			{"empty labels", remoteWriteBody(t, promSeries("ok", now, 1), &prompb.TimeSeries{Samples: []*prompb.Sample{{Timestamp: now}}}), 400, "series 1: invalid input: empty label set"},
 			{"duplicate labels", remoteWriteBody(t, promSeries("x", now, 1, "a", "1", "a", "2")), 400, "duplicate label"},
-			{"huge label value", remoteWriteBody(t, promSeries("x", now, 1, "a", huge)), 429, "the limit is 1024"},
-			{"a million series", big, 429, "1000000 series, the limit is 100000"},
+			{"huge label value", remoteWriteBody(t, promSeries("x", now, 1, "a", huge)), 400, "the limit is 1024"},
+			{"a million series", big, 413, "1000000 series, the limit is 100000"},
 		} {
 			code, msg := postRemoteWrite(t, ts.httpURL, "", c.body)
 			if code != c.code || !strings.Contains(msg, c.msg) {
