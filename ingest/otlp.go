@@ -292,6 +292,12 @@ func (c *otlpConverter) resource(r oResource) {
 
 func (c *otlpConverter) metric(m oMetric) {
 	points := c.o.points[m.points.lo:m.points.hi]
+	if m.name == "" {
+		// The data model requires a name; inventing one would merge
+		// every nameless metric of every exporter into one series.
+		c.reject(max(len(points), 1), m.name, fmt.Errorf("%w: metric without a name", series.ErrInvalid))
+		return
+	}
 	switch m.kind {
 	case kindGauge:
 		name := metricName(m.name, m.unit, "gauge")

@@ -105,7 +105,8 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if end < start {
 		return nil, fmt.Errorf("%w: end timestamp must not be before start time", ErrBadQuery)
 	}
-	if (end-start)/step > 11000 {
+	// Unsigned: end-start of times at the int64 limits overflows.
+	if uint64(end-start)/uint64(step) > 11000 {
 		return nil, fmt.Errorf("%w: exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)", ErrBadQuery)
 	}
 	expr, err := parse(q)
@@ -231,7 +232,47 @@ func (ev *evaluator) checkCtx() error {
 }
 
 // parse parses q and refuses MetricsQL extensions that PromQL lacks.
+// nesting is the deepest nesting of ( [ { in q outside string literals.
+func nesting(q string) int {
+	depth, deepest := 0, 0
+	var quote byte
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case quote != 0:
+			if c == '\\' && quote != '`' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'' || c == '`':
+			quote = c
+		case c == '(' || c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ')' || c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// Bounds on a query's text. Real dashboards stay far below both (long
+// queries are regex alternations of hosts, tens of KiB); a hostile one
+// could otherwise make the parser and the recursive evaluator spend
+// time and stack in proportion to whatever the request body allows.
+const (
+	MaxQueryBytes = 256 << 10
+	MaxQueryDepth = 256
+)
+
 func parse(q string) (metricsql.Expr, error) {
+	if len(q) > MaxQueryBytes {
+		return nil, fmt.Errorf("%w: query of %d bytes is too long (the limit is %d)", ErrBadQuery, len(q), MaxQueryBytes)
+	}
+	if d := nesting(q); d > MaxQueryDepth {
+		return nil, fmt.Errorf("%w: query nested %d deep in brackets, over the limit of %d", ErrBadQuery, d, MaxQueryDepth)
+	}
 	e, err := metricsql.Parse(q)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
