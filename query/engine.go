@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
 
@@ -269,6 +270,11 @@ const (
 func parse(q string) (metricsql.Expr, error) {
 	if len(q) > MaxQueryBytes {
 		return nil, fmt.Errorf("%w: query of %d bytes is too long (the limit is %d)", ErrBadQuery, len(q), MaxQueryBytes)
+	}
+	if !utf8.ValidString(q) {
+		// metricsql lets bytes through in comments, and they would reach
+		// answers that must be UTF-8 (protobuf strings, JSON).
+		return nil, fmt.Errorf("%w: query is not valid UTF-8", ErrBadQuery)
 	}
 	if d := nesting(q); d > MaxQueryDepth {
 		return nil, fmt.Errorf("%w: query nested %d deep in brackets, over the limit of %d", ErrBadQuery, d, MaxQueryDepth)

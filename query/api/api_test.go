@@ -26,7 +26,7 @@ func (s source) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
 
-func setup(t *testing.T) *httptest.Server {
+func setup(t testing.TB) *httptest.Server {
 	t.Helper()
 	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour})
 	if err != nil {
