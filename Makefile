@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzWireDecode$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLPWire$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzQuery$$' -fuzztime=$(FUZZTIME) ./query
+	$(GO) test -run=NONE -fuzz='^FuzzAPIParams$$' -fuzztime=$(FUZZTIME) ./query/api
 	$(GO) test -run=NONE -fuzz='^FuzzCSV$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
 	$(GO) test -run=NONE -fuzz='^FuzzPromText$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
 
