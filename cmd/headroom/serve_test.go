@@ -48,13 +48,19 @@ type testServer struct {
 // the kernel, over a fresh data directory.
 func startServer(t *testing.T, args ...string) *testServer {
 	t.Helper()
+	return startServerLogging(t, slog.New(slog.NewTextHandler(io.Discard, nil)), args...)
+}
+
+// startServerLogging is startServer with the server's log going to log.
+func startServerLogging(t *testing.T, log *slog.Logger, args ...string) *testServer {
+	t.Helper()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfg := serveFlags(fs)
 	base := []string{"--data-dir", filepath.Join(t.TempDir(), "data"), "--grpc-port", "0", "--http-port", "0", "--retention", "30d"}
 	if err := fs.Parse(append(base, args...)); err != nil {
 		t.Fatal(err)
 	}
-	s, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := newServer(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
