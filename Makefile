@@ -38,11 +38,13 @@ tools:
 bench:
 	$(GO) run ./bench -datasets ../shared/datasets
 
-# The long crash loop of issue 6: SOAK_CYCLES kill -9 cycles of the real
-# server under gRPC and remote-write writers (make test runs 3).
+# The long runs of issue 6, without the race detector so that memory
+# figures mean something: SOAK_CYCLES kill -9 cycles of the real server
+# under gRPC and remote-write writers (make test runs 3), and the
+# overload run (200 writers, 50 heavy queries, a 512 MiB budget).
 SOAK_CYCLES ?= 25
 soak:
-	HEADROOM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -timeout 60m -run '^TestCrashLoop$$' -v ./cmd/headroom | grep -v '^=== RUN'
+	HEADROOM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -timeout 60m -run '^(TestCrashLoop|TestOverload)$$' -v ./cmd/headroom | grep -v '^=== RUN'
 
 # Each fuzz target for a bounded time (FUZZTIME); `make test` runs their
 # seed corpora.

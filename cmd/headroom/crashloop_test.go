@@ -277,7 +277,17 @@ func TestCrashLoop(t *testing.T) {
 		results = append(results, res)
 		done := make(chan struct{})
 		go func() { writeUntilKilled(c, cycle, base, res); close(done) }()
-		time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond)
+		// From the first acknowledgement on (a slow machine may take a
+		// while to connect and fsync), a random moment of the writing.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			res.mu.Lock()
+			n := len(res.acked)
+			res.mu.Unlock()
+			if n > 0 {
+				break
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
 		c.cmd.Process.Signal(syscall.SIGKILL)
 		<-c.exited
 		<-done
