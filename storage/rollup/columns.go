@@ -62,7 +62,7 @@ func (c *Columns) Bucket(i int) Bucket {
 		b.LastT = c.LastT[i]
 	}
 	if i < len(c.Sketches) {
-		b.Sketch = c.Sketches[i]
+		b.Sketch = c.Sketches[i].clone() // the columns' memory is reused
 	}
 	return b
 }
@@ -185,14 +185,21 @@ func DecodeSketches(c *Columns, b []byte) error {
 		if !ok || l > uint64(len(r)) {
 			return fmt.Errorf("%w: sketch %d length", ErrCorrupt, i)
 		}
-		s, tail, err := DecodeSketch(r[:l])
+		// Columns are reused from series to series: so are the sketches'
+		// bins beyond the length.
+		if len(c.Sketches) < cap(c.Sketches) {
+			c.Sketches = c.Sketches[:len(c.Sketches)+1]
+		} else {
+			c.Sketches = append(c.Sketches, Sketch{})
+		}
+		tail, err := c.Sketches[len(c.Sketches)-1].decode(r[:l])
 		if err != nil {
+			c.Sketches = c.Sketches[:len(c.Sketches)-1]
 			return err
 		}
 		if len(tail) != 0 {
 			return fmt.Errorf("%w: %d bytes after sketch %d", ErrCorrupt, len(tail), i)
 		}
-		c.Sketches = append(c.Sketches, *s)
 		rest = r[l:]
 	}
 	if len(rest) != 0 {

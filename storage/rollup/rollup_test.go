@@ -208,16 +208,21 @@ func TestBlockRoundTrip(t *testing.T) {
 }
 
 // The columnar decoding gives the buckets DecodeBlock gives, column by
-// column, for any mask.
+// column, for any mask. One Columns serves every block, as a query reuses
+// it from series to series: nothing of a block shows in the next, and a
+// Bucket taken out keeps its sketch when the columns are reused.
 func TestDecodeColumns(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
+	var c Columns
+	var kept []Bucket
+	var keptWant [][]byte
 	for iter := 0; iter < 100; iter++ {
 		bs := randomBuckets(r, 1+r.IntN(300), 3_600_000)
 		enc, err := AppendBlock(nil, bs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var c Columns
+		c.Reset()
 		if err := DecodeColumns(&c, enc, ColAll); err != nil {
 			t.Fatal(err)
 		}
@@ -238,6 +243,12 @@ func TestDecodeColumns(t *testing.T) {
 				t.Fatalf("bucket %d: sketch differs", i)
 			}
 		}
+		for i, b := range kept {
+			if !bytes.Equal(b.Sketch.AppendBinary(nil), keptWant[i]) {
+				t.Fatalf("a bucket taken from an earlier block changed its sketch when the columns were reused")
+			}
+		}
+		kept, keptWant = append(kept, c.Bucket(0)), append(keptWant, bs[0].Sketch.AppendBinary(nil))
 		// A mask decodes those columns and the starts only.
 		c.Reset()
 		if err := DecodeColumns(&c, enc, ColMax); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // RelativeAccuracy is the sketch's guarantee: each sample value a
@@ -248,32 +249,57 @@ var ErrCorrupt = errors.New("corrupt rollup")
 // after it.
 func DecodeSketch(b []byte) (*Sketch, []byte, error) {
 	s := &Sketch{}
+	rest, err := s.decode(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, rest, nil
+}
+
+// decode reads a sketch into s, reusing its bins' memory: a quantile over
+// months decodes thousands of sketches a series, and allocating each was
+// most of the cost.
+func (s *Sketch) decode(b []byte) ([]byte, error) {
 	var ok bool
 	if s.zero, b, ok = uvarint(b); !ok {
-		return nil, nil, fmt.Errorf("%w: sketch zero count", ErrCorrupt)
+		return nil, fmt.Errorf("%w: sketch zero count", ErrCorrupt)
 	}
 	for _, st := range []*store{&s.pos, &s.neg} {
 		var n uint64
 		if n, b, ok = uvarint(b); !ok || n > maxBins || n > uint64(len(b)) {
-			return nil, nil, fmt.Errorf("%w: sketch bin count", ErrCorrupt)
+			return nil, fmt.Errorf("%w: sketch bin count", ErrCorrupt)
 		}
+		st.offset, st.counts = 0, st.counts[:0]
 		if n == 0 {
 			continue
 		}
 		off, m := binary.Varint(b)
 		if m <= 0 || off < math.MinInt32/2 || off > math.MaxInt32/2 {
-			return nil, nil, fmt.Errorf("%w: sketch bin index", ErrCorrupt)
+			return nil, fmt.Errorf("%w: sketch bin index", ErrCorrupt)
 		}
 		b = b[m:]
 		st.offset = int32(off)
-		st.counts = make([]uint64, n)
+		st.counts = slices.Grow(st.counts, int(n))[:n]
 		for j := range st.counts {
+			// The common case, a count under 128, is one byte.
+			if len(b) > 0 && b[0] < 0x80 {
+				st.counts[j], b = uint64(b[0]), b[1:]
+				continue
+			}
 			if st.counts[j], b, ok = uvarint(b); !ok {
-				return nil, nil, fmt.Errorf("%w: sketch bin %d", ErrCorrupt, j)
+				return nil, fmt.Errorf("%w: sketch bin %d", ErrCorrupt, j)
 			}
 		}
 	}
-	return s, b, nil
+	return b, nil
+}
+
+// clone is a copy of s that shares no memory with it.
+func (s *Sketch) clone() Sketch {
+	c := *s
+	c.pos.counts = slices.Clone(s.pos.counts)
+	c.neg.counts = slices.Clone(s.neg.counts)
+	return c
 }
 
 func uvarint(b []byte) (uint64, []byte, bool) {
