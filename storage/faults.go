@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -58,8 +59,47 @@ func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 }
 
 func (db *DB) failedErr(msg string) error {
-	return fmt.Errorf("%w: the data directory's disk failed a write (%s): writes are refused until the server restarts; reads go on", series.ErrUnavailable, msg)
+	return fmt.Errorf("%w: the data directory's disk failed a write (%s): writes are refused until the data directory is opened again (headroom serve does it once the disk takes writes); reads go on", series.ErrUnavailable, msg)
 }
+
+// Failed is the error that failed the database for writes (a write to
+// Pebble's log the disk refused), or nil. Unlike a nearly full disk, it
+// does not pass by itself: the database must be closed and opened again
+// once the disk takes writes (ProbeDisk says when).
+func (db *DB) Failed() error {
+	if f := db.disk.failed.Load(); f != nil {
+		return db.failedErr(*f)
+	}
+	return nil
+}
+
+// ProbeDisk writes, syncs and removes a small file in dir through fs
+// (nil: the operating system's), the way the log is written: nil means
+// the disk takes writes again.
+func ProbeDisk(fs vfs.FS, dir string) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	name := fs.PathJoin(dir, ProbeFile)
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(make([]byte, 4096))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := fs.Remove(name); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// ProbeFile is the file ProbeDisk writes in the data directory.
+const ProbeFile = "headroom-disk-probe"
 
 // Writable says whether a write would be accepted now: nil, or an error
 // wrapping series.ErrUnavailable that says why not (the disk failed a

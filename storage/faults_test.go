@@ -66,7 +66,7 @@ func TestWALWriteFault(t *testing.T) {
 			// Pebble's log cannot be written again in this process: the
 			// database says so, until restart, even once the fault clears.
 			tog.Off()
-			if err := tryCommit(db, ls, now+11, 11); !errors.Is(err, series.ErrUnavailable) || !strings.Contains(err.Error(), "until the server restarts") {
+			if err := tryCommit(db, ls, now+11, 11); !errors.Is(err, series.ErrUnavailable) || !strings.Contains(err.Error(), "until the data directory is opened again") {
 				t.Fatalf("commit after the fault cleared, before restart: %v", err)
 			}
 			if err := db.Writable(); err == nil {

@@ -41,6 +41,7 @@ type child struct {
 	cmd     *exec.Cmd
 	addr    string
 	httpURL string
+	serving [][]string // every "serving" line's addresses, the first included
 	stderr  *strings.Builder
 	mu      sync.Mutex
 	exited  chan error
@@ -70,7 +71,13 @@ func startChild(t *testing.T, dir string, extra ...string) *child {
 			c.stderr.WriteString(sc.Text() + "\n")
 			c.mu.Unlock()
 			if m := servingRe.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1:]
+				c.mu.Lock()
+				c.serving = append(c.serving, m[1:])
+				first := len(c.serving) == 1
+				c.mu.Unlock()
+				if first {
+					addr <- m[1:]
+				}
 			}
 		}
 		io.Copy(io.Discard, pipe)
@@ -87,6 +94,22 @@ func startChild(t *testing.T, dir string, extra ...string) *child {
 		t.Fatalf("server did not start in 60 s:\n%s", c.log())
 	}
 	return c
+}
+
+// servingAgain waits until the child has logged "serving" n times (it
+// reopened its data directory in place) and returns the last addresses.
+func (c *child) servingAgain(t *testing.T, n int, timeout time.Duration) (grpcAddr, httpURL string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		c.mu.Lock()
+		got := c.serving
+		c.mu.Unlock()
+		if len(got) >= n {
+			return got[n-1][0], got[n-1][1]
+		}
+	}
+	t.Fatalf("the server did not serve a %d. time within %v:\n%s", n, timeout, c.log())
+	return "", ""
 }
 
 func (c *child) log() string {

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -186,6 +187,50 @@ type server struct {
 	ready    atomic.Bool
 	tls      bool
 	serveErr chan error
+	// restart is signalled when the storage failed a write and the disk
+	// takes writes again: runServe then stops this server and opens a
+	// new one on the same directory and ports.
+	restart chan struct{}
+	done    chan struct{} // closed by stop
+}
+
+// testFS, set only by tests, is the filesystem under Pebble (to inject
+// disk faults into a real server).
+var testFS vfs.FS
+
+// storageCheckInterval is how often a server whose storage failed a
+// write probes the disk.
+const storageCheckInterval = time.Second
+
+// watchStorage waits, once the storage has failed a write, for the disk
+// to take writes again, then asks runServe for a restart: Pebble cannot
+// resume its log in the process that saw it fail, but a fresh open can
+// (it replays everything acknowledged), so writes come back without an
+// operator.
+func (s *server) watchStorage() {
+	t := time.NewTicker(storageCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		failed := s.db.Failed()
+		if failed == nil {
+			continue
+		}
+		if err := storage.ProbeDisk(testFS, s.cfg.dataDir); err != nil {
+			s.log.Debug("the disk still refuses writes", "err", err)
+			continue
+		}
+		s.log.Warn("the disk takes writes again: reopening the data directory", "after", failed)
+		select {
+		case s.restart <- struct{}{}:
+		default:
+		}
+		return
+	}
 }
 
 // newServer opens the data directory and binds both ports; nothing is
@@ -235,6 +280,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		MaxActiveSeries:          cfg.maxActive,
 		MaxActiveSeriesPerMetric: cfg.maxActiveMetric,
 		MinFreeDisk:              cfg.minFreeDisk,
+		FS:                       testFS,
 		Logger:                   log,
 		OnCommit: func(d time.Duration, _ int, err error) {
 			if err != nil {
@@ -254,7 +300,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 	log.Info("opened data directory", "dir", cfg.dataDir, "took", time.Since(start).Round(time.Millisecond),
 		"replayed_samples", db.Stats().ReplayedSamples.Load(), "active_series", db.ActiveSeries())
-	s := &server{cfg: cfg, log: log, db: db, tls: tlsConf != nil, serveErr: make(chan error, 2)}
+	s := &server{cfg: cfg, log: log, db: db, tls: tlsConf != nil, serveErr: make(chan error, 2), restart: make(chan struct{}, 1), done: make(chan struct{})}
 	fail := func(err error) (*server, error) {
 		if s.grpcLis != nil {
 			s.grpcLis.Close()
@@ -449,6 +495,7 @@ func (a appendable) Appender() ingest.Appender { return a.db.Appender() }
 
 // start serves both ports in the background and marks the server ready.
 func (s *server) start() {
+	go s.watchStorage()
 	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
 	go func() {
 		var err error
@@ -477,6 +524,7 @@ func (s *server) start() {
 // acknowledged before stop are durable whatever happens here: stop only
 // makes the next start faster.
 func (s *server) stop() error {
+	close(s.done)
 	s.ready.Store(false)
 	s.health.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.shutdownTimeout)
@@ -538,21 +586,28 @@ Flags:
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
-	s, err := newServer(cfg, log)
-	if err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	s.start()
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: no new requests; finishing in-flight ones")
-	case err := <-s.serveErr:
-		log.Error("a listener failed; shutting down", "err", err)
+	for {
+		s, err := newServer(cfg, log)
+		if err != nil {
+			return err
+		}
+		s.start()
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: no new requests; finishing in-flight ones")
+		case err := <-s.serveErr:
+			log.Error("a listener failed; shutting down", "err", err)
+		case <-s.restart:
+			if err := s.stop(); err != nil {
+				log.Warn("closing the data directory after the disk failure", "err", err)
+			}
+			continue
+		}
+		stop() // a second signal kills the process the default way
+		return s.stop()
 	}
-	stop() // a second signal kills the process the default way
-	return s.stop()
 }
 
 // resolveRules turns --retention-rule values into storage rules.
