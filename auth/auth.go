@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -61,8 +63,26 @@ type entry struct {
 }
 
 // Tokens is a set of tokens and their scopes. A nil *Tokens allows
-// everything: authentication is off.
-type Tokens struct{ entries []entry }
+// everything: authentication is off. Replace swaps the whole set while
+// requests are checked, so that tokens rotate without a restart.
+type Tokens struct{ set atomic.Pointer[[]entry] }
+
+func (t *Tokens) entries() []entry {
+	if p := t.set.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Replace makes o's tokens the only valid ones, at once for every
+// request checked after it returns.
+func (t *Tokens) Replace(o *Tokens) {
+	e := o.entries()
+	t.set.Store(&e)
+}
+
+// Len is the number of tokens.
+func (t *Tokens) Len() int { return len(t.entries()) }
 
 // Load reads a tokens file: one token a line, "SCOPES TOKEN [NAME]",
 // where SCOPES is read, write or read,write; blank lines and lines
@@ -107,7 +127,7 @@ func Load(path string) (*Tokens, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if len(t.entries) == 0 {
+	if t.Len() == 0 {
 		return nil, fmt.Errorf("%s: no tokens: an empty tokens file would lock every client out", path)
 	}
 	return t, nil
@@ -115,7 +135,8 @@ func Load(path string) (*Tokens, error) {
 
 // Add adds a token.
 func (t *Tokens) Add(token string, scope Scope, name string) {
-	t.entries = append(t.entries, entry{digest: sha256.Sum256([]byte(token)), scope: scope, name: name})
+	e := append(slices.Clone(t.entries()), entry{digest: sha256.Sum256([]byte(token)), scope: scope, name: name})
+	t.set.Store(&e)
 }
 
 // Check returns the name of the token if it grants need. Every entry is
@@ -129,16 +150,17 @@ func (t *Tokens) Check(token string, need Scope) (string, error) {
 		return "", ErrNoToken
 	}
 	d := sha256.Sum256([]byte(token))
+	entries := t.entries()
 	found := -1
-	for i := range t.entries {
-		if subtle.ConstantTimeCompare(d[:], t.entries[i].digest[:]) == 1 {
+	for i := range entries {
+		if subtle.ConstantTimeCompare(d[:], entries[i].digest[:]) == 1 {
 			found = i
 		}
 	}
 	if found < 0 {
 		return "", ErrUnknownToken
 	}
-	e := t.entries[found]
+	e := entries[found]
 	if e.scope&need != need {
 		return e.name, fmt.Errorf("%w %s (token %q has %s)", ErrScope, need, e.name, e.scope)
 	}

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -157,5 +158,41 @@ func TestGRPC(t *testing.T) {
 	}
 	if got := watch(dial(grpc.WithPerRPCCredentials(auth.Credentials{Token: writeTok, Insecure: true}))); got != codes.OK {
 		t.Errorf("stream with a write token: %v, want OK", got)
+	}
+}
+
+// TestReplace: a replaced set is in force at once, and checks running
+// while it is replaced see the old set or the new one (the race detector
+// watches the swap).
+func TestReplace(t *testing.T) {
+	t1, t2 := &auth.Tokens{}, &auth.Tokens{}
+	t1.Add("first-token-0123456789", auth.Read, "first")
+	t2.Add("second-token-0123456789", auth.Read|auth.Write, "second")
+	live := &auth.Tokens{}
+	live.Replace(t1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			if name, err := live.Check("first-token-0123456789", auth.Read); err != nil && !errors.Is(err, auth.ErrUnknownToken) || err == nil && name != "first" {
+				t.Errorf("check %d while replacing: %q %v", i, name, err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		live.Replace(t2)
+		live.Replace(t1)
+	}
+	<-done
+	live.Replace(t2)
+	if _, err := live.Check("first-token-0123456789", auth.Read); !errors.Is(err, auth.ErrUnknownToken) {
+		t.Errorf("a replaced token: %v", err)
+	}
+	if name, err := live.Check("second-token-0123456789", auth.Write); err != nil || name != "second" {
+		t.Errorf("the new token: %q %v", name, err)
+	}
+	if live.Len() != 1 {
+		t.Errorf("Len = %d", live.Len())
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,5 +236,104 @@ func TestGzipBombOverGRPC(t *testing.T) {
 	}
 	if code, _ := httpGet(t, ts.httpURL+"/healthz"); code != 200 {
 		t.Fatalf("/healthz after the bomb: %d", code)
+	}
+}
+
+// TestServeReloadOnSIGHUP: the real server reads its tokens file and TLS
+// certificate again on SIGHUP: a removed token stops working, a new one
+// works, new connections get the new certificate, and a tokens file
+// that fails to load leaves the current tokens in force.
+func TestServeReloadOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process; skipped with -short")
+	}
+	const oldTok, newTok = "old-token-0123456789", "new-token-0123456789"
+	tf := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tf, []byte("read,write "+oldTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert1, key1 := selfSigned(t)
+	cert2, key2 := selfSigned(t)
+	certPath, keyPath := filepath.Join(t.TempDir(), "cert.pem"), filepath.Join(t.TempDir(), "key.pem")
+	copyFile := func(from, to string) {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(cert1, certPath)
+	copyFile(key1, keyPath)
+	c := startChild(t, filepath.Join(t.TempDir(), "data"), "--tokens-file", tf, "--tls-cert", certPath, "--tls-key", keyPath)
+	if c.addr == "" {
+		t.Fatalf("server exited: %v\n%s", <-c.exited, c.log())
+	}
+	defer c.cmd.Process.Kill()
+	// get asks for the labels with a token, trusting only caCert, over a
+	// new connection (so a new handshake).
+	get := func(caCert, token string) (int, error) {
+		pool := x509.NewCertPool()
+		pemBytes, _ := os.ReadFile(caCert)
+		pool.AppendCertsFromPEM(pemBytes)
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		req, _ := http.NewRequest("GET", c.httpURL+"/api/v1/labels", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(cert1, oldTok); err != nil || code != 200 {
+		t.Fatalf("before reload: %d %v", code, err)
+	}
+	if err := os.WriteFile(tf, []byte("read "+newTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(cert2, certPath)
+	copyFile(key2, keyPath)
+	reloads := func() int { return strings.Count(c.log(), "reload: tokens file read") }
+	hup := func(want int) {
+		t.Helper()
+		c.cmd.Process.Signal(syscall.SIGHUP)
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(c.log(), "reload:") < want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no reload in the log after SIGHUP:\n%s", c.log())
+			}
+		}
+	}
+	hup(2) // the tokens and the certificate
+	if code, err := get(cert2, oldTok); err != nil || code != 401 {
+		t.Errorf("the removed token after reload: %d %v, want 401", code, err)
+	}
+	if code, err := get(cert2, newTok); err != nil || code != 200 {
+		t.Errorf("the new token after reload: %d %v, want 200", code, err)
+	}
+	if _, err := get(cert1, newTok); err == nil {
+		t.Error("a new connection still got the old certificate after reload")
+	}
+	// A broken tokens file is refused; the tokens in force stay.
+	if err := os.WriteFile(tf, []byte("# nothing\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup(4) // the error and the certificate again
+	if !strings.Contains(c.log(), "reload: --tokens-file kept as it was") {
+		t.Errorf("no error logged for a broken tokens file:\n%s", c.log())
+	}
+	if code, err := get(cert2, newTok); err != nil || code != 200 {
+		t.Errorf("after a failed reload: %d %v, want the tokens in force to stay", code, err)
+	}
+	if reloads() != 1 {
+		t.Errorf("%d successful token reloads, want 1", reloads())
+	}
+	if strings.Contains(c.log(), newTok) || strings.Contains(c.log(), oldTok) {
+		t.Error("a token is in the log")
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-c.exited; err != nil {
+		t.Fatalf("exit: %v\n%s", err, c.log())
 	}
 }

@@ -192,6 +192,33 @@ type server struct {
 	// new one on the same directory and ports.
 	restart chan struct{}
 	done    chan struct{} // closed by stop
+	// tokens and cert are what reload swaps (nil tokens: no auth).
+	tokens *auth.Tokens
+	cert   *atomic.Pointer[tls.Certificate]
+}
+
+// reload reads the tokens file and the TLS certificate again (on SIGHUP),
+// so that credentials rotate without dropping a connection. A file that
+// fails to load leaves the current one in force.
+func (s *server) reload() {
+	if s.cfg.tokensFile != "" {
+		t, err := auth.Load(s.cfg.tokensFile)
+		if err != nil {
+			s.log.Error("reload: --tokens-file kept as it was", "err", err)
+		} else {
+			s.tokens.Replace(t)
+			s.log.Info("reload: tokens file read", "tokens", t.Len())
+		}
+	}
+	if s.cfg.tlsCert != "" {
+		c, err := tls.LoadX509KeyPair(s.cfg.tlsCert, s.cfg.tlsKey)
+		if err != nil {
+			s.log.Error("reload: TLS certificate kept as it was", "err", err)
+		} else {
+			s.cert.Store(&c)
+			s.log.Info("reload: TLS certificate read", "file", s.cfg.tlsCert)
+		}
+	}
 }
 
 // testFS, set only by tests, is the filesystem under Pebble (to inject
@@ -248,12 +275,17 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		tokens = t
 	}
 	var tlsConf *tls.Config
+	cert := &atomic.Pointer[tls.Certificate]{}
 	if cfg.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		c, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
 		if err != nil {
 			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		cert.Store(&c)
+		// Through GetCertificate, so that SIGHUP can swap in a renewed
+		// certificate for the next handshakes.
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Load(), nil }}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -300,7 +332,8 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 	log.Info("opened data directory", "dir", cfg.dataDir, "took", time.Since(start).Round(time.Millisecond),
 		"replayed_samples", db.Stats().ReplayedSamples.Load(), "active_series", db.ActiveSeries())
-	s := &server{cfg: cfg, log: log, db: db, tls: tlsConf != nil, serveErr: make(chan error, 2), restart: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &server{cfg: cfg, log: log, db: db, tls: tlsConf != nil, serveErr: make(chan error, 2), restart: make(chan struct{}, 1), done: make(chan struct{}),
+		tokens: tokens, cert: cert}
 	fail := func(err error) (*server, error) {
 		if s.grpcLis != nil {
 			s.grpcLis.Close()
@@ -562,7 +595,8 @@ func runServe(args []string) error {
 
 Serves the data directory: gRPC (headroom.v1.Ingest, OTLP metrics) on
 --grpc-port and HTTP (Prometheus remote-write, /metrics, /healthz, /readyz)
-on --http-port, both on --listen. SIGTERM or SIGINT stops it cleanly.
+on --http-port, both on --listen. SIGTERM or SIGINT stops it cleanly;
+SIGHUP reads --tokens-file and --tls-cert/--tls-key again.
 
 Flags:
 `)
@@ -588,18 +622,31 @@ Flags:
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	for {
 		s, err := newServer(cfg, log)
 		if err != nil {
 			return err
 		}
 		s.start()
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down: no new requests; finishing in-flight ones")
-		case err := <-s.serveErr:
-			log.Error("a listener failed; shutting down", "err", err)
-		case <-s.restart:
+		restart := false
+		for done := false; !done; {
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down: no new requests; finishing in-flight ones")
+				done = true
+			case err := <-s.serveErr:
+				log.Error("a listener failed; shutting down", "err", err)
+				done = true
+			case <-hup:
+				s.reload()
+			case <-s.restart:
+				restart, done = true, true
+			}
+		}
+		if restart {
 			if err := s.stop(); err != nil {
 				log.Warn("closing the data directory after the disk failure", "err", err)
 			}
