@@ -116,7 +116,7 @@ func TestQueryShapesEvaluate(t *testing.T) {
 // checks: every host answered, from raw and from the tiers).
 func TestBenchRollupSmall(t *testing.T) {
 	results = nil
-	benchRollup(3, 2, 3, 1, "", "")
+	benchRollup(3, 2, 3, 1, "", "", 2)
 	if len(results) < 8 {
 		t.Fatalf("%d figures recorded", len(results))
 	}

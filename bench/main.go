@@ -46,6 +46,7 @@ func main() {
 	rollupSeries := flag.Int("rollup-hosts", 100, "hosts (of 10 CPUs each) in the downsampling benchmark")
 	rollupDays := flag.Int("rollup-days", 90, "days of per-minute history in the downsampling benchmark")
 	rollupKeep := flag.String("rollup-keep", "", "directory to write the downsampling data set to once and reuse on later runs (same UTC day)")
+	rollupWorkers := flag.Int("rollup-workers", 0, "goroutines of the downsampling run (0: storage's default, half the CPUs)")
 	rollupProfile := flag.String("rollup-profile", "", "file for a CPU profile of the tier queries of the downsampling benchmark")
 	queryTime := flag.Duration("query-time", 3*time.Second, "how long each query shape is repeated (at least 5 times)")
 	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
@@ -94,7 +95,7 @@ func main() {
 		benchQuery(*serverBin, *queryTime)
 	}
 	if run("rollup") {
-		benchRollup(*rollupSeries, 10, *rollupDays, 3, *rollupKeep, *rollupProfile)
+		benchRollup(*rollupSeries, 10, *rollupDays, 3, *rollupKeep, *rollupProfile, *rollupWorkers)
 	}
 	printTable()
 }

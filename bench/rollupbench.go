@@ -53,7 +53,7 @@ func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, s
 // reused by later runs (the same hosts, cores and days on the same UTC
 // day), so that the queries can be profiled without writing it again;
 // profile, when set, gets a CPU profile of the tier queries.
-func benchRollup(hosts, cores, days int, queryRuns int, keep, profile string) {
+func benchRollup(hosts, cores, days int, queryRuns int, keep, profile string, workers int) {
 	dir := keep
 	if dir == "" {
 		var err error
@@ -70,7 +70,7 @@ func benchRollup(hosts, cores, days int, queryRuns int, keep, profile string) {
 		clock.now = end.Add(24 * time.Hour)
 	}
 	db, err := storage.Open(filepath.Join(dir, "data"), storage.Options{
-		Retention: 100 * 24 * time.Hour, DisableBackground: true, Now: clock.Now,
+		Retention: 100 * 24 * time.Hour, DisableBackground: true, Now: clock.Now, RollupWorkers: workers,
 	})
 	if err != nil {
 		fatal(err)
@@ -139,7 +139,7 @@ func writeRollupData(db *storage.DB, clock *rollupBenchClock, end time.Time, hos
 		fatal(err)
 	}
 	took := time.Since(t0)
-	record("rollup", "downsampling raw -> 5m -> 1h -> 1d: time", took.Seconds(), "s", "", nil)
+	record("rollup", fmt.Sprintf("downsampling raw -> 5m -> 1h -> 1d (%d workers): time", db.RollupWorkers()), took.Seconds(), "s", "", nil)
 	record("rollup", "downsampling: raw samples per second", float64(n)/took.Seconds(), "samples/s", "", nil)
 	if err := db.Compact(); err != nil {
 		fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,10 @@ type Options struct {
 	RetentionRules []RetentionRule
 	RollupInterval time.Duration // default 1 minute
 	RollupDelay    time.Duration // default 5 minutes
+	// RollupWorkers is how many goroutines roll up a window, each a share
+	// of the series. Default half the CPUs (at least 1): downsampling is
+	// background work, and queries and ingestion keep the rest.
+	RollupWorkers int
 	// Now is the clock; tests inject one. Default time.Now.
 	Now func() time.Time
 	// Logger receives progress and errors of background work.
@@ -140,6 +145,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.RollupDelay == 0 {
 		r.RollupDelay = 5 * time.Minute
+	}
+	if r.RollupWorkers <= 0 {
+		r.RollupWorkers = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	if r.MaxActiveSeries == 0 {
 		r.MaxActiveSeries = 2_000_000

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -182,6 +183,10 @@ func (db *DB) RunRollups() error {
 	return nil
 }
 
+// RollupWorkers is the number of goroutines a rollup window is split
+// between (Options.RollupWorkers with its default applied).
+func (db *DB) RollupWorkers() int { return db.opts.RollupWorkers }
+
 // sourceEnd is the time before which tier t's source is complete.
 func (db *DB) sourceEnd(t *tierState) int64 {
 	if t.idx == 0 {
@@ -271,22 +276,41 @@ func (db *DB) rollWindow(t *tierState, from, to int64) error {
 		db.seqMu.Unlock()
 		db.waitApplied(last)
 	}
-	w := db.newRollupWriter(t)
-	err := db.eachSourceSeries(t, from, to, func(id uint64, ls series.Labels, bs []rollup.Bucket) error {
-		return w.put(id, ls, from, to, bs)
-	})
+	// The series are split between RollupWorkers goroutines by ID, each
+	// with its own batches; the watermark goes in a batch of its own
+	// after every shard's blocks are committed, so a crash before it
+	// leaves a window that the next run computes again, whole.
+	shards := db.opts.RollupWorkers
+	writers := make([]*rollupWriter, shards)
+	errs := make([]error, shards)
+	var wg sync.WaitGroup
+	for k := range writers {
+		w := db.newRollupWriter(t)
+		writers[k] = w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[k] = db.eachSourceSeries(t, from, to, k, shards, func(id uint64, ls series.Labels, bs []rollup.Bucket) error {
+				return w.put(id, ls, from, to, bs)
+			})
+			if errs[k] == nil {
+				errs[k] = w.finish(nil)
+			} else {
+				w.b.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if err == nil {
+		b := db.pdb.NewBatch()
+		b.Set(watermarkKey(t.res), binary.BigEndian.AppendUint64(nil, uint64(to)), nil)
+		err = db.commit(b, pebble.Sync)
+		b.Close()
+	}
 	if err != nil {
 		if t.idx == 0 {
 			t.markAt.Store(from) // not done: later commits need no marker for it, earlier ones are in the source
-		}
-		return err
-	}
-	err = w.finish(func(b *pebble.Batch) error {
-		return b.Set(watermarkKey(t.res), binary.BigEndian.AppendUint64(nil, uint64(to)), nil)
-	})
-	if err != nil {
-		if t.idx == 0 {
-			t.markAt.Store(from)
 		}
 		return err
 	}
@@ -302,18 +326,20 @@ func (db *DB) waitApplied(seq uint64) {
 	db.applyMu.Unlock()
 }
 
-// eachSourceSeries calls f with every series that has data in [from, to)
-// in tier t's source, and its buckets at t's resolution. ids restricts
-// the series (nil: all).
-func (db *DB) eachSourceSeries(t *tierState, from, to int64, f func(id uint64, ls series.Labels, bs []rollup.Bucket) error) error {
+// eachSourceSeries calls f with every series of shard (of shards, see
+// shardOf) that has data in [from, to) in tier t's source, and its
+// buckets at t's resolution.
+func (db *DB) eachSourceSeries(t *tierState, from, to int64, shard, shards int, f func(id uint64, ls series.Labels, bs []rollup.Bucket) error) error {
+	mine := func(id uint64) bool { return shards <= 1 || shardOf(id, shards) == shard }
 	if t.idx == 0 {
-		return db.eachRawSeries(t, from, to, nil, f)
+		return db.eachRawSeries(t, from, to, nil, mine, f)
 	}
-	return db.eachTierSeries(t, from, to, nil, f)
+	return db.eachTierSeries(t, from, to, nil, mine, f)
 }
 
 // eachRawSeries buckets raw samples.
-func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, f func(uint64, series.Labels, []rollup.Bucket) error) error {
+// ids restricts the series (nil: all), and so does mine (nil: all).
+func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, mine func(uint64) bool, f func(uint64, series.Labels, []rollup.Bucket) error) error {
 	// Buckets starting in [from, to) hold the samples in (from, to].
 	q, err := db.Querier(from+1, to)
 	if err != nil {
@@ -337,6 +363,9 @@ func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, f func(u
 	var buf []series.Sample
 	var bs []rollup.Bucket
 	for _, id := range ids {
+		if mine != nil && !mine(id) {
+			continue
+		}
 		s, err := q.load(id)
 		if err != nil {
 			return err
@@ -367,7 +396,7 @@ func (db *DB) eachRawSeries(t *tierState, from, to int64, ids []uint64, f func(u
 }
 
 // eachTierSeries merges the source tier's buckets into t's.
-func (db *DB) eachTierSeries(t *tierState, from, to int64, ids []uint64, f func(uint64, series.Labels, []rollup.Bucket) error) error {
+func (db *DB) eachTierSeries(t *tierState, from, to int64, ids []uint64, mine func(uint64) bool, f func(uint64, series.Labels, []rollup.Bucket) error) error {
 	src := db.tiers[t.idx-1]
 	part := uint32(from / src.span)
 	it, err := db.pdb.NewIter(nil)
@@ -391,7 +420,7 @@ func (db *DB) eachTierSeries(t *tierState, from, to int64, ids []uint64, f func(
 			continue
 		}
 		id := binary.BigEndian.Uint64(k[6:])
-		if !want(id) {
+		if !want(id) || mine != nil && !mine(id) {
 			continue
 		}
 		if in, _, err = db.getBlock(in[:0], k); err != nil {
@@ -654,9 +683,9 @@ func (db *DB) rollDirty(t *tierState) error {
 		}
 		if from < to {
 			if t.idx == 0 {
-				err = db.eachRawSeries(t, from, to, ids, put)
+				err = db.eachRawSeries(t, from, to, ids, nil, put)
 			} else {
-				err = db.eachTierSeries(t, from, to, ids, put)
+				err = db.eachTierSeries(t, from, to, ids, nil, put)
 			}
 			if err != nil {
 				return err

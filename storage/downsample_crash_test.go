@@ -50,7 +50,7 @@ func rollupCrashData(end int64) map[string]rollupCrashSeries {
 
 func rollupCrashOptions(end int64) Options {
 	c := &clock{time.UnixMilli(end).Add(24 * time.Hour)}
-	return Options{DisableBackground: true, Retention: 60 * 24 * time.Hour, Now: c.Now}
+	return Options{DisableBackground: true, Retention: 60 * 24 * time.Hour, Now: c.Now, RollupWorkers: 3}
 }
 
 func TestRollupCrashChild(t *testing.T) {

@@ -15,11 +15,13 @@ import (
 )
 
 // rollupOptions: the default tiers, raw kept long enough for the test's
-// days, the clock the test moves.
+// days, the clock the test moves, and three rollup workers, so that the
+// tests hold for a window split between goroutines.
 func rollupOptions(c *clock) Options {
 	o := testOptions(c)
 	o.Tiers = nil
 	o.Retention = 60 * 24 * time.Hour
+	o.RollupWorkers = 3
 	return o
 }
 

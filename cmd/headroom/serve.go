@@ -57,6 +57,7 @@ type serveConfig struct {
 	rules           []string
 	rollupInterval  time.Duration
 	rollupDelay     time.Duration
+	rollupWorkers   int
 	tokensFile      string
 	tlsCert         string
 	tlsKey          string
@@ -93,6 +94,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Var(rulesFlag{&c.rules}, "retention-rule", "retention by selector, repeatable: 'TIER SELECTOR RETENTION' with TIER raw or a rollup tier, like 'raw {env=\"dev\"} 3d' or '1h {__name__=~\"node_.*\"} 5y'; the first matching rule wins")
 	fs.Var(durationFlag{&c.rollupInterval}, "rollup-interval", "how often the downsampler runs")
 	fs.Var(durationFlag{&c.rollupDelay}, "rollup-delay", "how old a bucket's end must be before it is rolled up (later samples roll it up again)")
+	fs.IntVar(&c.rollupWorkers, "rollup-workers", 0, "goroutines that roll up a window, each a share of the series; 0: half the CPUs (at least 1)")
 	fs.StringVar(&c.tokensFile, "tokens-file", "", "bearer tokens, one a line: \"SCOPES TOKEN [NAME]\" with SCOPES read, write or read,write; empty: no authentication")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -150,6 +152,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.queryTimeout <= 0 || c.queryMaxSamples < 1 || c.queryMaxSeries < 1 || c.lookback <= 0 {
 		return errors.New("--query-timeout, --query-max-samples, --query-max-series and --query-lookback-delta must be positive")
+	}
+	if c.rollupWorkers < 0 {
+		return fmt.Errorf("--rollup-workers %d: want 0 (half the CPUs) or more", c.rollupWorkers)
 	}
 	if c.maxQueries < 1 {
 		return fmt.Errorf("--max-concurrent-queries %d: want at least 1", c.maxQueries)
@@ -309,6 +314,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		Tiers:                    cfg.tiers,
 		RollupInterval:           cfg.rollupInterval,
 		RollupDelay:              cfg.rollupDelay,
+		RollupWorkers:            cfg.rollupWorkers,
 		MaxActiveSeries:          cfg.maxActive,
 		MaxActiveSeriesPerMetric: cfg.maxActiveMetric,
 		MinFreeDisk:              cfg.minFreeDisk,
