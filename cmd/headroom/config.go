@@ -246,7 +246,7 @@ func parseBytes(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v < 0 || v*mult >= 1<<62 {
+	if err != nil || !(v >= 0 && v*mult < 1<<62) { // NaN fails both comparisons
 		return 0, fmt.Errorf("size %q: want a number of bytes with a unit, like 512MiB, 2GiB or 1.5GB", s)
 	}
 	return int64(v * mult), nil

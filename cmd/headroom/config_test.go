@@ -73,3 +73,23 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "1024": 1024, "512MiB": 512 << 20, "2GiB": 2 << 30, "1.5GB": 1_500_000_000, "64KiB": 64 << 10, "1TiB": 1 << 40, "100 MB": 100_000_000, "7B": 7,
+	} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "lots", "1PiB", "5 GiBs", "1e30GiB", "NaN"} {
+		if _, err := parseBytes(in); err == nil || !strings.Contains(err.Error(), "512MiB") {
+			t.Errorf("parseBytes(%q): %v, want an error with an example", in, err)
+		}
+	}
+	for n, want := range map[int64]string{256 << 20: "256MiB", 3 << 30: "3GiB", 1000: "1000", 1536 << 10: "1536KiB"} {
+		if got := formatBytes(n); got != want {
+			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
