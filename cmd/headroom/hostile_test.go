@@ -407,4 +407,7 @@ func TestServeDiskNearlyFull(t *testing.T) {
 	if got := stored(t, ts.db); len(got) != 0 {
 		t.Errorf("stored on a nearly full disk: %v", got)
 	}
+	if _, m := httpGet(t, ts.httpURL+"/metrics"); !strings.Contains(m, "headroom_storage_writable 0") {
+		t.Error("/metrics does not say that writes are refused")
+	}
 }

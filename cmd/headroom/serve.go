@@ -378,6 +378,15 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 			func() float64 { return float64(memory.Limit()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "headroom_memory_refused_total", Help: "Requests refused because the live heap was over the share of --memory-limit."},
 			func() float64 { return float64(memory.Refused()) }),
+		// The one to alert on: 0 while writes are refused (the disk under
+		// --min-free-disk, or failed until the data directory is reopened).
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "headroom_storage_writable", Help: "1 while the storage accepts writes, 0 while it refuses them (disk nearly full or failed)."},
+			func() float64 {
+				if db.Writable() != nil {
+					return 0
+				}
+				return 1
+			}),
 	)
 	iopts := ingest.Options{Limits: cfg.limits, Metrics: im, Gate: gate}
 	app := appendable{db}
