@@ -113,7 +113,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Var(bytesFlag{&c.memoryLimit}, "memory-limit", "memory budget of the process, like 2GiB: less Pebble's cache and memtables (192MiB by default), it is Go's soft limit (debug.SetMemoryLimit), and new writes and queries are refused (429, Retry-After) while the live heap is over 60% of that; 0: no budget (GOMEMLIMIT still applies)")
 	fs.Var(bytesFlag{&c.minFreeDisk}, "min-free-disk", "free space to keep on the data directory's disk: below it writes are refused (503 / Unavailable, Retry-After) while queries, retention and rollups go on; 0: no check")
 	fs.DurationVar(&c.queryTimeout, "query-timeout", 2*time.Minute, "longest a PromQL query may evaluate (a request's timeout parameter may ask for less)")
-	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 50_000_000, "samples one query may load into memory (about 16 bytes each); over it: 422 execution / ResourceExhausted")
+	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 0, "samples one query may load into memory; over it: 422 execution / ResourceExhausted. 0: 50,000,000, or with --memory-limit the share of its Go budget that --max-concurrent-queries queries can hold at once (64 bytes a sample with its answer)")
 	fs.IntVar(&c.queryMaxSeries, "query-max-series", 1_000_000, "series one query may select, all its selectors together; over it: 422 execution / ResourceExhausted")
 	fs.DurationVar(&c.lookback, "query-lookback-delta", 5*time.Minute, "how far back an instant vector looks for a sample (Prometheus's default)")
 	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
@@ -150,8 +150,8 @@ func (c *serveConfig) validate() error {
 			return fmt.Errorf("--%s %d: want at least 1", l.name, l.v)
 		}
 	}
-	if c.queryTimeout <= 0 || c.queryMaxSamples < 1 || c.queryMaxSeries < 1 || c.lookback <= 0 {
-		return errors.New("--query-timeout, --query-max-samples, --query-max-series and --query-lookback-delta must be positive")
+	if c.queryTimeout <= 0 || c.queryMaxSamples < 0 || c.queryMaxSeries < 1 || c.lookback <= 0 {
+		return errors.New("--query-timeout, --query-max-series and --query-lookback-delta must be positive, --query-max-samples 0 or more")
 	}
 	if c.rollupWorkers < 0 {
 		return fmt.Errorf("--rollup-workers %d: want 0 (half the CPUs) or more", c.rollupWorkers)
@@ -224,6 +224,19 @@ func (s *server) reload() {
 			s.log.Info("reload: TLS certificate read", "file", s.cfg.tlsCert)
 		}
 	}
+}
+
+// querySampleBudget is the default --query-max-samples: 50 M, or with a
+// Go memory budget, what queries can hold at once in half of it, at
+// about 64 bytes a sample (the point, and its share of the answer being
+// encoded). Shedding refuses new work over the budget; this bounds the
+// work already admitted.
+func querySampleBudget(goBudget int64, queries int) int {
+	const perSample = 64
+	if goBudget <= 0 {
+		return 50_000_000
+	}
+	return int(min(50_000_000, max(100_000, goBudget/2/perSample/int64(queries))))
 }
 
 // testFS, set only by tests, is the filesystem under Pebble (to inject
@@ -443,7 +456,11 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		}
 	}
 	otlp.Register(s.grpc)
-	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: cfg.queryMaxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate}
+	maxSamples := cfg.queryMaxSamples
+	if maxSamples == 0 {
+		maxSamples = querySampleBudget(memory.Limit(), cfg.maxQueries)
+	}
+	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: maxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate}
 	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
 	headroomv1.RegisterReportsServer(s.grpc, report.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()
