@@ -115,6 +115,11 @@ func (a *Appender) Rollback() {
 	a.hasCutoff = false
 }
 
+// testHookCommitted, set only by tests, runs between a commit and the
+// apply of its samples to the head: it widens the moment when a reader
+// sees what the commit wrote in Pebble but not yet in the head.
+var testHookCommitted func()
+
 // Commit makes the samples durable (they survive kill -9 once it returns
 // nil) and visible to queries, then empties the appender. On error nothing
 // of the commit is visible or will be after a restart.
@@ -177,11 +182,14 @@ func (a *Appender) Commit() error {
 	db.seqMu.Lock()
 	seq := db.nextSeq
 	db.nextSeq++
-	a.markDirty(b) // under seqMu: see rollWindow
+	a.markDirty(b, seq) // under seqMu: see rollWindow
 	db.seqMu.Unlock()
 	b.Set(walKey(seq), a.buf, nil)
 	start := time.Now()
 	err := db.commit(b, pebble.Sync)
+	if testHookCommitted != nil {
+		testHookCommitted()
+	}
 	if db.opts.OnCommit != nil {
 		db.opts.OnCommit(time.Since(start), len(a.samples), err)
 	}

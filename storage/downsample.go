@@ -128,7 +128,13 @@ func (db *DB) initRollups() error {
 // falls before the first tier's watermark: its bucket was rolled up
 // already and must be again. Called under seqMu, which the downsampler
 // takes to move a watermark, so that no commit is missed by both.
-func (a *Appender) markDirty(b *pebble.Batch) {
+//
+// The first tier's markers end with the commit's sequence number: each
+// commit's marker is a key of its own. With one key per bucket, the
+// downsampler deleting the marker it had handled also deleted the same
+// key set again by a commit after its read, and those late samples were
+// never rolled up.
+func (a *Appender) markDirty(b *pebble.Batch, seq uint64) {
 	if len(a.db.tiers) == 0 || rollup.BucketStart(a.minT, a.db.tiers[0].res) >= a.db.tiers[0].markAt.Load() {
 		return
 	}
@@ -137,7 +143,7 @@ func (a *Appender) markDirty(b *pebble.Batch) {
 	var k []byte
 	for _, p := range a.samples {
 		if start := rollup.BucketStart(p.t, t0.res); start < w {
-			k = dirtyKey(k[:0], 0, start, p.s.id)
+			k = binary.BigEndian.AppendUint64(dirtyKey(k[:0], 0, start, p.s.id), seq)
 			b.Set(k, nil, nil)
 		}
 	}
@@ -610,6 +616,17 @@ func (db *DB) rollDirty(t *tierState) error {
 	if err != nil {
 		return err
 	}
+	if t.idx == 0 {
+		// A marker is committed with its samples, which reach the head
+		// (where the raw read below finds them) only after the commit
+		// returns: wait until every commit this view can hold is
+		// applied, or a bucket would be rolled up again half-way through
+		// its late samples and its marker deleted.
+		db.seqMu.Lock()
+		last := db.nextSeq - 1
+		db.seqMu.Unlock()
+		db.waitApplied(last)
+	}
 	// Group the markers by the source window (a block) they fall in.
 	type mark struct {
 		start int64
@@ -619,7 +636,7 @@ func (db *DB) rollDirty(t *tierState) error {
 	var marks []mark
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		if len(k) != 18 {
+		if len(k) != 18 && len(k) != 26 { // 26: a first-tier marker with its commit's sequence
 			continue
 		}
 		marks = append(marks, mark{int64(binary.BigEndian.Uint64(k[2:])), binary.BigEndian.Uint64(k[10:]), append([]byte(nil), k...)})

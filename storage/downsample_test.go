@@ -427,3 +427,85 @@ func TestBackfillIntoRollups(t *testing.T) {
 		t.Errorf("after a second run: %+v", bk)
 	}
 }
+
+// TestLateSamplesWhileRollingUp: late samples committed while the
+// downsampler runs are all in the tiers once it has caught up. A dirty
+// marker is committed with its samples, which reach the head only after
+// the commit returns; a recompute that read the head in between rolled
+// up the bucket without them and deleted the marker (TestServeRollups
+// failed on it once under load). The test runs the downsampler in that
+// very moment after every commit, through a test hook.
+func TestLateSamplesWhileRollingUp(t *testing.T) {
+	c := &clock{day0}
+	db := openTest(t, t.TempDir(), rollupOptions(c))
+	defer db.Close()
+	var rollErr error
+	testHookCommitted = func() {
+		done := make(chan error, 1)
+		go func() { done <- db.RunRollups() }()
+		// A correct downsampler waits for the samples to be applied,
+		// which happens once this hook returns: give it a moment, then
+		// let the commit go on (it finishes in the background).
+		select {
+		case err := <-done:
+			if err != nil {
+				rollErr = err
+			}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	defer func() { testHookCommitted = nil }()
+	const nSeries = 5
+	start := ms(day0) - 3*3600_000
+	raw := make([][]series.Sample, nSeries)
+	lsets := make([]series.Labels, nSeries)
+	for s := range lsets {
+		lsets[s] = series.FromStrings("__name__", "late", "i", fmt.Sprint(s))
+	}
+	write := func(from, to int64) {
+		a := db.Appender()
+		for s := range lsets {
+			for ts := from; ts < to; ts += 15_000 {
+				v := float64(ts/1000%1000) + float64(s)
+				if err := a.Append(lsets[s], ts, v); err != nil {
+					t.Fatal(err)
+				}
+				raw[s] = append(raw[s], series.Sample{T: ts, V: v})
+			}
+		}
+		if err := a.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first hour, rolled up; then the rest, late, five minutes a
+	// commit.
+	write(start, start+3600_000)
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	for from := start + 3600_000; from < start+3*3600_000; from += 300_000 {
+		write(from, from+300_000)
+	}
+	testHookCommitted = nil
+	if rollErr != nil {
+		t.Fatal(rollErr)
+	}
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	for tier, res := range []int64{300_000, 3600_000} {
+		got, err := db.Rollups(tier, 0, MaxTime, series.MustMatcher(series.MatchEqual, "__name__", "late"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != nSeries {
+			t.Fatalf("tier %d: %d series", tier, len(got))
+		}
+		wm := db.Tiers()[tier].Watermark
+		for _, rs := range got {
+			var s int
+			fmt.Sscan(rs.Labels.Get("i"), &s)
+			sameBuckets(t, fmt.Sprintf("tier %d, series %d", tier, s), rs.Buckets, expectBuckets(raw[s], res, wm))
+		}
+	}
+}

@@ -19,7 +19,7 @@ const (
 	kindWAL      = 'W'
 	kindRollup   = 'R' // tier partition seriesID blockStart -> rollup column block
 	kindSketch   = 'K' // the same -> the block's sketch block
-	kindDirty    = 'D' // tier bucketStart seriesID -> empty: roll up again
+	kindDirty    = 'D' // tier bucketStart seriesID [commit seq, first tier] -> empty: roll up again
 	kindBackfill = 'B' // seriesID t -> value: a sample for the rollups only
 
 	schemaVersion = 1
