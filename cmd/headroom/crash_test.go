@@ -188,7 +188,17 @@ func TestServeKill9(t *testing.T) {
 			}
 		}(w)
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Kill some time after the first acknowledgement (a loaded machine
+	// may take a while to get there).
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
 	c.cmd.Process.Signal(syscall.SIGKILL)
 	<-c.exited
 	close(stop)
