@@ -247,13 +247,14 @@ func analyse(s query.Series, o Options, end time.Time, shift int64) (Group, bool
 		xs[i], ys[i] = float64(d)+0.5, quantile(v, 0.95)
 		counts = append(counts, len(v))
 	}
-	// A day with less than half the usual points (the range's first and
-	// last, cut by it) has a p95 of a part of the day: not in the fit.
+	// A day cut by the range (its first and last) has a p95 of a part of
+	// the day, biased by which hours it holds: not in the fit. Less than
+	// 90% of the usual points marks one (a missed scrape or two does not).
 	sort.Ints(counts)
 	full := counts[len(counts)/2]
 	var fx, fy []float64
 	for i, d := range days {
-		if 2*len(byDay[d]) >= full {
+		if 10*len(byDay[d]) >= 9*full {
 			fx, fy = append(fx, xs[i]), append(fy, ys[i])
 		}
 	}

@@ -182,3 +182,24 @@ func TestReportPercentileOf(t *testing.T) {
 		t.Errorf("an expression: %v", err)
 	}
 }
+
+// A flat series with a daily cycle has no trend whatever the hour the
+// range ends at: the days the range cuts (its first and last) have the
+// p95 of a part of the day and stay out of the fit. With the first day
+// kept from 15 hours on, a range ending at 09:00 found a trend of
+// 0.0014/day and a crossing in 282 days (TestReportCommand, run at 09:00).
+func TestReportTrendWholeDaysOnly(t *testing.T) {
+	s, _, end := setup(t)
+	for h := 0; h < 24; h++ {
+		e := end.Add(-time.Duration(24-h) * time.Hour)
+		rep, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{
+			Query: `cpu{host="flat"}`, Start: e.Add(-10 * 24 * time.Hour), End: e, Threshold: threshold, HasThreshold: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := rep.Groups[0]; g.CrossingInHorizon || math.Abs(g.TrendPerDay) > 0.0005 {
+			t.Errorf("range ending at %02d:00: trend %.5f/day, crossing in %.0f days", h, g.TrendPerDay, g.DaysUntilCrossing)
+		}
+	}
+}
