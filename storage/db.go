@@ -303,6 +303,7 @@ func Open(dir string, o Options) (*DB, error) {
 		cpTrigger: make(chan struct{}, 1),
 	}
 	db.applyCond = sync.NewCond(&db.applyMu)
+	db.disk.avail.Store(math.MaxUint64) // not measured yet
 	if err := db.checkSchema(); err != nil {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)

@@ -2,7 +2,7 @@ package storage
 
 import (
 	"fmt"
-	"sync"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -19,13 +19,12 @@ type fatalError string
 
 // diskState is what the database knows of its disk: a write failure it
 // cannot recover from in-process, and the last measure of free space.
+// Every commit reads it, so it is atomics only: one caller a
+// diskCheckInterval measures, the others use the last figure.
 type diskState struct {
-	failed atomic.Pointer[string]
-
-	mu      sync.Mutex
-	checked time.Time
-	avail   uint64
-	err     error
+	failed    atomic.Pointer[string]
+	nextCheck atomic.Int64  // unix ns when the free space is measured again
+	avail     atomic.Uint64 // bytes free; MaxUint64 while not known
 }
 
 // diskCheckInterval bounds how stale the free-space figure a write is
@@ -113,21 +112,16 @@ func (db *DB) Writable() error {
 		return nil
 	}
 	d := &db.disk
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if now := time.Now(); now.Sub(d.checked) >= diskCheckInterval {
-		d.checked = now
-		u, err := db.opts.FS.GetDiskUsage(db.dir)
-		d.avail, d.err = u.AvailBytes, err
+	if now, next := time.Now().UnixNano(), d.nextCheck.Load(); now >= next && d.nextCheck.CompareAndSwap(next, now+int64(diskCheckInterval)) {
+		avail := uint64(math.MaxUint64) // not knowing is no reason to refuse: the reserve is a guard, not the only defence
+		if u, err := db.opts.FS.GetDiskUsage(db.dir); err == nil {
+			avail = u.AvailBytes
+		}
+		d.avail.Store(avail)
 	}
-	if d.err != nil {
-		// Not knowing the free space is no reason to refuse writes: the
-		// reserve is a guard, not the only defence.
-		return nil
-	}
-	if d.avail < uint64(db.opts.MinFreeDisk) {
+	if avail := d.avail.Load(); avail < uint64(db.opts.MinFreeDisk) {
 		return fmt.Errorf("%w: disk nearly full: %s free on %s, under the reserve of %s (--min-free-disk); writes resume when space is freed",
-			series.ErrUnavailable, bytesString(d.avail), db.dir, bytesString(uint64(db.opts.MinFreeDisk)))
+			series.ErrUnavailable, bytesString(avail), db.dir, bytesString(uint64(db.opts.MinFreeDisk)))
 	}
 	return nil
 }

@@ -58,23 +58,9 @@ func TestOverloadMemory(t *testing.T) {
 	}
 	var ok, busy, memBusy, tooLarge, other atomic.Int64
 	var firstOther atomic.Pointer[string]
-	var peak atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			if rss := procStatus(pid, "VmRSS"); rss > peak.Load() {
-				peak.Store(rss)
-			}
-		}
-	}()
+	peak := watchRSS(pid, stop, &wg)
 	hc := &http.Client{Timeout: 60 * time.Second}
 	for i := 0; i < 30; i++ {
 		wg.Add(1)

@@ -58,6 +58,51 @@ func (c *overloadCounts) unexpected(msg string) {
 	c.firstOther.CompareAndSwap(nil, &msg)
 }
 
+// answer counts one HTTP answer, okCode being success; a 429 must carry
+// Retry-After. It reports whether the request was accepted.
+func (c *overloadCounts) answer(what string, resp *http.Response, err error, okCode int) bool {
+	if err != nil {
+		c.unexpected(err.Error())
+		return false
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case okCode:
+		c.ok.Add(1)
+		return true
+	case http.StatusTooManyRequests:
+		c.busy.Add(1)
+		if resp.Header.Get("Retry-After") == "" {
+			c.noRetryAfter.Add(1)
+		}
+	default:
+		c.unexpected(fmt.Sprintf("%s %d: %s", what, resp.StatusCode, msg))
+	}
+	return false
+}
+
+// watchRSS samples the resident memory of process pid until stop is
+// closed, and returns its peak (wg counts the sampler).
+func watchRSS(pid int, stop <-chan struct{}, wg *sync.WaitGroup) *atomic.Int64 {
+	var peak atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if rss := procStatus(pid, "VmRSS"); rss > peak.Load() {
+				peak.Store(rss)
+			}
+		}
+	}()
+	return &peak
+}
+
 func (c *overloadCounts) String() string {
 	s := fmt.Sprintf("%d accepted, %d refused busy, %d other", c.ok.Load(), c.busy.Load(), c.other.Load())
 	if m := c.firstOther.Load(); m != nil {
@@ -118,21 +163,7 @@ func TestOverload(t *testing.T) {
 	var writes, queries overloadCounts
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var peak atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			if rss := procStatus(pid, "VmRSS"); rss > peak.Load() {
-				peak.Store(rss)
-			}
-		}
-	}()
+	peak := watchRSS(pid, stop, &wg)
 	for w := 0; w < overloadWriters; w++ {
 		wg.Add(1)
 		go func() {
@@ -151,23 +182,8 @@ func TestOverload(t *testing.T) {
 				req.Header.Set("Content-Encoding", "snappy")
 				req.Header.Set("Content-Type", "application/x-protobuf")
 				resp, err := hc.Do(req)
-				if err != nil {
-					writes.unexpected(err.Error())
-					continue
-				}
-				msg, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				switch resp.StatusCode {
-				case http.StatusNoContent:
-					writes.ok.Add(1)
+				if writes.answer("remote write", resp, err, http.StatusNoContent) {
 					writes.samples.Add(overloadSeries * overloadSamples)
-				case http.StatusTooManyRequests:
-					writes.busy.Add(1)
-					if resp.Header.Get("Retry-After") == "" {
-						writes.noRetryAfter.Add(1)
-					}
-				default:
-					writes.unexpected(fmt.Sprintf("remote write %d: %s", resp.StatusCode, msg))
 				}
 			}
 		}()
@@ -185,23 +201,7 @@ func TestOverload(t *testing.T) {
 				default:
 				}
 				resp, err := hc.Get(c.httpURL + "/api/v1/query_range?" + q.Encode())
-				if err != nil {
-					queries.unexpected(err.Error())
-					continue
-				}
-				msg, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				switch resp.StatusCode {
-				case http.StatusOK:
-					queries.ok.Add(1)
-				case http.StatusTooManyRequests:
-					queries.busy.Add(1)
-					if resp.Header.Get("Retry-After") == "" {
-						queries.noRetryAfter.Add(1)
-					}
-				default:
-					queries.unexpected(fmt.Sprintf("query %d: %s", resp.StatusCode, msg))
-				}
+				queries.answer("query", resp, err, http.StatusOK)
 			}
 		}()
 	}
