@@ -9,21 +9,19 @@ import (
 	"github.com/headroomdb/headroom/storage/chunk"
 )
 
-// Block format, version 1 (docs/format/rollup.md): two Pebble values
-// per block, so that the common functions read the columns without the
-// sketches (most of the bytes):
+// Block format (docs/format/rollup.md): two Pebble values per block, so
+// that the common functions read the columns without the sketches (most
+// of the bytes). The column block is written in version 2 (colv2.go);
+// version 1, still read, stored each column as a storage/chunk chunk of
+// (bucket start, value):
 //
 //	columns:  version byte (1) | bucket count uvarint |
-//	          9 columns, each a uvarint length and a storage/chunk chunk
-//	          of (bucket start, value): count, sum, min, max, first, last,
-//	          increase, first time and last time (as offsets from the
-//	          bucket start) | CRC-32C of everything before, big-endian
+//	          9 columns, each a uvarint length and a chunk: count, sum,
+//	          min, max, first, last, increase, first time and last time
+//	          (as offsets from the bucket start) | CRC-32C of everything
+//	          before, big-endian
 //	sketches: version byte (1) | bucket count uvarint | one sketch per
 //	          bucket, each a uvarint length and its encoding | CRC-32C
-//
-// Columns reuse the sample codec: a column is a regular series of bucket
-// starts whose values are mostly small integers or repeat, which the
-// decimal and grid encodings store in a few bits per bucket.
 const blockVersion = 1
 
 const nColumns = 9
@@ -42,11 +40,33 @@ type colSample struct {
 // scratch holds decoded columns between calls.
 var scratch = sync.Pool{New: func() any { return new([]colSample) }}
 
-// AppendBlock appends the encoding of bs (in increasing Start order, at
-// most MaxBlockBuckets, none empty) to dst.
+// AppendBlock appends the column block of bs (in increasing Start order,
+// at most MaxBlockBuckets, none empty) to dst, in the current format
+// (version 2).
 func AppendBlock(dst []byte, bs []Bucket) ([]byte, error) {
+	if err := checkBuckets(bs); err != nil {
+		return nil, err
+	}
+	return appendColumnsV2(dst, bs)
+}
+
+func checkBuckets(bs []Bucket) error {
 	if len(bs) == 0 || len(bs) > MaxBlockBuckets {
-		return nil, fmt.Errorf("rollup block of %d buckets (1 to %d)", len(bs), MaxBlockBuckets)
+		return fmt.Errorf("rollup block of %d buckets (1 to %d)", len(bs), MaxBlockBuckets)
+	}
+	for i := range bs {
+		if bs[i].Count <= 0 {
+			return fmt.Errorf("rollup bucket at %d is empty", bs[i].Start)
+		}
+	}
+	return nil
+}
+
+// appendBlockV1 appends bs as a version 1 column block, which stores can
+// still hold: tests write it to check that it still reads.
+func appendBlockV1(dst []byte, bs []Bucket) ([]byte, error) {
+	if err := checkBuckets(bs); err != nil {
+		return nil, err
 	}
 	start := len(dst)
 	dst = append(dst, blockVersion)
@@ -55,9 +75,6 @@ func AppendBlock(dst []byte, bs []Bucket) ([]byte, error) {
 		a := chunk.NewAppender()
 		for i := range bs {
 			b := &bs[i]
-			if b.Count <= 0 {
-				return nil, fmt.Errorf("rollup bucket at %d is empty", b.Start)
-			}
 			if err := a.Append(b.Start, column(b, c)); err != nil {
 				return nil, fmt.Errorf("rollup bucket at %d: %w", b.Start, err)
 			}

@@ -92,6 +92,9 @@ func openBlock(b []byte, what string) (int, []byte, error) {
 // decoded, or from the last when none is asked for). The checksum is
 // checked first: a damaged block is an error, never wrong numbers.
 func DecodeColumns(c *Columns, b []byte, cols uint) error {
+	if len(b) > 0 && b[0] == colVersion2 {
+		return decodeColumnsV2(c, b, cols)
+	}
 	n, rest, err := openBlock(b, "column")
 	if err != nil {
 		return err
