@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzIterator$$' -fuzztime=$(FUZZTIME) ./storage/chunk
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeBlock$$' -fuzztime=$(FUZZTIME) ./storage/rollup
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeSketch$$' -fuzztime=$(FUZZTIME) ./storage/rollup
+	$(GO) test -run=NONE -fuzz='^FuzzDecodeColumnsV2$$' -fuzztime=$(FUZZTIME) ./storage/rollup
 	$(GO) test -run=NONE -fuzz='^FuzzLoadTimeValueCSV$$' -fuzztime=$(FUZZTIME) ./bench
 	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLP$$' -fuzztime=$(FUZZTIME) ./ingest
