@@ -52,9 +52,21 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 	if len(e.Args) != want {
 		return nil, argCount(name, want, len(e.Args))
 	}
+	// A simple aggregation of a range function over a selector folds
+	// the series as the selection is read (the range function takes the
+	// folder; it may decline it).
+	var fold *folder
+	if want == 1 && simpleAggrs[name] && foldable(e.Args[0]) {
+		fold = newFolder(name, e.Modifier, ev.steps(), ev.shards())
+		ev.fold = fold
+	}
 	arg, err := ev.eval(e.Args[want-1])
+	ev.fold = nil
 	if err != nil {
 		return nil, err
+	}
+	if fold != nil && fold.used {
+		return fold.result(), ev.checkCtx()
 	}
 	v, ok := arg.(vectorValue)
 	if !ok {
@@ -172,6 +184,14 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 		}
 		return out, nil
 	}
+	if simpleAggrs[name] {
+		for _, g := range order {
+			if o := ev.aggregateSimple(name, g.labels, g.members); o != nil {
+				out.series = append(out.series, o)
+			}
+		}
+		return out, ev.checkCtx()
+	}
 	for _, g := range order {
 		o := ev.newSeries(g.labels)
 		any := false
@@ -187,33 +207,7 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 				continue
 			}
 			var r float64
-			switch name {
-			case "sum":
-				for _, x := range vals {
-					r += x
-				}
-			case "avg":
-				for j, x := range vals {
-					r += (x - r) / float64(j+1)
-				}
-			case "min":
-				r = vals[0]
-				for _, x := range vals[1:] {
-					if x < r || math.IsNaN(r) {
-						r = x
-					}
-				}
-			case "max":
-				r = vals[0]
-				for _, x := range vals[1:] {
-					if x > r || math.IsNaN(r) {
-						r = x
-					}
-				}
-			case "count":
-				r = float64(len(vals))
-			case "group":
-				r = 1
+			switch name { // the simple aggregations went to aggregateSimple
 			case "stddev", "stdvar":
 				pts := make([]Point, len(vals))
 				for j, x := range vals {

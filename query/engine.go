@@ -86,6 +86,10 @@ type evaluator struct {
 	maxSeries int
 	workers   int
 	tierMode  string // WithTier's
+	// fold: set by a simple aggregation for the range function it
+	// evaluates next (callRange takes it at once, so that nothing
+	// evaluated below that sees it).
+	fold *folder
 }
 
 type counts struct {

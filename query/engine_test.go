@@ -471,3 +471,39 @@ func TestCompensatedSums(t *testing.T) {
 	check(t, s, "avg_over_time(big[1m])", 20, "vector\n{} 1e+308") // the sum is +Inf
 	check(t, s, "avg_over_time(hot[1m])", 20, "vector\n{} +Inf")
 }
+
+// avg is Prometheus 3's: a compensated sum divided at the end, and an
+// incremental mean for a step whose sum would overflow; the same whether
+// the series are folded as they are read (by shards, merged) or
+// aggregated whole.
+func TestAvgCompensatedAndOverflow(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,big,i,1":   {1e308},
+		"__name__,big,i,2":   {1e308},
+		"__name__,big,i,3":   {-1e308},
+		"__name__,small,i,1": {1},
+		"__name__,small,i,2": {1e100},
+		"__name__,small,i,3": {1},
+		"__name__,small,i,4": {-1e100},
+	}, 60)
+	for _, par := range []int{1, 3} {
+		e := &query.Engine{Parallelism: par}
+		for _, c := range []struct{ q, want string }{
+			// 2e308 overflows: the mean of the first two, then of all three.
+			{"avg(big)", "vector\n{} 3.333e+307"},
+			{"avg(last_over_time(big[1m]))", "vector\n{} 3.333e+307"},
+			{`avg(last_over_time({__name__=~"big"}[1m]))`, "vector\n{} 3.333e+307"},
+			// Kahan: the 1s survive 1e100 and its negation.
+			{"avg(small)", "vector\n{} 0.5"},
+			{"avg(last_over_time(small[1m]))", "vector\n{} 0.5"},
+		} {
+			r, err := e.Instant(context.Background(), s, c.q, sec(30))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := render(r); got != c.want {
+				t.Errorf("%s (parallelism %d):\n got %s\nwant %s", c.q, par, got, c.want)
+			}
+		}
+	}
+}

@@ -37,7 +37,13 @@ type rangeValue []Series
 func (v vectorValue) matrix(start, step int64) []Series {
 	var out []Series
 	for _, s := range v.series {
-		var pts []Point
+		n := 0
+		for _, ok := range s.ok {
+			if ok {
+				n++
+			}
+		}
+		pts := make([]Point, 0, n)
 		for i, ok := range s.ok {
 			if ok {
 				pts = append(pts, Point{T: start + int64(i)*step, V: s.v[i]})

@@ -515,6 +515,8 @@ func argCount(name string, want, got int) error {
 
 // callRange applies a range function to its range-vector argument.
 func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error) {
+	fold := ev.fold
+	ev.fold = nil
 	argIdx, want := 0, 1
 	if e.Name == "quantile_over_time" {
 		argIdx, want = 1, 2
@@ -591,6 +593,9 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		m := &matrixArg{window: w, off: off}
 		first, last := ev.evalTimes(off, nil)
+		if fold != nil {
+			fold.used = true // the series go into it
+		}
 		// From a rollup tier where one answers as raw data would; the
 		// steps after its watermark from raw.
 		var fromTier []*vecSeries
@@ -599,7 +604,7 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 			if err != nil {
 				return nil, err
 			}
-			if fromTier, err = ev.tierSeries(e.Name, tier, ms, w, off, split, param); err != nil {
+			if fromTier, err = ev.tierSeries(e.Name, tier, ms, w, off, split, param, fold); err != nil {
 				return nil, err
 			}
 			if split >= last {
@@ -609,8 +614,13 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 			m.fromStep = int((split+off-ev.start)/ev.step) + 1
 			first = ev.ts(m.fromStep) - off
 		}
-		res, err := ev.parallelEach(me, first-w+1, last, false, func(_ int, ls series.Labels, pts []Point) *vecSeries {
-			return apply(m, ls, pts)
+		res, err := ev.parallelEach(me, first-w+1, last, false, func(k int, ls series.Labels, pts []Point) *vecSeries {
+			o := apply(m, ls, pts)
+			if fold != nil && o != nil {
+				fold.add(k, o) // steps from m.fromStep: none the tier gave
+				return nil
+			}
+			return o
 		})
 		if err != nil {
 			return nil, err

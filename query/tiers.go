@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -159,7 +160,7 @@ func tiersUsed(mask uint32, src Source) []string {
 
 // tierSeries evaluates f(x[w] offset off) from a tier at the evaluation
 // times up to split.
-func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, off, split int64, param scalarValue) ([]*vecSeries, error) {
+func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, off, split int64, param scalarValue, fold *folder) ([]*vecSeries, error) {
 	rs := ev.src.(RollupSource)
 	res := rs.Tiers()[tier].Resolution.Milliseconds()
 	ev.markTier(tier)
@@ -175,9 +176,16 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 			defer wg.Done()
 			defer recoverTo(&errs[k])
 			var acc rollup.Sketch
+			var scratch []float64
+			var buf *vecSeries // folding: one series' steps at a time
+			if fold != nil {
+				buf = ev.newSeries(nil)
+			}
 			errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
-				if o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc); err != nil || o == nil {
+				if o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc, buf, fold, k, &scratch); err != nil || o == nil {
 					return err
+				} else if fold != nil {
+					fold.add(k, o)
 				} else {
 					parts[k] = append(parts[k], o)
 				}
@@ -197,7 +205,9 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 }
 
 // tierSeriesOne evaluates one series' buckets at every step up to split.
-func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Columns, res, w, off, split int64, param scalarValue, acc *rollup.Sketch) (*vecSeries, error) {
+// With a folder, the dashboard case folds straight into the series'
+// group (and gives nil); buf is the series to reuse for the others.
+func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Columns, res, w, off, split int64, param scalarValue, acc *rollup.Sketch, buf *vecSeries, fold *folder, shard int, scratch *[]float64) (*vecSeries, error) {
 	if ev.counts.series.Add(1) > int64(ev.maxSeries) {
 		return nil, fmt.Errorf("%w: query selects more than %d series", ErrTooLarge, ev.maxSeries)
 	}
@@ -207,30 +217,26 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 	if !keepsName[fn] {
 		ls = dropName(ls)
 	}
-	o := ev.newSeries(ls)
+	_, oneBucket := oneBucketOps[fn]
+	oneBucket = oneBucket && w == res && (ev.steps() == 1 || ev.step == res)
+	if oneBucket && fold != nil {
+		oneBucketSteps(fn, c, nil, fold.group(shard, ls), fold.agg, ev.steps(), res, off, split, ev.start, ev.step, scratch)
+		return nil, nil
+	}
+	o := buf
+	if o == nil {
+		o = ev.newSeries(ls)
+	} else {
+		o.labels = ls
+		clear(o.ok)
+	}
 	any := false
 	starts := c.Start
-	if w == res && (ev.steps() == 1 || ev.step == res) && fn != "rate" && fn != "increase" && fn != "delta" && fn != "quantile_over_time" {
+	if oneBucket {
 		// The dashboard case: one bucket per window and per step. The
 		// bucket starting at s answers the step at s+res: no window to
 		// search, one value to read.
-		for j, st := range starts {
-			t := st + res
-			if t > split {
-				break
-			}
-			k := t + off - ev.start
-			if k < 0 || k%ev.step != 0 {
-				continue
-			}
-			i := int(k / ev.step)
-			if i >= len(o.v) {
-				break
-			}
-			v, _ := tierValue(fn, c, j, j+1, t, w, 0, nil)
-			o.v[i], o.ok[i], any = v, true, true
-		}
-		if !any {
+		if any = oneBucketSteps(fn, c, o, nil, 0, len(o.v), res, off, split, ev.start, ev.step, scratch); !any {
 			return nil, nil
 		}
 		return o, nil
@@ -262,6 +268,110 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 		return nil, nil
 	}
 	return o, nil
+}
+
+var oneBucketOps = map[string]int{"sum_over_time": 0, "avg_over_time": 1, "count_over_time": 2, "min_over_time": 3,
+	"max_over_time": 4, "last_over_time": 5, "present_over_time": 6}
+
+// oneBucketSteps sets the steps (of n) that one bucket of c answers each
+// (window = resolution = step, or an instant query), in o or folded into
+// g with the aggregation agg (aggOps), and reports whether it set any.
+// scratch holds computed values between calls.
+func oneBucketSteps(fn string, c *rollup.Columns, o *vecSeries, g *foldGroup, agg, n int, res, off, split, start, step int64, scratch *[]float64) bool {
+	// The buckets whose step is in range and not after split: [j0, j1).
+	// Starts increase, so both ends are searches.
+	starts := c.Start
+	j0, _ := slices.BinarySearch(starts, start-off-res)
+	j1, _ := slices.BinarySearch(starts, min(split, start+int64(n-1)*step-off)-res+1)
+	if j1 <= j0 {
+		return false
+	}
+	// The function as a number: a string switch per bucket cost as much
+	// as the rest of the loop.
+	op, ok := oneBucketOps[fn]
+	if !ok {
+		panic("oneBucketSteps: " + fn) // tierSeriesOne plans only these
+	}
+	// The common case: buckets [j0, j1) without a gap answer a run of
+	// consecutive steps (step = resolution): whole columns at a time.
+	base := start - off - res
+	if d := starts[j0] - base; d%step == 0 && starts[j1-1]-starts[j0] == int64(j1-1-j0)*step && int(d/step)+(j1-j0) <= n {
+		i0 := int(d / step)
+		var xs []float64
+		switch op {
+		case 0:
+			xs = c.Sum[j0:j1]
+		case 1:
+			xs = slices.Grow((*scratch)[:0], j1-j0)[:j1-j0]
+			*scratch = xs
+			for k, sum := range c.Sum[j0:j1] {
+				xs[k] = sum / c.Count[j0+k]
+			}
+		case 2:
+			xs = c.Count[j0:j1]
+		case 3:
+			xs = c.Min[j0:j1]
+		case 4:
+			xs = c.Max[j0:j1]
+		case 5:
+			xs = c.Last[j0:j1]
+		case 6:
+			xs = slices.Grow((*scratch)[:0], j1-j0)[:j1-j0]
+			*scratch = xs
+			for k := range xs {
+				xs[k] = 1
+			}
+		}
+		if g != nil {
+			g.addRun(agg, i0, xs)
+		} else {
+			copy(o.v[i0:], xs)
+			for i := i0; i < i0+len(xs); i++ {
+				o.ok[i] = true
+			}
+		}
+		return true
+	}
+	// Bucket j answers step i when starts[j] = at(i) = start-off-res +
+	// i*step: both increase, so one merge walk, without a division.
+	set := 0
+	i, at := 0, base
+	for j := j0; j < j1; j++ {
+		for at < starts[j] && i < n {
+			i++
+			at += step
+		}
+		if i == n {
+			break
+		}
+		if at != starts[j] {
+			continue
+		}
+		set++
+		var x float64
+		switch op {
+		case 0:
+			x = c.Sum[j]
+		case 1:
+			x = c.Sum[j] / c.Count[j]
+		case 2:
+			x = c.Count[j]
+		case 3:
+			x = c.Min[j]
+		case 4:
+			x = c.Max[j]
+		case 5:
+			x = c.Last[j]
+		case 6:
+			x = 1
+		}
+		if g != nil {
+			g.addStep(agg, i, x)
+		} else {
+			o.v[i], o.ok[i] = x, true
+		}
+	}
+	return set > 0
 }
 
 // tierValue computes fn over the buckets [lo, hi) of c (at least one).

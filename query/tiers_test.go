@@ -251,3 +251,55 @@ func TestTierRetentionPlanning(t *testing.T) {
 	}
 	compareResults(t, q, got, full, 1e-12)
 }
+
+// Simple aggregations of a range function over a selector fold each
+// series into its group as the selection is read (in parallel shards,
+// from raw samples, from a tier, and from both across the watermark);
+// they give what aggregating the whole result gives. The regex selector
+// of the same name takes the path that keeps every series.
+func TestFoldedAggregations(t *testing.T) {
+	s, end := rolledUp(t)
+	wm := s.Tiers()[1].Watermark
+	app := s.db.Appender()
+	for i := 0; i < 3; i++ { // samples past the 1h tier's watermark
+		ls := series.FromStrings("__name__", "m", "i", fmt.Sprint(i))
+		for ts := wm + 1000; ts <= wm+2*3600_000; ts += 15_000 {
+			if err := app.Append(ls, ts, float64(ts%11)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, par := range []int{1, 3} {
+		eng := &query.Engine{Parallelism: par}
+		for _, tier := range []string{"raw", "auto"} {
+			ctx := query.WithTier(context.Background(), tier)
+			for _, agg := range []string{"sum", "avg", "min", "max", "count", "group"} {
+				for _, by := range []string{"", " by (i)", " without (i)"} {
+					for _, fn := range []string{"rate(%s[1h])", "avg_over_time(%s[1h])", "max_over_time(%s[1h] offset 1h)", "last_over_time(%s[2h])", "quantile_over_time(0.5, %s[1h])"} {
+						folded := agg + by + " (" + fmt.Sprintf(fn, "m") + ")"
+						whole := agg + by + " (" + fmt.Sprintf(fn, `{__name__=~"m"}`) + ")"
+						start, stop := end-2*24*3600_000, wm+2*3600_000
+						got, err := eng.Range(ctx, s, folded, start, stop, 3600_000)
+						if err != nil {
+							t.Fatal(err)
+						}
+						want, err := eng.Range(ctx, s, whole, start, stop, 3600_000)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if len(got.Series) == 0 {
+							t.Fatalf("%s: no series", folded)
+						}
+						if tier == "auto" && !slices.Equal(got.Tiers, want.Tiers) {
+							t.Fatalf("%s: tiers %v, whole %v", folded, got.Tiers, want.Tiers)
+						}
+						compareResults(t, fmt.Sprintf("%s (parallelism %d, %s)", folded, par, tier), got, want, 1e-12)
+					}
+				}
+			}
+		}
+	}
+}
