@@ -47,7 +47,8 @@ func main() {
 	rollupDays := flag.Int("rollup-days", 90, "days of per-minute history in the downsampling benchmark")
 	rollupKeep := flag.String("rollup-keep", "", "directory to write the downsampling data set to once and reuse on later runs (same UTC day)")
 	rollupWorkers := flag.Int("rollup-workers", 0, "goroutines of the downsampling run (0: storage's default, half the CPUs)")
-	rollupProfile := flag.String("rollup-profile", "", "file for a CPU profile of the tier queries of the downsampling benchmark")
+	rollupProfile := flag.String("rollup-profile", "", "file for a CPU profile of the first tier query of the downsampling benchmark (the second's: the name with .2 appended)")
+	rollupRuns := flag.Int("rollup-runs", 3, "runs of each query of the downsampling benchmark (the median is reported)")
 	queryTime := flag.Duration("query-time", 3*time.Second, "how long each query shape is repeated (at least 5 times)")
 	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
 	serverBin := flag.String("server-bin", "", "headroom binary for the ingest runs (default: go build ./cmd/headroom)")
@@ -95,7 +96,7 @@ func main() {
 		benchQuery(*serverBin, *queryTime)
 	}
 	if run("rollup") {
-		benchRollup(*rollupSeries, 10, *rollupDays, 3, *rollupKeep, *rollupProfile, *rollupWorkers)
+		benchRollup(*rollupSeries, 10, *rollupDays, max(*rollupRuns, 1), *rollupKeep, *rollupProfile, *rollupWorkers)
 	}
 	printTable()
 }

@@ -161,10 +161,15 @@ func queryRollups(db *storage.DB, end time.Time, hosts, cores, days, queryRuns i
 	eng := &query.Engine{MaxSamples: 1 << 40}
 	var err error
 	qStart, qEnd := end.Add(-time.Duration(days)*24*time.Hour).Add(time.Hour).UnixMilli(), end.UnixMilli()
-	for _, q := range []string{`avg by (host) (avg_over_time(cpu_utilization[1h]))`, `max by (host) (max_over_time(cpu_utilization[1h]))`} {
-		timeIt := func(tier string) (time.Duration, *query.Result) {
+	queries := []string{`avg by (host) (avg_over_time(cpu_utilization[1h]))`, `max by (host) (max_over_time(cpu_utilization[1h]))`}
+	for _, q := range queries {
+		// The median latency, and the mean CPU time of a run (of the
+		// whole process, GC included: steadier than the latency on a
+		// noisy machine).
+		timeIt := func(tier string) (time.Duration, time.Duration, *query.Result) {
 			var lat []time.Duration
 			var res *query.Result
+			cpu0 := cpuTime()
 			for i := 0; i < queryRuns; i++ {
 				t := time.Now()
 				res, err = eng.Range(query.WithTier(context.Background(), tier), src, q, qStart, qEnd, 3600_000)
@@ -173,21 +178,27 @@ func queryRollups(db *storage.DB, end time.Time, hosts, cores, days, queryRuns i
 				}
 				lat = append(lat, time.Since(t))
 			}
+			cpu := (cpuTime() - cpu0) / time.Duration(queryRuns)
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-			return lat[len(lat)/2], res
+			return lat[len(lat)/2], cpu, res
 		}
-		rawLat, rawRes := timeIt("raw")
+		rawLat, rawCPU, rawRes := timeIt("raw")
 		if profile != "" {
-			f, err := os.Create(profile)
+			// One profile of each query's tier runs: the first query's in
+			// the file named, the second's with ".2" appended.
+			name := profile
+			if q != queries[0] {
+				name += ".2"
+			}
+			f, err := os.Create(name)
 			if err != nil {
 				fatal(err)
 			}
 			pprof.StartCPUProfile(f)
 		}
-		tierLat, tierRes := timeIt("auto")
+		tierLat, tierCPU, tierRes := timeIt("auto")
 		if profile != "" {
 			pprof.StopCPUProfile()
-			profile = "" // the first query's
 		}
 		if len(rawRes.Series) != hosts || len(tierRes.Series) != hosts {
 			fatal(fmt.Errorf("%s: %d and %d series, want %d", q, len(rawRes.Series), len(tierRes.Series), hosts))
@@ -197,6 +208,8 @@ func queryRollups(db *storage.DB, end time.Time, hosts, cores, days, queryRuns i
 		record("rollup", name+": raw", float64(rawLat.Microseconds())/1000, "ms", "", nil)
 		record("rollup", name+": from "+fmt.Sprint(tierRes.Tiers), float64(tierLat.Microseconds())/1000, "ms", "", nil)
 		record("rollup", name+": speed-up", speedup, "x", ">= 50x", boolp(speedup >= 50))
+		record("rollup", name+": CPU time, raw / tier", rawCPU.Seconds()/tierCPU.Seconds(), "x", "", nil)
+		record("rollup", name+": CPU time from "+fmt.Sprint(tierRes.Tiers), float64(tierCPU.Microseconds())/1000, "ms", "", nil)
 	}
 	// The capacity report over the whole range: by host (percentiles of
 	// the hourly points), and of every series (percentiles of the raw
