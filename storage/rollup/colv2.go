@@ -21,9 +21,10 @@ import (
 //	         the offsets of a steady scrape)
 //	decimal  integers m at a decimal scale e, bit-packed at a fixed width
 //	         from a base (or their differences, for counters), and the
-//	         float64 value as float64(m)/10^e plus a bit-packed
-//	         correction in units in the last place: sums of decimals are
-//	         not exact decimals, but lie within a few ulps of one
+//	         float64 value as m/10^e (decimalValue, without a division)
+//	         plus a bit-packed correction in units in the last place:
+//	         sums of decimals are not exact decimals, but lie within a
+//	         few ulps of one
 //	chunk    the version 1 sample chunk, for values that are not decimal
 //
 // Each column has its own checksum, so that a query reading two of the
@@ -43,8 +44,7 @@ const (
 	startsGaps    = 1 // n-1 uvarints: start_i - start_{i-1} in gaps
 )
 
-// maxDecimalExp bounds the decimal scale: 10^18 is exact in a float64
-// and the quotient float64(m)/10^e then correctly rounded.
+// maxDecimalExp bounds the decimal scale: 10^18 is exact in a float64.
 const maxDecimalExp = 18
 
 var pow10 = func() (p [maxDecimalExp + 1]float64) {
@@ -222,17 +222,16 @@ func appendColumn(dst []byte, vals []float64, starts []int64, exp, hint int) []b
 
 // decimalPlan is a column's decimal encoding at scale e.
 type decimalPlan struct {
-	ok        bool
-	e         int
-	delta     bool  // pack differences from the previous integer
-	base      int64 // the smallest packed integer (or difference)
-	w, cw     int   // bits per integer, per correction
-	bits      int   // the packed size
-	m0        int64 // the first integer (delta)
-	firstDiff int64
+	ok    bool
+	e     int
+	delta bool  // pack differences from the previous integer
+	base  int64 // the smallest packed integer (or difference)
+	w, cw int   // bits per integer, per correction
+	bits  int   // the packed size
+	m0    int64 // the first integer (delta)
 }
 
-// decimalInts returns m = round(v * 10^e), and false when |v * 10^e|
+// decimalInt returns m = round(v * 10^e), and false when |v * 10^e|
 // is out of float64's exact integers (or v is not finite).
 func decimalInt(v float64, e int) (int64, bool) {
 	x := v * pow10[e]
@@ -615,8 +614,9 @@ func fastFields(srcLen, w, n int) int {
 	return min(n, ((srcLen-7)*8-1)/w+1)
 }
 
-// fieldSlow is field near the end of src, or for w > 56; not inlined,
-// so that field is.
+// fieldSlow reads the w-bit field at bit of src: one near the end of
+// src, or of more than 56 bits. Not inlined, so that it stays out of
+// the hot loops.
 //
 //go:noinline
 func fieldSlow(src []byte, bit, w int) uint64 {
