@@ -217,10 +217,10 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 	if !keepsName[fn] {
 		ls = dropName(ls)
 	}
-	_, oneBucket := oneBucketOps[fn]
+	op, oneBucket := oneBucketOps[fn]
 	oneBucket = oneBucket && w == res && (ev.steps() == 1 || ev.step == res)
 	if oneBucket && fold != nil {
-		oneBucketSteps(fn, c, nil, fold.group(shard, ls), fold.agg, ev.steps(), res, off, split, ev.start, ev.step, scratch)
+		oneBucketSteps(op, c, nil, fold.group(shard, ls), fold.agg, ev.steps(), res, off, split, ev.start, ev.step, scratch)
 		return nil, nil
 	}
 	o := buf
@@ -236,7 +236,7 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 		// The dashboard case: one bucket per window and per step. The
 		// bucket starting at s answers the step at s+res: no window to
 		// search, one value to read.
-		if any = oneBucketSteps(fn, c, o, nil, 0, len(o.v), res, off, split, ev.start, ev.step, scratch); !any {
+		if any = oneBucketSteps(op, c, o, nil, 0, len(o.v), res, off, split, ev.start, ev.step, scratch); !any {
 			return nil, nil
 		}
 		return o, nil
@@ -270,14 +270,17 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 	return o, nil
 }
 
+// oneBucketOps numbers the functions oneBucketSteps computes: a string
+// switch per bucket cost as much as the rest of the loop.
 var oneBucketOps = map[string]int{"sum_over_time": 0, "avg_over_time": 1, "count_over_time": 2, "min_over_time": 3,
 	"max_over_time": 4, "last_over_time": 5, "present_over_time": 6}
 
 // oneBucketSteps sets the steps (of n) that one bucket of c answers each
-// (window = resolution = step, or an instant query), in o or folded into
-// g with the aggregation agg (aggOps), and reports whether it set any.
+// (window = resolution = step, or an instant query) with the function op
+// (oneBucketOps), in o or folded into g with the aggregation agg
+// (aggOps), and reports whether it set any.
 // scratch holds computed values between calls.
-func oneBucketSteps(fn string, c *rollup.Columns, o *vecSeries, g *foldGroup, agg, n int, res, off, split, start, step int64, scratch *[]float64) bool {
+func oneBucketSteps(op int, c *rollup.Columns, o *vecSeries, g *foldGroup, agg, n int, res, off, split, start, step int64, scratch *[]float64) bool {
 	// The buckets whose step is in range and not after split: [j0, j1).
 	// Starts increase, so both ends are searches.
 	starts := c.Start
@@ -285,12 +288,6 @@ func oneBucketSteps(fn string, c *rollup.Columns, o *vecSeries, g *foldGroup, ag
 	j1, _ := slices.BinarySearch(starts, min(split, start+int64(n-1)*step-off)-res+1)
 	if j1 <= j0 {
 		return false
-	}
-	// The function as a number: a string switch per bucket cost as much
-	// as the rest of the loop.
-	op, ok := oneBucketOps[fn]
-	if !ok {
-		panic("oneBucketSteps: " + fn) // tierSeriesOne plans only these
 	}
 	// The common case: buckets [j0, j1) without a gap answer a run of
 	// consecutive steps (step = resolution): whole columns at a time.

@@ -82,6 +82,22 @@ func (c *overloadCounts) answer(what string, resp *http.Response, err error, okC
 	return false
 }
 
+// untilServing polls probe every 50 ms until it succeeds and returns how
+// long after stopped that was; 30 s after stopped the test fails.
+func untilServing(t *testing.T, stopped time.Time, probe func() error) time.Duration {
+	t.Helper()
+	for {
+		err := probe()
+		if err == nil {
+			return time.Since(stopped)
+		}
+		if time.Since(stopped) > 30*time.Second {
+			t.Fatalf("not serving 30 s after the load stopped: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // watchRSS samples the resident memory of process pid until stop is
 // closed, and returns its peak (wg counts the sampler).
 func watchRSS(pid int, stop <-chan struct{}, wg *sync.WaitGroup) *atomic.Int64 {
@@ -211,28 +227,17 @@ func TestOverload(t *testing.T) {
 	wg.Wait()
 
 	// Recovery: one write and one query, retried until they pass.
-	var recovered time.Duration
-	for {
-		err := func() error {
-			if _, err := client.Write(context.Background(), &headroomv1.WriteRequest{Series: []*headroomv1.Series{{
-				Labels:  []*headroomv1.Label{{Name: "__name__", Value: "after_load"}},
-				Samples: []*headroomv1.Sample{{TimestampMs: time.Now().UnixMilli(), Value: 1}}}}}); err != nil {
-				return err
-			}
-			if code, body := httpGet(t, c.httpURL+"/api/v1/query?query=after_load"); code != 200 || !strings.Contains(body, `"1"`) {
-				return fmt.Errorf("query after the load: %d %s", code, body)
-			}
-			return nil
-		}()
-		if err == nil {
-			recovered = time.Since(stopped)
-			break
+	recovered := untilServing(t, stopped, func() error {
+		if _, err := client.Write(context.Background(), &headroomv1.WriteRequest{Series: []*headroomv1.Series{{
+			Labels:  []*headroomv1.Label{{Name: "__name__", Value: "after_load"}},
+			Samples: []*headroomv1.Sample{{TimestampMs: time.Now().UnixMilli(), Value: 1}}}}}); err != nil {
+			return err
 		}
-		if time.Since(stopped) > 30*time.Second {
-			t.Fatalf("not serving 30 s after the load stopped: %v", err)
+		if code, body := httpGet(t, c.httpURL+"/api/v1/query?query=after_load"); code != 200 || !strings.Contains(body, `"1"`) {
+			return fmt.Errorf("query after the load: %d %s", code, body)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	hwm := procStatus(pid, "VmHWM")
 
 	// Every acknowledged write is stored.
