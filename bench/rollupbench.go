@@ -37,13 +37,14 @@ func (s rollupSource) Querier(mint, maxt int64) (query.Querier, error) {
 func (s rollupSource) Tiers() []query.Tier {
 	var out []query.Tier
 	for _, t := range s.db.Tiers() {
-		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest})
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest, Sketches: t.Sketches})
 	}
 	return out
 }
 
-func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error {
-	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+	return rr.RawDays, err
 }
 
 // benchRollup writes hosts x cores CPU series of days at 60 s (raw

@@ -26,13 +26,14 @@ func (s src) Querier(mint, maxt int64) (query.Querier, error) {
 func (s src) Tiers() []query.Tier {
 	var out []query.Tier
 	for _, t := range s.db.Tiers() {
-		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest})
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest, Sketches: t.Sketches})
 	}
 	return out
 }
 
-func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error {
-	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+	return rr.RawDays, err
 }
 
 // t0 is the test data's origin; samples are at t0 + seconds.

@@ -20,17 +20,22 @@ type Tier struct {
 	Watermark int64
 	// Oldest: the tier's retention cutoff (ms); older buckets are gone.
 	Oldest int64
+	// Sketches: the tier keeps a quantile sketch per bucket
+	// (quantile_over_time can read it).
+	Sketches bool
 }
 
 // RollupSource is a Source that also keeps downsampled tiers, finest
 // first. EachRollup calls f with each selected series (of the shard-th of
 // shards parts of the selection) that has buckets of tier in the blocks
 // covering [mint, maxt] (others may come along), with only the columns in
-// cols (rollup.Col*) decoded; f must not keep them.
+// cols (rollup.Col*) decoded; f must not keep them. The buckets are
+// exact: rawDays counts the series-days the source computed from raw
+// samples because they were not rolled up yet.
 type RollupSource interface {
 	Source
 	Tiers() []Tier
-	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error
+	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (rawDays int, err error)
 }
 
 // tierColumns are the bucket columns fn needs.
@@ -122,6 +127,9 @@ func (ev *evaluator) planTier(fn string, w, off int64) (tier int, split int64, o
 			continue
 		}
 		res := t.Resolution.Milliseconds()
+		if fn == "quantile_over_time" && !t.Sketches {
+			continue
+		}
 		if res <= 0 || w%res != 0 || mod(first, res) != 0 || (ev.steps() > 1 && ev.step%res != 0) {
 			continue
 		}
@@ -181,7 +189,8 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 			if fold != nil {
 				buf = ev.newSeries(nil)
 			}
-			errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
+			var rawDays int
+			rawDays, errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
 				if o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc, buf, fold, k, &scratch); err != nil || o == nil {
 					return err
 				} else if fold != nil {
@@ -191,6 +200,9 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 				}
 				return ev.checkCtx()
 			})
+			if rawDays > 0 {
+				ev.markTier(-1) // days not rolled up yet were read from raw samples
+			}
 		}(k)
 	}
 	wg.Wait()

@@ -39,10 +39,8 @@ type Appender struct {
 	// the clock costs more than the rest of an Append.
 	cutoff    int64
 	hasCutoff bool
-	minT      int64 // the oldest pending sample's time (valid when samples exist)
-	// old: samples older than the raw retention that a rollup tier keeps;
-	// they go to the downsampler ('B' keys), not to the head.
-	old []pendingSample
+	now       int64 // the clock, for the tiers' retention, read once per commit
+	hasNow    bool
 }
 
 type postedKey struct {
@@ -68,26 +66,17 @@ func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
 	if !a.hasCutoff {
 		a.cutoff, a.hasCutoff = a.db.retentionCutoff(), true
 	}
-	if t < a.cutoff {
-		if !a.db.rollupKeeps(t) {
-			return fmt.Errorf("%w: series %s: timestamp %d (%s) is before the retention cutoff %s (retention %v, and no rollup tier keeps it)", series.ErrOutOfRetention, ls, t,
-				time.UnixMilli(t).UTC().Format(time.RFC3339), time.UnixMilli(a.cutoff).UTC().Format(time.RFC3339), a.db.opts.Retention)
-		}
-		// Older than raw samples are kept, but a rollup tier keeps it:
-		// it goes straight into the rollups.
-		s, err := a.db.getOrCreate(ls)
-		if err != nil {
-			return err
-		}
-		a.old = append(a.old, pendingSample{s, t, v})
-		return nil
+	if t < a.cutoff && !a.db.rollupKeeps(t) {
+		return fmt.Errorf("%w: series %s: timestamp %d (%s) is before the retention cutoff %s (retention %v, and no rollup tier keeps it)", series.ErrOutOfRetention, ls, t,
+			time.UnixMilli(t).UTC().Format(time.RFC3339), time.UnixMilli(a.cutoff).UTC().Format(time.RFC3339), a.db.opts.Retention)
 	}
+	// A sample older than the raw retention that a tier keeps takes the
+	// same path as any late sample: the head, a chunk of its day, and the
+	// downsampler, which merges it into the tiers and then drops the
+	// chunk (see rollDay's merge mode).
 	s, err := a.db.getOrCreate(ls)
 	if err != nil {
 		return err
-	}
-	if len(a.samples) == 0 || t < a.minT {
-		a.minT = t
 	}
 	a.samples = append(a.samples, pendingSample{s, t, v})
 	return nil
@@ -103,16 +92,9 @@ func (a *Appender) Rollback() {
 			a.db.dropUnused(p.s)
 		}
 	}
-	for _, p := range a.old {
-		if p.s.pins.Add(-1) == 0 && !p.s.created.Load() {
-			a.db.dropUnused(p.s)
-		}
-	}
 	clear(a.samples) // a reused appender must not keep evicted series alive
 	a.samples = a.samples[:0]
-	clear(a.old)
-	a.old = a.old[:0]
-	a.hasCutoff = false
+	a.hasCutoff, a.hasNow = false, false
 }
 
 // testHookCommitted, set only by tests, runs between a commit and the
@@ -125,9 +107,6 @@ var testHookCommitted func()
 // of the commit is visible or will be after a restart.
 func (a *Appender) Commit() error {
 	if len(a.samples) == 0 {
-		if len(a.old) > 0 {
-			return a.commitOld()
-		}
 		return nil
 	}
 	db := a.db
@@ -173,16 +152,21 @@ func (a *Appender) Commit() error {
 			a.buf = binary.BigEndian.AppendUint64(a.buf, s.id)
 			b.Set(a.buf, nil, nil)
 		}
+		if len(db.tiers) > 0 {
+			if !a.hasNow {
+				a.now, a.hasNow = db.opts.Now().UnixMilli(), true
+			}
+			var err error
+			if a.buf, err = db.postTiers(b, s.id, s.lset, day, a.now, a.buf); err != nil {
+				return err
+			}
+		}
 	}
 
-	if err := a.writeOld(b); err != nil {
-		return err
-	}
 	a.buf = a.encodeRecord(a.buf[:0])
 	db.seqMu.Lock()
 	seq := db.nextSeq
 	db.nextSeq++
-	a.markDirty(b, seq) // under seqMu: see rollWindow
 	db.seqMu.Unlock()
 	b.Set(walKey(seq), a.buf, nil)
 	start := time.Now()
@@ -221,9 +205,6 @@ func (a *Appender) Commit() error {
 		if d := dayOf(p.t) + 1; d > p.s.postedDay.Load() {
 			p.s.postedDay.Store(d)
 		}
-	}
-	for _, p := range a.old {
-		p.s.created.Store(true)
 	}
 	db.stats.Commits.Add(1)
 	if db.walBytes.Add(int64(len(a.buf))) > db.opts.CheckpointWALBytes {
@@ -307,57 +288,4 @@ func (db *DB) replay() (int64, error) {
 		db.nextSeq = db.appliedSeq + 1
 	}
 	return n, it.Error()
-}
-
-// writeOld adds the samples bound straight for the rollups to b: their
-// series' keys if new, and a 'B' key each (series, time -> value), which
-// the downsampler merges into the tiers and deletes in one batch.
-func (a *Appender) writeOld(b *pebble.Batch) error {
-	for _, p := range a.old {
-		s := p.s
-		if !s.created.Load() {
-			if _, ok := a.posted[postedKey{s.id, math.MaxUint32}]; !ok {
-				a.posted[postedKey{s.id, math.MaxUint32}] = struct{}{}
-				a.buf = appendLabels(a.buf[:0], s.lset)
-				b.Set(seriesKey(s.id), a.buf, nil)
-				b.Set(hashKey(s.hash, s.id), nil, nil)
-			}
-		}
-		if err := b.Set(backfillKey(s.id, p.t), binary.LittleEndian.AppendUint64(nil, math.Float64bits(p.v)), nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// commitOld commits an appender holding only samples for the rollups.
-func (a *Appender) commitOld() error {
-	db := a.db
-	db.closeMu.RLock()
-	defer db.closeMu.RUnlock()
-	if db.closed.Load() {
-		a.Rollback()
-		return series.ErrClosed
-	}
-	defer a.Rollback()
-	if err := db.Writable(); err != nil {
-		return err
-	}
-	b := db.pdb.NewBatch()
-	defer b.Close()
-	clear(a.posted)
-	if a.posted == nil {
-		a.posted = map[postedKey]struct{}{}
-	}
-	if err := a.writeOld(b); err != nil {
-		return err
-	}
-	if err := db.commit(b, pebble.Sync); err != nil {
-		return fmt.Errorf("commit %d samples: %w", len(a.old), err)
-	}
-	for _, p := range a.old {
-		p.s.created.Store(true)
-	}
-	db.stats.Commits.Add(1)
-	return nil
 }

@@ -17,7 +17,7 @@ type CheckReport struct {
 	Series, Chunks, Samples    int64
 	RollupBlocks, Buckets      int64
 	WALRecords                 int64 // not yet checkpointed: replayed at the next open
-	Pending                    int64 // dirty and backfill markers for the downsampler
+	Pending                    int64 // series-days marked for the downsampler
 	Damage                     []string
 	OrphanPostings, OrphanKeys int64 // index entries of series that do not exist
 	Took                       time.Duration
@@ -39,16 +39,11 @@ const maxDamageListed = 100
 // keys read so far.
 func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 	start := time.Now()
-	lock, err := lockDir(dir)
+	pdb, done, err := openReadOnly(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release()
-	pdb, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, Logger: quietLogger{slog.Default()}})
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer pdb.Close()
+	defer done()
 	r := &CheckReport{}
 	damage := func(format string, args ...any) {
 		if len(r.Damage) < maxDamageListed {
@@ -158,8 +153,21 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 			}
 		case kindWAL:
 			r.WALRecords++
-		case kindDirty, kindBackfill:
+		case kindRollMark:
 			r.Pending++
+			if len(k) != 13 || len(v) != 8 {
+				damage("roll marker %x: malformed", k)
+			} else if !exists[binary.BigEndian.Uint64(k[1:])] {
+				r.OrphanKeys++
+			}
+		case kindFloor:
+			if len(k) != 9 || len(v) != 4 {
+				damage("series floor %x: malformed", k)
+			} else if !exists[binary.BigEndian.Uint64(k[1:])] {
+				r.OrphanKeys++
+			}
+		case kindDirty, kindBackfill:
+			r.Pending++ // the first downsampler's, converted at the next open
 		}
 	}
 	if err := it.Error(); err != nil {
@@ -181,6 +189,21 @@ func checkSketches(b []byte) error {
 		return fmt.Errorf("%w: sketch block bucket count", rollup.ErrCorrupt)
 	}
 	return rollup.DecodeSketches(&rollup.Columns{Start: make([]int64, n)}, b)
+}
+
+// openReadOnly opens a directory no server has open (taking its lock)
+// without changing it; done closes it.
+func openReadOnly(dir string) (*pebble.DB, func(), error) {
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	pdb, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, Logger: quietLogger{slog.Default()}})
+	if err != nil {
+		lock.release()
+		return nil, nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	return pdb, func() { pdb.Close(); lock.release() }, nil
 }
 
 func dayString(day uint32) string {

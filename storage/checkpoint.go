@@ -35,6 +35,12 @@ func (db *DB) Checkpoint() error {
 	cpSeq := db.appliedSeq
 	for _, s := range db.series.all() {
 		s.mu.Lock()
+		if s.head != nil && s.head.Count() > 0 && dayOf(s.head.MinT()) < db.floorOf(s) {
+			// An open chunk in a day before the floor is stored once, as
+			// final: the downsampler merges it and deletes it, and a copy
+			// stored again with more samples would be merged twice.
+			s.sealHeadLocked()
+		}
 		c := cpSeries{s: s, nSealed: len(s.sealed), sealed: s.sealed}
 		if s.headDirty && s.head != nil {
 			c.head = &sealedChunk{minT: s.head.MinT(), maxT: s.head.MaxT(), b: append([]byte(nil), s.head.Bytes()...)}
@@ -57,6 +63,10 @@ func (db *DB) Checkpoint() error {
 	// still holds their samples until phase 2's synced batch truncates it,
 	// and Pebble's log is sequential, so that sync covers this batch too.
 	cut := db.retentionCutoff()
+	if len(db.tiers) > 0 {
+		cut = db.oldestKept(db.opts.Now().UnixMilli()) // the downsampler merges what raw retention does not keep
+	}
+	marks := db.newMarkWriter()
 	b := db.pdb.NewBatch()
 	// Commit in pieces: one batch larger than half a memtable would become
 	// a "flushable batch" that Pebble keeps in memory until the next flush.
@@ -67,6 +77,7 @@ func (db *DB) Checkpoint() error {
 			pieceErr = db.commit(b, pebble.NoSync)
 			b.Close()
 			b = db.pdb.NewBatch()
+			marks.newBatch()
 		}
 	}
 	var key, val []byte
@@ -83,6 +94,9 @@ func (db *DB) Checkpoint() error {
 		key = chunkKey(key[:0], day, s.id, c.minT)
 		val = appendChunkValue(val[:0], c.minT, c.maxT, chk)
 		b.Set(key, val, nil)
+		if err := marks.mark(b, s.id, c.minT, c.maxT); err != nil && pieceErr == nil {
+			pieceErr = err
+		}
 		db.stats.ChunksWritten.Add(1)
 		if day > s.lastChunkDay {
 			s.lastChunkDay = day
@@ -119,10 +133,12 @@ func (db *DB) Checkpoint() error {
 		}
 	}
 
-	// Phase 2: merge late samples into the stored chunks of their day,
-	// record the checkpoint and truncate the WAL, in one synced batch.
+	// Phase 2: merge late samples into the stored chunks of their day (in
+	// pieces, as phase 1: a backfill's late samples may touch many days),
+	// then record the checkpoint and truncate the WAL in one synced batch.
 	b = db.pdb.NewBatch()
-	defer b.Close()
+	defer func() { b.Close() }()
+	marks.newBatch()
 	merged := 0
 	for _, c := range snaps {
 		if len(c.ooo) == 0 {
@@ -135,11 +151,19 @@ func (db *DB) Checkpoint() error {
 			for n < len(ooo) && dayOf(ooo[n].T) == day {
 				n++
 			}
-			if err := db.mergeDay(b, c.s, day, ooo[:n], cut); err != nil {
+			if err := db.mergeDay(b, marks, c.s, day, ooo[:n], cut); err != nil {
 				return fmt.Errorf("checkpoint: merge late samples of series %d: %w", c.s.id, err)
 			}
 			merged += n
 			ooo = ooo[n:]
+		}
+		if b.Len() >= pieceBytes {
+			if err := db.commit(b, pebble.NoSync); err != nil {
+				return fmt.Errorf("checkpoint: merge late samples: %w", err)
+			}
+			b.Close()
+			b = db.pdb.NewBatch()
+			marks.newBatch()
 		}
 	}
 	b.Set(metaKey("checkpoint"), binary.BigEndian.AppendUint64(nil, cpSeq), nil)
@@ -171,7 +195,7 @@ func (db *DB) Checkpoint() error {
 
 // mergeDay merges late samples (sorted, one day) into the stored chunks of
 // series s that they overlap, re-cutting the result into chunks.
-func (db *DB) mergeDay(b *pebble.Batch, s *memSeries, day uint32, late []series.Sample, cut int64) error {
+func (db *DB) mergeDay(b *pebble.Batch, marks *markWriter, s *memSeries, day uint32, late []series.Sample, cut int64) error {
 	minO, maxO := late[0].T, late[len(late)-1].T
 	prefix := chunkKey(nil, day, s.id, 0)[:13]
 	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
@@ -226,7 +250,8 @@ func (db *DB) mergeDay(b *pebble.Batch, s *memSeries, day uint32, late []series.
 	for len(all) > 0 {
 		a := chunk.NewAppender()
 		n := 0
-		for n < len(all) && n < db.opts.ChunkSamples && all[n].T-all[0].T < db.opts.ChunkSpan.Milliseconds() {
+		d0 := dayOf(all[0].T) // a chunk of an older layout may hold the sample closing the day before
+		for n < len(all) && n < db.opts.ChunkSamples && all[n].T-all[0].T < db.opts.ChunkSpan.Milliseconds() && dayOf(all[n].T) == d0 {
 			a.Append(all[n].T, all[n].V)
 			n++
 		}
@@ -235,6 +260,9 @@ func (db *DB) mergeDay(b *pebble.Batch, s *memSeries, day uint32, late []series.
 			val = appendChunkValue(val[:0], a.MinT(), a.MaxT(), chunk.Optimize(a.Bytes()))
 			b.Set(key, val, nil)
 			db.stats.ChunksWritten.Add(1)
+		}
+		if err := marks.mark(b, s.id, a.MinT(), a.MaxT()); err != nil {
+			return err
 		}
 		all = all[n:]
 	}

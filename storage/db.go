@@ -56,17 +56,20 @@ type Options struct {
 	CacheSize int64
 	// MemTableSize is the size Pebble's memtables grow to. Default 64 MiB.
 	MemTableSize int64
-	// Tiers are the downsampled resolutions, each built from the one
-	// before (the first from raw samples) by a background job every
-	// RollupInterval, once a bucket is RollupDelay old. nil means
-	// DefaultTiers; an empty slice turns downsampling off. Raw partitions
-	// are kept until they are rolled up, even past Retention.
+	// Tiers are the downsampled resolutions. A background job every
+	// RollupInterval rolls up a series' day, every tier at once, from its
+	// raw samples, once the day ended RollupDelay ago and its series took
+	// no sample for it in RollupQuiet (a day being backfilled is rolled
+	// up once, when done); until then queries compute the day from raw.
+	// nil means DefaultTiers; an empty slice turns downsampling off. Raw
+	// partitions are kept until they are rolled up, even past Retention.
 	Tiers []Tier
 	// RetentionRules give the series their matchers select a retention
 	// of their own in one tier (see RetentionRule).
 	RetentionRules []RetentionRule
 	RollupInterval time.Duration // default 1 minute
 	RollupDelay    time.Duration // default 5 minutes
+	RollupQuiet    time.Duration // default two CheckpointIntervals
 	// RollupWorkers is how many goroutines roll up a window, each a share
 	// of the series. Default half the CPUs (at least 1): downsampling is
 	// background work, and queries and ingestion keep the rest.
@@ -146,6 +149,9 @@ func (o *Options) withDefaults() Options {
 	if r.RollupDelay == 0 {
 		r.RollupDelay = 5 * time.Minute
 	}
+	if r.RollupQuiet == 0 {
+		r.RollupQuiet = 2 * r.CheckpointInterval
+	}
 	if r.RollupWorkers <= 0 {
 		r.RollupWorkers = max(1, runtime.GOMAXPROCS(0)/2)
 	}
@@ -176,7 +182,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("chunk samples %d is outside 1..65535", o.ChunkSamples)
 	case o.ChunkSpan < 0:
 		return fmt.Errorf("chunk span %v is negative", o.ChunkSpan)
-	case o.CheckpointInterval < 0 || o.RetentionInterval < 0 || o.HeadIdleTimeout < 0 || o.RollupInterval < 0 || o.RollupDelay < 0:
+	case o.CheckpointInterval < 0 || o.RetentionInterval < 0 || o.HeadIdleTimeout < 0 || o.RollupInterval < 0 || o.RollupDelay < 0 || o.RollupQuiet < 0:
 		return errors.New("background intervals must not be negative")
 	}
 	if err := validateTiers(o.Tiers); err != nil {
@@ -229,7 +235,15 @@ type DB struct {
 	cpMu sync.Mutex
 
 	tiers    []*tierState
-	rollupMu sync.Mutex // one rollup run at a time
+	rollupMu sync.Mutex    // one rollup run at a time
+	gen      atomic.Uint64 // last roll-marker generation (rollmark.go)
+	// rawFloor: every raw day partition before it was dropped (its
+	// in-memory copy; persisted as M raw-floor). seriesFloors: some series
+	// has a floor of its own ('F').
+	rawFloor     atomic.Uint32
+	seriesFloors atomic.Bool
+	backlogMu    sync.Mutex
+	backlog      RollupBacklog // as the last rollup run left it
 
 	// gcMu: series garbage collection (write) against loading a stored
 	// series into the head (read).
@@ -312,7 +326,12 @@ func Open(dir string, o Options) (*DB, error) {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
-	if err := db.initRollups(); err != nil {
+	db.initRollups()
+	if err := db.checkTierConfig(); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if err := db.loadFloors(); err != nil {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
@@ -440,6 +459,12 @@ func (db *DB) shutdown(checkpoint bool) error {
 	var cpErr error
 	if checkpoint {
 		cpErr = db.Checkpoint()
+		if cpErr == nil {
+			// The memtables to sstables, so that a clean stop leaves a
+			// directory at its size at rest, with nothing in Pebble's
+			// log for the next start to replay.
+			cpErr = db.pdb.Flush()
+		}
 	}
 	err := db.pdb.Close()
 	db.lock.release()
@@ -517,43 +542,60 @@ func (db *DB) every(interval time.Duration, trigger <-chan struct{}, first bool,
 }
 
 // ApplyRetention drops every day partition that lies wholly before the
-// retention cutoff, with one DeleteRange per key kind: never sample by sample.
+// retention cutoff, with one DeleteRange per key kind: never sample by
+// sample. A raw day the downsampler has not rolled up yet, or that the
+// head still holds chunks of, is kept (rawHold). It runs under cpMu, so
+// that no checkpoint is between reading a day's chunks and writing them
+// back while the day is dropped (see the raw floor, rollmark.go).
 func (db *DB) ApplyRetention() error {
-	now := db.opts.Now().UnixMilli()
-	hold := int64(MaxTime)
-	if len(db.tiers) > 0 {
-		// Raw days are kept until the first tier has rolled them up.
-		hold = db.tiers[0].watermark.Load()
+	db.cpMu.Lock()
+	defer db.cpMu.Unlock()
+	if db.closed.Load() {
+		return series.ErrClosed
 	}
+	now := db.opts.Now().UnixMilli()
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	// Raw days: wholly expired for every series before the longest
 	// retention (the default's or a rule's), with one DeleteRange per key
 	// kind; between that and the shortest, series by series.
 	def, longest := db.tierRetention(-1)
-	cut := min(now-longest.Milliseconds(), hold)
-	cutDay := dayOf(max(cut, 0))
-	if cutDay > 0 {
+	shortest := min(def, db.shortestRule(-1))
+	cutDay := uint32(max(now-longest.Milliseconds(), 0) / msPerDay)
+	ruleDay := uint32(max(now-shortest.Milliseconds(), 0) / msPerDay)
+	hold, perSeries, err := db.rawHold(ruleDay)
+	if err != nil {
+		return fmt.Errorf("raw retention: %w", err)
+	}
+	floor := db.rawFloor.Load()
+	newFloor := max(floor, min(cutDay, hold))
+	if newFloor > floor {
+		from := floor
+		if len(db.tiers) == 0 {
+			from = 0 // nothing below the floor waits to be merged
+		}
 		for _, kind := range []byte{kindChunk, kindPostings} {
-			end := binary.BigEndian.AppendUint32([]byte{kind}, cutDay)
-			if err := b.DeleteRange([]byte{kind}, end, nil); err != nil {
+			lo := binary.BigEndian.AppendUint32([]byte{kind}, from)
+			if from == 0 {
+				lo = []byte{kind}
+			}
+			if err := b.DeleteRange(lo, binary.BigEndian.AppendUint32([]byte{kind}, newFloor), nil); err != nil {
 				return err
 			}
 		}
+		b.Set(floorMetaKey(), binary.BigEndian.AppendUint32(nil, newFloor), nil)
 	}
-	gcCut := cut
+	gcCut := int64(newFloor) * msPerDay
 	ruled := 0
 	if longest > def || db.hasRules(-1) {
-		shortest := min(def, db.shortestRule(-1))
-		n, err := db.applyRules(b, -1, def, int64(cutDay), int64(dayOf(max(min(now-shortest.Milliseconds(), hold), 0))), hold)
+		n, err := db.applyRawRules(b, def, int64(newFloor), int64(ruleDay), perSeries)
 		if err != nil {
 			return fmt.Errorf("raw retention rules: %w", err)
 		}
 		ruled += n
 	}
-	// Each tier drops its partitions (blocks, postings, dirty markers)
-	// that lie wholly before its own cutoff, and series by series as its
-	// rules say.
+	// Each tier drops its partitions (blocks, postings) that lie wholly
+	// before its own cutoff, and series by series as its rules say.
 	for _, t := range db.tiers {
 		def, longest := db.tierRetention(t.idx)
 		tcut := now - longest.Milliseconds()
@@ -571,14 +613,10 @@ func (db *DB) ApplyRetention() error {
 			if err := b.DeleteRange(lo, hi, nil); err != nil {
 				return err
 			}
-			dirty := []byte{kindDirty, byte(t.idx)}
-			if err := b.DeleteRange(dirty, binary.BigEndian.AppendUint64(dirty, uint64(max(part*t.span, 0))), nil); err != nil {
-				return err
-			}
 		}
 		if db.hasRules(t.idx) {
 			shortest := min(def, db.shortestRule(t.idx))
-			n, err := db.applyRules(b, t.idx, def, max(part, 0), max(now-shortest.Milliseconds(), 0)/t.span, hold)
+			n, err := db.applyRules(b, t.idx, def, max(part, 0), max(now-shortest.Milliseconds(), 0)/t.span)
 			if err != nil {
 				return fmt.Errorf("%v retention rules: %w", t.Resolution, err)
 			}
@@ -589,7 +627,11 @@ func (db *DB) ApplyRetention() error {
 		return nil
 	}
 	if err := db.commit(b, pebble.Sync); err != nil {
-		return fmt.Errorf("drop partitions before day %d: %w", cutDay, err)
+		return fmt.Errorf("drop partitions before day %d: %w", newFloor, err)
+	}
+	db.rawFloor.Store(newFloor)
+	if newFloor < cutDay {
+		db.opts.Logger.Info("retention keeps raw days not rolled up yet", "from", dayString(newFloor), "until", dayString(cutDay))
 	}
 	if ruled > 0 {
 		db.opts.Logger.Info("retention rules dropped series' partitions", "partitions", ruled)
@@ -601,9 +643,75 @@ func (db *DB) ApplyRetention() error {
 		return fmt.Errorf("collect expired series: %w", err)
 	}
 	if n > 0 {
-		db.opts.Logger.Info("retention collected expired series", "series", n, "before_day", cutDay)
+		db.opts.Logger.Info("retention collected expired series", "series", n, "before_day", dayString(newFloor))
 	}
 	return nil
+}
+
+// rawHold is the first raw day retention must keep: the oldest day the
+// downsampler has yet to roll up from its whole raw partition (a marker
+// at or after its series' floor), and the oldest day of a chunk the head
+// holds (sealed, or open: a copy of an open chunk may be rolled up
+// already, and the whole chunk would then land in a dropped day and be
+// merged again). Late samples in the head need no hold: they were never
+// rolled up, and landing in a dropped day merges them once. perSeries
+// has the same for each series whose hold is before ruleDay (what a
+// retention rule may drop series by series). Called under cpMu.
+func (db *DB) rawHold(ruleDay uint32) (uint32, map[uint64]uint32, error) {
+	hold := uint32(math.MaxUint32)
+	per := map[uint64]uint32{}
+	note := func(id uint64, d uint32) {
+		hold = min(hold, d)
+		if d < ruleDay {
+			if old, ok := per[id]; !ok || d < old {
+				per[id] = d
+			}
+		}
+	}
+	if len(db.tiers) == 0 {
+		return hold, per, nil
+	}
+	floor := db.rawFloor.Load()
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindRollMark}, UpperBound: []byte{kindRollMark + 1}})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer it.Close()
+	var lastID uint64
+	var sf uint32
+	haveSF := false
+	for it.First(); it.Valid(); it.Next() {
+		id, day, _, ok := parseRollMark(it.Key(), it.Value())
+		if !ok || day < floor {
+			continue
+		}
+		if !haveSF || id != lastID {
+			lastID, haveSF = id, true
+			sf = 0
+			if db.seriesFloors.Load() {
+				if sf, err = seriesFloor(db.pdb, id); err != nil {
+					return 0, nil, err
+				}
+			}
+		}
+		if day >= sf {
+			note(id, day)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, nil, err
+	}
+	for _, s := range db.series.all() {
+		s.mu.Lock()
+		if s.head != nil && s.head.Count() > 0 {
+			note(s.id, dayOf(s.head.MinT()))
+		}
+		for _, c := range s.sealed {
+			note(s.id, dayOf(c.minT))
+		}
+		s.mu.Unlock()
+	}
+	return hold, per, nil
 }
 
 // gcSeries deletes the 'S', 'H' and 'L' keys of series that are not in the
@@ -637,6 +745,8 @@ func (db *DB) gcSeries(cutDay uint32) (int, error) {
 		b.Delete(seriesKey(id), nil)
 		b.Delete(hashKey(ls.Hash(), id), nil)
 		b.Delete(lastKey(id), nil)
+		b.Delete(floorKey(id), nil)
+		b.DeleteRange(rollMarkKey(nil, id, 0), rollMarkKey(nil, id+1, 0), nil)
 		n++
 	}
 	if err := it.Error(); err != nil {

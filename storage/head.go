@@ -221,6 +221,9 @@ type memSeries struct {
 	// pins counts samples of this series in appenders, not yet applied or
 	// rolled back: a pinned series is never evicted from the head.
 	pins atomic.Int32
+	// floorDay is the series' own raw floor ('F', set by a retention
+	// rule; 0: none): its raw days before it were dropped.
+	floorDay atomic.Uint32
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -274,6 +277,9 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	if id != 0 {
 		s.id = id
 		s.created.Store(true)
+		if err := db.loadSeriesFloor(s); err != nil {
+			return nil, err
+		}
 		if err := db.loadHead(s); err != nil {
 			return nil, err
 		}
@@ -358,10 +364,24 @@ func (db *DB) seriesByID(id uint64) (*memSeries, error) {
 	}
 	s := &memSeries{id: id, hash: ls.Hash(), mkey: memKey(ls), lset: ls, storedMaxT: minInt64}
 	s.created.Store(true)
+	if err := db.loadSeriesFloor(s); err != nil {
+		return nil, err
+	}
 	if err := db.loadHead(s); err != nil {
 		return nil, err
 	}
 	return db.series.add(s, false), nil
+}
+
+// loadSeriesFloor reads the series' own raw floor, if retention rules
+// ever set one.
+func (db *DB) loadSeriesFloor(s *memSeries) error {
+	if !db.seriesFloors.Load() {
+		return nil
+	}
+	f, err := seriesFloor(db.pdb, s.id)
+	s.floorDay.Store(f)
+	return err
 }
 
 // loadHead finds the newest stored chunk of a series that is not in the
@@ -398,7 +418,10 @@ func (db *DB) loadHead(s *memSeries) error {
 	_, _, minT, _ := parseChunkKey(it.Key())
 	s.storedMaxT = maxT
 	it2 := chunk.NewIterator(chk)
-	if it2.Count() < db.opts.ChunkSamples && maxT-minT < db.opts.ChunkSpan.Milliseconds() {
+	// A chunk in a day before the floor is never resumed: the
+	// downsampler merges such a chunk once and deletes it, and a
+	// resumed one would be merged again with its old samples.
+	if it2.Count() < db.opts.ChunkSamples && maxT-minT < db.opts.ChunkSpan.Milliseconds() && day >= db.floorOf(s) {
 		a, err := chunk.ResumeAppender(chk)
 		if err != nil {
 			return &CorruptionError{Key: append([]byte(nil), it.Key()...), Err: err}

@@ -19,7 +19,11 @@ const (
 	kindWAL      = 'W'
 	kindRollup   = 'R' // tier partition seriesID blockStart -> rollup column block
 	kindSketch   = 'K' // the same -> the block's sketch block
-	kindDirty    = 'D' // tier bucketStart seriesID [commit seq, first tier] -> empty: roll up again
+	kindRollMark = 'Q' // seriesID day -> generation: the series' day changed in Pebble since it was rolled up
+	kindFloor    = 'F' // seriesID -> day: the series' raw partitions before it were dropped by a retention rule
+	// Kinds of schema 1's first downsampler, read only to convert them
+	// (migrate.go).
+	kindDirty    = 'D' // tier bucketStart seriesID [commit seq] -> empty: roll up again
 	kindBackfill = 'B' // seriesID t -> value: a sample for the rollups only
 
 	schemaVersion = 1
@@ -28,8 +32,22 @@ const (
 
 const msPerDay = 24 * 60 * 60 * 1000
 
-// dayOf returns the day partition of timestamp t (t >= 0).
-func dayOf(t int64) uint32 { return uint32(t / msPerDay) }
+// dayOf returns the day partition of timestamp t: day d holds the
+// samples in (d x 1 day, (d+1) x 1 day], left-open like rollup buckets and
+// PromQL windows, so that a day partition is exactly the samples of the
+// first tier's block of that day (a sample at midnight closes the day
+// before it). t = 0 is in day 0.
+func dayOf(t int64) uint32 {
+	if t <= 0 {
+		return 0
+	}
+	return uint32((t - 1) / msPerDay)
+}
+
+// closedDayOf is the day partition of t before dayOf was left-open
+// (chunks written until 2026-12): [d x 1 day, (d+1) x 1 day). A range
+// scan reads the partitions of both rules: dayOf(mint) .. closedDayOf(maxt).
+func closedDayOf(t int64) uint32 { return uint32(max(t, 0) / msPerDay) }
 
 func seriesKey(id uint64) []byte {
 	k := make([]byte, 9)
@@ -208,7 +226,13 @@ func decodeLabels(key, b []byte) (series.Labels, error) {
 	return ls, nil
 }
 
-func backfillKey(id uint64, t int64) []byte {
-	k := binary.BigEndian.AppendUint64([]byte{kindBackfill}, id)
-	return binary.BigEndian.AppendUint64(k, uint64(t))
+// rollMarkKey appends 'Q' id day to dst.
+func rollMarkKey(dst []byte, id uint64, day uint32) []byte {
+	dst = append(dst, kindRollMark)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	return binary.BigEndian.AppendUint32(dst, day)
+}
+
+func floorKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kindFloor}, id)
 }

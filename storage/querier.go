@@ -77,7 +77,9 @@ func (q *Querier) days() ([]uint32, error) {
 	if q.maxt < q.mint {
 		return nil, nil
 	}
-	first, last := dayOf(q.mint), dayOf(q.maxt)
+	// Partitions of both layouts (left-open days, and the closed-left
+	// days of chunks written before) that can hold samples in the range.
+	first, last := dayOf(q.mint), closedDayOf(q.maxt)
 	for d := first; ; {
 		if !q.it.SeekGE(binary.BigEndian.AppendUint32([]byte{kindPostings}, d)) {
 			break
@@ -356,8 +358,10 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		}
 	}
 	if len(stored) > 0 {
-		// Keys order chunks by day, then start: already in time order.
-		its = append(its, newChainIter(stored))
+		// Keys order chunks by day, then start: in time order, but for a
+		// day of the older, closed-left layout next to one of the
+		// current layout, which may hold the same midnight sample.
+		its = appendChains(its, stored)
 	}
 	if len(mem) > 0 {
 		its = append(its, newChainIter(mem))
@@ -378,6 +382,40 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		it = &mergeIter{its: its, ok: make([]bool, len(its))}
 	}
 	return &Series{Labels: lset, it: &clipIter{it: it, mint: q.mint, maxt: q.maxt}}, nil
+}
+
+// appendChains appends iterators over chunks (ordered by start) to its:
+// one chain when no chunk overlaps the one before it, as is the rule,
+// else as many as it takes for none to overlap within a chain, merged.
+func appendChains(its []series.Iterator, chunks []chunkRef) []series.Iterator {
+	overlap := false
+	for i := 1; i < len(chunks); i++ {
+		if chunks[i].minT <= chunks[i-1].maxT {
+			overlap = true
+			break
+		}
+	}
+	if !overlap {
+		return append(its, newChainIter(chunks))
+	}
+	var chains [][]chunkRef
+	for _, c := range chunks {
+		placed := false
+		for i := range chains {
+			if chains[i][len(chains[i])-1].maxT < c.minT {
+				chains[i] = append(chains[i], c)
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			chains = append(chains, []chunkRef{c})
+		}
+	}
+	for _, ch := range chains {
+		its = append(its, newChainIter(ch))
+	}
+	return its
 }
 
 func clipSamples(s []series.Sample, mint, maxt int64) []series.Sample {

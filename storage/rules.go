@@ -73,72 +73,114 @@ func (db *DB) retentionOf(tier int, ls series.Labels, def time.Duration) time.Du
 	return def
 }
 
-// applyRules drops, series by series, what the rules (or, for series no
-// longer rule keeps, the tier's own retention) say has expired in the
-// partitions that the partition-wide drop keeps for the longest rule:
-// [first, last) of the tier's partitions (raw: days). hold bounds raw
-// deletions: days not yet rolled up stay.
-func (db *DB) applyRules(b *pebble.Batch, tier int, def time.Duration, first, last int64, hold int64) (int, error) {
-	if first >= last {
-		return 0, nil
-	}
+// expiredSeries calls f with every series of tier's partitions [first,
+// last) (raw: days) whose own retention (a rule's, or def) has passed the
+// whole partition: what the partition-wide drop keeps for the longest
+// rule but the series does not.
+func (db *DB) expiredSeries(tier int, def time.Duration, first, last int64, f func(p int64, id uint64, ls series.Labels) error) error {
 	now := db.opts.Now().UnixMilli()
 	it, err := db.pdb.NewIter(nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer it.Close()
-	span, kinds := int64(msPerDay), []byte{kindChunk}
-	partOf := func(p int64) uint32 { return uint32(p) }
+	span, partOf := int64(msPerDay), func(p int64) uint32 { return uint32(p) }
 	if tier >= 0 {
-		span, kinds = db.tiers[tier].span, []byte{kindRollup, kindSketch}
-		partOf = func(p int64) uint32 { return postingsPart(tier, p) }
+		span, partOf = db.tiers[tier].span, func(p int64) uint32 { return postingsPart(tier, p) }
 	}
-	dropped := 0
 	labels := map[uint64]series.Labels{}
 	for p := first; p < last; p++ {
 		ids, err := selectDay(it, partOf(p), nil)
 		if err != nil {
-			return dropped, err
+			return err
 		}
 		for _, id := range ids {
 			ls, ok := labels[id]
 			if !ok {
 				if ls, err = db.storedLabels(id); err != nil {
-					return dropped, fmt.Errorf("series %d: %w", id, err)
+					return fmt.Errorf("series %d: %w", id, err)
 				}
 				labels[id] = ls
 			}
-			cut := now - db.retentionOf(tier, ls, def).Milliseconds()
-			if tier < 0 {
-				cut = min(cut, hold)
-			}
-			if (p+1)*span > cut {
+			if (p+1)*span > now-db.retentionOf(tier, ls, def).Milliseconds() {
 				continue // the partition still has data this series keeps
 			}
-			// The series' data in the partition: chunks or blocks, and its
-			// postings there.
-			for _, kind := range kinds {
-				var lo []byte
-				if tier < 0 {
-					lo = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kind}, uint32(p)), id)
-				} else {
-					lo = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kind, byte(tier)}, uint32(p)), id)
-				}
-				if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
-					return dropped, err
-				}
+			if err := f(p, id, ls); err != nil {
+				return err
 			}
-			for _, l := range ls {
-				k := binary.BigEndian.AppendUint64(postingPrefix(nil, partOf(p), l.Name, l.Value), id)
-				if err := b.Delete(k, nil); err != nil {
-					return dropped, err
-				}
+		}
+	}
+	return nil
+}
+
+// applyRules drops, series by series, what the rules (or, for series no
+// longer rule keeps, the tier's own retention) say has expired in the
+// tier's partitions [first, last), which the partition-wide drop keeps
+// for the longest rule.
+func (db *DB) applyRules(b *pebble.Batch, tier int, def time.Duration, first, last int64) (int, error) {
+	dropped := 0
+	err := db.expiredSeries(tier, def, first, last, func(p int64, id uint64, ls series.Labels) error {
+		for _, kind := range []byte{kindRollup, kindSketch} {
+			lo := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kind, byte(tier)}, uint32(p)), id)
+			if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+				return err
 			}
-			dropped++
+		}
+		dropped++
+		return deletePostings(b, postingsPart(tier, p), id, ls)
+	})
+	return dropped, err
+}
+
+// applyRawRules is applyRules for raw days [first, last), each series'
+// drop held at its own hold (rawHold), and recorded as the series' own
+// floor ('F'): its later samples in a dropped day are merged into the
+// tiers, not rolled up as if the day were whole.
+func (db *DB) applyRawRules(b *pebble.Batch, def time.Duration, first, last int64, holds map[uint64]uint32) (int, error) {
+	dropped := 0
+	floors := map[uint64]uint32{} // new floors
+	err := db.expiredSeries(-1, def, first, last, func(p int64, id uint64, ls series.Labels) error {
+		if h, ok := holds[id]; ok && int64(h) <= p {
+			return nil // not rolled up yet
+		}
+		lo := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kindChunk}, uint32(p)), id)
+		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+			return err
+		}
+		floors[id] = max(floors[id], uint32(p)+1)
+		dropped++
+		return deletePostings(b, uint32(p), id, ls)
+	})
+	if err != nil {
+		return dropped, err
+	}
+	for id, f := range floors {
+		old, err := seriesFloor(db.pdb, id)
+		if err != nil {
+			return dropped, err
+		}
+		if f > old {
+			if err := b.Set(floorKey(id), binary.BigEndian.AppendUint32(nil, f), nil); err != nil {
+				return dropped, err
+			}
+			db.seriesFloors.Store(true)
+			if s := db.series.getByID(id); s != nil {
+				s.floorDay.Store(f)
+			}
 		}
 	}
 	return dropped, nil
+}
+
+func deletePostings(b *pebble.Batch, part uint32, id uint64, ls series.Labels) error {
+	var k []byte
+	for _, l := range ls {
+		k = binary.BigEndian.AppendUint64(postingPrefix(k[:0], part, l.Name, l.Value), id)
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (db *DB) hasRules(tier int) bool {

@@ -23,10 +23,9 @@ var (
 	descTopMetric      = prometheus.NewDesc("headroom_active_series_top_metric", "Active series of the metric name that has the most: how close the per-metric limit is.", []string{"metric"}, nil)
 	descPerMetricLimit = prometheus.NewDesc("headroom_active_series_per_metric_limit", "Limit on active series of one metric name (0: none).", nil, nil)
 	descRequestLimit   = prometheus.NewDesc("headroom_request_limit", "Per-request limits in force.", []string{"limit"}, nil)
-	descRollupMark     = prometheus.NewDesc("headroom_rollup_watermark_seconds", "Downsampling progress: every bucket of the tier before this time is rolled up (Unix seconds; 0 before the first run).", []string{"tier"}, nil)
-	descRollupLag      = prometheus.NewDesc("headroom_rollup_lag_seconds", "How far the tier's watermark is behind now (the rollup delay plus a bucket, when the downsampler keeps up).", []string{"tier"}, nil)
+	descRollupLag      = prometheus.NewDesc("headroom_rollup_lag_seconds", "How long ago the oldest series-day due for downsampling was last written (0: the downsampler is caught up), as its last run found it.", nil, nil)
 	descRollupBuckets  = prometheus.NewDesc("headroom_rollup_buckets_total", "Rollup buckets written since the server started, by tier.", []string{"tier"}, nil)
-	descRollupPending  = prometheus.NewDesc("headroom_rollup_pending", "Buckets to roll up again (late samples) and backfilled samples to merge: the downsampler's backlog behind its watermarks.", nil, nil)
+	descRollupPending  = prometheus.NewDesc("headroom_rollup_pending", "Series-days marked for the downsampler, as its last run left them: open (the day is not over), waiting (written to in the last two checkpoint intervals), due. Queries compute the days not rolled up yet from raw samples.", []string{"state"}, nil)
 	descCounters       = map[string]*prometheus.Desc{}
 	descPebble         = map[string]*prometheus.Desc{}
 )
@@ -89,19 +88,15 @@ func (c storageCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		gauge(descRequestLimit, float64(l.v), l.name)
 	}
-	now := time.Now()
 	for _, p := range c.db.RollupProgress() {
-		tier := query.TierName(p.Resolution)
-		if p.Watermark > 0 {
-			gauge(descRollupMark, float64(p.Watermark)/1000, tier)
-			gauge(descRollupLag, now.Sub(time.UnixMilli(p.Watermark)).Seconds(), tier)
-		} else {
-			gauge(descRollupMark, 0, tier)
-		}
-		ch <- prometheus.MustNewConstMetric(descRollupBuckets, prometheus.CounterValue, float64(p.Buckets), tier)
+		ch <- prometheus.MustNewConstMetric(descRollupBuckets, prometheus.CounterValue, float64(p.Buckets), query.TierName(p.Resolution))
 	}
-	if n, err := c.db.RollupPending(); err == nil {
-		gauge(descRollupPending, float64(n))
+	if len(c.db.Tiers()) > 0 {
+		bl := c.db.RollupPending()
+		gauge(descRollupPending, float64(bl.Open), "open")
+		gauge(descRollupPending, float64(bl.Waiting), "waiting")
+		gauge(descRollupPending, float64(bl.Due), "due")
+		gauge(descRollupLag, bl.OldestDue.Seconds())
 	}
 	st := c.db.Stats()
 	for _, k := range storageCounters {

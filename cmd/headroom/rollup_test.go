@@ -18,13 +18,16 @@ import (
 	"github.com/headroomdb/headroom/storage"
 )
 
-// A server downsamples in the background: a dashboard query over hours
-// of history is answered from the 5m tier (and says so in a header) with
-// the raw answer's values; /metrics shows the downsampler's progress;
-// tier=raw forces raw samples and an unknown tier is bad data.
+// A server downsamples in the background: once a day is over and quiet,
+// a dashboard query over its hours is answered from the tiers (and says
+// so in a header) with the raw answer's values; before that, from the
+// tiers too, its day computed from raw samples (the header says raw as
+// well); /metrics shows the downsampler's backlog; tier=raw forces raw
+// samples and an unknown tier is bad data.
 func TestServeRollups(t *testing.T) {
-	ts := startServer(t, "--rollup-interval", "50ms", "--rollup-delay", "1m")
-	end := time.Now().Add(-2 * time.Hour).Truncate(time.Hour)
+	ts := startServer(t, "--rollup-interval", "50ms", "--rollup-delay", "1m", "--rollup-quiet", "1s", "--checkpoint-interval", "200ms")
+	// Six hours of a day that is over.
+	end := time.Now().UTC().Truncate(24 * time.Hour).Add(-2 * time.Hour)
 	var batch []*prompb.TimeSeries
 	for at := end.Add(-6 * time.Hour); at.Before(end); at = at.Add(15 * time.Second) {
 		for _, host := range []string{"a", "b"} {
@@ -40,21 +43,18 @@ func TestServeRollups(t *testing.T) {
 	if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code/100 != 2 {
 		t.Fatalf("remote write: %d %s", code, body)
 	}
-	// Wait for the 5m and 1h tiers to pass the data's end.
-	deadline := time.Now().Add(30 * time.Second)
+	// Wait for the downsampler to roll the day up.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, body := httpGet(t, ts.httpURL+"/metrics")
-		lag5, ok5 := metricValue(body, `headroom_rollup_lag_seconds{tier="5m"}`)
-		lag1, ok1 := metricValue(body, `headroom_rollup_lag_seconds{tier="1h"}`)
-		if ok5 && ok1 && max(lag5, lag1) < time.Since(end).Seconds() {
-			// And the late samples of batches that arrived while windows
-			// were rolled up are rolled up again.
-			if pending, ok := metricValue(body, "headroom_rollup_pending"); ok && pending == 0 {
-				break
-			}
+		due, ok1 := metricValue(body, `headroom_rollup_pending{state="due"}`)
+		waiting, ok2 := metricValue(body, `headroom_rollup_pending{state="waiting"}`)
+		buckets, ok3 := metricValue(body, `headroom_rollup_buckets_total{tier="5m"}`)
+		if ok1 && ok2 && ok3 && due+waiting == 0 && buckets > 0 {
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the 5m tier did not catch up:\n%s", grepLines(body, "headroom_rollup"))
+			t.Fatalf("the downsampler did not catch up:\n%s", grepLines(body, "headroom_rollup"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

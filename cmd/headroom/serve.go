@@ -57,6 +57,8 @@ type serveConfig struct {
 	rules           []string
 	rollupInterval  time.Duration
 	rollupDelay     time.Duration
+	rollupQuiet     time.Duration
+	checkpoint      time.Duration
 	rollupWorkers   int
 	tokensFile      string
 	tlsCert         string
@@ -83,7 +85,8 @@ type serveConfig struct {
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
 	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second, minFreeDisk: 256 << 20,
-		tiers: storage.DefaultTiers, rollupInterval: time.Minute, rollupDelay: 5 * time.Minute}
+		tiers: storage.DefaultTiers, rollupInterval: time.Minute, rollupDelay: 5 * time.Minute, rollupQuiet: 2 * time.Minute,
+		checkpoint: time.Minute}
 	fs.StringVar(&c.configFile, "config", "", "YAML file setting any of these options by flag name (data-dir: /var/lib/headroom); flags given on the command line win")
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "data directory (created if missing; locked while the server runs)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1", "address both ports bind to; 0.0.0.0 or :: to accept other machines")
@@ -93,7 +96,9 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Var(tiersFlag{&c.tiers}, "rollup-tiers", "downsampled tiers, finest first, as RESOLUTION:RETENTION (each resolution a multiple of the previous one), or off")
 	fs.Var(rulesFlag{&c.rules}, "retention-rule", "retention by selector, repeatable: 'TIER SELECTOR RETENTION' with TIER raw or a rollup tier, like 'raw {env=\"dev\"} 3d' or '1h {__name__=~\"node_.*\"} 5y'; the first matching rule wins")
 	fs.Var(durationFlag{&c.rollupInterval}, "rollup-interval", "how often the downsampler runs")
-	fs.Var(durationFlag{&c.rollupDelay}, "rollup-delay", "how old a bucket's end must be before it is rolled up (later samples roll it up again)")
+	fs.Var(durationFlag{&c.rollupDelay}, "rollup-delay", "how long after a day's end its series are rolled up (until then queries read the day from raw samples; later samples roll it up again)")
+	fs.Var(durationFlag{&c.rollupQuiet}, "rollup-quiet", "how long a series' day must take no sample before it is rolled up: a day being backfilled is rolled up once, when done (queries compute it from raw samples meanwhile)")
+	fs.Var(durationFlag{&c.checkpoint}, "checkpoint-interval", "how often the head's chunks are written to the data files and the log truncated (a restart replays at most this much)")
 	fs.IntVar(&c.rollupWorkers, "rollup-workers", 0, "goroutines that roll up a window, each a share of the series; 0: half the CPUs (at least 1)")
 	fs.StringVar(&c.tokensFile, "tokens-file", "", "bearer tokens, one a line: \"SCOPES TOKEN [NAME]\" with SCOPES read, write or read,write; empty: no authentication")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
@@ -327,6 +332,8 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		Tiers:                    cfg.tiers,
 		RollupInterval:           cfg.rollupInterval,
 		RollupDelay:              cfg.rollupDelay,
+		RollupQuiet:              cfg.rollupQuiet,
+		CheckpointInterval:       cfg.checkpoint,
 		RollupWorkers:            cfg.rollupWorkers,
 		MaxActiveSeries:          cfg.maxActive,
 		MaxActiveSeriesPerMetric: cfg.maxActiveMetric,
@@ -527,13 +534,14 @@ func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
 func (s querySource) Tiers() []query.Tier {
 	var out []query.Tier
 	for _, t := range s.db.Tiers() {
-		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest})
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest, Sketches: t.Sketches})
 	}
 	return out
 }
 
-func (s querySource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) error {
-	return s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+func (s querySource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+	return rr.RawDays, err
 }
 
 func tsdbStatus(st storage.HeadStats) api.TSDBStatus {

@@ -67,6 +67,46 @@ func (c *Columns) Bucket(i int) Bucket {
 	return b
 }
 
+// SetBuckets makes c hold bs (in time order), the columns in cols only,
+// as DecodeColumns would have decoded them from a block of bs.
+func (c *Columns) SetBuckets(bs []Bucket, cols uint) {
+	c.Reset()
+	for i := range bs {
+		b := &bs[i]
+		c.Start = append(c.Start, b.Start)
+		if cols&ColCount != 0 {
+			c.Count = append(c.Count, float64(b.Count))
+		}
+		if cols&ColSum != 0 {
+			c.Sum = append(c.Sum, b.Sum)
+		}
+		if cols&ColMin != 0 {
+			c.Min = append(c.Min, b.Min)
+		}
+		if cols&ColMax != 0 {
+			c.Max = append(c.Max, b.Max)
+		}
+		if cols&ColFirst != 0 {
+			c.First = append(c.First, b.First)
+		}
+		if cols&ColLast != 0 {
+			c.Last = append(c.Last, b.Last)
+		}
+		if cols&ColIncrease != 0 {
+			c.Increase = append(c.Increase, b.Increase)
+		}
+		if cols&ColFirstT != 0 {
+			c.FirstT = append(c.FirstT, b.FirstT)
+		}
+		if cols&ColLastT != 0 {
+			c.LastT = append(c.LastT, b.LastT)
+		}
+		if cols&ColSketch != 0 {
+			c.Sketches = append(c.Sketches, b.Sketch.clone())
+		}
+	}
+}
+
 // openBlock checks a block's checksum and version and returns its bucket
 // count and the bytes after it.
 func openBlock(b []byte, what string) (int, []byte, error) {
