@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -68,6 +70,9 @@ type Result struct {
 	Samples int
 	// Tiers names the data tiers the answer came from ("raw", "5m", ...).
 	Tiers []string
+	// Warnings say where the answer may be incomplete: raw samples read
+	// for a time the source no longer keeps them.
+	Warnings []string
 }
 
 // evaluation state of one query.
@@ -95,6 +100,7 @@ type evaluator struct {
 type counts struct {
 	samples, series atomic.Int64
 	tiers           atomic.Uint32 // bit 0: raw, bit i+1: tier i (markTier)
+	rawFrom         atomic.Int64  // the earliest time raw samples were read from
 }
 
 // steps returns the number of evaluation steps.
@@ -118,7 +124,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if err != nil {
 		return nil, err
 	}
-	v, n, tiers, err := e.run(ctx, src, expr, start, end, step)
+	v, n, tiers, warns, err := e.run(ctx, src, expr, start, end, step)
 	if err != nil {
 		return nil, err
 	}
@@ -128,9 +134,9 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 		for i, f := range v {
 			pts[i] = Point{T: start + int64(i)*step, V: f}
 		}
-		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n, Tiers: tiers}, nil
+		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n, Tiers: tiers, Warnings: warns}, nil
 	case vectorValue:
-		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n, Tiers: tiers}, nil
+		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n, Tiers: tiers, Warnings: warns}, nil
 	case stringValue:
 		return nil, fmt.Errorf("%w: invalid expression type \"string\" for range query, must be Scalar or instant Vector", ErrBadQuery)
 	case rangeValue:
@@ -145,17 +151,17 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	if err != nil {
 		return nil, err
 	}
-	v, n, tiers, err := e.run(ctx, src, expr, t, t, 1)
+	v, n, tiers, warns, err := e.run(ctx, src, expr, t, t, 1)
 	if err != nil {
 		return nil, err
 	}
 	switch v := v.(type) {
 	case scalarValue:
-		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n, Tiers: tiers}, nil
+		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n, Tiers: tiers, Warnings: warns}, nil
 	case stringValue:
-		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n, Tiers: tiers}, nil
+		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n, Tiers: tiers, Warnings: warns}, nil
 	case vectorValue:
-		r := &Result{Type: "vector", Samples: n, Tiers: tiers}
+		r := &Result{Type: "vector", Samples: n, Tiers: tiers, Warnings: warns}
 		for _, s := range v.series {
 			if s.ok[0] {
 				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{T: t, V: s.v[0]}}})
@@ -167,7 +173,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 		}
 		return r, nil
 	case rangeValue:
-		r := &Result{Type: "matrix", Samples: n, Tiers: tiers}
+		r := &Result{Type: "matrix", Samples: n, Tiers: tiers, Warnings: warns}
 		for _, s := range v {
 			if len(s.Points) > 0 {
 				r.Series = append(r.Series, s)
@@ -178,12 +184,12 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
 }
 
-func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, tiers []string, err error) {
+func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, tiers, warnings []string, err error) {
 	if err := e.Gate.Enter(ctx); err != nil {
 		if errors.Is(err, admit.ErrBusy) {
-			return nil, 0, nil, err
+			return nil, 0, nil, nil, err
 		}
-		return nil, 0, nil, fmt.Errorf("%w: %v", ctx.Err(), err)
+		return nil, 0, nil, nil, fmt.Errorf("%w: %v", ctx.Err(), err)
 	}
 	defer e.Gate.Leave()
 	timeout := e.Timeout
@@ -211,13 +217,48 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	}
 	mode, _ := ctx.Value(tierKey{}).(string)
 	if err := CheckTier(src, mode); err != nil {
-		return nil, 0, nil, err
+		return nil, 0, nil, nil, err
 	}
 	ev := &evaluator{ctx: ctx, parent: parent, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
 		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}, tierMode: mode}
+	ev.counts.rawFrom.Store(math.MaxInt64)
 	v, err = ev.eval(expr)
-	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), err
+	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), ev.warnings(), err
 }
+
+// RawKeeper is a Source that says since when it keeps raw samples.
+type RawKeeper interface {
+	// RawOldest: raw samples before it (ms) are gone, every series'.
+	RawOldest() int64
+}
+
+// warnings says where the answer read raw samples for a time the source
+// no longer keeps them (a range function no tier could answer, a plain
+// selector, a tier forced past its retention): the points there may be
+// missing, and a coarser step would read the tiers.
+func (ev *evaluator) warnings() []string {
+	rk, ok := ev.src.(RawKeeper)
+	from := ev.counts.rawFrom.Load()
+	if !ok || from == math.MaxInt64 {
+		return nil
+	}
+	oldest := rk.RawOldest()
+	if from >= oldest {
+		return nil
+	}
+	w := fmt.Sprintf("raw samples before %s are no longer kept: the part of the query from %s to %s read raw samples and may have no data",
+		fmtTime(oldest), fmtTime(max(from, 0)), fmtTime(oldest))
+	if rs, ok := ev.src.(RollupSource); ok && len(rs.Tiers()) > 0 {
+		var names []string
+		for _, t := range rs.Tiers() {
+			names = append(names, TierName(t.Resolution))
+		}
+		w += fmt.Sprintf(" (the tiers %s answer range functions such as avg_over_time whose window and step are multiples of their resolution)", strings.Join(names, ", "))
+	}
+	return []string{w}
+}
+
+func fmtTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
 // checkCtx reports cancellation (client gone) or the timeout.
 func (ev *evaluator) checkCtx() error {

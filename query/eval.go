@@ -189,6 +189,8 @@ func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepS
 	}
 	defer q.Close()
 	ev.markTier(-1)
+	for old := ev.counts.rawFrom.Load(); mint < old && !ev.counts.rawFrom.CompareAndSwap(old, mint); old = ev.counts.rawFrom.Load() {
+	}
 	if r, ok := q.(BufferReuser); ok {
 		r.ReuseBuffers() // every series is read out before the next
 	}

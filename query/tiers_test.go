@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -329,5 +330,38 @@ func TestFoldedAggregations(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// rawTrimmed is a source whose raw samples before oldest are gone.
+type rawTrimmed struct {
+	src
+	oldest int64
+}
+
+func (r rawTrimmed) RawOldest() int64 { return r.oldest }
+
+// A query that reads raw samples for a time the source no longer keeps
+// them says so, naming the range; one the tiers answer does not.
+func TestRawExpiredWarning(t *testing.T) {
+	s, end := rolledUp(t)
+	eng := &query.Engine{}
+	src := rawTrimmed{s, end - 86400_000}
+	start := end - 2*86400_000
+	res, err := eng.Range(context.Background(), src, "m", start, end, 3600_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "raw samples before " + time.UnixMilli(end-86400_000).UTC().Format(time.RFC3339) + " are no longer kept"
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], want) || !strings.Contains(res.Warnings[0], "the tiers 5m, 1h, 1d") {
+		t.Fatalf("a plain selector over expired raw samples: warnings %q", res.Warnings)
+	}
+	res, err = eng.Range(context.Background(), src, "max_over_time(m[1h])", start, end, 3600_000)
+	if err != nil || len(res.Warnings) != 0 || !slices.Equal(res.Tiers, []string{"1h"}) {
+		t.Fatalf("from the 1h tier: %v %v %v", res.Tiers, res.Warnings, err)
+	}
+	res, err = eng.Range(context.Background(), src, "m", end-3600_000, end, 60_000)
+	if err != nil || len(res.Warnings) != 0 {
+		t.Fatalf("raw samples that are kept: %v %v", res.Warnings, err)
 	}
 }

@@ -209,3 +209,20 @@ func openReadOnly(dir string) (*pebble.DB, func(), error) {
 func dayString(day uint32) string {
 	return time.UnixMilli(int64(day) * msPerDay).UTC().Format("2006-01-02")
 }
+
+// DropRollMarkers deletes every roll marker of a directory no server has
+// open: the downsampler then never rolls those days up again. For tests
+// of `headroom check --tiers`, which must find what that leaves.
+func DropRollMarkers(dir string) error {
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+	pdb, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{slog.Default()}})
+	if err != nil {
+		return err
+	}
+	defer pdb.Close()
+	return pdb.DeleteRange([]byte{kindRollMark}, []byte{kindRollMark + 1}, pebble.Sync)
+}

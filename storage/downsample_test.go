@@ -680,6 +680,19 @@ func TestBackfillIntoRollups(t *testing.T) {
 	if got := query(t, db, MinTime, ms(day0), nameM); len(got) != 0 {
 		t.Fatalf("merged samples left in raw storage: %v", got)
 	}
+	// The series and label APIs find the series only the tiers keep.
+	q, err := db.Querier(twenty-3600_000, twenty+3600_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	lsets, err := q.SelectLabels(nameM)
+	if err != nil || len(lsets) != 1 || lsets[0].String() != b.String() {
+		t.Fatalf("series of a tier-only day: %v %v", lsets, err)
+	}
+	if vals, err := q.LabelValues("s"); err != nil || len(vals) != 1 || vals[0] != "b" {
+		t.Fatalf("label values of a tier-only day: %v %v", vals, err)
+	}
 	// Running again merges nothing twice.
 	c.now = c.now.Add(time.Hour)
 	if err := db.RunRollups(); err != nil {

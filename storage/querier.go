@@ -153,28 +153,73 @@ func (ss *SeriesSet) Len() int { return len(ss.ids) }
 // every matcher. At least one matcher must not match the empty string,
 // as in Prometheus, so that a query cannot select everything by accident.
 func (q *Querier) Select(ms ...*series.Matcher) (*SeriesSet, error) {
-	ok := false
-	for _, m := range ms {
-		if !m.Matches("") {
-			ok = true
-		}
-	}
-	if !ok {
-		return nil, fmt.Errorf("%w: a selector needs at least one matcher that does not match the empty string", series.ErrInvalid)
+	if err := checkMatchers(ms); err != nil {
+		return nil, err
 	}
 	days, err := q.days()
 	if err != nil {
 		return nil, err
 	}
+	ids, err := q.selectIn(days, ms)
+	if err != nil {
+		return nil, err
+	}
+	return &SeriesSet{q: q, ids: ids}, nil
+}
+
+func checkMatchers(ms []*series.Matcher) error {
+	for _, m := range ms {
+		if !m.Matches("") {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: a selector needs at least one matcher that does not match the empty string", series.ErrInvalid)
+}
+
+// selectIn returns the IDs of the series the matchers select in the
+// postings partitions parts.
+func (q *Querier) selectIn(parts []uint32, ms []*series.Matcher) ([]uint64, error) {
 	var ids []uint64
-	for _, d := range days {
+	for _, d := range parts {
 		day, err := selectDay(q.it, d, ms)
 		if err != nil {
-			return nil, fmt.Errorf("select day %d: %w", d, err)
+			return nil, fmt.Errorf("select partition %d: %w", d, err)
 		}
 		ids = union(ids, day)
 	}
-	return &SeriesSet{q: q, ids: ids}, nil
+	return ids, nil
+}
+
+// labelParts returns the postings partitions the series and label APIs
+// read: the raw days of the range, and, for the part of it whose raw
+// days are gone (or may be, for a series a retention rule keeps
+// shorter), every tier's partitions there: a series that only a tier
+// keeps is listed too.
+func (q *Querier) labelParts() ([]uint32, error) {
+	days, err := q.days()
+	if err != nil {
+		return nil, err
+	}
+	parts := slices.Clone(days)
+	db := q.db
+	if len(db.tiers) == 0 {
+		return parts, nil
+	}
+	shortest := min(db.opts.Retention, db.shortestRule(-1))
+	hi := min(q.maxt, max(int64(db.rawFloor.Load())*msPerDay, db.opts.Now().UnixMilli()-shortest.Milliseconds()))
+	if q.mint > hi {
+		return parts, nil
+	}
+	for _, t := range db.tiers {
+		got, err := tierParts(q.it, t.idx, q.mint/t.span, hi/t.span)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range got {
+			parts = append(parts, postingsPart(t.idx, p))
+		}
+	}
+	return parts, nil
 }
 
 // shardOf is the shard of shards that reads series id. The parts go by
@@ -440,11 +485,11 @@ func (q *Querier) LabelNames(ms ...*series.Matcher) ([]string, error) {
 		})
 		return sortedKeys(set), err
 	}
-	days, err := q.days()
+	parts, err := q.labelParts()
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range days {
+	for _, d := range parts {
 		if err := labelNamesDay(q.it, d, set); err != nil {
 			return nil, err
 		}
@@ -464,11 +509,11 @@ func (q *Querier) LabelValues(name string, ms ...*series.Matcher) ([]string, err
 		})
 		return sortedKeys(set), err
 	}
-	days, err := q.days()
+	parts, err := q.labelParts()
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range days {
+	for _, d := range parts {
 		if err := labelValuesDay(q.it, d, name, set); err != nil {
 			return nil, err
 		}
@@ -489,11 +534,18 @@ func (q *Querier) SelectLabels(ms ...*series.Matcher) ([]series.Labels, error) {
 // eachSelected calls f with the labels of every series the matchers
 // select in the range's day partitions, reading no chunks.
 func (q *Querier) eachSelected(ms []*series.Matcher, f func(series.Labels)) error {
-	set, err := q.Select(ms...)
+	if err := checkMatchers(ms); err != nil {
+		return err
+	}
+	parts, err := q.labelParts()
 	if err != nil {
 		return err
 	}
-	for _, id := range set.ids {
+	ids, err := q.selectIn(parts, ms)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
 		if s := q.db.series.getByID(id); s != nil {
 			f(s.lset)
 			continue

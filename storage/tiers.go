@@ -125,9 +125,10 @@ func (db *DB) Tiers() []TierInfo {
 	return out
 }
 
-// RawOldest is the oldest time raw samples are kept for (the retention
-// cutoff; days not yet rolled up may be older).
-func (db *DB) RawOldest() int64 { return db.retentionCutoff() }
+// RawOldest is the time before which every series' raw samples are gone
+// (the raw floor: retention drops a day once the tiers have it). Samples
+// written since for such a day wait for the downsampler to merge them.
+func (db *DB) RawOldest() int64 { return int64(db.rawFloor.Load()) * msPerDay }
 
 // oldestKept is the time before which no tier, and no retention rule of
 // one, keeps a sample: older samples are refused.

@@ -27,7 +27,7 @@ func runReport(args []string, out io.Writer) error {
 	rng := fs.String("range", "30d", "how far back from --end (units s m h d w y)")
 	start := fs.String("start", "", "start instead of --range: now, -90d, RFC 3339 or Unix seconds")
 	end := fs.String("end", "now", "end: now, -1d, RFC 3339 or Unix seconds")
-	step := fs.String("step", "", "evaluation step; default 1m up to 2 days, 5m up to 30 days, 1h beyond")
+	step := fs.String("step", "", "evaluation step; default 1m up to 2 days, 5m up to 30 days, 1h up to 458 days (11,000 points), 1d beyond")
 	threshold := fs.String("threshold", "", "capacity limit: headroom and the date the daily p95 trend reaches it")
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
 	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use)")

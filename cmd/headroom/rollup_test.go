@@ -171,3 +171,36 @@ func TestRetentionRuleFlags(t *testing.T) {
 	}
 	startServer(t, "--retention-rule", `raw {env="dev"} 3d`) // a server starts with one
 }
+
+// Samples three years old (older than raw retention, inside the 1d
+// tier's ten years) are answered as soon as they are acknowledged, by
+// queries on the tier and by the series API.
+func TestServeHistoricalSamples(t *testing.T) {
+	ts := startServer(t)
+	day := time.Now().UTC().AddDate(-3, 0, 0).Truncate(24 * time.Hour)
+	var batch []*prompb.TimeSeries
+	for _, host := range []string{"a", "b", "c"} {
+		for i := 0; i < 60; i++ {
+			batch = append(batch, promSeries("old_load", day.Add(time.Duration(i)*time.Minute+time.Second).UnixMilli(), float64(i), "host", host))
+		}
+	}
+	if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code != 204 {
+		t.Fatalf("remote write: %d %s", code, body)
+	}
+	for _, tier := range []string{"", "1d"} {
+		v := url.Values{"query": {`count_over_time(old_load[1d])`}, "time": {fmt.Sprint(day.Add(24 * time.Hour).Unix())}, "tier": {tier}}
+		resp, err := http.Get(ts.httpURL + "/api/v1/query?" + v.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Count(string(b), `"60"]`) != 3 || resp.Header.Get("X-Headroom-Tier") == "" {
+			t.Fatalf("tier %q: %d %s (X-Headroom-Tier %q)", tier, resp.StatusCode, b, resp.Header.Get("X-Headroom-Tier"))
+		}
+	}
+	v := url.Values{"match[]": {"old_load"}, "start": {fmt.Sprint(day.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(day.Add(2 * time.Hour).Unix())}}
+	if code, body := httpGet(t, ts.httpURL+"/api/v1/series?"+v.Encode()); code != 200 || strings.Count(body, `"host"`) != 3 {
+		t.Fatalf("series: %d %s", code, body)
+	}
+}

@@ -531,6 +531,8 @@ func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
 
+func (s querySource) RawOldest() int64 { return s.db.RawOldest() }
+
 func (s querySource) Tiers() []query.Tier {
 	var out []query.Tier
 	for _, t := range s.db.Tiers() {

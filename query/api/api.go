@@ -93,10 +93,11 @@ func badData(format string, args ...any) error {
 }
 
 type response struct {
-	Status    string `json:"status"`
-	Data      any    `json:"data,omitempty"`
-	ErrorType string `json:"errorType,omitempty"`
-	Error     string `json:"error,omitempty"`
+	Status    string   `json:"status"`
+	Data      any      `json:"data,omitempty"`
+	ErrorType string   `json:"errorType,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	Warnings  []string `json:"warnings,omitempty"`
 }
 
 // handler answers GET and form POST (as Prometheus does, so that long
@@ -130,13 +131,14 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 			writeJSON(w, code, response{Status: "error", ErrorType: typ, Error: err.Error()})
 			return
 		}
+		var warnings []string
 		if wh, ok := data.(withHeaders); ok {
 			for k, v := range wh.headers {
 				w.Header().Set(k, v)
 			}
-			data = wh.data
+			data, warnings = wh.data, wh.warnings
 		}
-		writeJSON(w, http.StatusOK, response{Status: "success", Data: data})
+		writeJSON(w, http.StatusOK, response{Status: "success", Data: data, Warnings: warnings})
 	})
 }
 

@@ -294,3 +294,35 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.code = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// trimmedSource keeps no raw samples before an hour ago.
+type trimmedSource struct{ source }
+
+func (trimmedSource) RawOldest() int64 { return time.Now().Add(-time.Hour).UnixMilli() }
+
+// An answer that read raw samples the source no longer keeps carries a
+// warning in Prometheus's envelope.
+func TestWarnings(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mux := http.NewServeMux()
+	api.New(trimmedSource{source{db}}, "1.2.3", nil).Register(mux, func(_ string, h http.Handler) http.Handler { return h })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	v := url.Values{"query": {"up"}, "start": {fmt.Sprint(time.Now().Add(-3 * time.Hour).Unix())}, "end": {fmt.Sprint(time.Now().Unix())}, "step": {"60"}}
+	code, body := get(t, srv.URL+"/api/v1/query_range?"+v.Encode())
+	var out struct {
+		Status   string
+		Warnings []string
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil || code != 200 || out.Status != "success" || len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "are no longer kept") {
+		t.Fatalf("%d %s", code, body)
+	}
+	v.Set("start", fmt.Sprint(time.Now().Add(-30*time.Minute).Unix()))
+	if code, body := get(t, srv.URL+"/api/v1/query_range?"+v.Encode()); code != 200 || strings.Contains(body, "warnings") {
+		t.Fatalf("within what is kept: %d %s", code, body)
+	}
+}

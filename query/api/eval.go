@@ -132,15 +132,18 @@ func evalContext(r *http.Request) (context.Context, context.CancelFunc, error) {
 	return ctx, cancel, nil
 }
 
-// withHeaders carries response headers out of a handler function.
+// withHeaders carries response headers, and the envelope's warnings,
+// out of a handler function.
 type withHeaders struct {
-	data    any
-	headers map[string]string
+	data     any
+	headers  map[string]string
+	warnings []string
 }
 
-// answer encodes a result, saying which data tiers served it.
+// answer encodes a result, saying which data tiers served it and where
+// it may be incomplete.
 func answer(res *query.Result) any {
-	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}}
+	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}, res.Warnings}
 }
 
 // evalError maps engine errors to Prometheus's error types.

@@ -25,7 +25,7 @@ type Options struct {
 	Query      string
 	Start, End time.Time
 	// Step between evaluations; 0 picks one from the range: 1m up to two
-	// days, 5m up to 30 days, 1h beyond (so that rollup tiers answer).
+	// days, 5m up to 30 days, 1h up to 458 days, 1d beyond (so that rollup tiers answer).
 	Step time.Duration
 	// Threshold, when HasThreshold, is the capacity limit the headroom
 	// and the forecast are computed against.
@@ -82,15 +82,23 @@ type Report struct {
 // ErrEmpty: the expression selected no data in the range.
 var ErrEmpty = errors.New("the query returned no data in the range")
 
-// DefaultStep is the step a report uses for a range.
+// maxPoints is the most steps a report evaluates (Prometheus's limit
+// on a range query).
+const maxPoints = 11000
+
+// DefaultStep is the step a report uses for a range: 1m up to two days,
+// 5m up to 30 days, 1h up to 11,000 hours (458 days), then a day: each a
+// tier's resolution, so that long ranges read the tiers.
 func DefaultStep(r time.Duration) time.Duration {
 	switch {
 	case r <= 48*time.Hour:
 		return time.Minute
 	case r <= 30*24*time.Hour:
 		return 5 * time.Minute
+	case r <= maxPoints*time.Hour:
+		return time.Hour
 	}
-	return time.Hour
+	return 24 * time.Hour
 }
 
 // Run evaluates o.Query and computes the report.
@@ -111,8 +119,9 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 	stepMs := o.Step.Milliseconds()
 	start := (o.Start.UnixMilli() + stepMs - 1) / stepMs * stepMs
 	end := o.End.UnixMilli() / stepMs * stepMs
-	if (end-start)/stepMs > 11000 {
-		return nil, fmt.Errorf("%w: %v at a %v step is more than 11,000 points: give a larger --step", query.ErrBadQuery, o.End.Sub(o.Start), o.Step)
+	if (end-start)/stepMs > maxPoints {
+		return nil, fmt.Errorf("%w: %v at a %v step is more than 11,000 points: give a step of %v or more (or none: the report picks one)", query.ErrBadQuery,
+			o.End.Sub(o.Start), o.Step, time.Duration((end-start)/maxPoints+1)*time.Millisecond)
 	}
 	_, selErr := query.ParseSelector(o.Query)
 	selector := selErr == nil

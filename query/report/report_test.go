@@ -5,13 +5,16 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/report"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -201,5 +204,52 @@ func TestReportTrendWholeDaysOnly(t *testing.T) {
 		if g := rep.Groups[0]; g.CrossingInHorizon || math.Abs(g.TrendPerDay) > 0.0005 {
 			t.Errorf("range ending at %02d:00: trend %.5f/day, crossing in %.0f days", h, g.TrendPerDay, g.DaysUntilCrossing)
 		}
+	}
+}
+
+// rollupSrc is src with the tiers of the engine.
+type rollupSrc struct{ src }
+
+func (s rollupSrc) Tiers() []query.Tier {
+	var out []query.Tier
+	for _, t := range s.db.Tiers() {
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest, Sketches: t.Sketches})
+	}
+	return out
+}
+
+func (s rollupSrc) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+	return rr.RawDays, err
+}
+
+// A report over two years picks its step (a day: 730 points) and reads
+// the tiers; a step too small for the range is refused with the smallest
+// that fits.
+func TestReportLongRange(t *testing.T) {
+	end := time.Now().UTC().Truncate(24 * time.Hour)
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 800 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	app := db.Appender()
+	for ts := end.Add(-700 * 24 * time.Hour).UnixMilli(); ts < end.UnixMilli(); ts += 3600_000 {
+		app.Append(series.FromStrings("__name__", "disk", "host", "a"), ts, float64(ts/86400_000%100))
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s := rollupSrc{src{db}}
+	rep, err := report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: "disk", Start: end.Add(-730 * 24 * time.Hour), End: end})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Step != 24*time.Hour || len(rep.Groups) != 1 || !slices.Contains(rep.Tiers, "1d") || rep.Groups[0].Max != 99 {
+		t.Fatalf("two years: step %v, tiers %v, %d groups", rep.Step, rep.Tiers, len(rep.Groups))
+	}
+	_, err = report.Run(context.Background(), &query.Engine{}, s, report.Options{Query: "disk", Start: end.Add(-730 * 24 * time.Hour), End: end, Step: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "give a step of 1h35m") {
+		t.Fatalf("two years at 1h: %v", err)
 	}
 }
