@@ -42,7 +42,10 @@ func boolp(b bool) *bool { return &b }
 
 func main() {
 	datasets := flag.String("datasets", "../shared/datasets", "folder of the shared real datasets")
-	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup); empty: all")
+	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup,fleet,backfill); empty: all")
+	fleetHosts := flag.Int("fleet-hosts", 100, "hosts (of 101 metrics each) in the fleet benchmark")
+	fleetArgs := flag.String("fleet-args", "", "more flags for the fleet benchmark's server, space-separated (--rollup-tiers off)")
+	fleetProfile := flag.String("fleet-profile", "", "file for a CPU profile of the fleet benchmark's server (a minute of ingest; its heap then: .heap.pprof)")
 	rollupSeries := flag.Int("rollup-hosts", 100, "hosts (of 10 CPUs each) in the downsampling benchmark")
 	rollupDays := flag.Int("rollup-days", 90, "days of per-minute history in the downsampling benchmark")
 	rollupKeep := flag.String("rollup-keep", "", "directory to write the downsampling data set to once and reuse on later runs (same UTC day)")
@@ -94,6 +97,12 @@ func main() {
 	}
 	if run("query") {
 		benchQuery(*serverBin, *queryTime)
+	}
+	if run("fleet") {
+		benchFleet(*serverBin, *fleetHosts, strings.Fields(*fleetArgs), *fleetProfile)
+	}
+	if run("backfill") {
+		benchBackfill(*serverBin)
 	}
 	if run("rollup") {
 		benchRollup(*rollupSeries, 10, *rollupDays, max(*rollupRuns, 1), *rollupKeep, *rollupProfile, *rollupWorkers)

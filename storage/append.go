@@ -57,6 +57,54 @@ func (db *DB) Appender() *Appender { return &Appender{db: db} }
 // series; nothing of that call is kept, and the samples added before it
 // stay in the appender: the caller chooses between Commit and Rollback.
 func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
+	_, err := a.AppendLabels(ls, t, v)
+	return err
+}
+
+// AppendLabels is Append, returning the series' reference for AppendRef.
+func (a *Appender) AppendLabels(ls series.Labels, t int64, v float64) (uint64, error) {
+	if err := a.checkTime(ls, t); err != nil {
+		return 0, err
+	}
+	// A sample older than the raw retention that a tier keeps takes the
+	// same path as any late sample: the head, a chunk of its day, and the
+	// downsampler, which merges it into the tiers and then drops the
+	// chunk (see the downsampler's merge mode).
+	s, err := a.db.getOrCreate(ls)
+	if err != nil {
+		return 0, err
+	}
+	a.samples = append(a.samples, pendingSample{s, t, v})
+	return s.id, nil
+}
+
+// AppendRef adds a sample of the series an earlier AppendLabels returned
+// ref for, without its labels: a front end that recognises a series by
+// its request bytes skips parsing, hashing and comparing them. found is
+// false when the series has left the head since (or ref is unknown):
+// the caller appends by labels instead. A bad timestamp is refused as
+// by Append.
+func (a *Appender) AppendRef(ref uint64, t int64, v float64) (found bool, err error) {
+	s := a.db.series.getByID(ref)
+	if s == nil {
+		return false, nil
+	}
+	s.pins.Add(1)
+	if s.dead.Load() {
+		s.pins.Add(-1)
+		return false, nil
+	}
+	if err := a.checkTime(s.lset, t); err != nil {
+		s.pins.Add(-1)
+		return true, err
+	}
+	a.samples = append(a.samples, pendingSample{s, t, v})
+	return true, nil
+}
+
+// checkTime refuses a timestamp outside the accepted range or older than
+// everything keeps.
+func (a *Appender) checkTime(ls series.Labels, t int64) error {
 	if a.db.closed.Load() {
 		return series.ErrClosed
 	}
@@ -70,15 +118,6 @@ func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
 		return fmt.Errorf("%w: series %s: timestamp %d (%s) is before the retention cutoff %s (retention %v, and no rollup tier keeps it)", series.ErrOutOfRetention, ls, t,
 			time.UnixMilli(t).UTC().Format(time.RFC3339), time.UnixMilli(a.cutoff).UTC().Format(time.RFC3339), a.db.opts.Retention)
 	}
-	// A sample older than the raw retention that a tier keeps takes the
-	// same path as any late sample: the head, a chunk of its day, and the
-	// downsampler, which merges it into the tiers and then drops the
-	// chunk (see rollDay's merge mode).
-	s, err := a.db.getOrCreate(ls)
-	if err != nil {
-		return err
-	}
-	a.samples = append(a.samples, pendingSample{s, t, v})
 	return nil
 }
 

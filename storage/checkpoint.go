@@ -35,6 +35,7 @@ func (db *DB) Checkpoint() error {
 	cpSeq := db.appliedSeq
 	for _, s := range db.series.all() {
 		s.mu.Lock()
+		db.flushPendLocked(s)
 		if s.head != nil && s.head.Count() > 0 && dayOf(s.head.MinT()) < db.floorOf(s) {
 			// An open chunk in a day before the floor is stored once, as
 			// final: the downsampler merges it and deletes it, and a copy
@@ -313,7 +314,7 @@ func (db *DB) evictIdle(cp uint64) (int, error) {
 		idle = uint64(db.opts.HeadIdleTimeout / db.opts.CheckpointInterval)
 	}
 	clean := func(s *memSeries) bool {
-		return !s.headDirty && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && cp-s.touched > idle
+		return !s.headDirty && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && len(s.pend) == 0 && cp-s.touched > idle
 	}
 	type cand struct {
 		s    *memSeries

@@ -623,3 +623,62 @@ func TestBlockCacheKeepsBlocks(t *testing.T) {
 		t.Fatalf("the second read missed the cache %d times: %+v", misses[1]-misses[0], db.Metrics().BlockCache)
 	}
 }
+
+// Samples of one series a little out of order (as concurrent writers
+// deliver them) go through the reorder window: every query, checkpoint
+// and restart sees each sample once, in order, last write winning.
+func TestReorderWindow(t *testing.T) {
+	r := rand.New(rand.NewPCG(testSeed(t), 5))
+	c := &clock{day0}
+	dir := t.TempDir()
+	o := testOptions(c)
+	o.ChunkSamples = 50
+	db := openTest(t, dir, o)
+	defer func() { db.Close() }()
+	ls := series.FromStrings("__name__", "cpu", "host", "a")
+	model := map[int64]float64{}
+	ts := ms(day0) - 86400_000
+	for round := 0; round < 60; round++ {
+		// A run of samples, shuffled within windows of up to 6.
+		var run []series.Sample
+		for i := 0; i < 40; i++ {
+			ts += 10_000
+			run = append(run, series.Sample{T: ts, V: float64(r.IntN(100))})
+		}
+		for i := 0; i < len(run); i += 6 {
+			w := run[i:min(i+6, len(run))]
+			r.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
+		}
+		if r.IntN(4) == 0 { // a retry with another value
+			k := r.IntN(len(run))
+			run = append(run, series.Sample{T: run[k].T, V: run[k].V + 1000})
+		}
+		for _, s := range run {
+			mustAppend(t, db, ls, s)
+			model[s.T] = s.V
+		}
+		switch r.IntN(6) {
+		case 0:
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			if err := db.CloseNoCheckpoint(); err != nil {
+				t.Fatal(err)
+			}
+			db = openTest(t, dir, o)
+		}
+		want := sortedModel(model)
+		if got := query(t, db, MinTime, MaxTime, nameCPU)[ls.String()]; !eqSamples(got, want) {
+			t.Fatalf("round %d: %d samples, want %d", round, len(got), len(want))
+		}
+		if got := queryScan(t, db, MinTime, MaxTime, nameCPU)[ls.String()]; !eqSamples(got, want) {
+			t.Fatalf("round %d, scan: %d samples, want %d", round, len(got), len(want))
+		}
+	}
+	// Only a sample older than a chunk the window was just emptied into
+	// (a checkpoint) goes out of order.
+	if n := db.stats.SamplesOOO.Load(); n > 10 {
+		t.Errorf("%d samples went out of order: the window should have taken them", n)
+	}
+}

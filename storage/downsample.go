@@ -53,7 +53,7 @@ func (db *DB) rollupQuiet() time.Duration { return db.opts.RollupQuiet }
 // rollBatchMarkers bounds the markers one step of RunRollups reads,
 // computes and commits: the downsampler's memory does not follow its
 // backlog.
-const rollBatchMarkers = 4096
+const rollBatchMarkers = 256
 
 // RunRollups rolls up every series-day that is due. It is what the
 // background job runs every RollupInterval; calling it directly is safe.
@@ -254,7 +254,9 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 // one by merging the buckets of the one before, so that a bucket is the
 // same whether it was computed here, on the fly for a query, or checked
 // by `headroom check --tiers`. Stale markers are skipped, as range
-// functions skip them.
+// functions skip them. The sketches of the first tier that keeps them
+// are made from the samples (the finer tiers keep none), and merged up
+// from there.
 func dayBuckets(tiers []*tierState, samples []series.Sample, dst [][]rollup.Bucket) [][]rollup.Bucket {
 	dst = slices.Grow(dst[:0], len(tiers))[:len(tiers)]
 	for i := range dst {
@@ -273,11 +275,30 @@ func dayBuckets(tiers []*tierState, samples []series.Sample, dst [][]rollup.Buck
 		if len(bs) == 0 || bs[len(bs)-1].Start != start {
 			bs = append(bs, rollup.Bucket{Start: start})
 		}
-		bs[len(bs)-1].Add(p.T, p.V)
+		if tiers[0].sketches {
+			bs[len(bs)-1].Add(p.T, p.V)
+		} else {
+			bs[len(bs)-1].AddStats(p.T, p.V)
+		}
 	}
 	dst[0] = bs
+	sketched := tiers[0].sketches
 	for k := 1; k < len(tiers); k++ {
 		dst[k] = mergeUp(dst[k-1], tiers[k].res, dst[k])
+		if !sketched && tiers[k].sketches {
+			sketched = true
+			out, j := dst[k], 0
+			for _, p := range samples {
+				if series.IsStaleNaN(p.V) {
+					continue
+				}
+				start := rollup.BucketStart(p.T, tiers[k].res)
+				for out[j].Start != start {
+					j++
+				}
+				out[j].Sketch.Add(p.V)
+			}
+		}
 	}
 	return dst
 }

@@ -301,6 +301,9 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		if s.head != nil && s.head.Count() > 0 && s.head.MaxT() >= q.mint && s.head.MinT() <= q.maxt {
 			mem = append(mem, chunkRef{s.head.MinT(), s.head.MaxT(), append([]byte(nil), s.head.Bytes()...)})
 		}
+		if c, ok := s.pendChunkLocked(); ok && c.maxT >= q.mint && c.minT <= q.maxt {
+			mem = append(mem, c)
+		}
 		flushing = clipSamples(s.oooFlushing, q.mint, q.maxt)
 		ooo = clipSamples(s.ooo, q.mint, q.maxt)
 		s.mu.Unlock()

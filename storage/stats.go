@@ -56,6 +56,10 @@ func (db *DB) HeadStats(limit int) HeadStats {
 			st.MinTime = min(st.MinTime, s.head.MinT())
 			st.MaxTime = max(st.MaxTime, s.head.MaxT())
 		}
+		if n := len(s.pend); n > 0 {
+			st.MinTime = min(st.MinTime, s.pend[0].T)
+			st.MaxTime = max(st.MaxTime, s.pend[n-1].T)
+		}
 		s.mu.Unlock()
 	}
 	if st.MinTime > st.MaxTime {

@@ -80,6 +80,10 @@ func (s *memSeries) unstoredLocked(lo, hi int64) (hc headCopy, ok bool) {
 		hc.chunks = append(hc.chunks, chunkRef{s.head.MinT(), s.head.MaxT(), append([]byte(nil), s.head.Bytes()...)})
 		addDays(s.head.MinT(), s.head.MaxT())
 	}
+	if c, ok := s.pendChunkLocked(); ok && c.maxT >= lo && c.minT <= hi {
+		hc.chunks = append(hc.chunks, c)
+		addDays(c.minT, c.maxT)
+	}
 	flushing, late := clipSamples(s.oooFlushing, lo, hi), clipSamples(s.ooo, lo, hi)
 	hc.late = mergeSamples(flushing, late)
 	for _, p := range hc.late {

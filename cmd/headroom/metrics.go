@@ -25,6 +25,7 @@ var (
 	descRequestLimit   = prometheus.NewDesc("headroom_request_limit", "Per-request limits in force.", []string{"limit"}, nil)
 	descRollupLag      = prometheus.NewDesc("headroom_rollup_lag_seconds", "How long ago the oldest series-day due for downsampling was last written (0: the downsampler is caught up), as its last run found it.", nil, nil)
 	descRollupBuckets  = prometheus.NewDesc("headroom_rollup_buckets_total", "Rollup buckets written since the server started, by tier.", []string{"tier"}, nil)
+	descRollupLastRun  = prometheus.NewDesc("headroom_rollup_last_run_timestamp_seconds", "When the downsampler last counted its backlog (Unix seconds; 0: not yet).", nil, nil)
 	descRollupPending  = prometheus.NewDesc("headroom_rollup_pending", "Series-days marked for the downsampler, as its last run left them: open (the day is not over), waiting (written to in the last two checkpoint intervals), due. Queries compute the days not rolled up yet from raw samples.", []string{"state"}, nil)
 	descCounters       = map[string]*prometheus.Desc{}
 	descPebble         = map[string]*prometheus.Desc{}
@@ -97,6 +98,9 @@ func (c storageCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRollupPending, float64(bl.Waiting), "waiting")
 		gauge(descRollupPending, float64(bl.Due), "due")
 		gauge(descRollupLag, bl.OldestDue.Seconds())
+		if !bl.At.IsZero() {
+			gauge(descRollupLastRun, float64(bl.At.UnixMilli())/1000)
+		}
 	}
 	st := c.db.Stats()
 	for _, k := range storageCounters {

@@ -33,6 +33,12 @@ type Bucket struct {
 // Add adds a sample; samples come in time order, after any already added.
 // Stale markers are the caller's to drop (range functions skip them).
 func (b *Bucket) Add(t int64, v float64) {
+	b.AddStats(t, v)
+	b.Sketch.Add(v)
+}
+
+// AddStats is Add without the sketch, for a tier that keeps none.
+func (b *Bucket) AddStats(t int64, v float64) {
 	if b.Count == 0 {
 		b.FirstT, b.First, b.Min, b.Max = t, v, v, v
 	} else {
@@ -48,7 +54,6 @@ func (b *Bucket) Add(t int64, v float64) {
 	b.Count++
 	b.Sum += v
 	b.LastT, b.Last = t, v
-	b.Sketch.Add(v)
 }
 
 // AddLate adds a sample at any time, before, among or after the bucket's
