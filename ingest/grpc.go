@@ -154,6 +154,7 @@ func (g *GRPC) writeRaw(ctx context.Context, body []byte) (*headroomv1.WriteResp
 	defer g.opts.Gate.Leave()
 	fb := getFlat()
 	defer fb.release()
+	fb.cache = g.db.cache
 	if err := decodeWrite(body, ownSchema, fb); err != nil {
 		g.opts.Metrics.Reject("grpc", reason(err))
 		return nil, status.Error(codes.InvalidArgument, err.Error())

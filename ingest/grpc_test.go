@@ -176,3 +176,79 @@ func TestWriteStream(t *testing.T) {
 		t.Fatalf("%d series stored, want 2", n)
 	}
 }
+
+// A series sent again in the same bytes is found by them (the reference
+// cache), and its samples land where its labels would put them: in the
+// same series as ever, after it left the head and came back, and beside
+// the same series sent with its labels in another order.
+func TestRefCache(t *testing.T) {
+	d, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, HeadIdleTimeout: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(ingest.ServerOptions()...)
+	g := ingest.NewGRPC(db{d}, ingest.Options{})
+	g.Register(srv)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := headroomv1.NewIngestClient(conn)
+	send := func(ts int64, order ...string) {
+		t.Helper()
+		var ss []*headroomv1.Series
+		for _, host := range []string{"a", "b"} {
+			ls := lbls("__name__", "load", "host", host)
+			if len(order) > 0 {
+				ls = lbls("host", host, "__name__", "load")
+			}
+			ss = append(ss, &headroomv1.Series{Labels: ls, Samples: []*headroomv1.Sample{{TimestampMs: ts, Value: float64(ts % 1000)}}})
+		}
+		if _, err := c.Write(context.Background(), &headroomv1.WriteRequest{Series: ss}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(now - 5000)
+	if n := ingest.RefCacheHits(g); n != 0 {
+		t.Fatalf("%d hits on a first request", n)
+	}
+	send(now - 4000)
+	if n := ingest.RefCacheHits(g); n != 2 {
+		t.Fatalf("%d hits on the second request, want 2", n)
+	}
+	// Out of the head: two checkpoints after the idle timeout.
+	for i := 0; i < 3; i++ {
+		if err := d.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.ActiveSeries() != 0 {
+		t.Fatalf("%d series still in the head", d.ActiveSeries())
+	}
+	send(now - 3000) // stale references: by labels
+	if n := ingest.RefCacheHits(g); n != 4 {
+		t.Fatalf("%d hits, want 4", n)
+	}
+	send(now-2000, "other order") // other bytes, same series
+	send(now - 1000)              // found again
+	if n := ingest.RefCacheHits(g); n != 6 {
+		t.Fatalf("%d hits, want 6 (the stale ones learned again)", n)
+	}
+	if got := dump(t, d); len(got) != 10 || countSeries(t, d) != 2 {
+		t.Fatalf("stored: %v", got)
+	}
+	// A bad sample of a known series is refused, naming it.
+	_, err = c.Write(context.Background(), &headroomv1.WriteRequest{Series: []*headroomv1.Series{
+		{Labels: lbls("__name__", "load", "host", "a"), Samples: []*headroomv1.Sample{{TimestampMs: -5, Value: 1}}}}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `host="a"`) {
+		t.Fatalf("a bad timestamp of a cached series: %v", err)
+	}
+}

@@ -91,6 +91,7 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// strings may share its memory.
 	fb := getFlat()
 	defer fb.release()
+	fb.cache = h.db.cache
 	if err := decodeWrite(raw, promSchema, fb); err != nil {
 		h.refuse(w, http.StatusBadRequest, "bad_body", err.Error())
 		return

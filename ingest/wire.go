@@ -35,7 +35,16 @@ var (
 	promSchema = wireSchema{name: "prometheus.WriteRequest", requestSeries: 1, seriesLabels: 1, seriesSamples: 2, sampleTime: 2, sampleValue: 1}
 )
 
-type flatSeries struct{ l0, l1, s0, s1 int }
+// flatSeries is one series of a decoded request: its labels (b.labels
+// [l0, l1), not parsed when the cache knew the series: ref is then its
+// reference), its samples (b.samples [s0, s1)), and the bytes of its
+// label fields, body[raw0:raw1] (raw0 < 0: they were not contiguous).
+type flatSeries struct {
+	l0, l1, s0, s1 int
+	raw0, raw1     int
+	ref            uint64
+	hash           uint64 // of the label bytes, for the cache
+}
 
 type flatSample struct {
 	t int64
@@ -47,6 +56,10 @@ type flatBatch struct {
 	series  []flatSeries
 	labels  []series.Label
 	samples []flatSample
+	// cache, when set, is consulted for each series' label bytes; body
+	// is the request the series' positions are in.
+	cache *refCache
+	body  []byte
 }
 
 var flatPool = sync.Pool{New: func() any { return &flatBatch{} }}
@@ -61,16 +74,39 @@ func (b *flatBatch) release() {
 	}
 	clear(b.labels)
 	b.series, b.labels, b.samples = b.series[:0], b.labels[:0], b.samples[:0]
+	b.cache, b.body = nil, nil
 	flatPool.Put(b)
 }
 
 func (b *flatBatch) Len() int { return len(b.series) }
 
 // Labels returns the batch's own slice (the caller sorts it in place):
-// copying it was a measurable share of the hot path.
-func (b *flatBatch) Labels(i int, _ series.Labels) series.Labels {
+// copying it was a measurable share of the hot path. A series the cache
+// knew has its labels parsed now (the bytes parsed once before: they
+// cannot fail).
+func (b *flatBatch) Labels(i int, dst series.Labels) series.Labels {
 	s := b.series[i]
+	if s.ref != 0 && s.l0 == s.l1 {
+		str := unsafe.String(unsafe.SliceData(b.body), len(b.body))
+		dst = dst[:0]
+		for p := s.raw0; p < s.raw1; {
+			_, lo, hi, _, _ := nextBytes(b.body, p, s.raw1)
+			p = hi
+			l, _ := parseLabel(b.body, str, lo, hi)
+			dst = append(dst, l)
+		}
+		return dst
+	}
 	return b.labels[s.l0:s.l1:s.l1]
+}
+
+// Ref returns series i's reference (0: none known) and its label bytes.
+func (b *flatBatch) Ref(i int) (ref, hash uint64, raw []byte) {
+	s := b.series[i]
+	if s.raw0 < 0 {
+		return s.ref, 0, nil
+	}
+	return s.ref, s.hash, b.body[s.raw0:s.raw1]
 }
 func (b *flatBatch) NumSamples(i int) int { return b.series[i].s1 - b.series[i].s0 }
 func (b *flatBatch) Sample(i, j int) (int64, float64) {
@@ -149,6 +185,7 @@ func nextBytes(b []byte, pos, end int) (num protowire.Number, lo, hi int, ok boo
 // body must not change while b's labels are in use: the label strings
 // share its memory.
 func decodeWrite(body []byte, sc wireSchema, b *flatBatch) error {
+	b.body = body
 	str := unsafe.String(unsafe.SliceData(body), len(body))
 	pos, end := 0, len(body)
 	for pos < end {
@@ -166,9 +203,32 @@ func decodeWrite(body []byte, sc wireSchema, b *flatBatch) error {
 	return nil
 }
 
+// parseLabel parses a Label message in body[lo:hi].
+func parseLabel(body []byte, str string, lo, hi int) (series.Label, error) {
+	var l series.Label
+	for p := lo; p < hi; {
+		num, vlo, vhi, ok, err := nextBytes(body, p, hi)
+		if err != nil {
+			return l, err
+		}
+		p = vhi
+		switch {
+		case !ok:
+		case num == 1:
+			l.Name = str[vlo:vhi]
+		case num == 2:
+			l.Value = str[vlo:vhi]
+		}
+	}
+	return l, nil
+}
+
 func decodeSeries(body []byte, str string, pos, end int, sc wireSchema, b *flatBatch) error {
-	fs := flatSeries{l0: len(b.labels), s0: len(b.samples)}
+	start := pos
+	fs := flatSeries{l0: len(b.labels), s0: len(b.samples), raw0: -1}
+	split := false // label fields with other fields between them
 	for pos < end {
+		at := pos
 		num, lo, hi, ok, err := nextBytes(body, pos, end)
 		if err != nil {
 			return err
@@ -179,22 +239,12 @@ func decodeSeries(body []byte, str string, pos, end int, sc wireSchema, b *flatB
 		}
 		switch num {
 		case sc.seriesLabels:
-			var l series.Label
-			for p := lo; p < hi; {
-				num, vlo, vhi, ok, err := nextBytes(body, p, hi)
-				if err != nil {
-					return err
-				}
-				p = vhi
-				switch {
-				case !ok:
-				case num == 1:
-					l.Name = str[vlo:vhi]
-				case num == 2:
-					l.Value = str[vlo:vhi]
-				}
+			if fs.raw0 < 0 {
+				fs.raw0 = at
+			} else if fs.raw1 != at {
+				split = true
 			}
-			b.labels = append(b.labels, l)
+			fs.raw1 = hi
 		case sc.seriesSamples:
 			var s flatSample
 			for p := lo; p < hi; {
@@ -227,7 +277,40 @@ func decodeSeries(body []byte, str string, pos, end int, sc wireSchema, b *flatB
 			b.samples = append(b.samples, s)
 		}
 	}
-	fs.l1, fs.s1 = len(b.labels), len(b.samples)
+	fs.s1 = len(b.samples)
+	if split {
+		fs.raw0 = -1
+	}
+	if fs.raw0 >= 0 && b.cache != nil {
+		var hit bool
+		if fs.ref, fs.hash, hit = b.cache.get(body[fs.raw0:fs.raw1]); hit {
+			fs.l1 = fs.l0
+			b.series = append(b.series, fs)
+			return nil
+		}
+	}
+	// Parse the labels: those of the contiguous run, or, split, every
+	// label field of the series.
+	lo, hi := fs.raw0, fs.raw1
+	if fs.raw0 < 0 {
+		lo, hi = start, end
+	}
+	for p := lo; p < hi; {
+		num, flo, fhi, ok, err := nextBytes(body, p, hi)
+		if err != nil {
+			return err
+		}
+		p = fhi
+		if !ok || num != sc.seriesLabels {
+			continue
+		}
+		l, err := parseLabel(body, str, flo, fhi)
+		if err != nil {
+			return err
+		}
+		b.labels = append(b.labels, l)
+	}
+	fs.l1 = len(b.labels)
 	b.series = append(b.series, fs)
 	return nil
 }

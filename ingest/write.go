@@ -51,37 +51,92 @@ func writeBatch(db *appenderPool, l Limits, b batch, total int) error {
 	}
 	app := db.get()
 	defer db.put(app)
+	ra, byRef := app.(RefAppender)
+	rb, _ := b.(refBatch)
+	byRef = byRef && rb != nil && db.cache != nil
+	var learned []learnedRef
 	var ls series.Labels
 	for i := 0; i < b.Len(); i++ {
+		j := 0
+		if byRef {
+			// A series the cache knew: by reference, as long as it stays
+			// in the head.
+			if ref, _, _ := rb.Ref(i); ref != 0 {
+				for ; j < b.NumSamples(i); j++ {
+					t, v := b.Sample(i, j)
+					found, err := ra.AppendRef(ref, t, v)
+					if err != nil {
+						app.Rollback()
+						return &seriesError{i, err}
+					}
+					if !found {
+						break
+					}
+				}
+				if j == b.NumSamples(i) {
+					continue
+				}
+			}
+		}
 		ls = b.Labels(i, ls[:0])
 		ls.Sort()
 		if err := l.checkLabels(ls); err != nil {
 			app.Rollback()
 			return &seriesError{i, err}
 		}
-		for j := 0; j < b.NumSamples(i); j++ {
+		for ; j < b.NumSamples(i); j++ {
 			t, v := b.Sample(i, j)
-			if err := app.Append(ls, t, v); err != nil {
+			if !byRef {
+				if err := app.Append(ls, t, v); err != nil {
+					app.Rollback()
+					return &seriesError{i, err}
+				}
+				continue
+			}
+			ref, err := ra.AppendLabels(ls, t, v)
+			if err != nil {
 				app.Rollback()
 				return &seriesError{i, err}
+			}
+			if _, h, raw := rb.Ref(i); raw != nil {
+				learned = append(learned, learnedRef{h, raw, ref})
 			}
 		}
 	}
 	if err := app.Commit(); err != nil {
 		return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
 	}
+	// Only a committed series is remembered.
+	for _, lr := range learned {
+		db.cache.put(lr.hash, lr.raw, lr.ref)
+	}
 	return nil
+}
+
+// refBatch is a batch whose series carry their label bytes (and, when
+// the cache knew them, their references).
+type refBatch interface {
+	Ref(i int) (ref, hash uint64, raw []byte)
+}
+
+type learnedRef struct {
+	hash uint64
+	raw  []byte
+	ref  uint64
 }
 
 // appenderPool reuses appenders, which are reusable after Commit or
 // Rollback: their buffers, grown to the size of a request, otherwise made
 // a fresh appender's growth a visible share of the hot path.
 type appenderPool struct {
-	db Appendable
-	p  sync.Pool
+	db    Appendable
+	p     sync.Pool
+	cache *refCache // for the front ends that decode label bytes (wire.go)
 }
 
-func newAppenderPool(db Appendable) *appenderPool { return &appenderPool{db: db} }
+func newAppenderPool(db Appendable) *appenderPool {
+	return &appenderPool{db: db, cache: newRefCache()}
+}
 
 func (p *appenderPool) get() Appender {
 	if a, ok := p.p.Get().(Appender); ok {
