@@ -42,7 +42,7 @@ bench:
 # figures mean something: SOAK_CYCLES kill -9 cycles of the real server
 # under gRPC and remote-write writers (make test runs 3), and the
 # overload runs (200 writers and 50 heavy queries on a 512 MiB budget;
-# heavy queries on a 320 MiB one).
+# heavy queries on a 224 MiB one).
 SOAK_CYCLES ?= 25
 soak:
 	HEADROOM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -timeout 60m -run '^(TestCrashLoop|TestOverload|TestOverloadMemory)$$' -v ./cmd/headroom | grep -v '^=== RUN'
@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzQuery$$' -fuzztime=$(FUZZTIME) ./query
 	$(GO) test -run=NONE -fuzz='^FuzzAPIParams$$' -fuzztime=$(FUZZTIME) ./query/api
 	$(GO) test -run=NONE -fuzz='^FuzzCSV$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
+	$(GO) test -run=NONE -fuzz='^FuzzReplay$$' -fuzztime=$(FUZZTIME) ./storage/wal
 	$(GO) test -run=NONE -fuzz='^FuzzPromText$$' -fuzztime=$(FUZZTIME) ./ingest/backfill
 
 # Regenerates the committed Go code of every .proto under proto/.

@@ -169,6 +169,7 @@ type fleetResult struct {
 	ingest, toIdle    time.Duration
 	cpuIngest, cpuAll time.Duration
 	peakRSS           int64
+	rssIngest         int64           // the largest RSS seen while ingesting (sampled twice a second)
 	queryDuring       []time.Duration // while ingesting
 	queryCatchUp      []time.Duration // after, until the downsampler is idle
 	dirBytes          int64           // after a clean stop
@@ -250,6 +251,21 @@ func runFleet(bin string, hosts int, perRequest, clients int, extra []string, pr
 		close(reqs)
 	}()
 	res := &fleetResult{samples: total}
+	var maxRSS atomic.Int64
+	rssDone := make(chan struct{})
+	defer close(rssDone)
+	go func() {
+		for {
+			select {
+			case <-rssDone:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			if r := procStatus(srv.cmd.Process.Pid, "VmRSS"); r > maxRSS.Load() {
+				maxRSS.Store(r)
+			}
+		}
+	}()
 	cpu0 := srv.cpu()
 	t0 := time.Now()
 	var sent atomic.Int64
@@ -342,6 +358,7 @@ func runFleet(bin string, hosts int, perRequest, clients int, extra []string, pr
 	wg.Wait()
 	res.ingest = time.Since(t0)
 	res.cpuIngest = srv.cpu() - cpu0
+	res.rssIngest = maxRSS.Load()
 	if err, ok := firstErr.Load().(error); ok {
 		close(qdone)
 		return nil, err
@@ -469,6 +486,7 @@ func benchFleet(bin string, hosts int, extra []string, profile string) {
 	record("fleet", "server CPU per sample, until tiers are idle", cpu, "us", "<= 1.0", boolp(cpu <= 1.0))
 	record("fleet", "time until the downsampler is idle", r.toIdle.Seconds(), "s", "", nil)
 	record("fleet", "peak RSS", float64(r.peakRSS)/(1<<20), "MiB", "<= 300", boolp(r.peakRSS <= 300<<20))
+	record("fleet", "largest RSS seen while ingesting", float64(r.rssIngest)/(1<<20), "MiB", "", nil)
 	rawB := float64(r.raw) / n
 	var tiers uint64
 	for _, t := range r.tiers {

@@ -162,8 +162,13 @@ func (a *Appender) Commit() error {
 	b := db.pdb.NewBatch()
 	defer b.Close()
 
-	// New series and new postings go in the same batch as the samples, so a
-	// crash keeps all of them or none.
+	// New series and new postings go to Pebble before the record goes to
+	// the log: a record only names series whose keys are durable. A new
+	// series' keys are synced; postings alone are not (a crash that loses
+	// them loses nothing: replay writes the postings of what it replays).
+	// A crash between the two leaves a series without samples, which
+	// costs its keys and nothing else.
+	newSeries := false
 	clear(a.posted)
 	if a.posted == nil {
 		a.posted = map[postedKey]struct{}{}
@@ -176,6 +181,7 @@ func (a *Appender) Commit() error {
 				a.buf = appendLabels(a.buf[:0], s.lset)
 				b.Set(seriesKey(s.id), a.buf, nil)
 				b.Set(hashKey(s.hash, s.id), nil, nil)
+				newSeries = true
 			}
 		}
 		day := dayOf(p.t)
@@ -196,25 +202,43 @@ func (a *Appender) Commit() error {
 				a.now, a.hasNow = db.opts.Now().UnixMilli(), true
 			}
 			var err error
-			if a.buf, err = db.postTiers(b, s.id, s.lset, day, a.now, a.buf); err != nil {
+			if a.buf, err = db.postTiersOf(b, s, s.id, s.lset, day, a.now, a.buf); err != nil {
 				return err
 			}
 		}
 	}
 
-	a.buf = a.encodeRecord(a.buf[:0])
-	db.seqMu.Lock()
-	seq := db.nextSeq
-	db.nextSeq++
-	db.seqMu.Unlock()
-	b.Set(walKey(seq), a.buf, nil)
 	start := time.Now()
-	err := db.commit(b, pebble.Sync)
+	if !b.Empty() {
+		opts := pebble.NoSync
+		if newSeries {
+			opts = pebble.Sync
+		}
+		if err := db.commit(b, opts); err != nil {
+			for _, p := range a.samples {
+				for i := range p.s.tierPosted {
+					p.s.tierPosted[i].Store(0) // written again next time
+				}
+			}
+			if db.opts.OnCommit != nil {
+				db.opts.OnCommit(time.Since(start), len(a.samples), err)
+			}
+			return fmt.Errorf("commit %d samples: %w", len(a.samples), err)
+		}
+	}
+	a.buf = a.encodeRecord(a.buf[:0])
+	seq, assigned, err := db.wal.Append(a.buf)
+	if err != nil {
+		err = db.failWrites(err)
+	}
 	if testHookCommitted != nil {
 		testHookCommitted()
 	}
 	if db.opts.OnCommit != nil {
 		db.opts.OnCommit(time.Since(start), len(a.samples), err)
+	}
+	if !assigned {
+		return fmt.Errorf("commit %d samples: %w", len(a.samples), err)
 	}
 
 	// Apply in sequence order, whether or not this commit made it, so that
@@ -268,63 +292,111 @@ func (a *Appender) encodeRecord(dst []byte) []byte {
 	return dst
 }
 
-// replay applies the WAL records after the last checkpoint to the head.
+// replay applies the log's records after the last checkpoint to the
+// head: first those a version before the log files kept in Pebble ('W'
+// keys), then the log's. It writes the postings of every series-day it
+// replays (a commit syncs a new series' keys but not postings), and
+// makes the log's next record follow the last replayed.
 func (db *DB) replay() (int64, error) {
+	cp, err := db.checkpointSeq()
+	if err != nil {
+		return 0, err
+	}
+	var n, ooo int64
+	defer func() { db.countApplied(int(n), int(ooo)) }()
+	posts := map[postedKey]struct{}{}
+	next := cp + 1
 	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindWAL}, UpperBound: []byte{kindWAL + 1}})
 	if err != nil {
 		return 0, err
 	}
-	defer it.Close()
-	var n, replayOOO int64
-	var last uint64
-	defer func() { db.countApplied(int(n), int(replayOOO)) }()
 	for it.First(); it.Valid(); it.Next() {
 		seq := binary.BigEndian.Uint64(it.Key()[1:])
-		rec := it.Value()
-		bad := func(what string) error {
-			return &CorruptionError{Key: append([]byte(nil), it.Key()...), Err: fmt.Errorf("WAL record %d: %s", seq, what)}
+		db.legacyWAL = true
+		if seq < next {
+			continue
 		}
-		if len(rec) < 2 || rec[0] != walRecordV1 {
-			return n, bad("unknown version")
-		}
-		cnt, k := binary.Uvarint(rec[1:])
-		if k <= 0 {
-			return n, bad("bad count")
-		}
-		rec = rec[1+k:]
-		prev := int64(0)
-		for i := uint64(0); i < cnt; i++ {
-			id, k1 := binary.Uvarint(rec)
-			if k1 <= 0 {
-				return n, bad("truncated")
-			}
-			dt, k2 := binary.Varint(rec[k1:])
-			if k2 <= 0 || len(rec) < k1+k2+8 {
-				return n, bad("truncated")
-			}
-			t := prev + dt
-			prev = t
-			v := math.Float64frombits(binary.LittleEndian.Uint64(rec[k1+k2:]))
-			rec = rec[k1+k2+8:]
-			s, err := db.seriesByID(id)
-			if err != nil {
-				return n, fmt.Errorf("WAL record %d: %w", seq, err)
-			}
-			if db.apply(s, t, v) {
-				replayOOO++
-			}
-			n++
+		rn, ro, err := db.applyRecord(seq, it.Value(), posts)
+		n, ooo = n+rn, ooo+ro
+		if err != nil {
+			it.Close()
+			return n, &CorruptionError{Key: append([]byte(nil), it.Key()...), Err: err}
 		}
 		db.walBytes.Add(int64(len(it.Value())))
-		last = seq
+		next = seq + 1
 	}
-	if last > 0 {
-		db.appliedSeq = last
-	} else {
-		db.appliedSeq = db.nextSeq - 1
+	if err := it.Close(); err != nil {
+		return n, err
 	}
-	if db.nextSeq <= db.appliedSeq {
-		db.nextSeq = db.appliedSeq + 1
+	next, err = db.wal.Replay(next, func(seq uint64, rec []byte) error {
+		rn, ro, err := db.applyRecord(seq, rec, posts)
+		n, ooo = n+rn, ooo+ro
+		db.walBytes.Add(int64(len(rec)))
+		return err
+	})
+	if err != nil {
+		return n, err
 	}
-	return n, it.Error()
+	db.appliedSeq = next - 1
+	db.wal.Start(next)
+	if len(posts) == 0 {
+		return n, nil
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	now := db.opts.Now().UnixMilli()
+	var buf []byte
+	for pk := range posts {
+		s := db.series.getByID(pk.id)
+		if s == nil {
+			continue
+		}
+		for _, l := range s.lset {
+			buf = binary.BigEndian.AppendUint64(postingPrefix(buf[:0], pk.day, l.Name, l.Value), s.id)
+			b.Set(buf, nil, nil)
+		}
+		if buf, err = db.postTiers(b, s.id, s.lset, pk.day, now, buf); err != nil {
+			return n, err
+		}
+	}
+	return n, db.commit(b, pebble.Sync)
+}
+
+// applyRecord applies one log record to the head and notes the
+// series-days it touched in posts.
+func (db *DB) applyRecord(seq uint64, rec []byte, posts map[postedKey]struct{}) (n, ooo int64, err error) {
+	bad := func(what string) error { return fmt.Errorf("log record %d: %s", seq, what) }
+	if len(rec) < 2 || rec[0] != walRecordV1 {
+		return 0, 0, bad("unknown version")
+	}
+	cnt, k := binary.Uvarint(rec[1:])
+	if k <= 0 {
+		return 0, 0, bad("bad count")
+	}
+	rec = rec[1+k:]
+	prev := int64(0)
+	for i := uint64(0); i < cnt; i++ {
+		id, k1 := binary.Uvarint(rec)
+		if k1 <= 0 {
+			return n, ooo, bad("truncated")
+		}
+		dt, k2 := binary.Varint(rec[k1:])
+		if k2 <= 0 || len(rec) < k1+k2+8 {
+			return n, ooo, bad("truncated")
+		}
+		t := prev + dt
+		prev = t
+		v := math.Float64frombits(binary.LittleEndian.Uint64(rec[k1+k2:]))
+		rec = rec[k1+k2+8:]
+		s, err := db.seriesByID(id)
+		if err != nil {
+			return n, ooo, fmt.Errorf("log record %d: %w", seq, err)
+		}
+		if db.apply(s, t, v) {
+			ooo++
+		}
+		posts[postedKey{id, dayOf(t)}] = struct{}{}
+		n++
+	}
+	return n, ooo, nil
 }

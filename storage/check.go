@@ -4,12 +4,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/headroomdb/headroom/storage/chunk"
 	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/wal"
 )
 
 // CheckReport is what Check found in a data directory.
@@ -173,6 +176,19 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 	if err := it.Error(); err != nil {
 		return nil, err
 	}
+	// The log's records a restart would replay.
+	cp := uint64(0)
+	if v, closer, err := pdb.Get(metaKey("checkpoint")); err == nil {
+		if len(v) == 8 {
+			cp = binary.BigEndian.Uint64(v)
+		}
+		closer.Close()
+	}
+	n, err := wal.Count(vfs.Default, filepath.Join(dir, "wal"), cp+1)
+	if err != nil {
+		damage("write-ahead log: %v", err)
+	}
+	r.WALRecords += n
 	r.Took = time.Since(start)
 	return r, nil
 }

@@ -31,6 +31,9 @@ func (db *DB) Checkpoint() error {
 	// Snapshot under applyMu, so that the snapshot holds exactly the
 	// records up to cpSeq.
 	var snaps []cpSeries
+	// Records from here on go to a new segment: the ones before it can
+	// go once a checkpoint covers them.
+	db.wal.Rotate()
 	db.applyMu.Lock()
 	cpSeq := db.appliedSeq
 	for _, s := range db.series.all() {
@@ -168,8 +171,17 @@ func (db *DB) Checkpoint() error {
 		}
 	}
 	b.Set(metaKey("checkpoint"), binary.BigEndian.AppendUint64(nil, cpSeq), nil)
-	b.DeleteRange(walKey(0), walKey(cpSeq+1), nil)
+	legacy := db.legacyWAL
+	if legacy {
+		b.DeleteRange([]byte{kindWAL}, []byte{kindWAL + 1}, nil)
+	}
 	if err := db.commit(b, pebble.Sync); err != nil {
+		return fmt.Errorf("checkpoint: record it: %w", err)
+	}
+	if legacy {
+		db.legacyWAL = false
+	}
+	if err := db.wal.Truncate(cpSeq); err != nil {
 		return fmt.Errorf("checkpoint: truncate log: %w", err)
 	}
 	db.cpGen.Add(1)

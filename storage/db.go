@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/headroomdb/headroom/storage/series"
+	"github.com/headroomdb/headroom/storage/wal"
 )
 
 // Timestamps the database accepts: from the Unix epoch to the end of year
@@ -54,7 +55,7 @@ type Options struct {
 	// one being written and one being flushed) to leave CacheSize for
 	// blocks.
 	CacheSize int64
-	// MemTableSize is the size Pebble's memtables grow to. Default 64 MiB.
+	// MemTableSize is the size Pebble's memtables grow to. Default 16 MiB.
 	MemTableSize int64
 	// Tiers are the downsampled resolutions. A background job every
 	// RollupInterval rolls up a series' day, every tier at once, from its
@@ -138,7 +139,9 @@ func (o *Options) withDefaults() Options {
 		r.CacheSize = 64 << 20
 	}
 	if r.MemTableSize == 0 {
-		r.MemTableSize = 64 << 20
+		// The log is not in Pebble: its memtables take only checkpoints
+		// and rollups, a few MiB a second at most.
+		r.MemTableSize = 16 << 20
 	}
 	if r.Tiers == nil {
 		r.Tiers = DefaultTiers
@@ -221,9 +224,11 @@ type DB struct {
 	dir       string
 	cpTrigger chan struct{}
 
-	// seqMu orders commits: it hands out WAL sequence numbers.
-	seqMu   sync.Mutex
-	nextSeq uint64
+	// wal is the write-ahead log: it orders commits (a record's sequence)
+	// and makes them durable. legacyWAL: 'W' keys of a version before it
+	// were replayed, and the next checkpoint deletes them.
+	wal       *wal.Log
+	legacyWAL bool
 
 	// applyMu serialises applying committed records to the head in sequence
 	// order, and checkpoints against applies.
@@ -335,9 +340,14 @@ func Open(dir string, o Options) (*DB, error) {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
+	if db.wal, err = wal.Open(opts.FS, opts.FS.PathJoin(dir, "wal")); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: write-ahead log: %w", dir, err)
+	}
 	start := time.Now()
 	n, err := db.replay()
 	if err != nil {
+		db.wal.Close()
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: replay log: %w", dir, err)
 	}
@@ -406,18 +416,6 @@ func (db *DB) loadCounters() error {
 		return err
 	}
 	db.nextID.Store(id)
-	seq, err := last(kindWAL)
-	if err != nil {
-		return err
-	}
-	cp, err := db.checkpointSeq()
-	if err != nil {
-		return err
-	}
-	if cp > seq {
-		seq = cp
-	}
-	db.nextSeq = seq + 1
 	return nil
 }
 
@@ -466,8 +464,12 @@ func (db *DB) shutdown(checkpoint bool) error {
 			cpErr = db.pdb.Flush()
 		}
 	}
+	walErr := db.wal.Close()
 	err := db.pdb.Close()
 	db.lock.release()
+	if err == nil {
+		err = walErr
+	}
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -244,6 +245,10 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 				return fmt.Errorf("series %d, day %s: %w", id, dayString(w.day), err)
 			}
 			w.tiers = dayBuckets(db.tiers, buf, nil)
+			// Background work: let a query waiting for the CPU in (a
+			// series-day takes about a millisecond, the scheduler's own
+			// slice is ten).
+			runtime.Gosched()
 		}
 	}
 	return nil
@@ -512,6 +517,7 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 				}
 			}
 		}
+		runtime.Gosched()
 		if b.Len() >= 4<<20 {
 			// Rolled-up blocks need no fsync: a crash loses them with the
 			// marker deletions of the same batch, and they are computed

@@ -57,6 +57,17 @@ func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 	return b.Commit(o)
 }
 
+// failWrites fails the database for writes after the log's write or sync
+// failed (the log cannot be trusted after a failed fsync), as commit does
+// for Pebble's, and returns the error to give the writer.
+func (db *DB) failWrites(err error) error {
+	msg := err.Error()
+	if db.disk.failed.CompareAndSwap(nil, &msg) {
+		db.opts.Logger.Error("storage failed: writes are refused until restart; reads go on", "err", msg)
+	}
+	return db.failedErr(*db.disk.failed.Load())
+}
+
 func (db *DB) failedErr(msg string) error {
 	return fmt.Errorf("%w: the data directory's disk failed a write (%s): writes are refused until the data directory is opened again (headroom serve does it once the disk takes writes); reads go on", series.ErrUnavailable, msg)
 }

@@ -232,6 +232,10 @@ type memSeries struct {
 	floorDay atomic.Uint32
 	// dead: evicted from the head (or being), see seriesMap.evict.
 	dead atomic.Bool
+	// tierPosted: per tier, the partition (+1) whose postings the series
+	// last wrote: a series' day changes every day, its 1h and 1d tier
+	// partitions every 12 and 288 days.
+	tierPosted [8]atomic.Uint32
 
 	mu sync.Mutex
 	// Guarded by mu.

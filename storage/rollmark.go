@@ -96,11 +96,24 @@ func (m *markWriter) mark(b *pebble.Batch, id uint64, minT, maxT int64) error {
 // postings, before the day is rolled up as after its raw days are gone.
 // Written with the raw postings of the day, in the commit's batch.
 func (db *DB) postTiers(b *pebble.Batch, id uint64, ls series.Labels, day uint32, now int64, buf []byte) ([]byte, error) {
+	return db.postTiersOf(b, nil, id, ls, day, now, buf)
+}
+
+// postTiersOf is postTiers, skipping the partitions head series s wrote
+// its postings in last (s may be nil).
+func (db *DB) postTiersOf(b *pebble.Batch, s *memSeries, id uint64, ls series.Labels, day uint32, now int64, buf []byte) ([]byte, error) {
 	for _, t := range db.tiers {
+		part := int64(day) * msPerDay / t.span
+		if s != nil && s.tierPosted[t.idx].Load() == uint32(part)+1 {
+			continue
+		}
 		if !db.keeps(t.idx, ls, day, now) {
 			continue
 		}
-		pp := postingsPart(t.idx, int64(day)*msPerDay/t.span)
+		if s != nil {
+			s.tierPosted[t.idx].Store(uint32(part) + 1)
+		}
+		pp := postingsPart(t.idx, part)
 		for _, l := range ls {
 			buf = binary.BigEndian.AppendUint64(postingPrefix(buf[:0], pp, l.Name, l.Value), id)
 			if err := b.Set(buf, nil, nil); err != nil {

@@ -27,7 +27,7 @@ func TestOverloadMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server process; skipped with -short")
 	}
-	const budget = 320 << 20 // 128 MiB for Go once Pebble's 192 MiB are set aside
+	const budget = 224 << 20 // 128 MiB for Go once Pebble's 96 MiB are set aside
 	c := startChild(t, filepath.Join(t.TempDir(), "data"), "--memory-limit", strconv.Itoa(budget),
 		"--max-concurrent-queries", "4", "--query-queue-timeout", "200ms")
 	if c.addr == "" {
