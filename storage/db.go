@@ -34,7 +34,7 @@ type Options struct {
 	// dropped and older samples are refused. Default 15 days.
 	Retention time.Duration
 	// ChunkSamples and ChunkSpan bound a chunk: it is sealed when it holds
-	// ChunkSamples samples or spans ChunkSpan. Defaults 120 and 2 hours.
+	// ChunkSamples samples or spans ChunkSpan. Defaults 240 and a day.
 	ChunkSamples int
 	ChunkSpan    time.Duration
 	// CheckpointInterval is how often the head is checkpointed and the WAL
@@ -118,7 +118,11 @@ func (o *Options) withDefaults() Options {
 		r.Retention = 15 * 24 * time.Hour
 	}
 	if r.ChunkSamples == 0 {
-		r.ChunkSamples = 120
+		// 240, not Prometheus's 120: a chunk's key, header and first
+		// sample are shared by twice the samples (fleet data at 10 s:
+		// 0.653 -> 0.599 B/sample at rest); larger was larger again (one
+		// bit width a chunk fits fewer samples well: 0.630 at 480).
+		r.ChunkSamples = 240
 	}
 	if r.ChunkSpan == 0 {
 		r.ChunkSpan = 24 * time.Hour
@@ -301,6 +305,7 @@ func Open(dir string, o Options) (*DB, error) {
 		L0CompactionThreshold:       4,
 		Logger:                      quietLogger{opts.Logger},
 		FS:                          opts.FS,
+		Cleaner:                     noRecycleCleaner{},
 	}
 	for i := range popts.Levels {
 		// Chunks are already dense; zstd still finds the repeated key
@@ -368,6 +373,20 @@ func Open(dir string, o Options) (*DB, error) {
 	ok = true
 	return db, nil
 }
+
+// noRecycleCleaner deletes Pebble's obsolete files, its log files
+// included: Pebble keeps up to five old logs for reuse otherwise, and with
+// the samples' log in storage/wal its own logs only take checkpoints, so
+// a stopped server's directory held more old log than data. Pebble reuses
+// logs unless its cleaner says it needs files' contents, which embedding
+// ArchiveCleaner (one level down, so that DeleteCleaner's Clean wins)
+// says.
+type noRecycleCleaner struct {
+	pebble.DeleteCleaner
+	archiveMarker
+}
+
+type archiveMarker struct{ pebble.ArchiveCleaner }
 
 type quietLogger struct{ l *slog.Logger }
 

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -680,5 +682,52 @@ func TestReorderWindow(t *testing.T) {
 	// (a checkpoint) goes out of order.
 	if n := db.stats.SamplesOOO.Load(); n > 10 {
 		t.Errorf("%d samples went out of order: the window should have taken them", n)
+	}
+}
+
+// A clean stop leaves a compact directory: the head checkpointed, the log
+// empty, Pebble's memtables flushed and no old log of Pebble's kept for
+// reuse; the next start replays nothing.
+func TestCleanStopIsCompact(t *testing.T) {
+	c := &clock{day0}
+	dir := t.TempDir()
+	o := testOptions(c)
+	db := openTest(t, dir, o)
+	for h := 0; h < 50; h++ {
+		ls := series.FromStrings("__name__", "cpu", "host", fmt.Sprint(h))
+		var ss []series.Sample
+		for ts := ms(day0) - 6*3600_000; ts < ms(day0); ts += 10_000 {
+			ss = append(ss, series.Sample{T: ts, V: float64(ts / 10_000 % 100)})
+		}
+		mustAppend(t, db, ls, ss...)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logs, tables int64
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		fi, _ := e.Info()
+		switch {
+		case strings.HasSuffix(e.Name(), ".log"):
+			logs += fi.Size()
+		case strings.HasSuffix(e.Name(), ".sst"):
+			tables += fi.Size()
+		}
+	}
+	segs, _ := os.ReadDir(dir + "/wal")
+	if len(segs) != 0 || logs > 4096 || tables == 0 {
+		t.Fatalf("after a clean stop: %d log segments, %d bytes of Pebble logs, %d of tables", len(segs), logs, tables)
+	}
+	db = openTest(t, dir, o)
+	defer db.Close()
+	if n := db.Stats().ReplayedSamples.Load(); n != 0 {
+		t.Fatalf("replayed %d samples after a clean stop", n)
+	}
+	if got := query(t, db, MinTime, MaxTime, nameCPU); len(got) != 50 {
+		t.Fatalf("%d series after reopening", len(got))
 	}
 }

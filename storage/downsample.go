@@ -272,9 +272,12 @@ func dayBuckets(tiers []*tierState, samples []series.Sample, dst [][]rollup.Buck
 	}
 	res := tiers[0].res
 	bs := dst[0]
-	for _, p := range samples {
+	for i, p := range samples {
 		if series.IsStaleNaN(p.V) {
 			continue
+		}
+		if i&1023 == 1023 {
+			runtime.Gosched()
 		}
 		start := rollup.BucketStart(p.T, res)
 		if len(bs) == 0 || bs[len(bs)-1].Start != start {
@@ -344,6 +347,9 @@ func readRaw(it *pebble.Iterator, id uint64, mint, maxt int64, dst []series.Samp
 			if n := len(dst); n > start && minT <= dst[n-1].T {
 				sorted = false
 			}
+			// Background work yields often: a query waiting for the CPU
+			// runs within microseconds, not a scheduler slice.
+			runtime.Gosched()
 			cit.Reset(chk)
 			for cit.Next() {
 				t, v := cit.At()

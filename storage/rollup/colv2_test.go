@@ -286,3 +286,64 @@ func TestColumnChecksums(t *testing.T) {
 		}
 	}
 }
+
+// counterBlock is n 5-minute buckets of a counter scraped every 10 s,
+// which never resets: min = first, max = last, increase = last - first.
+func counterBlock(r *rand.Rand, n int) []Bucket {
+	bs := make([]Bucket, n)
+	v := float64(r.IntN(1000))
+	for i := range bs {
+		bs[i].Start = int64(i) * 300_000
+		for k := 1; k <= 30; k++ {
+			v += float64(r.IntN(20))
+			bs[i].Add(bs[i].Start+int64(k)*10_000, v)
+		}
+	}
+	return bs
+}
+
+// A counter's min, max and increase columns are derived from first and
+// last (a few bytes each), and come back bit for bit, each alone too; a
+// damaged derived column is an error.
+func TestDerivedColumns(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	bs := counterBlock(r, 288)
+	b, err := AppendBlock(nil, bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := parseV2(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c, want := range map[int]byte{colMin: encSame, colMax: encSame, colIncrease: encDiff} {
+		if h.cols[c][0] != want || len(h.cols[c]) > 7 {
+			t.Fatalf("column %d: encoding %d, %d bytes", c, h.cols[c][0], len(h.cols[c]))
+		}
+	}
+	for _, col := range []uint{ColMin, ColMax, ColIncrease, ColAll &^ ColSketch} {
+		var c Columns
+		if err := DecodeColumns(&c, b, col); err != nil {
+			t.Fatal(err)
+		}
+		for i := range bs {
+			got, w := c.Bucket(i), bs[i]
+			if col&ColMin != 0 && got.Min != w.Min || col&ColMax != 0 && got.Max != w.Max || col&ColIncrease != 0 && got.Increase != w.Increase {
+				t.Fatalf("columns %b, bucket %d: %+v, want %+v", col, i, got, w)
+			}
+		}
+	}
+	// A gauge's are stored.
+	g := randomBuckets(r, 288, 300_000)
+	gb, _ := AppendBlock(nil, g)
+	if h, _ := parseV2(gb); h.cols[colIncrease][0] == encDiff {
+		t.Error("a gauge's increase derived")
+	}
+	// A derived column naming another derived column is refused.
+	hh, _ := parseV2(b)
+	hh.unchecked = true
+	hh.cols[colMin] = []byte{encSame, colMax, 0, 0, 0, 0}
+	if _, err := hh.decodeColumn(nil, colMin, nil); err == nil {
+		t.Error("min derived from a derived max was accepted")
+	}
+}

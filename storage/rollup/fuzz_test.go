@@ -55,7 +55,7 @@ func FuzzDecodeBlock(f *testing.F) {
 func FuzzDecodeColumnsV2(f *testing.F) {
 	r := rand.New(rand.NewPCG(2, 2))
 	for _, n := range []int{1, 3, 40, 288} {
-		for _, bs := range [][]Bucket{randomBuckets(r, n, 3_600_000), cpuBlock(r)[:n]} {
+		for _, bs := range [][]Bucket{randomBuckets(r, n, 3_600_000), cpuBlock(r)[:n], counterBlock(r, n)} {
 			enc, err := AppendBlock(nil, bs)
 			if err != nil {
 				f.Fatal(err)
