@@ -27,6 +27,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/headroomdb/headroom/storage"
 )
 
 // backfillRow is one CSV row: series index and sample.
@@ -40,14 +42,14 @@ type backfillRow struct {
 // pipes rows (produced by gen into the channel) as CSV to `headroom
 // write`, waits for the downsampler, stops the server and checks the
 // tiers.
-func runBackfill(bin, name string, extra []string, hosts, metrics int, gen func(chan<- backfillRow)) {
+func runBackfill(bin, name string, extra []string, hosts, metrics int, profile string, gen func(chan<- backfillRow)) {
 	dir, err := os.MkdirTemp("", "headroom-bench-backfill-")
 	if err != nil {
 		fatal(err)
 	}
 	defer os.RemoveAll(dir)
 	data := filepath.Join(dir, "data")
-	args := append([]string{"-c", "1", bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0"}, extra...)
+	args := append([]string{"-c", "1", bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0", "--pprof"}, extra...)
 	cmd := exec.Command("taskset", args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -88,6 +90,15 @@ func runBackfill(bin, name string, extra []string, hosts, metrics int, gen func(
 	}
 	rows := make(chan backfillRow, 4096)
 	go gen(rows)
+	if profile != "" {
+		go func() {
+			time.Sleep(30 * time.Second)
+			if err := fetchProfile(srv.httpURL, time.Minute, profile); err != nil {
+				fmt.Fprintln(os.Stderr, "  backfill: profile:", err)
+			}
+			fetch(srv.httpURL+"/debug/pprof/heap", strings.TrimSuffix(profile, ".pprof")+".heap.pprof")
+		}()
+	}
 	bw := bufio.NewWriterSize(in, 1<<20)
 	bw.WriteString("timestamp,__name__,host,value\n")
 	var n int64
@@ -144,30 +155,49 @@ func runBackfill(bin, name string, extra []string, hosts, metrics int, gen func(
 	record("backfill", name+": time until the downsampler is idle", toIdle.Seconds(), "s", "", nil)
 	record("backfill", name+": peak RSS", float64(rss)/(1<<20), "MiB", "<= 300", boolp(rss <= 300<<20))
 	record("backfill", name+": data directory at rest", float64(dirSize(data))/f, "B/sample", "", nil)
+	if db, err := storage.Open(data, storage.Options{DisableBackground: true, Retention: 3650 * 24 * time.Hour}); err == nil {
+		raw, tiers, err := db.TierDiskBytes()
+		db.Close()
+		if err == nil {
+			record("backfill", name+": raw chunks at rest", float64(raw)/f, "B/sample", "", nil)
+			for i, t := range tiers {
+				record("backfill", fmt.Sprintf("%s: tier %d at rest", name, i), float64(t)/f, "B/sample", "", nil)
+			}
+			if raw > 0 && len(tiers) > 0 {
+				ratio := float64(tiers[0]) / float64(raw)
+				record("backfill", name+": 5m tier / raw", ratio, "ratio", "<= 0.5", boolp(ratio <= 0.5))
+			}
+		}
+	}
 	record("backfill", name+": check --tiers, buckets that differ", differ, "buckets", "0", boolp(differ == 0))
 }
 
 // benchBackfill runs both backfills.
-func benchBackfill(bin string) {
+func benchBackfill(bin, only, profile string) {
 	bin = buildServer(bin)
 	now := time.Now().Truncate(time.Minute).UnixMilli()
 	// 90 days of 1,000 series at 60 s, in time order.
-	runBackfill(bin, "90 days x 1,000 series at 60 s, in order", []string{"--retention", "100d"}, 100, 10, func(out chan<- backfillRow) {
-		r := rand.New(rand.NewPCG(90, 1))
-		vals := make([]float64, 1000)
-		for i := range vals {
-			vals[i] = float64(r.IntN(100))
-		}
-		for t := now - 90*86400_000; t < now; t += 60_000 {
-			for s := range vals {
-				vals[s] = math.Round(100*math.Max(0, math.Min(100, vals[s]+float64(r.IntN(101)-50)/100))) / 100
-				out <- backfillRow{s, t, vals[s]}
+	if only == "" || only == "history" {
+		runBackfill(bin, "90 days x 1,000 series at 60 s, in order", []string{"--retention", "100d"}, 100, 10, profile, func(out chan<- backfillRow) {
+			r := rand.New(rand.NewPCG(90, 1))
+			vals := make([]float64, 1000)
+			for i := range vals {
+				vals[i] = float64(r.IntN(100))
 			}
-		}
-		close(out)
-	})
+			for t := now - 90*86400_000; t < now; t += 60_000 {
+				for s := range vals {
+					vals[s] = math.Round(100*math.Max(0, math.Min(100, vals[s]+float64(r.IntN(101)-50)/100))) / 100
+					out <- backfillRow{s, t, vals[s]}
+				}
+			}
+			close(out)
+		})
+	}
+	if only != "" && only != "shuffled" {
+		return
+	}
 	// 1.5 years of 1,500 series, irregular, shuffled.
-	runBackfill(bin, "548 days x 1,500 series, irregular, shuffled", nil, 150, 10, func(out chan<- backfillRow) {
+	runBackfill(bin, "548 days x 1,500 series, irregular, shuffled", nil, 150, 10, profile, func(out chan<- backfillRow) {
 		r := rand.New(rand.NewPCG(548, 2))
 		var rows []backfillRow
 		for s := 0; s < 1500; s++ {

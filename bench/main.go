@@ -45,6 +45,8 @@ func main() {
 	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup,fleet,backfill); empty: all")
 	fleetHosts := flag.Int("fleet-hosts", 100, "hosts (of 101 metrics each) in the fleet benchmark")
 	fleetArgs := flag.String("fleet-args", "", "more flags for the fleet benchmark's server, space-separated (--rollup-tiers off)")
+	backfillOnly := flag.String("backfill-run", "", "run one backfill: history or shuffled")
+	backfillProfile := flag.String("backfill-profile", "", "file for a CPU profile of a backfill's server (a minute from 30 s in)")
 	fleetProfile := flag.String("fleet-profile", "", "file for a CPU profile of the fleet benchmark's server (a minute of ingest; its heap then: .heap.pprof)")
 	rollupSeries := flag.Int("rollup-hosts", 100, "hosts (of 10 CPUs each) in the downsampling benchmark")
 	rollupDays := flag.Int("rollup-days", 90, "days of per-minute history in the downsampling benchmark")
@@ -102,7 +104,7 @@ func main() {
 		benchFleet(*serverBin, *fleetHosts, strings.Fields(*fleetArgs), *fleetProfile)
 	}
 	if run("backfill") {
-		benchBackfill(*serverBin)
+		benchBackfill(*serverBin, *backfillOnly, *backfillProfile)
 	}
 	if run("rollup") {
 		benchRollup(*rollupSeries, 10, *rollupDays, max(*rollupRuns, 1), *rollupKeep, *rollupProfile, *rollupWorkers)

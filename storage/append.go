@@ -192,20 +192,29 @@ func (a *Appender) Commit() error {
 			continue
 		}
 		a.posted[postedKey{s.id, day}] = struct{}{}
-		for _, l := range s.lset {
-			a.buf = postingPrefix(a.buf[:0], day, l.Name, l.Value)
-			a.buf = binary.BigEndian.AppendUint64(a.buf, s.id)
-			b.Set(a.buf, nil, nil)
+		s.postMu.Lock()
+		// A day before the series' floor is merged into the tiers and
+		// its chunks deleted: it needs no raw postings.
+		if k := postedKeyOf(-1, day); !s.posted.has(k) && day >= db.floorOf(s) {
+			s.posted.add(k)
+			for _, l := range s.lset {
+				a.buf = postingPrefix(a.buf[:0], day, l.Name, l.Value)
+				a.buf = binary.BigEndian.AppendUint64(a.buf, s.id)
+				b.Set(a.buf, nil, nil)
+			}
 		}
 		if len(db.tiers) > 0 {
 			if !a.hasNow {
 				a.now, a.hasNow = db.opts.Now().UnixMilli(), true
 			}
 			var err error
-			if a.buf, err = db.postTiersOf(b, s, s.id, s.lset, day, a.now, a.buf); err != nil {
+			a.buf, err = db.postTiersOf(b, s, s.id, s.lset, day, a.now, a.buf)
+			if err != nil {
+				s.postMu.Unlock()
 				return err
 			}
 		}
+		s.postMu.Unlock()
 	}
 
 	start := time.Now()
@@ -216,9 +225,9 @@ func (a *Appender) Commit() error {
 		}
 		if err := db.commit(b, opts); err != nil {
 			for _, p := range a.samples {
-				for i := range p.s.tierPosted {
-					p.s.tierPosted[i].Store(0) // written again next time
-				}
+				p.s.postMu.Lock()
+				p.s.posted = postedCache{} // written again next time
+				p.s.postMu.Unlock()
 			}
 			if db.opts.OnCommit != nil {
 				db.opts.OnCommit(time.Since(start), len(a.samples), err)

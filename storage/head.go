@@ -232,10 +232,13 @@ type memSeries struct {
 	floorDay atomic.Uint32
 	// dead: evicted from the head (or being), see seriesMap.evict.
 	dead atomic.Bool
-	// tierPosted: per tier, the partition (+1) whose postings the series
-	// last wrote: a series' day changes every day, its 1h and 1d tier
-	// partitions every 12 and 288 days.
-	tierPosted [8]atomic.Uint32
+	// posted remembers the postings partitions (raw days, tier
+	// partitions) the series wrote its postings in lately, so that a
+	// backfill in any order writes them about once, not with every
+	// commit: a shuffled backfill wrote some 280 bytes of postings a
+	// sample, and Pebble's compactions of them were most of its CPU.
+	postMu sync.Mutex
+	posted postedCache
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -636,4 +639,35 @@ func compactLabels(ls series.Labels) series.Labels {
 		off += len(l.Value)
 	}
 	return out
+}
+
+// postedCache is a small set of postings partitions, the oldest entry
+// going when it is full.
+type postedCache struct {
+	keys [postedCacheSize]uint64
+	n, next int
+}
+
+const postedCacheSize = 32
+
+// postedKeyOf names a postings partition: a raw day, or tier's partition.
+func postedKeyOf(tier int, part uint32) uint64 { return uint64(tier+1)<<40 | uint64(part) }
+
+func (c *postedCache) has(k uint64) bool {
+	for _, x := range c.keys[:c.n] {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *postedCache) add(k uint64) {
+	if c.n < postedCacheSize {
+		c.keys[c.n] = k
+		c.n++
+		return
+	}
+	c.keys[c.next] = k
+	c.next = (c.next + 1) % postedCacheSize
 }

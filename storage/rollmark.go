@@ -100,18 +100,19 @@ func (db *DB) postTiers(b *pebble.Batch, id uint64, ls series.Labels, day uint32
 }
 
 // postTiersOf is postTiers, skipping the partitions head series s wrote
-// its postings in last (s may be nil).
+// its postings in lately (s may be nil; else called with s.postMu held).
 func (db *DB) postTiersOf(b *pebble.Batch, s *memSeries, id uint64, ls series.Labels, day uint32, now int64, buf []byte) ([]byte, error) {
 	for _, t := range db.tiers {
 		part := int64(day) * msPerDay / t.span
-		if s != nil && s.tierPosted[t.idx].Load() == uint32(part)+1 {
+		k := postedKeyOf(t.idx, uint32(part))
+		if s != nil && s.posted.has(k) {
 			continue
 		}
 		if !db.keeps(t.idx, ls, day, now) {
 			continue
 		}
 		if s != nil {
-			s.tierPosted[t.idx].Store(uint32(part) + 1)
+			s.posted.add(k)
 		}
 		pp := postingsPart(t.idx, part)
 		for _, l := range ls {
