@@ -644,7 +644,7 @@ func compactLabels(ls series.Labels) series.Labels {
 // postedCache is a small set of postings partitions, the oldest entry
 // going when it is full.
 type postedCache struct {
-	keys [postedCacheSize]uint64
+	keys    [postedCacheSize]uint64
 	n, next int
 }
 
