@@ -17,7 +17,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -49,27 +48,10 @@ func runBackfill(bin, name string, extra []string, hosts, metrics int, profile s
 	}
 	defer os.RemoveAll(dir)
 	data := filepath.Join(dir, "data")
-	args := append([]string{"-c", "1", bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0", "--pprof"}, extra...)
-	cmd := exec.Command("taskset", args...)
-	stderr, err := cmd.StderrPipe()
+	srv, err := startPinnedServer(bin, data, extra...)
 	if err != nil {
-		fatal(err)
+		fatal(fmt.Errorf("%s: %w", name, err))
 	}
-	if err := cmd.Start(); err != nil {
-		fatal(err)
-	}
-	srv := &serverProc{cmd: cmd}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-			srv.grpcAddr, srv.httpURL = m[1], m[2]
-			break
-		}
-	}
-	if srv.httpURL == "" {
-		fatal(fmt.Errorf("%s: server did not start", name))
-	}
-	go io.Copy(io.Discard, stderr)
 	defer func() {
 		if srv.cmd.ProcessState == nil {
 			srv.cmd.Process.Kill()
@@ -123,17 +105,8 @@ func runBackfill(bin, name string, extra []string, hosts, metrics int, profile s
 	ingest := time.Since(t0)
 	cpuIngest := srv.cpu() - cpu0
 	fmt.Fprintf(os.Stderr, "  %s: %s", name, out.String())
-	idleAfter := time.Now().Add(61 * time.Second)
-	for {
-		time.Sleep(time.Second)
-		m, err := scrape(srv.httpURL)
-		if err != nil {
-			fatal(err)
-		}
-		if m["headroom_rollup_last_run_timestamp_seconds"] > float64(idleAfter.Unix()) &&
-			m[`headroom_rollup_pending{state="due"}`]+m[`headroom_rollup_pending{state="waiting"}`] == 0 {
-			break
-		}
+	if err := waitRollupIdle(srv, 2*time.Hour); err != nil {
+		fatal(fmt.Errorf("%s: %w", name, err))
 	}
 	toIdle := time.Since(t0)
 	cpuAll := srv.cpu() - cpu0

@@ -186,30 +186,10 @@ func runFleet(bin string, hosts int, perRequest, clients int, extra []string, pr
 	}
 	defer os.RemoveAll(dir)
 	data := filepath.Join(dir, "data")
-	args := append([]string{"-c", "1", bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0",
-		"--max-request-bytes", strconv.Itoa(64 << 20), "--pprof"}, extra...)
-	cmd := exec.Command("taskset", args...)
-	stderr, err := cmd.StderrPipe()
+	srv, err := startPinnedServer(bin, data, append([]string{"--max-request-bytes", strconv.Itoa(64 << 20)}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	srv := &serverProc{cmd: cmd}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-			srv.grpcAddr, srv.httpURL = m[1], m[2]
-			break
-		}
-	}
-	if srv.httpURL == "" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, fmt.Errorf("server did not start")
-	}
-	go io.Copy(io.Discard, stderr)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -390,22 +370,9 @@ func runFleet(bin string, hosts int, perRequest, clients int, extra []string, pr
 	}
 	// Idle: a run of the downsampler after the last checkpoint (a minute
 	// after the last write) found nothing to do.
-	idleAfter := time.Now().Add(61 * time.Second)
-	for {
-		time.Sleep(time.Second)
-		m, err := scrape(srv.httpURL)
-		if err != nil {
-			close(qdone)
-			return nil, err
-		}
-		if m["headroom_rollup_last_run_timestamp_seconds"] > float64(idleAfter.Unix()) &&
-			m[`headroom_rollup_pending{state="due"}`]+m[`headroom_rollup_pending{state="waiting"}`]+m[`headroom_rollup_pending{state="open"}`] == 0 {
-			break
-		}
-		if time.Since(t0) > 2*time.Hour {
-			close(qdone)
-			return nil, fmt.Errorf("the downsampler did not finish in two hours")
-		}
+	if err := waitRollupIdle(srv, 2*time.Hour); err != nil {
+		close(qdone)
+		return nil, err
 	}
 	res.toIdle = time.Since(t0)
 	res.cpuAll = srv.cpu() - cpu0
@@ -439,6 +406,57 @@ func runFleet(bin string, hosts int, perRequest, clients int, extra []string, pr
 	res.raw, res.tiers, err = db.TierDiskBytes()
 	db.Close()
 	return res, err
+}
+
+// startPinnedServer starts `headroom serve` on data pinned to the second
+// core (taskset -c 1), with its profiler, and waits until it serves.
+func startPinnedServer(bin, data string, extra ...string) (*serverProc, error) {
+	args := append([]string{"-c", "1", bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0", "--pprof"}, extra...)
+	cmd := exec.Command("taskset", args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	srv := &serverProc{cmd: cmd}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
+			srv.grpcAddr, srv.httpURL = m[1], m[2]
+			break
+		}
+	}
+	if srv.httpURL == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("server did not start")
+	}
+	go io.Copy(io.Discard, stderr)
+	return srv, nil
+}
+
+// waitRollupIdle waits until a run of the server's downsampler after its
+// next checkpoint (a minute on) finds no day due or waiting: every day
+// written that is over is rolled up.
+func waitRollupIdle(srv *serverProc, limit time.Duration) error {
+	start := time.Now()
+	after := start.Add(61 * time.Second)
+	for {
+		time.Sleep(time.Second)
+		m, err := scrape(srv.httpURL)
+		if err != nil {
+			return err
+		}
+		if m["headroom_rollup_last_run_timestamp_seconds"] > float64(after.Unix()) &&
+			m[`headroom_rollup_pending{state="due"}`]+m[`headroom_rollup_pending{state="waiting"}`] == 0 {
+			return nil
+		}
+		if time.Since(start) > limit {
+			return fmt.Errorf("the downsampler did not finish in %v", limit)
+		}
+	}
 }
 
 func postSnappy(hc *http.Client, base string, body []byte) (int, string, error) {

@@ -38,6 +38,7 @@ type Appender struct {
 	// cutoff is the retention cutoff, read from the clock once per batch:
 	// the clock costs more than the rest of an Append.
 	cutoff    int64
+	keepCut   int64 // older samples no tier keeps either
 	hasCutoff bool
 	now       int64 // the clock, for the tiers' retention, read once per commit
 	hasNow    bool
@@ -113,8 +114,12 @@ func (a *Appender) checkTime(ls series.Labels, t int64) error {
 	}
 	if !a.hasCutoff {
 		a.cutoff, a.hasCutoff = a.db.retentionCutoff(), true
+		a.keepCut = a.cutoff
+		if len(a.db.tiers) > 0 {
+			a.keepCut = min(a.cutoff, a.db.oldestKept(a.db.opts.Now().UnixMilli()))
+		}
 	}
-	if t < a.cutoff && !a.db.rollupKeeps(t) {
+	if t < a.keepCut {
 		return fmt.Errorf("%w: series %s: timestamp %d (%s) is before the retention cutoff %s (retention %v, and no rollup tier keeps it)", series.ErrOutOfRetention, ls, t,
 			time.UnixMilli(t).UTC().Format(time.RFC3339), time.UnixMilli(a.cutoff).UTC().Format(time.RFC3339), a.db.opts.Retention)
 	}
@@ -195,26 +200,21 @@ func (a *Appender) Commit() error {
 		s.postMu.Lock()
 		// A day before the series' floor is merged into the tiers and
 		// its chunks deleted: it needs no raw postings.
+		var err error
 		if k := postedKeyOf(-1, day); !s.posted.has(k) && day >= db.floorOf(s) {
 			s.posted.add(k)
-			for _, l := range s.lset {
-				a.buf = postingPrefix(a.buf[:0], day, l.Name, l.Value)
-				a.buf = binary.BigEndian.AppendUint64(a.buf, s.id)
-				b.Set(a.buf, nil, nil)
-			}
+			a.buf, err = setPostings(b, day, s.id, s.lset, a.buf)
 		}
-		if len(db.tiers) > 0 {
+		if err == nil && len(db.tiers) > 0 {
 			if !a.hasNow {
 				a.now, a.hasNow = db.opts.Now().UnixMilli(), true
 			}
-			var err error
 			a.buf, err = db.postTiersOf(b, s, s.id, s.lset, day, a.now, a.buf)
-			if err != nil {
-				s.postMu.Unlock()
-				return err
-			}
 		}
 		s.postMu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 
 	start := time.Now()
@@ -360,9 +360,8 @@ func (db *DB) replay() (int64, error) {
 		if s == nil {
 			continue
 		}
-		for _, l := range s.lset {
-			buf = binary.BigEndian.AppendUint64(postingPrefix(buf[:0], pk.day, l.Name, l.Value), s.id)
-			b.Set(buf, nil, nil)
+		if buf, err = setPostings(b, pk.day, s.id, s.lset, buf); err != nil {
+			return n, err
 		}
 		if buf, err = db.postTiers(b, s.id, s.lset, pk.day, now, buf); err != nil {
 			return n, err

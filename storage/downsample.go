@@ -516,11 +516,8 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 			}
 			// The day's postings went with its partition; a later sample
 			// writes them again.
-			for _, l := range ls {
-				key = binary.BigEndian.AppendUint64(postingPrefix(key[:0], w.day, l.Name, l.Value), id)
-				if err := b.Delete(key, nil); err != nil {
-					return done, merged, err
-				}
+			if err := deletePostings(b, w.day, id, ls); err != nil {
+				return done, merged, err
 			}
 		}
 		runtime.Gosched()

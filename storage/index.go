@@ -216,3 +216,27 @@ func labelValuesDay(it *pebble.Iterator, day uint32, name string, set map[string
 	}
 	return it.Error()
 }
+
+// setPostings adds series id's postings (one per label of ls) in
+// postings partition part to b; buf is scratch space, returned for reuse.
+func setPostings(b *pebble.Batch, part uint32, id uint64, ls series.Labels, buf []byte) ([]byte, error) {
+	for _, l := range ls {
+		buf = binary.BigEndian.AppendUint64(postingPrefix(buf[:0], part, l.Name, l.Value), id)
+		if err := b.Set(buf, nil, nil); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// deletePostings deletes what setPostings adds.
+func deletePostings(b *pebble.Batch, part uint32, id uint64, ls series.Labels) error {
+	var k []byte
+	for _, l := range ls {
+		k = binary.BigEndian.AppendUint64(postingPrefix(k[:0], part, l.Name, l.Value), id)
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -114,12 +114,9 @@ func (db *DB) postTiersOf(b *pebble.Batch, s *memSeries, id uint64, ls series.La
 		if s != nil {
 			s.posted.add(k)
 		}
-		pp := postingsPart(t.idx, part)
-		for _, l := range ls {
-			buf = binary.BigEndian.AppendUint64(postingPrefix(buf[:0], pp, l.Name, l.Value), id)
-			if err := b.Set(buf, nil, nil); err != nil {
-				return buf, err
-			}
+		var err error
+		if buf, err = setPostings(b, postingsPart(t.idx, part), id, ls, buf); err != nil {
+			return buf, err
 		}
 	}
 	return buf, nil

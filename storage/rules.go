@@ -172,17 +172,6 @@ func (db *DB) applyRawRules(b *pebble.Batch, def time.Duration, first, last int6
 	return dropped, nil
 }
 
-func deletePostings(b *pebble.Batch, part uint32, id uint64, ls series.Labels) error {
-	var k []byte
-	for _, l := range ls {
-		k = binary.BigEndian.AppendUint64(postingPrefix(k[:0], part, l.Name, l.Value), id)
-		if err := b.Delete(k, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (db *DB) hasRules(tier int) bool {
 	for _, r := range db.opts.RetentionRules {
 		if r.Tier == tier {

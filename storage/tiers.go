@@ -142,11 +142,6 @@ func (db *DB) oldestKept(now int64) int64 {
 	return max(oldest, MinTime)
 }
 
-// rollupKeeps reports whether some tier keeps a bucket holding t.
-func (db *DB) rollupKeeps(t int64) bool {
-	return len(db.tiers) > 0 && t >= db.oldestKept(db.opts.Now().UnixMilli())
-}
-
 // keeps reports whether tier (-1: raw) keeps the day of series ls.
 func (db *DB) keeps(tier int, ls series.Labels, day uint32, now int64) bool {
 	def, _ := db.tierRetention(tier)
@@ -220,20 +215,8 @@ func writeBlock(b *pebble.Batch, t *tierState, key []byte, id uint64, ls series.
 			return enc, err
 		}
 	}
-	return enc, writeTierPostings(b, t.idx, int64(binary.BigEndian.Uint32(key[2:])), id, ls)
-}
-
-// writeTierPostings adds series id's postings in tier's partition part.
-func writeTierPostings(b *pebble.Batch, tier int, part int64, id uint64, ls series.Labels) error {
-	pp := postingsPart(tier, part)
-	var k []byte
-	for _, l := range ls {
-		k = binary.BigEndian.AppendUint64(postingPrefix(k[:0], pp, l.Name, l.Value), id)
-		if err := b.Set(k, nil, nil); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err = setPostings(b, postingsPart(t.idx, int64(binary.BigEndian.Uint32(key[2:]))), id, ls, nil)
+	return enc, err
 }
 
 // TierDiskBytes estimates the bytes on disk of raw chunks and of each
