@@ -180,3 +180,13 @@ func (m *Memory) Refused() int64 {
 	}
 	return m.refused.Load()
 }
+
+// CheckMemory refuses, as Enter would, while the live heap is over the
+// memory budget's share, without taking a slot: for work a request does
+// before it needs one (reading its body).
+func (g *Gate) CheckMemory() error {
+	if g == nil {
+		return nil
+	}
+	return g.memory.Check()
+}

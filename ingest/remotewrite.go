@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/golang/snappy"
 )
@@ -22,13 +24,17 @@ type RemoteWrite struct {
 	// (checked from its header, before decoding).
 	MaxBodyBytes    int64
 	MaxDecodedBytes int
+	// BodyTimeout bounds how long the body may take to arrive. A body is
+	// read before the request takes a write slot, so that clients that
+	// trickle their bytes hold a connection, not the server's writes.
+	BodyTimeout time.Duration
 }
 
 // NewRemoteWrite returns the handler with 10 MiB compressed and 64 MiB
-// decoded body limits.
+// decoded body limits, and 10 s for a body to arrive.
 func NewRemoteWrite(db Appendable, o Options) *RemoteWrite {
 	o.Limits = o.Limits.withDefaults()
-	return &RemoteWrite{db: newAppenderPool(db), opts: o, MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20}
+	return &RemoteWrite{db: newAppenderPool(db), opts: o, MaxBodyBytes: 10 << 20, MaxDecodedBytes: 64 << 20, BodyTimeout: 10 * time.Second}
 }
 
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -45,14 +51,17 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "remote write needs POST", http.StatusMethodNotAllowed)
 		return
 	}
-	// The gate comes before the body is read: it bounds the memory of
-	// bodies too.
-	if err := h.opts.enter(r.Context()); err != nil {
+	if r.ContentLength > h.MaxBodyBytes {
+		h.refuse(w, http.StatusRequestEntityTooLarge, "request_limit", fmt.Sprintf("body over %d bytes: Content-Length %d", h.MaxBodyBytes, r.ContentLength))
+		return
+	}
+	// Bodies are read before the write gate (so its slots wait on no
+	// client), and under memory pressure not at all.
+	if err := h.opts.Gate.CheckMemory(); err != nil {
 		h.opts.Metrics.Reject("remote_write", reason(err))
 		httpError(w, err)
 		return
 	}
-	defer h.opts.Gate.Leave()
 	// The compressed body is only read by snappy: its buffer is pooled,
 	// so a request does not grow a fresh one by doubling.
 	buf := bodyPool.Get().(*bytes.Buffer)
@@ -62,17 +71,36 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			bodyPool.Put(buf)
 		}
 	}()
+	rc := http.NewResponseController(w)
+	deadline := h.BodyTimeout > 0 && rc.SetReadDeadline(time.Now().Add(h.BodyTimeout)) == nil
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
 	body := buf.Bytes()
+	if err == nil && deadline {
+		rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
+		// The deadline stays: the server would otherwise wait for the
+		// rest of a declared body before it answers. The connection
+		// cannot carry another request.
+		w.Header().Set("Connection", "close")
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var netErr net.Error
+		switch {
+		case errors.As(err, &tooBig):
 			h.refuse(w, http.StatusRequestEntityTooLarge, "request_limit", fmt.Sprintf("body over %d bytes", h.MaxBodyBytes))
-			return
+		case errors.As(err, &netErr) && netErr.Timeout():
+			h.refuse(w, http.StatusRequestTimeout, "bad_body", fmt.Sprintf("body not received within %v (%d bytes came)", h.BodyTimeout, len(body)))
+		default:
+			h.refuse(w, http.StatusBadRequest, "bad_body", "read body: "+err.Error())
 		}
-		h.refuse(w, http.StatusBadRequest, "bad_body", "read body: "+err.Error())
 		return
 	}
+	if err := h.opts.enter(r.Context()); err != nil {
+		h.opts.Metrics.Reject("remote_write", reason(err))
+		httpError(w, err)
+		return
+	}
+	defer h.opts.Gate.Leave()
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		h.refuse(w, http.StatusBadRequest, "bad_body", "snappy: "+err.Error())

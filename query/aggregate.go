@@ -35,6 +35,25 @@ func groupLabels(ls series.Labels, m metricsql.ModifierExpr) series.Labels {
 	return out
 }
 
+// maxK is the largest float64 that converts to an int64 without
+// overflow (2^63 - 1024), as Prometheus bounds topk's k.
+const maxK = float64(math.MaxInt64 - 1023)
+
+// checkK refuses a k of topk or bottomk that is NaN or does not fit in an
+// int64, at any step, with Prometheus's messages: converting it would
+// give a k of math.MinInt64.
+func checkK(param scalarValue) error {
+	for _, k := range param {
+		if math.IsNaN(k) {
+			return fmt.Errorf("%w: Parameter value is NaN", ErrExec)
+		}
+		if k > maxK || k < -maxK-1024 {
+			return fmt.Errorf("%w: Scalar value %v overflows int64", ErrExec, k)
+		}
+	}
+	return nil
+}
+
 func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 	name := e.Name
 	switch name {
@@ -92,6 +111,11 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 			if param, ok = p.(scalarValue); !ok {
 				return nil, fmt.Errorf("%w: expected type scalar as the first argument of %q, got %s", ErrBadQuery, name, typeName(p))
 			}
+			if name == "topk" || name == "bottomk" {
+				if err := checkK(param); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	// Group the input series.
@@ -120,9 +144,14 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 		keep := map[*vecSeries]*vecSeries{}
 		for _, g := range order {
 			for i := 0; i < n; i++ {
-				k := int(param[i])
-				if math.IsNaN(param[i]) || param[i] < 1 {
+				if param[i] < 1 {
 					continue
+				}
+				// checkK bounds k to int64; no group has more members
+				// than an int holds.
+				k := len(g.members)
+				if param[i] < float64(k) {
+					k = int(param[i])
 				}
 				var cand []*vecSeries
 				for _, s := range g.members {

@@ -235,6 +235,15 @@ func TestAggregations(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant vector\n%s", q, got, want)
 		}
 	}
+	// A k that does not fit in an int64 once converted to
+	// math.MinInt64 and panicked; NaN is refused even with no input.
+	check(t, s, "topk(+Inf, cpu)", 0, "error: execution error: Scalar value +Inf overflows int64")
+	check(t, s, "topk(9.3e18, cpu)", 0, "error: execution error: Scalar value 9.3e+18 overflows int64")
+	check(t, s, "bottomk(-Inf, cpu)", 0, "error: execution error: Scalar value -Inf overflows int64")
+	check(t, s, "topk(NaN, nope)", 0, "error: execution error: Parameter value is NaN")
+	// The largest k that fits, and a negative one: all, and none.
+	check(t, s, "count(topk(9.2e18, cpu))", 0, "vector\n{} 4")
+	check(t, s, "bottomk(-9.2e18, cpu)", 0, "vector\n")
 }
 
 func TestBinaryOperators(t *testing.T) {

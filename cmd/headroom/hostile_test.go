@@ -305,6 +305,11 @@ func TestHostileInput(t *testing.T) {
 
 		// gRPC queries and reports.
 		{"grpc query: syntax error", query("sum(("), "InvalidArgument", "parse"},
+		// Once a panic that ended the whole server (gRPC handlers did not
+		// recover).
+		{"grpc query: topk(+Inf)", query("topk(+Inf, up)"), "FailedPrecondition", "overflows int64"},
+		{"grpc query: bottomk(9.3e18)", query("bottomk(9.3e18, up)"), "FailedPrecondition", "overflows int64"},
+		{"api: topk(+Inf)", q("topk(+Inf, up)"), "422", "overflows int64"},
 		{"grpc query: 100,000 nested parentheses", query(deep), "InvalidArgument", "nested 100000 deep"},
 		{"grpc query: step 0", rangeQuery(&headroomv1.RangeQueryRequest{Query: "up", StartMs: now - 3600_000, EndMs: now, StepMs: 0}), "InvalidArgument", "step"},
 		{"grpc query: int64 limits as range", rangeQuery(&headroomv1.RangeQueryRequest{Query: "up", StartMs: math.MinInt64, EndMs: math.MaxInt64, StepMs: 1}), "InvalidArgument", "11,000 points"},

@@ -64,6 +64,7 @@ type serveConfig struct {
 	tlsCert         string
 	tlsKey          string
 	maxRequestBytes int
+	bodyTimeout     time.Duration
 	limits          ingest.Limits
 	maxActive       int
 	maxActiveMetric int
@@ -104,6 +105,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", 10<<20, "largest request body accepted, checked before decompression (remote-write body, gRPC message)")
+	fs.DurationVar(&c.bodyTimeout, "body-timeout", 10*time.Second, "how long a remote-write body may take to arrive once its headers did: later, 408 (bodies are read before a write slot is taken)")
 	fs.IntVar(&c.limits.SeriesPerRequest, "max-series-per-request", 100_000, "series in one write request")
 	fs.IntVar(&c.limits.SamplesPerRequest, "max-samples-per-request", 1_000_000, "samples in one write request")
 	fs.IntVar(&c.limits.LabelsPerSeries, "max-labels-per-series", 64, "labels of one series, __name__ included")
@@ -139,6 +141,9 @@ func (c *serveConfig) validate() error {
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.bodyTimeout <= 0 {
+		return fmt.Errorf("--body-timeout %v: want more than 0", c.bodyTimeout)
 	}
 	if c.maxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes %d: want at least 1024", c.maxRequestBytes)
@@ -430,6 +435,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		"/headroom.v1.Query/":   auth.Read,
 		"/headroom.v1.Reports/": auth.Read,
 	}, []string{"/grpc.health.v1.Health/"}, func(method, why string) { denied(protocolOf(method))(why) })
+	guard := newPanicGuard(log, reg)
 	timeUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		t := time.Now()
 		resp, err := h(ctx, req)
@@ -448,8 +454,9 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		// before the gate: bound them per connection.
 		grpc.MaxConcurrentStreams(64),
 		grpc.ForceServerCodecV2(ingest.Codec{}),
-		grpc.ChainUnaryInterceptor(timeUnary, authUnary),
-		grpc.ChainStreamInterceptor(timeStream, authStream),
+		// Inside the timing, so that a recovered panic counts as Internal.
+		grpc.ChainUnaryInterceptor(timeUnary, guard.unary, authUnary),
+		grpc.ChainStreamInterceptor(timeStream, guard.stream, authStream),
 	}
 	if tlsConf != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
@@ -485,6 +492,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 	rw := ingest.NewRemoteWrite(app, iopts)
 	rw.MaxBodyBytes = int64(cfg.maxRequestBytes)
+	rw.BodyTimeout = cfg.bodyTimeout
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	promAPI := api.New(querySource{db}, version, engine)
@@ -513,7 +521,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		fmt.Fprintf(w, "Headroom %s\n\nPOST /api/v1/write   Prometheus remote-write 1.0\nGET  /api/v1/labels, /api/v1/label/NAME/values, /api/v1/series, /api/v1/status/buildinfo, /api/v1/metadata\nGET  /metrics        the server's own metrics\nGET  /healthz        liveness\nGET  /readyz         readiness\n\ngRPC on port %d: headroom.v1.Ingest, OTLP metrics\n", version, cfg.grpcPort)
 	})
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           guard.http(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute, // a body trickling in must not hold a write slot forever
 		IdleTimeout:       2 * time.Minute,
