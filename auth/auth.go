@@ -94,6 +94,7 @@ func Load(path string) (*Tokens, error) {
 	}
 	defer f.Close()
 	t := &Tokens{}
+	seen := map[string]int{} // token -> its line
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
 		text := strings.TrimSpace(sc.Text())
@@ -118,6 +119,12 @@ func Load(path string) (*Tokens, error) {
 		if len(fields[1]) < 16 {
 			return nil, fmt.Errorf("%s:%d: token of %d characters: use at least 16 (for example: openssl rand -hex 24)", path, line, len(fields[1]))
 		}
+		// A token twice has one scope too many: which one was meant is
+		// the operator's to say, not the last line's.
+		if first, ok := seen[fields[1]]; ok {
+			return nil, fmt.Errorf("%s:%d: the token of line %d again: list each token once, with all its scopes (read,write)", path, line, first)
+		}
+		seen[fields[1]] = line
 		name := fmt.Sprintf("line %d", line)
 		if len(fields) == 3 {
 			name = fields[2]

@@ -50,6 +50,7 @@ func TestLoadErrors(t *testing.T) {
 		{"\nread short\n", ":2: token of 5 characters"},
 		{"read\n", ":1: want"},
 		{"# nothing\n", "no tokens"},
+		{"read " + readTok + " ci\nwrite " + readTok + "\n", ":2: the token of line 1 again"},
 	} {
 		if _, err := load(t, c.text); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Load(%q) = %v, want an error containing %q", c.text, err, c.want)

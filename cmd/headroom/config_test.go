@@ -49,6 +49,8 @@ func TestServeFlagErrors(t *testing.T) {
 		{[]string{"--grpc-port", "70000"}, "--grpc-port 70000"},
 		{[]string{"--max-active-series", "0"}, "-1 for no limit"},
 		{[]string{"--tokens-file", "/nonexistent/tokens"}, "--tokens-file"},
+		{[]string{"--min-free-disk", "8MiB"}, "--min-free-disk 8MiB: Pebble preallocates"},
+		{[]string{"--body-timeout", "0s"}, "--body-timeout 0s"},
 	} {
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		cfg := serveFlags(fs)

@@ -409,6 +409,9 @@ func TestServeDiskNearlyFull(t *testing.T) {
 	if code, _ := httpGet(t, ts.httpURL+"/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
 	}
+	if code, body := httpGet(t, ts.httpURL+"/readyz"); code != 503 || !strings.Contains(body, "disk nearly full") {
+		t.Errorf("/readyz on a nearly full disk = %d %q, want 503 saying why", code, body)
+	}
 	if got := stored(t, ts.db); len(got) != 0 {
 		t.Errorf("stored on a nearly full disk: %v", got)
 	}

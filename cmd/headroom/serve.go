@@ -142,6 +142,13 @@ func (c *serveConfig) validate() error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
+	// Pebble preallocates its log a memtable (16 MiB) and a tenth at a
+	// time, and a checkpoint writes as much again: a smaller reserve is
+	// gone before the next measure of free space.
+	if c.minFreeDisk > 0 && c.minFreeDisk < minFreeDiskFloor {
+		return fmt.Errorf("--min-free-disk %s: Pebble preallocates about 18MiB of log at a time and a checkpoint writes about as much, so a reserve under %s is crossed at once; use at least that, or 0 to turn the check off",
+			formatBytes(c.minFreeDisk), formatBytes(minFreeDiskFloor))
+	}
 	if c.bodyTimeout <= 0 {
 		return fmt.Errorf("--body-timeout %v: want more than 0", c.bodyTimeout)
 	}
@@ -249,6 +256,9 @@ func querySampleBudget(goBudget int64, queries int) int {
 	return int(min(50_000_000, max(100_000, goBudget/2/perSample/int64(queries))))
 }
 
+// minFreeDiskFloor is the smallest --min-free-disk that can do its job.
+const minFreeDiskFloor = 48 << 20
+
 // testFS, set only by tests, is the filesystem under Pebble (to inject
 // disk faults into a real server).
 var testFS vfs.FS
@@ -291,6 +301,15 @@ func (s *server) watchStorage() {
 // newServer opens the data directory and binds both ports; nothing is
 // served until start.
 func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
+	return newServerOn(cfg, log, nil)
+}
+
+// handoffPorts are the ports of the process, kept open from one server to
+// the next.
+type handoffPorts struct{ grpc, http *handoff }
+
+// newServerOn is newServer on ports already bound (nil: bind them).
+func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -372,13 +391,17 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.grpcLis, err = net.Listen("tcp", net.JoinHostPort(cfg.listen, strconv.Itoa(cfg.grpcPort)))
-	if err != nil {
-		return fail(fmt.Errorf("gRPC port: %w (is another server running? see --grpc-port)", err))
-	}
-	s.httpLis, err = net.Listen("tcp", net.JoinHostPort(cfg.listen, strconv.Itoa(cfg.httpPort)))
-	if err != nil {
-		return fail(fmt.Errorf("HTTP port: %w (is another server running? see --http-port)", err))
+	if ports != nil {
+		s.grpcLis, s.httpLis = ports.grpc.view(), ports.http.view()
+	} else {
+		s.grpcLis, err = net.Listen("tcp", net.JoinHostPort(cfg.listen, strconv.Itoa(cfg.grpcPort)))
+		if err != nil {
+			return fail(fmt.Errorf("gRPC port: %w (is another server running? see --grpc-port)", err))
+		}
+		s.httpLis, err = net.Listen("tcp", net.JoinHostPort(cfg.listen, strconv.Itoa(cfg.httpPort)))
+		if err != nil {
+			return fail(fmt.Errorf("HTTP port: %w (is another server running? see --http-port)", err))
+		}
 	}
 
 	im := ingest.NewMetrics(reg)
@@ -507,6 +530,14 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	handle("/readyz", "/readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
 			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		// A server that refuses writes is not ready for what agents send
+		// it (a load balancer should send them elsewhere); /healthz stays
+		// 200, as it still answers queries and must not be restarted.
+		if err := db.Writable(); err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -675,10 +706,23 @@ Flags:
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var ports *handoffPorts
+	defer func() {
+		if ports != nil {
+			ports.grpc.Close()
+			ports.http.Close()
+		}
+	}()
 	for {
-		s, err := newServer(cfg, log)
+		s, err := newServerOn(cfg, log, ports)
 		if err != nil {
 			return err
+		}
+		if ports == nil {
+			// Bound after the first open, so that a port in use is
+			// reported as before; kept across reopens.
+			ports = &handoffPorts{grpc: newHandoff(s.grpcLis), http: newHandoff(s.httpLis)}
+			s.grpcLis, s.httpLis = ports.grpc.view(), ports.http.view()
 		}
 		s.start()
 		restart := false
