@@ -517,3 +517,26 @@ func TestAvgCompensatedAndOverflow(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelBytesBounded: label_replace nested to double a label value
+// 22 times once took the query slot and 8 GiB past the client and the
+// timeout; the value a query makes is bounded, in the plain and in the
+// subquery path, and counts against the query's sample budget.
+func TestLabelBytesBounded(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,x,v," + strings.Repeat("a", 1024): {1}}, 10)
+	double := "x"
+	for i := 0; i < 22; i++ {
+		double = fmt.Sprintf(`label_replace(%s, "v", "$1$1", "v", "(.*)")`, double)
+	}
+	check(t, s, double, 0, "error: query too large: label_replace(): the new value of label \"v\" could be 1048580 bytes; the limit is 1048576")
+	check(t, s, "max_over_time("+double+"[1m:10s])", 10, "error: query too large: label_replace(): the new value of label \"v\" could be 1048580 bytes; the limit is 1048576")
+	join := `label_join(x, "w", ",", "v", "v", "v")`
+	if got := instant(t, s, "count("+join+")", 0); got != "vector\n{} 1" {
+		t.Errorf("a label_join within bounds: %s", got)
+	}
+	// 3 KiB of new labels is 48 samples: a budget of 40 refuses it.
+	eng := &query.Engine{LookbackDelta: 5 * time.Minute, MaxSamples: 40}
+	if _, err := eng.Instant(context.Background(), s, join, sec(0)); !errors.Is(err, query.ErrTooLarge) || !strings.Contains(err.Error(), "label_join() makes") {
+		t.Errorf("label bytes over the sample budget: %v", err)
+	}
+}

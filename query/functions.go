@@ -1,6 +1,7 @@
 package query
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -676,6 +677,7 @@ func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matr
 	m := &matrixArg{window: w, off: off}
 	scratch := make([][]Point, ev.shards())
 	inner := make([][]series.Labels, ev.shards())
+	relabelErrs := make([]error, ev.shards())
 	res, err = ev.parallelEach(me, start-ev.lookback+1, end, true, func(k int, ls series.Labels, pts []Point) *vecSeries {
 		// The inner selector at each subquery step: the newest sample in
 		// (t - lookback, t], unless it is a stale marker.
@@ -694,11 +696,20 @@ func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matr
 			return nil
 		}
 		for _, f := range relabel {
-			ls = f(ls)
+			var err error
+			if ls, err = f(ls); err != nil {
+				if relabelErrs[k] == nil {
+					relabelErrs[k] = err
+				}
+				return nil
+			}
 		}
 		inner[k] = append(inner[k], ls)
 		return apply(m, ls, sp)
 	})
+	if err == nil {
+		err = errors.Join(relabelErrs...)
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -720,7 +731,7 @@ func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matr
 // relabelChain splits e into a vector selector and the relabelling
 // functions (innermost first) applied to it; me is nil when e is not of
 // that shape.
-func (ev *evaluator) relabelChain(e metricsql.Expr) (me *metricsql.MetricExpr, fs []func(series.Labels) series.Labels, err error) {
+func (ev *evaluator) relabelChain(e metricsql.Expr) (me *metricsql.MetricExpr, fs []relabeler, err error) {
 	switch e := e.(type) {
 	case *metricsql.MetricExpr:
 		return e, nil, nil
@@ -915,15 +926,22 @@ func (ev *evaluator) relabel(e *metricsql.FuncExpr) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range v.series {
-		s.labels = f(s.labels)
+	for i, s := range v.series {
+		if s.labels, err = f(s.labels); err != nil {
+			return nil, err
+		}
+		if i%256 == 255 {
+			if err := ev.checkCtx(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return v, ev.checkDuplicates(v, e)
 }
 
 // relabelFunc returns what label_replace or label_join (e) does to one
 // series' labels; the first argument, the vector, is not evaluated.
-func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (func(series.Labels) series.Labels, error) {
+func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (relabeler, error) {
 	if e.Name == "label_replace" {
 		if len(e.Args) != 5 {
 			return nil, argCount(e.Name, 5, len(e.Args))
@@ -943,12 +961,17 @@ func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (func(series.Labels) ser
 		if !series.ValidLabelName(dst) {
 			return nil, fmt.Errorf("%w: invalid destination label name in label_replace(): %s", ErrBadQuery, dst)
 		}
-		return func(ls series.Labels) series.Labels {
+		// Each $ of the template may copy the whole source value.
+		refs := strings.Count(repl, "$")
+		return func(ls series.Labels) (series.Labels, error) {
 			val := ls.Get(src)
 			if m := re.FindStringSubmatchIndex(val); m != nil {
-				return setLabel(ls, dst, string(re.ExpandString(nil, repl, val, m)))
+				if err := ev.newLabelBytes(e.Name, dst, len(repl)+refs*len(val)); err != nil {
+					return nil, err
+				}
+				return setLabel(ls, dst, string(re.ExpandString(nil, repl, val, m))), nil
 			}
-			return ls
+			return ls, nil
 		}, nil
 	}
 	if len(e.Args) < 3 {
@@ -973,13 +996,40 @@ func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (func(series.Labels) ser
 	if !series.ValidLabelName(dst) {
 		return nil, fmt.Errorf("%w: invalid destination label name in label_join(): %s", ErrBadQuery, dst)
 	}
-	return func(ls series.Labels) series.Labels {
+	return func(ls series.Labels) (series.Labels, error) {
 		vals := make([]string, len(srcs))
+		n := len(sep) * len(srcs)
 		for i, src := range srcs {
 			vals[i] = ls.Get(src)
+			n += len(vals[i])
 		}
-		return setLabel(ls, dst, strings.Join(vals, sep))
+		if err := ev.newLabelBytes(e.Name, dst, n); err != nil {
+			return nil, err
+		}
+		return setLabel(ls, dst, strings.Join(vals, sep)), nil
 	}, nil
+}
+
+// relabeler is what label_replace or label_join does to one series'
+// labels.
+type relabeler func(series.Labels) (series.Labels, error)
+
+// maxNewLabelBytes bounds a label value that a query makes: the doubling
+// of a value by nested label_replace calls must stop long before it
+// takes the server's memory (stored values are at most a few KiB).
+const maxNewLabelBytes = 1 << 20
+
+// newLabelBytes checks a label value of up to n bytes that fn is about to
+// make, against maxNewLabelBytes and against the query's memory budget
+// (64 bytes count as a sample, as a sample and its share of the answer).
+func (ev *evaluator) newLabelBytes(fn, name string, n int) error {
+	if n > maxNewLabelBytes {
+		return fmt.Errorf("%w: %s(): the new value of label %q could be %d bytes; the limit is %d", ErrTooLarge, fn, name, n, maxNewLabelBytes)
+	}
+	if ev.counts.samples.Add(int64(n/64)) > int64(ev.max) {
+		return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d; the labels %s() makes count 64 bytes a sample)", ErrTooLarge, ev.max, fn)
+	}
+	return nil
 }
 
 // setLabel returns ls with name set to value (removed when empty).
