@@ -42,6 +42,9 @@ type Limits struct {
 	LabelsPerSeries   int // default 64
 	LabelNameLength   int // default 256 bytes
 	LabelValueLength  int // default 4,096 bytes
+	// LabelBytes bounds a series' labels together, names and values:
+	// the other limits alone let one series hold 64 values of 4 KiB.
+	LabelBytes int // default 16,384 bytes
 }
 
 func (l Limits) withDefaults() Limits {
@@ -55,6 +58,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.LabelsPerSeries, 64)
 	def(&l.LabelNameLength, 256)
 	def(&l.LabelValueLength, 4096)
+	def(&l.LabelBytes, 16384)
 	return l
 }
 
@@ -77,13 +81,18 @@ func (l Limits) checkLabels(ls series.Labels) error {
 	if len(ls) > l.LabelsPerSeries {
 		return fmt.Errorf("%w: series %s has %d labels, the limit is %d", ErrSeriesLimit, ls, len(ls), l.LabelsPerSeries)
 	}
+	total := 0
 	for _, lb := range ls {
+		total += len(lb.Name) + len(lb.Value)
 		if len(lb.Name) > l.LabelNameLength {
 			return fmt.Errorf("%w: series %s: label name of %d bytes, the limit is %d", ErrSeriesLimit, ls, len(lb.Name), l.LabelNameLength)
 		}
 		if len(lb.Value) > l.LabelValueLength {
 			return fmt.Errorf("%w: label %q of series %s has a value of %d bytes, the limit is %d", ErrSeriesLimit, lb.Name, truncatedName(ls), len(lb.Value), l.LabelValueLength)
 		}
+	}
+	if total > l.LabelBytes {
+		return fmt.Errorf("%w: the labels of series %s take %d bytes (names and values), the limit is %d", ErrSeriesLimit, truncatedName(ls), total, l.LabelBytes)
 	}
 	return nil
 }

@@ -28,6 +28,10 @@ type seriesMap struct {
 		byID   map[uint64]*memSeries
 	}
 	n atomic.Int64
+	// extra is the series' label bytes beyond the first KiB each, in
+	// KiB: the active-series limit counts them as series, since a series
+	// with 60 KiB of labels holds the memory of sixty.
+	extra atomic.Int64
 
 	// perMetric counts head series by metric name, for the per-metric
 	// active-series limit; changed only when a series enters or leaves
@@ -46,6 +50,15 @@ func newSeriesMap() *seriesMap {
 }
 
 func (m *seriesMap) len() int { return int(m.n.Load()) }
+
+// weight is what a series counts for against the active-series limit.
+func seriesWeight(ls series.Labels) int64 {
+	n := 0
+	for _, l := range ls {
+		n += len(l.Name) + len(l.Value)
+	}
+	return int64(n / 1024)
+}
 
 var memSeed = maphash.MakeSeed()
 
@@ -113,6 +126,7 @@ func (m *seriesMap) add(s *memSeries, pin bool) *memSeries {
 	st2.byID[s.id] = s
 	st2.mu.Unlock()
 	m.n.Add(1)
+	m.extra.Add(seriesWeight(s.lset))
 	m.metricMu.Lock()
 	m.perMetric[s.lset.Get(series.MetricName)]++
 	m.metricMu.Unlock()
@@ -183,6 +197,7 @@ func (m *seriesMap) evict(s *memSeries, canEvict func() bool) bool {
 	}
 	st2.mu.Unlock()
 	m.n.Add(-1)
+	m.extra.Add(-seriesWeight(s.lset))
 	name := s.lset.Get(series.MetricName)
 	m.metricMu.Lock()
 	if m.perMetric[name]--; m.perMetric[name] <= 0 {
@@ -321,8 +336,8 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 // keeps the hot path free of a global lock.
 func (db *DB) checkSeriesLimits(ls series.Labels) error {
 	if max := db.opts.MaxActiveSeries; max > 0 {
-		if n := db.series.len(); n >= max {
-			return fmt.Errorf("%w: series %s would make %d active series, the limit is %d", series.ErrTooManySeries, ls, n+1, max)
+		if n := db.series.len() + int(db.series.extra.Load()) + int(seriesWeight(ls)); n >= max {
+			return fmt.Errorf("%w: series %s would make %d active series (a series counts once more for each KiB of its labels past the first), the limit is %d", series.ErrTooManySeries, ls, n+1, max)
 		}
 	}
 	if max := db.opts.MaxActiveSeriesPerMetric; max > 0 {

@@ -242,6 +242,10 @@ func TestHostileInput(t *testing.T) {
 		{"grpc: NUL in a label name", write(ser(now, "__name__", "x", "a\x00", "1")), "InvalidArgument", "invalid label name"},
 		{"grpc: DEL in a label name", write(ser(now, "__name__", "x", "a\x7f", "1")), "InvalidArgument", "invalid label name"},
 		{"grpc: label value over the limit", write(ser(now, "__name__", "x", "a", big)), "InvalidArgument", "the limit is 1024"},
+		// 64 values each within the value limit: 1.2 GiB of RSS for 2,000
+		// such series before the series' label bytes had a limit.
+		{"grpc: labels of a series over 16 KiB together", write(ser(now, manyLabels(20, 1000)...)), "InvalidArgument", "take 20069 bytes (names and values), the limit is 16384"},
+		{"rw: labels of a series over 16 KiB together", rwSeries(sample("x", now, manyLabels(20, 1000)[2:]...)), "400", "the limit is 16384"},
 		{"grpc: timestamp max int64", write(ser(math.MaxInt64, "__name__", "x")), "InvalidArgument", "outside the range"},
 		{"grpc: timestamp min int64", write(ser(math.MinInt64, "__name__", "x")), "InvalidArgument", "outside the range"},
 		{"grpc: no samples at all", write(&headroomv1.Series{Labels: []*headroomv1.Label{{Name: "__name__", Value: "x"}}}), "OK", ""},
@@ -418,4 +422,13 @@ func TestServeDiskNearlyFull(t *testing.T) {
 	if _, m := httpGet(t, ts.httpURL+"/metrics"); !strings.Contains(m, "headroom_storage_writable 0") {
 		t.Error("/metrics does not say that writes are refused")
 	}
+}
+
+// manyLabels is __name__="x" and n labels l00.. with values of size bytes.
+func manyLabels(n, size int) []string {
+	out := []string{"__name__", "x"}
+	for i := 0; i < n; i++ {
+		out = append(out, fmt.Sprintf("l%02d", i), strings.Repeat("v", size))
+	}
+	return out
 }

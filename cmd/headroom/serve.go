@@ -111,7 +111,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.limits.LabelsPerSeries, "max-labels-per-series", 64, "labels of one series, __name__ included")
 	fs.IntVar(&c.limits.LabelNameLength, "max-label-name-length", 256, "bytes of a label name")
 	fs.IntVar(&c.limits.LabelValueLength, "max-label-value-length", 4096, "bytes of a label value")
-	fs.IntVar(&c.maxActive, "max-active-series", 2_000_000, "active series in total (about 1 KB of memory each); -1: no limit")
+	fs.IntVar(&c.limits.LabelBytes, "max-label-bytes-per-series", 16384, "bytes of a series' label names and values together")
+	fs.IntVar(&c.maxActive, "max-active-series", 2_000_000, "active series in total (about 1 KB of memory each; a series counts once more for each KiB of its labels past the first); -1: no limit")
 	fs.IntVar(&c.maxActiveMetric, "max-active-series-per-metric", 500_000, "active series of one metric name; -1: no limit")
 	fs.IntVar(&c.maxConcurrent, "max-concurrent-writes", max(4, 2*runtime.GOMAXPROCS(0)), "write requests decoded and appended at once, all protocols together (bounds memory); others wait")
 	fs.DurationVar(&c.queueTimeout, "write-queue-timeout", 5*time.Second, "how long a write request may wait for a slot before 429 / ResourceExhausted")
@@ -161,7 +162,7 @@ func (c *serveConfig) validate() error {
 	}{
 		{"max-series-per-request", c.limits.SeriesPerRequest}, {"max-samples-per-request", c.limits.SamplesPerRequest},
 		{"max-labels-per-series", c.limits.LabelsPerSeries}, {"max-label-name-length", c.limits.LabelNameLength},
-		{"max-label-value-length", c.limits.LabelValueLength},
+		{"max-label-value-length", c.limits.LabelValueLength}, {"max-label-bytes-per-series", c.limits.LabelBytes},
 	} {
 		if l.v < 1 {
 			return fmt.Errorf("--%s %d: want at least 1", l.name, l.v)

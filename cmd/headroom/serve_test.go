@@ -458,6 +458,15 @@ func TestServeActiveSeriesLimit(t *testing.T) {
 	if _, m := httpGet(t, ts.httpURL+"/metrics"); !strings.Contains(m, `headroom_active_series_top_metric{metric="a"} 2`) || !strings.Contains(m, "headroom_active_series_per_metric_limit 2") {
 		t.Errorf("/metrics does not show how close the limit is")
 	}
+	// One active series is left of 3, but a series with 1.5 KiB of labels
+	// counts for two.
+	heavy := promSeries("f", now, 1, "big", strings.Repeat("x", 1500))
+	if code, msg := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, heavy)); code != http.StatusTooManyRequests || !strings.Contains(msg, "would make 4 active series") {
+		t.Errorf("a series of 1.5 KiB of labels with one series left: %d %q, want 429", code, msg)
+	}
+	if code, msg := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, promSeries("f", now, 1, "small", "x"))); code != http.StatusNoContent {
+		t.Errorf("a small series with one series left: %d %s", code, msg)
+	}
 }
 
 func TestServeAuth(t *testing.T) {
