@@ -166,7 +166,8 @@ func (c *otlpConverter) release() {
 	clear(c.base)
 	clear(c.ls)
 	clear(c.tmp)
-	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0]}
+	clear(c.seen)
+	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0], seen: c.seen}
 	convPool.Put(c)
 }
 
@@ -210,7 +211,25 @@ type otlpConverter struct {
 	rejected   int
 	rejectedBy map[string]int // by /metrics reason
 	reasons    []string
+
+	// OTLP times are nanoseconds and a series keeps one sample a
+	// millisecond: a second point of a series in the same millisecond
+	// would replace the first without a word. The points of a series
+	// are those of one metric with the same attributes, so seen holds,
+	// for the current metric (when it has more than one point), each
+	// point's attributes (hashed) and millisecond.
+	checkSame bool
+	seen      map[msKey]struct{}
 }
+
+type msKey struct {
+	attrs uint64
+	t     int64
+}
+
+// errSameMillisecond rejects a point of a series that already has one in
+// the same millisecond of the request.
+var errSameMillisecond = fmt.Errorf("%w: another point of the series in the same request has the same millisecond (a series keeps one sample a millisecond; the first is kept)", series.ErrInvalid)
 
 func (c *otlpConverter) reject(points int, metric string, err error) {
 	c.rejected += points
@@ -298,6 +317,12 @@ func (c *otlpConverter) metric(m oMetric) {
 		c.reject(max(len(points), 1), m.name, fmt.Errorf("%w: metric without a name", series.ErrInvalid))
 		return
 	}
+	if c.checkSame = len(points) > 1; c.checkSame {
+		if c.seen == nil {
+			c.seen = map[msKey]struct{}{}
+		}
+		clear(c.seen)
+	}
 	switch m.kind {
 	case kindGauge:
 		name := metricName(m.name, m.unit, "gauge")
@@ -351,6 +376,13 @@ func (c *otlpConverter) point(attrs span, tNanos uint64) (int64, error) {
 		return 0, fmt.Errorf("%w: time_unix_nano %d is out of range", series.ErrInvalid, tNanos)
 	}
 	t := int64(tNanos / 1e6)
+	if c.checkSame {
+		k := msKey{c.ls[len(c.base):].MemHash(), t}
+		if _, dup := c.seen[k]; dup {
+			return 0, errSameMillisecond
+		}
+		c.seen[k] = struct{}{}
+	}
 	if t > c.maxT {
 		c.maxT = t
 	}

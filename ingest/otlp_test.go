@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"strconv"
+	"slices"
 	"strings"
 	"testing"
 
@@ -161,5 +162,35 @@ func TestMetricNames(t *testing.T) {
 		if got := ingest.MetricNameForTest(c.name, c.unit, c.kind); got != c.want {
 			t.Errorf("metricName(%q, %q, %s) = %q, want %q", c.name, c.unit, c.kind, got, c.want)
 		}
+	}
+}
+
+// TestOTLPSameMillisecond: OTLP times are nanoseconds; a series keeps one
+// sample a millisecond. Points of one series that share a millisecond
+// were collapsed without a word (822 acknowledged, 720 stored with
+// telemetrygen): the later ones are now rejected in partial_success.
+func TestOTLPSameMillisecond(t *testing.T) {
+	conn, d := startConn(t, ingest.Limits{})
+	c := colmetricspb.NewMetricsServiceClient(conn)
+	tn := uint64(now) * 1e6
+	pt := func(ns uint64, v float64) *metricspb.NumberDataPoint {
+		return &metricspb.NumberDataPoint{TimeUnixNano: ns, Value: &metricspb.NumberDataPoint_AsDouble{AsDouble: v}}
+	}
+	resp, err := c.Export(context.Background(), &colmetricspb.ExportMetricsServiceRequest{ResourceMetrics: []*metricspb.ResourceMetrics{{ScopeMetrics: []*metricspb.ScopeMetrics{{Metrics: []*metricspb.Metric{
+		{Name: "g", Data: &metricspb.Metric_Gauge{Gauge: &metricspb.Gauge{DataPoints: []*metricspb.NumberDataPoint{
+			pt(tn, 1), pt(tn+100_000, 2), pt(tn+999_999, 3), pt(tn+1_000_000, 4),
+		}}}},
+	}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := resp.GetPartialSuccess()
+	if ps.GetRejectedDataPoints() != 2 || !strings.Contains(ps.GetErrorMessage(), "same millisecond") {
+		t.Errorf("partial success %v, want 2 points rejected for their millisecond", ps)
+	}
+	got := dump(t, d)
+	want := []string{`{__name__="g"} 1`, `{__name__="g"} 4`}
+	if !slices.Contains(got, want[0]) || !slices.Contains(got, want[1]) || len(got) != 2 {
+		t.Errorf("stored %q, want %q", got, want)
 	}
 }

@@ -56,6 +56,8 @@ func reason(err error) string {
 		return "out_of_retention"
 	case errors.Is(err, errBadBody):
 		return "bad_body"
+	case errors.Is(err, errSameMillisecond):
+		return "same_millisecond"
 	default:
 		return "invalid"
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"sort"
 	"strings"
@@ -60,25 +59,9 @@ func seriesWeight(ls series.Labels) int64 {
 	return int64(n / 1024)
 }
 
-var memSeed = maphash.MakeSeed()
-
 // memKey hashes a label set for the in-memory series map, which is probed
-// once per appended sample. It is not Labels.Hash (FNV-1a, part of the
-// on-disk format, byte at a time): maphash is several times faster, and
-// its per-process seed is fine because the key is never stored. 0xff and
-// 0xfe never occur in UTF-8, so the separators make the encoding
-// unambiguous.
-func memKey(ls series.Labels) uint64 {
-	var h maphash.Hash
-	h.SetSeed(memSeed)
-	for _, l := range ls {
-		h.WriteString(l.Name)
-		h.WriteByte(0xff)
-		h.WriteString(l.Value)
-		h.WriteByte(0xfe)
-	}
-	return h.Sum64()
-}
+// once per appended sample: see series.Labels.MemHash.
+func memKey(ls series.Labels) uint64 { return ls.MemHash() }
 
 // getByHash returns the series with labels ls, pinned (see memSeries.pins),
 // or nil.

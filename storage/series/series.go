@@ -9,6 +9,7 @@ package series
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"strings"
 	"unicode/utf8"
@@ -149,6 +150,26 @@ func (ls Labels) Hash() uint64 {
 		h = (h ^ 0xfe) * prime
 	}
 	return h
+}
+
+var memSeed = maphash.MakeSeed()
+
+// MemHash hashes the set for maps that live in memory only (the head's
+// series map, a request's duplicate check), probed once per sample. It is
+// not Hash (FNV-1a, part of the on-disk format, byte at a time): maphash
+// is several times faster, and its per-process seed is fine because the
+// value is never stored. 0xff and 0xfe never occur in UTF-8, so the
+// separators make the encoding unambiguous.
+func (ls Labels) MemHash() uint64 {
+	var h maphash.Hash
+	h.SetSeed(memSeed)
+	for _, l := range ls {
+		h.WriteString(l.Name)
+		h.WriteByte(0xff)
+		h.WriteString(l.Value)
+		h.WriteByte(0xfe)
+	}
+	return h.Sum64()
 }
 
 // Validate checks the rules of the data model and names the first broken
