@@ -334,7 +334,9 @@ func TestHostileInput(t *testing.T) {
 		if got != c.code || !strings.Contains(msg, c.msg) {
 			t.Errorf("%s: %s %.300q, want %s with %q", c.name, got, msg, c.code, c.msg)
 		}
-		if took > 5*time.Second {
+		// A hang guard, not a speed target (make test runs on loaded
+		// machines): a request that the server never finishes.
+		if took > time.Minute {
 			t.Errorf("%s: took %v", c.name, took)
 		}
 		if code, _ := httpGet(t, ts.httpURL+"/healthz"); code != 200 {

@@ -91,8 +91,10 @@ func untilServing(t *testing.T, stopped time.Time, probe func() error) time.Dura
 		if err == nil {
 			return time.Since(stopped)
 		}
-		if time.Since(stopped) > 30*time.Second {
-			t.Fatalf("not serving 30 s after the load stopped: %v", err)
+		// A hang guard: how fast it recovers is a figure for make soak,
+		// and a loaded machine took a minute.
+		if time.Since(stopped) > 3*time.Minute {
+			t.Fatalf("not serving 3 minutes after the load stopped: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -39,9 +39,9 @@ func FuzzAPIParams(f *testing.F) {
 		path := endpoints[int(ep)%len(endpoints)]
 		start := time.Now()
 		resp, err := http.Post(srv.URL+path, "application/x-www-form-urlencoded", strings.NewReader(form))
-		// Four series of one sample: anything slower is work out of
-		// proportion to the request.
-		if took := time.Since(start); took > 5*time.Second {
+		// Four series of one sample: a minute is work out of proportion
+		// to the request even on a loaded machine (a hang guard).
+		if took := time.Since(start); took > time.Minute {
 			t.Fatalf("%s %q: took %v", path, form, took)
 		}
 		if err != nil {
