@@ -2,9 +2,9 @@ package ingest_test
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strconv"
-	"slices"
 	"strings"
 	"testing"
 
