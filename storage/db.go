@@ -212,6 +212,12 @@ type DB struct {
 	closing chan struct{}
 	bg      sync.WaitGroup
 
+	// ballast is whether the disk-full ballast is allocated (ballast.go).
+	ballast atomic.Bool
+	// bgErrLogged is when a Pebble background error was last logged
+	// (unix ns): a failing flush is retried many times a second.
+	bgErrLogged atomic.Int64
+
 	// closeMu lets Close wait for writers that are using Pebble: Commit and
 	// the series-loading path hold it for reading and check closed under it.
 	closeMu sync.RWMutex
@@ -298,7 +304,16 @@ func Open(dir string, o Options) (*DB, error) {
 	// kept no block at all (every read decompressed its blocks again).
 	cache := pebble.NewCache(opts.OffHeapBytes())
 	defer cache.Unref()
+	// Pebble reports flush and compaction failures to its listener,
+	// before the database exists.
+	var self atomic.Pointer[DB]
+	listener := &pebble.EventListener{BackgroundError: func(err error) {
+		if d := self.Load(); d != nil {
+			d.pebbleBackgroundError(err)
+		}
+	}}
 	popts := &pebble.Options{
+		EventListener:               listener,
 		Cache:                       cache,
 		MemTableSize:                uint64(memTableSize),
 		MemTableStopWritesThreshold: 4,
@@ -326,6 +341,8 @@ func Open(dir string, o Options) (*DB, error) {
 		closing:   make(chan struct{}),
 		cpTrigger: make(chan struct{}, 1),
 	}
+	self.Store(db)
+	db.allocateBallast()
 	db.applyCond = sync.NewCond(&db.applyMu)
 	db.disk.avail.Store(math.MaxUint64) // not measured yet
 	if err := db.checkSchema(); err != nil {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -47,11 +48,7 @@ func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 			if !ok {
 				panic(r)
 			}
-			msg := string(f)
-			if db.disk.failed.CompareAndSwap(nil, &msg) {
-				db.opts.Logger.Error("storage failed: writes are refused until restart; reads go on", "err", msg)
-			}
-			err = db.failedErr(*db.disk.failed.Load())
+			err = db.failWrites(errors.New(string(f)))
 		}
 	}()
 	return b.Commit(o)
@@ -65,6 +62,7 @@ func (db *DB) failWrites(err error) error {
 	if db.disk.failed.CompareAndSwap(nil, &msg) {
 		db.opts.Logger.Error("storage failed: writes are refused until restart; reads go on", "err", msg)
 	}
+	db.releaseBallast(msg)
 	return db.failedErr(*db.disk.failed.Load())
 }
 
@@ -84,11 +82,15 @@ func (db *DB) Failed() error {
 }
 
 // ProbeDisk writes, syncs and removes a small file in dir through fs
-// (nil: the operating system's), the way the log is written: nil means
-// the disk takes writes again.
-func ProbeDisk(fs vfs.FS, dir string) error {
+// (nil: the operating system's), the way the log is written, and checks
+// that minFree bytes are free (Options.ReopenFreeBytes): nil means the
+// disk takes writes again, with room to go on.
+func ProbeDisk(fs vfs.FS, dir string, minFree int64) error {
 	if fs == nil {
 		fs = vfs.Default
+	}
+	if u, err := fs.GetDiskUsage(dir); err == nil && u.AvailBytes < uint64(minFree) {
+		return fmt.Errorf("%s free on %s, want %s to reopen", bytesString(u.AvailBytes), dir, bytesString(uint64(minFree)))
 	}
 	name := fs.PathJoin(dir, ProbeFile)
 	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)

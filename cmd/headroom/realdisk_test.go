@@ -81,6 +81,7 @@ func (w *diskFillWriters) start(c *child, base int64, stop chan struct{}) {
 		go func() {
 			defer w.wg.Done()
 			r := rand.New(rand.NewPCG(uint64(k), 7))
+			hc := &http.Client{Timeout: time.Minute} // a hang guard
 			var conn *grpc.ClientConn
 			var ic headroomv1.IngestClient
 			var addr string
@@ -134,7 +135,7 @@ func (w *diskFillWriters) start(c *child, base int64, stop chan struct{}) {
 					}
 					hreq, _ := http.NewRequest("POST", httpURL+"/api/v1/write", bytes.NewReader(remoteWriteBodyOf(req)))
 					hreq.Header.Set("Content-Encoding", "snappy")
-					resp, err := http.DefaultClient.Do(hreq)
+					resp, err := hc.Do(hreq)
 					if err != nil {
 						w.count("http error: " + err.Error())
 						time.Sleep(100 * time.Millisecond)
@@ -245,6 +246,11 @@ func TestServeRealDiskFull(t *testing.T) {
 			close(stop)
 			w.wg.Wait()
 			t.Logf("answers: %v", w.summary())
+			for _, l := range strings.Split(c.log(), "\n") {
+				if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+					t.Log(l)
+				}
+			}
 			// A reopen closes the HTTP server's idle keep-alive
 			// connections: a request sent on one just then is reset (a
 			// client retries it, as it would any connection error). At

@@ -215,6 +215,8 @@ type server struct {
 	// new one on the same directory and ports.
 	restart chan struct{}
 	done    chan struct{} // closed by stop
+	// reopenFree is the free space a failed storage waits for.
+	reopenFree int64
 	// tokens and cert are what reload swaps (nil tokens: no auth).
 	tokens *auth.Tokens
 	cert   *atomic.Pointer[tls.Certificate]
@@ -286,7 +288,7 @@ func (s *server) watchStorage() {
 		if failed == nil {
 			continue
 		}
-		if err := storage.ProbeDisk(testFS, s.cfg.dataDir); err != nil {
+		if err := storage.ProbeDisk(testFS, s.cfg.dataDir, s.reopenFree); err != nil {
 			s.log.Debug("the disk still refuses writes", "err", err)
 			continue
 		}
@@ -383,7 +385,7 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	}
 	log.Info("opened data directory", "dir", cfg.dataDir, "took", time.Since(start).Round(time.Millisecond),
 		"replayed_samples", db.Stats().ReplayedSamples.Load(), "active_series", db.ActiveSeries())
-	s := &server{cfg: cfg, log: log, db: db, tls: tlsConf != nil, serveErr: make(chan error, 2), restart: make(chan struct{}, 1), done: make(chan struct{}),
+	s := &server{cfg: cfg, log: log, db: db, reopenFree: sopts.ReopenFreeBytes(), tls: tlsConf != nil, serveErr: make(chan error, 2), restart: make(chan struct{}, 1), done: make(chan struct{}),
 		tokens: tokens, cert: cert}
 	fail := func(err error) (*server, error) {
 		if s.grpcLis != nil {
