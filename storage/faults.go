@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -37,18 +38,21 @@ const diskCheckInterval = time.Second
 // commit commits b. A panic from Pebble's Fatalf becomes an error here and
 // fails the database for writes: every later commit is refused (Pebble's
 // would fail anyway) while reads go on, and a restart replays what was
-// acknowledged.
+// acknowledged. So does any other panic of Pebble's commit path (once its
+// log failed, commits in flight panic with its raw error): the server
+// reopens the directory, rather than ending with every write in its head.
 func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 	if f := db.disk.failed.Load(); f != nil {
 		return db.failedErr(*f)
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(fatalError)
-			if !ok {
-				panic(r)
+			if f, ok := r.(fatalError); ok {
+				err = db.failWrites(errors.New(string(f)))
+				return
 			}
-			err = db.failWrites(errors.New(string(f)))
+			db.opts.Logger.Error("pebble commit panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = db.failWrites(fmt.Errorf("pebble commit panicked: %v", r))
 		}
 	}()
 	return b.Commit(o)

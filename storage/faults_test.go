@@ -218,3 +218,30 @@ func TestReadFault(t *testing.T) {
 		t.Fatalf("after the fault cleared: %d series, want %d as before the fault", len(got), len(want))
 	}
 }
+
+// TestCommitPanicFailsWrites: a panic in Pebble's commit path (once its
+// log failed, commits in flight panic with the raw error; here a closed
+// batch stands in) fails the database for writes instead of ending the
+// process; reads go on.
+func TestCommitPanicFailsWrites(t *testing.T) {
+	c := &clock{day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	ls := series.FromStrings("__name__", "m")
+	now := c.Now().UnixMilli()
+	if err := tryCommit(db, ls, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	b := db.pdb.NewIndexedBatch()
+	b.Set([]byte("x"), []byte("y"), nil)
+	b.Close()
+	if err := db.commit(b, nil); !errors.Is(err, series.ErrUnavailable) || !strings.Contains(err.Error(), "pebble commit panicked") {
+		t.Fatalf("commit that panicked: %v", err)
+	}
+	if err := tryCommit(db, ls, now+1, 2); !errors.Is(err, series.ErrUnavailable) {
+		t.Errorf("a write after the panic: %v, want refused", err)
+	}
+	if got := query(t, db, 0, MaxTime, anyName)[ls.String()]; len(got) != 1 {
+		t.Errorf("read after the panic: %v, want the acknowledged sample", got)
+	}
+}
