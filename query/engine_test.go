@@ -540,3 +540,36 @@ func TestLabelBytesBounded(t *testing.T) {
 		t.Errorf("label bytes over the sample budget: %v", err)
 	}
 }
+
+// TestIncreaseExtrapolation: Prometheus 3 caps the extrapolation at half a
+// sample interval, then at the counter's zero point (functions.test:135;
+// the other order gave 110 for dings).
+func TestIncreaseExtrapolation(t *testing.T) {
+	ramp := func(start float64) []float64 {
+		var v []float64
+		for i := 0; i <= 10; i++ {
+			v = append(v, start+10*float64(i))
+		}
+		return v
+	}
+	s := load(t, map[string][]float64{
+		"__name__,http_requests_total,path,/foo":   ramp(0),
+		"__name__,http_requests_total,path,/dings": ramp(10),
+		"__name__,http_requests_total,path,/bumms": ramp(1),
+	}, 300)
+	check(t, s, "increase(http_requests_total[100m])", 3000, "vector\n{path=\"/bumms\"} 101\n{path=\"/dings\"} 105\n{path=\"/foo\"} 100")
+	check(t, s, "increase(http_requests_total[50m])", 3000, "vector\n{path=\"/bumms\"} 100\n{path=\"/dings\"} 100\n{path=\"/foo\"} 100")
+}
+
+// TestSumAvgPrometheus3: sum is compensated (aggregators.test:687) and an
+// infinite mean is kept by later values (aggregators.test:630).
+func TestSumAvgPrometheus3(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,x,i,a": {2}, "__name__,x,i,b": {8}, "__name__,x,i,c": {1e100}, "__name__,x,i,d": {-1e100},
+		"__name__,y,i,a": {0}, "__name__,y,i,b": {math.Inf(1)}, "__name__,y,i,c": {math.Inf(1)}, "__name__,y,i,d": {0},
+	}, 10)
+	check(t, s, "sum(x)", 0, "vector\n{} 10")
+	check(t, s, "sum(sum_over_time(x[1m]))", 0, "vector\n{} 10") // the folded path
+	check(t, s, "avg(y)", 0, "vector\n{} +Inf")
+	check(t, s, "avg(last_over_time(y[1m]))", 0, "vector\n{} +Inf")
+}

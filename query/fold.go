@@ -27,14 +27,22 @@ type foldGroup struct {
 
 func newFoldGroup(name string, ls series.Labels, steps int) *foldGroup {
 	g := &foldGroup{labels: ls, v: make([]float64, steps), ok: make([]bool, steps)}
-	if name == "avg" {
+	switch name {
+	case "avg":
 		g.n, g.c = make([]float64, steps), make([]float64, steps)
+	case "sum":
+		// Kahan-Neumaier, as Prometheus 3: 2 + 8 + 1e100 - 1e100 is 10.
+		g.c = make([]float64, steps)
 	}
 	return g
 }
 
 // avgAdd adds x at step i (its count already counted in n).
 func (g *foldGroup) avgAdd(i int, x float64) {
+	if g.n[i] == 1 { // the first value is the sum, even an infinite one
+		g.v[i], g.c[i] = x, 0
+		return
+	}
 	if g.inc == nil || !g.inc[i] {
 		t, c := neumaierAdd(g.v[i], g.c[i], x)
 		if !math.IsInf(t, 0) {
@@ -49,9 +57,16 @@ func (g *foldGroup) avgAdd(i int, x float64) {
 		g.v[i] /= g.n[i] - 1
 		g.c[i] /= g.n[i] - 1
 	}
-	// float64() rounds each product: no fused multiply-add.
-	q := (g.n[i] - 1) / g.n[i]
-	g.v[i], g.c[i] = neumaierAdd(float64(q*g.v[i]), float64(q*g.c[i]), x/g.n[i])
+	// An infinite mean stays as it is for a value that cannot change it
+	// (an infinity of its sign, or any finite value): the step below
+	// would compute Inf - Inf.
+	if m := g.v[i]; math.IsInf(m, 0) && (math.IsInf(x, 0) && (m > 0) == (x > 0) || !math.IsInf(x, 0) && !math.IsNaN(x)) {
+		return
+	}
+	// Prometheus 3's aggregation step: the difference to the mean, each
+	// side divided by the count so that it cannot overflow.
+	cur := g.v[i] + g.c[i]
+	g.v[i], g.c[i] = neumaierAdd(g.v[i], g.c[i], x/g.n[i]-cur/g.n[i])
 }
 
 // avgMean is step i's mean.
@@ -70,7 +85,7 @@ func (g *foldGroup) add(name string, s *vecSeries) {
 	case "sum":
 		for i, x := range v {
 			if ok[i] {
-				g.v[i] += x
+				g.v[i], g.c[i] = neumaierAdd(g.v[i], g.c[i], x)
 				g.ok[i] = true
 			}
 		}
@@ -126,7 +141,7 @@ var aggOps = map[string]int{"sum": aggSum, "avg": aggAvg, "min": aggMin, "max": 
 func (g *foldGroup) addStep(agg, i int, x float64) {
 	switch agg {
 	case aggSum:
-		g.v[i] += x
+		g.v[i], g.c[i] = neumaierAdd(g.v[i], g.c[i], x)
 	case aggAvg:
 		g.n[i]++
 		g.avgAdd(i, x)
@@ -152,8 +167,9 @@ func (g *foldGroup) addRun(agg, i0 int, xs []float64) {
 	v, ok := g.v[i0:i0+len(xs)], g.ok[i0:i0+len(xs)]
 	switch agg {
 	case aggSum:
+		c := g.c[i0 : i0+len(xs)]
 		for k, x := range xs {
-			v[k] += x
+			v[k], c[k] = neumaierAdd(v[k], c[k], x)
 		}
 	case aggAvg:
 		n, c := g.n[i0:i0+len(xs)], g.c[i0:i0+len(xs)]
@@ -213,6 +229,9 @@ func (g *foldGroup) merge(name string, o *foldGroup) {
 		}
 		if !g.ok[i] {
 			g.v[i], g.ok[i] = o.v[i], true
+			if g.c != nil { // sum, avg
+				g.c[i] = o.c[i]
+			}
 			if g.n != nil {
 				g.n[i], g.c[i] = o.n[i], o.c[i]
 				if o.inc != nil && o.inc[i] {
@@ -226,7 +245,10 @@ func (g *foldGroup) merge(name string, o *foldGroup) {
 		}
 		x := o.v[i]
 		switch name {
-		case "sum", "count":
+		case "sum":
+			g.v[i], g.c[i] = neumaierAdd(g.v[i], g.c[i], x)
+			g.c[i] += o.c[i]
+		case "count":
 			g.v[i] += x
 		case "avg":
 			n := g.n[i] + o.n[i]
@@ -264,13 +286,21 @@ func (g *foldGroup) merge(name string, o *foldGroup) {
 func (g *foldGroup) series() *vecSeries {
 	for _, set := range g.ok {
 		if set {
-			if g.n != nil { // avg: the means
+			switch {
+			case g.n != nil: // avg: the means
 				for i, set := range g.ok {
 					if set {
 						g.v[i] = g.avgMean(i)
 					}
 				}
-				g.n = nil
+				g.n, g.c = nil, nil
+			case g.c != nil: // sum: with its compensation
+				for i, set := range g.ok {
+					if set {
+						g.v[i] += g.c[i]
+					}
+				}
+				g.c = nil
 			}
 			return &vecSeries{labels: g.labels, v: g.v, ok: g.ok}
 		}

@@ -190,24 +190,23 @@ func extrapolate(first, last Point, n int, result float64, t, w int64, counter, 
 	avgGap := sampled / float64(n-1)
 	toStart := float64(first.T)/1000 - rangeStart
 	toEnd := rangeEnd - float64(last.T)/1000
+	// A series that starts or ends well inside the window (no sample
+	// where the spacing says one should be) is extrapolated by half a
+	// gap only. Then, as Prometheus 3 does (in this order), a counter is
+	// not extrapolated below zero.
+	threshold := avgGap * 1.1
+	if toStart >= threshold {
+		toStart = avgGap / 2
+	}
 	if counter && result > 0 && first.V >= 0 {
 		if toZero := sampled * (first.V / result); toZero < toStart {
 			toStart = toZero
 		}
 	}
-	threshold := avgGap * 1.1
-	interval := sampled
-	if toStart < threshold {
-		interval += toStart
-	} else {
-		interval += avgGap / 2
+	if toEnd >= threshold {
+		toEnd = avgGap / 2
 	}
-	if toEnd < threshold {
-		interval += toEnd
-	} else {
-		interval += avgGap / 2
-	}
-	result *= interval / sampled
+	result *= (sampled + toStart + toEnd) / sampled
 	if perSecond {
 		result /= float64(w) / 1000
 	}
