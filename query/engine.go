@@ -167,8 +167,10 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{T: t, V: s.v[0]}}})
 			}
 		}
-		// Ordered by labels, for stable answers, unless the query sorts.
-		if f, ok := expr.(*metricsql.FuncExpr); !ok || (f.Name != "sort" && f.Name != "sort_desc") {
+		// Ordered by labels, for stable answers, unless the query's
+		// outermost operation orders its answer: sort, or topk and
+		// bottomk (each group's series by value, as Prometheus gives them).
+		if !ordersResult(expr) {
 			sort.Slice(r.Series, func(i, j int) bool { return series.Compare(r.Series[i].Labels, r.Series[j].Labels) < 0 })
 		}
 		return r, nil
@@ -357,4 +359,16 @@ func parse(q string) (metricsql.Expr, error) {
 		}
 	})
 	return e, bad
+}
+
+// ordersResult reports whether e's answer comes in an order of its own.
+func ordersResult(e metricsql.Expr) bool {
+	// (The parser drops parentheses.)
+	switch x := e.(type) {
+	case *metricsql.FuncExpr:
+		return x.Name == "sort" || x.Name == "sort_desc"
+	case *metricsql.AggrFuncExpr:
+		return x.Name == "topk" || x.Name == "bottomk"
+	}
+	return false
 }

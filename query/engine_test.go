@@ -573,3 +573,34 @@ func TestSumAvgPrometheus3(t *testing.T) {
 	check(t, s, "avg(y)", 0, "vector\n{} +Inf")
 	check(t, s, "avg(last_over_time(y[1m]))", 0, "vector\n{} +Inf")
 }
+
+// TestTopkOrder: an instant topk or bottomk answers each group's series by
+// value, as Prometheus does, not by labels (aggregators.test:287).
+func TestTopkOrder(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,x,i,a,g,1": {1}, "__name__,x,i,b,g,1": {3}, "__name__,x,i,c,g,1": {2},
+		"__name__,x,i,d,g,2": {9}, "__name__,x,i,e,g,2": {7},
+	}, 10)
+	order := func(q string) string {
+		r, err := eng.Instant(context.Background(), s, q, sec(0))
+		if err != nil {
+			return err.Error()
+		}
+		var out []string
+		for _, x := range r.Series {
+			out = append(out, x.Labels.Get("i"))
+		}
+		return strings.Join(out, " ")
+	}
+	for q, want := range map[string]string{
+		"topk(3, x)":            "d e b",
+		"bottomk by (g) (2, x)": "a c e d",
+		"topk by (g) (1, x)":    "b d",
+		// Anything around it orders by labels again.
+		"topk(3, x) * 1": "b d e",
+	} {
+		if got := order(q); got != want {
+			t.Errorf("%s: %s, want %s", q, got, want)
+		}
+	}
+}
