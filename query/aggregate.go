@@ -331,7 +331,22 @@ func bucketQuantile(q float64, les, counts []float64) float64 {
 	if q > 1 {
 		return math.Inf(1)
 	}
-	if !math.IsInf(les[len(les)-1], 1) || len(les) < 2 {
+	if !math.IsInf(les[len(les)-1], 1) {
+		return math.NaN()
+	}
+	// One bound written two ways (le="0.2" and le="2e-1", from two
+	// exporters or a relabelling) is one bucket: their counts add up.
+	w := 0
+	for r := 1; r < len(les); r++ {
+		if les[r] == les[w] {
+			counts[w] += counts[r]
+			continue
+		}
+		w++
+		les[w], counts[w] = les[r], counts[r]
+	}
+	les, counts = les[:w+1], counts[:w+1]
+	if len(les) < 2 {
 		return math.NaN()
 	}
 	// Counts must not decrease with le (they may, from scrapes at

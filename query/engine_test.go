@@ -604,3 +604,13 @@ func TestTopkOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestHistogramQuantileSameBound: le="0.2", "2e-1" and "2.0e-1" are one
+// bucket (histograms.test:1044).
+func TestHistogramQuantileSameBound(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,m_bucket,le,0.1": {1}, "__name__,m_bucket,le,0.2": {1}, "__name__,m_bucket,le,2e-1": {1},
+		"__name__,m_bucket,le,2.0e-1": {1}, "__name__,m_bucket,le,+Inf": {4},
+	}, 10)
+	check(t, s, "histogram_quantile(0.5, m_bucket)", 0, "vector\n{} 0.15")
+}
