@@ -3,6 +3,7 @@ package query
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -125,6 +126,11 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 	}
 	groups := map[string]*group{}
 	var order []*group
+	if name == "topk" || name == "bottomk" {
+		// Their answer keeps the groups' order: Prometheus's, the order
+		// of the input by labels (a selection comes by series ID).
+		slices.SortFunc(v.series, func(a, b *vecSeries) int { return series.Compare(a.labels, b.labels) })
+	}
 	for _, s := range v.series {
 		gl := groupLabels(s.labels, e.Modifier)
 		k := gl.String()

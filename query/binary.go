@@ -259,8 +259,13 @@ func (ev *evaluator) vectorVector(op string, e *metricsql.BinaryOpExpr, l, r vec
 	}
 	out := vectorValue{}
 	results := map[string]*vecSeries{}
-	// taken[resultKey][step] detects two many-side series mapping to one
-	// result at a step.
+	// matched[signature][step]: one-to-one matching allows one left
+	// series a match group and step, whatever a comparison then filters
+	// away (operators.test:329).
+	var matched map[string][]bool
+	if join == "" {
+		matched = map[string][]bool{}
+	}
 	for _, m := range many.series {
 		k := signature(m.labels, e.GroupModifier)
 		cands := oneBySig[k]
@@ -286,6 +291,17 @@ func (ev *evaluator) vectorVector(op string, e *metricsql.BinaryOpExpr, l, r vec
 			}
 			if match == nil {
 				continue
+			}
+			if matched != nil {
+				steps := matched[k]
+				if steps == nil {
+					steps = make([]bool, len(m.v))
+					matched[k] = steps
+				}
+				if steps[i] {
+					return nil, fmt.Errorf("%w: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)", ErrExec)
+				}
+				steps[i] = true
 			}
 			lval, rval := m.v[i], match.v[i]
 			if swapped {

@@ -614,3 +614,18 @@ func TestHistogramQuantileSameBound(t *testing.T) {
 	}, 10)
 	check(t, s, "histogram_quantile(0.5, m_bucket)", 0, "vector\n{} 0.15")
 }
+
+// TestManyToOneFilteredAway: one-to-one matching refuses two left series
+// of one match group even when a comparison would filter them away
+// (operators.test:329, :333).
+func TestManyToOneFilteredAway(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,many_side,label,foo,job,test": {0}, "__name__,many_side,label,bar,job,test": {1},
+		"__name__,one_side,job,test": {1},
+	}, 10)
+	const want = "error: execution error: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+	for _, q := range []string{"many_side > on(job) one_side", "many_side >= on(job) one_side", "many_side <= on(job) one_side"} {
+		check(t, s, q, 0, want)
+	}
+	check(t, s, "many_side > on(job) group_left one_side", 0, "vector\n")
+}
