@@ -629,3 +629,15 @@ func TestManyToOneFilteredAway(t *testing.T) {
 	}
 	check(t, s, "many_side > on(job) group_left one_side", 0, "vector\n")
 }
+
+// TestPredictLinearAt: predict_linear predicts from the evaluation time,
+// whatever @ chose the window (functions.test:435, :440).
+func TestPredictLinearAt(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,c_total": {0, 10, 20, 30, 40, 0, 10, 20, 30, 40, 50},
+	}, 300)
+	q := fmt.Sprintf("predict_linear(c_total[55m] @ %d, 3600)", sec(3000)/1000)
+	check(t, s, q, 3000, "vector\n{} 76.82")
+	check(t, s, q, 600, "vector\n{} 51.36")
+	check(t, s, q, 4200, "vector\n{} 89.55")
+}

@@ -545,6 +545,7 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 	}
 	out := vectorValue{}
+	predictAtStep := e.Name == "predict_linear"
 	// apply computes the function over one series' points at every step.
 	apply := func(m *matrixArg, ls series.Labels, pts []Point) *vecSeries {
 		if !keepsName[e.Name] {
@@ -570,7 +571,13 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 			if param != nil {
 				p = param[i]
 			}
-			if v, ok := f(pts[lo:hi], t, m.window, p); ok {
+			ft := t
+			if predictAtStep {
+				// Prometheus predicts from the evaluation time, whatever
+				// @ or offset chose the window (functions.test:435).
+				ft = ev.ts(i)
+			}
+			if v, ok := f(pts[lo:hi], ft, m.window, p); ok {
 				o.v[i], o.ok[i], any = v, true, true
 			}
 		}
