@@ -641,3 +641,17 @@ func TestPredictLinearAt(t *testing.T) {
 	check(t, s, q, 600, "vector\n{} 51.36")
 	check(t, s, q, 4200, "vector\n{} 89.55")
 }
+
+// TestAbsentLabels: a label with more than one matcher is left out of
+// absent's answer, a regexp too (functions.test:1736).
+func TestAbsentLabels(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,present": {1}}, 10)
+	for q, want := range map[string]string{
+		`absent(nonexistent{job="testjob", instance="testinstance", method=~".x"})`: `{instance="testinstance", job="testjob"} 1`,
+		`absent(nonexistent{job="testjob",job="testjob2",foo="bar"})`:               `{foo="bar"} 1`,
+		`absent(nonexistent{job="testjob",job=~"testjob2",foo="bar"})`:              `{foo="bar"} 1`,
+		`absent(nonexistent{job="testjob",job="testjob2",job="three",foo="bar"})`:   `{foo="bar"} 1`,
+	} {
+		check(t, s, q, 0, "vector\n"+want)
+	}
+}

@@ -882,22 +882,28 @@ func absentLabels(e metricsql.Expr) series.Labels {
 	if !ok || len(me.LabelFilterss) != 1 {
 		return ls
 	}
-	seen := map[string]int{}
+	// In matcher order, as Prometheus: the first equality on a label
+	// sets it; any other matcher on it (a second equality, a regexp, a
+	// negation) removes it, as the answer could not say which one.
+	vals := map[string]string{}
+	has := map[string]bool{}
 	for _, f := range me.LabelFilterss[0] {
-		if f.IsRegexp || f.IsNegative || f.Label == series.MetricName {
+		if f.Label == series.MetricName {
 			continue
 		}
-		seen[f.Label]++
-		ls = append(ls, series.Label{Name: f.Label, Value: f.Value})
-	}
-	out := ls[:0]
-	for _, l := range ls {
-		if seen[l.Name] == 1 { // a label matched twice is ambiguous: left out
-			out = append(out, l)
+		if !f.IsRegexp && !f.IsNegative && !has[f.Label] {
+			vals[f.Label], has[f.Label] = f.Value, true
+		} else {
+			delete(vals, f.Label)
 		}
 	}
-	out.Sort()
-	return out
+	for n, v := range vals {
+		if v != "" {
+			ls = append(ls, series.Label{Name: n, Value: v})
+		}
+	}
+	ls.Sort()
+	return ls
 }
 
 func (ev *evaluator) stringArg(e *metricsql.FuncExpr, i, want int) (string, error) {
