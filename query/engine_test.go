@@ -655,3 +655,29 @@ func TestAbsentLabels(t *testing.T) {
 		check(t, s, q, 0, "vector\n"+want)
 	}
 }
+
+// TestSameLabelsAfterNameDropped: series that dropping __name__ makes
+// one label set are one series when they never share a step, and an
+// error when they do (operators.test:997, :1006, :1016).
+func TestSameLabelsAfterNameDropped(t *testing.T) {
+	rng := func(s query.Source, q string, end, step int) string {
+		r, err := eng.Range(context.Background(), s, q, sec(0), sec(end), int64(step)*1000)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return render(r)
+	}
+	s := load(t, map[string][]float64{
+		"__name__,http_requests,job,api": {2, gap}, "__name__,http_errors,job,api": {gap, 4},
+	}, 1200)
+	if got, want := rng(s, `-{job="api"}`, 1200, 1200), "matrix\n{job=\"api\"} -2@0 -4@1200"; got != want {
+		t.Errorf("-{job=\"api\"}: %s, want %s", got, want)
+	}
+	check(t, s, `-{job="api"}`, 1200, "vector\n{job=\"api\"} -4")
+	both := load(t, map[string][]float64{"__name__,http_requests,job,api": {1}, "__name__,http_errors,job,api": {2}}, 60)
+	check(t, both, `-{job="api"}`, 0, "error: execution error: vector cannot contain metrics with the same labelset")
+	or := load(t, map[string][]float64{"__name__,metric_a": {1, gap}, "__name__,metric_b": {3, 4}}, 600)
+	if got, want := rng(or, "-metric_a or -metric_b", 1200, 600), "matrix\n{} -1@0 -4@600"; got != want {
+		t.Errorf("-metric_a or -metric_b: %s, want %s", got, want)
+	}
+}

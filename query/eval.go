@@ -114,15 +114,29 @@ func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
 		// Dropping __name__ can make two series one label set: Prometheus
 		// refuses that rather than merge them.
 		if vv, ok := v.(vectorValue); ok && !keepsName[e.Name] {
-			if err := ev.checkDuplicates(vv, e); err != nil {
+			if err := ev.checkDuplicates(&vv, e); err != nil {
 				return nil, err
 			}
+			return vv, nil
 		}
 		return v, nil
 	case *metricsql.AggrFuncExpr:
 		return ev.aggregate(e)
 	case *metricsql.BinaryOpExpr:
-		return ev.binary(e)
+		v, err := ev.binary(e)
+		if err != nil {
+			return nil, err
+		}
+		// Arithmetic and bool comparisons drop __name__ too, and `or`
+		// joins series that may have the same labels (-a or -b); a
+		// filtering comparison only keeps series its side had.
+		if vv, ok := v.(vectorValue); ok && (!isComparison(e.Op) || e.Bool) {
+			if err := ev.checkDuplicates(&vv, e); err != nil {
+				return nil, err
+			}
+			return vv, nil
+		}
+		return v, nil
 	}
 	return nil, fmt.Errorf("%w: unsupported expression %q", ErrBadQuery, e.AppendString(nil))
 }

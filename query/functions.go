@@ -948,7 +948,7 @@ func (ev *evaluator) relabel(e *metricsql.FuncExpr) (value, error) {
 			}
 		}
 	}
-	return v, ev.checkDuplicates(v, e)
+	return v, ev.checkDuplicates(&v, e)
 }
 
 // relabelFunc returns what label_replace or label_join (e) does to one
@@ -1060,22 +1060,39 @@ func setLabel(ls series.Labels, name, value string) series.Labels {
 }
 
 // checkDuplicates refuses a result with two series of the same labels at
-// the same step, as Prometheus does after relabelling functions.
-func (ev *evaluator) checkDuplicates(v vectorValue, e metricsql.Expr) error {
+// the same step (Prometheus: "vector cannot contain metrics with the same
+// labelset"), and makes one series of those that never share a step, as
+// Prometheus's range results do (http_requests and http_errors negated
+// are one series {job="api"}: operators.test:997).
+func (ev *evaluator) checkDuplicates(v *vectorValue, e metricsql.Expr) error {
 	seen := make(map[uint64][]*vecSeries, len(v.series))
+	out := v.series[:0]
 	for _, s := range v.series {
 		h := s.labels.Hash()
+		var same *vecSeries
 		for _, o := range seen[h] {
-			if !o.labels.Equal(s.labels) {
-				continue // a hash collision
-			}
-			for i := range s.ok {
-				if s.ok[i] && o.ok[i] {
-					return fmt.Errorf("%w: vector cannot contain metrics with the same labelset", ErrExec)
-				}
+			if o.labels.Equal(s.labels) { // else a hash collision
+				same = o
+				break
 			}
 		}
-		seen[h] = append(seen[h], s)
+		if same == nil {
+			seen[h] = append(seen[h], s)
+			out = append(out, s)
+			continue
+		}
+		for i := range s.ok {
+			if s.ok[i] && same.ok[i] {
+				return fmt.Errorf("%w: vector cannot contain metrics with the same labelset", ErrExec)
+			}
+		}
+		for i := range s.ok {
+			if s.ok[i] {
+				same.v[i], same.ok[i] = s.v[i], true
+			}
+		}
 	}
+	clear(v.series[len(out):])
+	v.series = out
 	return nil
 }
