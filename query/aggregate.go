@@ -276,7 +276,36 @@ func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := ev.vectorArg(e, 1)
+	return ev.classicBuckets(e, 1, func(i int, les, counts []float64) float64 {
+		return bucketQuantile(q[i], les, counts)
+	})
+}
+
+// histogramFraction is histogram_fraction(lower, upper, buckets) over
+// classic buckets: the share of the observations between lower and upper,
+// interpolated linearly inside a bucket, as Prometheus 3.
+func (ev *evaluator) histogramFraction(e *metricsql.FuncExpr) (value, error) {
+	if len(e.Args) != 3 {
+		return nil, argCount(e.Name, 3, len(e.Args))
+	}
+	lower, err := ev.scalarArg(e, 0, 3)
+	if err != nil {
+		return nil, err
+	}
+	upper, err := ev.scalarArg(e, 1, 3)
+	if err != nil {
+		return nil, err
+	}
+	return ev.classicBuckets(e, 2, func(i int, les, counts []float64) float64 {
+		return bucketFraction(lower[i], upper[i], les, counts)
+	})
+}
+
+// classicBuckets groups argument arg's bucket series (with an le label)
+// by their other labels, and gives f each group's bounds, in increasing
+// order, and counts at each step.
+func (ev *evaluator) classicBuckets(e *metricsql.FuncExpr, arg int, f func(i int, les, counts []float64) float64) (value, error) {
+	v, err := ev.vectorArg(e, arg)
 	if err != nil {
 		return nil, err
 	}
@@ -318,13 +347,76 @@ func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
 			if len(les) == 0 {
 				continue
 			}
-			o.v[i], o.ok[i], any = bucketQuantile(q[i], les, counts), true, true
+			o.v[i], o.ok[i], any = f(i, les, counts), true, true
 		}
 		if any {
 			out.series = append(out.series, o)
 		}
 	}
 	return out, nil
+}
+
+// coalesce adds up the counts of one bound written two ways (le="0.2"
+// and le="2e-1", from two exporters or a relabelling): one bucket. les
+// is sorted.
+func coalesce(les, counts []float64) ([]float64, []float64) {
+	w := 0
+	for r := 1; r < len(les); r++ {
+		if les[r] == les[w] {
+			counts[w] += counts[r]
+			continue
+		}
+		w++
+		les[w], counts[w] = les[r], counts[r]
+	}
+	return les[:w+1], counts[:w+1]
+}
+
+// bucketFraction is the share of the observations of cumulative buckets
+// (les sorted, the last +Inf) between lower and upper. A bound inside a
+// bucket is interpolated linearly; the first bucket starts at 0 when its
+// bound is positive (else at -Inf), and the buckets open to an infinity
+// give nothing to interpolate.
+func bucketFraction(lower, upper float64, les, counts []float64) float64 {
+	if !math.IsInf(les[len(les)-1], 1) {
+		return math.NaN()
+	}
+	les, counts = coalesce(les, counts)
+	total := counts[len(counts)-1]
+	if total == 0 || math.IsNaN(lower) || math.IsNaN(upper) {
+		return math.NaN()
+	}
+	if lower >= upper {
+		return 0
+	}
+	// rankAt is the count of observations below x: x at or under bucket
+	// b's lower bound lo gives the count below it (prev); inside the
+	// bucket, the interpolation.
+	rankAt := func(x float64) float64 {
+		prev := 0.0
+		lo := 0.0
+		if les[0] <= 0 {
+			lo = math.Inf(-1)
+		}
+		for b, hi := range les {
+			if b > 0 {
+				lo = les[b-1]
+			}
+			if lo >= x {
+				return prev
+			}
+			if x < hi {
+				if math.IsInf(lo, -1) {
+					return counts[b]
+				}
+				return prev + (counts[b]-prev)*(x-lo)/(hi-lo)
+			}
+			prev = counts[b]
+		}
+		return total
+	}
+	lr, ur := min(rankAt(lower), total), min(rankAt(upper), total)
+	return (ur - lr) / total
 }
 
 func bucketQuantile(q float64, les, counts []float64) float64 {
@@ -340,18 +432,7 @@ func bucketQuantile(q float64, les, counts []float64) float64 {
 	if !math.IsInf(les[len(les)-1], 1) {
 		return math.NaN()
 	}
-	// One bound written two ways (le="0.2" and le="2e-1", from two
-	// exporters or a relabelling) is one bucket: their counts add up.
-	w := 0
-	for r := 1; r < len(les); r++ {
-		if les[r] == les[w] {
-			counts[w] += counts[r]
-			continue
-		}
-		w++
-		les[w], counts[w] = les[r], counts[r]
-	}
-	les, counts = les[:w+1], counts[:w+1]
+	les, counts = coalesce(les, counts)
 	if len(les) < 2 {
 		return math.NaN()
 	}

@@ -681,3 +681,25 @@ func TestSameLabelsAfterNameDropped(t *testing.T) {
 		t.Errorf("-metric_a or -metric_b: %s, want %s", got, want)
 	}
 }
+
+// TestHistogramFraction: histogram_fraction over classic buckets, as
+// Prometheus 3 (histograms.test:115-150): the values at 50m of 0+Nx10.
+func TestHistogramFraction(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,h2_bucket,le,0": {0}, "__name__,h2_bucket,le,2": {10}, "__name__,h2_bucket,le,4": {20},
+		"__name__,h2_bucket,le,6": {30}, "__name__,h2_bucket,le,+Inf": {30},
+		"__name__,h3_bucket,le,0,start,positive": {0}, "__name__,h3_bucket,le,0.1,start,positive": {50},
+		"__name__,h3_bucket,le,.2,start,positive": {70}, "__name__,h3_bucket,le,1e0,start,positive": {110},
+		"__name__,h3_bucket,le,+Inf,start,positive": {110},
+	}, 10)
+	for q, want := range map[string]string{
+		"histogram_fraction(0, 4, h2_bucket)":       "{} 0.6667",
+		"histogram_fraction(0, 6, h2_bucket)":       "{} 1",
+		"histogram_fraction(0, 3.5, h2_bucket)":     "{} 0.5833",
+		"histogram_fraction(0, 0.2, h3_bucket)":     "{start=\"positive\"} 0.6364",
+		"histogram_fraction(-Inf, +Inf, h2_bucket)": "{} 1",
+		"histogram_fraction(5, 1, h2_bucket)":       "{} 0",
+	} {
+		check(t, s, q, 0, "vector\n"+want)
+	}
+}

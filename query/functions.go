@@ -505,6 +505,8 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 		return ev.absent(absentLabels(re.Expr), present.(vectorValue)), nil
 	case "histogram_quantile":
 		return ev.histogramQuantile(e)
+	case "histogram_fraction":
+		return ev.histogramFraction(e)
 	}
 	return nil, fmt.Errorf("%w: unknown function with name %q", ErrBadQuery, name)
 }
