@@ -354,12 +354,24 @@ func parse(q string) (metricsql.Expr, error) {
 			}
 		case *metricsql.RollupExpr:
 			if x.InheritStep {
-				bad = fmt.Errorf("%w: a subquery without a step ([1h:]) is not supported yet", ErrBadQuery)
+				// [1h:] steps at Prometheus's default evaluation interval.
+				x.Step, x.InheritStep = noStepSubquery, false
 			}
 		}
 	})
 	return e, bad
 }
+
+// noStepSubquery is the step of a subquery written without one: the
+// default evaluation interval of Prometheus (1m), which its own engine
+// uses there. The parser makes durations only from text.
+var noStepSubquery = func() *metricsql.DurationExpr {
+	e, err := metricsql.Parse("x[1m:1m]")
+	if err != nil {
+		panic(err)
+	}
+	return e.(*metricsql.RollupExpr).Step
+}()
 
 // ordersResult reports whether e's answer comes in an order of its own.
 func ordersResult(e metricsql.Expr) bool {

@@ -703,3 +703,30 @@ func TestHistogramFraction(t *testing.T) {
 		check(t, s, q, 0, "vector\n"+want)
 	}
 }
+
+// TestFirstAndMadOverTime: first_over_time (keeps the name, as
+// last_over_time) and mad_over_time (functions.test:1276).
+func TestFirstAndMadOverTime(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,metric":     {4, 6, 2, 1, 999, 1, 2},
+		"__name__,metric_nan": {1, 2, math.NaN(), 4},
+		"__name__,metric_odd": {1, 2, 3, 4, 5},
+	}, 10)
+	check(t, s, "mad_over_time(metric[70s])", 70, "vector\n{} 1")
+	check(t, s, "mad_over_time(metric_odd[50s])", 40, "vector\n{} 1")
+	check(t, s, "mad_over_time(metric_nan[40s])", 30, "vector\n{} NaN")
+	check(t, s, "first_over_time(metric[30s])", 60, "vector\n{__name__=\"metric\"} 999") // (30s, 60s]: 999 1 2
+}
+
+// TestSubqueryWithoutStep: [5m:] steps at 1m, Prometheus's default
+// evaluation interval.
+func TestSubqueryWithoutStep(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,m": {1, 5, 2, 8, 3, 4, 9, 0}}, 30)
+	for _, at := range []int{120, 210} {
+		want := instant(t, s, "count_over_time(m[3m:1m])", at)
+		if !strings.Contains(want, "} 3") {
+			t.Fatalf("count_over_time(m[3m:1m]) @%d: %s, want 3 steps", at, want)
+		}
+		check(t, s, "count_over_time(m[3m:])", at, want)
+	}
+}

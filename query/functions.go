@@ -113,8 +113,25 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return m, true
 	},
-	"count_over_time":   func(p []Point, _, _ int64, _ float64) (float64, bool) { return float64(len(p)), true },
-	"last_over_time":    func(p []Point, _, _ int64, _ float64) (float64, bool) { return p[len(p)-1].V, true },
+	"count_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return float64(len(p)), true },
+	"last_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return p[len(p)-1].V, true },
+	"first_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return p[0].V, true },
+	// The median of the deviations from the median (an experimental
+	// function in Prometheus 3); a NaN sample makes it NaN.
+	"mad_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+		vs := make([]float64, len(p))
+		for i, x := range p {
+			if math.IsNaN(x.V) {
+				return math.NaN(), true
+			}
+			vs[i] = x.V
+		}
+		m := quantile(0.5, vs)
+		for i := range vs {
+			vs[i] = math.Abs(vs[i] - m)
+		}
+		return quantile(0.5, vs), true
+	},
 	"present_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return 1, true },
 	"stddev_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return math.Sqrt(variance(p)), true },
 	"stdvar_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return variance(p), true },
@@ -293,7 +310,7 @@ func quantile(q float64, vs []float64) float64 {
 }
 
 // keepsName lists the functions whose result keeps the metric name.
-var keepsName = map[string]bool{"last_over_time": true, "sort": true, "sort_desc": true, "label_replace": true, "label_join": true}
+var keepsName = map[string]bool{"last_over_time": true, "first_over_time": true, "sort": true, "sort_desc": true, "label_replace": true, "label_join": true}
 
 func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 	name := e.Name
