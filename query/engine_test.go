@@ -730,3 +730,13 @@ func TestSubqueryWithoutStep(t *testing.T) {
 		check(t, s, "count_over_time(m[3m:])", at, want)
 	}
 }
+
+// TestTrigFunctions: trig_functions.test, values computed by Go's math.
+func TestTrigFunctions(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,trig,l,x": {10}, "__name__,trig,l,y": {20}}, 10)
+	check(t, s, "sin(trig)", 0, "vector\n{l=\"x\"} -0.544\n{l=\"y\"} 0.9129")
+	check(t, s, "atanh(trig / 100)", 0, "vector\n{l=\"x\"} 0.1003\n{l=\"y\"} 0.2027")
+	check(t, s, "deg(trig)", 0, "vector\n{l=\"x\"} 573\n{l=\"y\"} 1146")
+	check(t, s, "rad(trig)", 0, "vector\n{l=\"x\"} 0.1745\n{l=\"y\"} 0.3491")
+	check(t, s, "pi()", 0, "scalar 3.142")
+}

@@ -352,6 +352,15 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 		}, true), nil
 	}
 	switch name {
+	case "pi":
+		if len(e.Args) != 0 {
+			return nil, argCount(name, 0, len(e.Args))
+		}
+		s := make(scalarValue, ev.steps())
+		for i := range s {
+			s[i] = math.Pi
+		}
+		return s, nil
 	case "time":
 		s := make(scalarValue, ev.steps())
 		for i := range s {
@@ -851,6 +860,10 @@ func dropName(ls series.Labels) series.Labels {
 var mathFuncs = map[string]func(float64) float64{
 	"abs": math.Abs, "ceil": math.Ceil, "floor": math.Floor, "exp": math.Exp, "sqrt": math.Sqrt,
 	"ln": math.Log, "log2": math.Log2, "log10": math.Log10,
+	"sin": math.Sin, "cos": math.Cos, "tan": math.Tan, "asin": math.Asin, "acos": math.Acos, "atan": math.Atan,
+	"sinh": math.Sinh, "cosh": math.Cosh, "tanh": math.Tanh, "asinh": math.Asinh, "acosh": math.Acosh, "atanh": math.Atanh,
+	"deg": func(x float64) float64 { return x * 180 / math.Pi },
+	"rad": func(x float64) float64 { return x * math.Pi / 180 },
 	"sgn": func(x float64) float64 {
 		switch {
 		case x > 0:
