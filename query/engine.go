@@ -378,7 +378,7 @@ func ordersResult(e metricsql.Expr) bool {
 	// (The parser drops parentheses.)
 	switch x := e.(type) {
 	case *metricsql.FuncExpr:
-		return x.Name == "sort" || x.Name == "sort_desc"
+		return x.Name == "sort" || x.Name == "sort_desc" || x.Name == "sort_by_label" || x.Name == "sort_by_label_desc"
 	case *metricsql.AggrFuncExpr:
 		return x.Name == "topk" || x.Name == "bottomk"
 	}

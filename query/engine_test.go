@@ -740,3 +740,37 @@ func TestTrigFunctions(t *testing.T) {
 	check(t, s, "rad(trig)", 0, "vector\n{l=\"x\"} 0.1745\n{l=\"y\"} 0.3491")
 	check(t, s, "pi()", 0, "scalar 3.142")
 }
+
+// TestSortByLabel: natural order of the labels' values, then the label
+// set (functions.test:727).
+func TestSortByLabel(t *testing.T) {
+	data := map[string][]float64{}
+	for _, c := range []string{"0", "1", "2", "3", "10", "11", "12", "20", "21", "100"} {
+		data["__name__,cpu_time_total,cpu,"+c] = []float64{1}
+	}
+	for _, r := range [][2]string{{"4m600", "1.2.3"}, {"4m5", "1.11.3"}, {"4m1000", "1.111.3"}} {
+		data["__name__,node_uname_info,instance,"+r[0]+",release,"+r[1]] = []float64{1}
+	}
+	s := load(t, data, 10)
+	order := func(q, label string) string {
+		r, err := eng.Instant(context.Background(), s, q, sec(0))
+		if err != nil {
+			return err.Error()
+		}
+		var out []string
+		for _, x := range r.Series {
+			out = append(out, x.Labels.Get(label))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct{ q, label, want string }{
+		{`sort_by_label(cpu_time_total, "cpu")`, "cpu", "0 1 2 3 10 11 12 20 21 100"},
+		{`sort_by_label_desc(cpu_time_total, "cpu")`, "cpu", "100 21 20 12 11 10 3 2 1 0"},
+		{`sort_by_label(node_uname_info, "instance")`, "instance", "4m5 4m600 4m1000"},
+		{`sort_by_label(node_uname_info, "release")`, "release", "1.2.3 1.11.3 1.111.3"},
+	} {
+		if got := order(c.q, c.label); got != c.want {
+			t.Errorf("%s: %s, want %s", c.q, got, c.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -310,7 +311,7 @@ func quantile(q float64, vs []float64) float64 {
 }
 
 // keepsName lists the functions whose result keeps the metric name.
-var keepsName = map[string]bool{"last_over_time": true, "first_over_time": true, "sort": true, "sort_desc": true, "label_replace": true, "label_join": true}
+var keepsName = map[string]bool{"last_over_time": true, "first_over_time": true, "sort": true, "sort_desc": true, "sort_by_label": true, "sort_by_label_desc": true, "label_replace": true, "label_join": true}
 
 func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 	name := e.Name
@@ -504,6 +505,37 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 				return a > b
 			}
 			return a < b
+		})
+		return v, nil
+	case "sort_by_label", "sort_by_label_desc":
+		// Prometheus 3 (an experimental function): by the labels' values
+		// in natural order, then by the whole label set.
+		if len(e.Args) < 2 {
+			return nil, argCount(name, 2, len(e.Args))
+		}
+		v, err := ev.vectorArg(e, 0)
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for i := 1; i < len(e.Args); i++ {
+			n, err := ev.stringArg(e, i, len(e.Args))
+			if err != nil {
+				return nil, err
+			}
+			names = append(names, n)
+		}
+		sign := 1
+		if name == "sort_by_label_desc" {
+			sign = -1
+		}
+		slices.SortStableFunc(v.series, func(a, b *vecSeries) int {
+			for _, n := range names {
+				if c := naturalCompare(a.labels.Get(n), b.labels.Get(n)); c != 0 {
+					return sign * c
+				}
+			}
+			return sign * series.Compare(a.labels, b.labels)
 		})
 		return v, nil
 	case "label_replace":
@@ -1127,4 +1159,35 @@ func (ev *evaluator) checkDuplicates(v *vectorValue, e metricsql.Expr) error {
 	clear(v.series[len(out):])
 	v.series = out
 	return nil
+}
+
+// naturalCompare orders strings as people read them: runs of digits by
+// their number ("host2" before "host10"), the rest byte by byte.
+func naturalCompare(a, b string) int {
+	digit := func(c byte) bool { return c >= '0' && c <= '9' }
+	for len(a) > 0 && len(b) > 0 {
+		if digit(a[0]) && digit(b[0]) {
+			i, j := 0, 0
+			for i < len(a) && digit(a[i]) {
+				i++
+			}
+			for j < len(b) && digit(b[j]) {
+				j++
+			}
+			x, y := strings.TrimLeft(a[:i], "0"), strings.TrimLeft(b[:j], "0")
+			if len(x) != len(y) {
+				return cmp.Compare(len(x), len(y))
+			}
+			if c := strings.Compare(x, y); c != 0 {
+				return c
+			}
+			a, b = a[i:], b[j:]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
 }
