@@ -259,13 +259,46 @@ func union(sets [][]*series.Matcher, f func(ms ...*series.Matcher) ([]string, er
 	return out, nil
 }
 
+// limitParam is the limit parameter of the metadata endpoints (Grafana
+// sends limit=40000): 0 or none for no limit.
+func limitParam(r *http.Request) (int, error) {
+	s := r.FormValue("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, badData("invalid parameter \"limit\": %v", err)
+	}
+	if n < 0 {
+		return 0, badData("invalid parameter \"limit\": limit must be non-negative")
+	}
+	return n, nil
+}
+
+// truncated cuts a sorted answer at limit, with Prometheus's warning.
+func truncated[T any](all []T, limit int) any {
+	if limit == 0 || len(all) <= limit {
+		return all
+	}
+	return withHeaders{data: all[:limit], warnings: []string{"results truncated due to limit"}}
+}
+
 func (a *API) labels(r *http.Request) (any, error) {
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
 	q, sets, err := a.querier(r)
 	if err != nil {
 		return nil, err
 	}
 	defer q.Close()
-	return union(sets, q.LabelNames)
+	names, err := union(sets, q.LabelNames)
+	if err != nil {
+		return nil, err
+	}
+	return truncated(names, limit), nil
 }
 
 func (a *API) labelValues(r *http.Request) (any, error) {
@@ -276,15 +309,27 @@ func (a *API) labelValues(r *http.Request) (any, error) {
 	if !series.ValidLabelName(name) {
 		return nil, badData("invalid label name: %q", name)
 	}
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
 	q, sets, err := a.querier(r)
 	if err != nil {
 		return nil, err
 	}
 	defer q.Close()
-	return union(sets, func(ms ...*series.Matcher) ([]string, error) { return q.LabelValues(name, ms...) })
+	values, err := union(sets, func(ms ...*series.Matcher) ([]string, error) { return q.LabelValues(name, ms...) })
+	if err != nil {
+		return nil, err
+	}
+	return truncated(values, limit), nil
 }
 
 func (a *API) series(r *http.Request) (any, error) {
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
 	q, sets, err := a.querier(r)
 	if err != nil {
 		return nil, err
@@ -309,6 +354,10 @@ func (a *API) series(r *http.Request) (any, error) {
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return series.Compare(all[i], all[j]) < 0 })
+	cut := limit > 0 && len(all) > limit
+	if cut {
+		all = all[:limit]
+	}
 	out := make([]map[string]string, 0, len(all))
 	for _, ls := range all {
 		m := make(map[string]string, len(ls))
@@ -316,6 +365,9 @@ func (a *API) series(r *http.Request) (any, error) {
 			m[l.Name] = l.Value
 		}
 		out = append(out, m)
+	}
+	if cut {
+		return withHeaders{data: out, warnings: []string{"results truncated due to limit"}}, nil
 	}
 	return out, nil
 }

@@ -87,6 +87,13 @@ func TestAPI(t *testing.T) {
 		{"/api/v1/series?match[]=up{job=\"node\"}&match[]=http_requests_total", 200,
 			`{"status":"success","data":[{"__name__":"http_requests_total","code":"200","job":"api"},{"__name__":"up","instance":"a:9100","job":"node"},{"__name__":"up","instance":"b:9100","job":"node"}]}`},
 		{"/api/v1/series?match[]=up&start=1&end=2", 200, `{"status":"success","data":[]}`},
+		// limit (Grafana sends limit=40000): the first ones, with a warning.
+		{"/api/v1/labels?limit=2", 200, `{"status":"success","data":["__name__","code"],"warnings":["results truncated due to limit"]}`},
+		{"/api/v1/labels?limit=40000", 200, `{"status":"success","data":["__name__","code","instance","job"]}`},
+		{"/api/v1/label/job/values?limit=1", 200, `{"status":"success","data":["api"],"warnings":["results truncated due to limit"]}`},
+		{"/api/v1/series?match[]=up{job=\"node\"}&match[]=http_requests_total&limit=1", 200,
+			`{"status":"success","data":[{"__name__":"http_requests_total","code":"200","job":"api"}],"warnings":["results truncated due to limit"]}`},
+		{"/api/v1/labels?limit=-1", 400, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"limit\": limit must be non-negative"}`},
 		{"/api/v1/metadata", 200, `{"status":"success","data":{}}`},
 		{"/api/v1/query_exemplars?query=up", 200, `{"status":"success","data":[]}`},
 		{"/api/v1/rules", 200, `{"status":"success","data":{"groups":[]}}`},
