@@ -202,6 +202,9 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	lb := e.LookbackDelta
+	if d, ok := ctx.Value(lookbackKey{}).(time.Duration); ok && d > 0 {
+		lb = d
+	}
 	if lb == 0 {
 		lb = 5 * time.Minute
 	}
@@ -383,4 +386,13 @@ func ordersResult(e metricsql.Expr) bool {
 		return x.Name == "topk" || x.Name == "bottomk"
 	}
 	return false
+}
+
+type lookbackKey struct{}
+
+// WithLookbackDelta sets the lookback delta of the queries evaluated under
+// ctx, as the API's lookback_delta parameter does for one request (0:
+// the engine's).
+func WithLookbackDelta(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, lookbackKey{}, d)
 }

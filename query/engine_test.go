@@ -774,3 +774,14 @@ func TestSortByLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestLookbackDeltaPerQuery: the API's lookback_delta reaches the engine
+// through the context.
+func TestLookbackDeltaPerQuery(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,g": {7}}, 10)
+	check(t, s, "g", 120, "vector\n{__name__=\"g\"} 7")
+	r, err := eng.Instant(query.WithLookbackDelta(context.Background(), time.Minute), s, "g", sec(120))
+	if err != nil || len(r.Series) != 0 {
+		t.Errorf("a sample 2m old with a lookback of 1m: %v %v", r, err)
+	}
+}

@@ -167,6 +167,18 @@ func TestQueryEndpoints(t *testing.T) {
 	if code != 200 || body != want {
 		t.Errorf("instant query:\n got %d %s\nwant %s", code, body, want)
 	}
+	// lookback_delta per request: the samples, written at setup, are
+	// older than 5 minutes at now+600 and younger than 15.
+	later := fmt.Sprint(now + 600)
+	if code, body := get(t, u+"/api/v1/query?query=count(up)&time="+later); code != 200 || strings.Contains(body, `"3"`) {
+		t.Errorf("a query 10 minutes after the samples, default lookback: %d %s", code, body)
+	}
+	if code, body := get(t, u+"/api/v1/query?query=count(up)&lookback_delta=15m&time="+later); code != 200 || !strings.Contains(body, `"3"`) {
+		t.Errorf("lookback_delta=15m: %d %s, want the 3 up series", code, body)
+	}
+	if code, _ := get(t, u+"/api/v1/query?query=up&lookback_delta=soon"); code != 400 {
+		t.Errorf("lookback_delta=soon: %d, want 400", code)
+	}
 	code, body = get(t, u+"/api/v1/query?query=1%2B1&time=100.5")
 	if want := `{"status":"success","data":{"resultType":"scalar","result":[100.5,"2"]}}`; code != 200 || body != want {
 		t.Errorf("scalar query: %d %s", code, body)

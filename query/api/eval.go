@@ -118,6 +118,14 @@ func evalContext(r *http.Request) (context.Context, context.CancelFunc, error) {
 	// tier: auto (default), raw, or a rollup tier (5m, 1h, 1d), like
 	// Thanos's max_source_resolution but naming the tier to read.
 	ctx := query.WithTier(r.Context(), r.Form.Get("tier"))
+	// lookback_delta: this query's, as Prometheus accepts it.
+	if r.Form.Get("lookback_delta") != "" {
+		d, err := parseDuration(r, "lookback_delta")
+		if err != nil {
+			return nil, nil, err
+		}
+		ctx = query.WithLookbackDelta(ctx, d)
+	}
 	if r.Form.Get("timeout") == "" {
 		// No derived cancel context: the request's own cancellation (the
 		// client leaving) is then seen by the engine at once, not when a
