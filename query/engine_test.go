@@ -785,3 +785,38 @@ func TestLookbackDeltaPerQuery(t *testing.T) {
 		t.Errorf("a sample 2m old with a lookback of 1m: %v %v", r, err)
 	}
 }
+
+// TestQueryTimeFunctions: step(), start() and end(), and a
+// duration where a number is expected (functions.test:2078 on).
+func TestQueryTimeFunctions(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,metric_for_at": {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}}, 1)
+	rng := func(q string, from, to, step int) string {
+		r, err := eng.Range(context.Background(), s, q, sec(from), sec(to), int64(step)*1000)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		var vs []string
+		for _, x := range r.Series {
+			for _, p := range x.Points {
+				vs = append(vs, fmtF(p.V))
+			}
+		}
+		return strings.Join(vs, " ")
+	}
+	for _, c := range []struct {
+		q              string
+		from, to, step int
+		want           string
+	}{
+		{"vector(step())", 0, 10, 5, "5 5 5"},
+		{"vector(end() - start())", 10, 20, 5, "10 10 10"},
+		{"metric_for_at @ start()", 0, 9, 3, "1 1 1 1"},
+		{"metric_for_at @ end()", 1, 9, 2, "10 10 10 10 10"},
+	} {
+		if got := rng(c.q, c.from, c.to, c.step); got != c.want {
+			t.Errorf("%s from %d to %d step %d: %s, want %s", c.q, c.from, c.to, c.step, got, c.want)
+		}
+	}
+	check(t, s, "step()", 0, "scalar 0")
+	check(t, s, "vector(1h)", 0, "vector\n{} 3600")
+}

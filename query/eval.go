@@ -73,6 +73,14 @@ func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
 			s[i] = e.N
 		}
 		return s, nil
+	case *metricsql.DurationExpr:
+		// A duration where a number is expected (predict_linear(x[1h],
+		// 1h)): its seconds, as Prometheus 3 reads it.
+		s := make(scalarValue, ev.steps())
+		for i := range s {
+			s[i] = float64(e.Duration(ev.step)) / 1000
+		}
+		return s, nil
 	case *metricsql.StringExpr:
 		return stringValue(e.S), nil
 	case *metricsql.MetricExpr:

@@ -352,7 +352,32 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 			return f(time.Unix(int64(x), 0).UTC())
 		}, true), nil
 	}
+	// The query's own times, as Prometheus 3's step(), start() and end()
+	// give them (an instant query has no step). range() needs a parser
+	// that knows it.
+	queryScalar := func(f func() float64) (value, error) {
+		if len(e.Args) != 0 {
+			return nil, argCount(name, 0, len(e.Args))
+		}
+		s := make(scalarValue, ev.steps())
+		for i := range s {
+			s[i] = f()
+		}
+		return s, nil
+	}
+	instantQuery := ev.start == ev.end
 	switch name {
+	case "step":
+		return queryScalar(func() float64 {
+			if instantQuery {
+				return 0
+			}
+			return float64(ev.step) / 1000
+		})
+	case "start":
+		return queryScalar(func() float64 { return float64(ev.start) / 1000 })
+	case "end":
+		return queryScalar(func() float64 { return float64(ev.end) / 1000 })
 	case "pi":
 		if len(e.Args) != 0 {
 			return nil, argCount(name, 0, len(e.Args))
