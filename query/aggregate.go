@@ -28,7 +28,7 @@ func groupLabels(ls series.Labels, m metricsql.ModifierExpr) series.Labels {
 		switch {
 		case m.Op == "by" && in(l.Name):
 			out = append(out, l)
-		case m.Op == "without" && !in(l.Name) && l.Name != series.MetricName:
+		case m.Op == "without" && !in(l.Name) && !isMetadataLabel(l.Name):
 			out = append(out, l)
 		case m.Op == "":
 		}

@@ -170,9 +170,9 @@ func signature(ls series.Labels, m metricsql.ModifierExpr) string {
 		case "on":
 			use = in(l.Name)
 		case "ignoring":
-			use = !in(l.Name) && l.Name != series.MetricName
+			use = !in(l.Name) && !isMetadataLabel(l.Name)
 		default:
-			use = l.Name != series.MetricName
+			use = !isMetadataLabel(l.Name)
 		}
 		if use {
 			b.WriteString(l.Name)

@@ -820,3 +820,17 @@ func TestQueryTimeFunctions(t *testing.T) {
 	check(t, s, "step()", 0, "scalar 0")
 	check(t, s, "vector(1h)", 0, "vector\n{} 3600")
 }
+
+// TestTypeAndUnitLabels: Prometheus 3's __type__ and __unit__ go with the
+// metric name, and are not matched on (type_and_unit.test).
+func TestTypeAndUnitLabels(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,req_total,__type__,counter,__unit__,request,group,canary":     {300},
+		"__name__,req_total,__type__,counter,__unit__,request,group,production": {100},
+		"__name__,req_total,__type__,gauge,__unit__,other,group,test":           {50},
+	}, 10)
+	check(t, s, `-req_total{group="production"}`, 0, "vector\n{group=\"production\"} -100")
+	check(t, s, `req_total{group="canary"} / ignoring(group) req_total{group="production"}`, 0, "vector\n{} 3")
+	check(t, s, `req_total{group="canary"} / ignoring(group) req_total{group="test"}`, 0, "vector\n{} 6")
+	check(t, s, `sum without (group) (req_total{group!="test"})`, 0, "vector\n{} 400")
+}

@@ -905,13 +905,25 @@ func mapVector(v vectorValue, f func(float64) float64, drop bool) vectorValue {
 
 func dropName(ls series.Labels) series.Labels {
 	for i, l := range ls {
-		if l.Name == series.MetricName {
+		if isMetadataLabel(l.Name) {
 			out := make(series.Labels, 0, len(ls)-1)
 			out = append(out, ls[:i]...)
-			return append(out, ls[i+1:]...)
+			for _, l := range ls[i+1:] {
+				if !isMetadataLabel(l.Name) {
+					out = append(out, l)
+				}
+			}
+			return out
 		}
 	}
 	return ls
+}
+
+// isMetadataLabel says whether a label names the metric rather than the
+// series: __name__, and Prometheus 3's __type__ and __unit__, which go
+// with it wherever the name is dropped (and are not matched on).
+func isMetadataLabel(n string) bool {
+	return n == series.MetricName || n == "__type__" || n == "__unit__"
 }
 
 var mathFuncs = map[string]func(float64) float64{
