@@ -768,6 +768,7 @@ func TestSortByLabel(t *testing.T) {
 		{`sort_by_label_desc(cpu_time_total, "cpu")`, "cpu", "100 21 20 12 11 10 3 2 1 0"},
 		{`sort_by_label(node_uname_info, "instance")`, "instance", "4m5 4m600 4m1000"},
 		{`sort_by_label(node_uname_info, "release")`, "release", "1.2.3 1.11.3 1.111.3"},
+		{`sort_by_label_desc(node_uname_info)`, "instance", "4m600 4m5 4m1000"}, // by the label set
 	} {
 		if got := order(c.q, c.label); got != c.want {
 			t.Errorf("%s: %s, want %s", c.q, got, c.want)

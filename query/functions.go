@@ -535,8 +535,8 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 	case "sort_by_label", "sort_by_label_desc":
 		// Prometheus 3 (an experimental function): by the labels' values
 		// in natural order, then by the whole label set.
-		if len(e.Args) < 2 {
-			return nil, argCount(name, 2, len(e.Args))
+		if len(e.Args) < 1 {
+			return nil, argCount(name, 1, len(e.Args))
 		}
 		v, err := ev.vectorArg(e, 0)
 		if err != nil {
