@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
 
@@ -276,9 +277,70 @@ func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ev.classicBuckets(e, 1, func(i int, les, counts []float64) float64 {
+	v, err := ev.vectorArg(e, 1)
+	if err != nil {
+		return nil, err
+	}
+	return ev.classicBuckets(v, func(i int, les, counts []float64) float64 {
 		return bucketQuantile(q[i], les, counts)
-	})
+	}), nil
+}
+
+// histogramQuantiles is histogram_quantiles(v, "label", q0, q1, ...):
+// histogram_quantile for each q, the answers told apart by the label (q
+// written as OpenMetrics writes floats: 0.0, 0.25, 1.0).
+func (ev *evaluator) histogramQuantiles(e *metricsql.FuncExpr) (value, error) {
+	if len(e.Args) < 3 {
+		return nil, argCount(e.Name, 3, len(e.Args))
+	}
+	label, err := ev.stringArg(e, 1, len(e.Args))
+	if err != nil {
+		return nil, err
+	}
+	if !series.ValidLabelName(label) {
+		return nil, fmt.Errorf("%w: invalid label name %q", ErrBadQuery, label)
+	}
+	var qs []scalarValue
+	for i := 2; i < len(e.Args); i++ {
+		q, err := ev.scalarArg(e, i, len(e.Args))
+		if err != nil {
+			return nil, err
+		}
+		qs = append(qs, q)
+	}
+	v, err := ev.vectorArg(e, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := vectorValue{}
+	for _, q := range qs {
+		r := ev.classicBuckets(v, func(i int, les, counts []float64) float64 {
+			return bucketQuantile(q[i], les, counts)
+		})
+		for _, s := range r.series {
+			s.labels = setLabel(s.labels, label, openMetricsFloat(q[0]))
+			out.series = append(out.series, s)
+		}
+	}
+	return out, nil
+}
+
+// openMetricsFloat writes f as OpenMetrics does: Go's shortest form, with
+// ".0" when that has neither a point nor an exponent.
+func openMetricsFloat(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "+Inf"
+	case math.IsInf(f, -1):
+		return "-Inf"
+	}
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s
 }
 
 // histogramFraction is histogram_fraction(lower, upper, buckets) over
@@ -296,19 +358,19 @@ func (ev *evaluator) histogramFraction(e *metricsql.FuncExpr) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ev.classicBuckets(e, 2, func(i int, les, counts []float64) float64 {
-		return bucketFraction(lower[i], upper[i], les, counts)
-	})
-}
-
-// classicBuckets groups argument arg's bucket series (with an le label)
-// by their other labels, and gives f each group's bounds, in increasing
-// order, and counts at each step.
-func (ev *evaluator) classicBuckets(e *metricsql.FuncExpr, arg int, f func(i int, les, counts []float64) float64) (value, error) {
-	v, err := ev.vectorArg(e, arg)
+	v, err := ev.vectorArg(e, 2)
 	if err != nil {
 		return nil, err
 	}
+	return ev.classicBuckets(v, func(i int, les, counts []float64) float64 {
+		return bucketFraction(lower[i], upper[i], les, counts)
+	}), nil
+}
+
+// classicBuckets groups v's bucket series (with an le label) by their
+// other labels, and gives f each group's bounds, in increasing order, and
+// counts at each step.
+func (ev *evaluator) classicBuckets(v vectorValue, f func(i int, les, counts []float64) float64) vectorValue {
 	type bucket struct {
 		le float64
 		s  *vecSeries
@@ -353,7 +415,7 @@ func (ev *evaluator) classicBuckets(e *metricsql.FuncExpr, arg int, f func(i int
 			out.series = append(out.series, o)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // coalesce adds up the counts of one bound written two ways (le="0.2"

@@ -835,3 +835,21 @@ func TestTypeAndUnitLabels(t *testing.T) {
 	check(t, s, `req_total{group="canary"} / ignoring(group) req_total{group="test"}`, 0, "vector\n{} 6")
 	check(t, s, `sum without (group) (req_total{group!="test"})`, 0, "vector\n{} 400")
 }
+
+// TestHistogramQuantiles: one answer per quantile, told apart by a label
+// written as OpenMetrics writes floats (histograms.test:614), and an error
+// when that label makes two answers one (the group has it already).
+func TestHistogramQuantiles(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,h_bucket,le,0,start,positive": {0}, "__name__,h_bucket,le,0.1,start,positive": {50},
+		"__name__,h_bucket,le,.2,start,positive": {70}, "__name__,h_bucket,le,1e0,start,positive": {110},
+		"__name__,h_bucket,le,+Inf,start,positive": {110},
+	}, 10)
+	check(t, s, `histogram_quantiles(h_bucket, "q", 0, 0.25, 1)`, 0,
+		"vector\n{q=\"0.0\", start=\"positive\"} 0\n{q=\"0.25\", start=\"positive\"} 0.055\n{q=\"1.0\", start=\"positive\"} 1")
+	two := load(t, map[string][]float64{
+		"__name__,h_bucket,le,1,start,positive": {1}, "__name__,h_bucket,le,+Inf,start,positive": {2},
+		"__name__,h_bucket,le,1,start,negative": {1}, "__name__,h_bucket,le,+Inf,start,negative": {2},
+	}, 10)
+	check(t, two, `histogram_quantiles(h_bucket, "start", 0, 1)`, 0, "error: execution error: vector cannot contain metrics with the same labelset")
+}

@@ -590,6 +590,8 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 		return ev.histogramQuantile(e)
 	case "histogram_fraction":
 		return ev.histogramFraction(e)
+	case "histogram_quantiles":
+		return ev.histogramQuantiles(e)
 	}
 	return nil, fmt.Errorf("%w: unknown function with name %q", ErrBadQuery, name)
 }
