@@ -384,11 +384,14 @@ func (ev *evaluator) classicBuckets(v vectorValue, f func(i int, les, counts []f
 		if leStr == "" || err != nil {
 			continue // not a bucket: ignored, as Prometheus does
 		}
-		gl := dropName(setLabel(s.labels, "le", ""))
+		// Grouped with their metric name, which the answer drops: two
+		// histograms of one label set are then two answers of one label
+		// set, an error, as in Prometheus (histograms.test:1075).
+		gl := setLabel(s.labels, "le", "")
 		k := gl.String()
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
-			glabels[k] = gl
+			glabels[k] = dropName(gl)
 		}
 		groups[k] = append(groups[k], bucket{le, s})
 	}

@@ -853,3 +853,14 @@ func TestHistogramQuantiles(t *testing.T) {
 	}, 10)
 	check(t, two, `histogram_quantiles(h_bucket, "start", 0, 1)`, 0, "error: execution error: vector cannot contain metrics with the same labelset")
 }
+
+// TestHistogramQuantileTwoNames: buckets of two histograms whose labels
+// are the same but for the name are not one histogram.
+func TestHistogramQuantileTwoNames(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,a_bucket,le,1": {1}, "__name__,a_bucket,le,+Inf": {2},
+		"__name__,b_bucket,le,1": {1}, "__name__,b_bucket,le,+Inf": {2},
+	}, 10)
+	check(t, s, `histogram_quantile(0.5, {__name__=~"[ab]_bucket"})`, 0, "error: execution error: vector cannot contain metrics with the same labelset")
+	check(t, s, `histogram_quantile(0.5, a_bucket)`, 0, "vector\n{} 1")
+}
