@@ -396,3 +396,18 @@ type lookbackKey struct{}
 func WithLookbackDelta(ctx context.Context, d time.Duration) context.Context {
 	return context.WithValue(ctx, lookbackKey{}, d)
 }
+
+// Format returns q laid out for reading (/api/v1/format_query), after the
+// checks any query gets: an error names what is wrong, as a query's
+// would. The layout is the parser's (metricsql's), which folds constant
+// arithmetic and may differ in spacing from Prometheus's.
+func Format(q string) (string, error) {
+	if _, err := parse(q); err != nil {
+		return "", err
+	}
+	out, err := metricsql.Prettify(q)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadQuery, err)
+	}
+	return out, nil
+}

@@ -60,6 +60,12 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		{"/api/v1/status/tsdb", a.tsdbStatus},
 		{"/api/v1/metadata", a.metadata},
 		{"/api/v1/report", a.report},
+		{"/api/v1/format_query", func(r *http.Request) (any, error) {
+			if err := r.ParseForm(); err != nil {
+				return nil, badData("%v", err)
+			}
+			return query.Format(r.Form.Get("query"))
+		}},
 		// Grafana asks for these too; Headroom has no exemplars, rules or
 		// alerts yet, and answers as a Prometheus without any does.
 		{"/api/v1/query_exemplars", func(*http.Request) (any, error) { return []any{}, nil }},

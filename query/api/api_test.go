@@ -94,6 +94,8 @@ func TestAPI(t *testing.T) {
 		{"/api/v1/series?match[]=up{job=\"node\"}&match[]=http_requests_total&limit=1", 200,
 			`{"status":"success","data":[{"__name__":"http_requests_total","code":"200","job":"api"}],"warnings":["results truncated due to limit"]}`},
 		{"/api/v1/labels?limit=-1", 400, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"limit\": limit must be non-negative"}`},
+		{"/api/v1/format_query?query=sum(rate(x%5B5m%5D))by(job)", 200, `{"status":"success","data":"sum(rate(x[5m])) by(job)"}`},
+		{"/api/v1/format_query?query=sum(", 400, ``},
 		{"/api/v1/metadata", 200, `{"status":"success","data":{}}`},
 		{"/api/v1/query_exemplars?query=up", 200, `{"status":"success","data":[]}`},
 		{"/api/v1/rules", 200, `{"status":"success","data":{"groups":[]}}`},
