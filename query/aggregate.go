@@ -118,6 +118,9 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 					return nil, err
 				}
 			}
+			if name == "quantile" {
+				ev.checkQuantile(param)
+			}
 		}
 	}
 	// Group the input series.
@@ -277,6 +280,7 @@ func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
 	if err != nil {
 		return nil, err
 	}
+	ev.checkQuantile(q)
 	v, err := ev.vectorArg(e, 1)
 	if err != nil {
 		return nil, err
@@ -306,6 +310,7 @@ func (ev *evaluator) histogramQuantiles(e *metricsql.FuncExpr) (value, error) {
 		if err != nil {
 			return nil, err
 		}
+		ev.checkQuantile(q)
 		qs = append(qs, q)
 	}
 	v, err := ev.vectorArg(e, 0)

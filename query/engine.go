@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -101,6 +103,29 @@ type counts struct {
 	samples, series atomic.Int64
 	tiers           atomic.Uint32 // bit 0: raw, bit i+1: tier i (markTier)
 	rawFrom         atomic.Int64  // the earliest time raw samples were read from
+	annoMu          sync.Mutex
+	annos           []string // Prometheus's annotations, each once
+}
+
+// annotate adds a warning to the answer (Prometheus's annotations), once.
+func (ev *evaluator) annotate(msg string) {
+	c := ev.counts
+	c.annoMu.Lock()
+	defer c.annoMu.Unlock()
+	if !slices.Contains(c.annos, msg) {
+		c.annos = append(c.annos, msg)
+	}
+}
+
+// checkQuantile warns, as Prometheus does, of a quantile outside [0, 1]
+// at any step (the answer is then -Inf, +Inf or NaN).
+func (ev *evaluator) checkQuantile(qs scalarValue) {
+	for _, q := range qs {
+		if math.IsNaN(q) || q < 0 || q > 1 {
+			ev.annotate(fmt.Sprintf("PromQL warning: quantile value should be between 0 and 1, got %g", q))
+			return
+		}
+	}
 }
 
 // steps returns the number of evaluation steps.
@@ -237,19 +262,23 @@ type RawKeeper interface {
 	RawOldest() int64
 }
 
-// warnings says where the answer read raw samples for a time the source
-// no longer keeps them (a range function no tier could answer, a plain
-// selector, a tier forced past its retention): the points there may be
-// missing, and a coarser step would read the tiers.
+// warnings are the answer's annotations (annotate), then where it read
+// raw samples for a time the source no longer keeps them (a range
+// function no tier could answer, a plain selector, a tier forced past its
+// retention): the points there may be missing, and a coarser step would
+// read the tiers.
 func (ev *evaluator) warnings() []string {
 	rk, ok := ev.src.(RawKeeper)
 	from := ev.counts.rawFrom.Load()
+	ev.counts.annoMu.Lock()
+	out := slices.Clone(ev.counts.annos)
+	ev.counts.annoMu.Unlock()
 	if !ok || from == math.MaxInt64 {
-		return nil
+		return out
 	}
 	oldest := rk.RawOldest()
 	if from >= oldest {
-		return nil
+		return out
 	}
 	w := fmt.Sprintf("raw samples before %s are no longer kept: the part of the query from %s to %s read raw samples and may have no data",
 		fmtTime(oldest), fmtTime(max(from, 0)), fmtTime(oldest))
@@ -260,7 +289,7 @@ func (ev *evaluator) warnings() []string {
 		}
 		w += fmt.Sprintf(" (the tiers %s answer range functions such as avg_over_time whose window and step are multiples of their resolution)", strings.Join(names, ", "))
 	}
-	return []string{w}
+	return append(out, w)
 }
 
 func fmtTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }

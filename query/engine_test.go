@@ -864,3 +864,28 @@ func TestHistogramQuantileTwoNames(t *testing.T) {
 	check(t, s, `histogram_quantile(0.5, {__name__=~"[ab]_bucket"})`, 0, "error: execution error: vector cannot contain metrics with the same labelset")
 	check(t, s, `histogram_quantile(0.5, a_bucket)`, 0, "vector\n{} 1")
 }
+
+// TestQuantileWarnings: a quantile outside [0, 1], or NaN, answers with
+// Prometheus's warning, once (histograms.test:652 and the like).
+func TestQuantileWarnings(t *testing.T) {
+	s := load(t, map[string][]float64{
+		"__name__,m": {1, 2, 3}, "__name__,h_bucket,le,1": {1}, "__name__,h_bucket,le,+Inf": {2},
+	}, 10)
+	for q, want := range map[string]string{
+		"quantile_over_time(1.5, m[1m])":             "got 1.5",
+		"quantile(-0.1, m)":                          "got -0.1",
+		"histogram_quantile(NaN, h_bucket)":          "got NaN",
+		`histogram_quantiles(h_bucket, "q", 0.5, 2)`: "got 2",
+	} {
+		r, err := eng.Instant(context.Background(), s, q, sec(20))
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "PromQL warning: quantile value should be between 0 and 1, "+want) {
+			t.Errorf("%s: warnings %q", q, r.Warnings)
+		}
+	}
+	if r, err := eng.Instant(context.Background(), s, "quantile(0.5, m)", sec(20)); err != nil || len(r.Warnings) != 0 {
+		t.Errorf("a valid quantile: %v %v", r.Warnings, err)
+	}
+}

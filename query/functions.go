@@ -625,6 +625,7 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		if param, err = ev.scalarArg(e, 0, 2); err != nil {
 			return nil, err
 		}
+		ev.checkQuantile(param)
 	case "predict_linear":
 		var err error
 		if param, err = ev.scalarArg(e, 1, 2); err != nil {
