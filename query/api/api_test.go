@@ -178,6 +178,12 @@ func TestQueryEndpoints(t *testing.T) {
 	if code, body := get(t, u+"/api/v1/query?query=count(up)&lookback_delta=15m&time="+later); code != 200 || !strings.Contains(body, `"3"`) {
 		t.Errorf("lookback_delta=15m: %d %s, want the 3 up series", code, body)
 	}
+	if code, body := get(t, u+"/api/v1/query?query=up&limit=1&time="+fmt.Sprint(now)); code != 200 || strings.Count(body, `"metric"`) != 1 || !strings.Contains(body, `"warnings":["results truncated due to limit"]`) {
+		t.Errorf("limit=1 on 3 series: %d %s", code, body)
+	}
+	if code, _ := get(t, u+"/api/v1/query?query=up&limit=-2"); code != 400 {
+		t.Errorf("limit=-2: %d, want 400", code)
+	}
 	if code, _ := get(t, u+"/api/v1/query?query=up&lookback_delta=soon"); code != 400 {
 		t.Errorf("lookback_delta=soon: %d, want 400", code)
 	}

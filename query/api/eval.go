@@ -154,6 +154,16 @@ func answer(res *query.Result) any {
 	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}, res.Warnings}
 }
 
+// limitSeries applies a query's limit parameter (Prometheus 3): at most
+// that many series of a vector or matrix, with its warning; 0: all.
+func limitSeries(res *query.Result, limit int) {
+	if limit == 0 || len(res.Series) <= limit {
+		return
+	}
+	res.Series = res.Series[:limit]
+	res.Warnings = append(res.Warnings, "results truncated due to limit")
+}
+
 // evalError maps engine errors to Prometheus's error types.
 func evalError(err error) error {
 	switch {
@@ -183,10 +193,15 @@ func (a *API) instantQuery(r *http.Request) (any, error) {
 		return nil, err
 	}
 	defer cancel()
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
 	res, err := a.engine.Instant(ctx, a.src, q, t)
 	if err != nil {
 		return nil, evalError(err)
 	}
+	limitSeries(res, limit)
 	return answer(res), nil
 }
 
@@ -226,9 +241,14 @@ func (a *API) rangeQuery(r *http.Request) (any, error) {
 		return nil, err
 	}
 	defer cancel()
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
 	res, err := a.engine.Range(ctx, a.src, q, start, end, step.Milliseconds())
 	if err != nil {
 		return nil, evalError(err)
 	}
+	limitSeries(res, limit)
 	return answer(res), nil
 }
