@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,6 +123,11 @@ Flags:
 		}
 		if msg.ResultType != "" {
 			typ = msg.ResultType
+		}
+		// On standard error, so that the answer on standard output stays
+		// what --format says.
+		for _, w := range msg.Warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
 		}
 		res = append(res, msg.Series...)
 		if msg.Scalar != nil {

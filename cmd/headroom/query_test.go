@@ -74,6 +74,15 @@ func TestQueryCommand(t *testing.T) {
 	if _, err := run("sum(cpu"); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
 		t.Errorf("bad expression: %v", err)
 	}
+	// The answer's warnings, in the stream's first message.
+	qs, err := headroomv1.NewQueryClient(ts.dial(t)).InstantQuery(context.Background(), &headroomv1.InstantQueryRequest{Query: "quantile(2, cpu)", TimeMs: now.UnixMilli()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := qs.Recv()
+	if err != nil || len(first.GetWarnings()) != 1 || !strings.Contains(first.GetWarnings()[0], "quantile value should be between 0 and 1, got 2") {
+		t.Errorf("gRPC warnings: %q %v", first.GetWarnings(), err)
+	}
 	// Straight from a gRPC client: the stream says the type, then series.
 	stream, err := headroomv1.NewQueryClient(ts.dial(t)).RangeQuery(context.Background(), &headroomv1.RangeQueryRequest{Query: "cpu", StartMs: 0, EndMs: 1, StepMs: 0})
 	if err == nil {

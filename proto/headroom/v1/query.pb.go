@@ -231,7 +231,10 @@ type QueryResponse struct {
 	Scalar      *Sample `protobuf:"bytes,3,opt,name=scalar,proto3" json:"scalar,omitempty"`
 	StringValue string  `protobuf:"bytes,4,opt,name=string_value,json=stringValue,proto3" json:"string_value,omitempty"`
 	// In the first message: the data tiers that answered ("raw", "5m", ...).
-	Tiers         []string `protobuf:"bytes,5,rep,name=tiers,proto3" json:"tiers,omitempty"`
+	Tiers []string `protobuf:"bytes,5,rep,name=tiers,proto3" json:"tiers,omitempty"`
+	// In the first message: what Prometheus's API answers as "warnings"
+	// (raw samples read before the raw floor, a quantile outside [0, 1]).
+	Warnings      []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +304,13 @@ func (x *QueryResponse) GetTiers() []string {
 	return nil
 }
 
+func (x *QueryResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_headroom_v1_query_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_query_proto_rawDesc = "" +
@@ -318,14 +328,15 @@ const file_headroom_v1_query_proto_rawDesc = "" +
 	"\x04tier\x18\x03 \x01(\tR\x04tier\"i\n" +
 	"\fResultSeries\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12-\n" +
-	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xc9\x01\n" +
+	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xe5\x01\n" +
 	"\rQueryResponse\x12\x1f\n" +
 	"\vresult_type\x18\x01 \x01(\tR\n" +
 	"resultType\x121\n" +
 	"\x06series\x18\x02 \x03(\v2\x19.headroom.v1.ResultSeriesR\x06series\x12+\n" +
 	"\x06scalar\x18\x03 \x01(\v2\x13.headroom.v1.SampleR\x06scalar\x12!\n" +
 	"\fstring_value\x18\x04 \x01(\tR\vstringValue\x12\x14\n" +
-	"\x05tiers\x18\x05 \x03(\tR\x05tiers2\xa3\x01\n" +
+	"\x05tiers\x18\x05 \x03(\tR\x05tiers\x12\x1a\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings2\xa3\x01\n" +
 	"\x05Query\x12J\n" +
 	"\n" +
 	"RangeQuery\x12\x1e.headroom.v1.RangeQueryRequest\x1a\x1a.headroom.v1.QueryResponse0\x01\x12N\n" +
