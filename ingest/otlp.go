@@ -166,8 +166,7 @@ func (c *otlpConverter) release() {
 	clear(c.base)
 	clear(c.ls)
 	clear(c.tmp)
-	clear(c.seen)
-	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0], seen: c.seen}
+	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0]}
 	convPool.Put(c)
 }
 
@@ -318,10 +317,9 @@ func (c *otlpConverter) metric(m oMetric) {
 		return
 	}
 	if c.checkSame = len(points) > 1; c.checkSame {
-		if c.seen == nil {
-			c.seen = map[msKey]struct{}{}
-		}
-		clear(c.seen)
+		// Sized to this metric: clearing a map grown by a large metric
+		// would cost its whole capacity for each small one after it.
+		c.seen = make(map[msKey]struct{}, len(points))
 	}
 	switch m.kind {
 	case kindGauge:

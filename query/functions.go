@@ -542,13 +542,9 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 		if err != nil {
 			return nil, err
 		}
-		var names []string
-		for i := 1; i < len(e.Args); i++ {
-			n, err := ev.stringArg(e, i, len(e.Args))
-			if err != nil {
-				return nil, err
-			}
-			names = append(names, n)
+		names, err := ev.stringArgs(e, 1)
+		if err != nil {
+			return nil, err
 		}
 		sign := 1
 		if name == "sort_by_label_desc" {
@@ -1010,6 +1006,19 @@ func absentLabels(e metricsql.Expr) series.Labels {
 	return ls
 }
 
+// stringArgs returns e's string arguments from the one at index from on.
+func (ev *evaluator) stringArgs(e *metricsql.FuncExpr, from int) ([]string, error) {
+	var out []string
+	for i := from; i < len(e.Args); i++ {
+		s, err := ev.stringArg(e, i, len(e.Args))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 func (ev *evaluator) stringArg(e *metricsql.FuncExpr, i, want int) (string, error) {
 	if i >= len(e.Args) {
 		return "", argCount(e.Name, want, len(e.Args))
@@ -1101,13 +1110,9 @@ func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (relabeler, error) {
 	if err != nil {
 		return nil, err
 	}
-	var srcs []string
-	for i := 3; i < len(e.Args); i++ {
-		s, err := ev.stringArg(e, i, len(e.Args))
-		if err != nil {
-			return nil, err
-		}
-		srcs = append(srcs, s)
+	srcs, err := ev.stringArgs(e, 3)
+	if err != nil {
+		return nil, err
 	}
 	if !series.ValidLabelName(dst) {
 		return nil, fmt.Errorf("%w: invalid destination label name in label_join(): %s", ErrBadQuery, dst)
@@ -1169,10 +1174,15 @@ func setLabel(ls series.Labels, name, value string) series.Labels {
 // Prometheus's range results do (http_requests and http_errors negated
 // are one series {job="api"}: operators.test:997).
 func (ev *evaluator) checkDuplicates(v *vectorValue, e metricsql.Expr) error {
+	if len(v.series) < 2 {
+		return nil
+	}
+	// Every binary operation and most functions come here: the in-memory
+	// hash, not the on-disk FNV one.
 	seen := make(map[uint64][]*vecSeries, len(v.series))
 	out := v.series[:0]
 	for _, s := range v.series {
-		h := s.labels.Hash()
+		h := s.labels.MemHash()
 		var same *vecSeries
 		for _, o := range seen[h] {
 			if o.labels.Equal(s.labels) { // else a hash collision
