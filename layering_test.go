@@ -60,7 +60,7 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s depends on Pebble; only storage may", rel)
 			case strings.HasPrefix(rel, "storage") && (strings.HasPrefix(d, mod+"query") || strings.HasPrefix(d, mod+"ingest") ||
 				strings.HasPrefix(d, mod+"proto") || strings.HasPrefix(d, "google.golang.org/grpc") ||
-				strings.HasPrefix(d, "github.com/VictoriaMetrics/metricsql") || (direct[d] && d == "net/http")):
+				strings.HasPrefix(d, "github.com/prometheus/prometheus/promql") || (direct[d] && d == "net/http")):
 				t.Errorf("%s depends on %s: storage must know nothing of the network, the APIs or PromQL", rel, d)
 			case (strings.HasPrefix(rel, "query") || strings.HasPrefix(rel, "ingest")) &&
 				strings.HasPrefix(d, mod+"storage") && d != mod+"storage/series" && !(strings.HasPrefix(rel, "query") && queryFormats[d]):

@@ -8,30 +8,21 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
 
 // groupLabels returns the labels a series is grouped under: with by, the
 // listed ones; with without, all but the listed ones and __name__.
-func groupLabels(ls series.Labels, m metricsql.ModifierExpr) series.Labels {
-	in := func(name string) bool {
-		for _, a := range m.Args {
-			if a == name {
-				return true
-			}
-		}
-		return false
-	}
+func groupLabels(ls series.Labels, g grouping) series.Labels {
 	out := series.Labels{}
 	for _, l := range ls {
 		switch {
-		case m.Op == "by" && in(l.Name):
+		case g.op == "by" && g.has(l.Name):
 			out = append(out, l)
-		case m.Op == "without" && !in(l.Name) && !isMetadataLabel(l.Name):
+		case g.op == "without" && !g.has(l.Name) && !isMetadataLabel(l.Name):
 			out = append(out, l)
-		case m.Op == "":
 		}
 	}
 	return out
@@ -56,32 +47,27 @@ func checkK(param scalarValue) error {
 	return nil
 }
 
-func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
-	name := e.Name
+func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
+	name := e.Op.String()
 	switch name {
 	case "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values":
 	default:
 		return nil, fmt.Errorf("%w: unknown aggregation %q", ErrBadQuery, name)
 	}
-	if e.Modifier.Op != "" && e.Modifier.Op != "by" && e.Modifier.Op != "without" {
-		return nil, fmt.Errorf("%w: unknown aggregation modifier %q", ErrBadQuery, e.Modifier.Op)
-	}
 	want := 1
-	if name == "topk" || name == "bottomk" || name == "quantile" || name == "count_values" {
+	if e.Param != nil {
 		want = 2
 	}
-	if len(e.Args) != want {
-		return nil, argCount(name, want, len(e.Args))
-	}
+	mod := aggGrouping(e)
 	// A simple aggregation of a range function over a selector folds
 	// the series as the selection is read (the range function takes the
 	// folder; it may decline it).
 	var fold *folder
-	if want == 1 && simpleAggrs[name] && foldable(e.Args[0]) {
-		fold = newFolder(name, e.Modifier, ev.steps(), ev.shards())
+	if want == 1 && simpleAggrs[name] && foldable(e.Expr) {
+		fold = newFolder(name, mod, ev.steps(), ev.shards())
 		ev.fold = fold
 	}
-	arg, err := ev.eval(e.Args[want-1])
+	arg, err := ev.eval(e.Expr)
 	ev.fold = nil
 	if err != nil {
 		return nil, err
@@ -97,16 +83,20 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 	var label string
 	if want == 2 {
 		if name == "count_values" {
-			s, ok := e.Args[0].(*metricsql.StringExpr)
+			p, err := ev.eval(e.Param)
+			if err != nil {
+				return nil, err
+			}
+			s, ok := p.(stringValue)
 			if !ok {
 				return nil, fmt.Errorf("%w: expected type string as the first argument of count_values", ErrBadQuery)
 			}
-			label = s.S
+			label = string(s)
 			if !series.ValidLabelName(label) {
 				return nil, fmt.Errorf("%w: invalid label name %q", ErrBadQuery, label)
 			}
 		} else {
-			p, err := ev.eval(e.Args[0])
+			p, err := ev.eval(e.Param)
 			if err != nil {
 				return nil, err
 			}
@@ -136,7 +126,7 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 		slices.SortFunc(v.series, func(a, b *vecSeries) int { return series.Compare(a.labels, b.labels) })
 	}
 	for _, s := range v.series {
-		gl := groupLabels(s.labels, e.Modifier)
+		gl := groupLabels(s.labels, mod)
 		k := gl.String()
 		g, ok := groups[k]
 		if !ok {
@@ -272,9 +262,9 @@ func (ev *evaluator) aggregate(e *metricsql.AggrFuncExpr) (value, error) {
 // grouped by their labels without le (and __name__), buckets sorted by
 // le, counts made monotonic, the quantile interpolated linearly inside
 // its bucket as Prometheus does.
-func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
+func (ev *evaluator) histogramQuantile(e *parser.Call) (value, error) {
 	if len(e.Args) != 2 {
-		return nil, argCount(e.Name, 2, len(e.Args))
+		return nil, argCount(e.Func.Name, 2, len(e.Args))
 	}
 	q, err := ev.scalarArg(e, 0, 2)
 	if err != nil {
@@ -293,9 +283,9 @@ func (ev *evaluator) histogramQuantile(e *metricsql.FuncExpr) (value, error) {
 // histogramQuantiles is histogram_quantiles(v, "label", q0, q1, ...):
 // histogram_quantile for each q, the answers told apart by the label (q
 // written as OpenMetrics writes floats: 0.0, 0.25, 1.0).
-func (ev *evaluator) histogramQuantiles(e *metricsql.FuncExpr) (value, error) {
+func (ev *evaluator) histogramQuantiles(e *parser.Call) (value, error) {
 	if len(e.Args) < 3 {
-		return nil, argCount(e.Name, 3, len(e.Args))
+		return nil, argCount(e.Func.Name, 3, len(e.Args))
 	}
 	label, err := ev.stringArg(e, 1, len(e.Args))
 	if err != nil {
@@ -351,9 +341,9 @@ func openMetricsFloat(f float64) string {
 // histogramFraction is histogram_fraction(lower, upper, buckets) over
 // classic buckets: the share of the observations between lower and upper,
 // interpolated linearly inside a bucket, as Prometheus 3.
-func (ev *evaluator) histogramFraction(e *metricsql.FuncExpr) (value, error) {
+func (ev *evaluator) histogramFraction(e *parser.Call) (value, error) {
 	if len(e.Args) != 3 {
-		return nil, argCount(e.Name, 3, len(e.Args))
+		return nil, argCount(e.Func.Name, 3, len(e.Args))
 	}
 	lower, err := ev.scalarArg(e, 0, 3)
 	if err != nil {

@@ -5,7 +5,7 @@ import (
 	"math"
 	"strings"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -59,20 +59,16 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
-func (ev *evaluator) binary(e *metricsql.BinaryOpExpr) (value, error) {
-	op := strings.ToLower(e.Op)
-	switch op {
-	case "default", "if", "ifnot":
-		return nil, fmt.Errorf("%w: operator %q is MetricsQL, not PromQL", ErrBadQuery, op)
-	}
-	if e.Bool && !isComparison(op) {
+func (ev *evaluator) binary(e *parser.BinaryExpr) (value, error) {
+	op := strings.ToLower(e.Op.String())
+	if e.ReturnBool && !isComparison(op) {
 		return nil, fmt.Errorf("%w: bool modifier can only be used on comparison operators", ErrBadQuery)
 	}
-	lv, err := ev.eval(e.Left)
+	lv, err := ev.eval(e.LHS)
 	if err != nil {
 		return nil, err
 	}
-	rv, err := ev.eval(e.Right)
+	rv, err := ev.eval(e.RHS)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +82,10 @@ func (ev *evaluator) binary(e *metricsql.BinaryOpExpr) (value, error) {
 		return nil, fmt.Errorf("%w: binary expression must contain only scalar and instant vector types, got %s %s %s", ErrBadQuery, typeName(lv), op, typeName(rv))
 	case setOp && !(lVec && rVec):
 		return nil, fmt.Errorf("%w: set operator %q not allowed in binary scalar expression", ErrBadQuery, op)
-	case (e.GroupModifier.Op != "" || e.JoinModifier.Op != "") && !(lVec && rVec):
+	case e.VectorMatching != nil && (e.VectorMatching.On || len(e.VectorMatching.MatchingLabels) > 0 || e.VectorMatching.Card == parser.CardManyToOne || e.VectorMatching.Card == parser.CardOneToMany) && !(lVec && rVec):
 		return nil, fmt.Errorf("%w: vector matching only allowed between instant vectors", ErrBadQuery)
 	case lScalar && rScalar:
-		if isComparison(op) && !e.Bool {
+		if isComparison(op) && !e.ReturnBool {
 			return nil, fmt.Errorf("%w: comparisons between scalars must use BOOL modifier", ErrBadQuery)
 		}
 		out := make(scalarValue, len(ls))
@@ -105,9 +101,9 @@ func (ev *evaluator) binary(e *metricsql.BinaryOpExpr) (value, error) {
 		}
 		return out, nil
 	case lVec && rScalar:
-		return ev.vectorScalar(op, e.Bool, lvec, rs, false)
+		return ev.vectorScalar(op, e.ReturnBool, lvec, rs, false)
 	case lScalar && rVec:
-		return ev.vectorScalar(op, e.Bool, rvec, ls, true)
+		return ev.vectorScalar(op, e.ReturnBool, rvec, ls, true)
 	case setOp:
 		return ev.setOp(op, e, lvec, rvec)
 	}
@@ -154,23 +150,15 @@ func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s s
 }
 
 // signature returns the matching key of a label set.
-func signature(ls series.Labels, m metricsql.ModifierExpr) string {
-	in := func(n string) bool {
-		for _, a := range m.Args {
-			if a == n {
-				return true
-			}
-		}
-		return false
-	}
+func signature(ls series.Labels, m grouping) string {
 	var b strings.Builder
 	for _, l := range ls {
 		var use bool
-		switch m.Op {
+		switch m.op {
 		case "on":
-			use = in(l.Name)
+			use = m.has(l.Name)
 		case "ignoring":
-			use = !in(l.Name) && !isMetadataLabel(l.Name)
+			use = !m.has(l.Name) && !isMetadataLabel(l.Name)
 		default:
 			use = !isMetadataLabel(l.Name)
 		}
@@ -184,13 +172,11 @@ func signature(ls series.Labels, m metricsql.ModifierExpr) string {
 	return b.String()
 }
 
-func (ev *evaluator) setOp(op string, e *metricsql.BinaryOpExpr, l, r vectorValue) (value, error) {
-	if e.JoinModifier.Op != "" {
-		return nil, fmt.Errorf("%w: no grouping allowed for %q operation", ErrBadQuery, op)
-	}
+func (ev *evaluator) setOp(op string, e *parser.BinaryExpr, l, r vectorValue) (value, error) {
+	mod := matchGrouping(e)
 	rsig := map[string][]*vecSeries{}
 	for _, s := range r.series {
-		k := signature(s.labels, e.GroupModifier)
+		k := signature(s.labels, mod)
 		rsig[k] = append(rsig[k], s)
 	}
 	anyAt := func(list []*vecSeries, i int) bool {
@@ -204,7 +190,7 @@ func (ev *evaluator) setOp(op string, e *metricsql.BinaryOpExpr, l, r vectorValu
 	out := vectorValue{}
 	lsig := map[string][]*vecSeries{}
 	for _, s := range l.series {
-		k := signature(s.labels, e.GroupModifier)
+		k := signature(s.labels, mod)
 		lsig[k] = append(lsig[k], s)
 		o := ev.newSeries(s.labels)
 		for i := range s.v {
@@ -220,7 +206,7 @@ func (ev *evaluator) setOp(op string, e *metricsql.BinaryOpExpr, l, r vectorValu
 	}
 	if op == "or" {
 		for _, s := range r.series {
-			k := signature(s.labels, e.GroupModifier)
+			k := signature(s.labels, mod)
 			o := ev.newSeries(s.labels)
 			for i := range s.v {
 				if s.ok[i] && !anyAt(lsig[k], i) {
@@ -235,22 +221,25 @@ func (ev *evaluator) setOp(op string, e *metricsql.BinaryOpExpr, l, r vectorValu
 
 // vectorVector applies an arithmetic or comparison operator between two
 // vectors, matching series one-to-one, or many-to-one with group_left /
-// one-to-many with group_right.
-func (ev *evaluator) vectorVector(op string, e *metricsql.BinaryOpExpr, l, r vectorValue) (value, error) {
+// one-to-many with group_right. Prometheus 3's fill modifiers give a
+// series without a match on the other side a stand-in of that value.
+func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorValue) (value, error) {
 	many, one := l, r
 	swapped := false
-	join := strings.ToLower(e.JoinModifier.Op)
-	switch join {
-	case "group_left", "":
-	case "group_right":
-		many, one, swapped = r, l, true
-	default:
-		return nil, fmt.Errorf("%w: unknown join modifier %q", ErrBadQuery, join)
+	mod := matchGrouping(e)
+	join, include := join(e)
+	var fillMany, fillOne *float64 // stand-ins for a missing many / one side
+	if e.VectorMatching != nil {
+		fillMany, fillOne = e.VectorMatching.FillValues.LHS, e.VectorMatching.FillValues.RHS
 	}
-	drop := !isComparison(op) || e.Bool
+	if join == "group_right" {
+		many, one, swapped = r, l, true
+		fillMany, fillOne = fillOne, fillMany
+	}
+	drop := !isComparison(op) || e.ReturnBool
 	oneBySig := map[string][]*vecSeries{}
 	for _, s := range one.series {
-		k := signature(s.labels, e.GroupModifier)
+		k := signature(s.labels, mod)
 		oneBySig[k] = append(oneBySig[k], s)
 	}
 	side := "right"
@@ -261,17 +250,62 @@ func (ev *evaluator) vectorVector(op string, e *metricsql.BinaryOpExpr, l, r vec
 	results := map[string]*vecSeries{}
 	// matched[signature][step]: one-to-one matching allows one left
 	// series a match group and step, whatever a comparison then filters
-	// away (operators.test:329).
+	// away (operators.test:329); a fill of the many side goes where no
+	// series of it matched.
 	var matched map[string][]bool
-	if join == "" {
+	if join == "" || fillMany != nil {
 		matched = map[string][]bool{}
 	}
+	apply := func(m, match *vecSeries, k string, i int, mv, ov float64) error {
+		if matched != nil {
+			steps := matched[k]
+			if steps == nil {
+				steps = make([]bool, len(m.v))
+				matched[k] = steps
+			}
+			if steps[i] && join == "" {
+				return fmt.Errorf("%w: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)", ErrExec)
+			}
+			steps[i] = true
+		}
+		lval, rval := mv, ov
+		if swapped {
+			lval, rval = rval, lval
+		}
+		val, keep, err := elemOp(op, lval, rval)
+		if err != nil {
+			return err
+		}
+		if isComparison(op) {
+			if e.ReturnBool {
+				val = boolValue(keep)
+			} else if !keep {
+				return nil
+			}
+		}
+		ls := resultLabels(m.labels, match.labels, mod, include, join, drop)
+		rk := ls.String()
+		o, ok := results[rk]
+		if !ok {
+			o = ev.newSeries(ls)
+			results[rk] = o
+			out.series = append(out.series, o)
+		} else if o.ok[i] {
+			if join == "" {
+				return fmt.Errorf("%w: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)", ErrExec)
+			}
+			return fmt.Errorf("%w: multiple matches for labels: grouping labels must ensure unique matches", ErrExec)
+		}
+		o.v[i], o.ok[i] = val, true
+		return nil
+	}
 	for _, m := range many.series {
-		k := signature(m.labels, e.GroupModifier)
+		k := signature(m.labels, mod)
 		cands := oneBySig[k]
-		if len(cands) == 0 {
+		if len(cands) == 0 && fillOne == nil {
 			continue
 		}
+		var stand *vecSeries // the one side's stand-in
 		for i := range m.v {
 			if !m.ok[i] {
 				continue
@@ -284,60 +318,61 @@ func (ev *evaluator) vectorVector(op string, e *metricsql.BinaryOpExpr, l, r vec
 						if series.Compare(a, b) > 0 {
 							a, b = b, a
 						}
-						return nil, fmt.Errorf("%w: found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s]; many-to-many matching not allowed: matching labels must be unique on one side", ErrExec, matchGroup(m.labels, e.GroupModifier), side, a, b)
+						return nil, fmt.Errorf("%w: found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s]; many-to-many matching not allowed: matching labels must be unique on one side", ErrExec, matchGroup(m.labels, mod), side, a, b)
 					}
 					match = c
 				}
 			}
-			if match == nil {
+			ov := 0.0
+			switch {
+			case match != nil:
+				ov = match.v[i]
+			case fillOne != nil:
+				if stand == nil {
+					stand = &vecSeries{labels: matchLabels(m.labels, mod)}
+				}
+				match, ov = stand, *fillOne
+			default:
 				continue
 			}
-			if matched != nil {
-				steps := matched[k]
-				if steps == nil {
-					steps = make([]bool, len(m.v))
-					matched[k] = steps
-				}
-				if steps[i] {
-					return nil, fmt.Errorf("%w: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)", ErrExec)
-				}
-				steps[i] = true
-			}
-			lval, rval := m.v[i], match.v[i]
-			if swapped {
-				lval, rval = rval, lval
-			}
-			val, keep, err := elemOp(op, lval, rval)
-			if err != nil {
+			if err := apply(m, match, k, i, m.v[i], ov); err != nil {
 				return nil, err
 			}
-			if isComparison(op) {
-				if e.Bool {
-					val = boolValue(keep)
-				} else if !keep {
+		}
+	}
+	if fillMany != nil {
+		// The one side's series that no many-side series matched, with
+		// a stand-in for it.
+		for _, o := range one.series {
+			k := signature(o.labels, mod)
+			steps := matched[k]
+			stand := &vecSeries{labels: matchLabels(o.labels, mod), v: make([]float64, len(o.v))}
+			for i := range o.v {
+				if !o.ok[i] || (steps != nil && steps[i]) {
 					continue
 				}
-			}
-			ls := resultLabels(m.labels, match.labels, e, join, drop)
-			rk := ls.String()
-			o, ok := results[rk]
-			if !ok {
-				o = ev.newSeries(ls)
-				results[rk] = o
-				out.series = append(out.series, o)
-			} else if o.ok[i] {
-				if join == "" {
-					return nil, fmt.Errorf("%w: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)", ErrExec)
+				if err := apply(stand, o, k, i, *fillMany, o.v[i]); err != nil {
+					return nil, err
 				}
-				return nil, fmt.Errorf("%w: multiple matches for labels: grouping labels must ensure unique matches", ErrExec)
 			}
-			o.v[i], o.ok[i] = val, true
 		}
 	}
 	return out, nil
 }
 
-func matchGroup(ls series.Labels, m metricsql.ModifierExpr) string {
+// matchLabels are the labels a series is matched on: with on(), those;
+// else all but the ignored ones and the metric's own.
+func matchLabels(ls series.Labels, m grouping) series.Labels {
+	out := series.Labels{}
+	for _, l := range ls {
+		if signature(series.Labels{l}, m) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func matchGroup(ls series.Labels, m grouping) string {
 	out := series.Labels{}
 	for _, l := range ls {
 		if signature(series.Labels{l}, m) != "" {
@@ -351,25 +386,17 @@ func matchGroup(ls series.Labels, m metricsql.ModifierExpr) string {
 // labels reduced to the on() labels or without the ignoring() ones; for
 // group_left/group_right, the many side's labels plus the listed labels
 // copied from the one side. __name__ goes when drop.
-func resultLabels(many, one series.Labels, e *metricsql.BinaryOpExpr, join string, drop bool) series.Labels {
+func resultLabels(many, one series.Labels, mod grouping, include []string, join string, drop bool) series.Labels {
 	ls := many
 	if drop {
 		ls = dropName(ls)
 	}
 	if join == "" {
-		in := func(n string) bool {
-			for _, a := range e.GroupModifier.Args {
-				if a == n {
-					return true
-				}
-			}
-			return false
-		}
-		switch e.GroupModifier.Op {
+		switch mod.op {
 		case "on":
 			out := series.Labels{}
 			for _, l := range ls {
-				if in(l.Name) {
+				if mod.has(l.Name) {
 					out = append(out, l)
 				}
 			}
@@ -377,7 +404,7 @@ func resultLabels(many, one series.Labels, e *metricsql.BinaryOpExpr, join strin
 		case "ignoring":
 			out := series.Labels{}
 			for _, l := range ls {
-				if !in(l.Name) {
+				if !mod.has(l.Name) {
 					out = append(out, l)
 				}
 			}
@@ -385,7 +412,7 @@ func resultLabels(many, one series.Labels, e *metricsql.BinaryOpExpr, join strin
 		}
 		return ls
 	}
-	for _, name := range e.JoinModifier.Args {
+	for _, name := range include {
 		ls = setLabel(ls, name, one.Get(name))
 	}
 	return ls

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/storage/series"
@@ -93,6 +93,9 @@ type evaluator struct {
 	maxSeries int
 	workers   int
 	tierMode  string // WithTier's
+	// The query's own range, for @ start(), @ end(), step() and
+	// range(): subqueries have their own start, end and step.
+	queryStart, queryEnd, queryStep int64
 	// fold: set by a simple aggregation for the range function it
 	// evaluates next (callRange takes it at once, so that nothing
 	// evaluated below that sees it).
@@ -211,7 +214,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
 }
 
-func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start, end, step int64) (v value, samples int, tiers, warnings []string, err error) {
+func (e *Engine) run(ctx context.Context, src Source, expr parser.Expr, start, end, step int64) (v value, samples int, tiers, warnings []string, err error) {
 	if err := e.Gate.Enter(ctx); err != nil {
 		if errors.Is(err, admit.ErrBusy) {
 			return nil, 0, nil, nil, err
@@ -250,7 +253,11 @@ func (e *Engine) run(ctx context.Context, src Source, expr metricsql.Expr, start
 		return nil, 0, nil, nil, err
 	}
 	ev := &evaluator{ctx: ctx, parent: parent, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
-		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}, tierMode: mode}
+		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}, tierMode: mode,
+		queryStart: start, queryEnd: end, queryStep: step}
+	if start == end {
+		ev.queryStep = 0 // an instant query has no step
+	}
 	ev.counts.rawFrom.Store(math.MaxInt64)
 	v, err = ev.eval(expr)
 	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), ev.warnings(), err
@@ -311,7 +318,6 @@ func (ev *evaluator) checkCtx() error {
 	return nil
 }
 
-// parse parses q and refuses MetricsQL extensions that PromQL lacks.
 // nesting is the deepest nesting of ( [ { in q outside string literals.
 func nesting(q string) int {
 	depth, deepest := 0, 0
@@ -346,73 +352,42 @@ const (
 	MaxQueryDepth = 256
 )
 
-func parse(q string) (metricsql.Expr, error) {
+// parserOptions: Prometheus 3's parser with its experimental functions
+// and fill modifiers (Headroom evaluates them all).
+var parserOptions = parser.Options{EnableExperimentalFunctions: true, EnableBinopFillModifiers: true}
+
+var promParser = parser.NewParser(parserOptions)
+
+// parse parses q with Prometheus's own parser, which checks types and
+// argument counts and reports positions as Prometheus does.
+func parse(q string) (parser.Expr, error) {
 	if len(q) > MaxQueryBytes {
 		return nil, fmt.Errorf("%w: query of %d bytes is too long (the limit is %d)", ErrBadQuery, len(q), MaxQueryBytes)
 	}
 	if !utf8.ValidString(q) {
-		// metricsql lets bytes through in comments, and they would reach
-		// answers that must be UTF-8 (protobuf strings, JSON).
+		// Answers must be UTF-8 (protobuf strings, JSON).
 		return nil, fmt.Errorf("%w: query is not valid UTF-8", ErrBadQuery)
 	}
 	if d := nesting(q); d > MaxQueryDepth {
 		return nil, fmt.Errorf("%w: query nested %d deep in brackets, over the limit of %d", ErrBadQuery, d, MaxQueryDepth)
 	}
-	e, err := metricsql.Parse(q)
+	e, err := promParser.ParseExpr(q)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
 	}
-	var bad error
-	metricsql.VisitAll(e, func(e metricsql.Expr) {
-		if bad != nil {
-			return
-		}
-		switch x := e.(type) {
-		case *metricsql.MetricExpr:
-			if len(x.LabelFilterss) > 1 {
-				bad = fmt.Errorf("%w: or-separated label filters are MetricsQL syntax, not PromQL", ErrBadQuery)
-			}
-		case *metricsql.BinaryOpExpr:
-			if x.KeepMetricNames || x.FillLeft != nil || x.FillRight != nil || x.JoinModifierPrefix != nil {
-				bad = fmt.Errorf("%w: %q uses MetricsQL binary-operator modifiers, not PromQL", ErrBadQuery, x.AppendString(nil))
-			}
-		case *metricsql.FuncExpr:
-			if x.KeepMetricNames {
-				bad = fmt.Errorf("%w: keep_metric_names is MetricsQL syntax, not PromQL", ErrBadQuery)
-			}
-		case *metricsql.AggrFuncExpr:
-			if x.Limit > 0 {
-				bad = fmt.Errorf("%w: limit on aggregations is MetricsQL syntax, not PromQL", ErrBadQuery)
-			}
-		case *metricsql.RollupExpr:
-			if x.InheritStep {
-				// [1h:] steps at Prometheus's default evaluation interval.
-				x.Step, x.InheritStep = noStepSubquery, false
-			}
-		}
-	})
-	return e, bad
+	return e, nil
 }
 
-// noStepSubquery is the step of a subquery written without one: the
-// default evaluation interval of Prometheus (1m), which its own engine
-// uses there. The parser makes durations only from text.
-var noStepSubquery = func() *metricsql.DurationExpr {
-	e, err := metricsql.Parse("x[1m:1m]")
-	if err != nil {
-		panic(err)
-	}
-	return e.(*metricsql.RollupExpr).Step
-}()
-
 // ordersResult reports whether e's answer comes in an order of its own.
-func ordersResult(e metricsql.Expr) bool {
-	// (The parser drops parentheses.)
-	switch x := e.(type) {
-	case *metricsql.FuncExpr:
-		return x.Name == "sort" || x.Name == "sort_desc" || x.Name == "sort_by_label" || x.Name == "sort_by_label_desc"
-	case *metricsql.AggrFuncExpr:
-		return x.Name == "topk" || x.Name == "bottomk"
+func ordersResult(e parser.Expr) bool {
+	switch x := unwrap(e).(type) {
+	case *parser.Call:
+		switch x.Func.Name {
+		case "sort", "sort_desc", "sort_by_label", "sort_by_label_desc":
+			return true
+		}
+	case *parser.AggregateExpr:
+		return x.Op == parser.TOPK || x.Op == parser.BOTTOMK
 	}
 	return false
 }
@@ -428,15 +403,11 @@ func WithLookbackDelta(ctx context.Context, d time.Duration) context.Context {
 
 // Format returns q laid out for reading (/api/v1/format_query), after the
 // checks any query gets: an error names what is wrong, as a query's
-// would. The layout is the parser's (metricsql's), which folds constant
-// arithmetic and may differ in spacing from Prometheus's.
+// would. The layout is Prometheus's own.
 func Format(q string) (string, error) {
-	if _, err := parse(q); err != nil {
+	e, err := parse(q)
+	if err != nil {
 		return "", err
 	}
-	out, err := metricsql.Prettify(q)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadQuery, err)
-	}
-	return out, nil
+	return parser.Prettify(e), nil
 }

@@ -138,7 +138,7 @@ func TestSelectors(t *testing.T) {
 	check(t, s, `g{job="b"} @ `+fmt.Sprint((sec(60))/1000), 400, "vector\n{__name__=\"g\", job=\"b\"} 20")
 	check(t, s, `g{job="a"}[2m]`, 180, "matrix\n{__name__=\"g\", job=\"a\"} 3@120 4@180")
 	check(t, s, `timestamp(g)`, 100, "vector\n{job=\"a\"} "+fmtF(float64(sec(60))/1000)+"\n{job=\"b\"} "+fmtF(float64(sec(60))/1000))
-	check(t, s, `{job=~".*"}`, 100, "error: bad query: vector selector must contain at least one non-empty matcher")
+	check(t, s, `{job=~".*"}`, 100, "error: bad query: 1:1: parse error: vector selector must contain at least one non-empty matcher")
 }
 
 func TestRateFamily(t *testing.T) {
@@ -168,7 +168,7 @@ func TestRateFamily(t *testing.T) {
 	check(t, s, "deriv(c[1m])", 90, "vector\n{job=\"x\"} 0.06667")
 	// predict_linear 60 s ahead from 90 s: value at 90 s is 106, +4.
 	check(t, s, "predict_linear(c[1m], 60)", 90, "vector\n{job=\"x\"} 110")
-	check(t, s, "rate(c)", 90, "error: bad query: expected type range vector in call to function \"rate\", got instant vector")
+	check(t, s, "rate(c)", 90, "error: bad query: 1:6: parse error: expected type range vector in call to function \"rate\", got instant vector")
 }
 
 func TestOverTime(t *testing.T) {
@@ -330,7 +330,7 @@ func TestFunctions(t *testing.T) {
 	if len(r.Series) != 2 || r.Series[0].Points[0].V != 4 {
 		t.Errorf("sort_desc: %s", render(r))
 	}
-	check(t, s, "nope_fn(x)", 0, "error: bad query: unsupported function \"nope_fn\"")
+	check(t, s, "nope_fn(x)", 0, "error: bad query: 1:1: parse error: unknown function with name \"nope_fn\"")
 }
 
 func TestRangeQuery(t *testing.T) {

@@ -3,11 +3,10 @@ package query
 import (
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"sync"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -62,46 +61,43 @@ func (ev *evaluator) newSeries(ls series.Labels) *vecSeries {
 	return &vecSeries{labels: ls, v: make([]float64, n), ok: make([]bool, n)}
 }
 
-func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
+func (ev *evaluator) eval(e parser.Expr) (value, error) {
 	if err := ev.checkCtx(); err != nil {
 		return nil, err
 	}
 	switch e := e.(type) {
-	case *metricsql.NumberExpr:
-		s := make(scalarValue, ev.steps())
-		for i := range s {
-			s[i] = e.N
+	case *parser.ParenExpr:
+		return ev.eval(e.Expr)
+	case *parser.StepInvariantExpr:
+		return ev.eval(e.Expr)
+	case *parser.NumberLiteral:
+		return ev.constant(e.Val), nil
+	case *parser.DurationExpr:
+		// Duration arithmetic where a number is expected (step() * 2,
+		// predict_linear(x[1h], 1h + 30m)): its seconds.
+		secs, err := ev.durationSeconds(e)
+		if err != nil {
+			return nil, err
 		}
-		return s, nil
-	case *metricsql.DurationExpr:
-		// A duration where a number is expected (predict_linear(x[1h],
-		// 1h)): its seconds, as Prometheus 3 reads it.
-		s := make(scalarValue, ev.steps())
-		for i := range s {
-			s[i] = float64(e.Duration(ev.step)) / 1000
+		return ev.constant(secs), nil
+	case *parser.StringLiteral:
+		return stringValue(e.Val), nil
+	case *parser.VectorSelector:
+		off, at, err := ev.selectorModifiers(e)
+		if err != nil {
+			return nil, err
 		}
-		return s, nil
-	case *metricsql.StringExpr:
-		return stringValue(e.S), nil
-	case *metricsql.MetricExpr:
-		return ev.instantSelector(e, 0, nil)
-	case *metricsql.RollupExpr:
-		if e.Window == nil && e.Step == nil {
-			me, ok := e.Expr.(*metricsql.MetricExpr)
-			if !ok {
-				return nil, fmt.Errorf("%w: offset and @ apply to selectors and subqueries, not to %q", ErrBadQuery, e.Expr.AppendString(nil))
-			}
-			off, at, err := ev.modifiers(e)
-			if err != nil {
-				return nil, err
-			}
-			return ev.instantSelector(me, off, at)
-		}
+		return ev.instantSelector(e, off, at)
+	case *parser.MatrixSelector, *parser.SubqueryExpr:
 		// A bare range vector: only an instant query may return one.
 		if ev.steps() != 1 {
 			return nil, fmt.Errorf("%w: invalid expression type \"range vector\" for range query, must be Scalar or instant Vector", ErrBadQuery)
 		}
-		m, err := ev.rangeSeries(e)
+		r, _, err := ev.rollupOf(e)
+		if err != nil {
+			return nil, err
+		}
+		m, err := ev.rangeSeries(r)
 		if err != nil {
 			return nil, err
 		}
@@ -114,23 +110,41 @@ func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
 		}
 		sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
 		return out, nil
-	case *metricsql.FuncExpr:
+	case *parser.UnaryExpr:
+		v, err := ev.eval(e.Expr)
+		if err != nil || e.Op != parser.SUB {
+			return v, err
+		}
+		switch v := v.(type) {
+		case scalarValue:
+			out := make(scalarValue, len(v))
+			for i, f := range v {
+				out[i] = -f
+			}
+			return out, nil
+		case vectorValue:
+			// Negation drops the name, as arithmetic does.
+			vv := mapVector(v, func(f float64) float64 { return -f }, true)
+			return vv, ev.checkDuplicates(&vv)
+		}
+		return nil, fmt.Errorf("%w: unary expression only allowed on expressions of type scalar or instant vector, got %s", ErrBadQuery, typeName(v))
+	case *parser.Call:
 		v, err := ev.call(e)
 		if err != nil {
 			return nil, err
 		}
 		// Dropping __name__ can make two series one label set: Prometheus
 		// refuses that rather than merge them.
-		if vv, ok := v.(vectorValue); ok && !keepsName[e.Name] {
-			if err := ev.checkDuplicates(&vv, e); err != nil {
+		if vv, ok := v.(vectorValue); ok && !keepsName[e.Func.Name] {
+			if err := ev.checkDuplicates(&vv); err != nil {
 				return nil, err
 			}
 			return vv, nil
 		}
 		return v, nil
-	case *metricsql.AggrFuncExpr:
+	case *parser.AggregateExpr:
 		return ev.aggregate(e)
-	case *metricsql.BinaryOpExpr:
+	case *parser.BinaryExpr:
 		v, err := ev.binary(e)
 		if err != nil {
 			return nil, err
@@ -138,36 +152,24 @@ func (ev *evaluator) eval(e metricsql.Expr) (value, error) {
 		// Arithmetic and bool comparisons drop __name__ too, and `or`
 		// joins series that may have the same labels (-a or -b); a
 		// filtering comparison only keeps series its side had.
-		if vv, ok := v.(vectorValue); ok && (!isComparison(e.Op) || e.Bool) {
-			if err := ev.checkDuplicates(&vv, e); err != nil {
+		if vv, ok := v.(vectorValue); ok && (!e.Op.IsComparisonOperator() || e.ReturnBool) {
+			if err := ev.checkDuplicates(&vv); err != nil {
 				return nil, err
 			}
 			return vv, nil
 		}
 		return v, nil
 	}
-	return nil, fmt.Errorf("%w: unsupported expression %q", ErrBadQuery, e.AppendString(nil))
+	return nil, fmt.Errorf("%w: unsupported expression %q", ErrBadQuery, e)
 }
 
-// modifiers returns a selector's offset and @ time (nil: none).
-func (ev *evaluator) modifiers(e *metricsql.RollupExpr) (int64, *int64, error) {
-	var off int64
-	if e.Offset != nil {
-		off = e.Offset.Duration(ev.step)
+// constant is a scalar of the same value at every step.
+func (ev *evaluator) constant(f float64) scalarValue {
+	s := make(scalarValue, ev.steps())
+	for i := range s {
+		s[i] = f
 	}
-	if e.At == nil {
-		return off, nil, nil
-	}
-	v, err := ev.eval(e.At)
-	if err != nil {
-		return 0, nil, err
-	}
-	s, ok := v.(scalarValue)
-	if !ok {
-		return 0, nil, fmt.Errorf("%w: @ modifier must be a number, start() or end()", ErrBadQuery)
-	}
-	at := int64(math.Round(s[0] * 1000))
-	return off, &at, nil
+	return s
 }
 
 // loaded is one series' samples as read from storage.
@@ -179,9 +181,9 @@ type loaded struct {
 // load reads the series me selects with samples in [mint, maxt]. Stale
 // markers are kept when keepStale (instant vectors end at them) and
 // dropped otherwise (range vectors skip them, as Prometheus does).
-func (ev *evaluator) load(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool) ([]loaded, error) {
+func (ev *evaluator) load(vs *parser.VectorSelector, mint, maxt int64, keepStale bool) ([]loaded, error) {
 	var out []loaded
-	err := ev.each(me, mint, maxt, keepStale, false, func(ls series.Labels, pts []Point) error {
+	err := ev.each(vs, mint, maxt, keepStale, false, func(ls series.Labels, pts []Point) error {
 		out = append(out, loaded{labels: ls, pts: pts})
 		return nil
 	})
@@ -192,16 +194,16 @@ func (ev *evaluator) load(me *metricsql.MetricExpr, mint, maxt int64, keepStale 
 // maxt], in storage order. With reuse, pts is one buffer reused from
 // series to series (f must not keep it): a range function over many
 // series then needs memory for one series at a time.
-func (ev *evaluator) each(me *metricsql.MetricExpr, mint, maxt int64, keepStale, reuse bool, f func(series.Labels, []Point) error) error {
-	return ev.eachShard(me, mint, maxt, keepStale, reuse, 0, 1, f)
+func (ev *evaluator) each(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, f func(series.Labels, []Point) error) error {
+	return ev.eachShard(vs, mint, maxt, keepStale, reuse, 0, 1, f)
 }
 
 // errNoShards: the source cannot split a selection.
 var errNoShards = errors.New("source cannot split a selection")
 
 // eachShard is each over the shard-th of shards parts of the selection.
-func (ev *evaluator) eachShard(me *metricsql.MetricExpr, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point) error) error {
-	ms, err := matchersOf(me)
+func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point) error) error {
+	ms, err := matchersOf(vs)
 	if err != nil {
 		return err
 	}
@@ -311,35 +313,6 @@ func dropStale(pts []Point) []Point {
 
 var pointBufs sync.Pool
 
-func matchersOf(me *metricsql.MetricExpr) ([]*series.Matcher, error) {
-	if len(me.LabelFilterss) != 1 {
-		return nil, fmt.Errorf("%w: or-separated label filters are MetricsQL syntax, not PromQL", ErrBadQuery)
-	}
-	var ms []*series.Matcher
-	for _, f := range me.LabelFilterss[0] {
-		t := series.MatchEqual
-		switch {
-		case f.IsRegexp && f.IsNegative:
-			t = series.MatchNotRegexp
-		case f.IsRegexp:
-			t = series.MatchRegexp
-		case f.IsNegative:
-			t = series.MatchNotEqual
-		}
-		m, err := series.NewMatcher(t, f.Label, f.Value)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
-		}
-		ms = append(ms, m)
-	}
-	for _, m := range ms {
-		if !m.Matches("") {
-			return ms, nil
-		}
-	}
-	return nil, fmt.Errorf("%w: vector selector must contain at least one non-empty matcher", ErrBadQuery)
-}
-
 // evalTimes returns the first and last time a selector is evaluated at.
 func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
 	if at != nil {
@@ -350,9 +323,9 @@ func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
 
 // instantSelector evaluates a vector selector: at each step t, the newest
 // sample in (t - lookback, t], unless it is a stale marker.
-func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *int64) (value, error) {
+func (ev *evaluator) instantSelector(vs *parser.VectorSelector, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
-	res, err := ev.parallelEach(me, first-ev.lookback+1, last, true, func(_ int, ls series.Labels, pts []Point) *vecSeries {
+	res, err := ev.parallelEach(vs, first-ev.lookback+1, last, true, func(_ int, ls series.Labels, pts []Point) *vecSeries {
 		s := ev.newSeries(ls)
 		s.t = make([]int64, len(s.v))
 		any := false
@@ -383,12 +356,12 @@ func (ev *evaluator) instantSelector(me *metricsql.MetricExpr, off int64, at *in
 // buffer; one shard when the source cannot split), and returns the
 // non-nil results in shard order. f must not keep pts; calls for one
 // shard are sequential, so f may keep scratch space per shard.
-func (ev *evaluator) parallelEach(me *metricsql.MetricExpr, mint, maxt int64, keepStale bool, f func(shard int, ls series.Labels, pts []Point) *vecSeries) ([]*vecSeries, error) {
+func (ev *evaluator) parallelEach(vs *parser.VectorSelector, mint, maxt int64, keepStale bool, f func(shard int, ls series.Labels, pts []Point) *vecSeries) ([]*vecSeries, error) {
 	shards := ev.shards()
 	parts := make([][]*vecSeries, shards)
 	errs := make([]error, shards)
 	run := func(k, n int) {
-		errs[k] = ev.eachShard(me, mint, maxt, keepStale, true, k, n, func(ls series.Labels, pts []Point) error {
+		errs[k] = ev.eachShard(vs, mint, maxt, keepStale, true, k, n, func(ls series.Labels, pts []Point) error {
 			if o := f(k, ls, pts); o != nil {
 				parts[k] = append(parts[k], o)
 			}
@@ -461,35 +434,20 @@ func (m *matrixArg) evalTime(ev *evaluator, i int) int64 {
 
 // rangeSeries evaluates a range selector x[5m] or a subquery expr[1h:5m]
 // into the points every step's window needs.
-func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
-	if e.Window == nil {
-		return nil, fmt.Errorf("%w: %q: a range vector needs a range ([5m])", ErrBadQuery, e.AppendString(nil))
-	}
-	w := e.Window.Duration(ev.step)
-	if w <= 0 {
-		return nil, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, e.AppendString(nil))
-	}
-	off, at, err := ev.modifiers(e)
-	if err != nil {
-		return nil, err
-	}
-	m := &matrixArg{window: w, off: off, at: at}
-	first, last := ev.evalTimes(off, at)
-	if e.Step == nil {
-		me, ok := e.Expr.(*metricsql.MetricExpr)
-		if !ok {
-			return nil, fmt.Errorf("%w: ranges only allowed for vector selectors, not %q", ErrBadQuery, e.Expr.AppendString(nil))
-		}
-		m.series, err = ev.load(me, first-w+1, last, false)
+func (ev *evaluator) rangeSeries(r *rangeArg) (*matrixArg, error) {
+	m := &matrixArg{window: r.window, off: r.off, at: r.at}
+	first, last := ev.evalTimes(r.off, r.at)
+	var err error
+	if !r.subquery() {
+		m.series, err = ev.load(r.sel, first-r.window+1, last, false)
 		return m, err
 	}
-	innerStart, innerEnd, sub, err := ev.subqueryGrid(e, first-w, last)
+	innerStart, innerEnd, err := ev.subqueryGrid(r, first-r.window, last)
 	if err != nil || innerStart > innerEnd {
 		return m, err
 	}
-	inner := &evaluator{ctx: ev.ctx, parent: ev.parent, src: ev.src, start: innerStart, end: innerEnd, step: sub, lookback: ev.lookback,
-		max: ev.max, maxSeries: ev.maxSeries, workers: ev.workers, counts: ev.counts}
-	v, err := inner.eval(e.Expr)
+	inner := ev.sub(innerStart, innerEnd, r.step)
+	v, err := inner.eval(r.sub)
 	if err != nil {
 		return nil, err
 	}
@@ -516,26 +474,34 @@ func (ev *evaluator) rangeSeries(e *metricsql.RollupExpr) (*matrixArg, error) {
 	return m, nil
 }
 
+// sub returns the evaluator of a subquery's inner expression.
+func (ev *evaluator) sub(start, end, step int64) *evaluator {
+	inner := *ev
+	inner.start, inner.end, inner.step, inner.fold = start, end, step, nil
+	inner.tierMode = "" // a forced tier names the outer query's range functions
+	return &inner
+}
+
 // subqueryGrid returns the times a subquery's inner expression is
 // evaluated at: multiples of its step in (from, last]; start > end when
 // there are none.
-func (ev *evaluator) subqueryGrid(e *metricsql.RollupExpr, from, last int64) (start, end, step int64, err error) {
-	step = e.Step.Duration(ev.step)
+func (ev *evaluator) subqueryGrid(r *rangeArg, from, last int64) (start, end int64, err error) {
+	step := r.step
 	if step <= 0 {
-		return 0, 0, 0, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, e.AppendString(nil))
+		return 0, 0, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, r.text)
 	}
 	start = from - mod(from, step)
 	if start <= from {
 		start += step
 	}
 	if start > last {
-		return 1, 0, step, nil
+		return 1, 0, nil
 	}
 	end = last - mod(last, step)
 	if (end-start)/step > 1_000_000 {
-		return 0, 0, 0, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, e.AppendString(nil))
+		return 0, 0, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, r.text)
 	}
-	return start, end, step, nil
+	return start, end, nil
 }
 
 func mod(a, b int64) int64 {

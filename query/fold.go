@@ -3,7 +3,7 @@ package query
 import (
 	"math"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -327,7 +327,7 @@ func (ev *evaluator) aggregateSimple(name string, ls series.Labels, members []*v
 type folder struct {
 	name   string
 	agg    int // aggOps[name]
-	mod    metricsql.ModifierExpr
+	mod    grouping
 	steps  int
 	shards []foldShard
 	used   bool // the range function folded its series
@@ -338,7 +338,7 @@ type foldShard struct {
 	order  []*foldGroup
 }
 
-func newFolder(name string, mod metricsql.ModifierExpr, steps, shards int) *folder {
+func newFolder(name string, mod grouping, steps, shards int) *folder {
 	return &folder{name: name, agg: aggOps[name], mod: mod, steps: steps, shards: make([]foldShard, shards)}
 }
 
@@ -391,25 +391,24 @@ func (f *folder) result() vectorValue {
 // metric name, whose series therefore keep distinct label sets when the
 // function drops the name (Prometheus refuses duplicates, which folding
 // would hide).
-func foldable(e metricsql.Expr) bool {
-	fe, ok := e.(*metricsql.FuncExpr)
-	if !ok || rangeFuncs[fe.Name] == nil {
+func foldable(e parser.Expr) bool {
+	fe, ok := unwrap(e).(*parser.Call)
+	if !ok || rangeFuncs[fe.Func.Name] == nil {
 		return false
 	}
 	for _, a := range fe.Args {
-		re, ok := a.(*metricsql.RollupExpr)
+		ms, ok := unwrap(a).(*parser.MatrixSelector)
 		if !ok {
+			if _, sub := unwrap(a).(*parser.SubqueryExpr); sub {
+				return false
+			}
 			continue
 		}
-		me, ok := re.Expr.(*metricsql.MetricExpr)
-		if !ok || re.Step != nil || re.At != nil || len(me.LabelFilterss) != 1 {
+		vs, ok := ms.VectorSelector.(*parser.VectorSelector)
+		if !ok || vs.Timestamp != nil || vs.StartOrEnd != 0 || vs.Anchored || vs.Smoothed {
 			return false
 		}
-		for _, lf := range me.LabelFilterss[0] {
-			if lf.Label == series.MetricName && !lf.IsRegexp && !lf.IsNegative && lf.Value != "" {
-				return true
-			}
-		}
+		return metricName(vs) != ""
 	}
 	return false
 }

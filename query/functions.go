@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -313,8 +313,8 @@ func quantile(q float64, vs []float64) float64 {
 // keepsName lists the functions whose result keeps the metric name.
 var keepsName = map[string]bool{"last_over_time": true, "first_over_time": true, "sort": true, "sort_desc": true, "sort_by_label": true, "sort_by_label_desc": true, "label_replace": true, "label_join": true}
 
-func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
-	name := e.Name
+func (ev *evaluator) call(e *parser.Call) (value, error) {
+	name := e.Func.Name
 	if f, ok := rangeFuncs[name]; ok {
 		return ev.callRange(e, f)
 	}
@@ -573,15 +573,11 @@ func (ev *evaluator) call(e *metricsql.FuncExpr) (value, error) {
 		if len(e.Args) != 1 {
 			return nil, argCount(name, 1, len(e.Args))
 		}
-		re, ok := e.Args[0].(*metricsql.RollupExpr)
-		if !ok || re.Window == nil {
-			return nil, fmt.Errorf("%w: expected type range vector in call to function %q", ErrBadQuery, name)
-		}
-		present, err := ev.callRange(&metricsql.FuncExpr{Name: "present_over_time", Args: e.Args}, rangeFuncs["present_over_time"])
+		present, err := ev.callRange(&parser.Call{Func: parser.Functions["present_over_time"], Args: e.Args}, rangeFuncs["present_over_time"])
 		if err != nil {
 			return nil, err
 		}
-		return ev.absent(absentLabels(re.Expr), present.(vectorValue)), nil
+		return ev.absent(absentLabels(e.Args[0]), present.(vectorValue)), nil
 	case "histogram_quantile":
 		return ev.histogramQuantile(e)
 	case "histogram_fraction":
@@ -597,25 +593,28 @@ func argCount(name string, want, got int) error {
 }
 
 // callRange applies a range function to its range-vector argument.
-func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error) {
+func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	fold := ev.fold
 	ev.fold = nil
 	argIdx, want := 0, 1
-	if e.Name == "quantile_over_time" {
+	if e.Func.Name == "quantile_over_time" {
 		argIdx, want = 1, 2
 	}
-	if e.Name == "predict_linear" {
+	if e.Func.Name == "predict_linear" {
 		want = 2
 	}
 	if len(e.Args) != want {
-		return nil, argCount(e.Name, want, len(e.Args))
+		return nil, argCount(e.Func.Name, want, len(e.Args))
 	}
-	re, ok := e.Args[argIdx].(*metricsql.RollupExpr)
-	if !ok || re.Window == nil {
-		return nil, fmt.Errorf("%w: expected type range vector in call to function %q, got instant vector", ErrBadQuery, e.Name)
+	re, ok, err := ev.rollupOf(e.Args[argIdx])
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: expected type range vector in call to function %q, got instant vector", ErrBadQuery, e.Func.Name)
 	}
 	var param scalarValue
-	switch e.Name {
+	switch e.Func.Name {
 	case "quantile_over_time":
 		var err error
 		if param, err = ev.scalarArg(e, 0, 2); err != nil {
@@ -629,10 +628,10 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 	}
 	out := vectorValue{}
-	predictAtStep := e.Name == "predict_linear"
+	predictAtStep := e.Func.Name == "predict_linear"
 	// apply computes the function over one series' points at every step.
 	apply := func(m *matrixArg, ls series.Labels, pts []Point) *vecSeries {
-		if !keepsName[e.Name] {
+		if !keepsName[e.Func.Name] {
 			ls = dropName(ls)
 		}
 		o := ev.newSeries(ls)
@@ -670,18 +669,11 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		}
 		return o
 	}
-	if me, ok := re.Expr.(*metricsql.MetricExpr); ok && re.Step == nil && re.At == nil {
+	if !re.subquery() && re.at == nil {
 		// A plain range selector: series straight from storage into a
 		// reused buffer, in parallel when the source can split the
 		// selection.
-		w := re.Window.Duration(ev.step)
-		if w <= 0 {
-			return nil, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, re.AppendString(nil))
-		}
-		off, _, err := ev.modifiers(re)
-		if err != nil {
-			return nil, err
-		}
+		me, w, off := re.sel, re.window, re.off
 		m := &matrixArg{window: w, off: off}
 		first, last := ev.evalTimes(off, nil)
 		if fold != nil {
@@ -690,12 +682,12 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		// From a rollup tier where one answers as raw data would; the
 		// steps after its watermark from raw.
 		var fromTier []*vecSeries
-		if tier, split, ok := ev.planTier(e.Name, w, off); ok {
+		if tier, split, ok := ev.planTier(e.Func.Name, w, off); ok {
 			ms, err := matchersOf(me)
 			if err != nil {
 				return nil, err
 			}
-			if fromTier, err = ev.tierSeries(e.Name, tier, ms, w, off, split, param, fold); err != nil {
+			if fromTier, err = ev.tierSeries(e.Func.Name, tier, ms, w, off, split, param, fold); err != nil {
 				return nil, err
 			}
 			if split >= last {
@@ -719,7 +711,7 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 		out.series = mergeTiers(fromTier, res, m.fromStep)
 		return out, ev.checkCtx()
 	}
-	if re.Step != nil && re.Window != nil && re.At == nil {
+	if re.subquery() && re.at == nil {
 		res, ok, err := ev.subquerySelector(re, apply)
 		if err != nil || ok {
 			out.series = res
@@ -746,21 +738,19 @@ func (ev *evaluator) callRange(e *metricsql.FuncExpr, f rangeFunc) (value, error
 // subquery step. ok is false when the expression has another shape, or
 // when relabelling makes two series one (the general path then gives
 // Prometheus's answer or error).
-func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matrixArg, series.Labels, []Point) *vecSeries) (res []*vecSeries, ok bool, err error) {
-	me, relabel, err := ev.relabelChain(re.Expr)
+func (ev *evaluator) subquerySelector(re *rangeArg, apply func(*matrixArg, series.Labels, []Point) *vecSeries) (res []*vecSeries, ok bool, err error) {
+	me, relabel, err := ev.relabelChain(re.sub)
 	if me == nil || err != nil {
 		return nil, false, err
 	}
-	w := re.Window.Duration(ev.step)
-	if w <= 0 {
-		return nil, false, fmt.Errorf("%w: range must be positive in %q", ErrBadQuery, re.AppendString(nil))
+	// The inner selector's own modifiers would move its samples off
+	// the subquery's grid: the general path handles them.
+	if me.OriginalOffset != 0 || me.OriginalOffsetExpr != nil || me.Timestamp != nil || me.StartOrEnd != 0 {
+		return nil, false, nil
 	}
-	off, _, err := ev.modifiers(re)
-	if err != nil {
-		return nil, false, err
-	}
+	w, off, sub := re.window, re.off, re.step
 	first, last := ev.evalTimes(off, nil)
-	start, end, sub, err := ev.subqueryGrid(re, first-w, last)
+	start, end, err := ev.subqueryGrid(re, first-w, last)
 	if err != nil || start > end {
 		return nil, err == nil, err
 	}
@@ -821,12 +811,12 @@ func (ev *evaluator) subquerySelector(re *metricsql.RollupExpr, apply func(*matr
 // relabelChain splits e into a vector selector and the relabelling
 // functions (innermost first) applied to it; me is nil when e is not of
 // that shape.
-func (ev *evaluator) relabelChain(e metricsql.Expr) (me *metricsql.MetricExpr, fs []relabeler, err error) {
-	switch e := e.(type) {
-	case *metricsql.MetricExpr:
+func (ev *evaluator) relabelChain(e parser.Expr) (me *parser.VectorSelector, fs []relabeler, err error) {
+	switch e := unwrap(e).(type) {
+	case *parser.VectorSelector:
 		return e, nil, nil
-	case *metricsql.FuncExpr:
-		if (e.Name != "label_replace" && e.Name != "label_join") || len(e.Args) == 0 {
+	case *parser.Call:
+		if (e.Func.Name != "label_replace" && e.Func.Name != "label_join") || len(e.Args) == 0 {
 			return nil, nil, nil
 		}
 		me, fs, err := ev.relabelChain(e.Args[0])
@@ -842,9 +832,9 @@ func (ev *evaluator) relabelChain(e metricsql.Expr) (me *metricsql.MetricExpr, f
 	return nil, nil, nil
 }
 
-func (ev *evaluator) vectorArg(e *metricsql.FuncExpr, i int) (vectorValue, error) {
+func (ev *evaluator) vectorArg(e *parser.Call, i int) (vectorValue, error) {
 	if i >= len(e.Args) {
-		return vectorValue{}, argCount(e.Name, i+1, len(e.Args))
+		return vectorValue{}, argCount(e.Func.Name, i+1, len(e.Args))
 	}
 	v, err := ev.eval(e.Args[i])
 	if err != nil {
@@ -852,14 +842,14 @@ func (ev *evaluator) vectorArg(e *metricsql.FuncExpr, i int) (vectorValue, error
 	}
 	vv, ok := v.(vectorValue)
 	if !ok {
-		return vectorValue{}, fmt.Errorf("%w: expected type instant vector in call to function %q, got %s", ErrBadQuery, e.Name, typeName(v))
+		return vectorValue{}, fmt.Errorf("%w: expected type instant vector in call to function %q, got %s", ErrBadQuery, e.Func.Name, typeName(v))
 	}
 	return vv, nil
 }
 
-func (ev *evaluator) scalarArg(e *metricsql.FuncExpr, i, want int) (scalarValue, error) {
+func (ev *evaluator) scalarArg(e *parser.Call, i, want int) (scalarValue, error) {
 	if i >= len(e.Args) {
-		return nil, argCount(e.Name, want, len(e.Args))
+		return nil, argCount(e.Func.Name, want, len(e.Args))
 	}
 	v, err := ev.eval(e.Args[i])
 	if err != nil {
@@ -867,7 +857,7 @@ func (ev *evaluator) scalarArg(e *metricsql.FuncExpr, i, want int) (scalarValue,
 	}
 	s, ok := v.(scalarValue)
 	if !ok {
-		return nil, fmt.Errorf("%w: expected type scalar in call to function %q, got %s", ErrBadQuery, e.Name, typeName(v))
+		return nil, fmt.Errorf("%w: expected type scalar in call to function %q, got %s", ErrBadQuery, e.Func.Name, typeName(v))
 	}
 	return s, nil
 }
@@ -973,13 +963,14 @@ func (ev *evaluator) absent(ls series.Labels, v vectorValue) vectorValue {
 
 // absentLabels are the labels absent() reports: the equality matchers of
 // a selector argument (other than __name__).
-func absentLabels(e metricsql.Expr) series.Labels {
-	if r, ok := e.(*metricsql.RollupExpr); ok {
-		e = r.Expr
+func absentLabels(e parser.Expr) series.Labels {
+	e = unwrap(e)
+	if r, ok := e.(*parser.MatrixSelector); ok {
+		e = r.VectorSelector
 	}
-	me, ok := e.(*metricsql.MetricExpr)
+	me, ok := e.(*parser.VectorSelector)
 	ls := series.Labels{}
-	if !ok || len(me.LabelFilterss) != 1 {
+	if !ok {
 		return ls
 	}
 	// In matcher order, as Prometheus: the first equality on a label
@@ -987,14 +978,14 @@ func absentLabels(e metricsql.Expr) series.Labels {
 	// negation) removes it, as the answer could not say which one.
 	vals := map[string]string{}
 	has := map[string]bool{}
-	for _, f := range me.LabelFilterss[0] {
-		if f.Label == series.MetricName {
+	for _, f := range me.LabelMatchers {
+		if f.Name == series.MetricName {
 			continue
 		}
-		if !f.IsRegexp && !f.IsNegative && !has[f.Label] {
-			vals[f.Label], has[f.Label] = f.Value, true
+		if f.Type.String() == "=" && !has[f.Name] {
+			vals[f.Name], has[f.Name] = f.Value, true
 		} else {
-			delete(vals, f.Label)
+			delete(vals, f.Name)
 		}
 	}
 	for n, v := range vals {
@@ -1007,7 +998,7 @@ func absentLabels(e metricsql.Expr) series.Labels {
 }
 
 // stringArgs returns e's string arguments from the one at index from on.
-func (ev *evaluator) stringArgs(e *metricsql.FuncExpr, from int) ([]string, error) {
+func (ev *evaluator) stringArgs(e *parser.Call, from int) ([]string, error) {
 	var out []string
 	for i := from; i < len(e.Args); i++ {
 		s, err := ev.stringArg(e, i, len(e.Args))
@@ -1019,29 +1010,29 @@ func (ev *evaluator) stringArgs(e *metricsql.FuncExpr, from int) ([]string, erro
 	return out, nil
 }
 
-func (ev *evaluator) stringArg(e *metricsql.FuncExpr, i, want int) (string, error) {
+func (ev *evaluator) stringArg(e *parser.Call, i, want int) (string, error) {
 	if i >= len(e.Args) {
-		return "", argCount(e.Name, want, len(e.Args))
+		return "", argCount(e.Func.Name, want, len(e.Args))
 	}
-	s, ok := e.Args[i].(*metricsql.StringExpr)
+	s, ok := unwrap(e.Args[i]).(*parser.StringLiteral)
 	if !ok {
-		return "", fmt.Errorf("%w: expected type string as argument %d of %q", ErrBadQuery, i+1, e.Name)
+		return "", fmt.Errorf("%w: expected type string as argument %d of %q", ErrBadQuery, i+1, e.Func.Name)
 	}
-	return s.S, nil
+	return s.Val, nil
 }
 
-func (ev *evaluator) labelReplace(e *metricsql.FuncExpr) (value, error) {
+func (ev *evaluator) labelReplace(e *parser.Call) (value, error) {
 	return ev.relabel(e)
 }
 
-func (ev *evaluator) labelJoin(e *metricsql.FuncExpr) (value, error) {
+func (ev *evaluator) labelJoin(e *parser.Call) (value, error) {
 	return ev.relabel(e)
 }
 
 // relabel evaluates label_replace or label_join.
-func (ev *evaluator) relabel(e *metricsql.FuncExpr) (value, error) {
+func (ev *evaluator) relabel(e *parser.Call) (value, error) {
 	if len(e.Args) < 1 {
-		return nil, argCount(e.Name, 3, len(e.Args))
+		return nil, argCount(e.Func.Name, 3, len(e.Args))
 	}
 	v, err := ev.vectorArg(e, 0)
 	if err != nil {
@@ -1061,15 +1052,15 @@ func (ev *evaluator) relabel(e *metricsql.FuncExpr) (value, error) {
 			}
 		}
 	}
-	return v, ev.checkDuplicates(&v, e)
+	return v, ev.checkDuplicates(&v)
 }
 
 // relabelFunc returns what label_replace or label_join (e) does to one
 // series' labels; the first argument, the vector, is not evaluated.
-func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (relabeler, error) {
-	if e.Name == "label_replace" {
+func (ev *evaluator) relabelFunc(e *parser.Call) (relabeler, error) {
+	if e.Func.Name == "label_replace" {
 		if len(e.Args) != 5 {
-			return nil, argCount(e.Name, 5, len(e.Args))
+			return nil, argCount(e.Func.Name, 5, len(e.Args))
 		}
 		var a [4]string
 		for i := range a {
@@ -1091,7 +1082,7 @@ func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (relabeler, error) {
 		return func(ls series.Labels) (series.Labels, error) {
 			val := ls.Get(src)
 			if m := re.FindStringSubmatchIndex(val); m != nil {
-				if err := ev.newLabelBytes(e.Name, dst, len(repl)+refs*len(val)); err != nil {
+				if err := ev.newLabelBytes(e.Func.Name, dst, len(repl)+refs*len(val)); err != nil {
 					return nil, err
 				}
 				return setLabel(ls, dst, string(re.ExpandString(nil, repl, val, m))), nil
@@ -1100,7 +1091,7 @@ func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (relabeler, error) {
 		}, nil
 	}
 	if len(e.Args) < 3 {
-		return nil, argCount(e.Name, 3, len(e.Args))
+		return nil, argCount(e.Func.Name, 3, len(e.Args))
 	}
 	dst, err := ev.stringArg(e, 1, 3)
 	if err != nil {
@@ -1124,7 +1115,7 @@ func (ev *evaluator) relabelFunc(e *metricsql.FuncExpr) (relabeler, error) {
 			vals[i] = ls.Get(src)
 			n += len(vals[i])
 		}
-		if err := ev.newLabelBytes(e.Name, dst, n); err != nil {
+		if err := ev.newLabelBytes(e.Func.Name, dst, n); err != nil {
 			return nil, err
 		}
 		return setLabel(ls, dst, strings.Join(vals, sep)), nil
@@ -1173,7 +1164,7 @@ func setLabel(ls series.Labels, name, value string) series.Labels {
 // labelset"), and makes one series of those that never share a step, as
 // Prometheus's range results do (http_requests and http_errors negated
 // are one series {job="api"}: operators.test:997).
-func (ev *evaluator) checkDuplicates(v *vectorValue, e metricsql.Expr) error {
+func (ev *evaluator) checkDuplicates(v *vectorValue) error {
 	if len(v.series) < 2 {
 		return nil
 	}

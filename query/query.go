@@ -1,5 +1,5 @@
-// Package query owns the read side: PromQL (parsed by metricsql,
-// evaluated here), the Prometheus HTTP API (package query/api) and, later,
+// Package query owns the read side: PromQL (parsed by Prometheus's own
+// parser, evaluated here), the Prometheus HTTP API (package query/api) and, later,
 // the gRPC Query service and reports. It sees the database only through
 // the Source interface declared here, over storage/series types; it must
 // not import the storage engine or Pebble.
@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -56,18 +56,17 @@ type SeriesSet = series.Set
 var ErrBadQuery = errors.New("bad query")
 
 // ParseSelector parses a series selector (`up{job="node"}`, `{__name__=~"x.*"}`)
-// into matchers. MetricsQL's or-separated filter groups are refused: they
-// are not PromQL.
+// into matchers.
 func ParseSelector(s string) ([]*series.Matcher, error) {
-	e, err := metricsql.Parse(s)
+	e, err := parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
+		return nil, err
 	}
-	me, ok := e.(*metricsql.MetricExpr)
-	if !ok {
+	vs, ok := e.(*parser.VectorSelector)
+	if !ok || vs.OriginalOffset != 0 || vs.OriginalOffsetExpr != nil || vs.Timestamp != nil || vs.StartOrEnd != 0 {
 		return nil, fmt.Errorf("%w: %q is not a series selector", ErrBadQuery, s)
 	}
-	ms, err := matchersOf(me)
+	ms, err := matchersOf(vs)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", s, err)
 	}

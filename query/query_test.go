@@ -11,7 +11,7 @@ func TestParseSelector(t *testing.T) {
 		{in: `up{job="node",instance!="a",path=~"/api/.*",code!~"5.."}`, want: `__name__="up" job="node" instance!="a" path=~"/api/.*" code!~"5.."`},
 		{in: `{__name__=~"node_.+"}`, want: `__name__=~"node_.+"`},
 		{in: `{job=~".*"}`, err: "at least one non-empty matcher"},
-		{in: `up{job="a" or job="b"}`, err: "MetricsQL syntax"},
+		{in: `up{job="a" or job="b"}`, err: `unexpected identifier "or" in label matching`},
 		{in: `rate(up[5m])`, err: "not a series selector"},
 		{in: `up{`, err: "bad query"},
 	} {

@@ -94,7 +94,7 @@ func TestAPI(t *testing.T) {
 		{"/api/v1/series?match[]=up{job=\"node\"}&match[]=http_requests_total&limit=1", 200,
 			`{"status":"success","data":[{"__name__":"http_requests_total","code":"200","job":"api"}],"warnings":["results truncated due to limit"]}`},
 		{"/api/v1/labels?limit=-1", 400, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"limit\": limit must be non-negative"}`},
-		{"/api/v1/format_query?query=sum(rate(x%5B5m%5D))by(job)", 200, `{"status":"success","data":"sum(rate(x[5m])) by(job)"}`},
+		{"/api/v1/format_query?query=sum(rate(x%5B5m%5D))by(job)", 200, `{"status":"success","data":"sum by (job) (rate(x[5m]))"}`},
 		{"/api/v1/format_query?query=sum(", 400, ``},
 		{"/api/v1/metadata", 200, `{"status":"success","data":{}}`},
 		{"/api/v1/query_exemplars?query=up", 200, `{"status":"success","data":[]}`},
@@ -207,7 +207,7 @@ func TestQueryEndpoints(t *testing.T) {
 		msg       string
 	}{
 		{"/api/v1/query?query=" + url.QueryEscape("sum(up"), "bad_data", 400, "bad query"},
-		{"/api/v1/query?query=" + url.QueryEscape("nope(up)"), "bad_data", 400, "unsupported function"},
+		{"/api/v1/query?query=" + url.QueryEscape("nope(up)"), "bad_data", 400, `unknown function with name`},
 		{"/api/v1/query?query=up&time=noon", "bad_data", 400, `invalid parameter "time"`},
 		{"/api/v1/query", "bad_data", 400, "empty query"},
 		{"/api/v1/query_range?query=up&start=0&end=100000&step=1", "bad_data", 400, "11,000 points"},
