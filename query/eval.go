@@ -87,6 +87,9 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 		if err != nil {
 			return nil, err
 		}
+		if e.Smoothed {
+			return ev.smoothedSelector(e, off, at)
+		}
 		return ev.instantSelector(e, off, at)
 	case *parser.MatrixSelector, *parser.SubqueryExpr:
 		// A bare range vector: only an instant query may return one.
@@ -103,6 +106,13 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 		}
 		var out rangeValue
 		for _, s := range m.series {
+			if r.anchored || r.smoothed {
+				t := m.evalTime(ev, 0)
+				if pts := extendedWindow(s.pts, t-m.window, t, ev.lookback, r.smoothed); len(pts) > 0 {
+					out = append(out, Series{Labels: s.labels, Points: pts})
+				}
+				continue
+			}
 			lo, hi := window(s.pts, m.evalTime(ev, 0)-m.window, m.evalTime(ev, 0))
 			if hi > lo {
 				out = append(out, Series{Labels: s.labels, Points: append([]Point(nil), s.pts[lo:hi]...)})
@@ -439,7 +449,16 @@ func (ev *evaluator) rangeSeries(r *rangeArg) (*matrixArg, error) {
 	first, last := ev.evalTimes(r.off, r.at)
 	var err error
 	if !r.subquery() {
-		m.series, err = ev.load(r.sel, first-r.window+1, last, false)
+		from, to := first-r.window+1, last
+		if r.anchored || r.smoothed {
+			// The edges look back, and a smoothed one ahead, as far as
+			// an instant vector would.
+			from -= ev.lookback
+			if r.smoothed {
+				to += ev.lookback
+			}
+		}
+		m.series, err = ev.load(r.sel, from, to, false)
 		return m, err
 	}
 	innerStart, innerEnd, err := ev.subqueryGrid(r, first-r.window, last)

@@ -80,23 +80,23 @@ func avgPoints(p []Point) float64 {
 
 // rangeFunc computes a function of one window's points (at least one)
 // evaluated at time t with window length w (ms); ok false: no value.
-type rangeFunc func(pts []Point, t, w int64, arg float64) (float64, bool)
+type rangeFunc func(pts []Point, t, w int64, arg, arg2 float64) (float64, bool)
 
 var rangeFuncs = map[string]rangeFunc{
-	"rate":          func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, true) },
-	"increase":      func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, false) },
-	"delta":         func(p []Point, t, w int64, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, false, false) },
-	"irate":         func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, true) },
-	"idelta":        func(p []Point, _, _ int64, _ float64) (float64, bool) { return instantRate(p, false) },
-	"avg_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return avgPoints(p), true },
-	"sum_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"rate":          func(p []Point, t, w int64, _, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, true) },
+	"increase":      func(p []Point, t, w int64, _, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, false) },
+	"delta":         func(p []Point, t, w int64, _, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, false, false) },
+	"irate":         func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return instantRate(p, true) },
+	"idelta":        func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return instantRate(p, false) },
+	"avg_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return avgPoints(p), true },
+	"sum_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		var s, c float64
 		for _, x := range p {
 			s, c = neumaierAdd(s, c, x.V)
 		}
 		return s + c, true
 	},
-	"min_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"min_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		m := p[0].V
 		for _, x := range p[1:] {
 			if x.V < m || math.IsNaN(m) {
@@ -105,7 +105,7 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return m, true
 	},
-	"max_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"max_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		m := p[0].V
 		for _, x := range p[1:] {
 			if x.V > m || math.IsNaN(m) {
@@ -114,12 +114,12 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return m, true
 	},
-	"count_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return float64(len(p)), true },
-	"last_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return p[len(p)-1].V, true },
-	"first_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return p[0].V, true },
+	"count_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return float64(len(p)), true },
+	"last_over_time":  func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return p[len(p)-1].V, true },
+	"first_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return p[0].V, true },
 	// The median of the deviations from the median (an experimental
 	// function in Prometheus 3); a NaN sample makes it NaN.
-	"mad_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"mad_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		vs := make([]float64, len(p))
 		for i, x := range p {
 			if math.IsNaN(x.V) {
@@ -133,17 +133,42 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return quantile(0.5, vs), true
 	},
-	"present_over_time": func(p []Point, _, _ int64, _ float64) (float64, bool) { return 1, true },
-	"stddev_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return math.Sqrt(variance(p)), true },
-	"stdvar_over_time":  func(p []Point, _, _ int64, _ float64) (float64, bool) { return variance(p), true },
-	"quantile_over_time": func(p []Point, _, _ int64, q float64) (float64, bool) {
+	// Prometheus 3's timestamps of a window's extremes (the latest of
+	// equal ones), of its last and of its first sample, in seconds.
+	"ts_of_max_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
+		return tsOfExtreme(p, func(cur, m float64) bool { return cur >= m || math.IsNaN(m) }), true
+	},
+	"ts_of_min_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
+		return tsOfExtreme(p, func(cur, m float64) bool { return cur <= m || math.IsNaN(m) }), true
+	},
+	"ts_of_last_over_time":  func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return float64(p[len(p)-1].T) / 1000, true },
+	"ts_of_first_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return float64(p[0].T) / 1000, true },
+	// Holt's linear smoothing: sf weighs the newest sample, tf the
+	// newest trend (both checked to be in (0, 1) beforehand).
+	"double_exponential_smoothing": func(p []Point, _, _ int64, sf, tf float64) (float64, bool) {
+		if len(p) < 2 {
+			return 0, false
+		}
+		s0, s1, b := 0.0, p[0].V, p[1].V-p[0].V
+		for i := 1; i < len(p); i++ {
+			if i > 1 {
+				b = tf*(s1-s0) + (1-tf)*b
+			}
+			s0, s1 = s1, sf*p[i].V+(1-sf)*(s1+b)
+		}
+		return s1, true
+	},
+	"present_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return 1, true },
+	"stddev_over_time":  func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return math.Sqrt(variance(p)), true },
+	"stdvar_over_time":  func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return variance(p), true },
+	"quantile_over_time": func(p []Point, _, _ int64, q, _ float64) (float64, bool) {
 		vs := make([]float64, len(p))
 		for i, x := range p {
 			vs[i] = x.V
 		}
 		return quantile(q, vs), true
 	},
-	"changes": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"changes": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		n := 0
 		for i := 1; i < len(p); i++ {
 			if p[i].V != p[i-1].V && !(math.IsNaN(p[i].V) && math.IsNaN(p[i-1].V)) {
@@ -152,7 +177,7 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return float64(n), true
 	},
-	"resets": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"resets": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		n := 0
 		for i := 1; i < len(p); i++ {
 			if p[i].V < p[i-1].V {
@@ -161,20 +186,32 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return float64(n), true
 	},
-	"deriv": func(p []Point, _, _ int64, _ float64) (float64, bool) {
+	"deriv": func(p []Point, _, _ int64, _, _ float64) (float64, bool) {
 		if len(p) < 2 {
 			return 0, false
 		}
 		slope, _ := linearRegression(p, p[0].T)
 		return slope, true
 	},
-	"predict_linear": func(p []Point, t, _ int64, dur float64) (float64, bool) {
+	"predict_linear": func(p []Point, t, _ int64, dur, _ float64) (float64, bool) {
 		if len(p) < 2 {
 			return 0, false
 		}
 		slope, icept := linearRegression(p, t)
 		return slope*dur + icept, true
 	},
+}
+
+// tsOfExtreme is the time, in seconds, of the sample that better says is
+// the window's extreme so far.
+func tsOfExtreme(p []Point, better func(cur, m float64) bool) float64 {
+	m, t := p[0].V, p[0].T
+	for _, x := range p[1:] {
+		if better(x.V, m) {
+			m, t = x.V, x.T
+		}
+	}
+	return float64(t) / 1000
 }
 
 // extrapolatedRate is Prometheus's rate/increase/delta: the change over
@@ -307,6 +344,9 @@ func quantile(q float64, vs []float64) float64 {
 	lo := math.Max(0, math.Floor(rank))
 	hi := math.Min(float64(len(vs)-1), lo+1)
 	w := rank - lo
+	if w == 0 {
+		return vs[int(lo)] // an infinity next to it must not make NaN
+	}
 	return vs[int(lo)]*(1-w) + vs[int(hi)]*w
 }
 
@@ -365,19 +405,34 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		}
 		return s, nil
 	}
-	instantQuery := ev.start == ev.end
 	switch name {
 	case "step":
-		return queryScalar(func() float64 {
-			if instantQuery {
-				return 0
-			}
-			return float64(ev.step) / 1000
-		})
+		// The query's, also inside a subquery (0 for an instant query).
+		return queryScalar(func() float64 { return float64(ev.queryStep) / 1000 })
 	case "start":
-		return queryScalar(func() float64 { return float64(ev.start) / 1000 })
+		return queryScalar(func() float64 { return float64(ev.queryStart) / 1000 })
 	case "end":
-		return queryScalar(func() float64 { return float64(ev.end) / 1000 })
+		return queryScalar(func() float64 { return float64(ev.queryEnd) / 1000 })
+	case "range":
+		return queryScalar(func() float64 { return float64(ev.queryEnd-ev.queryStart) / 1000 })
+	case "min_of", "max_of":
+		a, err := ev.scalarArg(e, 0, 2)
+		if err != nil {
+			return nil, err
+		}
+		b, err := ev.scalarArg(e, 1, 2)
+		if err != nil {
+			return nil, err
+		}
+		out := make(scalarValue, len(a))
+		for i := range a {
+			if name == "min_of" {
+				out[i] = math.Min(a[i], b[i])
+			} else {
+				out[i] = math.Max(a[i], b[i])
+			}
+		}
+		return out, nil
 	case "pi":
 		if len(e.Args) != 0 {
 			return nil, argCount(name, 0, len(e.Args))
@@ -596,15 +651,9 @@ func argCount(name string, want, got int) error {
 func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	fold := ev.fold
 	ev.fold = nil
-	argIdx, want := 0, 1
+	argIdx := 0
 	if e.Func.Name == "quantile_over_time" {
-		argIdx, want = 1, 2
-	}
-	if e.Func.Name == "predict_linear" {
-		want = 2
-	}
-	if len(e.Args) != want {
-		return nil, argCount(e.Func.Name, want, len(e.Args))
+		argIdx = 1
 	}
 	re, ok, err := ev.rollupOf(e.Args[argIdx])
 	if err != nil {
@@ -613,18 +662,36 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: expected type range vector in call to function %q, got instant vector", ErrBadQuery, e.Func.Name)
 	}
-	var param scalarValue
-	switch e.Func.Name {
-	case "quantile_over_time":
-		var err error
-		if param, err = ev.scalarArg(e, 0, 2); err != nil {
+	if re.anchored || re.smoothed {
+		return ev.extendedRange(e, re)
+	}
+	// The scalar arguments, in order (the parser checked their types).
+	var param, param2 scalarValue
+	for i := range e.Args {
+		if i == argIdx {
+			continue
+		}
+		v, err := ev.scalarArg(e, i, len(e.Args))
+		if err != nil {
 			return nil, err
 		}
+		if param == nil {
+			param = v
+		} else {
+			param2 = v
+		}
+	}
+	switch e.Func.Name {
+	case "quantile_over_time":
 		ev.checkQuantile(param)
-	case "predict_linear":
-		var err error
-		if param, err = ev.scalarArg(e, 1, 2); err != nil {
-			return nil, err
+	case "double_exponential_smoothing":
+		for i := range param {
+			if !(param[i] > 0 && param[i] < 1) {
+				return nil, fmt.Errorf("%w: invalid smoothing factor. Expected: 0 < sf < 1, got: %f", ErrExec, param[i])
+			}
+			if !(param2[i] > 0 && param2[i] < 1) {
+				return nil, fmt.Errorf("%w: invalid trend factor. Expected: 0 < tf < 1, got: %f", ErrExec, param2[i])
+			}
 		}
 	}
 	out := vectorValue{}
@@ -650,9 +717,12 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 			if hi <= lo {
 				continue
 			}
-			var p float64
+			var p, p2 float64
 			if param != nil {
 				p = param[i]
+			}
+			if param2 != nil {
+				p2 = param2[i]
 			}
 			ft := t
 			if predictAtStep {
@@ -660,7 +730,7 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 				// @ or offset chose the window (functions.test:435).
 				ft = ev.ts(i)
 			}
-			if v, ok := f(pts[lo:hi], ft, m.window, p); ok {
+			if v, ok := f(pts[lo:hi], ft, m.window, p, p2); ok {
 				o.v[i], o.ok[i], any = v, true, true
 			}
 		}
@@ -920,8 +990,10 @@ var mathFuncs = map[string]func(float64) float64{
 	"ln": math.Log, "log2": math.Log2, "log10": math.Log10,
 	"sin": math.Sin, "cos": math.Cos, "tan": math.Tan, "asin": math.Asin, "acos": math.Acos, "atan": math.Atan,
 	"sinh": math.Sinh, "cosh": math.Cosh, "tanh": math.Tanh, "asinh": math.Asinh, "acosh": math.Acosh, "atanh": math.Atanh,
-	"deg": func(x float64) float64 { return x * 180 / math.Pi },
-	"rad": func(x float64) float64 { return x * math.Pi / 180 },
+	// One factor, not a multiplication then a division: 1e308 stays
+	// finite, as in Prometheus.
+	"deg": func(x float64) float64 { return x * (180 / math.Pi) },
+	"rad": func(x float64) float64 { return x * (math.Pi / 180) },
 	"sgn": func(x float64) float64 {
 		switch {
 		case x > 0:
