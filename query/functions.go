@@ -83,9 +83,15 @@ func avgPoints(p []Point) float64 {
 type rangeFunc func(pts []Point, t, w int64, arg, arg2 float64) (float64, bool)
 
 var rangeFuncs = map[string]rangeFunc{
-	"rate":          func(p []Point, t, w int64, _, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, true) },
-	"increase":      func(p []Point, t, w int64, _, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, true, false) },
-	"delta":         func(p []Point, t, w int64, _, _ float64) (float64, bool) { return extrapolatedRate(p, t, w, false, false) },
+	"rate": func(p []Point, t, w int64, _, _ float64) (float64, bool) {
+		return extrapolatedRate(p, t, w, true, true)
+	},
+	"increase": func(p []Point, t, w int64, _, _ float64) (float64, bool) {
+		return extrapolatedRate(p, t, w, true, false)
+	},
+	"delta": func(p []Point, t, w int64, _, _ float64) (float64, bool) {
+		return extrapolatedRate(p, t, w, false, false)
+	},
 	"irate":         func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return instantRate(p, true) },
 	"idelta":        func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return instantRate(p, false) },
 	"avg_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return avgPoints(p), true },
