@@ -357,7 +357,7 @@ func quantile(q float64, vs []float64) float64 {
 }
 
 // keepsName lists the functions whose result keeps the metric name.
-var keepsName = map[string]bool{"last_over_time": true, "first_over_time": true, "sort": true, "sort_desc": true, "sort_by_label": true, "sort_by_label_desc": true, "label_replace": true, "label_join": true}
+var keepsName = map[string]bool{"info": true, "last_over_time": true, "first_over_time": true, "sort": true, "sort_desc": true, "sort_by_label": true, "sort_by_label_desc": true, "label_replace": true, "label_join": true}
 
 func (ev *evaluator) call(e *parser.Call) (value, error) {
 	name := e.Func.Name
@@ -620,6 +620,8 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 			return sign * series.Compare(a.labels, b.labels)
 		})
 		return v, nil
+	case "info":
+		return ev.info(e)
 	case "label_replace":
 		return ev.labelReplace(e)
 	case "label_join":
