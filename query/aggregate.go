@@ -73,7 +73,13 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 		return nil, err
 	}
 	if fold != nil && fold.used {
-		return fold.result(), ev.checkCtx()
+		res := fold.result()
+		if ev.delayName && !keepsName[unwrap(e.Expr).(*parser.Call).Func.Name] {
+			for _, s := range res.series {
+				s.dropName = true
+			}
+		}
+		return res, ev.checkCtx()
 	}
 	v, ok := arg.(vectorValue)
 	if !ok {
@@ -179,6 +185,7 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 					o, ok := keep[s]
 					if !ok {
 						o = ev.newSeries(s.labels)
+						o.dropName = s.dropName
 						keep[s] = o
 						out.series = append(out.series, o)
 					}
@@ -213,9 +220,15 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 		}
 		return out, nil
 	}
+	// A group whose labels keep the name (by (__name__)) drops it at the
+	// end if any member's name was to go.
+	groupDrop := func(g *group) bool {
+		return slices.ContainsFunc(g.members, func(s *vecSeries) bool { return s.dropName })
+	}
 	if simpleAggrs[name] {
 		for _, g := range order {
 			if o := ev.aggregateSimple(name, g.labels, g.members); o != nil {
+				o.dropName = groupDrop(g)
 				out.series = append(out.series, o)
 			}
 		}
@@ -223,6 +236,7 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	}
 	for _, g := range order {
 		o := ev.newSeries(g.labels)
+		o.dropName = groupDrop(g)
 		any := false
 		vals := make([]float64, 0, len(g.members))
 		for i := 0; i < n; i++ {

@@ -116,11 +116,14 @@ func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s s
 	out := vectorValue{}
 	drop := !isComparison(op) || returnBool
 	for _, x := range v.series {
-		ls := x.labels
+		ls, dropped := x.labels, x.dropName
 		if drop {
-			ls = dropName(ls)
+			var d bool
+			ls, d = ev.nameless(ls)
+			dropped = dropped || d
 		}
 		o := ev.newSeries(ls)
+		o.dropName = dropped
 		for i := range x.v {
 			if !x.ok[i] {
 				continue
@@ -193,6 +196,7 @@ func (ev *evaluator) setOp(op string, e *parser.BinaryExpr, l, r vectorValue) (v
 		k := signature(s.labels, mod)
 		lsig[k] = append(lsig[k], s)
 		o := ev.newSeries(s.labels)
+		o.dropName = s.dropName
 		for i := range s.v {
 			if !s.ok[i] {
 				continue
@@ -208,6 +212,7 @@ func (ev *evaluator) setOp(op string, e *parser.BinaryExpr, l, r vectorValue) (v
 		for _, s := range r.series {
 			k := signature(s.labels, mod)
 			o := ev.newSeries(s.labels)
+			o.dropName = s.dropName
 			for i := range s.v {
 				if s.ok[i] && !anyAt(lsig[k], i) {
 					o.v[i], o.ok[i] = s.v[i], true
@@ -236,7 +241,10 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 		many, one, swapped = r, l, true
 		fillMany, fillOne = fillOne, fillMany
 	}
-	drop := !isComparison(op) || e.ReturnBool
+	// Arithmetic drops the name at once; a bool comparison, with delayed
+	// name removal, at the end (as Prometheus).
+	drop := !isComparison(op) || (e.ReturnBool && !ev.delayName)
+	delayed := e.ReturnBool && ev.delayName
 	oneBySig := map[string][]*vecSeries{}
 	for _, s := range one.series {
 		k := signature(s.labels, mod)
@@ -288,6 +296,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 		o, ok := results[rk]
 		if !ok {
 			o = ev.newSeries(ls)
+			o.dropName = delayed
 			results[rk] = o
 			out.series = append(out.series, o)
 		} else if o.ok[i] {

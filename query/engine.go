@@ -41,6 +41,18 @@ type Engine struct {
 	// Gate, if set, bounds the queries evaluating at once and sheds them
 	// over the memory budget: a refused query fails with admit.ErrBusy.
 	Gate *admit.Gate
+	// Features are the Prometheus 3 features turned on (Feature*
+	// constants); nil means all of them.
+	Features []string
+}
+
+// parse parses q with the engine's features.
+func (e *Engine) parse(q string) (parser.Expr, error) {
+	fs := e.Features
+	if fs == nil {
+		fs = Features
+	}
+	return parseWith(q, fs)
 }
 
 // Errors of evaluation that the API maps to its error types.
@@ -96,6 +108,8 @@ type evaluator struct {
 	// The query's own range, for @ start(), @ end(), step() and
 	// range(): subqueries have their own start, end and step.
 	queryStart, queryEnd, queryStep int64
+	// delayName: Prometheus 3's delayed name removal (Features).
+	delayName bool
 	// fold: set by a simple aggregation for the range function it
 	// evaluates next (callRange takes it at once, so that nothing
 	// evaluated below that sees it).
@@ -148,7 +162,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if uint64(end-start)/uint64(step) > 11000 {
 		return nil, fmt.Errorf("%w: exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)", ErrBadQuery)
 	}
-	expr, err := parse(q)
+	expr, err := e.parse(q)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +189,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 
 // Instant evaluates q at t (milliseconds).
 func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*Result, error) {
-	expr, err := parse(q)
+	expr, err := e.parse(q)
 	if err != nil {
 		return nil, err
 	}
@@ -258,8 +272,16 @@ func (e *Engine) run(ctx context.Context, src Source, expr parser.Expr, start, e
 	if start == end {
 		ev.queryStep = 0 // an instant query has no step
 	}
+	fs, err := e.features()
+	if err != nil {
+		return nil, 0, nil, nil, err
+	}
+	ev.delayName = fs[FeatureDelayedNameRemoval]
 	ev.counts.rawFrom.Store(math.MaxInt64)
 	v, err = ev.eval(expr)
+	if err == nil {
+		v, err = ev.cleanup(v)
+	}
 	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), ev.warnings(), err
 }
 
@@ -352,15 +374,62 @@ const (
 	MaxQueryDepth = 256
 )
 
-// parserOptions: Prometheus 3's parser with its experimental functions
-// and fill modifiers (Headroom evaluates them all).
-var parserOptions = parser.Options{EnableExperimentalFunctions: true, EnableBinopFillModifiers: true}
+// Prometheus 3's PromQL features that it keeps behind --enable-feature
+// flags, by its names. Headroom has them all on unless told otherwise
+// (Engine.Features): they only add to the language, but for delayed name
+// removal, which lets dashboards group by __name__ after a function.
+const (
+	// Functions such as sort_by_label, limitk, info, mad_over_time,
+	// double_exponential_smoothing, range(), min_of.
+	FeatureExperimentalFunctions = "promql-experimental-functions"
+	// __name__ kept until the end of the evaluation, so that
+	// max by (__name__) (rate(...)) and label_replace of it work.
+	FeatureDelayedNameRemoval = "promql-delayed-name-removal"
+	// fill(), fill_left(), fill_right() on binary operators.
+	FeatureFillModifiers = "promql-binop-fill-modifiers"
+)
 
-var promParser = parser.NewParser(parserOptions)
+// Features lists every feature, the default.
+var Features = []string{FeatureExperimentalFunctions, FeatureDelayedNameRemoval, FeatureFillModifiers}
+
+// parsers by EnableExperimentalFunctions, EnableBinopFillModifiers.
+var parsers = func() (p [2][2]parser.Parser) {
+	for i := range 2 {
+		for j := range 2 {
+			p[i][j] = parser.NewParser(parser.Options{EnableExperimentalFunctions: i == 1, EnableBinopFillModifiers: j == 1})
+		}
+	}
+	return p
+}()
+
+// features returns the engine's features as a set, checked.
+func (e *Engine) features() (map[string]bool, error) {
+	fs := e.Features
+	if fs == nil {
+		fs = Features
+	}
+	out := map[string]bool{}
+	for _, f := range fs {
+		if !slices.Contains(Features, f) {
+			return nil, fmt.Errorf("unknown PromQL feature %q (known: %s)", f, strings.Join(Features, ", "))
+		}
+		out[f] = true
+	}
+	return out, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // parse parses q with Prometheus's own parser, which checks types and
 // argument counts and reports positions as Prometheus does.
-func parse(q string) (parser.Expr, error) {
+func parse(q string) (parser.Expr, error) { return parseWith(q, Features) }
+
+func parseWith(q string, features []string) (parser.Expr, error) {
 	if len(q) > MaxQueryBytes {
 		return nil, fmt.Errorf("%w: query of %d bytes is too long (the limit is %d)", ErrBadQuery, len(q), MaxQueryBytes)
 	}
@@ -371,7 +440,8 @@ func parse(q string) (parser.Expr, error) {
 	if d := nesting(q); d > MaxQueryDepth {
 		return nil, fmt.Errorf("%w: query nested %d deep in brackets, over the limit of %d", ErrBadQuery, d, MaxQueryDepth)
 	}
-	e, err := promParser.ParseExpr(q)
+	p := parsers[b2i(slices.Contains(features, FeatureExperimentalFunctions))][b2i(slices.Contains(features, FeatureFillModifiers))]
+	e, err := p.ParseExpr(q)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
 	}

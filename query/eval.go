@@ -25,6 +25,9 @@ type vecSeries struct {
 	v      []float64
 	ok     []bool
 	t      []int64 // the samples' own times (vector selectors only), for timestamp()
+	// dropName: a function or operator dropped the metric name, which
+	// stays until the end of the evaluation (delayed name removal).
+	dropName bool
 }
 
 type vectorValue struct{ series []*vecSeries }
@@ -54,6 +57,32 @@ func (v vectorValue) matrix(start, step int64) []Series {
 	}
 	sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
 	return out
+}
+
+// nameless returns the labels of a result whose metric name a function
+// or operator drops: without it, or, with delayed name removal, with it
+// until the end of the evaluation (dropped says so).
+func (ev *evaluator) nameless(ls series.Labels) (out series.Labels, dropped bool) {
+	if ev.delayName {
+		return ls, true
+	}
+	return dropName(ls), false
+}
+
+// cleanup removes the names delayed name removal kept, at the end of an
+// evaluation, and refuses (or merges, across steps) the series that are
+// then one label set.
+func (ev *evaluator) cleanup(v value) (value, error) {
+	vv, ok := v.(vectorValue)
+	if !ok || !ev.delayName {
+		return v, nil
+	}
+	for _, s := range vv.series {
+		if s.dropName {
+			s.labels, s.dropName = dropName(s.labels), false
+		}
+	}
+	return vv, ev.checkDuplicates(&vv)
 }
 
 func (ev *evaluator) newSeries(ls series.Labels) *vecSeries {
@@ -134,7 +163,7 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 			return out, nil
 		case vectorValue:
 			// Negation drops the name, as arithmetic does.
-			vv := mapVector(v, func(f float64) float64 { return -f }, true)
+			vv := ev.mapVector(v, func(f float64) float64 { return -f }, true)
 			return vv, ev.checkDuplicates(&vv)
 		}
 		return nil, fmt.Errorf("%w: unary expression only allowed on expressions of type scalar or instant vector, got %s", ErrBadQuery, typeName(v))
@@ -184,8 +213,9 @@ func (ev *evaluator) constant(f float64) scalarValue {
 
 // loaded is one series' samples as read from storage.
 type loaded struct {
-	labels series.Labels
-	pts    []Point
+	labels   series.Labels
+	pts      []Point
+	dropName bool // a subquery's series whose name goes at the end
 }
 
 // load reads the series me selects with samples in [mint, maxt]. Stale
@@ -473,7 +503,7 @@ func (ev *evaluator) rangeSeries(r *rangeArg) (*matrixArg, error) {
 	switch v := v.(type) {
 	case vectorValue:
 		for _, s := range v.series {
-			l := loaded{labels: s.labels}
+			l := loaded{labels: s.labels, dropName: s.dropName}
 			for i, ok := range s.ok {
 				if ok {
 					l.pts = append(l.pts, Point{T: inner.ts(i), V: s.v[i]})

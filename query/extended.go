@@ -42,7 +42,9 @@ func (ev *evaluator) extendedRange(e *parser.Call, re *rangeArg) (value, error) 
 	}
 	out := vectorValue{}
 	for _, s := range m.series {
-		o := ev.newSeries(dropName(s.labels))
+		ls, dropped := ev.nameless(s.labels)
+		o := ev.newSeries(ls)
+		o.dropName = dropped || s.dropName
 		any := false
 		for i := range o.v {
 			end := m.evalTime(ev, i)

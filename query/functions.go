@@ -372,7 +372,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		if err != nil {
 			return nil, err
 		}
-		return mapVector(v, func(x float64) float64 { return f(x) }, true), nil
+		return ev.mapVector(v, func(x float64) float64 { return f(x) }, true), nil
 	}
 	if f, ok := dateFuncs[name]; ok {
 		var v vectorValue
@@ -391,7 +391,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		default:
 			return nil, argCount(name, 1, len(e.Args))
 		}
-		return mapVector(v, func(x float64) float64 {
+		return ev.mapVector(v, func(x float64) float64 {
 			if math.IsNaN(x) || math.IsInf(x, 0) {
 				return math.NaN()
 			}
@@ -491,7 +491,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		}
 		out := vectorValue{}
 		for _, s := range v.series {
-			o := ev.newSeries(dropName(s.labels))
+			o := ev.newNameless(s)
 			for i := range s.v {
 				if s.ok[i] {
 					t := ev.ts(i)
@@ -525,7 +525,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		}
 		out := vectorValue{}
 		for _, s := range v.series {
-			o := ev.newSeries(dropName(s.labels))
+			o := ev.newNameless(s)
 			for i := range s.v {
 				if !s.ok[i] {
 					continue
@@ -563,7 +563,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		}
 		out := vectorValue{}
 		for _, s := range v.series {
-			o := ev.newSeries(dropName(s.labels))
+			o := ev.newNameless(s)
 			for i := range s.v {
 				if s.ok[i] {
 					inv := 1 / to[i]
@@ -706,10 +706,12 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	predictAtStep := e.Func.Name == "predict_linear"
 	// apply computes the function over one series' points at every step.
 	apply := func(m *matrixArg, ls series.Labels, pts []Point) *vecSeries {
+		dropped := false
 		if !keepsName[e.Func.Name] {
-			ls = dropName(ls)
+			ls, dropped = ev.nameless(ls)
 		}
 		o := ev.newSeries(ls)
+		o.dropName = dropped
 		any := false
 		lo, hi := 0, 0
 		for i := m.fromStep; i < len(o.v); i++ {
@@ -802,6 +804,7 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	}
 	for _, s := range m.series {
 		if o := apply(m, s.labels, s.pts); o != nil {
+			o.dropName = o.dropName || s.dropName
 			out.series = append(out.series, o)
 		}
 	}
@@ -952,14 +955,16 @@ func typeName(v value) string {
 	return "range vector"
 }
 
-func mapVector(v vectorValue, f func(float64) float64, drop bool) vectorValue {
+func (ev *evaluator) mapVector(v vectorValue, f func(float64) float64, drop bool) vectorValue {
 	out := vectorValue{}
 	for _, s := range v.series {
-		ls := s.labels
+		ls, dropped := s.labels, s.dropName
 		if drop {
-			ls = dropName(ls)
+			var d bool
+			ls, d = ev.nameless(ls)
+			dropped = dropped || d
 		}
-		o := &vecSeries{labels: ls, v: make([]float64, len(s.v)), ok: append([]bool(nil), s.ok...)}
+		o := &vecSeries{labels: ls, v: make([]float64, len(s.v)), ok: append([]bool(nil), s.ok...), dropName: dropped}
 		for i := range s.v {
 			if s.ok[i] {
 				o.v[i] = f(s.v[i])
@@ -968,6 +973,15 @@ func mapVector(v vectorValue, f func(float64) float64, drop bool) vectorValue {
 		out.series = append(out.series, o)
 	}
 	return out
+}
+
+// newNameless is a series for a function's result over s, without its
+// metric name (now or at the end).
+func (ev *evaluator) newNameless(s *vecSeries) *vecSeries {
+	ls, dropped := ev.nameless(s.labels)
+	o := ev.newSeries(ls)
+	o.dropName = dropped || s.dropName
+	return o
 }
 
 func dropName(ls series.Labels) series.Labels {
@@ -1122,9 +1136,20 @@ func (ev *evaluator) relabel(e *parser.Call) (value, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A name set explicitly stays (label_replace(rate(x[5m]),
+	// "__name__", ...)).
+	setsName := false
+	if len(e.Args) > 1 {
+		if dst, ok := unwrap(e.Args[1]).(*parser.StringLiteral); ok && dst.Val == series.MetricName {
+			setsName = true
+		}
+	}
 	for i, s := range v.series {
 		if s.labels, err = f(s.labels); err != nil {
 			return nil, err
+		}
+		if setsName {
+			s.dropName = false
 		}
 		if i%256 == 255 {
 			if err := ev.checkCtx(); err != nil {

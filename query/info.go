@@ -139,6 +139,7 @@ func (ev *evaluator) info(e *parser.Call) (value, error) {
 			o, ok := results[k]
 			if !ok {
 				o = ev.newSeries(ls)
+				o.dropName = b.dropName
 				results[k] = o
 				out.series = append(out.series, o)
 			} else if o.ok[i] {

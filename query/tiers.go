@@ -226,8 +226,9 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 	if ev.counts.samples.Add(int64(c.Len())) > int64(ev.max) {
 		return nil, fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
 	}
+	dropped := false
 	if !keepsName[fn] {
-		ls = dropName(ls)
+		ls, dropped = ev.nameless(ls)
 	}
 	op, oneBucket := oneBucketOps[fn]
 	oneBucket = oneBucket && w == res && (ev.steps() == 1 || ev.step == res)
@@ -238,8 +239,9 @@ func (ev *evaluator) tierSeriesOne(fn string, ls series.Labels, c *rollup.Column
 	o := buf
 	if o == nil {
 		o = ev.newSeries(ls)
+		o.dropName = dropped
 	} else {
-		o.labels = ls
+		o.labels, o.dropName = ls, dropped
 		clear(o.ok)
 	}
 	any := false

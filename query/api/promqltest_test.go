@@ -30,7 +30,7 @@ import (
 // promqlSuiteFloor is how many of the runnable evals of Prometheus's own
 // PromQL test scripts must pass. It only goes up: raise it when a change
 // passes more.
-const promqlSuiteFloor = 1347
+const promqlSuiteFloor = 1355
 
 // TestPrometheusSuite plays Prometheus's PromQL test scripts (the
 // promql/promqltest/testdata of the Prometheus module in go.mod, read from
