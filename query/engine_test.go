@@ -894,13 +894,13 @@ func TestQuantileWarnings(t *testing.T) {
 // feature flags, each against a value worked out by hand.
 func TestPrometheus3Features(t *testing.T) {
 	s := load(t, map[string][]float64{
-		"__name__,cpu_user,host,a":   {1, 2, 3, 4, 5, 6, 7},
-		"__name__,cpu_system,host,a": {10, 20, 30, 40, 50, 60, 70},
-		"__name__,c,job,j":           {0, 10, 20, 5, 15, 25, 35},
-		"__name__,left,k,x":          {1, 1, 1, 1, 1, 1, 1},
-		"__name__,left,k,y":          {2, 2, 2, 2, 2, 2, 2},
-		"__name__,right,k,x":         {10, 10, 10, 10, 10, 10, 10},
-		"__name__,right,k,z":         {30, 30, 30, 30, 30, 30, 30},
+		"__name__,cpu_user,host,a":                         {1, 2, 3, 4, 5, 6, 7},
+		"__name__,cpu_system,host,a":                       {10, 20, 30, 40, 50, 60, 70},
+		"__name__,c,job,j":                                 {0, 10, 20, 5, 15, 25, 35},
+		"__name__,left,k,x":                                {1, 1, 1, 1, 1, 1, 1},
+		"__name__,left,k,y":                                {2, 2, 2, 2, 2, 2, 2},
+		"__name__,right,k,x":                               {10, 10, 10, 10, 10, 10, 10},
+		"__name__,right,k,z":                               {30, 30, 30, 30, 30, 30, 30},
 		"__name__,up,instance,i,job,j":                     {1, 1, 1, 1, 1, 1, 1},
 		"__name__,target_info,instance,i,job,j,version,v2": {1, 1, 1, 1, 1, 1, 1},
 	}, 60)
