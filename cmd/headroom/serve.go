@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -80,6 +81,7 @@ type serveConfig struct {
 	queryMaxSamples int
 	queryMaxSeries  int
 	lookback        time.Duration
+	queryFeatures   []string
 	logLevel        string
 	pprof           bool
 }
@@ -124,6 +126,20 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 0, "samples one query may load into memory; over it: 422 execution / ResourceExhausted. 0: 50,000,000, or with --memory-limit the share of its Go budget that --max-concurrent-queries queries can hold at once (64 bytes a sample with its answer)")
 	fs.IntVar(&c.queryMaxSeries, "query-max-series", 1_000_000, "series one query may select, all its selectors together; over it: 422 execution / ResourceExhausted")
 	fs.DurationVar(&c.lookback, "query-lookback-delta", 5*time.Minute, "how far back an instant vector looks for a sample (Prometheus's default)")
+	c.queryFeatures = query.Features
+	fs.Func("query-enable", "comma-separated Prometheus 3 PromQL features to turn on, by Prometheus's --enable-feature names: "+strings.Join(query.Features, ", ")+" (default all; an empty value turns all off, as in Prometheus without flags)", func(v string) error {
+		c.queryFeatures = []string{}
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			if !slices.Contains(query.Features, f) {
+				return fmt.Errorf("unknown feature %q (known: %s)", f, strings.Join(query.Features, ", "))
+			}
+			c.queryFeatures = append(c.queryFeatures, f)
+		}
+		return nil
+	})
 	fs.StringVar(&c.promote, "otlp-promote-resource-attributes", "", "comma-separated OTLP resource attributes to copy onto every series as labels (the rest go to target_info)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -500,7 +516,7 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	if maxSamples == 0 {
 		maxSamples = querySampleBudget(memory.Limit(), cfg.maxQueries)
 	}
-	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: maxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate}
+	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: maxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate, Features: cfg.queryFeatures}
 	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
 	headroomv1.RegisterReportsServer(s.grpc, report.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()
