@@ -8,7 +8,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/promql/parser/posrange"
+	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -26,6 +29,39 @@ func groupLabels(ls series.Labels, g grouping) series.Labels {
 		}
 	}
 	return out
+}
+
+// checkRatio refuses a NaN ratio of limit_ratio and warns of one outside
+// [-1, 1], which is capped, as Prometheus does.
+func (ev *evaluator) checkRatio(rs scalarValue, pos posrange.PositionRange) error {
+	for i, r := range rs {
+		switch {
+		case math.IsNaN(r):
+			return fmt.Errorf("%w: Ratio value is NaN", ErrExec)
+		case r > 1:
+			ev.annotate(annotations.NewInvalidRatioWarning(r, 1, pos))
+			rs[i] = 1
+		case r < -1:
+			ev.annotate(annotations.NewInvalidRatioWarning(r, -1, pos))
+			rs[i] = -1
+		}
+	}
+	return nil
+}
+
+// inRatio says whether limit_ratio(r) keeps a series: by where its
+// labels' hash (Prometheus's, so that both pick the same series) falls
+// in [0, 1).
+func inRatio(ls series.Labels, r float64) bool {
+	b := labels.NewScratchBuilder(len(ls))
+	for _, l := range ls {
+		b.Add(l.Name, l.Value)
+	}
+	off := float64(b.Labels().Hash()) / float64(math.MaxUint64)
+	if r >= 0 {
+		return off < r
+	}
+	return off >= 1+r
 }
 
 // maxK is the largest float64 that converts to an int64 without
@@ -50,7 +86,7 @@ func checkK(param scalarValue) error {
 func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	name := e.Op.String()
 	switch name {
-	case "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values":
+	case "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "limitk", "limit_ratio":
 	default:
 		return nil, fmt.Errorf("%w: unknown aggregation %q", ErrBadQuery, name)
 	}
@@ -109,13 +145,18 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 			if param, ok = p.(scalarValue); !ok {
 				return nil, fmt.Errorf("%w: expected type scalar as the first argument of %q, got %s", ErrBadQuery, name, typeName(p))
 			}
-			if name == "topk" || name == "bottomk" {
+			switch name {
+			case "topk", "bottomk", "limitk":
 				if err := checkK(param); err != nil {
+					return nil, err
+				}
+			case "limit_ratio":
+				if err := ev.checkRatio(param, e.Param.PositionRange()); err != nil {
 					return nil, err
 				}
 			}
 			if name == "quantile" {
-				ev.checkQuantile(param)
+				ev.checkQuantile(param, e.Param.PositionRange())
 			}
 		}
 	}
@@ -126,7 +167,7 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	}
 	groups := map[string]*group{}
 	var order []*group
-	if name == "topk" || name == "bottomk" {
+	if name == "topk" || name == "bottomk" || name == "limitk" {
 		// Their answer keeps the groups' order: Prometheus's, the order
 		// of the input by labels (a selection comes by series ID).
 		slices.SortFunc(v.series, func(a, b *vecSeries) int { return series.Compare(a.labels, b.labels) })
@@ -145,6 +186,39 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	n := ev.steps()
 	out := vectorValue{}
 	switch name {
+	case "limitk", "limit_ratio":
+		// Prometheus 3's sampling of series: the first k of each group
+		// (in label order), or those whose label hash falls in the
+		// ratio's share of the hash space (a negative ratio: the rest),
+		// the same series at every step.
+		keep := map[*vecSeries]*vecSeries{}
+		for _, g := range order {
+			for i := 0; i < n; i++ {
+				taken := 0
+				for _, s := range g.members {
+					if !s.ok[i] {
+						continue
+					}
+					if name == "limitk" {
+						if float64(taken) >= param[i] {
+							break
+						}
+						taken++
+					} else if !inRatio(s.labels, param[i]) {
+						continue
+					}
+					o, ok := keep[s]
+					if !ok {
+						o = ev.newSeries(s.labels)
+						o.dropName = s.dropName
+						keep[s] = o
+						out.series = append(out.series, o)
+					}
+					o.v[i], o.ok[i] = s.v[i], true
+				}
+			}
+		}
+		return out, nil
 	case "topk", "bottomk":
 		// The selected input series keep their labels.
 		keep := map[*vecSeries]*vecSeries{}
@@ -284,13 +358,16 @@ func (ev *evaluator) histogramQuantile(e *parser.Call) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev.checkQuantile(q)
+	ev.checkQuantile(q, e.Args[0].PositionRange())
 	v, err := ev.vectorArg(e, 1)
 	if err != nil {
 		return nil, err
 	}
-	return ev.classicBuckets(v, func(i int, les, counts []float64) float64 {
-		return bucketQuantile(q[i], les, counts)
+	pos := e.Args[1].PositionRange()
+	return ev.classicBuckets(v, pos, func(i int, name string, les, counts []float64) float64 {
+		r, fix := bucketQuantile(q[i], les, counts)
+		ev.monotonicityInfo(fix, name, pos, i)
+		return r
 	}), nil
 }
 
@@ -314,7 +391,7 @@ func (ev *evaluator) histogramQuantiles(e *parser.Call) (value, error) {
 		if err != nil {
 			return nil, err
 		}
-		ev.checkQuantile(q)
+		ev.checkQuantile(q, e.Args[i].PositionRange())
 		qs = append(qs, q)
 	}
 	v, err := ev.vectorArg(e, 0)
@@ -323,8 +400,11 @@ func (ev *evaluator) histogramQuantiles(e *parser.Call) (value, error) {
 	}
 	out := vectorValue{}
 	for _, q := range qs {
-		r := ev.classicBuckets(v, func(i int, les, counts []float64) float64 {
-			return bucketQuantile(q[i], les, counts)
+		pos := e.Args[0].PositionRange()
+		r := ev.classicBuckets(v, pos, func(i int, name string, les, counts []float64) float64 {
+			r, fix := bucketQuantile(q[i], les, counts)
+			ev.monotonicityInfo(fix, name, pos, i)
+			return r
 		})
 		for _, s := range r.series {
 			s.labels = setLabel(s.labels, label, openMetricsFloat(q[0]))
@@ -371,7 +451,7 @@ func (ev *evaluator) histogramFraction(e *parser.Call) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ev.classicBuckets(v, func(i int, les, counts []float64) float64 {
+	return ev.classicBuckets(v, e.Args[2].PositionRange(), func(i int, _ string, les, counts []float64) float64 {
 		return bucketFraction(lower[i], upper[i], les, counts)
 	}), nil
 }
@@ -379,19 +459,27 @@ func (ev *evaluator) histogramFraction(e *parser.Call) (value, error) {
 // classicBuckets groups v's bucket series (with an le label) by their
 // other labels, and gives f each group's bounds, in increasing order, and
 // counts at each step.
-func (ev *evaluator) classicBuckets(v vectorValue, f func(i int, les, counts []float64) float64) vectorValue {
+// A bucket whose le is missing or not a number is left out, with
+// Prometheus's warning at pos, the buckets' expression.
+func (ev *evaluator) classicBuckets(v vectorValue, pos posrange.PositionRange, f func(i int, name string, les, counts []float64) float64) vectorValue {
 	type bucket struct {
 		le float64
 		s  *vecSeries
 	}
 	groups := map[string][]bucket{}
 	glabels := map[string]series.Labels{}
+	names := map[string]string{}
 	var order []string
 	for _, s := range v.series {
 		leStr := s.labels.Get("le")
 		le, err := strconv.ParseFloat(leStr, 64)
-		if leStr == "" || err != nil {
-			continue // not a bucket: ignored, as Prometheus does
+		if err != nil || math.IsNaN(le) {
+			name := ""
+			if ev.delayName {
+				name = s.labels.Get(series.MetricName)
+			}
+			ev.annotate(annotations.NewBadBucketLabelWarning(name, leStr, pos))
+			continue
 		}
 		// Grouped with their metric name, which the answer drops: two
 		// histograms of one label set are then two answers of one label
@@ -401,6 +489,9 @@ func (ev *evaluator) classicBuckets(v vectorValue, f func(i int, les, counts []f
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 			glabels[k] = dropName(gl)
+			if ev.delayName {
+				names[k] = gl.Get(series.MetricName)
+			}
 		}
 		groups[k] = append(groups[k], bucket{le, s})
 	}
@@ -421,7 +512,7 @@ func (ev *evaluator) classicBuckets(v vectorValue, f func(i int, les, counts []f
 			if len(les) == 0 {
 				continue
 			}
-			o.v[i], o.ok[i], any = f(i, les, counts), true, true
+			o.v[i], o.ok[i], any = f(i, names[k], les, counts), true, true
 		}
 		if any {
 			out.series = append(out.series, o)
@@ -493,34 +584,75 @@ func bucketFraction(lower, upper float64, les, counts []float64) float64 {
 	return (ur - lr) / total
 }
 
-func bucketQuantile(q float64, les, counts []float64) float64 {
+func bucketQuantile(q float64, les, counts []float64) (float64, monoFix) {
+	var fix monoFix
 	if math.IsNaN(q) {
-		return math.NaN()
+		return math.NaN(), fix
 	}
 	if q < 0 {
-		return math.Inf(-1)
+		return math.Inf(-1), fix
 	}
 	if q > 1 {
-		return math.Inf(1)
+		return math.Inf(1), fix
 	}
 	if !math.IsInf(les[len(les)-1], 1) {
-		return math.NaN()
+		return math.NaN(), fix
 	}
 	les, counts = coalesce(les, counts)
 	if len(les) < 2 {
-		return math.NaN()
+		return math.NaN(), fix
 	}
-	// Counts must not decrease with le (they may, from scrapes at
-	// different moments): make them monotonic.
-	for i := 1; i < len(counts); i++ {
-		if counts[i] < counts[i-1] {
-			counts[i] = counts[i-1]
-		}
-	}
+	fix = monotonic(les, counts)
 	total := counts[len(counts)-1]
 	if total == 0 || math.IsNaN(total) {
-		return math.NaN()
+		return math.NaN(), fix
 	}
+	return interpolateBucket(q, les, counts), fix
+}
+
+// monoFix says where monotonic made counts that fell with le stay level.
+type monoFix struct {
+	forced               bool
+	minLe, maxLe, maxFix float64
+}
+
+// monotonic makes counts non-decreasing with le (they may fall when the
+// buckets were scraped at slightly different moments), as Prometheus
+// does: a difference within float rounding is smoothed silently, a real
+// fall is levelled and reported.
+func monotonic(les, counts []float64) monoFix {
+	fix := monoFix{minLe: math.Inf(1), maxLe: math.Inf(-1)}
+	prev := counts[0]
+	for i := 1; i < len(counts); i++ {
+		cur := counts[i]
+		switch {
+		case cur == prev:
+		case math.Abs(cur-prev) <= 1e-12*math.Max(math.Abs(cur), math.Abs(prev)):
+			counts[i] = prev
+		case cur < prev:
+			counts[i] = prev
+			fix.forced = true
+			fix.minLe, fix.maxLe = math.Min(fix.minLe, les[i]), math.Max(fix.maxLe, les[i])
+			fix.maxFix = math.Max(fix.maxFix, prev-cur)
+		default:
+			prev = cur
+		}
+	}
+	return fix
+}
+
+// monotonicityInfo adds Prometheus's info that a histogram's counts were
+// levelled at step i.
+func (ev *evaluator) monotonicityInfo(fix monoFix, name string, pos posrange.PositionRange, i int) {
+	if fix.forced {
+		ev.annotate(annotations.NewHistogramQuantileForcedMonotonicityInfo(name, pos, ev.ts(i), fix.minLe, fix.maxLe, fix.maxFix))
+	}
+}
+
+// interpolateBucket is the quantile q of monotonic bucket counts with a
+// +Inf bucket and a positive total.
+func interpolateBucket(q float64, les, counts []float64) float64 {
+	total := counts[len(counts)-1]
 	rank := q * total
 	b := sort.SearchFloat64s(counts, rank)
 	if b == len(les)-1 {

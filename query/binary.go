@@ -327,7 +327,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 						if series.Compare(a, b) > 0 {
 							a, b = b, a
 						}
-						return nil, fmt.Errorf("%w: found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s]; many-to-many matching not allowed: matching labels must be unique on one side", ErrExec, matchGroup(m.labels, mod), side, a, b)
+						return nil, fmt.Errorf("%w: found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s];many-to-many matching not allowed: matching labels must be unique on one side", ErrExec, matchGroup(m.labels, mod), side, a, b)
 					}
 					match = c
 				}

@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/promql/parser/posrange"
+	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/storage/series"
@@ -84,6 +86,9 @@ type Result struct {
 	Samples int
 	// Tiers names the data tiers the answer came from ("raw", "5m", ...).
 	Tiers []string
+	// Infos are Prometheus's info annotations (a histogram's buckets made
+	// monotonic...).
+	Infos []string
 	// Warnings say where the answer may be incomplete: raw samples read
 	// for a time the source no longer keeps them.
 	Warnings []string
@@ -121,25 +126,25 @@ type counts struct {
 	tiers           atomic.Uint32 // bit 0: raw, bit i+1: tier i (markTier)
 	rawFrom         atomic.Int64  // the earliest time raw samples were read from
 	annoMu          sync.Mutex
-	annos           []string // Prometheus's annotations, each once
+	annos           annotations.Annotations // Prometheus's, merged as it merges them
 }
 
-// annotate adds a warning to the answer (Prometheus's annotations), once.
-func (ev *evaluator) annotate(msg string) {
+// annotate adds one of Prometheus's annotations (a warning or an info,
+// with the position of the expression it is about) to the answer.
+func (ev *evaluator) annotate(err error) {
 	c := ev.counts
 	c.annoMu.Lock()
 	defer c.annoMu.Unlock()
-	if !slices.Contains(c.annos, msg) {
-		c.annos = append(c.annos, msg)
-	}
+	c.annos.Add(err)
 }
 
 // checkQuantile warns, as Prometheus does, of a quantile outside [0, 1]
-// at any step (the answer is then -Inf, +Inf or NaN).
-func (ev *evaluator) checkQuantile(qs scalarValue) {
+// at any step (the answer is then -Inf, +Inf or NaN); pos is the
+// quantile's expression.
+func (ev *evaluator) checkQuantile(qs scalarValue, pos posrange.PositionRange) {
 	for _, q := range qs {
 		if math.IsNaN(q) || q < 0 || q > 1 {
-			ev.annotate(fmt.Sprintf("PromQL warning: quantile value should be between 0 and 1, got %g", q))
+			ev.annotate(annotations.NewInvalidQuantileWarning(q, pos))
 			return
 		}
 	}
@@ -166,7 +171,7 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if err != nil {
 		return nil, err
 	}
-	v, n, tiers, warns, err := e.run(ctx, src, expr, start, end, step)
+	v, n, tiers, warns, err := e.run(ctx, src, q, expr, start, end, step)
 	if err != nil {
 		return nil, err
 	}
@@ -176,9 +181,9 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 		for i, f := range v {
 			pts[i] = Point{T: start + int64(i)*step, V: f}
 		}
-		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n, Tiers: tiers, Warnings: warns}, nil
+		return &Result{Type: "matrix", Series: []Series{{Labels: series.Labels{}, Points: pts}}, Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}, nil
 	case vectorValue:
-		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n, Tiers: tiers, Warnings: warns}, nil
+		return &Result{Type: "matrix", Series: v.matrix(start, step), Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}, nil
 	case stringValue:
 		return nil, fmt.Errorf("%w: invalid expression type \"string\" for range query, must be Scalar or instant Vector", ErrBadQuery)
 	case rangeValue:
@@ -193,17 +198,17 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	if err != nil {
 		return nil, err
 	}
-	v, n, tiers, warns, err := e.run(ctx, src, expr, t, t, 1)
+	v, n, tiers, warns, err := e.run(ctx, src, q, expr, t, t, 1)
 	if err != nil {
 		return nil, err
 	}
 	switch v := v.(type) {
 	case scalarValue:
-		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n, Tiers: tiers, Warnings: warns}, nil
+		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}, nil
 	case stringValue:
-		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n, Tiers: tiers, Warnings: warns}, nil
+		return &Result{Type: "string", String: string(v), Scalar: Point{T: t}, Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}, nil
 	case vectorValue:
-		r := &Result{Type: "vector", Samples: n, Tiers: tiers, Warnings: warns}
+		r := &Result{Type: "vector", Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}
 		for _, s := range v.series {
 			if s.ok[0] {
 				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{T: t, V: s.v[0]}}})
@@ -217,7 +222,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 		}
 		return r, nil
 	case rangeValue:
-		r := &Result{Type: "matrix", Samples: n, Tiers: tiers, Warnings: warns}
+		r := &Result{Type: "matrix", Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}
 		for _, s := range v {
 			if len(s.Points) > 0 {
 				r.Series = append(r.Series, s)
@@ -228,12 +233,15 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
 }
 
-func (e *Engine) run(ctx context.Context, src Source, expr parser.Expr, start, end, step int64) (v value, samples int, tiers, warnings []string, err error) {
+// annos are an answer's annotations.
+type annos struct{ warnings, infos []string }
+
+func (e *Engine) run(ctx context.Context, src Source, q string, expr parser.Expr, start, end, step int64) (v value, samples int, tiers []string, warnings annos, err error) {
 	if err := e.Gate.Enter(ctx); err != nil {
 		if errors.Is(err, admit.ErrBusy) {
-			return nil, 0, nil, nil, err
+			return nil, 0, nil, annos{}, err
 		}
-		return nil, 0, nil, nil, fmt.Errorf("%w: %v", ctx.Err(), err)
+		return nil, 0, nil, annos{}, fmt.Errorf("%w: %v", ctx.Err(), err)
 	}
 	defer e.Gate.Leave()
 	timeout := e.Timeout
@@ -264,7 +272,7 @@ func (e *Engine) run(ctx context.Context, src Source, expr parser.Expr, start, e
 	}
 	mode, _ := ctx.Value(tierKey{}).(string)
 	if err := CheckTier(src, mode); err != nil {
-		return nil, 0, nil, nil, err
+		return nil, 0, nil, annos{}, err
 	}
 	ev := &evaluator{ctx: ctx, parent: parent, src: src, start: start, end: end, step: step, lookback: lb.Milliseconds(),
 		max: max, maxSeries: maxSeries, workers: workers, counts: &counts{}, tierMode: mode,
@@ -274,7 +282,7 @@ func (e *Engine) run(ctx context.Context, src Source, expr parser.Expr, start, e
 	}
 	fs, err := e.features()
 	if err != nil {
-		return nil, 0, nil, nil, err
+		return nil, 0, nil, annos{}, err
 	}
 	ev.delayName = fs[FeatureDelayedNameRemoval]
 	ev.counts.rawFrom.Store(math.MaxInt64)
@@ -282,7 +290,7 @@ func (e *Engine) run(ctx context.Context, src Source, expr parser.Expr, start, e
 	if err == nil {
 		v, err = ev.cleanup(v)
 	}
-	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), ev.warnings(), err
+	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), ev.annotations(q), err
 }
 
 // RawKeeper is a Source that says since when it keeps raw samples.
@@ -296,12 +304,15 @@ type RawKeeper interface {
 // function no tier could answer, a plain selector, a tier forced past its
 // retention): the points there may be missing, and a coarser step would
 // read the tiers.
-func (ev *evaluator) warnings() []string {
+func (ev *evaluator) annotations(q string) annos {
+	ev.counts.annoMu.Lock()
+	ws, is := ev.counts.annos.AsStrings(q, 0, 0)
+	ev.counts.annoMu.Unlock()
+	slices.Sort(ws) // the annotations come from a map
+	slices.Sort(is)
+	out := annos{warnings: ws, infos: is}
 	rk, ok := ev.src.(RawKeeper)
 	from := ev.counts.rawFrom.Load()
-	ev.counts.annoMu.Lock()
-	out := slices.Clone(ev.counts.annos)
-	ev.counts.annoMu.Unlock()
 	if !ok || from == math.MaxInt64 {
 		return out
 	}
@@ -318,7 +329,8 @@ func (ev *evaluator) warnings() []string {
 		}
 		w += fmt.Sprintf(" (the tiers %s answer range functions such as avg_over_time whose window and step are multiples of their resolution)", strings.Join(names, ", "))
 	}
-	return append(out, w)
+	out.warnings = append(out.warnings, w)
+	return out
 }
 
 func fmtTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }

@@ -279,7 +279,7 @@ func TestBinaryOperators(t *testing.T) {
 		}
 	}
 	check(t, s, "used * on(host) info", 0, "error: execution error: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
-	check(t, s, "info * on(host) used", 0, "error: execution error: found duplicate series for the match group {host=\"a\"} on the right hand-side of the operation: [{__name__=\"used\", dev=\"sda\", host=\"a\"}, {__name__=\"used\", dev=\"sdb\", host=\"a\"}]; many-to-many matching not allowed: matching labels must be unique on one side")
+	check(t, s, "info * on(host) used", 0, "error: execution error: found duplicate series for the match group {host=\"a\"} on the right hand-side of the operation: [{__name__=\"used\", dev=\"sda\", host=\"a\"}, {__name__=\"used\", dev=\"sdb\", host=\"a\"}];many-to-many matching not allowed: matching labels must be unique on one side")
 	check(t, s, "1 < bool 2", 0, "scalar 1")
 	check(t, s, "2 ^ 10 % 7", 0, "scalar 2") // (2^10) % 7 = 1024 % 7 = 2
 }
@@ -945,4 +945,26 @@ func TestPrometheus3Features(t *testing.T) {
 	// Query-context functions and scalar helpers.
 	check(t, s, `min_of(3, 5) + max_of(3, 5) + range()`, 60, "scalar 8")
 	check(t, s, `ts_of_max_over_time(c[5m])`, 360, "vector\n{job=\"j\"} "+fmtF(float64(sec(360))/1000))
+}
+
+// TestLimitAggregations: limitk keeps the first k series of each group
+// in label order, limit_ratio a share of them by label hash (a ratio and
+// its negative complement split them), the same series at every step.
+func TestLimitAggregations(t *testing.T) {
+	data := map[string][]float64{}
+	for i := 0; i < 20; i++ {
+		data[fmt.Sprintf("__name__,m,g,%d,i,%02d", i%2, i)] = []float64{float64(i), float64(i)}
+	}
+	s := load(t, data, 60)
+	check(t, s, `limitk(2, m)`, 60, "vector\n{__name__=\"m\", g=\"0\", i=\"00\"} 0\n{__name__=\"m\", g=\"0\", i=\"02\"} 2")
+	check(t, s, `limitk by (g) (1, m)`, 60, "vector\n{__name__=\"m\", g=\"0\", i=\"00\"} 0\n{__name__=\"m\", g=\"1\", i=\"01\"} 1")
+	check(t, s, `count(limit_ratio(0.5, m)) + count(limit_ratio(-0.5, m))`, 60, "vector\n{} 20")
+	check(t, s, `count(limit_ratio(0.5, m) and limit_ratio(-0.5, m)) or vector(0)`, 60, "vector\n{} 0")
+	check(t, s, `count(limit_ratio(1, m))`, 60, "vector\n{} 20")
+	check(t, s, `limitk(NaN, m)`, 60, "error: execution error: Parameter value is NaN")
+	check(t, s, `limit_ratio(NaN, m)`, 60, "error: execution error: Ratio value is NaN")
+	r, err := eng.Instant(context.Background(), s, `count(limit_ratio(1.5, m))`, sec(60))
+	if err != nil || len(r.Warnings) != 1 || r.Warnings[0] != "PromQL warning: ratio value should be between -1 and 1, got 1.5, capping to 1 (1:19)" {
+		t.Errorf("limit_ratio(1.5): %v %q", err, r.Warnings)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -574,6 +575,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		}
 		return out, nil
 	case "sort", "sort_desc":
+		ev.sortInRange(e)
 		v, err := ev.vectorArg(e, 0)
 		if err != nil {
 			return nil, err
@@ -596,9 +598,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 	case "sort_by_label", "sort_by_label_desc":
 		// Prometheus 3 (an experimental function): by the labels' values
 		// in natural order, then by the whole label set.
-		if len(e.Args) < 1 {
-			return nil, argCount(name, 1, len(e.Args))
-		}
+		ev.sortInRange(e)
 		v, err := ev.vectorArg(e, 0)
 		if err != nil {
 			return nil, err
@@ -651,6 +651,14 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 	return nil, fmt.Errorf("%w: unknown function with name %q", ErrBadQuery, name)
 }
 
+// sortInRange warns, as Prometheus does, that sorting a range query's
+// answer does nothing: matrices come ordered by labels.
+func (ev *evaluator) sortInRange(e *parser.Call) {
+	if ev.start != ev.end {
+		ev.annotate(annotations.NewSortInRangeQueryWarning(e.PositionRange()))
+	}
+}
+
 func argCount(name string, want, got int) error {
 	return fmt.Errorf("%w: expected %d argument(s) in call to %q, got %d", ErrBadQuery, want, name, got)
 }
@@ -691,7 +699,7 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	}
 	switch e.Func.Name {
 	case "quantile_over_time":
-		ev.checkQuantile(param)
+		ev.checkQuantile(param, e.Args[0].PositionRange())
 	case "double_exponential_smoothing":
 		for i := range param {
 			if !(param[i] > 0 && param[i] < 1) {
@@ -1073,7 +1081,7 @@ func absentLabels(e parser.Expr) series.Labels {
 	vals := map[string]string{}
 	has := map[string]bool{}
 	for _, f := range me.LabelMatchers {
-		if f.Name == series.MetricName {
+		if isMetadataLabel(f.Name) {
 			continue
 		}
 		if f.Type.String() == "=" && !has[f.Name] {

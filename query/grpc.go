@@ -57,7 +57,7 @@ func (g *GRPC) InstantQuery(req *headroomv1.InstantQueryRequest, stream headroom
 // send streams a result: the type first, then series in batches of about
 // BatchPoints points, each batch encoded only when sent.
 func (g *GRPC) send(res *Result, send func(*headroomv1.QueryResponse) error) error {
-	msg := &headroomv1.QueryResponse{ResultType: res.Type, Tiers: res.Tiers, Warnings: res.Warnings}
+	msg := &headroomv1.QueryResponse{ResultType: res.Type, Tiers: res.Tiers, Warnings: res.Warnings, Infos: res.Infos}
 	switch res.Type {
 	case "scalar", "string":
 		msg.Scalar = &headroomv1.Sample{TimestampMs: res.Scalar.T, Value: res.Scalar.V}

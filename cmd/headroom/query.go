@@ -129,6 +129,9 @@ Flags:
 		for _, w := range msg.Warnings {
 			fmt.Fprintln(os.Stderr, "warning:", w)
 		}
+		for _, i := range msg.Infos {
+			fmt.Fprintln(os.Stderr, "info:", i)
+		}
 		res = append(res, msg.Series...)
 		if msg.Scalar != nil {
 			scalar = msg

@@ -104,6 +104,7 @@ type response struct {
 	ErrorType string   `json:"errorType,omitempty"`
 	Error     string   `json:"error,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
+	Infos     []string `json:"infos,omitempty"`
 }
 
 // handler answers GET and form POST (as Prometheus does, so that long
@@ -137,14 +138,14 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 			writeJSON(w, code, response{Status: "error", ErrorType: typ, Error: err.Error()})
 			return
 		}
-		var warnings []string
+		var warnings, infos []string
 		if wh, ok := data.(withHeaders); ok {
 			for k, v := range wh.headers {
 				w.Header().Set(k, v)
 			}
-			data, warnings = wh.data, wh.warnings
+			data, warnings, infos = wh.data, wh.warnings, wh.infos
 		}
-		writeJSON(w, http.StatusOK, response{Status: "success", Data: data, Warnings: warnings})
+		writeJSON(w, http.StatusOK, response{Status: "success", Data: data, Warnings: warnings, Infos: infos})
 	})
 }
 

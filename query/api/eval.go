@@ -140,18 +140,19 @@ func evalContext(r *http.Request) (context.Context, context.CancelFunc, error) {
 	return ctx, cancel, nil
 }
 
-// withHeaders carries response headers, and the envelope's warnings,
-// out of a handler function.
+// withHeaders carries response headers, and the envelope's warnings and
+// infos, out of a handler function.
 type withHeaders struct {
 	data     any
 	headers  map[string]string
 	warnings []string
+	infos    []string
 }
 
 // answer encodes a result, saying which data tiers served it and where
 // it may be incomplete.
 func answer(res *query.Result) any {
-	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}, res.Warnings}
+	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}, res.Warnings, res.Infos}
 }
 
 // limitSeries applies a query's limit parameter (Prometheus 3): at most

@@ -69,5 +69,5 @@ func (a *API) report(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return withHeaders{json.RawMessage(b), map[string]string{"X-Headroom-Tier": strings.Join(rep.Tiers, ",")}, nil}, nil
+	return withHeaders{data: json.RawMessage(b), headers: map[string]string{"X-Headroom-Tier": strings.Join(rep.Tiers, ",")}}, nil
 }

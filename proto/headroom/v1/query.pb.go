@@ -234,7 +234,10 @@ type QueryResponse struct {
 	Tiers []string `protobuf:"bytes,5,rep,name=tiers,proto3" json:"tiers,omitempty"`
 	// In the first message: what Prometheus's API answers as "warnings"
 	// (raw samples read before the raw floor, a quantile outside [0, 1]).
-	Warnings      []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// In the first message: what Prometheus's API answers as "infos"
+	// (buckets of a classic histogram made monotonic, ...).
+	Infos         []string `protobuf:"bytes,7,rep,name=infos,proto3" json:"infos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,6 +314,13 @@ func (x *QueryResponse) GetWarnings() []string {
 	return nil
 }
 
+func (x *QueryResponse) GetInfos() []string {
+	if x != nil {
+		return x.Infos
+	}
+	return nil
+}
+
 var File_headroom_v1_query_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_query_proto_rawDesc = "" +
@@ -328,7 +338,7 @@ const file_headroom_v1_query_proto_rawDesc = "" +
 	"\x04tier\x18\x03 \x01(\tR\x04tier\"i\n" +
 	"\fResultSeries\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12-\n" +
-	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xe5\x01\n" +
+	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xfb\x01\n" +
 	"\rQueryResponse\x12\x1f\n" +
 	"\vresult_type\x18\x01 \x01(\tR\n" +
 	"resultType\x121\n" +
@@ -336,7 +346,8 @@ const file_headroom_v1_query_proto_rawDesc = "" +
 	"\x06scalar\x18\x03 \x01(\v2\x13.headroom.v1.SampleR\x06scalar\x12!\n" +
 	"\fstring_value\x18\x04 \x01(\tR\vstringValue\x12\x14\n" +
 	"\x05tiers\x18\x05 \x03(\tR\x05tiers\x12\x1a\n" +
-	"\bwarnings\x18\x06 \x03(\tR\bwarnings2\xa3\x01\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings\x12\x14\n" +
+	"\x05infos\x18\a \x03(\tR\x05infos2\xa3\x01\n" +
 	"\x05Query\x12J\n" +
 	"\n" +
 	"RangeQuery\x12\x1e.headroom.v1.RangeQueryRequest\x1a\x1a.headroom.v1.QueryResponse0\x01\x12N\n" +
