@@ -968,3 +968,17 @@ func TestLimitAggregations(t *testing.T) {
 		t.Errorf("limit_ratio(1.5): %v %q", err, r.Warnings)
 	}
 }
+
+// TestIntegral: the area under the samples, by trapezoids unless told
+// otherwise; a strategy outside 0..2 warns and uses trapezoids.
+func TestIntegral(t *testing.T) {
+	s := load(t, map[string][]float64{"__name__,g": {0, 10, 20, gap, 20}}, 60)
+	// Window (0, 240]: samples at 60, 120 and 240 s.
+	check(t, s, `integral(g[4m])`, 240, "vector\n{} 3300")    // (10+20)/2*60 + (20+20)/2*120
+	check(t, s, `integral(g[4m], 0)`, 240, "vector\n{} 3000") // 10*60 + 20*120
+	check(t, s, `integral(g[4m], 1)`, 240, "vector\n{} 3600") // 20*60 + 20*120
+	r, err := eng.Instant(context.Background(), s, `integral(g[4m], 7)`, sec(240))
+	if err != nil || render(r) != "vector\n{} 3300" || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "got 7 (1:17)") {
+		t.Errorf("integral strategy 7: %v %s %q", err, render(r), r.Warnings)
+	}
+}

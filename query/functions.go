@@ -165,6 +165,12 @@ var rangeFuncs = map[string]rangeFunc{
 		}
 		return s1, true
 	},
+	// The area under the samples over the window (value x seconds): by
+	// the left points (strategy 0), the right points (1) or trapezoids
+	// (2, the default); a NaN counts as 0.
+	"integral": func(p []Point, _, _ int64, strategy, _ float64) (float64, bool) {
+		return integral(p, int(strategy)), true
+	},
 	"present_over_time": func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return 1, true },
 	"stddev_over_time":  func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return math.Sqrt(variance(p)), true },
 	"stdvar_over_time":  func(p []Point, _, _ int64, _, _ float64) (float64, bool) { return variance(p), true },
@@ -207,6 +213,43 @@ var rangeFuncs = map[string]rangeFunc{
 		slope, icept := linearRegression(p, t)
 		return slope*dur + icept, true
 	},
+}
+
+func integral(p []Point, strategy int) float64 {
+	zero := func(v float64) float64 {
+		if math.IsNaN(v) {
+			return 0
+		}
+		return v
+	}
+	var sum, c float64
+	for i := 1; i < len(p); i++ {
+		prev, cur := zero(p[i-1].V), zero(p[i].V)
+		var v, cv float64
+		switch strategy {
+		case 0:
+			v = prev
+		case 1:
+			v = cur
+		default:
+			if prev != 0 || cur != 0 {
+				v, cv = neumaierAdd(prev, 0, cur)
+				if math.IsInf(v, 0) && !math.IsInf(cur, 0) && !math.IsInf(prev, 0) {
+					v, cv = neumaierAdd(prev/2, 0, cur/2) // finite halves do not overflow
+				} else {
+					v, cv = v/2, cv/2
+				}
+			}
+		}
+		if v != 0 || cv != 0 {
+			dt := float64(p[i].T-p[i-1].T) / 1000
+			sum, c = neumaierAdd(sum, c+cv*dt, v*dt)
+		}
+	}
+	if math.IsInf(sum, 0) {
+		return sum
+	}
+	return sum + c
 }
 
 // tsOfExtreme is the time, in seconds, of the sample that better says is
@@ -698,6 +741,16 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 		}
 	}
 	switch e.Func.Name {
+	case "integral":
+		if param == nil {
+			param = ev.constant(2)
+		}
+		for i, s := range param {
+			if math.IsNaN(s) || math.Trunc(s) != s || s < 0 || s > 2 {
+				ev.annotate(annotations.NewInvalidIntegralStrategyWarning(s, e.Args[1].PositionRange()))
+				param[i] = 2
+			}
+		}
 	case "quantile_over_time":
 		ev.checkQuantile(param, e.Args[0].PositionRange())
 	case "double_exponential_smoothing":

@@ -32,8 +32,8 @@ import (
 // and error texts (strict). They only go up: raise them when a change
 // passes more.
 const (
-	promqlSuiteFloor       = 1361
-	promqlSuiteStrictFloor = 1361
+	promqlSuiteFloor       = 1414
+	promqlSuiteStrictFloor = 1414
 )
 
 // TestPrometheusSuite plays Prometheus's PromQL test scripts (the
