@@ -19,6 +19,10 @@ func FuzzQuery(f *testing.F) {
 		`g / on(job) group_left(x) c`, `topk(2, g)`, `histogram_quantile(0.9, g)`,
 		`label_replace(g, "a", "$1", "job", "(.*)")`, `count_values("v", g)`, `g > bool 2`,
 		`absent(nope)`, `quantile_over_time(0.5, g[1m])`, `-g`, `time() - timestamp(g)`,
+		`increase(c[1m] anchored)`, `rate(c[1m] smoothed)`, `g smoothed`, `g + fill(0) on(job) c`,
+		`info(g, {job=~".+"})`, `limitk(1, g)`, `limit_ratio(0.5, g)`, `integral(g[1m], 1)`,
+		`max by (__name__) (label_replace(rate({__name__=~"g|c"}[1m]), "__name__", "$1", "__name__", "(.+)"))`,
+		`g[step()*2:range()+1s]`, `double_exponential_smoothing(g[2m], 0.5, 0.5)`,
 	} {
 		f.Add(q)
 	}

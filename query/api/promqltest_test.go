@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/series"
@@ -686,3 +687,79 @@ func compareResult(ev *suiteEval, ans apiAnswer) string {
 
 // descParser reads the scripts' series: some have names with dots.
 var descParser = parser.NewParser(parser.Options{EnableUnquotedUTF8Names: true})
+
+// suiteExprs are the expressions of the scripts' evals.
+func suiteExprs(t testing.TB) []string {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/prometheus/prometheus").Output()
+	if err != nil {
+		t.Fatalf("go list -m github.com/prometheus/prometheus: %v", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "promql", "promqltest", "testdata", "*.test"))
+	var exprs []string
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			l = strings.TrimSpace(l)
+			if m := patInstant.FindStringSubmatch(l); m != nil {
+				exprs = append(exprs, m[3])
+			} else if m := patRange.FindStringSubmatch(l); m != nil {
+				exprs = append(exprs, m[5])
+			}
+		}
+	}
+	return exprs
+}
+
+var fullParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: true, EnableBinopFillModifiers: true})
+
+// roundTrip checks that what parses prints as something that parses to
+// the same expression, plainly and laid out by format_query.
+func roundTrip(t *testing.T, q string) {
+	e, err := fullParser.ParseExpr(q)
+	if err != nil {
+		return
+	}
+	s1 := e.String()
+	e2, err := fullParser.ParseExpr(s1)
+	if err != nil {
+		t.Fatalf("%q prints as %q, which does not parse: %v", q, s1, err)
+	}
+	if s2 := e2.String(); s2 != s1 {
+		t.Fatalf("%q prints as %q, which prints as %q", q, s1, s2)
+	}
+	pretty, err := query.Format(q)
+	if err != nil {
+		return // refused by the engine's own bounds (length, depth)
+	}
+	e3, err := fullParser.ParseExpr(pretty)
+	if err != nil {
+		t.Fatalf("%q is formatted as %q, which does not parse: %v", q, pretty, err)
+	}
+	if s3 := e3.String(); s3 != s1 {
+		t.Fatalf("%q is formatted as %q, which prints as %q, not %q", q, pretty, s3, s1)
+	}
+}
+
+// TestParseRoundTripSuite: every expression of Prometheus's scripts
+// survives printing and format_query.
+func TestParseRoundTripSuite(t *testing.T) {
+	exprs := suiteExprs(t)
+	if len(exprs) < 2000 {
+		t.Fatalf("only %d expressions in the scripts", len(exprs))
+	}
+	for _, q := range exprs {
+		roundTrip(t, q)
+	}
+}
+
+// FuzzParseRoundTrip: any text that parses round-trips (seeded with the
+// scripts' expressions and testdata/fuzz/FuzzParseRoundTrip).
+func FuzzParseRoundTrip(f *testing.F) {
+	for _, q := range suiteExprs(f) {
+		f.Add(q)
+	}
+	f.Fuzz(roundTrip)
+}
