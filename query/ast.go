@@ -89,7 +89,7 @@ type rangeArg struct {
 	at     *int64
 	// Prometheus 3's extended range selectors.
 	anchored, smoothed bool
-	text               string
+	node               parser.Expr // for errors: printed only then
 }
 
 func (r *rangeArg) subquery() bool { return r.sub != nil }
@@ -111,7 +111,7 @@ func (ev *evaluator) rollupOf(e parser.Expr) (*rangeArg, bool, error) {
 		if err != nil {
 			return nil, false, err
 		}
-		return &rangeArg{sel: vs, window: w, off: off, at: at, anchored: vs.Anchored, smoothed: vs.Smoothed, text: x.String()}, true, nil
+		return &rangeArg{sel: vs, window: w, off: off, at: at, anchored: vs.Anchored, smoothed: vs.Smoothed, node: x}, true, nil
 	case *parser.SubqueryExpr:
 		w, err := ev.duration(x.Range, x.RangeExpr, false)
 		if err != nil {
@@ -132,7 +132,7 @@ func (ev *evaluator) rollupOf(e parser.Expr) (*rangeArg, bool, error) {
 			return nil, false, err
 		}
 		at := ev.atTime(x.Timestamp, x.StartOrEnd)
-		return &rangeArg{sub: x.Expr, window: w, step: st, off: off, at: at, text: x.String()}, true, nil
+		return &rangeArg{sub: x.Expr, window: w, step: st, off: off, at: at, node: x}, true, nil
 	}
 	return nil, false, nil
 }

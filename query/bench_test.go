@@ -153,3 +153,56 @@ func BenchmarkTierAvg(b *testing.B) {
 		})
 	}
 }
+
+// dashboardShapes are the query shapes of make bench's dashboard, over 10
+// CPU metrics x 8 hosts x 13 h at 10 s (the last one is issue 15's: the
+// maximum of each metric, named, from label_replace keeping __name__
+// through max_over_time, which delayed name removal allows).
+var dashboardShapes = []struct{ name, q string }{
+	{"max_over_time_1h_1host", `max_over_time(cpu_user{host="3"}[1h])`},
+	{"subquery_8metrics", `max_over_time(label_replace({__name__=~"cpu_(user|system|idle|nice|iowait|irq|softirq|steal)"}, "metric", "$1", "__name__", "(.+)")[1h:10s])`},
+	{"avg_by_host", `avg by (host) (avg_over_time(label_replace({__name__=~"cpu_.+"}, "metric", "$1", "__name__", "(.+)")[1h:10s]))`},
+	{"rate_sum", `sum by (host) (rate(cpu_user[5m]))`},
+	{"max_by_name", `max by (__name__) (label_replace(max_over_time({__name__=~"cpu_.+"}[1h]), "__name__", "$1", "__name__", "(.+)"))`},
+}
+
+// BenchmarkDashboardShapes: each shape as a 12 h range query at a 1-hour
+// step, in process, over a checkpointed directory.
+func BenchmarkDashboardShapes(b *testing.B) {
+	db, err := storage.Open(b.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	end := time.Now().Truncate(time.Hour).UnixMilli()
+	start := end - 13*3600_000
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, m := range []string{"user", "system", "idle", "nice", "iowait", "irq", "softirq", "steal", "guest", "guest_nice"} {
+		for h := 0; h < 8; h++ {
+			ls := series.FromStrings("__name__", "cpu_"+m, "host", strconv.Itoa(h))
+			app := db.Appender()
+			v := 50.0
+			for t := start; t <= end; t += 10_000 {
+				v = min(100, max(0, v+float64(r.IntN(5)-2)))
+				app.Append(ls, t, v)
+			}
+			if err := app.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := db.Checkpoint(); err != nil {
+		b.Fatal(err)
+	}
+	eng := &query.Engine{MaxSamples: 10_000_000}
+	for _, s := range dashboardShapes {
+		b.Run(s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := eng.Range(context.Background(), src{db}, s.q, end-12*3600_000, end, 3600_000); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -77,10 +77,14 @@ func (ev *evaluator) cleanup(v value) (value, error) {
 	if !ok || !ev.delayName {
 		return v, nil
 	}
+	dropped := false
 	for _, s := range vv.series {
 		if s.dropName {
-			s.labels, s.dropName = dropName(s.labels), false
+			s.labels, s.dropName, dropped = dropName(s.labels), false, true
 		}
+	}
+	if !dropped {
+		return vv, nil // no label set changed: checked where it was made
 	}
 	return vv, ev.checkDuplicates(&vv)
 }
@@ -162,8 +166,11 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 			}
 			return out, nil
 		case vectorValue:
-			// Negation drops the name, as arithmetic does.
+			// Negation drops the name, as arithmetic does (or flags it).
 			vv := ev.mapVector(v, func(f float64) float64 { return -f }, true)
+			if ev.delayName {
+				return vv, nil
+			}
 			return vv, ev.checkDuplicates(&vv)
 		}
 		return nil, fmt.Errorf("%w: unary expression only allowed on expressions of type scalar or instant vector, got %s", ErrBadQuery, typeName(v))
@@ -173,8 +180,9 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 			return nil, err
 		}
 		// Dropping __name__ can make two series one label set: Prometheus
-		// refuses that rather than merge them.
-		if vv, ok := v.(vectorValue); ok && !keepsName[e.Func.Name] {
+		// refuses that rather than merge them (with delayed name removal,
+		// at the end: cleanup).
+		if vv, ok := v.(vectorValue); ok && !keepsName[e.Func.Name] && (!ev.delayName || dropsNameAtOnce[e.Func.Name]) {
 			if err := ev.checkDuplicates(&vv); err != nil {
 				return nil, err
 			}
@@ -201,6 +209,11 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 	}
 	return nil, fmt.Errorf("%w: unsupported expression %q", ErrBadQuery, e)
 }
+
+// dropsNameAtOnce are the functions whose answers lose the name even with
+// delayed name removal (a classic histogram's groups are made without
+// it).
+var dropsNameAtOnce = map[string]bool{"histogram_quantile": true, "histogram_quantiles": true, "histogram_fraction": true}
 
 // constant is a scalar of the same value at every step.
 func (ev *evaluator) constant(f float64) scalarValue {
@@ -537,7 +550,7 @@ func (ev *evaluator) sub(start, end, step int64) *evaluator {
 func (ev *evaluator) subqueryGrid(r *rangeArg, from, last int64) (start, end int64, err error) {
 	step := r.step
 	if step <= 0 {
-		return 0, 0, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, r.text)
+		return 0, 0, fmt.Errorf("%w: subquery step must be positive in %q", ErrBadQuery, r.node)
 	}
 	start = from - mod(from, step)
 	if start <= from {
@@ -548,7 +561,7 @@ func (ev *evaluator) subqueryGrid(r *rangeArg, from, last int64) (start, end int
 	}
 	end = last - mod(last, step)
 	if (end-start)/step > 1_000_000 {
-		return 0, 0, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, r.text)
+		return 0, 0, fmt.Errorf("%w: subquery %q would evaluate more than a million steps", ErrTooLarge, r.node)
 	}
 	return start, end, nil
 }

@@ -148,7 +148,7 @@ func checkTiers(r pebble.Reader, tiers []*tierState, keep func(t *tierState, ls 
 			if samples, err = readRaw(it, id, lo+1, hi, samples[:0]); err != nil {
 				return nil, fmt.Errorf("series %s, day %s: %w", ls, dayString(d), err)
 			}
-			day = dayBuckets(tiers, samples, day)
+			day = dayBuckets(tiers, samples, day, true)
 			rep.SeriesDays++
 			if progress != nil && rep.SeriesDays%100_000 == 0 {
 				progress(rep.SeriesDays)

@@ -244,7 +244,7 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 			if buf, err = readRaw(it, id, lo+1, lo+msPerDay, buf[:0]); err != nil {
 				return fmt.Errorf("series %d, day %s: %w", id, dayString(w.day), err)
 			}
-			w.tiers = dayBuckets(db.tiers, buf, nil)
+			w.tiers = dayBuckets(db.tiers, buf, nil, true)
 			// Background work: let a query waiting for the CPU in (a
 			// series-day takes about a millisecond, the scheduler's own
 			// slice is ten).
@@ -261,8 +261,9 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 // by `headroom check --tiers`. Stale markers are skipped, as range
 // functions skip them. The sketches of the first tier that keeps them
 // are made from the samples (the finer tiers keep none), and merged up
-// from there.
-func dayBuckets(tiers []*tierState, samples []series.Sample, dst [][]rollup.Bucket) [][]rollup.Bucket {
+// from there; with sketches false, for a query that reads no quantile,
+// none is made.
+func dayBuckets(tiers []*tierState, samples []series.Sample, dst [][]rollup.Bucket, sketches bool) [][]rollup.Bucket {
 	dst = slices.Grow(dst[:0], len(tiers))[:len(tiers)]
 	for i := range dst {
 		dst[i] = dst[i][:0]
@@ -283,14 +284,16 @@ func dayBuckets(tiers []*tierState, samples []series.Sample, dst [][]rollup.Buck
 		if len(bs) == 0 || bs[len(bs)-1].Start != start {
 			bs = append(bs, rollup.Bucket{Start: start})
 		}
-		if tiers[0].sketches {
+		if sketches && tiers[0].sketches {
 			bs[len(bs)-1].Add(p.T, p.V)
 		} else {
 			bs[len(bs)-1].AddStats(p.T, p.V)
 		}
 	}
 	dst[0] = bs
-	sketched := tiers[0].sketches
+	// Without sketches (a query that reads no quantile), none is made:
+	// a sketch costs a logarithm a sample, most of the work here.
+	sketched := tiers[0].sketches || !sketches
 	for k := 1; k < len(tiers); k++ {
 		dst[k] = mergeUp(dst[k-1], tiers[k].res, dst[k])
 		if !sketched && tiers[k].sketches {

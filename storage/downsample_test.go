@@ -41,7 +41,7 @@ func canonical(ss []series.Sample, tiers []*tierState) [][]rollup.Bucket {
 		for j < len(ss) && dayOf(ss[j].T) == d {
 			j++
 		}
-		day = dayBuckets(tiers, ss[i:j], day)
+		day = dayBuckets(tiers, ss[i:j], day, true)
 		for k := range tiers {
 			for _, b := range day[k] {
 				out[k] = append(out[k], cloneBucket(b))

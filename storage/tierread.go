@@ -410,7 +410,7 @@ func (r *tierReader) exact(c *rollup.Columns, id uint64, days []uint32, hc *head
 			}
 			ss = mergeSamples(slices.Clone(ss), head)
 		}
-		r.day = dayBuckets(r.db.tiers[:t.idx+1], ss, r.day)
+		r.day = dayBuckets(r.db.tiers[:t.idx+1], ss, r.day, r.cols&rollup.ColSketch != 0)
 		r.all = spliceDay(r.all, r.day[t.idx], dlo, dhi)
 	}
 	c.SetBuckets(r.all, r.cols)
