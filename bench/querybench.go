@@ -96,6 +96,11 @@ var queryShapes = []queryShape{
 	{"5 metrics, 1 host, 12 h, 1 h step", `max_over_time(label_replace({__name__=~"cpu_usage_(user|system|idle|nice|iowait)",hostname="host_3"}, "metric", "$1", "__name__", "(.+)")[1h:10s])`, 12 * time.Hour, time.Hour, 0},
 	{"max of 8 metrics x 8 hosts, 12 h, 1 h step", `max_over_time(label_replace({__name__=~"cpu_usage_(user|system|idle|nice|iowait|irq|softirq|steal)",hostname=~"host_[1-8]"}, "metric", "$1", "__name__", "(.+)")[1h:10s])`, 12 * time.Hour, time.Hour, 0},
 	{"avg of 10 metrics by host, all hosts, 12 h, 1 h step", `avg by (hostname) (avg_over_time(label_replace({__name__=~"cpu_usage_.+"}, "metric", "$1", "__name__", "(.+)")[1h:10s]))`, 12 * time.Hour, time.Hour, 50},
+	// Issue 15's shape: the maximum of each metric, named. Delayed name
+	// removal keeps __name__ through max_over_time for label_replace to
+	// keep it (without label_replace the names go at the end and the ten
+	// results clash, as in Prometheus).
+	{"max by __name__ of 10 metrics x 8 hosts, 12 h, 1 h step", `max by (__name__) (label_replace(max_over_time({__name__=~"cpu_usage_.+",hostname=~"host_[1-8]"}[1h]), "__name__", "$1", "__name__", "(.+)"))`, 12 * time.Hour, time.Hour, 0},
 	{"hosts with CPU > 90% in 12 h", `max by (hostname) (max_over_time(cpu_usage_user[12h])) > 90`, 0, 0, 0},
 	{"last point of every series", `{__name__=~"cpu_usage_.+"}`, 0, 0, 0},
 }

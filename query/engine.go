@@ -89,6 +89,9 @@ type Result struct {
 	// Infos are Prometheus's info annotations (a histogram's buckets made
 	// monotonic...).
 	Infos []string
+	// Where the query's time went: parsing, waiting for a query slot,
+	// evaluating (the API's stats parameter).
+	Parse, Queue, Eval time.Duration
 	// Warnings say where the answer may be incomplete: raw samples read
 	// for a time the source no longer keeps them.
 	Warnings []string
@@ -156,7 +159,7 @@ func (ev *evaluator) steps() int { return int((ev.end-ev.start)/ev.step) + 1 }
 func (ev *evaluator) ts(i int) int64 { return ev.start + int64(i)*ev.step }
 
 // Range evaluates q at start, start+step, ..., end (milliseconds).
-func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, step int64) (*Result, error) {
+func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, step int64) (res *Result, err error) {
 	if step <= 0 {
 		return nil, fmt.Errorf("%w: zero or negative query resolution step widths are not accepted. Try a positive integer", ErrBadQuery)
 	}
@@ -167,14 +170,21 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 	if uint64(end-start)/uint64(step) > 11000 {
 		return nil, fmt.Errorf("%w: exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)", ErrBadQuery)
 	}
+	p0 := time.Now()
 	expr, err := e.parse(q)
 	if err != nil {
 		return nil, err
 	}
+	parsed := time.Since(p0)
 	v, n, tiers, warns, err := e.run(ctx, src, q, expr, start, end, step)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if res != nil {
+			res.Parse, res.Queue, res.Eval = parsed, warns.queue, warns.eval
+		}
+	}()
 	switch v := v.(type) {
 	case scalarValue:
 		pts := make([]Point, len(v))
@@ -193,15 +203,22 @@ func (e *Engine) Range(ctx context.Context, src Source, q string, start, end, st
 }
 
 // Instant evaluates q at t (milliseconds).
-func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*Result, error) {
+func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (res *Result, err error) {
+	p0 := time.Now()
 	expr, err := e.parse(q)
 	if err != nil {
 		return nil, err
 	}
+	parsed := time.Since(p0)
 	v, n, tiers, warns, err := e.run(ctx, src, q, expr, t, t, 1)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if res != nil {
+			res.Parse, res.Queue, res.Eval = parsed, warns.queue, warns.eval
+		}
+	}()
 	switch v := v.(type) {
 	case scalarValue:
 		return &Result{Type: "scalar", Scalar: Point{T: t, V: v[0]}, Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}, nil
@@ -233,10 +250,14 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (*R
 	return nil, fmt.Errorf("%w: unexpected result %T", ErrExec, v)
 }
 
-// annos are an answer's annotations.
-type annos struct{ warnings, infos []string }
+// annos are an answer's annotations, and where its time went.
+type annos struct {
+	warnings, infos []string
+	queue, eval     time.Duration
+}
 
 func (e *Engine) run(ctx context.Context, src Source, q string, expr parser.Expr, start, end, step int64) (v value, samples int, tiers []string, warnings annos, err error) {
+	t0 := time.Now()
 	if err := e.Gate.Enter(ctx); err != nil {
 		if errors.Is(err, admit.ErrBusy) {
 			return nil, 0, nil, annos{}, err
@@ -286,11 +307,14 @@ func (e *Engine) run(ctx context.Context, src Source, q string, expr parser.Expr
 	}
 	ev.delayName = fs[FeatureDelayedNameRemoval]
 	ev.counts.rawFrom.Store(math.MaxInt64)
+	t1 := time.Now()
 	v, err = ev.eval(expr)
 	if err == nil {
 		v, err = ev.cleanup(v)
 	}
-	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), ev.annotations(q), err
+	meta := ev.annotations(q)
+	meta.queue, meta.eval = t1.Sub(t0), time.Since(t1)
+	return v, int(ev.counts.samples.Load()), tiersUsed(ev.counts.tiers.Load(), src), meta, err
 }
 
 // RawKeeper is a Source that says since when it keeps raw samples.
@@ -493,3 +517,7 @@ func Format(q string) (string, error) {
 	}
 	return parser.Prettify(e), nil
 }
+
+// Parse returns q's syntax tree (/api/v1/parse_query), after the checks
+// any query gets.
+func Parse(q string) (parser.Expr, error) { return parse(q) }

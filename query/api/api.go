@@ -66,6 +66,16 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 			}
 			return query.Format(r.Form.Get("query"))
 		}},
+		{"/api/v1/parse_query", func(r *http.Request) (any, error) {
+			if err := r.ParseForm(); err != nil {
+				return nil, badData("%v", err)
+			}
+			e, err := query.Parse(r.Form.Get("query"))
+			if err != nil {
+				return nil, err
+			}
+			return syntaxTree(e), nil
+		}},
 		// Grafana asks for these too; Headroom has no exemplars, rules or
 		// alerts yet, and answers as a Prometheus without any does.
 		{"/api/v1/query_exemplars", func(*http.Request) (any, error) { return []any{}, nil }},

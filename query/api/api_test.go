@@ -96,6 +96,9 @@ func TestAPI(t *testing.T) {
 		{"/api/v1/labels?limit=-1", 400, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"limit\": limit must be non-negative"}`},
 		{"/api/v1/format_query?query=sum(rate(x%5B5m%5D))by(job)", 200, `{"status":"success","data":"sum by (job) (rate(x[5m]))"}`},
 		{"/api/v1/format_query?query=sum(", 400, ``},
+		{"/api/v1/parse_query?query=" + url.QueryEscape(`-sum by (job) (rate(up{job="a"}[5m] offset 1m))`), 200,
+			`{"status":"success","data":{"expr":{"expr":{"args":[{"anchored":false,"matchers":[{"name":"job","type":"=","value":"a"},{"name":"__name__","type":"=","value":"up"}],"name":"up","offset":60000,"offsetExpr":null,"range":300000,"rangeExpr":null,"smoothed":false,"startOrEnd":null,"timestamp":null,"type":"matrixSelector"}],"func":{"argTypes":["matrix"],"name":"rate","returnType":"vector","variadic":0},"type":"call"},"grouping":["job"],"op":"sum","param":null,"type":"aggregation","without":false},"op":"-","type":"unaryExpr"}}`},
+		{"/api/v1/parse_query?query=sum(", 400, ``},
 		{"/api/v1/metadata", 200, `{"status":"success","data":{}}`},
 		{"/api/v1/query_exemplars?query=up", 200, `{"status":"success","data":[]}`},
 		{"/api/v1/rules", 200, `{"status":"success","data":{"groups":[]}}`},
@@ -351,5 +354,45 @@ func TestWarnings(t *testing.T) {
 	v.Set("start", fmt.Sprint(time.Now().Add(-30*time.Minute).Unix()))
 	if code, body := get(t, srv.URL+"/api/v1/query_range?"+v.Encode()); code != 200 || strings.Contains(body, "warnings") {
 		t.Fatalf("within what is kept: %d %s", code, body)
+	}
+}
+
+// TestQueryStats: stats (any value) adds Prometheus's timings and sample
+// counts to a query's answer; without it there are none.
+func TestQueryStats(t *testing.T) {
+	srv := setup(t)
+	for _, path := range []string{"/api/v1/query?query=up&stats=all", "/api/v1/query_range?query=up&start=0&end=60&step=15&stats=1"} {
+		code, body := get(t, srv.URL+path)
+		var got struct {
+			Data struct {
+				Stats *struct {
+					Timings map[string]float64
+					Samples map[string]int
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &got); code != 200 || err != nil || got.Data.Stats == nil {
+			t.Fatalf("%s: %d %v %s", path, code, err, body)
+		}
+		st := got.Data.Stats
+		for _, k := range []string{"evalTotalTime", "resultSortTime", "queryPreparationTime", "innerEvalTime", "execQueueTime", "execTotalTime"} {
+			if v, ok := st.Timings[k]; !ok || v < 0 {
+				t.Errorf("%s: timing %s = %v, %v", path, k, v, ok)
+			}
+		}
+		if st.Timings["execTotalTime"] < st.Timings["evalTotalTime"] {
+			t.Errorf("%s: total %v below eval %v", path, st.Timings["execTotalTime"], st.Timings["evalTotalTime"])
+		}
+		if _, ok := st.Samples["totalQueryableSamples"]; !ok {
+			t.Errorf("%s: no totalQueryableSamples: %s", path, body)
+		}
+	}
+	_, body := get(t, srv.URL+"/api/v1/query?query=up")
+	if strings.Contains(body, `"stats"`) {
+		t.Errorf("stats without the parameter: %s", body)
+	}
+	_, body = get(t, srv.URL+"/api/v1/query?query=up&stats=all")
+	if !strings.Contains(body, `"totalQueryableSamples":3`) {
+		t.Errorf("three series of one sample: %s", body)
 	}
 }

@@ -23,8 +23,45 @@ const (
 
 // queryData is the "data" of /api/v1/query and /api/v1/query_range.
 type queryData struct {
-	ResultType string `json:"resultType"`
-	Result     any    `json:"result"`
+	ResultType string      `json:"resultType"`
+	Result     any         `json:"result"`
+	Stats      *queryStats `json:"stats,omitempty"`
+}
+
+// queryStats is Prometheus's answer to the stats parameter, in seconds
+// and samples. Headroom counts the samples a query loads, not how many
+// it held at once: peakSamples is that count, an upper bound; the
+// per-step counts of stats=all are not kept.
+type queryStats struct {
+	Timings struct {
+		EvalTotalTime        float64 `json:"evalTotalTime"`
+		ResultSortTime       float64 `json:"resultSortTime"`
+		QueryPreparationTime float64 `json:"queryPreparationTime"`
+		InnerEvalTime        float64 `json:"innerEvalTime"`
+		ExecQueueTime        float64 `json:"execQueueTime"`
+		ExecTotalTime        float64 `json:"execTotalTime"`
+	} `json:"timings"`
+	Samples struct {
+		TotalQueryableSamples int `json:"totalQueryableSamples"`
+		PeakSamples           int `json:"peakSamples"`
+	} `json:"samples"`
+}
+
+// withStats adds the stats the request asked for (any value of stats).
+func withStats(r *http.Request, res *query.Result, d queryData) queryData {
+	if r.Form.Get("stats") == "" {
+		return d
+	}
+	st := &queryStats{}
+	st.Timings.EvalTotalTime = res.Eval.Seconds()
+	st.Timings.InnerEvalTime = res.Eval.Seconds()
+	st.Timings.QueryPreparationTime = res.Parse.Seconds()
+	st.Timings.ExecQueueTime = res.Queue.Seconds()
+	st.Timings.ExecTotalTime = (res.Parse + res.Queue + res.Eval).Seconds()
+	st.Samples.TotalQueryableSamples = res.Samples
+	st.Samples.PeakSamples = res.Samples
+	d.Stats = st
+	return d
 }
 
 // sample is [seconds, "value"], as Prometheus encodes points.
@@ -74,15 +111,15 @@ func metricMap(ls series.Labels) map[string]string {
 func encodeResult(r *query.Result) queryData {
 	switch r.Type {
 	case "scalar":
-		return queryData{"scalar", sample{r.Scalar.T, formatValue(r.Scalar.V)}}
+		return queryData{ResultType: "scalar", Result: sample{r.Scalar.T, formatValue(r.Scalar.V)}}
 	case "string":
-		return queryData{"string", sample{r.Scalar.T, r.String}}
+		return queryData{ResultType: "string", Result: sample{r.Scalar.T, r.String}}
 	case "vector":
 		out := make([]vectorElem, 0, len(r.Series))
 		for _, s := range r.Series {
 			out = append(out, vectorElem{metricMap(s.Labels), sample{s.Points[0].T, formatValue(s.Points[0].V)}})
 		}
-		return queryData{"vector", out}
+		return queryData{ResultType: "vector", Result: out}
 	}
 	out := make([]matrixElem, 0, len(r.Series))
 	for _, s := range r.Series {
@@ -92,7 +129,7 @@ func encodeResult(r *query.Result) queryData {
 		}
 		out = append(out, matrixElem{metricMap(s.Labels), vs})
 	}
-	return queryData{"matrix", out}
+	return queryData{ResultType: "matrix", Result: out}
 }
 
 // parseDuration reads a step or timeout: seconds (fractions allowed) or
@@ -151,8 +188,8 @@ type withHeaders struct {
 
 // answer encodes a result, saying which data tiers served it and where
 // it may be incomplete.
-func answer(res *query.Result) any {
-	return withHeaders{encodeResult(res), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}, res.Warnings, res.Infos}
+func answer(r *http.Request, res *query.Result) any {
+	return withHeaders{withStats(r, res, encodeResult(res)), map[string]string{"X-Headroom-Tier": strings.Join(res.Tiers, ",")}, res.Warnings, res.Infos}
 }
 
 // limitSeries applies a query's limit parameter (Prometheus 3): at most
@@ -203,7 +240,7 @@ func (a *API) instantQuery(r *http.Request) (any, error) {
 		return nil, evalError(err)
 	}
 	limitSeries(res, limit)
-	return answer(res), nil
+	return answer(r, res), nil
 }
 
 func (a *API) rangeQuery(r *http.Request) (any, error) {
@@ -251,5 +288,5 @@ func (a *API) rangeQuery(r *http.Request) (any, error) {
 		return nil, evalError(err)
 	}
 	limitSeries(res, limit)
-	return answer(res), nil
+	return answer(r, res), nil
 }
