@@ -144,6 +144,7 @@ func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, 
 	} else {
 		c.app.Rollback()
 	}
+	keepMetadata(s.db.db, c.meta)
 	s.opts.Metrics.observe("otlp", start, c.appended, c.appended, 0, nil)
 	resp := &colmetricspb.ExportMetricsServiceResponse{}
 	if c.rejected > 0 {
@@ -166,7 +167,8 @@ func (c *otlpConverter) release() {
 	clear(c.base)
 	clear(c.ls)
 	clear(c.tmp)
-	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0]}
+	clear(c.meta)
+	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0], meta: c.meta[:0]}
 	convPool.Put(c)
 }
 
@@ -206,6 +208,10 @@ type otlpConverter struct {
 	tmp      series.Labels // scratch for one sample, sorted
 	maxT     int64         // newest point of the resource, for target_info
 	appended int
+
+	// meta: the metadata of the metrics converted (Prometheus's name
+	// and type, the OTLP unit and description).
+	meta []wireMetadata
 
 	rejected   int
 	rejectedBy map[string]int // by /metrics reason
@@ -321,9 +327,15 @@ func (c *otlpConverter) metric(m oMetric) {
 		// would cost its whole capacity for each small one after it.
 		c.seen = make(map[msKey]struct{}, len(points))
 	}
+	keep := func(name, typ string) {
+		if len(c.meta) == 0 || c.meta[len(c.meta)-1].metric != name {
+			c.meta = append(c.meta, wireMetadata{metric: name, md: series.Metadata{Type: typ, Unit: m.unit, Help: m.help}})
+		}
+	}
 	switch m.kind {
 	case kindGauge:
 		name := metricName(m.name, m.unit, "gauge")
+		keep(name, "gauge")
 		for i := range points {
 			c.number(name, m.name, &points[i])
 		}
@@ -333,6 +345,7 @@ func (c *otlpConverter) metric(m oMetric) {
 			kind = "counter"
 		}
 		name := metricName(m.name, m.unit, kind)
+		keep(name, kind)
 		for i := range points {
 			c.number(name, m.name, &points[i])
 		}
@@ -342,11 +355,13 @@ func (c *otlpConverter) metric(m oMetric) {
 			return
 		}
 		name := metricName(m.name, m.unit, "histogram")
+		keep(name, "histogram")
 		for i := range points {
 			c.histogram(name, m.name, &points[i])
 		}
 	case kindSummary:
 		name := metricName(m.name, m.unit, "summary")
+		keep(name, "summary")
 		for i := range points {
 			c.summary(name, m.name, &points[i])
 		}

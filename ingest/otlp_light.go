@@ -66,6 +66,7 @@ type oScope struct {
 
 type oMetric struct {
 	name, unit  string
+	help        string // the metric's description
 	kind        metricKind
 	temporality metricspb.AggregationTemporality
 	monotonic   bool
@@ -143,7 +144,7 @@ func fromProto(req *colmetricspb.ExportMetricsServiceRequest, o *oRequest) {
 }
 
 func metricFromProto(m *metricspb.Metric, o *oRequest, addKVs func([]*commonpb.KeyValue) span) oMetric {
-	om := oMetric{name: m.GetName(), unit: m.GetUnit()}
+	om := oMetric{name: m.GetName(), unit: m.GetUnit(), help: m.GetDescription()}
 	om.points.lo = len(o.points)
 	number := func(ps []*metricspb.NumberDataPoint) {
 		for _, p := range ps {

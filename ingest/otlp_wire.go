@@ -148,6 +148,9 @@ func (d *otlpDecoder) metric(lo, hi int) error {
 		case 1:
 			m.name = d.s[lo:hi]
 			return nil
+		case 2:
+			m.help = d.s[lo:hi]
+			return nil
 		case 3:
 			m.unit = d.s[lo:hi]
 			return nil

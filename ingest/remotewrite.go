@@ -128,5 +128,6 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, err)
 		return
 	}
+	keepMetadata(h.db.db, fb.meta)
 	w.WriteHeader(http.StatusNoContent)
 }

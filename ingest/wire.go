@@ -26,13 +26,14 @@ import (
 type wireSchema struct {
 	name                        string
 	requestSeries               protowire.Number // series in the request
+	requestMetadata             protowire.Number // metric metadata in the request (0: none)
 	sampleTime, sampleValue     protowire.Number
 	seriesLabels, seriesSamples protowire.Number
 }
 
 var (
 	ownSchema  = wireSchema{name: "headroom.v1.WriteRequest", requestSeries: 1, seriesLabels: 1, seriesSamples: 2, sampleTime: 1, sampleValue: 2}
-	promSchema = wireSchema{name: "prometheus.WriteRequest", requestSeries: 1, seriesLabels: 1, seriesSamples: 2, sampleTime: 2, sampleValue: 1}
+	promSchema = wireSchema{name: "prometheus.WriteRequest", requestSeries: 1, requestMetadata: 3, seriesLabels: 1, seriesSamples: 2, sampleTime: 2, sampleValue: 1}
 )
 
 // flatSeries is one series of a decoded request: its labels (b.labels
@@ -60,6 +61,8 @@ type flatBatch struct {
 	// is the request the series' positions are in.
 	cache *refCache
 	body  []byte
+	// meta: the metric metadata the request carried.
+	meta []wireMetadata
 }
 
 var flatPool = sync.Pool{New: func() any { return &flatBatch{} }}
@@ -73,7 +76,7 @@ func (b *flatBatch) release() {
 		return // a huge request: let its arrays go
 	}
 	clear(b.labels)
-	b.series, b.labels, b.samples = b.series[:0], b.labels[:0], b.samples[:0]
+	b.series, b.labels, b.samples, b.meta = b.series[:0], b.labels[:0], b.samples[:0], b.meta[:0]
 	b.cache, b.body = nil, nil
 	flatPool.Put(b)
 }
@@ -198,6 +201,13 @@ func decodeWrite(body []byte, sc wireSchema, b *flatBatch) error {
 			if err := decodeSeries(body, str, lo, hi, sc, b); err != nil {
 				return err
 			}
+		}
+		if ok && sc.requestMetadata != 0 && num == sc.requestMetadata {
+			m, err := parseMetadata(body[lo:hi])
+			if err != nil {
+				return &wireError{msg: err.Error(), at: lo}
+			}
+			b.meta = append(b.meta, m)
 		}
 	}
 	return nil

@@ -171,6 +171,10 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 			}
 		case kindDirty, kindBackfill:
 			r.Pending++ // the first downsampler's, converted at the next open
+		case kindMetricMeta:
+			if _, err := decodeMetadata(v); err != nil {
+				damage("metric metadata %q: %v", k[1:], err)
+			}
 		}
 	}
 	if err := it.Error(); err != nil {

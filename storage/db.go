@@ -257,6 +257,7 @@ type DB struct {
 	// has a floor of its own ('F').
 	rawFloor     atomic.Uint32
 	seriesFloors atomic.Bool
+	meta         metadataStore // metric metadata (metadata.go)
 	backlogMu    sync.Mutex
 	backlog      RollupBacklog // as the last rollup run left it
 
@@ -359,6 +360,10 @@ func Open(dir string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
 	if err := db.loadFloors(); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if err := db.loadMetadata(); err != nil {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}

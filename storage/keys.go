@@ -23,8 +23,9 @@ const (
 	kindFloor    = 'F' // seriesID -> day: the series' raw partitions before it were dropped by a retention rule
 	// Kinds of schema 1's first downsampler, read only to convert them
 	// (migrate.go).
-	kindDirty    = 'D' // tier bucketStart seriesID [commit seq] -> empty: roll up again
-	kindBackfill = 'B' // seriesID t -> value: a sample for the rollups only
+	kindDirty      = 'D' // tier bucketStart seriesID [commit seq] -> empty: roll up again
+	kindBackfill   = 'B' // seriesID t -> value: a sample for the rollups only
+	kindMetricMeta = 'T' // metric name -> type, unit, help (metadata.go)
 
 	schemaVersion = 1
 	chunkValueV1  = 1

@@ -538,6 +538,7 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	promAPI := api.New(querySource{db}, version, engine)
+	promAPI.Metadata = db.Metadata
 	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
 	promAPI.Register(mux, func(name string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
@@ -625,6 +626,10 @@ func tsdbStatus(st storage.HeadStats) api.TSDBStatus {
 type appendable struct{ db *storage.DB }
 
 func (a appendable) Appender() ingest.Appender { return a.db.Appender() }
+
+func (a appendable) SetMetadata(metric string, md series.Metadata) error {
+	return a.db.SetMetadata(metric, md)
+}
 
 // start serves both ports in the background and marks the server ready.
 func (s *server) start() {

@@ -31,6 +31,10 @@ type API struct {
 	// TSDBStatus, if set, answers /api/v1/status/tsdb with the head's
 	// cardinality (the limit largest rows of each table).
 	TSDBStatus func(limit int) TSDBStatus
+	// Metadata, if set, answers /api/v1/metadata: the type, unit and help
+	// agents sent for metric (every metric when empty; at most limit
+	// metrics, 0: all).
+	Metadata func(metric string, limit int) map[string]series.Metadata
 }
 
 var errNoStats = errors.New("this server does not report head statistics")
@@ -404,6 +408,45 @@ func (a *API) buildInfo(*http.Request) (any, error) {
 	return info, nil
 }
 
-// metadata: Headroom keeps no metric metadata yet; Prometheus answers an
-// empty object when it has none.
-func (a *API) metadata(*http.Request) (any, error) { return map[string]any{}, nil }
+type metadataEntry struct {
+	Type string `json:"type"`
+	Help string `json:"help"`
+	Unit string `json:"unit"`
+}
+
+// metadata answers as Prometheus: metric name -> its entries (one here:
+// the latest an agent sent), with metric, limit and limit_per_metric.
+func (a *API) metadata(r *http.Request) (any, error) {
+	out := map[string][]metadataEntry{}
+	if a.Metadata == nil {
+		return out, nil
+	}
+	limit, err := intParam(r, "limit")
+	if err != nil {
+		return nil, err
+	}
+	perMetric, err := intParam(r, "limit_per_metric")
+	if err != nil {
+		return nil, err
+	}
+	if limit < 0 || perMetric < 0 {
+		return out, nil // Prometheus: a negative limit means none
+	}
+	for name, md := range a.Metadata(r.Form.Get("metric"), limit) {
+		out[name] = []metadataEntry{{Type: md.Type, Help: md.Help, Unit: md.Unit}}
+	}
+	return out, nil
+}
+
+// intParam reads an optional integer parameter (0 when absent).
+func intParam(r *http.Request, name string) (int, error) {
+	v := r.Form.Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, badData("invalid parameter %q: %q is not an integer", name, v)
+	}
+	return n, nil
+}

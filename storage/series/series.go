@@ -272,3 +272,10 @@ type Iterator interface {
 	At() (t int64, v float64)
 	Err() error
 }
+
+// Metadata is what an agent says of a metric beside its samples:
+// Prometheus's type (counter, gauge, histogram, gaugehistogram, summary,
+// info, stateset, unknown), its unit and its help text.
+type Metadata struct {
+	Type, Unit, Help string
+}
