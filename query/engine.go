@@ -479,7 +479,7 @@ func parseWith(q string, features []string) (parser.Expr, error) {
 	p := parsers[b2i(slices.Contains(features, FeatureExperimentalFunctions))][b2i(slices.Contains(features, FeatureFillModifiers))]
 	e, err := p.ParseExpr(q)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadQuery, err)
 	}
 	return e, nil
 }

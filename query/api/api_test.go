@@ -209,7 +209,7 @@ func TestQueryEndpoints(t *testing.T) {
 		code      int
 		msg       string
 	}{
-		{"/api/v1/query?query=" + url.QueryEscape("sum(up"), "bad_data", 400, "bad query"},
+		{"/api/v1/query?query=" + url.QueryEscape("sum(up"), "bad_data", 400, `invalid parameter "query": 1:7: parse error: unclosed left parenthesis`},
 		{"/api/v1/query?query=" + url.QueryEscape("nope(up)"), "bad_data", 400, `unknown function with name`},
 		{"/api/v1/query?query=up&time=noon", "bad_data", 400, `invalid parameter "time"`},
 		{"/api/v1/query", "bad_data", 400, "empty query"},

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage/series"
@@ -204,7 +206,11 @@ func limitSeries(res *query.Result, limit int) {
 
 // evalError maps engine errors to Prometheus's error types.
 func evalError(err error) error {
+	var perr parser.ParseErrors
 	switch {
+	case errors.As(err, &perr):
+		// Worded as Prometheus words a query that does not parse.
+		return &apiError{typ: errBadData, err: fmt.Errorf("invalid parameter \"query\": %w", perr)}
 	case errors.Is(err, query.ErrBadQuery):
 		return &apiError{typ: errBadData, err: err}
 	case errors.Is(err, query.ErrTimeout), errors.Is(err, context.DeadlineExceeded):

@@ -753,6 +753,7 @@ func TestParseRoundTripSuite(t *testing.T) {
 	for _, q := range exprs {
 		roundTrip(t, q)
 	}
+	t.Logf("%d expressions round-trip", len(exprs))
 }
 
 // FuzzParseRoundTrip: any text that parses round-trips (seeded with the
