@@ -31,6 +31,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/headroomdb/headroom/admit"
@@ -521,6 +522,9 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	headroomv1.RegisterReportsServer(s.grpc, report.NewGRPC(querySource{db}, engine))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
+	// Server reflection, so that grpcurl and other tools list and call the
+	// services without the .proto files (a read token with --tokens-file).
+	reflection.Register(s.grpc)
 
 	// HTTP.
 	httpDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
