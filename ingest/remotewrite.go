@@ -51,6 +51,11 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "remote write needs POST", http.StatusMethodNotAllowed)
 		return
 	}
+	v2, unsupported := negotiate(r)
+	if unsupported != "" {
+		h.refuse(w, http.StatusUnsupportedMediaType, "bad_body", unsupported)
+		return
+	}
 	if r.ContentLength > h.MaxBodyBytes {
 		h.refuse(w, http.StatusRequestEntityTooLarge, "request_limit", fmt.Sprintf("body over %d bytes: Content-Length %d", h.MaxBodyBytes, r.ContentLength))
 		return
@@ -115,6 +120,10 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, http.StatusBadRequest, "bad_body", "snappy: "+err.Error())
 		return
 	}
+	if v2 {
+		h.serveV2(w, raw)
+		return
+	}
 	// raw is snappy's fresh buffer, never reused: the decoded label
 	// strings may share its memory.
 	fb := getFlat()
@@ -129,5 +138,36 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keepMetadata(h.db.db, fb.meta)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveV2 stores a remote-write 2.0 request: its float samples and
+// metadata, answering with the counts the specification asks for. Native
+// histograms are not stored yet: a request with some stores the rest,
+// the specification's partial write, and answers 400 saying what was
+// refused (a sender does not retry a 4xx; the counts tell it what
+// landed). Exemplars are not stored: their count is 0.
+func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
+	var b v2Batch
+	if err := decodeV2(raw, &b); err != nil {
+		writtenHeaders(w, 0, 0, 0)
+		h.refuse(w, http.StatusBadRequest, "bad_body", err.Error())
+		return
+	}
+	n := 0
+	if len(b.series) > 0 {
+		var err error
+		if n, err = write(h.db, &h.opts, "remote_write", &b); err != nil {
+			writtenHeaders(w, 0, 0, 0)
+			httpError(w, err)
+			return
+		}
+	}
+	keepMetadata(h.db.db, b.meta)
+	writtenHeaders(w, n, 0, 0)
+	if b.histograms > 0 {
+		h.refuse(w, http.StatusBadRequest, "unsupported", fmt.Sprintf("native histograms are not stored yet: %d histogram samples refused (the first of series %s); %d float samples stored", b.histograms, b.firstHist, n))
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }

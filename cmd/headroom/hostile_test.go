@@ -26,6 +26,7 @@ import (
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	prompb "github.com/headroomdb/headroom/proto/prometheus"
+	"github.com/headroomdb/headroom/proto/prometheus/writev2"
 )
 
 // hostileCase is one malformed or malicious request and the answer it
@@ -77,6 +78,15 @@ func TestHostileInput(t *testing.T) {
 	rw := func(body []byte) func() (string, string) {
 		return func() (string, string) {
 			return do("POST", "/api/v1/write", "application/x-protobuf", body, "Content-Encoding", "snappy")
+		}
+	}
+	rw2 := func(req *writev2.Request) func() (string, string) {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() (string, string) {
+			return do("POST", "/api/v1/write", "application/x-protobuf;proto=io.prometheus.write.v2.Request", snappy.Encode(nil, b), "Content-Encoding", "snappy")
 		}
 	}
 	rwSeries := func(ts ...*prompb.TimeSeries) func() (string, string) {
@@ -227,6 +237,16 @@ func TestHostileInput(t *testing.T) {
 		{"rw: timestamp min int64", rwSeries(sample("x", math.MinInt64)), "400", "outside the range"},
 		{"rw: timestamp 1970, before every tier", rwSeries(sample("x", 1000)), "400", "retention"},
 		{"rw: a good series then a bad one", rwSeries(sample("ok", now), sample("x", now, "a\x00", "1")), "400", "series 1"},
+		// Remote write 2.0.
+		{"rw2: label reference past the symbols", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 99}, Samples: []*writev2.Sample{{Timestamp: now}}}}}), "400", "label value reference 99 is outside the 3 symbols"},
+		{"rw2: odd label references", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2, 1}, Samples: []*writev2.Sample{{Timestamp: now}}}}}), "400", "3 label references, not name and value pairs"},
+		{"rw2: symbols[0] not empty", rw2(&writev2.Request{Symbols: []string{"__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{0, 1}, Samples: []*writev2.Sample{{Timestamp: now}}}}}), "400", "symbols[0]"},
+		{"rw2: samples and histograms in one series", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []*writev2.Sample{{Timestamp: now}}, Histograms: []*writev2.Histogram{{Timestamp: now}}}}}), "400", "both float samples and histograms"},
+		{"rw2: spans that do not add up, negative counts", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, PositiveSpans: []*writev2.BucketSpan{{Length: 9}}, PositiveCounts: []float64{-3}}}}}}), "400", "native histograms are not stored yet"},
+		{"rw2: metric type 42", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []*writev2.Sample{{Timestamp: now}}, Metadata: &writev2.Metadata{Type: 42}}}}), "400", "unknown metric type 42"},
+		{"rw2: unknown message", func() (string, string) {
+			return do("POST", "/api/v1/write", "application/x-protobuf;proto=io.prometheus.write.v9.Request", snappy.Encode(nil, nil), "Content-Encoding", "snappy")
+		}, "415", "is supported"},
 
 		// gRPC Ingest.
 		{"grpc: truncated protobuf", grpcRaw("/headroom.v1.Ingest/Write", validGRPC[:len(validGRPC)-2]), "InvalidArgument", "protobuf"},

@@ -1,0 +1,310 @@
+package ingest
+
+import (
+	"fmt"
+	"math"
+	"mime"
+	"net/http"
+	"strconv"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Remote-write 2.0 (io.prometheus.write.v2.Request): every string of a
+// request sits once in its symbol table and series refer to them by
+// index. It is chosen by the request's Content-Type, as the 2.0
+// specification negotiates; the body is snappy-compressed, as in 1.0.
+
+const (
+	protoV1 = "prometheus.WriteRequest"
+	protoV2 = "io.prometheus.write.v2.Request"
+)
+
+// negotiate reads which message a request holds from its Content-Type
+// and Content-Encoding; msg says what is supported when it cannot be
+// served (415).
+func negotiate(r *http.Request) (v2 bool, msg string) {
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && ce != "snappy" {
+		return false, fmt.Sprintf("unsupported Content-Encoding %q: snappy is supported", ce)
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return false, "" // senders older than the specification send none
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/x-protobuf" {
+		return false, fmt.Sprintf("unsupported Content-Type %q: application/x-protobuf;proto=%s (remote-write 2.0) or application/x-protobuf (1.0) is supported", ct, protoV2)
+	}
+	switch params["proto"] {
+	case "", protoV1:
+		return false, ""
+	case protoV2:
+		return true, ""
+	}
+	return false, fmt.Sprintf("unsupported remote-write message %q: proto=%s (2.0) or proto=%s (1.0) is supported", params["proto"], protoV2, protoV1)
+}
+
+// v2Batch is a decoded 2.0 request: the series with float samples (a
+// batch, for write), their metadata, and the histograms and exemplars
+// the storage does not keep yet.
+type v2Batch struct {
+	series  []v2Series
+	labels  []series.Label
+	samples []flatSample
+	meta    []wireMetadata
+	// Native histogram samples (not stored yet) and the series of the
+	// first; exemplars (not stored).
+	histograms, exemplars int
+	firstHist             series.Labels
+}
+
+type v2Series struct{ l0, l1, s0, s1 int }
+
+func (b *v2Batch) Len() int { return len(b.series) }
+func (b *v2Batch) Labels(i int, dst series.Labels) series.Labels {
+	s := b.series[i]
+	if dst == nil {
+		return b.labels[s.l0:s.l1]
+	}
+	return append(dst, b.labels[s.l0:s.l1]...)
+}
+func (b *v2Batch) NumSamples(i int) int { return b.series[i].s1 - b.series[i].s0 }
+func (b *v2Batch) Sample(i, j int) (int64, float64) {
+	p := b.samples[b.series[i].s0+j]
+	return p.t, p.v
+}
+
+// decodeV2 decodes a Request. body must not be reused: the label strings
+// share its memory.
+func decodeV2(body []byte, b *v2Batch) error {
+	str := unsafe.String(unsafe.SliceData(body), len(body))
+	var symbols []string
+	var ts [][2]int
+	for pos := 0; pos < len(body); {
+		num, typ, n := protowire.ConsumeTag(body[pos:])
+		if n < 0 {
+			return &wireError{msg: "malformed field tag", at: pos}
+		}
+		pos += n
+		if typ == protowire.BytesType && (num == 4 || num == 5) {
+			v, n := protowire.ConsumeBytes(body[pos:])
+			if n < 0 {
+				return &wireError{msg: fmt.Sprintf("truncated field %d", num), at: pos}
+			}
+			lo := pos + n - len(v)
+			if num == 4 {
+				symbols = append(symbols, str[lo:lo+len(v)])
+			} else {
+				ts = append(ts, [2]int{lo, lo + len(v)})
+			}
+			pos += n
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, body[pos:])
+		if n < 0 {
+			return &wireError{msg: fmt.Sprintf("malformed field %d", num), at: pos}
+		}
+		pos += n
+	}
+	if len(symbols) > 0 && symbols[0] != "" {
+		return &wireError{msg: fmt.Sprintf("symbols[0] is %q: the specification makes it the empty string", symbols[0])}
+	}
+	for i, r := range ts {
+		if err := b.decodeSeries(body[r[0]:r[1]], symbols, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
+	sym := func(ref uint64, what string) (string, error) {
+		if ref >= uint64(len(symbols)) {
+			return "", fmt.Errorf("%s reference %d is outside the %d symbols", what, ref, len(symbols))
+		}
+		return symbols[ref], nil
+	}
+	var refs []uint64
+	s := v2Series{l0: len(b.labels), s0: len(b.samples)}
+	hist, ex := 0, 0
+	var md *series.Metadata
+	for pos := 0; pos < len(body); {
+		num, typ, n := protowire.ConsumeTag(body[pos:])
+		if n < 0 {
+			return fmt.Errorf("%w: series %d: malformed field tag", errBadBody, idx)
+		}
+		pos += n
+		switch {
+		case num == 1 && typ == protowire.BytesType: // packed label references
+			v, n := protowire.ConsumeBytes(body[pos:])
+			if n < 0 {
+				return fmt.Errorf("%w: series %d: truncated label references", errBadBody, idx)
+			}
+			for len(v) > 0 {
+				r, k := protowire.ConsumeVarint(v)
+				if k < 0 {
+					return fmt.Errorf("%w: series %d: malformed label reference", errBadBody, idx)
+				}
+				refs, v = append(refs, r), v[k:]
+			}
+			pos += n
+			continue
+		case num == 1 && typ == protowire.VarintType:
+			r, n := protowire.ConsumeVarint(body[pos:])
+			if n < 0 {
+				return fmt.Errorf("%w: series %d: malformed label reference", errBadBody, idx)
+			}
+			refs = append(refs, r)
+			pos += n
+			continue
+		case num == 2 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(body[pos:])
+			if n < 0 {
+				return fmt.Errorf("%w: series %d: truncated sample", errBadBody, idx)
+			}
+			p, err := decodeV2Sample(v)
+			if err != nil {
+				return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
+			}
+			b.samples = append(b.samples, p)
+			pos += n
+			continue
+		case num == 5 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(body[pos:])
+			if n < 0 {
+				return fmt.Errorf("%w: series %d: truncated metadata", errBadBody, idx)
+			}
+			m, err := decodeV2Metadata(v, sym)
+			if err != nil {
+				return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
+			}
+			md = &m
+			pos += n
+			continue
+		case num == 3 && typ == protowire.BytesType:
+			hist++
+		case num == 4 && typ == protowire.BytesType:
+			ex++
+		}
+		n = protowire.ConsumeFieldValue(num, typ, body[pos:])
+		if n < 0 {
+			return fmt.Errorf("%w: series %d: malformed field %d", errBadBody, idx, num)
+		}
+		pos += n
+	}
+	if len(refs)%2 != 0 {
+		return fmt.Errorf("%w: series %d: %d label references, not name and value pairs", errBadBody, idx, len(refs))
+	}
+	for i := 0; i < len(refs); i += 2 {
+		name, err := sym(refs[i], "label name")
+		if err != nil {
+			return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
+		}
+		value, err := sym(refs[i+1], "label value")
+		if err != nil {
+			return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
+		}
+		b.labels = append(b.labels, series.Label{Name: name, Value: value})
+	}
+	s.l1, s.s1 = len(b.labels), len(b.samples)
+	ls := b.labels[s.l0:s.l1]
+	if hist > 0 && s.s1 > s.s0 {
+		return fmt.Errorf("%w: series %d %s: both float samples and histograms (the specification asks for one series of each)", errBadBody, idx, series.Labels(ls).String())
+	}
+	b.exemplars += ex
+	if hist > 0 {
+		if b.histograms == 0 {
+			b.firstHist = append(series.Labels(nil), ls...)
+		}
+		b.histograms += hist
+		b.labels = b.labels[:s.l0]
+	} else {
+		b.series = append(b.series, s)
+	}
+	if md != nil {
+		if name := series.Labels(ls).Get(series.MetricName); name != "" && (md.Type != "unknown" || md.Help != "" || md.Unit != "") {
+			b.meta = append(b.meta, wireMetadata{metric: name, md: *md})
+		}
+	}
+	return nil
+}
+
+func decodeV2Sample(v []byte) (flatSample, error) {
+	var p flatSample
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return p, fmt.Errorf("malformed sample")
+		}
+		v = v[n:]
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			x, n := protowire.ConsumeFixed64(v)
+			if n < 0 {
+				return p, fmt.Errorf("truncated sample value")
+			}
+			p.v, v = math.Float64frombits(x), v[n:]
+			continue
+		case num == 2 && typ == protowire.VarintType:
+			x, n := protowire.ConsumeVarint(v)
+			if n < 0 {
+				return p, fmt.Errorf("truncated sample timestamp")
+			}
+			p.t, v = int64(x), v[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, v)
+		if n < 0 {
+			return p, fmt.Errorf("malformed sample field %d", num)
+		}
+		v = v[n:]
+	}
+	return p, nil
+}
+
+func decodeV2Metadata(v []byte, sym func(uint64, string) (string, error)) (series.Metadata, error) {
+	md := series.Metadata{Type: "unknown"}
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 || typ != protowire.VarintType {
+			if n >= 0 {
+				if k := protowire.ConsumeFieldValue(num, typ, v[n:]); k >= 0 {
+					v = v[n+k:]
+					continue
+				}
+			}
+			return md, fmt.Errorf("malformed metadata")
+		}
+		x, k := protowire.ConsumeVarint(v[n:])
+		if k < 0 {
+			return md, fmt.Errorf("malformed metadata field %d", num)
+		}
+		v = v[n+k:]
+		var err error
+		switch num {
+		case 1:
+			if x >= uint64(len(metricTypes)) {
+				return md, fmt.Errorf("unknown metric type %d", x)
+			}
+			md.Type = metricTypes[x]
+		case 3:
+			md.Help, err = sym(x, "help")
+		case 4:
+			md.Unit, err = sym(x, "unit")
+		}
+		if err != nil {
+			return md, err
+		}
+	}
+	return md, nil
+}
+
+// writtenHeaders are the 2.0 answer's counts of what was stored.
+func writtenHeaders(w http.ResponseWriter, samples, histograms, exemplars int) {
+	w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(samples))
+	w.Header().Set("X-Prometheus-Remote-Write-Histograms-Written", strconv.Itoa(histograms))
+	w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", strconv.Itoa(exemplars))
+}
