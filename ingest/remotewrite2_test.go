@@ -63,7 +63,7 @@ func FuzzRemoteWrite2(f *testing.F) {
 		Symbols: []string{"", "__name__", "up", "job", "a", "Help text.", "seconds"},
 		Timeseries: []*writev2.TimeSeries{
 			{LabelsRefs: []uint32{1, 2, 3, 4}, Samples: []*writev2.Sample{{Value: 1, Timestamp: 5}, {Value: 2, Timestamp: 6}},
-				Metadata: &writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: 5, UnitRef: 6},
+				Metadata:  &writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: 5, UnitRef: 6},
 				Exemplars: []*writev2.Exemplar{{LabelsRefs: []uint32{3, 4}, Value: 1, Timestamp: 5}}},
 			{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Count: &writev2.Histogram_CountInt{CountInt: 3}, Timestamp: 5}}},
 		},
