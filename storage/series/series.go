@@ -279,3 +279,31 @@ type Iterator interface {
 type Metadata struct {
 	Type, Unit, Help string
 }
+
+// Histogram is one native histogram sample, as Prometheus defines it:
+// exponential buckets of a schema (or, at schema -53, custom bounds), a
+// zero bucket, and the counts of the buckets the spans say exist,
+// absolute. Integer histograms (Float false) have whole-number counts.
+type Histogram struct {
+	// CounterReset is the sender's hint: 0 unknown, 1 a reset happened
+	// before this sample, 2 none did, 3 a gauge histogram.
+	CounterReset  uint8
+	Float         bool
+	Schema        int32
+	ZeroThreshold float64
+	ZeroCount     float64
+	Count         float64
+	Sum           float64
+	// Spans say which buckets the counts are of: Offset is the gap to the
+	// previous span (for the first, the index of its first bucket).
+	PositiveSpans, NegativeSpans     []Span
+	PositiveBuckets, NegativeBuckets []float64
+	// CustomValues are the upper bounds of schema -53's buckets.
+	CustomValues []float64
+}
+
+// Span is a run of consecutive buckets of a histogram.
+type Span struct {
+	Offset int32
+	Length uint32
+}
