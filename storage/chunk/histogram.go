@@ -312,22 +312,22 @@ func readVarbit(r *bitReader) int64 {
 // arbitrary input: malformed bytes end the iteration with an error
 // wrapping ErrCorrupt.
 type HistogramIterator struct {
-	br      bitReader
-	layout  series.Histogram
-	hint    uint8
-	total   int
-	read    int
-	t       int64
-	tDelta  int64
-	prev    []int64
-	delta   []int64
-	vbits   []uint64
-	lead    []uint8
-	trail   []uint8
-	npos    int
-	nneg    int
-	h       series.Histogram
-	err     error
+	br     bitReader
+	layout series.Histogram
+	hint   uint8
+	total  int
+	read   int
+	t      int64
+	tDelta int64
+	prev   []int64
+	delta  []int64
+	vbits  []uint64
+	lead   []uint8
+	trail  []uint8
+	npos   int
+	nneg   int
+	h      series.Histogram
+	err    error
 }
 
 // NewHistogramIterator returns an iterator over chunk b.
