@@ -52,6 +52,8 @@ func TestImportRules(t *testing.T) {
 			isPebble := strings.HasPrefix(d, "github.com/cockroachdb/pebble")
 			std := !strings.Contains(strings.SplitN(d, "/", 2)[0], ".")
 			switch {
+			case p.ImportPath == mod+"exemplar" && !std && d != mod+"storage/series":
+				t.Errorf("exemplar may import only the standard library and storage/series; it depends on %s", d)
 			case p.ImportPath == mod+"storage/chunk" && d == mod+"storage/series":
 				// The codec encodes the vocabulary's samples (native
 				// histograms); both are pure code.

@@ -78,6 +78,36 @@ func parseMetadata(b []byte) (wireMetadata, error) {
 	return m, nil
 }
 
+// ExemplarAdder keeps the exemplars agents send; the exemplar store
+// implements it.
+type ExemplarAdder interface {
+	AddExemplar(ls series.Labels, e series.Exemplar) error
+}
+
+// keepExemplars hands a request's exemplars to the store once its
+// samples are stored, with their series' labels (sorted); it returns how
+// many were taken. One refused (labels too long) is skipped.
+func keepExemplars(db Appendable, labelsOf func(i int) series.Labels, es []flatExemplar, exLabels []series.Label) int {
+	ea, ok := db.(ExemplarAdder)
+	if !ok || len(es) == 0 {
+		return 0
+	}
+	n := 0
+	last, ls := -1, series.Labels(nil)
+	for _, e := range es {
+		if e.series != last {
+			last, ls = e.series, labelsOf(e.series).Copy()
+			ls.Sort()
+		}
+		el := series.Labels(exLabels[e.l0:e.l1]).Copy()
+		el.Sort()
+		if ea.AddExemplar(ls, series.Exemplar{Labels: el, Value: e.v, T: e.t}) == nil {
+			n++
+		}
+	}
+	return n
+}
+
 // keepMetadata hands a request's metadata to the storage, after its
 // samples were stored: an entry refused there (too long) is logged, as
 // the samples are in.

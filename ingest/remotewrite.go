@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+
+	"github.com/headroomdb/headroom/storage/series"
 )
 
 // RemoteWrite serves Prometheus remote-write 1.0 (POST /api/v1/write): a
@@ -138,6 +140,7 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keepMetadata(h.db.db, fb.meta)
+	keepExemplars(h.db.db, func(i int) series.Labels { return fb.Labels(i, nil) }, fb.exemplars, fb.exLabels)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -146,7 +149,7 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // histograms are not stored yet: a request with some stores the rest,
 // the specification's partial write, and answers 400 saying what was
 // refused (a sender does not retry a 4xx; the counts tell it what
-// landed). Exemplars are not stored: their count is 0.
+// landed). Exemplars go to the exemplar store (those of float series).
 func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
 	var b v2Batch
 	if err := decodeV2(raw, &b); err != nil {
@@ -164,7 +167,8 @@ func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
 		}
 	}
 	keepMetadata(h.db.db, b.meta)
-	writtenHeaders(w, n, 0, 0)
+	ex := keepExemplars(h.db.db, func(i int) series.Labels { return b.Labels(i, nil) }, b.exemplars, b.exLabels)
+	writtenHeaders(w, n, 0, ex)
 	if b.histograms > 0 {
 		h.refuse(w, http.StatusBadRequest, "unsupported", fmt.Sprintf("native histograms are not stored yet: %d histogram samples refused (the first of series %s); %d float samples stored", b.histograms, b.firstHist, n))
 		return

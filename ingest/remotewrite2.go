@@ -56,9 +56,12 @@ type v2Batch struct {
 	samples []flatSample
 	meta    []wireMetadata
 	// Native histogram samples (not stored yet) and the series of the
-	// first; exemplars (not stored).
-	histograms, exemplars int
-	firstHist             series.Labels
+	// first.
+	histograms int
+	firstHist  series.Labels
+	// Exemplars of the float series, their labels in exLabels.
+	exemplars []flatExemplar
+	exLabels  []series.Label
 }
 
 type v2Series struct{ l0, l1, s0, s1 int }
@@ -129,7 +132,8 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 	}
 	var refs []uint64
 	s := v2Series{l0: len(b.labels), s0: len(b.samples)}
-	hist, ex := 0, 0
+	hist := 0
+	ex0 := len(b.exemplars)
 	var md *series.Metadata
 	for pos := 0; pos < len(body); {
 		num, typ, n := protowire.ConsumeTag(body[pos:])
@@ -187,7 +191,15 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 		case num == 3 && typ == protowire.BytesType:
 			hist++
 		case num == 4 && typ == protowire.BytesType:
-			ex++
+			v, n := protowire.ConsumeBytes(body[pos:])
+			if n < 0 {
+				return fmt.Errorf("%w: series %d: truncated exemplar", errBadBody, idx)
+			}
+			if err := b.decodeExemplar(v, sym); err != nil {
+				return fmt.Errorf("%w: series %d: exemplar: %v", errBadBody, idx, err)
+			}
+			pos += n
+			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, body[pos:])
 		if n < 0 {
@@ -214,8 +226,11 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 	if hist > 0 && s.s1 > s.s0 {
 		return fmt.Errorf("%w: series %d %s: both float samples and histograms (the specification asks for one series of each)", errBadBody, idx, series.Labels(ls).String())
 	}
-	b.exemplars += ex
+	for i := ex0; i < len(b.exemplars); i++ {
+		b.exemplars[i].series = len(b.series)
+	}
 	if hist > 0 {
+		b.exemplars = b.exemplars[:ex0] // their series is not stored
 		if b.histograms == 0 {
 			b.firstHist = append(series.Labels(nil), ls...)
 		}
@@ -229,6 +244,78 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 			b.meta = append(b.meta, wireMetadata{metric: name, md: *md})
 		}
 	}
+	return nil
+}
+
+// decodeExemplar reads an Exemplar (labels_refs 1, value 2, timestamp 3).
+func (b *v2Batch) decodeExemplar(v []byte, sym func(uint64, string) (string, error)) error {
+	e := flatExemplar{l0: len(b.exLabels)}
+	var refs []uint64
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return fmt.Errorf("malformed field tag")
+		}
+		v = v[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			p, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return fmt.Errorf("truncated label references")
+			}
+			for len(p) > 0 {
+				r, k := protowire.ConsumeVarint(p)
+				if k < 0 {
+					return fmt.Errorf("malformed label reference")
+				}
+				refs, p = append(refs, r), p[k:]
+			}
+			v = v[n:]
+			continue
+		case num == 1 && typ == protowire.VarintType:
+			r, n := protowire.ConsumeVarint(v)
+			if n < 0 {
+				return fmt.Errorf("malformed label reference")
+			}
+			refs, v = append(refs, r), v[n:]
+			continue
+		case num == 2 && typ == protowire.Fixed64Type:
+			x, n := protowire.ConsumeFixed64(v)
+			if n < 0 {
+				return fmt.Errorf("truncated value")
+			}
+			e.v, v = math.Float64frombits(x), v[n:]
+			continue
+		case num == 3 && typ == protowire.VarintType:
+			x, n := protowire.ConsumeVarint(v)
+			if n < 0 {
+				return fmt.Errorf("truncated timestamp")
+			}
+			e.t, v = int64(x), v[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, v)
+		if n < 0 {
+			return fmt.Errorf("malformed field %d", num)
+		}
+		v = v[n:]
+	}
+	if len(refs)%2 != 0 {
+		return fmt.Errorf("%d label references, not pairs", len(refs))
+	}
+	for i := 0; i < len(refs); i += 2 {
+		name, err := sym(refs[i], "label name")
+		if err != nil {
+			return err
+		}
+		value, err := sym(refs[i+1], "label value")
+		if err != nil {
+			return err
+		}
+		b.exLabels = append(b.exLabels, series.Label{Name: name, Value: value})
+	}
+	e.l1 = len(b.exLabels)
+	b.exemplars = append(b.exemplars, e)
 	return nil
 }
 

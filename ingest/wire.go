@@ -27,13 +27,14 @@ type wireSchema struct {
 	name                        string
 	requestSeries               protowire.Number // series in the request
 	requestMetadata             protowire.Number // metric metadata in the request (0: none)
+	seriesExemplars             protowire.Number // exemplars of a series (0: none)
 	sampleTime, sampleValue     protowire.Number
 	seriesLabels, seriesSamples protowire.Number
 }
 
 var (
 	ownSchema  = wireSchema{name: "headroom.v1.WriteRequest", requestSeries: 1, seriesLabels: 1, seriesSamples: 2, sampleTime: 1, sampleValue: 2}
-	promSchema = wireSchema{name: "prometheus.WriteRequest", requestSeries: 1, requestMetadata: 3, seriesLabels: 1, seriesSamples: 2, sampleTime: 2, sampleValue: 1}
+	promSchema = wireSchema{name: "prometheus.WriteRequest", requestSeries: 1, requestMetadata: 3, seriesExemplars: 3, seriesLabels: 1, seriesSamples: 2, sampleTime: 2, sampleValue: 1}
 )
 
 // flatSeries is one series of a decoded request: its labels (b.labels
@@ -63,6 +64,16 @@ type flatBatch struct {
 	body  []byte
 	// meta: the metric metadata the request carried.
 	meta []wireMetadata
+	// exemplars, with their labels in exLabels.
+	exemplars []flatExemplar
+	exLabels  []series.Label
+}
+
+// flatExemplar is an exemplar of series (an index of the batch's).
+type flatExemplar struct {
+	series, l0, l1 int
+	v              float64
+	t              int64
 }
 
 var flatPool = sync.Pool{New: func() any { return &flatBatch{} }}
@@ -76,7 +87,9 @@ func (b *flatBatch) release() {
 		return // a huge request: let its arrays go
 	}
 	clear(b.labels)
+	clear(b.exLabels)
 	b.series, b.labels, b.samples, b.meta = b.series[:0], b.labels[:0], b.samples[:0], b.meta[:0]
+	b.exemplars, b.exLabels = b.exemplars[:0], b.exLabels[:0]
 	b.cache, b.body = nil, nil
 	flatPool.Put(b)
 }
@@ -213,6 +226,47 @@ func decodeWrite(body []byte, sc wireSchema, b *flatBatch) error {
 	return nil
 }
 
+// parseExemplar parses a remote-write 1.0 Exemplar (labels 1, value 2,
+// timestamp 3) of the series being decoded.
+func (b *flatBatch) parseExemplar(body []byte, str string, lo, hi int) error {
+	e := flatExemplar{series: len(b.series), l0: len(b.exLabels)}
+	for p := lo; p < hi; {
+		num, typ, vlo, vhi, err := field(body, p, hi)
+		if err != nil {
+			return err
+		}
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			l, err := parseLabel(body, str, vlo, vhi)
+			if err != nil {
+				return err
+			}
+			b.exLabels = append(b.exLabels, l)
+			p = vhi
+		case typ == protowire.BytesType:
+			p = vhi
+		case num == 2 && typ == protowire.Fixed64Type:
+			if hi-vlo < 8 {
+				return &wireError{msg: "truncated exemplar value", at: vlo}
+			}
+			e.v, p = math.Float64frombits(binary.LittleEndian.Uint64(body[vlo:])), vlo+8
+		case num == 3 && typ == protowire.VarintType:
+			v, np := uvarint(body, vlo, hi)
+			if np < 0 {
+				return &wireError{msg: "malformed exemplar timestamp", at: vlo}
+			}
+			e.t, p = int64(v), np
+		default:
+			if p, err = skip(body, num, typ, vlo, hi); err != nil {
+				return err
+			}
+		}
+	}
+	e.l1 = len(b.exLabels)
+	b.exemplars = append(b.exemplars, e)
+	return nil
+}
+
 // parseLabel parses a Label message in body[lo:hi].
 func parseLabel(body []byte, str string, lo, hi int) (series.Label, error) {
 	var l series.Label
@@ -285,6 +339,13 @@ func decodeSeries(body []byte, str string, pos, end int, sc wireSchema, b *flatB
 				}
 			}
 			b.samples = append(b.samples, s)
+		case sc.seriesExemplars:
+			if sc.seriesExemplars == 0 {
+				continue
+			}
+			if err := b.parseExemplar(body, str, lo, hi); err != nil {
+				return err
+			}
 		}
 	}
 	fs.s1 = len(b.samples)

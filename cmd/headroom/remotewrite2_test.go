@@ -2,15 +2,21 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	prompb "github.com/headroomdb/headroom/proto/prometheus"
 	"github.com/headroomdb/headroom/proto/prometheus/writev2"
 )
 
@@ -48,6 +54,7 @@ func rw2Body(t *testing.T, req *writev2.Request) []byte {
 // Content-Encoding gets 415 naming what is supported; a bad symbol
 // reference refuses the request whole; native histograms (not stored
 // yet) are refused while the float series of the request are stored.
+// Exemplars are kept (TestServeExemplars).
 func TestServeRemoteWrite2(t *testing.T) {
 	ts := startServer(t)
 	now := time.Now().UnixMilli()
@@ -65,7 +72,7 @@ func TestServeRemoteWrite2(t *testing.T) {
 	if resp.StatusCode != 204 {
 		t.Fatalf("2.0: %d %s", resp.StatusCode, msg)
 	}
-	for h, want := range map[string]string{"Samples": "3", "Histograms": "0", "Exemplars": "0"} {
+	for h, want := range map[string]string{"Samples": "3", "Histograms": "0", "Exemplars": "1"} {
 		if got := resp.Header.Get("X-Prometheus-Remote-Write-" + h + "-Written"); got != want {
 			t.Errorf("%s written: %q, want %s", h, got, want)
 		}
@@ -123,4 +130,83 @@ func TestServeRemoteWrite2(t *testing.T) {
 	if v := stored(t, ts.db)[`{__name__="floats_total"}`]; len(v) != 1 {
 		t.Error("the float series of a request with histograms was not stored")
 	}
+}
+
+// TestServeExemplars: exemplars from remote-write 1.0 and 2.0 are served
+// by /api/v1/query_exemplars for the query's selectors and time range, as
+// Grafana asks for them; the 2.0 answer counts them.
+func TestServeExemplars(t *testing.T) {
+	ts := startServer(t)
+	now := time.Now().UnixMilli()
+	// 1.0: TimeSeries field 3, Exemplar{labels 1, value 2, timestamp 3}.
+	var exm []byte
+	exm = protowire.AppendTag(exm, 1, protowire.BytesType)
+	exm = protowire.AppendBytes(exm, mustMarshal(t, &prompb.Label{Name: "trace_id", Value: "t1"}))
+	exm = protowire.AppendTag(exm, 2, protowire.Fixed64Type)
+	exm = protowire.AppendFixed64(exm, math.Float64bits(0.42))
+	exm = protowire.AppendTag(exm, 3, protowire.VarintType)
+	exm = protowire.AppendVarint(exm, uint64(now-500))
+	// Append the exemplar to the (only) series: rebuild its message.
+	series1 := mustMarshal(t, promSeries("rpc_seconds_bucket", now, 5, "le", "0.5"))
+	series1 = protowire.AppendTag(series1, 3, protowire.BytesType)
+	series1 = protowire.AppendBytes(series1, exm)
+	v1 := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), series1)
+	if code, msg := postRemoteWrite(t, ts.httpURL, "", snappy.Encode(nil, v1)); code != 204 {
+		t.Fatalf("1.0 with an exemplar: %d %s", code, msg)
+	}
+	// 2.0: TimeSeries field 4.
+	req := &writev2.Request{Symbols: []string{"", "__name__", "rpc_seconds_bucket", "le", "1", "trace_id", "t2"},
+		Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2, 3, 4}, Samples: []*writev2.Sample{{Value: 9, Timestamp: now}},
+			Exemplars: []*writev2.Exemplar{{LabelsRefs: []uint32{5, 6}, Value: 0.9, Timestamp: now - 100}}}}}
+	resp, msg := postRW(t, ts.httpURL, rw2Type, "snappy", rw2Body(t, req))
+	if resp.StatusCode != 204 || resp.Header.Get("X-Prometheus-Remote-Write-Exemplars-Written") != "1" {
+		t.Fatalf("2.0 with an exemplar: %d %s %v", resp.StatusCode, msg, resp.Header)
+	}
+	q := func(params string) []struct {
+		SeriesLabels map[string]string
+		Exemplars    []struct {
+			Labels    map[string]string
+			Value     string
+			Timestamp float64
+		}
+	} {
+		code, body := httpGet(t, ts.httpURL+"/api/v1/query_exemplars?"+params)
+		var a struct {
+			Data []struct {
+				SeriesLabels map[string]string
+				Exemplars    []struct {
+					Labels    map[string]string
+					Value     string
+					Timestamp float64
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &a); err != nil || code != 200 {
+			t.Fatalf("%s: %d %v %s", params, code, err, body)
+		}
+		return a.Data
+	}
+	got := q("query=" + url.QueryEscape(`histogram_quantile(0.9, rate(rpc_seconds_bucket[5m]))`))
+	if len(got) != 2 || got[0].SeriesLabels["le"] != "0.5" || got[0].Exemplars[0].Labels["trace_id"] != "t1" || got[0].Exemplars[0].Value != "0.42" ||
+		got[1].Exemplars[0].Labels["trace_id"] != "t2" {
+		t.Fatalf("exemplars: %+v", got)
+	}
+	if got := q("query=" + url.QueryEscape(`rpc_seconds_bucket{le="1"}`)); len(got) != 1 || got[0].SeriesLabels["le"] != "1" {
+		t.Errorf("le=1: %+v", got)
+	}
+	if got := q(fmt.Sprintf("query=rpc_seconds_bucket&start=%.3f&end=%.3f", float64(now-300)/1000, float64(now)/1000+1)); len(got) != 1 || got[0].Exemplars[0].Labels["trace_id"] != "t2" {
+		t.Errorf("time range: %+v", got)
+	}
+	if code, body := httpGet(t, ts.httpURL+"/api/v1/query_exemplars?query=sum("); code != 400 || !strings.Contains(body, "parse error") {
+		t.Errorf("bad query: %d %s", code, body)
+	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/auth"
+	"github.com/headroomdb/headroom/exemplar"
 	"github.com/headroomdb/headroom/ingest"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/query"
@@ -83,6 +84,8 @@ type serveConfig struct {
 	queryMaxSeries  int
 	lookback        time.Duration
 	queryFeatures   []string
+	exemplars       int // per series
+	maxExemplars    int
 	logLevel        string
 	pprof           bool
 }
@@ -127,6 +130,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 0, "samples one query may load into memory; over it: 422 execution / ResourceExhausted. 0: 50,000,000, or with --memory-limit the share of its Go budget that --max-concurrent-queries queries can hold at once (64 bytes a sample with its answer)")
 	fs.IntVar(&c.queryMaxSeries, "query-max-series", 1_000_000, "series one query may select, all its selectors together; over it: 422 execution / ResourceExhausted")
 	fs.DurationVar(&c.lookback, "query-lookback-delta", 5*time.Minute, "how far back an instant vector looks for a sample (Prometheus's default)")
+	fs.IntVar(&c.exemplars, "exemplars-per-series", 10, "exemplars kept in memory for each series (the newest; remote-write 1.0 and 2.0 carry them), served by /api/v1/query_exemplars; 0: none kept")
+	fs.IntVar(&c.maxExemplars, "max-exemplars", 100_000, "exemplars kept in memory in all: the series written to least recently lose theirs first")
 	c.queryFeatures = query.Features
 	fs.Func("query-enable", "comma-separated Prometheus 3 PromQL features to turn on, by Prometheus's --enable-feature names: "+strings.Join(query.Features, ", ")+" (default all; an empty value turns all off, as in Prometheus without flags)", func(v string) error {
 		c.queryFeatures = []string{}
@@ -457,7 +462,12 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 			}),
 	)
 	iopts := ingest.Options{Limits: cfg.limits, Metrics: im, Gate: gate}
-	app := appendable{db}
+	perSeries := cfg.exemplars
+	if perSeries > 0 && cfg.maxExemplars < perSeries {
+		perSeries = 0
+	}
+	exemplars := exemplar.New(perSeries, max(cfg.maxExemplars/max(perSeries, 1), 1))
+	app := appendable{db, exemplars}
 
 	// gRPC: auth, then request metrics, then the services.
 	grpcDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -543,6 +553,9 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	promAPI := api.New(querySource{db}, version, engine)
 	promAPI.Metadata = db.Metadata
+	promAPI.Exemplars = func(start, end int64, sets [][]*series.Matcher) []series.SeriesExemplars {
+		return exemplars.Select(start, end, sets...)
+	}
 	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
 	promAPI.Register(mux, func(name string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
@@ -627,7 +640,14 @@ func tsdbStatus(st storage.HeadStats) api.TSDBStatus {
 }
 
 // appendable adapts the engine to what ingest declares.
-type appendable struct{ db *storage.DB }
+type appendable struct {
+	db        *storage.DB
+	exemplars *exemplar.Store
+}
+
+func (a appendable) AddExemplar(ls series.Labels, e series.Exemplar) error {
+	return a.exemplars.Add(ls, e)
+}
 
 func (a appendable) Appender() ingest.Appender { return a.db.Appender() }
 

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/headroomdb/headroom/admit"
+	"github.com/prometheus/prometheus/promql/parser"
+
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -35,6 +37,9 @@ type API struct {
 	// agents sent for metric (every metric when empty; at most limit
 	// metrics, 0: all).
 	Metadata func(metric string, limit int) map[string]series.Metadata
+	// Exemplars, if set, answers /api/v1/query_exemplars: the exemplars
+	// in [start, end] (ms) of the series any matcher set selects.
+	Exemplars func(start, end int64, sets [][]*series.Matcher) []series.SeriesExemplars
 }
 
 var errNoStats = errors.New("this server does not report head statistics")
@@ -80,9 +85,9 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 			}
 			return syntaxTree(e), nil
 		}},
-		// Grafana asks for these too; Headroom has no exemplars, rules or
-		// alerts yet, and answers as a Prometheus without any does.
-		{"/api/v1/query_exemplars", func(*http.Request) (any, error) { return []any{}, nil }},
+		{"/api/v1/query_exemplars", a.queryExemplars},
+		// Grafana asks for these too; Headroom has no rules or alerts
+		// yet, and answers as a Prometheus without any does.
 		{"/api/v1/rules", func(*http.Request) (any, error) { return map[string]any{"groups": []any{}}, nil }},
 		{"/api/v1/alerts", func(*http.Request) (any, error) { return map[string]any{"alerts": []any{}}, nil }},
 	} {
@@ -449,4 +454,72 @@ func intParam(r *http.Request, name string) (int, error) {
 		return 0, badData("invalid parameter %q: %q is not an integer", name, v)
 	}
 	return n, nil
+}
+
+type exemplarJSON struct {
+	Labels    map[string]string `json:"labels"`
+	Value     string            `json:"value"`
+	Timestamp float64           `json:"timestamp"`
+}
+
+type seriesExemplarsJSON struct {
+	SeriesLabels map[string]string `json:"seriesLabels"`
+	Exemplars    []exemplarJSON    `json:"exemplars"`
+}
+
+// queryExemplars answers as Prometheus: the exemplars of the series the
+// query's selectors select, in [start, end] (all time when absent).
+func (a *API) queryExemplars(r *http.Request) (any, error) {
+	out := []seriesExemplarsJSON{}
+	q := r.Form.Get("query")
+	if strings.TrimSpace(q) == "" {
+		return nil, badData("invalid parameter \"query\": empty query")
+	}
+	e, err := query.Parse(q)
+	if err != nil {
+		return nil, evalError(err)
+	}
+	start, err := parseTime(r, "start", 0)
+	if err != nil {
+		return nil, err
+	}
+	end, err := parseTime(r, "end", math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	if end < start {
+		return nil, badData("invalid parameter \"end\": end timestamp must not be before start time")
+	}
+	if a.Exemplars == nil {
+		return out, nil
+	}
+	var sets [][]*series.Matcher
+	var selErr error
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok && selErr == nil {
+			var ms []*series.Matcher
+			for _, m := range vs.LabelMatchers {
+				t := map[string]series.MatchType{"=": series.MatchEqual, "!=": series.MatchNotEqual, "=~": series.MatchRegexp, "!~": series.MatchNotRegexp}[m.Type.String()]
+				sm, err := series.NewMatcher(t, m.Name, m.Value)
+				if err != nil {
+					selErr = badData("invalid parameter \"query\": %v", err)
+					return nil
+				}
+				ms = append(ms, sm)
+			}
+			sets = append(sets, ms)
+		}
+		return nil
+	})
+	if selErr != nil {
+		return nil, selErr
+	}
+	for _, se := range a.Exemplars(start, end, sets) {
+		js := seriesExemplarsJSON{SeriesLabels: metricMap(se.Labels)}
+		for _, x := range se.Exemplars {
+			js.Exemplars = append(js.Exemplars, exemplarJSON{Labels: metricMap(x.Labels), Value: formatValue(x.Value), Timestamp: float64(x.T) / 1000})
+		}
+		out = append(out, js)
+	}
+	return out, nil
 }

@@ -307,3 +307,17 @@ type Span struct {
 	Offset int32
 	Length uint32
 }
+
+// Exemplar is a sample's example event, as agents attach them: the
+// event's labels (a trace ID, a span ID), its value and time (ms).
+type Exemplar struct {
+	Labels Labels
+	Value  float64
+	T      int64
+}
+
+// SeriesExemplars are one series' exemplars, oldest first.
+type SeriesExemplars struct {
+	Labels    Labels
+	Exemplars []Exemplar
+}
