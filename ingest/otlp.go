@@ -145,6 +145,11 @@ func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, 
 		c.app.Rollback()
 	}
 	keepMetadata(s.db.db, c.meta)
+	if ea, ok := s.db.db.(ExemplarAdder); ok && c.appended > 0 {
+		for _, x := range c.exemplars {
+			_ = ea.AddExemplar(x.ls, x.e) // one refused (labels too long) is skipped
+		}
+	}
 	s.opts.Metrics.observe("otlp", start, c.appended, c.appended, 0, nil)
 	resp := &colmetricspb.ExportMetricsServiceResponse{}
 	if c.rejected > 0 {
@@ -168,7 +173,8 @@ func (c *otlpConverter) release() {
 	clear(c.ls)
 	clear(c.tmp)
 	clear(c.meta)
-	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0], meta: c.meta[:0]}
+	clear(c.exemplars)
+	*c = otlpConverter{names: c.names, base: c.base[:0], ls: c.ls[:0], tmp: c.tmp[:0], meta: c.meta[:0], exemplars: c.exemplars[:0]}
 	convPool.Put(c)
 }
 
@@ -212,6 +218,8 @@ type otlpConverter struct {
 	// meta: the metadata of the metrics converted (Prometheus's name
 	// and type, the OTLP unit and description).
 	meta []wireMetadata
+	// exemplars of the samples appended, for the exemplar store.
+	exemplars []otlpExemplar
 
 	rejected   int
 	rejectedBy map[string]int // by /metrics reason
@@ -410,7 +418,30 @@ func (c *otlpConverter) number(name, orig string, p *oPoint) {
 	}
 	if err := c.emit(name, "", "", t, staleOr(noValue(p.flags), p.value)); err != nil {
 		c.reject(1, orig, err)
+		return
 	}
+	for _, x := range c.o.exemplars[p.ex.lo:p.ex.hi] {
+		c.exemplar(x)
+	}
+}
+
+// otlpExemplar is an exemplar of an appended sample's series.
+type otlpExemplar struct {
+	ls series.Labels
+	e  series.Exemplar
+}
+
+// exemplar keeps x for the series of the sample just emitted (c.tmp),
+// labelled with its trace and span, as Prometheus converts them.
+func (c *otlpConverter) exemplar(x oExemplar) {
+	var el series.Labels
+	if x.spanID != "" {
+		el = append(el, series.Label{Name: "span_id", Value: x.spanID})
+	}
+	if x.trace != "" {
+		el = append(el, series.Label{Name: "trace_id", Value: x.trace})
+	}
+	c.exemplars = append(c.exemplars, otlpExemplar{ls: c.tmp.Copy(), e: series.Exemplar{Labels: el, Value: x.value, T: int64(x.time / 1e6)}})
 }
 
 func (c *otlpConverter) histogram(name, orig string, p *oPoint) {
@@ -427,14 +458,40 @@ func (c *otlpConverter) histogram(name, orig string, p *oPoint) {
 	if p.hasSum {
 		c.emitRest(orig, name+"_sum", "", "", t, staleOr(stale, p.sum))
 	}
+	// An exemplar goes to the bucket its value falls in.
+	exs := c.o.exemplars[p.ex.lo:p.ex.hi]
+	bucketOf := func(v float64) int {
+		for i, b := range bounds {
+			if v <= b {
+				return i
+			}
+		}
+		return len(bounds)
+	}
 	var cum uint64
 	for i, b := range bounds {
 		if i < len(counts) {
 			cum += counts[i]
 		}
-		c.emitRest(orig, name+"_bucket", "le", formatFloat(b), t, staleOr(stale, float64(cum)))
+		if err := c.emit(name+"_bucket", "le", formatFloat(b), t, staleOr(stale, float64(cum))); err != nil {
+			c.reject(0, orig, err)
+			continue
+		}
+		for _, x := range exs {
+			if bucketOf(x.value) == i {
+				c.exemplar(x)
+			}
+		}
 	}
-	c.emitRest(orig, name+"_bucket", "le", "+Inf", t, staleOr(stale, float64(p.count)))
+	if err := c.emit(name+"_bucket", "le", "+Inf", t, staleOr(stale, float64(p.count))); err != nil {
+		c.reject(0, orig, err)
+		return
+	}
+	for _, x := range exs {
+		if bucketOf(x.value) == len(bounds) {
+			c.exemplar(x)
+		}
+	}
 }
 
 func (c *otlpConverter) summary(name, orig string, p *oPoint) {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"encoding/hex"
 	"errors"
 
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -86,6 +87,16 @@ type oPoint struct {
 	bounds span // floats
 	counts span // uints
 	quants span
+	ex     span // exemplars
+}
+
+// oExemplar is a data point's exemplar: its time (ns), value, and the
+// trace and span it points at (hex). Its filtered attributes are not
+// kept.
+type oExemplar struct {
+	time          uint64
+	value         float64
+	trace, spanID string
 }
 
 type oRequest struct {
@@ -97,6 +108,7 @@ type oRequest struct {
 	floats    []float64
 	uints     []uint64
 	quants    []oQuantile
+	exemplars []oExemplar
 }
 
 func (o *oRequest) reset() {
@@ -105,6 +117,8 @@ func (o *oRequest) reset() {
 	clear(o.kvs)
 	o.resources, o.scopes, o.metrics, o.points = o.resources[:0], o.scopes[:0], o.metrics[:0], o.points[:0]
 	o.kvs, o.floats, o.uints, o.quants = o.kvs[:0], o.floats[:0], o.uints[:0], o.quants[:0]
+	clear(o.exemplars)
+	o.exemplars = o.exemplars[:0]
 }
 
 // errFallback: the request uses a protobuf feature decodeOTLP leaves to
@@ -155,6 +169,7 @@ func metricFromProto(m *metricspb.Metric, o *oRequest, addKVs func([]*commonpb.K
 			case *metricspb.NumberDataPoint_AsInt:
 				op.value = float64(v.AsInt)
 			}
+			op.ex = exemplarsFromProto(o, p.GetExemplars())
 			o.points = append(o.points, op)
 		}
 	}
@@ -175,6 +190,7 @@ func metricFromProto(m *metricspb.Metric, o *oRequest, addKVs func([]*commonpb.K
 			op.counts.lo = len(o.uints)
 			o.uints = append(o.uints, p.GetBucketCounts()...)
 			op.counts.hi = len(o.uints)
+			op.ex = exemplarsFromProto(o, p.GetExemplars())
 			o.points = append(o.points, op)
 		}
 	case *metricspb.Metric_ExponentialHistogram:
@@ -196,6 +212,22 @@ func metricFromProto(m *metricspb.Metric, o *oRequest, addKVs func([]*commonpb.K
 	}
 	om.points.hi = len(o.points)
 	return om
+}
+
+func exemplarsFromProto(o *oRequest, es []*metricspb.Exemplar) span {
+	sp := span{lo: len(o.exemplars)}
+	for _, e := range es {
+		x := oExemplar{time: e.GetTimeUnixNano(), trace: hex.EncodeToString(e.GetTraceId()), spanID: hex.EncodeToString(e.GetSpanId())}
+		switch v := e.GetValue().(type) {
+		case *metricspb.Exemplar_AsDouble:
+			x.value = v.AsDouble
+		case *metricspb.Exemplar_AsInt:
+			x.value = float64(v.AsInt)
+		}
+		o.exemplars = append(o.exemplars, x)
+	}
+	sp.hi = len(o.exemplars)
+	return sp
 }
 
 func anyFromProto(v *commonpb.AnyValue) oAny {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"math"
 	"unsafe"
 
@@ -209,6 +210,11 @@ func (d *otlpDecoder) point(k metricKind, lo, hi int) error {
 	p.bounds.lo, p.bounds.hi = len(d.o.floats), len(d.o.floats)
 	p.counts.lo, p.counts.hi = len(d.o.uints), len(d.o.uints)
 	p.quants.lo, p.quants.hi = len(d.o.quants), len(d.o.quants)
+	p.ex.lo, p.ex.hi = len(d.o.exemplars), len(d.o.exemplars)
+	exField := protowire.Number(5)
+	if k == kindHistogram {
+		exField = 8
+	}
 	if k == kindSummary {
 		p.hasSum = true // a plain double in summaries
 	}
@@ -224,6 +230,31 @@ func (d *otlpDecoder) point(k metricKind, lo, hi int) error {
 			if v, ok := d.fixed64(typ, lo); ok {
 				p.time = v
 			}
+		case (k == kindGauge || k == kindSum || k == kindHistogram) && num == exField && typ == protowire.BytesType:
+			var x oExemplar
+			err := d.each(lo, hi, func(num protowire.Number, typ protowire.Type, lo, hi int) error {
+				switch {
+				case num == 4 && typ == protowire.BytesType:
+					x.spanID = hex.EncodeToString(d.b[lo:hi])
+				case num == 5 && typ == protowire.BytesType:
+					x.trace = hex.EncodeToString(d.b[lo:hi])
+				case num == 2 || num == 3 || num == 6:
+					if v, ok := d.fixed64(typ, lo); ok {
+						switch num {
+						case 2:
+							x.time = v
+						case 3:
+							x.value = math.Float64frombits(v)
+						case 6:
+							x.value = float64(int64(v))
+						}
+					}
+				}
+				return nil
+			})
+			d.o.exemplars = append(d.o.exemplars, x)
+			p.ex.hi = len(d.o.exemplars)
+			return err
 		case (k == kindGauge || k == kindSum) && (num == 4 || num == 6):
 			if v, ok := d.fixed64(typ, lo); ok {
 				if num == 4 {

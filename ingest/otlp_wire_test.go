@@ -30,11 +30,11 @@ func dumpO(o *oRequest) string {
 		for _, sc := range o.scopes[r.scopes.lo:r.scopes.hi] {
 			fmt.Fprintf(&b, " scope %q %q\n", sc.name, sc.version)
 			for _, m := range o.metrics[sc.metrics.lo:sc.metrics.hi] {
-				fmt.Fprintf(&b, "  metric %q %q kind %d temporality %d monotonic %v\n", m.name, m.unit, m.kind, m.temporality, m.monotonic)
+				fmt.Fprintf(&b, "  metric %q %q %q kind %d temporality %d monotonic %v\n", m.name, m.unit, m.help, m.kind, m.temporality, m.monotonic)
 				for _, p := range o.points[m.points.lo:m.points.hi] {
 					fmt.Fprintf(&b, "   point t=%d flags=%d v=%x count=%d sum=%x/%v", p.time, p.flags, math.Float64bits(p.value), p.count, math.Float64bits(p.sum), p.hasSum)
 					kvs(p.attrs)
-					fmt.Fprintf(&b, " bounds=%v counts=%v quants=%v\n", o.floats[p.bounds.lo:p.bounds.hi], o.uints[p.counts.lo:p.counts.hi], o.quants[p.quants.lo:p.quants.hi])
+					fmt.Fprintf(&b, " bounds=%v counts=%v quants=%v exemplars=%+v\n", o.floats[p.bounds.lo:p.bounds.hi], o.uints[p.counts.lo:p.counts.hi], o.quants[p.quants.lo:p.quants.hi], o.exemplars[p.ex.lo:p.ex.hi])
 				}
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -162,30 +165,7 @@ func TestServeExemplars(t *testing.T) {
 	if resp.StatusCode != 204 || resp.Header.Get("X-Prometheus-Remote-Write-Exemplars-Written") != "1" {
 		t.Fatalf("2.0 with an exemplar: %d %s %v", resp.StatusCode, msg, resp.Header)
 	}
-	q := func(params string) []struct {
-		SeriesLabels map[string]string
-		Exemplars    []struct {
-			Labels    map[string]string
-			Value     string
-			Timestamp float64
-		}
-	} {
-		code, body := httpGet(t, ts.httpURL+"/api/v1/query_exemplars?"+params)
-		var a struct {
-			Data []struct {
-				SeriesLabels map[string]string
-				Exemplars    []struct {
-					Labels    map[string]string
-					Value     string
-					Timestamp float64
-				}
-			}
-		}
-		if err := json.Unmarshal([]byte(body), &a); err != nil || code != 200 {
-			t.Fatalf("%s: %d %v %s", params, code, err, body)
-		}
-		return a.Data
-	}
+	q := func(params string) []seriesExemplarsAnswer { return queryExemplars(t, ts, params) }
 	got := q("query=" + url.QueryEscape(`histogram_quantile(0.9, rate(rpc_seconds_bucket[5m]))`))
 	if len(got) != 2 || got[0].SeriesLabels["le"] != "0.5" || got[0].Exemplars[0].Labels["trace_id"] != "t1" || got[0].Exemplars[0].Value != "0.42" ||
 		got[1].Exemplars[0].Labels["trace_id"] != "t2" {
@@ -209,4 +189,58 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestServeOTLPExemplars: OTLP exemplars (trace and span IDs) are kept
+// for the series of their sample, a histogram's in the bucket of their
+// value, and served by /api/v1/query_exemplars.
+func TestServeOTLPExemplars(t *testing.T) {
+	ts := startServer(t)
+	now := uint64(time.Now().UnixNano())
+	ex := func(v float64, trace byte) *metricspb.Exemplar {
+		return &metricspb.Exemplar{TimeUnixNano: now - 1e9, Value: &metricspb.Exemplar_AsDouble{AsDouble: v},
+			TraceId: bytes.Repeat([]byte{trace}, 16), SpanId: bytes.Repeat([]byte{trace + 1}, 8)}
+	}
+	req := &colmetricspb.ExportMetricsServiceRequest{ResourceMetrics: []*metricspb.ResourceMetrics{{ScopeMetrics: []*metricspb.ScopeMetrics{{Metrics: []*metricspb.Metric{
+		{Name: "queue_depth", Data: &metricspb.Metric_Gauge{Gauge: &metricspb.Gauge{DataPoints: []*metricspb.NumberDataPoint{{
+			TimeUnixNano: now, Value: &metricspb.NumberDataPoint_AsDouble{AsDouble: 3}, Exemplars: []*metricspb.Exemplar{ex(3, 0xaa)}}}}}},
+		{Name: "rpc.duration", Unit: "s", Data: &metricspb.Metric_Histogram{Histogram: &metricspb.Histogram{
+			AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
+			DataPoints: []*metricspb.HistogramDataPoint{{TimeUnixNano: now, Count: 4, ExplicitBounds: []float64{0.1, 1}, BucketCounts: []uint64{1, 2, 1},
+				Exemplars: []*metricspb.Exemplar{ex(0.5, 0xbb), ex(7, 0xcc)}}}}}},
+	}}}}}}
+	if _, err := colmetricspb.NewMetricsServiceClient(ts.dial(t)).Export(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	data := queryExemplars(t, ts, "query="+url.QueryEscape(`{__name__=~"queue_depth|rpc_duration_seconds_bucket"}`))
+	got := map[string]string{}
+	for _, s := range data {
+		for _, e := range s.Exemplars {
+			got[s.SeriesLabels["__name__"]+"/"+s.SeriesLabels["le"]] = e.Labels["trace_id"][:4] + " " + e.Labels["span_id"][:4] + " " + e.Value
+		}
+	}
+	want := map[string]string{"queue_depth/": "aaaa abab 3", "rpc_duration_seconds_bucket/1": "bbbb bcbc 0.5", "rpc_duration_seconds_bucket/+Inf": "cccc cdcd 7"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("exemplars %v, want %v", got, want)
+	}
+}
+
+type seriesExemplarsAnswer struct {
+	SeriesLabels map[string]string
+	Exemplars    []struct {
+		Labels    map[string]string
+		Value     string
+		Timestamp float64
+	}
+}
+
+// queryExemplars asks /api/v1/query_exemplars with params.
+func queryExemplars(t *testing.T, ts *testServer, params string) []seriesExemplarsAnswer {
+	t.Helper()
+	code, body := httpGet(t, ts.httpURL+"/api/v1/query_exemplars?"+params)
+	var a struct{ Data []seriesExemplarsAnswer }
+	if err := json.Unmarshal([]byte(body), &a); err != nil || code != 200 {
+		t.Fatalf("%s: %d %v %s", params, code, err, body)
+	}
+	return a.Data
 }
