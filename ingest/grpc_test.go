@@ -122,7 +122,7 @@ func TestWrite(t *testing.T) {
 	bad("empty labels", &headroomv1.Series{Samples: ts}, codes.InvalidArgument, "empty label set")
 	bad("duplicate labels", &headroomv1.Series{Labels: lbls("__name__", "x", "a", "1", "a", "2"), Samples: ts}, codes.InvalidArgument, `duplicate label name "a"`)
 	bad("no metric name", &headroomv1.Series{Labels: lbls("a", "1"), Samples: ts}, codes.InvalidArgument, "missing metric name")
-	bad("bad label name", &headroomv1.Series{Labels: lbls("__name__", "x", "a-b", "1"), Samples: ts}, codes.InvalidArgument, `invalid label name "a-b"`)
+	bad("bad label name", &headroomv1.Series{Labels: lbls("__name__", "x", "a\tb", "1"), Samples: ts}, codes.InvalidArgument, `invalid label name "a\tb"`)
 	bad("huge label value", &headroomv1.Series{Labels: lbls("__name__", "x", "a", strings.Repeat("v", 65)), Samples: ts}, codes.InvalidArgument, "limit is 64")
 	bad("negative timestamp", &headroomv1.Series{Labels: lbls("__name__", "x"), Samples: []*headroomv1.Sample{{TimestampMs: -5, Value: 1}}}, codes.InvalidArgument, "outside the range")
 	bad("too old", &headroomv1.Series{Labels: lbls("__name__", "x"), Samples: []*headroomv1.Sample{{TimestampMs: now - 11*365*24*3600_000, Value: 1}}}, codes.InvalidArgument, "retention") // older than every tier keeps

@@ -423,16 +423,23 @@ const (
 	FeatureDelayedNameRemoval = "promql-delayed-name-removal"
 	// fill(), fill_left(), fill_right() on binary operators.
 	FeatureFillModifiers = "promql-binop-fill-modifiers"
+	// Names with dots and other Unicode letters written unquoted
+	// (http.server.requests{service.name="api"}); quoted names
+	// ({"http.server.requests"}) need no flag.
+	FeatureUnquotedUTF8Names = "promql-unquoted-utf8-names"
 )
 
 // Features lists every feature, the default.
-var Features = []string{FeatureExperimentalFunctions, FeatureDelayedNameRemoval, FeatureFillModifiers}
+var Features = []string{FeatureExperimentalFunctions, FeatureDelayedNameRemoval, FeatureFillModifiers, FeatureUnquotedUTF8Names}
 
-// parsers by EnableExperimentalFunctions, EnableBinopFillModifiers.
-var parsers = func() (p [2][2]parser.Parser) {
+// parsers by EnableExperimentalFunctions, EnableBinopFillModifiers,
+// EnableUnquotedUTF8Names.
+var parsers = func() (p [2][2][2]parser.Parser) {
 	for i := range 2 {
 		for j := range 2 {
-			p[i][j] = parser.NewParser(parser.Options{EnableExperimentalFunctions: i == 1, EnableBinopFillModifiers: j == 1})
+			for k := range 2 {
+				p[i][j][k] = parser.NewParser(parser.Options{EnableExperimentalFunctions: i == 1, EnableBinopFillModifiers: j == 1, EnableUnquotedUTF8Names: k == 1})
+			}
 		}
 	}
 	return p
@@ -476,7 +483,7 @@ func parseWith(q string, features []string) (parser.Expr, error) {
 	if d := nesting(q); d > MaxQueryDepth {
 		return nil, fmt.Errorf("%w: query nested %d deep in brackets, over the limit of %d", ErrBadQuery, d, MaxQueryDepth)
 	}
-	p := parsers[b2i(slices.Contains(features, FeatureExperimentalFunctions))][b2i(slices.Contains(features, FeatureFillModifiers))]
+	p := parsers[b2i(slices.Contains(features, FeatureExperimentalFunctions))][b2i(slices.Contains(features, FeatureFillModifiers))][b2i(slices.Contains(features, FeatureUnquotedUTF8Names))]
 	e, err := p.ParseExpr(q)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadQuery, err)

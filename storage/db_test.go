@@ -454,8 +454,8 @@ func TestInvalidInput(t *testing.T) {
 	}
 	f(nil, now, "empty label set")
 	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "x", Value: "1"}, {Name: "x", Value: "2"}}, now, `duplicate label name "x"`)
-	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "1x", Value: "1"}}, now, `invalid label name "1x"`)
-	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "a-b", Value: "1"}}, now, `invalid label name "a-b"`)
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "a\x01b", Value: "1"}}, now, `invalid label name "a\x01b"`)
+	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "a\nb", Value: "1"}}, now, `invalid label name "a\nb"`)
 	f(series.Labels{{Name: "host", Value: "a"}}, now, "missing metric name")
 	f(series.Labels{{Name: "__name__", Value: ""}}, now, "empty metric name")
 	f(series.Labels{{Name: "__name__", Value: "a"}, {Name: "x", Value: "\xff\xfe"}}, now, "not valid UTF-8")

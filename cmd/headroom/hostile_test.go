@@ -227,7 +227,7 @@ func TestHostileInput(t *testing.T) {
 		{"rw: NUL in a label name", rwSeries(sample("x", now, "a\x00b", "1")), "400", "invalid label name"},
 		{"rw: newline in a label name", rwSeries(sample("x", now, "a\nb", "1")), "400", "invalid label name"},
 		{"rw: escape sequence in a label name", rwSeries(sample("x", now, "a\x1b[31m", "1")), "400", "invalid label name"},
-		{"rw: label name starting with a digit", rwSeries(sample("x", now, "1a", "1")), "400", "invalid label name"},
+		{"rw: C1 control character in a label name", rwSeries(sample("x", now, "a\u0085", "1")), "400", "invalid label name"},
 		{"rw: empty label name", rwSeries(sample("x", now, "", "1")), "400", "invalid label name"},
 		{"rw: invalid UTF-8 in a value", rw(badUTF8(&prompb.WriteRequest{Timeseries: []*prompb.TimeSeries{sample("x", now, "a", utf8Mark)}}, true)), "400", "UTF-8"},
 		{"rw: invalid UTF-8 in the metric name", rw(badUTF8(&prompb.WriteRequest{Timeseries: []*prompb.TimeSeries{sample("x"+utf8Mark, now)}}, true)), "400", "UTF-8"},

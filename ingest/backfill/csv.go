@@ -125,7 +125,9 @@ func NewCSV(r io.Reader, o CSVOptions) (Reader, error) {
 			continue
 		}
 		h = strings.TrimSpace(h)
-		if !series.ValidLabelName(h) || h == series.MetricName {
+		// A column names a label as PromQL writes it unquoted: a
+		// header's stray space or dash is a typo, not a UTF-8 name.
+		if !series.LegacyLabelName(h) || h == series.MetricName {
 			return nil, lineErr(1, "column %d %q would be a label but is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*): rename it or pass --ignore-columns %q", i+1, h, h)
 		}
 		c.names[i] = h

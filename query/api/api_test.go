@@ -109,7 +109,8 @@ func TestAPI(t *testing.T) {
 		{"/api/v1/series?match[]={job=~\".*\"}", 400, ``},
 		{"/api/v1/labels?start=yesterday", 400, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"start\": cannot parse \"yesterday\" to a valid timestamp"}`},
 		{"/api/v1/labels?start=10&end=5", 400, `{"status":"error","errorType":"bad_data","error":"invalid parameter \"end\": end timestamp must not be before start time"}`},
-		{"/api/v1/label/a-b/values", 400, `{"status":"error","errorType":"bad_data","error":"invalid label name: \"a-b\""}`},
+		{"/api/v1/label/a%09b/values", 400, `{"status":"error","errorType":"bad_data","error":"invalid label name: \"a\\tb\""}`},
+		{"/api/v1/label/service.name/values", 200, `{"status":"success","data":[]}`},
 	} {
 		code, body := get(t, u+c.path)
 		if code != c.code {

@@ -33,8 +33,8 @@ import (
 // and error texts (strict). They only go up: raise them when a change
 // passes more.
 const (
-	promqlSuiteFloor       = 1414
-	promqlSuiteStrictFloor = 1414
+	promqlSuiteFloor       = 1439
+	promqlSuiteStrictFloor = 1439
 )
 
 // TestPrometheusSuite plays Prometheus's PromQL test scripts (the

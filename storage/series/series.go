@@ -212,8 +212,26 @@ func (ls Labels) Validate() error {
 	return nil
 }
 
-// ValidLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]*.
+// ValidLabelName reports whether s can name a label: any non-empty UTF-8
+// without control characters, as Prometheus 3 accepts names since it
+// took UTF-8 names (service.name, http.route, le-quoted ones) from
+// OpenTelemetry. Control characters (NUL, newlines, escapes) stay out:
+// the index separates names with NUL, and no sender means the others.
 func ValidLabelName(s string) bool {
+	if s == "" || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return false
+		}
+	}
+	return true
+}
+
+// LegacyLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]*: the
+// names PromQL writes unquoted.
+func LegacyLabelName(s string) bool {
 	if s == "" {
 		return false
 	}

@@ -26,7 +26,11 @@ func TestValidate(t *testing.T) {
 	f(nil, "empty label set")
 	f(Labels{{Name: "job", Value: "a"}}, "missing metric name")
 	f(Labels{{Name: "__name__", Value: ""}}, "empty metric name")
-	f(Labels{{Name: "__name__", Value: "a"}, {Name: "0x", Value: "1"}}, `invalid label name "0x"`)
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "a\tb", Value: "1"}}, `invalid label name "a\tb"`)
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "a\u0085", Value: "1"}}, `invalid label name "a\u0085"`)
+	f(Labels{{Name: "__name__", Value: "a"}, {Name: "a\xff", Value: "1"}}, `invalid label name "a\xff"`)
+	// Prometheus 3's UTF-8 names.
+	f(Labels{{Name: "0x", Value: "1"}, {Name: "__name__", Value: "a"}, {Name: "service.name", Value: "api"}, {Name: "équipe", Value: "b"}}, "")
 	f(Labels{{Name: "__name__", Value: "a"}, {Name: "", Value: "1"}}, `invalid label name ""`)
 	f(Labels{{Name: "__name__", Value: "a"}, {Name: "a", Value: "1"}, {Name: "a", Value: "2"}}, "duplicate")
 	f(Labels{{Name: "b", Value: "1"}, {Name: "__name__", Value: "a"}}, "not sorted")
