@@ -156,6 +156,48 @@ func buildRequest(protocol string, sh shape, client int) *wire {
 			}
 			out.msg(1, s)
 		}
+	case "remote_write_2":
+		// io.prometheus.write.v2.Request: the strings once in the symbol
+		// table (symbols = 4), series of packed label references
+		// (labels_refs = 1) and samples (value = 1, timestamp = 2),
+		// timeseries = 5.
+		syms := map[string]uint64{"": 0}
+		order := []string{""}
+		ref := func(s string) uint64 {
+			r, ok := syms[s]
+			if !ok {
+				r = uint64(len(order))
+				syms[s] = r
+				order = append(order, s)
+			}
+			return r
+		}
+		ts := &wire{}
+		for i := 0; i < sh.series; i++ {
+			s := &wire{}
+			var refs []byte
+			for _, l := range labelsFor(client, i) {
+				refs = protowire.AppendVarint(refs, ref(l[0]))
+				refs = protowire.AppendVarint(refs, ref(l[1]))
+			}
+			s.b = protowire.AppendBytes(protowire.AppendTag(s.b, 1, protowire.BytesType), refs)
+			for k := 0; k < sh.perSeries; k++ {
+				sm := &wire{}
+				sm.double(1, float64((i*7+k)%1000)/4)
+				sm.tsMillis(2, int64(k)*sh.step)
+				s.msg(2, sm)
+			}
+			ts.msg(5, s)
+		}
+		for _, s := range order {
+			out.str(4, s)
+		}
+		off := len(out.b)
+		for _, t := range ts.ts {
+			t.off += off
+			out.ts = append(out.ts, t)
+		}
+		out.b = append(out.b, ts.b...)
 	case "otlp":
 		// One resource for the client; one gauge per metric name with a
 		// data point per host (scrape), or per sample (backfill).
@@ -391,15 +433,19 @@ func runIngest(bin, protocol string, sh shape, clients int, dur time.Duration, p
 				var out []byte
 				return conn.Invoke(context.Background(), method, body, &out)
 			}
-		case "remote_write":
+		case "remote_write", "remote_write_2":
+			ctype := "application/x-protobuf"
+			if protocol == "remote_write_2" {
+				ctype += ";proto=io.prometheus.write.v2.Request"
+			}
 			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{}).DialContext}}
 			var buf []byte
 			cl.send = func(body []byte) error {
 				buf = snappy.Encode(buf[:cap(buf)], body)
 				req, _ := http.NewRequest("POST", srv.httpURL+"/api/v1/write", bytes.NewReader(buf))
 				req.Header.Set("Content-Encoding", "snappy")
-				req.Header.Set("Content-Type", "application/x-protobuf")
-				req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+				req.Header.Set("Content-Type", ctype)
+				req.Header.Set("X-Prometheus-Remote-Write-Version", map[bool]string{false: "0.1.0", true: "2.0.0"}[protocol == "remote_write_2"])
 				resp, err := hc.Do(req)
 				if err != nil {
 					return err
@@ -490,7 +536,7 @@ func benchIngest(bin string, dur time.Duration, only, profileDir string) {
 	bin = buildServer(bin)
 	best := map[string]float64{}
 	for _, sh := range shapes {
-		for _, protocol := range []string{"grpc", "remote_write", "otlp"} {
+		for _, protocol := range []string{"grpc", "remote_write", "remote_write_2", "otlp"} {
 			for _, clients := range []int{1, 4, 16} {
 				key := fmt.Sprintf("%s/%s/%d", protocol, sh.name, clients)
 				if only != "" && only != key {

@@ -151,8 +151,9 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // refused (a sender does not retry a 4xx; the counts tell it what
 // landed). Exemplars go to the exemplar store (those of float series).
 func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
-	var b v2Batch
-	if err := decodeV2(raw, &b); err != nil {
+	b := v2Pool.Get().(*v2Batch)
+	defer b.release()
+	if err := decodeV2(raw, b); err != nil {
 		writtenHeaders(w, 0, 0, 0)
 		h.refuse(w, http.StatusBadRequest, "bad_body", err.Error())
 		return
@@ -160,7 +161,7 @@ func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
 	n := 0
 	if len(b.series) > 0 {
 		var err error
-		if n, err = write(h.db, &h.opts, "remote_write", &b); err != nil {
+		if n, err = write(h.db, &h.opts, "remote_write", b); err != nil {
 			writtenHeaders(w, 0, 0, 0)
 			httpError(w, err)
 			return

@@ -6,6 +6,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -62,6 +63,26 @@ type v2Batch struct {
 	// Exemplars of the float series, their labels in exLabels.
 	exemplars []flatExemplar
 	exLabels  []series.Label
+	refs      []uint64 // scratch: one series' label references
+	symbols   []string // scratch: the request's symbol table
+	spans     [][2]int // scratch: where its series are
+}
+
+var v2Pool = sync.Pool{New: func() any { return &v2Batch{} }}
+
+// release empties b (its strings point into a request body) and pools
+// it; a huge request's arrays are let go.
+func (b *v2Batch) release() {
+	if cap(b.labels) > 1<<20 {
+		return
+	}
+	clear(b.labels)
+	clear(b.exLabels)
+	clear(b.meta)
+	clear(b.symbols)
+	*b = v2Batch{series: b.series[:0], labels: b.labels[:0], samples: b.samples[:0], meta: b.meta[:0],
+		exemplars: b.exemplars[:0], exLabels: b.exLabels[:0], refs: b.refs[:0], symbols: b.symbols[:0], spans: b.spans[:0]}
+	v2Pool.Put(b)
 }
 
 type v2Series struct{ l0, l1, s0, s1 int }
@@ -84,8 +105,8 @@ func (b *v2Batch) Sample(i, j int) (int64, float64) {
 // share its memory.
 func decodeV2(body []byte, b *v2Batch) error {
 	str := unsafe.String(unsafe.SliceData(body), len(body))
-	var symbols []string
-	var ts [][2]int
+	symbols, ts := b.symbols[:0], b.spans[:0]
+	defer func() { b.symbols, b.spans = symbols, ts }()
 	for pos := 0; pos < len(body); {
 		num, typ, n := protowire.ConsumeTag(body[pos:])
 		if n < 0 {
@@ -130,11 +151,13 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 		}
 		return symbols[ref], nil
 	}
-	var refs []uint64
+	refs := b.refs[:0]
+	defer func() { b.refs = refs[:0] }()
 	s := v2Series{l0: len(b.labels), s0: len(b.samples)}
 	hist := 0
 	ex0 := len(b.exemplars)
-	var md *series.Metadata
+	var md series.Metadata
+	hasMD := false
 	for pos := 0; pos < len(body); {
 		num, typ, n := protowire.ConsumeTag(body[pos:])
 		if n < 0 {
@@ -185,7 +208,7 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 			if err != nil {
 				return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
 			}
-			md = &m
+			md, hasMD = m, true
 			pos += n
 			continue
 		case num == 3 && typ == protowire.BytesType:
@@ -239,9 +262,9 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 	} else {
 		b.series = append(b.series, s)
 	}
-	if md != nil {
+	if hasMD {
 		if name := series.Labels(ls).Get(series.MetricName); name != "" && (md.Type != "unknown" || md.Help != "" || md.Unit != "") {
-			b.meta = append(b.meta, wireMetadata{metric: name, md: *md})
+			b.meta = append(b.meta, wireMetadata{metric: name, md: md})
 		}
 	}
 	return nil
