@@ -713,7 +713,7 @@ func suiteExprs(t testing.TB) []string {
 	return exprs
 }
 
-var fullParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: true, EnableBinopFillModifiers: true})
+var fullParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: true, EnableBinopFillModifiers: true, EnableUnquotedUTF8Names: true})
 
 // roundTrip checks that what parses prints as something that parses to
 // the same expression, plainly and laid out by format_query.
