@@ -526,5 +526,15 @@ func Format(q string) (string, error) {
 }
 
 // Parse returns q's syntax tree (/api/v1/parse_query), after the checks
-// any query gets.
-func Parse(q string) (parser.Expr, error) { return parse(q) }
+// any query gets, with the engine's features.
+func (e *Engine) Parse(q string) (parser.Expr, error) { return e.parse(q) }
+
+// Format is query.Format with the engine's features: what it prints
+// parses again on this engine.
+func (e *Engine) Format(q string) (string, error) {
+	x, err := e.parse(q)
+	if err != nil {
+		return "", err
+	}
+	return parser.Prettify(x), nil
+}

@@ -73,13 +73,13 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 			if err := r.ParseForm(); err != nil {
 				return nil, badData("%v", err)
 			}
-			return query.Format(r.Form.Get("query"))
+			return a.engine.Format(r.Form.Get("query"))
 		}},
 		{"/api/v1/parse_query", func(r *http.Request) (any, error) {
 			if err := r.ParseForm(); err != nil {
 				return nil, badData("%v", err)
 			}
-			e, err := query.Parse(r.Form.Get("query"))
+			e, err := a.engine.Parse(r.Form.Get("query"))
 			if err != nil {
 				return nil, err
 			}
@@ -475,7 +475,7 @@ func (a *API) queryExemplars(r *http.Request) (any, error) {
 	if strings.TrimSpace(q) == "" {
 		return nil, badData("invalid parameter \"query\": empty query")
 	}
-	e, err := query.Parse(q)
+	e, err := a.engine.Parse(q)
 	if err != nil {
 		return nil, evalError(err)
 	}

@@ -397,3 +397,30 @@ func TestQueryStats(t *testing.T) {
 		t.Errorf("three series of one sample: %s", body)
 	}
 }
+
+// TestFormatWithFeatures: format_query and parse_query parse as the
+// engine does: without promql-unquoted-utf8-names a dotted name must be
+// quoted, with it (the default) it is printed unquoted.
+func TestFormatWithFeatures(t *testing.T) {
+	for _, c := range []struct {
+		features []string
+		code     int
+		want     string
+	}{
+		{nil, 200, `"data":"{__name__=\"http.requests\",service.name=\"a\"}"`},
+		{[]string{}, 200, `"data":"{\"service.name\"=\"a\",__name__=\"http.requests\"}"`},
+	} {
+		mux := http.NewServeMux()
+		api.New(source{}, "v", &query.Engine{Features: c.features}).Register(mux, func(_ string, h http.Handler) http.Handler { return h })
+		srv := httptest.NewServer(mux)
+		code, body := get(t, srv.URL+"/api/v1/format_query?query="+url.QueryEscape(`{"http.requests", "service.name"="a"}`))
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("features %v: %d %s, want %d with %s", c.features, code, body, c.code, c.want)
+		}
+		code, body = get(t, srv.URL+"/api/v1/format_query?query="+url.QueryEscape(`http.requests`))
+		if (c.features == nil) != (code == 200) {
+			t.Errorf("features %v, unquoted: %d %s", c.features, code, body)
+		}
+		srv.Close()
+	}
+}
