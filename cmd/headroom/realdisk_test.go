@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -57,10 +58,8 @@ type diskFillWriters struct {
 	answers sync.Map // code string -> *atomic.Int64
 	acked   [4]atomic.Int64
 	wg      sync.WaitGroup
-	// first and last: the span of the timestamps sent. Every attempt,
-	// refused ones too, moves a writer's time on by a batch: on a loaded
-	// machine thousands of refusals carry the last acknowledged samples
-	// past the wall clock, where a query at "now" would not see them.
+	// first and last: the span of the timestamps sent, which the check
+	// counts over (at its end, not at the wall clock).
 	first int64
 	last  atomic.Int64
 }
@@ -97,7 +96,14 @@ func (w *diskFillWriters) start(c *child, base int64, stop chan struct{}) {
 					conn.Close()
 				}
 			}()
-			for batch := 0; ; batch++ {
+			// A refused attempt is sent again with the same timestamps
+			// (nothing of it was stored): only the writes the server took,
+			// or may have taken, move a writer's time on, so that a long
+			// refusal does not carry the data across days and past the
+			// wall clock.
+			step := 1
+			for batch := 0; ; batch += step {
+				step = 1
 				select {
 				case <-stop:
 					return
@@ -133,6 +139,9 @@ func (w *diskFillWriters) start(c *child, base int64, stop chan struct{}) {
 					_, err := ic.Write(ctx, req)
 					cancel()
 					w.count(status.Code(err).String())
+					if c := status.Code(err); c == codes.Unavailable || c == codes.ResourceExhausted {
+						step = 0
+					}
 					if err == nil {
 						w.acked[k].Add(fillSeries * fillSamples)
 					}
@@ -155,6 +164,9 @@ func (w *diskFillWriters) start(c *child, base int64, stop chan struct{}) {
 					}
 					resp.Body.Close()
 					w.count(fmt.Sprint(resp.StatusCode))
+					if resp.StatusCode == 503 || resp.StatusCode == 429 {
+						step = 0
+					}
 					if resp.StatusCode == 204 {
 						w.acked[k].Add(fillSeries * fillSamples)
 					}
