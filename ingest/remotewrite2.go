@@ -165,26 +165,12 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 		}
 		pos += n
 		switch {
-		case num == 1 && typ == protowire.BytesType: // packed label references
-			v, n := protowire.ConsumeBytes(body[pos:])
-			if n < 0 {
-				return fmt.Errorf("%w: series %d: truncated label references", errBadBody, idx)
+		case num == 1 && (typ == protowire.BytesType || typ == protowire.VarintType):
+			var n int
+			var err error
+			if refs, n, err = consumeRefs(refs, typ, body[pos:]); err != nil {
+				return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
 			}
-			for len(v) > 0 {
-				r, k := protowire.ConsumeVarint(v)
-				if k < 0 {
-					return fmt.Errorf("%w: series %d: malformed label reference", errBadBody, idx)
-				}
-				refs, v = append(refs, r), v[k:]
-			}
-			pos += n
-			continue
-		case num == 1 && typ == protowire.VarintType:
-			r, n := protowire.ConsumeVarint(body[pos:])
-			if n < 0 {
-				return fmt.Errorf("%w: series %d: malformed label reference", errBadBody, idx)
-			}
-			refs = append(refs, r)
 			pos += n
 			continue
 		case num == 2 && typ == protowire.BytesType:
@@ -230,19 +216,9 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 		}
 		pos += n
 	}
-	if len(refs)%2 != 0 {
-		return fmt.Errorf("%w: series %d: %d label references, not name and value pairs", errBadBody, idx, len(refs))
-	}
-	for i := 0; i < len(refs); i += 2 {
-		name, err := sym(refs[i], "label name")
-		if err != nil {
-			return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
-		}
-		value, err := sym(refs[i+1], "label value")
-		if err != nil {
-			return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
-		}
-		b.labels = append(b.labels, series.Label{Name: name, Value: value})
+	var err error
+	if b.labels, err = refLabels(b.labels, refs, sym); err != nil {
+		return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
 	}
 	s.l1, s.s1 = len(b.labels), len(b.samples)
 	ls := b.labels[s.l0:s.l1]
@@ -281,26 +257,13 @@ func (b *v2Batch) decodeExemplar(v []byte, sym func(uint64, string) (string, err
 		}
 		v = v[n:]
 		switch {
-		case num == 1 && typ == protowire.BytesType:
-			p, n := protowire.ConsumeBytes(v)
-			if n < 0 {
-				return fmt.Errorf("truncated label references")
-			}
-			for len(p) > 0 {
-				r, k := protowire.ConsumeVarint(p)
-				if k < 0 {
-					return fmt.Errorf("malformed label reference")
-				}
-				refs, p = append(refs, r), p[k:]
+		case num == 1 && (typ == protowire.BytesType || typ == protowire.VarintType):
+			var n int
+			var err error
+			if refs, n, err = consumeRefs(refs, typ, v); err != nil {
+				return err
 			}
 			v = v[n:]
-			continue
-		case num == 1 && typ == protowire.VarintType:
-			r, n := protowire.ConsumeVarint(v)
-			if n < 0 {
-				return fmt.Errorf("malformed label reference")
-			}
-			refs, v = append(refs, r), v[n:]
 			continue
 		case num == 2 && typ == protowire.Fixed64Type:
 			x, n := protowire.ConsumeFixed64(v)
@@ -323,23 +286,56 @@ func (b *v2Batch) decodeExemplar(v []byte, sym func(uint64, string) (string, err
 		}
 		v = v[n:]
 	}
-	if len(refs)%2 != 0 {
-		return fmt.Errorf("%d label references, not pairs", len(refs))
-	}
-	for i := 0; i < len(refs); i += 2 {
-		name, err := sym(refs[i], "label name")
-		if err != nil {
-			return err
-		}
-		value, err := sym(refs[i+1], "label value")
-		if err != nil {
-			return err
-		}
-		b.exLabels = append(b.exLabels, series.Label{Name: name, Value: value})
+	var err error
+	if b.exLabels, err = refLabels(b.exLabels, refs, sym); err != nil {
+		return err
 	}
 	e.l1 = len(b.exLabels)
 	b.exemplars = append(b.exemplars, e)
 	return nil
+}
+
+// consumeRefs reads a labels_refs field's value at v (packed, or one
+// unpacked reference) onto refs, and how many bytes it took.
+func consumeRefs(refs []uint64, typ protowire.Type, v []byte) ([]uint64, int, error) {
+	if typ == protowire.VarintType {
+		r, n := protowire.ConsumeVarint(v)
+		if n < 0 {
+			return refs, 0, fmt.Errorf("malformed label reference")
+		}
+		return append(refs, r), n, nil
+	}
+	p, n := protowire.ConsumeBytes(v)
+	if n < 0 {
+		return refs, 0, fmt.Errorf("truncated label references")
+	}
+	for len(p) > 0 {
+		r, k := protowire.ConsumeVarint(p)
+		if k < 0 {
+			return refs, 0, fmt.Errorf("malformed label reference")
+		}
+		refs, p = append(refs, r), p[k:]
+	}
+	return refs, n, nil
+}
+
+// refLabels appends the labels that name/value reference pairs say.
+func refLabels(dst []series.Label, refs []uint64, sym func(uint64, string) (string, error)) ([]series.Label, error) {
+	if len(refs)%2 != 0 {
+		return dst, fmt.Errorf("%d label references, not name and value pairs", len(refs))
+	}
+	for i := 0; i < len(refs); i += 2 {
+		name, err := sym(refs[i], "label name")
+		if err != nil {
+			return dst, err
+		}
+		value, err := sym(refs[i+1], "label value")
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, series.Label{Name: name, Value: value})
+	}
+	return dst, nil
 }
 
 func decodeV2Sample(v []byte) (flatSample, error) {

@@ -185,13 +185,26 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	}
 	n := ev.steps()
 	out := vectorValue{}
+	// keep puts series s's value at step i in the answer: the selecting
+	// aggregations (topk, bottomk, limitk, limit_ratio) keep the input
+	// series' labels.
+	kept := map[*vecSeries]*vecSeries{}
+	keep := func(s *vecSeries, i int) {
+		o, ok := kept[s]
+		if !ok {
+			o = ev.newSeries(s.labels)
+			o.dropName = s.dropName
+			kept[s] = o
+			out.series = append(out.series, o)
+		}
+		o.v[i], o.ok[i] = s.v[i], true
+	}
 	switch name {
 	case "limitk", "limit_ratio":
 		// Prometheus 3's sampling of series: the first k of each group
 		// (in label order), or those whose label hash falls in the
 		// ratio's share of the hash space (a negative ratio: the rest),
 		// the same series at every step.
-		keep := map[*vecSeries]*vecSeries{}
 		for _, g := range order {
 			for i := 0; i < n; i++ {
 				taken := 0
@@ -207,21 +220,12 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 					} else if !inRatio(s.labels, param[i]) {
 						continue
 					}
-					o, ok := keep[s]
-					if !ok {
-						o = ev.newSeries(s.labels)
-						o.dropName = s.dropName
-						keep[s] = o
-						out.series = append(out.series, o)
-					}
-					o.v[i], o.ok[i] = s.v[i], true
+					keep(s, i)
 				}
 			}
 		}
 		return out, nil
 	case "topk", "bottomk":
-		// The selected input series keep their labels.
-		keep := map[*vecSeries]*vecSeries{}
 		for _, g := range order {
 			for i := 0; i < n; i++ {
 				if param[i] < 1 {
@@ -256,14 +260,7 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 					return x < y
 				})
 				for _, s := range cand[:min(k, len(cand))] {
-					o, ok := keep[s]
-					if !ok {
-						o = ev.newSeries(s.labels)
-						o.dropName = s.dropName
-						keep[s] = o
-						out.series = append(out.series, o)
-					}
-					o.v[i], o.ok[i] = s.v[i], true
+					keep(s, i)
 				}
 			}
 		}

@@ -282,6 +282,23 @@ func matchersOf(vs *parser.VectorSelector) ([]*series.Matcher, error) {
 	return nil, fmt.Errorf("%w: vector selector must contain at least one non-empty matcher", ErrBadQuery)
 }
 
+// SelectorMatchers returns the matchers of every selector of e, in the
+// storage's terms (/api/v1/query_exemplars selects by them).
+func SelectorMatchers(e parser.Expr) ([][]*series.Matcher, error) {
+	var sets [][]*series.Matcher
+	var err error
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok && err == nil {
+			var ms []*series.Matcher
+			if ms, err = matchersOf(vs); err == nil {
+				sets = append(sets, ms)
+			}
+		}
+		return nil
+	})
+	return sets, err
+}
+
 // metricName is the metric name a selector asks for by equality, or "".
 func metricName(vs *parser.VectorSelector) string {
 	if vs.Name != "" {

@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/headroomdb/headroom/admit"
-	"github.com/prometheus/prometheus/promql/parser"
-
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -493,26 +491,9 @@ func (a *API) queryExemplars(r *http.Request) (any, error) {
 	if a.Exemplars == nil {
 		return out, nil
 	}
-	var sets [][]*series.Matcher
-	var selErr error
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		if vs, ok := n.(*parser.VectorSelector); ok && selErr == nil {
-			var ms []*series.Matcher
-			for _, m := range vs.LabelMatchers {
-				t := map[string]series.MatchType{"=": series.MatchEqual, "!=": series.MatchNotEqual, "=~": series.MatchRegexp, "!~": series.MatchNotRegexp}[m.Type.String()]
-				sm, err := series.NewMatcher(t, m.Name, m.Value)
-				if err != nil {
-					selErr = badData("invalid parameter \"query\": %v", err)
-					return nil
-				}
-				ms = append(ms, sm)
-			}
-			sets = append(sets, ms)
-		}
-		return nil
-	})
-	if selErr != nil {
-		return nil, selErr
+	sets, err := query.SelectorMatchers(e)
+	if err != nil {
+		return nil, evalError(err)
 	}
 	for _, se := range a.Exemplars(start, end, sets) {
 		js := seriesExemplarsJSON{SeriesLabels: metricMap(se.Labels)}

@@ -229,6 +229,9 @@ func appendValues(dst []float64, h *series.Histogram) []float64 {
 	return append(dst, h.Sum)
 }
 
+// writeXOR is Appender.writeValue with per-value windows. The float
+// appender keeps its own copy: sharing one function through pointers to
+// the windows cost its encoding 3.7% (BenchmarkEncode/counter, n=8).
 func (a *HistogramAppender) writeXOR(i int, vb uint64) {
 	x := vb ^ a.vbits[i]
 	a.vbits[i] = vb
