@@ -33,6 +33,7 @@ type pendingSample struct {
 type Appender struct {
 	db      *DB
 	samples []pendingSample
+	hists   []pendingHist
 	buf     []byte
 	posted  map[postedKey]struct{}
 	// cutoff is the retention cutoff, read from the clock once per batch:
@@ -127,7 +128,7 @@ func (a *Appender) checkTime(ls series.Labels, t int64) error {
 }
 
 // Len returns the number of samples waiting for Commit.
-func (a *Appender) Len() int { return len(a.samples) }
+func (a *Appender) Len() int { return len(a.samples) + len(a.hists) }
 
 // Rollback discards the samples added since the last Commit.
 func (a *Appender) Rollback() {
@@ -136,8 +137,15 @@ func (a *Appender) Rollback() {
 			a.db.dropUnused(p.s)
 		}
 	}
+	for _, p := range a.hists {
+		if p.s.pins.Add(-1) == 0 && !p.s.created.Load() {
+			a.db.dropUnused(p.s)
+		}
+	}
 	clear(a.samples) // a reused appender must not keep evicted series alive
 	a.samples = a.samples[:0]
+	clear(a.hists)
+	a.hists = a.hists[:0]
 	a.hasCutoff, a.hasNow = false, false
 }
 
@@ -150,9 +158,10 @@ var testHookCommitted func()
 // nil) and visible to queries, then empties the appender. On error nothing
 // of the commit is visible or will be after a restart.
 func (a *Appender) Commit() error {
-	if len(a.samples) == 0 {
+	if len(a.samples) == 0 && len(a.hists) == 0 {
 		return nil
 	}
+	total := len(a.samples) + len(a.hists)
 	db := a.db
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
@@ -178,8 +187,14 @@ func (a *Appender) Commit() error {
 	if a.posted == nil {
 		a.posted = map[postedKey]struct{}{}
 	}
-	for _, p := range a.samples {
-		s := p.s
+	for i := range total {
+		var s *memSeries
+		var t int64
+		if i < len(a.samples) {
+			s, t = a.samples[i].s, a.samples[i].t
+		} else {
+			s, t = a.hists[i-len(a.samples)].s, a.hists[i-len(a.samples)].t
+		}
 		if !s.created.Load() {
 			if _, ok := a.posted[postedKey{s.id, math.MaxUint32}]; !ok {
 				a.posted[postedKey{s.id, math.MaxUint32}] = struct{}{}
@@ -189,7 +204,7 @@ func (a *Appender) Commit() error {
 				newSeries = true
 			}
 		}
-		day := dayOf(p.t)
+		day := dayOf(t)
 		if s.postedDay.Load() == day+1 {
 			continue
 		}
@@ -224,15 +239,15 @@ func (a *Appender) Commit() error {
 			opts = pebble.Sync
 		}
 		if err := db.commit(b, opts); err != nil {
-			for _, p := range a.samples {
-				p.s.postMu.Lock()
-				p.s.posted = postedCache{} // written again next time
-				p.s.postMu.Unlock()
+			for _, s := range a.touchedSeries() {
+				s.postMu.Lock()
+				s.posted = postedCache{} // written again next time
+				s.postMu.Unlock()
 			}
 			if db.opts.OnCommit != nil {
-				db.opts.OnCommit(time.Since(start), len(a.samples), err)
+				db.opts.OnCommit(time.Since(start), total, err)
 			}
-			return fmt.Errorf("commit %d samples: %w", len(a.samples), err)
+			return fmt.Errorf("commit %d samples: %w", total, err)
 		}
 	}
 	a.buf = a.encodeRecord(a.buf[:0])
@@ -244,10 +259,10 @@ func (a *Appender) Commit() error {
 		testHookCommitted()
 	}
 	if db.opts.OnCommit != nil {
-		db.opts.OnCommit(time.Since(start), len(a.samples), err)
+		db.opts.OnCommit(time.Since(start), total, err)
 	}
 	if !assigned {
-		return fmt.Errorf("commit %d samples: %w", len(a.samples), err)
+		return fmt.Errorf("commit %d samples: %w", total, err)
 	}
 
 	// Apply in sequence order, whether or not this commit made it, so that
@@ -263,16 +278,25 @@ func (a *Appender) Commit() error {
 				ooo++
 			}
 		}
-		db.countApplied(len(a.samples), ooo)
+		for _, p := range a.hists {
+			db.applyHist(p.s, p.t, p.h)
+		}
+		db.countApplied(total, ooo)
 	}
 	db.appliedSeq = seq
 	db.applyCond.Broadcast()
 	db.applyMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("commit %d samples: %w", len(a.samples), err)
+		return fmt.Errorf("commit %d samples: %w", total, err)
 	}
 
 	for _, p := range a.samples {
+		p.s.created.Store(true)
+		if d := dayOf(p.t) + 1; d > p.s.postedDay.Load() {
+			p.s.postedDay.Store(d)
+		}
+	}
+	for _, p := range a.hists {
 		p.s.created.Store(true)
 		if d := dayOf(p.t) + 1; d > p.s.postedDay.Load() {
 			p.s.postedDay.Store(d)
@@ -288,8 +312,24 @@ func (a *Appender) Commit() error {
 	return nil
 }
 
+// touchedSeries lists the series of the appender's samples.
+func (a *Appender) touchedSeries() []*memSeries {
+	out := make([]*memSeries, 0, len(a.samples)+len(a.hists))
+	for _, p := range a.samples {
+		out = append(out, p.s)
+	}
+	for _, p := range a.hists {
+		out = append(out, p.s)
+	}
+	return out
+}
+
 func (a *Appender) encodeRecord(dst []byte) []byte {
-	dst = append(dst, walRecordV1)
+	if len(a.hists) > 0 {
+		dst = append(dst, walRecordV2)
+	} else {
+		dst = append(dst, walRecordV1)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(a.samples)))
 	prev := int64(0)
 	for _, p := range a.samples {
@@ -297,6 +337,9 @@ func (a *Appender) encodeRecord(dst []byte) []byte {
 		dst = binary.AppendVarint(dst, p.t-prev)
 		prev = p.t
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(p.v))
+	}
+	if len(a.hists) > 0 {
+		dst = a.encodeHists(dst)
 	}
 	return dst
 }
@@ -374,9 +417,10 @@ func (db *DB) replay() (int64, error) {
 // series-days it touched in posts.
 func (db *DB) applyRecord(seq uint64, rec []byte, posts map[postedKey]struct{}) (n, ooo int64, err error) {
 	bad := func(what string) error { return fmt.Errorf("log record %d: %s", seq, what) }
-	if len(rec) < 2 || rec[0] != walRecordV1 {
+	if len(rec) < 2 || (rec[0] != walRecordV1 && rec[0] != walRecordV2) {
 		return 0, 0, bad("unknown version")
 	}
+	withHists := rec[0] == walRecordV2
 	cnt, k := binary.Uvarint(rec[1:])
 	if k <= 0 {
 		return 0, 0, bad("bad count")
@@ -405,6 +449,13 @@ func (db *DB) applyRecord(seq uint64, rec []byte, posts map[postedKey]struct{}) 
 		}
 		posts[postedKey{id, dayOf(t)}] = struct{}{}
 		n++
+	}
+	if withHists {
+		hn, err := db.applyHistRecord(rec, posts)
+		n += hn
+		if err != nil {
+			return n, ooo, fmt.Errorf("log record %d: %w", seq, err)
+		}
 	}
 	return n, ooo, nil
 }

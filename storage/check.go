@@ -18,6 +18,7 @@ import (
 // CheckReport is what Check found in a data directory.
 type CheckReport struct {
 	Series, Chunks, Samples    int64
+	HistChunks, HistSamples    int64 // native histograms
 	RollupBlocks, Buckets      int64
 	WALRecords                 int64 // not yet checkpointed: replayed at the next open
 	Pending                    int64 // series-days marked for the downsampler
@@ -94,31 +95,49 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 		}
 		k, v := it.Key(), it.Value()
 		switch k[0] {
-		case kindChunk:
+		case kindChunk, kindHistChunk:
+			hist := k[0] == kindHistChunk
+			what := "chunk"
+			if hist {
+				what = "histogram chunk"
+			}
 			day, id, _, ok := parseChunkKey(k)
 			if !ok {
-				damage("chunk key %x: malformed", k)
+				damage("%s key %x: malformed", what, k)
 				continue
 			}
-			r.Chunks++
 			if !exists[id] {
 				r.OrphanKeys++
 			}
+			chunks, samples := &r.Chunks, &r.Samples
+			if hist {
+				chunks, samples = &r.HistChunks, &r.HistSamples
+			}
+			*chunks++
 			_, chk, err := parseChunkValue(k, v)
 			if err != nil {
 				damage("series %d, day %s: %v", id, dayString(day), err)
 				continue
 			}
-			ci.Reset(chk)
 			n := 0
-			for ci.Next() {
-				n++
+			if hist {
+				hi := chunk.NewHistogramIterator(chk)
+				for hi.Next() {
+					n++
+				}
+				err = hi.Err()
+			} else {
+				ci.Reset(chk)
+				for ci.Next() {
+					n++
+				}
+				err = ci.Err()
 			}
-			if err := ci.Err(); err != nil {
-				damage("series %d, day %s: chunk: %v", id, dayString(day), err)
+			if err != nil {
+				damage("series %d, day %s: %s: %v", id, dayString(day), what, err)
 				continue
 			}
-			r.Samples += int64(n)
+			*samples += int64(n)
 		case kindPostings:
 			_, _, _, id, ok := parsePosting(k)
 			if !ok {

@@ -17,6 +17,7 @@ type cpSeries struct {
 	sealed  []sealedChunk
 	head    *sealedChunk
 	ooo     []series.Sample
+	hists   []series.HistSample
 }
 
 // Checkpoint stores the head's sealed chunks and a copy of its open
@@ -55,8 +56,13 @@ func (db *DB) Checkpoint() error {
 			s.ooo = nil
 		}
 		c.ooo = s.oooFlushing
+		if len(s.hist) > 0 {
+			s.histFlushing = mergeHists(s.histFlushing, s.hist)
+			s.hist = nil
+		}
+		c.hists = s.histFlushing
 		s.mu.Unlock()
-		if c.nSealed > 0 || c.head != nil || len(c.ooo) > 0 {
+		if c.nSealed > 0 || c.head != nil || len(c.ooo) > 0 || len(c.hists) > 0 {
 			snaps = append(snaps, c)
 		}
 	}
@@ -144,12 +150,21 @@ func (db *DB) Checkpoint() error {
 	defer func() { b.Close() }()
 	marks.newBatch()
 	merged := 0
+	rawCut := db.retentionCutoff()
 	for _, c := range snaps {
-		if len(c.ooo) == 0 {
-			continue
+		for h := c.hists; len(h) > 0; {
+			day := dayOf(h[0].T)
+			n := 0
+			for n < len(h) && dayOf(h[n].T) == day {
+				n++
+			}
+			if err := db.mergeHistDay(b, c.s, day, h[:n], rawCut); err != nil {
+				return fmt.Errorf("checkpoint: merge histograms of series %d: %w", c.s.id, err)
+			}
+			merged += n
+			h = h[n:]
 		}
-		ooo := c.ooo
-		for len(ooo) > 0 {
+		for ooo := c.ooo; len(ooo) > 0; {
 			day := dayOf(ooo[0].T)
 			n := 0
 			for n < len(ooo) && dayOf(ooo[n].T) == day {
@@ -186,11 +201,16 @@ func (db *DB) Checkpoint() error {
 	}
 	db.cpGen.Add(1)
 	for _, c := range snaps {
-		if len(c.ooo) > 0 {
+		if len(c.ooo) > 0 || len(c.hists) > 0 {
 			c.s.mu.Lock()
 			// Only drop what this checkpoint merged; a failed earlier
 			// checkpoint's leftovers were folded into c.ooo above.
-			c.s.oooFlushing = nil
+			if len(c.ooo) > 0 {
+				c.s.oooFlushing = nil
+			}
+			if len(c.hists) > 0 {
+				c.s.histFlushing = nil
+			}
 			c.s.mu.Unlock()
 		}
 	}
@@ -289,20 +309,27 @@ func (db *DB) mergeDay(b *pebble.Batch, marks *markWriter, s *memSeries, day uin
 // mergeSamples merges two sorted, unique-by-time runs; on equal
 // timestamps the sample of newer wins.
 func mergeSamples(older, newer []series.Sample) []series.Sample {
+	return mergeByTime(older, newer, func(s series.Sample) int64 { return s.T })
+}
+
+// mergeByTime merges two runs sorted and unique by time(x); on equal
+// times the element of newer wins. A run merged with nothing is
+// returned as is.
+func mergeByTime[S any](older, newer []S, time func(S) int64) []S {
 	if len(older) == 0 {
 		return newer
 	}
 	if len(newer) == 0 {
 		return older
 	}
-	out := make([]series.Sample, 0, len(older)+len(newer))
+	out := make([]S, 0, len(older)+len(newer))
 	i, j := 0, 0
 	for i < len(older) && j < len(newer) {
-		switch {
-		case older[i].T < newer[j].T:
+		switch to, tn := time(older[i]), time(newer[j]); {
+		case to < tn:
 			out = append(out, older[i])
 			i++
-		case older[i].T > newer[j].T:
+		case to > tn:
 			out = append(out, newer[j])
 			j++
 		default:
@@ -326,7 +353,7 @@ func (db *DB) evictIdle(cp uint64) (int, error) {
 		idle = uint64(db.opts.HeadIdleTimeout / db.opts.CheckpointInterval)
 	}
 	clean := func(s *memSeries) bool {
-		return !s.headDirty && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && len(s.pend) == 0 && cp-s.touched > idle
+		return !s.headDirty && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && len(s.pend) == 0 && s.histEmptyLocked() && cp-s.touched > idle
 	}
 	type cand struct {
 		s    *memSeries

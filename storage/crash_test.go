@@ -31,6 +31,12 @@ func crashLabels(w, j int) series.Labels {
 	return series.FromStrings("__name__", "crash", "writer", strconv.Itoa(w), "s", strconv.Itoa(j))
 }
 
+// crashHist is writer w's histogram of batch b: its sum names the batch.
+func crashHist(b int) *series.Histogram {
+	return &series.Histogram{Schema: 2, Count: float64(b%7 + 3), Sum: float64(b),
+		PositiveSpans: []series.Span{{Offset: -1, Length: 2}}, PositiveBuckets: []float64{1, float64(b%7 + 2)}}
+}
+
 func crashValue(w, b, j, k int) float64 { return float64(w*1_000_000+b*1000+j*50+k) + 0.25 }
 
 // crashT spreads batches so that they seal chunks, and every third batch
@@ -70,6 +76,10 @@ func TestCrashChild(t *testing.T) {
 							os.Exit(3)
 						}
 					}
+				}
+				if err := a.AppendHistogram(crashLabels(w, -1), crashT(base, b, 0), crashHist(b)); err != nil {
+					fmt.Println("APPEND-ERROR", err)
+					os.Exit(3)
 				}
 				if err := a.Commit(); err != nil {
 					fmt.Println("COMMIT-ERROR", err)
@@ -165,8 +175,18 @@ func TestCrashKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		found := map[string]map[int64]float64{}
+		hists := map[[2]int]int64{} // writer, batch: time
 		for set.Next() {
 			s := set.At()
+			for _, h := range s.Hists {
+				var w int
+				fmt.Sscanf(s.Labels.Get("writer"), "%d", &w)
+				b := int(h.H.Sum)
+				if s.Labels.Get("s") != "-1" || h.T != crashT(base, b, 0) || h.H.Count != crashHist(b).Count {
+					t.Fatalf("series %s: unexpected histogram %+v at %d", s.Labels, *h.H, h.T)
+				}
+				hists[[2]int{w, b}] = h.T
+			}
 			m := map[int64]float64{}
 			it := s.Iterator()
 			for it.Next() {
@@ -198,7 +218,15 @@ func TestCrashKill9(t *testing.T) {
 				}
 			}
 		}
+		for k := range hists {
+			if batches[k] != crashSeries*crashPerSeries {
+				t.Fatalf("cycle %d: the histogram of batch %v is there, %d of its %d float samples", cycle, k, batches[k], crashSeries*crashPerSeries)
+			}
+		}
 		for k := range acked {
+			if _, ok := hists[k]; !ok {
+				t.Fatalf("cycle %d: acknowledged batch %v lost its histogram after kill -9", cycle, k)
+			}
 			if batches[k] != crashSeries*crashPerSeries {
 				t.Fatalf("cycle %d: acknowledged batch %v has %d of %d samples after kill -9", cycle, k, batches[k], crashSeries*crashPerSeries)
 			}

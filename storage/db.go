@@ -257,9 +257,12 @@ type DB struct {
 	// has a floor of its own ('F').
 	rawFloor     atomic.Uint32
 	seriesFloors atomic.Bool
-	meta         metadataStore // metric metadata (metadata.go)
-	backlogMu    sync.Mutex
-	backlog      RollupBacklog // as the last rollup run left it
+	// hasHist: the store holds (or a commit brought) native histograms;
+	// until then queries do not look for histogram chunks.
+	hasHist   atomic.Bool
+	meta      metadataStore // metric metadata (metadata.go)
+	backlogMu sync.Mutex
+	backlog   RollupBacklog // as the last rollup run left it
 
 	// gcMu: series garbage collection (write) against loading a stored
 	// series into the head (read).
@@ -366,6 +369,12 @@ func Open(dir string, o Options) (*DB, error) {
 	if err := db.loadMetadata(); err != nil {
 		pdb.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if found, err := anyHistChunk(pdb); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	} else if found {
+		db.hasHist.Store(true)
 	}
 	if db.wal, err = wal.Open(opts.FS, opts.FS.PathJoin(dir, "wal")); err != nil {
 		pdb.Close()
@@ -617,7 +626,7 @@ func (db *DB) ApplyRetention() error {
 		if len(db.tiers) == 0 {
 			from = 0 // nothing below the floor waits to be merged
 		}
-		for _, kind := range []byte{kindChunk, kindPostings} {
+		for _, kind := range []byte{kindChunk, kindHistChunk, kindPostings} {
 			lo := binary.BigEndian.AppendUint32([]byte{kind}, from)
 			if from == 0 {
 				lo = []byte{kind}
@@ -772,25 +781,45 @@ func (db *DB) gcSeries(cutDay uint32) (int, error) {
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	n := 0
+	// A series has 'L' id (its newest float chunk's day) and, with
+	// histograms, 'L' id 'N' right after it: it goes when both are old.
+	var cur uint64
+	var curNewest uint32
+	var curSeen bool
+	collect := func() error {
+		if !curSeen || curNewest >= cutDay || db.series.getByID(cur) != nil {
+			return nil
+		}
+		ls, err := db.storedLabels(cur)
+		if err != nil {
+			return err
+		}
+		b.Delete(seriesKey(cur), nil)
+		b.Delete(hashKey(ls.Hash(), cur), nil)
+		b.Delete(lastKey(cur), nil)
+		b.Delete(histLastKey(cur), nil)
+		b.Delete(floorKey(cur), nil)
+		b.DeleteRange(rollMarkKey(nil, cur, 0), rollMarkKey(nil, cur+1, 0), nil)
+		n++
+		return nil
+	}
 	for it.First(); it.Valid(); it.Next() {
 		k, v := it.Key(), it.Value()
-		if len(k) != 9 || len(v) != 4 || binary.BigEndian.Uint32(v) >= cutDay {
+		if (len(k) != 9 && len(k) != 10) || len(v) != 4 {
 			continue
 		}
-		id := binary.BigEndian.Uint64(k[1:])
-		if db.series.getByID(id) != nil {
+		id, day := binary.BigEndian.Uint64(k[1:9]), binary.BigEndian.Uint32(v)
+		if !curSeen || id != cur {
+			if err := collect(); err != nil {
+				return n, err
+			}
+			cur, curNewest, curSeen = id, day, true
 			continue
 		}
-		ls, err := db.storedLabels(id)
-		if err != nil {
-			return n, err
-		}
-		b.Delete(seriesKey(id), nil)
-		b.Delete(hashKey(ls.Hash(), id), nil)
-		b.Delete(lastKey(id), nil)
-		b.Delete(floorKey(id), nil)
-		b.DeleteRange(rollMarkKey(nil, id, 0), rollMarkKey(nil, id+1, 0), nil)
-		n++
+		curNewest = max(curNewest, day)
+	}
+	if err := collect(); err != nil {
+		return n, err
 	}
 	if err := it.Error(); err != nil {
 		return 0, err

@@ -261,8 +261,14 @@ type memSeries struct {
 	// inside its open chunk's range, and emptied into the chunk at each
 	// checkpoint, so that the checkpointed copy holds every sample the
 	// checkpoint covers.
-	pend         []series.Sample
-	lastChunkDay uint32 // newest day known to be recorded under 'L'
+	pend []series.Sample
+	// hist holds native histogram samples, sorted and unique by time,
+	// until a checkpoint merges them into the stored histogram chunks of
+	// their day ('N'); histFlushing the ones a running checkpoint is
+	// merging. In-order and late samples take this one path (hist.go).
+	hist, histFlushing []series.HistSample
+	histLastDay        uint32 // newest day known to be recorded under 'L' id 'N'
+	lastChunkDay       uint32 // newest day known to be recorded under 'L'
 	// touched is the checkpoint count when a sample was last applied; a
 	// series untouched for HeadIdleTimeout is evicted from the head.
 	touched uint64
@@ -340,7 +346,7 @@ func (db *DB) dropUnused(s *memSeries) {
 		return
 	}
 	db.series.evict(s, func() bool {
-		return !s.created.Load() && s.head == nil && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && len(s.pend) == 0
+		return !s.created.Load() && s.head == nil && len(s.sealed) == 0 && len(s.ooo) == 0 && len(s.oooFlushing) == 0 && len(s.pend) == 0 && s.histEmptyLocked()
 	})
 }
 

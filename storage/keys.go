@@ -26,6 +26,7 @@ const (
 	kindDirty      = 'D' // tier bucketStart seriesID [commit seq] -> empty: roll up again
 	kindBackfill   = 'B' // seriesID t -> value: a sample for the rollups only
 	kindMetricMeta = 'T' // metric name -> type, unit, help (metadata.go)
+	kindHistChunk  = 'N' // day seriesID minT -> native histogram chunk, valued as 'C' (hist.go)
 
 	schemaVersion = 1
 	chunkValueV1  = 1
@@ -65,6 +66,10 @@ func hashKey(h, id uint64) []byte {
 	return k
 }
 
+// histLastKey is 'L' id 'N': the day of the series' newest histogram
+// chunk, kept apart from 'L' id, which resumes float chunks.
+func histLastKey(id uint64) []byte { return append(lastKey(id), kindHistChunk) }
+
 func lastKey(id uint64) []byte {
 	k := make([]byte, 9)
 	k[0] = kindLast
@@ -89,8 +94,17 @@ func chunkKey(dst []byte, day uint32, id uint64, minT int64) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(minT))
 }
 
+// histChunkKey appends 'N' day id minT to dst.
+func histChunkKey(dst []byte, day uint32, id uint64, minT int64) []byte {
+	n := len(dst)
+	dst = chunkKey(dst, day, id, minT)
+	dst[n] = kindHistChunk
+	return dst
+}
+
+// parseChunkKey parses a float ('C') or histogram ('N') chunk key.
 func parseChunkKey(k []byte) (day uint32, id uint64, minT int64, ok bool) {
-	if len(k) != 21 || k[0] != kindChunk {
+	if len(k) != 21 || (k[0] != kindChunk && k[0] != kindHistChunk) {
 		return 0, 0, 0, false
 	}
 	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), int64(binary.BigEndian.Uint64(k[13:])), true

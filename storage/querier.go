@@ -106,6 +106,10 @@ func (q *Querier) days() ([]uint32, error) {
 type Series struct {
 	Labels series.Labels
 	it     series.Iterator
+	// Hists are the series' native histogram samples in [mint, maxt], in
+	// time order. A series may hold floats and histograms, never both at
+	// one timestamp as stored: the histogram then wins.
+	Hists []series.HistSample
 }
 
 // Iterator returns the series' samples in [mint, maxt], in time order,
@@ -280,6 +284,10 @@ func (v setView) At() (series.Labels, series.Iterator) {
 	return s.Labels, s.Iterator()
 }
 
+// Hists returns the current series' native histogram samples (see
+// series.HistSet).
+func (v setView) Hists() []series.HistSample { return v.SeriesSet.At().Hists }
+
 // load gathers one series' chunks from Pebble and the head; nil if it has
 // no sample in the range.
 func (q *Querier) load(id uint64) (*Series, error) {
@@ -290,7 +298,8 @@ func (q *Querier) load(id uint64) (*Series, error) {
 	var lset series.Labels
 	var mem []chunkRef
 	var flushing, ooo []series.Sample
-	if s := q.db.series.getByID(id); s != nil {
+	ms := q.db.series.getByID(id)
+	if s := ms; s != nil {
 		lset = s.lset
 		s.mu.Lock()
 		for _, c := range s.sealed {
@@ -420,16 +429,25 @@ func (q *Querier) load(id uint64) (*Series, error) {
 	if len(ooo) > 0 {
 		its = append(its, &sliceIter{s: ooo, i: -1})
 	}
+	var hists []series.HistSample
+	if q.db.hasHist.Load() {
+		if hists, err = q.histograms(id, ms, days); err != nil {
+			return nil, err
+		}
+	}
 	var it series.Iterator
 	switch len(its) {
 	case 0:
+		if len(hists) > 0 {
+			return &Series{Labels: lset, it: &sliceIter{i: -1}, Hists: hists}, nil
+		}
 		return nil, nil
 	case 1:
 		it = its[0]
 	default:
 		it = &mergeIter{its: its, ok: make([]bool, len(its))}
 	}
-	return &Series{Labels: lset, it: &clipIter{it: it, mint: q.mint, maxt: q.maxt}}, nil
+	return &Series{Labels: lset, it: &clipIter{it: it, mint: q.mint, maxt: q.maxt}, Hists: hists}, nil
 }
 
 // appendChains appends iterators over chunks (ordered by start) to its:

@@ -143,9 +143,11 @@ func (db *DB) applyRawRules(b *pebble.Batch, def time.Duration, first, last int6
 		if h, ok := holds[id]; ok && int64(h) <= p {
 			return nil // not rolled up yet
 		}
-		lo := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kindChunk}, uint32(p)), id)
-		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
-			return err
+		for _, kind := range []byte{kindChunk, kindHistChunk} {
+			lo := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kind}, uint32(p)), id)
+			if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+				return err
+			}
 		}
 		floors[id] = max(floors[id], uint32(p)+1)
 		dropped++

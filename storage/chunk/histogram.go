@@ -146,7 +146,7 @@ func (a *HistogramAppender) Append(t int64, h *series.Histogram) error {
 		if t <= a.t {
 			return ErrOutOfOrder
 		}
-		if !sameLayout(&a.layout, h) || h.CounterReset == 1 || (!h.Float && h.CounterReset != 3 && a.fell()) {
+		if !sameLayout(&a.layout, h) || h.CounterReset == 1 || (h.CounterReset != 3 && a.fell(h.Float)) {
 			return ErrLayout
 		}
 		d := t - a.t
@@ -178,10 +178,10 @@ func (a *HistogramAppender) Append(t int64, h *series.Histogram) error {
 }
 
 // fell reports whether a.values (the new sample's) has a count below the
-// previous sample's: an integer counter histogram that reset.
-func (a *HistogramAppender) fell() bool {
+// previous sample's: a counter histogram that reset.
+func (a *HistogramAppender) fell(float bool) bool {
 	for i, v := range a.values[:len(a.values)-1] {
-		if int64(v) < a.prev[i] {
+		if float && v < math.Float64frombits(a.vbits[i]) || !float && int64(v) < a.prev[i] {
 			return true
 		}
 	}
