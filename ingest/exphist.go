@@ -12,12 +12,11 @@ import (
 // schema, OTLP's bucket i, (base^i, base^(i+1)], is Prometheus's bucket
 // i+1, the zero bucket and its threshold carry over. Prometheus's schemas
 // stop at 8: a finer scale is brought down to 8 by merging neighbouring
-// buckets; one coarser than -4 has no schema. (The storage does not keep
-// native histograms yet: this is the conversion their ingest will use.)
+// buckets; one coarser than -4 has no schema.
 
 const (
-	maxSchema = 8
-	minSchema = -4
+	maxSchema = series.MaxSchema
+	minSchema = series.MinSchema
 )
 
 // expBuckets are one side of an OTLP exponential histogram: the index of

@@ -374,7 +374,15 @@ func (c *otlpConverter) metric(m oMetric) {
 			c.summary(name, m.name, &points[i])
 		}
 	case kindExpHistogram:
-		c.reject(len(points), m.name, fmt.Errorf("%w: exponential histograms (native histograms) are not supported: use explicit buckets", series.ErrInvalid))
+		if m.temporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
+			c.reject(len(points), m.name, fmt.Errorf("%w: exponential histogram with %s temporality: native histograms are cumulative, configure the exporter for cumulative temporality", series.ErrInvalid, m.temporality))
+			return
+		}
+		name := metricName(m.name, m.unit, "histogram")
+		keep(name, "histogram")
+		for i := range points {
+			c.expHistogram(name, m.name, &points[i])
+		}
 	default:
 		c.reject(1, m.name, fmt.Errorf("%w: metric has no data", series.ErrInvalid))
 	}
@@ -442,6 +450,35 @@ func (c *otlpConverter) exemplar(x oExemplar) {
 		el = append(el, series.Label{Name: "trace_id", Value: x.trace})
 	}
 	c.exemplars = append(c.exemplars, otlpExemplar{ls: c.tmp.Copy(), e: series.Exemplar{Labels: el, Value: x.value, T: int64(x.time / 1e6)}})
+}
+
+// expHistogram stores an exponential histogram point as one native
+// histogram sample (exphist.go maps the scale and buckets).
+func (c *otlpConverter) expHistogram(name, orig string, p *oPoint) {
+	t, err := c.point(p.attrs, p.time)
+	if err != nil {
+		c.reject(1, orig, err)
+		return
+	}
+	if noValue(p.flags) {
+		// No histogram to store: the series ends as a float series does.
+		if err := c.emit(name, "", "", t, series.StaleNaN); err != nil {
+			c.reject(1, orig, err)
+		}
+		return
+	}
+	h, err := expHistogram(p.scale, p.zeroThreshold, p.zeroCount, p.count, p.sum, p.hasSum,
+		expBuckets{p.posOff, c.o.uints[p.counts.lo:p.counts.hi]}, expBuckets{p.negOff, c.o.uints[p.neg.lo:p.neg.hi]})
+	if err == nil {
+		err = c.emitHistogram(name, t, &h)
+	}
+	if err != nil {
+		c.reject(1, orig, err)
+		return
+	}
+	for _, x := range c.o.exemplars[p.ex.lo:p.ex.hi] {
+		c.exemplar(x)
+	}
 }
 
 func (c *otlpConverter) histogram(name, orig string, p *oPoint) {
@@ -549,6 +586,20 @@ func (c *otlpConverter) emitRest(orig, name, extraName, extraValue string, t int
 // emit appends one sample of c.ls plus __name__ and an optional extra
 // label (le, quantile).
 func (c *otlpConverter) emit(name, extraName, extraValue string, t int64, v float64) error {
+	ls, err := c.seriesLabels(name, extraName, extraValue)
+	if err != nil {
+		return err
+	}
+	if err := c.app.Append(ls, t, v); err != nil {
+		return err
+	}
+	c.appended++
+	return nil
+}
+
+// seriesLabels builds (in c.tmp) and checks the labels of the point's
+// series name, with one extra label when extraName is set.
+func (c *otlpConverter) seriesLabels(name, extraName, extraValue string) (series.Labels, error) {
 	ls := append(append(c.tmp[:0], c.ls...), series.Label{Name: series.MetricName, Value: name})
 	if extraName != "" {
 		ls = append(ls, series.Label{Name: extraName, Value: extraValue})
@@ -556,10 +607,21 @@ func (c *otlpConverter) emit(name, extraName, extraValue string, t int64, v floa
 	ls.Sort()
 	ls = mergeDuplicates(ls)
 	c.tmp = ls
-	if err := c.limits.checkLabels(ls); err != nil {
+	return ls, c.limits.checkLabels(ls)
+}
+
+// emitHistogram appends a native histogram sample of the series name
+// with the point's labels.
+func (c *otlpConverter) emitHistogram(name string, t int64, h *series.Histogram) error {
+	ha, ok := c.app.(HistogramAppender)
+	if !ok {
+		return fmt.Errorf("%w: this server does not store native histograms", series.ErrInvalid)
+	}
+	ls, err := c.seriesLabels(name, "", "")
+	if err != nil {
 		return err
 	}
-	if err := c.app.Append(ls, t, v); err != nil {
+	if err := ha.AppendHistogram(ls, t, h); err != nil {
 		return err
 	}
 	c.appended++

@@ -85,9 +85,16 @@ type oPoint struct {
 	sum    float64
 	hasSum bool
 	bounds span // floats
-	counts span // uints
-	quants span
-	ex     span // exemplars
+	counts span // uints; an exponential histogram's positive buckets
+	// Exponential histograms: scale, zero bucket, the first bucket's
+	// index of each side, and the negative buckets (uints).
+	scale          int32
+	zeroCount      uint64
+	zeroThreshold  float64
+	posOff, negOff int32
+	neg            span
+	quants         span
+	ex             span // exemplars
 }
 
 // oExemplar is a data point's exemplar: its time (ns), value, and the
@@ -195,8 +202,18 @@ func metricFromProto(m *metricspb.Metric, o *oRequest, addKVs func([]*commonpb.K
 		}
 	case *metricspb.Metric_ExponentialHistogram:
 		om.kind, om.temporality = kindExpHistogram, d.ExponentialHistogram.GetAggregationTemporality()
-		for range d.ExponentialHistogram.GetDataPoints() {
-			o.points = append(o.points, oPoint{})
+		for _, p := range d.ExponentialHistogram.GetDataPoints() {
+			op := oPoint{attrs: addKVs(p.GetAttributes()), time: p.GetTimeUnixNano(), flags: p.GetFlags(), count: p.GetCount(), sum: p.GetSum(), hasSum: p.Sum != nil,
+				scale: p.GetScale(), zeroCount: p.GetZeroCount(), zeroThreshold: p.GetZeroThreshold(),
+				posOff: p.GetPositive().GetOffset(), negOff: p.GetNegative().GetOffset()}
+			op.counts.lo = len(o.uints)
+			o.uints = append(o.uints, p.GetPositive().GetBucketCounts()...)
+			op.counts.hi = len(o.uints)
+			op.neg.lo = len(o.uints)
+			o.uints = append(o.uints, p.GetNegative().GetBucketCounts()...)
+			op.neg.hi = len(o.uints)
+			op.ex = exemplarsFromProto(o, p.GetExemplars())
+			o.points = append(o.points, op)
 		}
 	case *metricspb.Metric_Summary:
 		om.kind = kindSummary

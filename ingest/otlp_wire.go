@@ -162,7 +162,7 @@ func (d *otlpDecoder) metric(lo, hi int) error {
 		case 9:
 			kind = kindHistogram
 		case 10:
-			kind = kindExpHistogram
+			return errFallback // rare enough for the generated decoder
 		case 11:
 			kind = kindSummary
 		default:
@@ -198,10 +198,6 @@ func (d *otlpDecoder) metric(lo, hi int) error {
 // points; flags 8, 10 and 8.
 func (d *otlpDecoder) point(k metricKind, lo, hi int) error {
 	p := oPoint{}
-	if k == kindExpHistogram {
-		d.o.points = append(d.o.points, p) // counted, refused whole
-		return nil
-	}
 	attrField, flagsField := protowire.Number(7), protowire.Number(8)
 	if k == kindHistogram {
 		attrField, flagsField = 9, 10

@@ -144,12 +144,10 @@ func (h *RemoteWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// serveV2 stores a remote-write 2.0 request: its float samples and
-// metadata, answering with the counts the specification asks for. Native
-// histograms are not stored yet: a request with some stores the rest,
-// the specification's partial write, and answers 400 saying what was
-// refused (a sender does not retry a 4xx; the counts tell it what
-// landed). Exemplars go to the exemplar store (those of float series).
+// serveV2 stores a remote-write 2.0 request: its float samples, native
+// histograms, metadata and exemplars, answering with the counts the
+// specification asks for. The samples and histograms are stored whole or
+// not at all.
 func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
 	b := v2Pool.Get().(*v2Batch)
 	defer b.release()
@@ -169,10 +167,6 @@ func (h *RemoteWrite) serveV2(w http.ResponseWriter, raw []byte) {
 	}
 	keepMetadata(h.db.db, b.meta)
 	ex := keepExemplars(h.db.db, func(i int) series.Labels { return b.Labels(i, nil) }, b.exemplars, b.exLabels)
-	writtenHeaders(w, n, 0, ex)
-	if b.histograms > 0 {
-		h.refuse(w, http.StatusBadRequest, "unsupported", fmt.Sprintf("native histograms are not stored yet: %d histogram samples refused (the first of series %s); %d float samples stored", b.histograms, b.firstHist, n))
-		return
-	}
+	writtenHeaders(w, n-len(b.hists), len(b.hists), ex)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -10,7 +10,9 @@ import (
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/headroomdb/headroom/proto/prometheus/writev2"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -48,19 +50,16 @@ func negotiate(r *http.Request) (v2 bool, msg string) {
 	return false, fmt.Sprintf("unsupported remote-write message %q: proto=%s (2.0) or proto=%s (1.0) is supported", params["proto"], protoV2, protoV1)
 }
 
-// v2Batch is a decoded 2.0 request: the series with float samples (a
-// batch, for write), their metadata, and the histograms and exemplars
-// the storage does not keep yet.
+// v2Batch is a decoded 2.0 request: its series with their float samples
+// or native histograms (a batch, for write), their metadata and
+// exemplars.
 type v2Batch struct {
 	series  []v2Series
 	labels  []series.Label
 	samples []flatSample
+	hists   []series.HistSample
 	meta    []wireMetadata
-	// Native histogram samples (not stored yet) and the series of the
-	// first.
-	histograms int
-	firstHist  series.Labels
-	// Exemplars of the float series, their labels in exLabels.
+	// Exemplars of the series, their labels in exLabels.
 	exemplars []flatExemplar
 	exLabels  []series.Label
 	refs      []uint64 // scratch: one series' label references
@@ -80,12 +79,13 @@ func (b *v2Batch) release() {
 	clear(b.exLabels)
 	clear(b.meta)
 	clear(b.symbols)
-	*b = v2Batch{series: b.series[:0], labels: b.labels[:0], samples: b.samples[:0], meta: b.meta[:0],
+	clear(b.hists)
+	*b = v2Batch{series: b.series[:0], labels: b.labels[:0], samples: b.samples[:0], hists: b.hists[:0], meta: b.meta[:0],
 		exemplars: b.exemplars[:0], exLabels: b.exLabels[:0], refs: b.refs[:0], symbols: b.symbols[:0], spans: b.spans[:0]}
 	v2Pool.Put(b)
 }
 
-type v2Series struct{ l0, l1, s0, s1 int }
+type v2Series struct{ l0, l1, s0, s1, h0, h1 int }
 
 func (b *v2Batch) Len() int { return len(b.series) }
 func (b *v2Batch) Labels(i int, dst series.Labels) series.Labels {
@@ -99,6 +99,11 @@ func (b *v2Batch) NumSamples(i int) int { return b.series[i].s1 - b.series[i].s0
 func (b *v2Batch) Sample(i, j int) (int64, float64) {
 	p := b.samples[b.series[i].s0+j]
 	return p.t, p.v
+}
+func (b *v2Batch) NumHists(i int) int { return b.series[i].h1 - b.series[i].h0 }
+func (b *v2Batch) Hist(i, j int) (int64, *series.Histogram) {
+	h := b.hists[b.series[i].h0+j]
+	return h.T, h.H
 }
 
 // decodeV2 decodes a Request. body must not be reused: the label strings
@@ -153,8 +158,7 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 	}
 	refs := b.refs[:0]
 	defer func() { b.refs = refs[:0] }()
-	s := v2Series{l0: len(b.labels), s0: len(b.samples)}
-	hist := 0
+	s := v2Series{l0: len(b.labels), s0: len(b.samples), h0: len(b.hists)}
 	ex0 := len(b.exemplars)
 	var md series.Metadata
 	hasMD := false
@@ -198,7 +202,17 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 			pos += n
 			continue
 		case num == 3 && typ == protowire.BytesType:
-			hist++
+			v, n := protowire.ConsumeBytes(body[pos:])
+			if n < 0 {
+				return fmt.Errorf("%w: series %d: truncated histogram", errBadBody, idx)
+			}
+			hs, err := decodeV2Histogram(v)
+			if err != nil {
+				return fmt.Errorf("%w: series %d: histogram %d: %v", errBadBody, idx, len(b.hists)-s.h0, err)
+			}
+			b.hists = append(b.hists, hs)
+			pos += n
+			continue
 		case num == 4 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(body[pos:])
 			if n < 0 {
@@ -220,30 +234,92 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 	if b.labels, err = refLabels(b.labels, refs, sym); err != nil {
 		return fmt.Errorf("%w: series %d: %v", errBadBody, idx, err)
 	}
-	s.l1, s.s1 = len(b.labels), len(b.samples)
+	s.l1, s.s1, s.h1 = len(b.labels), len(b.samples), len(b.hists)
 	ls := b.labels[s.l0:s.l1]
-	if hist > 0 && s.s1 > s.s0 {
+	if s.h1 > s.h0 && s.s1 > s.s0 {
 		return fmt.Errorf("%w: series %d %s: both float samples and histograms (the specification asks for one series of each)", errBadBody, idx, series.Labels(ls).String())
 	}
 	for i := ex0; i < len(b.exemplars); i++ {
 		b.exemplars[i].series = len(b.series)
 	}
-	if hist > 0 {
-		b.exemplars = b.exemplars[:ex0] // their series is not stored
-		if b.histograms == 0 {
-			b.firstHist = append(series.Labels(nil), ls...)
-		}
-		b.histograms += hist
-		b.labels = b.labels[:s.l0]
-	} else {
-		b.series = append(b.series, s)
-	}
+	b.series = append(b.series, s)
 	if hasMD {
 		if name := series.Labels(ls).Get(series.MetricName); name != "" && (md.Type != "unknown" || md.Help != "" || md.Unit != "") {
 			b.meta = append(b.meta, wireMetadata{metric: name, md: md})
 		}
 	}
 	return nil
+}
+
+// decodeV2Histogram reads a Histogram message. They are rarer and larger
+// than float samples: the generated decoder reads them.
+func decodeV2Histogram(v []byte) (series.HistSample, error) {
+	var m writev2.Histogram
+	if err := proto.Unmarshal(v, &m); err != nil {
+		return series.HistSample{}, err
+	}
+	h := &series.Histogram{CounterReset: uint8(m.GetResetHint()), Schema: m.GetSchema(), ZeroThreshold: m.GetZeroThreshold(),
+		Sum: m.GetSum(), CustomValues: m.GetCustomValues()}
+	if m.GetResetHint() < 0 || m.GetResetHint() > 3 {
+		return series.HistSample{}, fmt.Errorf("reset_hint %d is not one of 0..3", m.GetResetHint())
+	}
+	_, isFloat := m.GetCount().(*writev2.Histogram_CountFloat)
+	if _, zf := m.GetZeroCount().(*writev2.Histogram_ZeroCountFloat); zf != isFloat && m.GetZeroCount() != nil && m.GetCount() != nil {
+		return series.HistSample{}, fmt.Errorf("count and zero_count are not both integers or both floats")
+	}
+	h.Float = isFloat
+	if isFloat {
+		h.Count, h.ZeroCount = m.GetCountFloat(), m.GetZeroCountFloat()
+		if len(m.GetPositiveDeltas()) > 0 || len(m.GetNegativeDeltas()) > 0 {
+			return series.HistSample{}, fmt.Errorf("float histogram with integer bucket deltas")
+		}
+		h.PositiveBuckets, h.NegativeBuckets = m.GetPositiveCounts(), m.GetNegativeCounts()
+	} else {
+		h.Count, h.ZeroCount = float64(m.GetCountInt()), float64(m.GetZeroCountInt())
+		if len(m.GetPositiveCounts()) > 0 || len(m.GetNegativeCounts()) > 0 {
+			return series.HistSample{}, fmt.Errorf("integer histogram with float bucket counts")
+		}
+		var err error
+		if h.PositiveBuckets, err = absoluteCounts(m.GetPositiveDeltas(), "positive"); err != nil {
+			return series.HistSample{}, err
+		}
+		if h.NegativeBuckets, err = absoluteCounts(m.GetNegativeDeltas(), "negative"); err != nil {
+			return series.HistSample{}, err
+		}
+	}
+	h.PositiveSpans = v2Spans(m.GetPositiveSpans())
+	h.NegativeSpans = v2Spans(m.GetNegativeSpans())
+	return series.HistSample{T: m.GetTimestamp(), H: h}, nil
+}
+
+// absoluteCounts turns integer buckets' deltas (each from the bucket
+// before) into counts; a count that goes negative is refused here, where
+// the bucket is known.
+func absoluteCounts(deltas []int64, side string) ([]float64, error) {
+	if len(deltas) == 0 {
+		return nil, nil
+	}
+	out := make([]float64, len(deltas))
+	c := int64(0)
+	for i, d := range deltas {
+		c += d
+		if c < 0 {
+			return nil, fmt.Errorf("%s bucket %d: the deltas make a count of %d", side, i, c)
+		}
+		out[i] = float64(c)
+	}
+	return out, nil
+}
+
+func v2Spans(ss []*writev2.BucketSpan) []series.Span {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]series.Span, len(ss))
+	for i, s := range ss {
+		out[i] = series.Span{Offset: s.GetOffset(), Length: s.GetLength()}
+	}
+	return out
 }
 
 // decodeExemplar reads an Exemplar (labels_refs 1, value 2, timestamp 3).

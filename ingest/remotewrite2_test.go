@@ -17,9 +17,6 @@ func v2Flatten(req *writev2.Request) (string, error) {
 	sym := req.GetSymbols()
 	var b strings.Builder
 	for i, ts := range req.GetTimeseries() {
-		if len(ts.GetHistograms()) > 0 {
-			continue
-		}
 		refs := ts.GetLabelsRefs()
 		if len(refs)%2 != 0 {
 			return "", fmt.Errorf("series %d: odd references", i)
@@ -35,6 +32,9 @@ func v2Flatten(req *writev2.Request) (string, error) {
 		for _, s := range ts.GetSamples() {
 			fmt.Fprintf(&b, " %d=%x", s.GetTimestamp(), s.GetValue())
 		}
+		for _, h := range ts.GetHistograms() {
+			fmt.Fprintf(&b, " h%d=%x", h.GetTimestamp(), h.GetSum())
+		}
 		b.WriteString("\n")
 	}
 	return b.String(), nil
@@ -47,6 +47,10 @@ func v2FlattenBatch(b *v2Batch) string {
 		for j := 0; j < b.NumSamples(i); j++ {
 			t, v := b.Sample(i, j)
 			fmt.Fprintf(&sb, " %d=%x", t, v)
+		}
+		for j := 0; j < b.NumHists(i); j++ {
+			t, h := b.Hist(i, j)
+			fmt.Fprintf(&sb, " h%d=%x", t, h.Sum)
 		}
 		sb.WriteString("\n")
 	}
@@ -79,7 +83,7 @@ func FuzzRemoteWrite2(f *testing.F) {
 		want, ferr := v2Flatten(&req)
 		if err != nil {
 			if ferr != nil || strings.Contains(err.Error(), "symbols[0]") || strings.Contains(err.Error(), "both float samples and histograms") ||
-				strings.Contains(err.Error(), "unknown metric type") || strings.Contains(err.Error(), "outside the") || strings.Contains(err.Error(), "exemplar:") {
+				strings.Contains(err.Error(), "unknown metric type") || strings.Contains(err.Error(), "outside the") || strings.Contains(err.Error(), "exemplar:") || strings.Contains(err.Error(), "histogram") {
 				return
 			}
 			t.Fatalf("proto decodes, ours fails: %v", err)

@@ -23,15 +23,32 @@ type batch interface {
 	Sample(i, j int) (t int64, v float64)
 }
 
+// histBatch is a batch whose series may hold native histograms.
+type histBatch interface {
+	NumHists(i int) int
+	Hist(i, j int) (t int64, h *series.Histogram)
+}
+
+// HistogramAppender is an Appender that stores native histograms; it
+// validates them (series.Histogram.Validate) and copies them.
+type HistogramAppender interface {
+	AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error
+}
+
 // write appends a batch whole and commits it, or refuses it whole, and
-// counts the outcome under protocol. It returns the samples in the batch.
+// counts the outcome under protocol. It returns the samples in the batch,
+// native histograms included.
 // Errors wrap ErrLimit, ErrUnavailable, or storage's series.ErrInvalid /
 // series.ErrOutOfRetention / series.ErrTooManySeries, and name the series.
 func write(db *appenderPool, o *Options, protocol string, b batch) (int, error) {
 	start := time.Now()
 	total := 0
+	hb, _ := b.(histBatch)
 	for i := 0; i < b.Len(); i++ {
 		total += b.NumSamples(i)
+		if hb != nil {
+			total += hb.NumHists(i)
+		}
 	}
 	err := writeBatch(db, o.Limits, b, total)
 	if err != nil {
@@ -56,9 +73,10 @@ func writeBatch(db *appenderPool, l Limits, b batch, total int) error {
 	byRef = byRef && rb != nil && db.cache != nil
 	var learned []learnedRef
 	var ls series.Labels
+	hb, _ := b.(histBatch)
 	for i := 0; i < b.Len(); i++ {
 		j := 0
-		if byRef {
+		if byRef && (hb == nil || hb.NumHists(i) == 0) {
 			// A series the cache knew: by reference, as long as it stays
 			// in the head.
 			if ref, _, _ := rb.Ref(i); ref != 0 {
@@ -100,6 +118,21 @@ func writeBatch(db *appenderPool, l Limits, b batch, total int) error {
 			}
 			if _, h, raw := rb.Ref(i); raw != nil {
 				learned = append(learned, learnedRef{h, raw, ref})
+			}
+		}
+		if hb == nil || hb.NumHists(i) == 0 {
+			continue
+		}
+		ha, ok := app.(HistogramAppender)
+		if !ok {
+			app.Rollback()
+			return &seriesError{i, fmt.Errorf("%w: series %s: this server does not store native histograms", series.ErrInvalid, ls)}
+		}
+		for j := range hb.NumHists(i) {
+			t, h := hb.Hist(i, j)
+			if err := ha.AppendHistogram(ls, t, h); err != nil {
+				app.Rollback()
+				return &seriesError{i, err}
 			}
 		}
 	}

@@ -242,7 +242,11 @@ func TestHostileInput(t *testing.T) {
 		{"rw2: odd label references", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2, 1}, Samples: []*writev2.Sample{{Timestamp: now}}}}}), "400", "3 label references, not name and value pairs"},
 		{"rw2: symbols[0] not empty", rw2(&writev2.Request{Symbols: []string{"__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{0, 1}, Samples: []*writev2.Sample{{Timestamp: now}}}}}), "400", "symbols[0]"},
 		{"rw2: samples and histograms in one series", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []*writev2.Sample{{Timestamp: now}}, Histograms: []*writev2.Histogram{{Timestamp: now}}}}}), "400", "both float samples and histograms"},
-		{"rw2: spans that do not add up, negative counts", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, PositiveSpans: []*writev2.BucketSpan{{Length: 9}}, PositiveCounts: []float64{-3}}}}}}), "400", "native histograms are not stored yet"},
+		{"rw2: spans that do not add up, negative counts", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, PositiveSpans: []*writev2.BucketSpan{{Length: 9}}, PositiveCounts: []float64{-3}}}}}}), "400", "integer histogram with float bucket counts"},
+		{"rw2: spans that do not add up", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, Count: &writev2.Histogram_CountFloat{CountFloat: 3}, PositiveSpans: []*writev2.BucketSpan{{Length: 9}}, PositiveCounts: []float64{3}}}}}}), "400", "positive spans count 9 buckets, 1 given"},
+		{"rw2: negative counts", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, Count: &writev2.Histogram_CountFloat{CountFloat: 3}, PositiveSpans: []*writev2.BucketSpan{{Length: 1}}, PositiveCounts: []float64{-3}}}}}}), "400", "positive bucket 0 has count -3"},
+		{"rw2: deltas below zero", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, Count: &writev2.Histogram_CountInt{CountInt: 3}, PositiveSpans: []*writev2.BucketSpan{{Length: 2}}, PositiveDeltas: []int64{2, -3}}}}}}), "400", "positive bucket 1: the deltas make a count of -1"},
+		{"rw2: unknown schema", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Timestamp: now, Schema: 12}}}}}), "400", "histogram schema 12"},
 		{"rw2: metric type 42", rw2(&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []*writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []*writev2.Sample{{Timestamp: now}}, Metadata: &writev2.Metadata{Type: 42}}}}), "400", "unknown metric type 42"},
 		{"rw2: unknown message", func() (string, string) {
 			return do("POST", "/api/v1/write", "application/x-protobuf;proto=io.prometheus.write.v9.Request", snappy.Encode(nil, nil), "Content-Encoding", "snappy")
@@ -284,7 +288,13 @@ func TestHostileInput(t *testing.T) {
 			DataPoints: []*metricspb.HistogramDataPoint{{TimeUnixNano: ns, Count: 1, BucketCounts: []uint64{1}}}}}}), "rejected 1", "DELTA temporality"},
 		{"otlp: exponential histogram", otlp(&metricspb.Metric{Name: "e", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{
 			AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
-			DataPoints:             []*metricspb.ExponentialHistogramDataPoint{{TimeUnixNano: ns, Count: 1}}}}}), "rejected 1", "exponential histograms"},
+			DataPoints:             []*metricspb.ExponentialHistogramDataPoint{{TimeUnixNano: ns, Count: 1, Scale: -9}}}}}), "rejected 1", "Prometheus's schemas stop at -4"},
+		{"otlp: delta exponential histogram", otlp(&metricspb.Metric{Name: "e", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{
+			AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA,
+			DataPoints:             []*metricspb.ExponentialHistogramDataPoint{{TimeUnixNano: ns, Count: 1}}}}}), "rejected 1", "native histograms are cumulative"},
+		{"otlp: exponential histogram whose count is below its buckets", otlp(&metricspb.Metric{Name: "e", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{
+			AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
+			DataPoints:             []*metricspb.ExponentialHistogramDataPoint{{TimeUnixNano: ns, Count: 1, Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{3}}}}}}}), "rejected 1", "count 1 is below the 3"},
 		{"otlp: attribute with invalid UTF-8", otlpRaw(badUTF8(otlpBad, false)), "rejected 1", "UTF-8"},
 		{"grpc: invalid UTF-8 in a value", grpcRaw("/headroom.v1.Ingest/Write", badUTF8(&headroomv1.WriteRequest{Series: []*headroomv1.Series{ser(now, "__name__", "x", "a", utf8Mark)}}, false)), "InvalidArgument", "UTF-8"},
 

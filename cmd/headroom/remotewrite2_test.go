@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,19 +120,38 @@ func TestServeRemoteWrite2(t *testing.T) {
 		t.Error("a refused request stored a series")
 	}
 
-	// Native histograms: refused, with the float series stored.
+	// Native histograms are stored with the floats of their request:
+	// integer bucket deltas become counts.
 	mixed := &writev2.Request{Symbols: []string{"", "__name__", "latency_seconds", "floats_total"}, Timeseries: []*writev2.TimeSeries{
 		{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Count: &writev2.Histogram_CountInt{CountInt: 4}, Sum: 1, Timestamp: now, Schema: 3,
 			PositiveSpans: []*writev2.BucketSpan{{Offset: 0, Length: 2}}, PositiveDeltas: []int64{1, 2}}}},
 		{LabelsRefs: []uint32{1, 3}, Samples: []*writev2.Sample{{Value: 9, Timestamp: now}}},
 	}}
 	resp, msg = postRW(t, ts.httpURL, rw2Type, "snappy", rw2Body(t, mixed))
-	if resp.StatusCode != 400 || !strings.Contains(msg, `native histograms are not stored yet: 1 histogram samples refused (the first of series {__name__="latency_seconds"}); 1 float samples stored`) ||
-		resp.Header.Get("X-Prometheus-Remote-Write-Samples-Written") != "1" || resp.Header.Get("X-Prometheus-Remote-Write-Histograms-Written") != "0" {
+	if resp.StatusCode != 204 || resp.Header.Get("X-Prometheus-Remote-Write-Samples-Written") != "1" || resp.Header.Get("X-Prometheus-Remote-Write-Histograms-Written") != "1" {
 		t.Errorf("histograms: %d %q %v", resp.StatusCode, msg, resp.Header)
 	}
 	if v := stored(t, ts.db)[`{__name__="floats_total"}`]; len(v) != 1 {
 		t.Error("the float series of a request with histograms was not stored")
+	}
+	hs := storedHists(t, ts.db)[`{__name__="latency_seconds"}`]
+	if len(hs) != 1 || hs[0].T != now || hs[0].H.Count != 4 || hs[0].H.Schema != 3 || !slices.Equal(hs[0].H.PositiveBuckets, []float64{1, 3}) {
+		t.Errorf("stored histograms %v, want one of count 4 with buckets [1 3]", hs)
+	}
+
+	// A histogram whose spans do not add up refuses the request whole.
+	bad = &writev2.Request{Symbols: []string{"", "__name__", "latency_seconds", "floats_total"}, Timeseries: []*writev2.TimeSeries{
+		{LabelsRefs: []uint32{1, 3}, Samples: []*writev2.Sample{{Value: 10, Timestamp: now + 1000}}},
+		{LabelsRefs: []uint32{1, 2}, Histograms: []*writev2.Histogram{{Count: &writev2.Histogram_CountInt{CountInt: 4}, Timestamp: now + 1000,
+			PositiveSpans: []*writev2.BucketSpan{{Offset: 0, Length: 3}}, PositiveDeltas: []int64{1, 2}}}},
+	}}
+	resp, msg = postRW(t, ts.httpURL, rw2Type, "snappy", rw2Body(t, bad))
+	if resp.StatusCode != 400 || !strings.Contains(msg, `latency_seconds`) || !strings.Contains(msg, "positive spans count 3 buckets, 2 given") ||
+		resp.Header.Get("X-Prometheus-Remote-Write-Samples-Written") != "0" {
+		t.Errorf("bad histogram: %d %q %v", resp.StatusCode, msg, resp.Header)
+	}
+	if v := stored(t, ts.db)[`{__name__="floats_total"}`]; len(v) != 1 {
+		t.Error("a refused request stored its float sample")
 	}
 }
 

@@ -87,6 +87,34 @@ func (ts *testServer) dial(t *testing.T, opts ...grpc.DialOption) *grpc.ClientCo
 // stored returns the stored series as label strings with their samples.
 func stored(t *testing.T, db *storage.DB) map[string][]float64 {
 	t.Helper()
+	out := map[string][]float64{}
+	eachStored(t, db, func(s *storage.Series) {
+		it := s.Iterator()
+		var vs []float64
+		for it.Next() {
+			_, v := it.At()
+			vs = append(vs, v)
+		}
+		out[s.Labels.String()] = vs
+	})
+	return out
+}
+
+// storedHists returns every stored series' native histograms.
+func storedHists(t *testing.T, db *storage.DB) map[string][]series.HistSample {
+	t.Helper()
+	out := map[string][]series.HistSample{}
+	eachStored(t, db, func(s *storage.Series) {
+		if len(s.Hists) > 0 {
+			out[s.Labels.String()] = s.Hists
+		}
+	})
+	return out
+}
+
+// eachStored calls f with every stored series, of all time.
+func eachStored(t *testing.T, db *storage.DB, f func(*storage.Series)) {
+	t.Helper()
 	q, err := db.Querier(0, storage.MaxTime)
 	if err != nil {
 		t.Fatal(err)
@@ -96,20 +124,12 @@ func stored(t *testing.T, db *storage.DB) map[string][]float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]float64{}
 	for set.Next() {
-		it := set.At().Iterator()
-		var vs []float64
-		for it.Next() {
-			_, v := it.At()
-			vs = append(vs, v)
-		}
-		out[set.At().Labels.String()] = vs
+		f(set.At())
 	}
 	if err := set.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return out
 }
 
 func httpGet(t *testing.T, url string) (int, string) {
