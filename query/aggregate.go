@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/promql/parser/posrange"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -109,7 +110,8 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 		return nil, err
 	}
 	if fold != nil && fold.used {
-		res := fold.result()
+		res, notes := fold.result()
+		ev.histNotes(notes, name, e.PositionRange())
 		if ev.delayName && !keepsName[unwrap(e.Expr).(*parser.Call).Func.Name] {
 			for _, s := range res.series {
 				s.dropName = true
@@ -120,6 +122,14 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	v, ok := arg.(vectorValue)
 	if !ok {
 		return nil, fmt.Errorf("%w: expected type instant vector in aggregation %q, got %s", ErrBadQuery, name, typeName(arg))
+	}
+	switch name {
+	case "stddev", "stdvar", "topk", "bottomk", "quantile":
+		// Prometheus's aggregations of numbers skip histograms.
+		var had bool
+		if v, had = floatsOnly(v); had {
+			ev.annotate(annotations.NewHistogramIgnoredInAggregationInfo(name, e.PositionRange()))
+		}
 	}
 	var param scalarValue
 	var label string
@@ -198,6 +208,7 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 			out.series = append(out.series, o)
 		}
 		o.v[i], o.ok[i] = s.v[i], true
+		o.setHist(i, s.hist(i))
 	}
 	switch name {
 	case "limitk", "limit_ratio":
@@ -274,6 +285,9 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 						continue
 					}
 					val := strconv.FormatFloat(s.v[i], 'f', -1, 64)
+					if h := s.hist(i); h != nil {
+						val = h.String() // as Prometheus counts histograms
+					}
 					ls := setLabel(g.labels, label, val)
 					k := ls.String()
 					o, ok := byValue[k]
@@ -298,7 +312,7 @@ func (ev *evaluator) aggregate(e *parser.AggregateExpr) (value, error) {
 	}
 	if simpleAggrs[name] {
 		for _, g := range order {
-			if o := ev.aggregateSimple(name, g.labels, g.members); o != nil {
+			if o := ev.aggregateSimple(name, g.labels, g.members, e.PositionRange()); o != nil {
 				o.dropName = groupDrop(g)
 				out.series = append(out.series, o)
 			}
@@ -356,15 +370,19 @@ func (ev *evaluator) histogramQuantile(e *parser.Call) (value, error) {
 		return nil, err
 	}
 	ev.checkQuantile(q, e.Args[0].PositionRange())
-	v, err := ev.vectorArg(e, 1)
+	all, err := ev.vectorArgAll(e, 1)
 	if err != nil {
 		return nil, err
 	}
+	v, _ := floatsOnly(all)
 	pos := e.Args[1].PositionRange()
-	return ev.classicBuckets(v, pos, func(i int, name string, les, counts []float64) float64 {
+	out := ev.classicBuckets(v, pos, func(i int, name string, les, counts []float64) float64 {
 		r, fix := bucketQuantile(q[i], les, counts)
 		ev.monotonicityInfo(fix, name, pos, i)
 		return r
+	})
+	return ev.withNative(out, all, pos, func(i int, name string, h *FloatHistogram) (float64, annotations.Annotations) {
+		return promql.HistogramQuantile(q[i], h, name, pos)
 	}), nil
 }
 
@@ -391,10 +409,11 @@ func (ev *evaluator) histogramQuantiles(e *parser.Call) (value, error) {
 		ev.checkQuantile(q, e.Args[i].PositionRange())
 		qs = append(qs, q)
 	}
-	v, err := ev.vectorArg(e, 0)
+	all, err := ev.vectorArgAll(e, 0)
 	if err != nil {
 		return nil, err
 	}
+	v, _ := floatsOnly(all)
 	out := vectorValue{}
 	for _, q := range qs {
 		pos := e.Args[0].PositionRange()
@@ -402,6 +421,9 @@ func (ev *evaluator) histogramQuantiles(e *parser.Call) (value, error) {
 			r, fix := bucketQuantile(q[i], les, counts)
 			ev.monotonicityInfo(fix, name, pos, i)
 			return r
+		})
+		r = ev.withNative(r, all, pos, func(i int, name string, h *FloatHistogram) (float64, annotations.Annotations) {
+			return promql.HistogramQuantile(q[i], h, name, pos)
 		})
 		for _, s := range r.series {
 			s.labels = setLabel(s.labels, label, openMetricsFloat(q[0]))
@@ -444,12 +466,17 @@ func (ev *evaluator) histogramFraction(e *parser.Call) (value, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := ev.vectorArg(e, 2)
+	all, err := ev.vectorArgAll(e, 2)
 	if err != nil {
 		return nil, err
 	}
-	return ev.classicBuckets(v, e.Args[2].PositionRange(), func(i int, _ string, les, counts []float64) float64 {
+	v, _ := floatsOnly(all)
+	pos := e.Args[2].PositionRange()
+	out := ev.classicBuckets(v, pos, func(i int, _ string, les, counts []float64) float64 {
 		return bucketFraction(lower[i], upper[i], les, counts)
+	})
+	return ev.withNative(out, all, pos, func(i int, name string, h *FloatHistogram) (float64, annotations.Annotations) {
+		return promql.HistogramFraction(lower[i], upper[i], h, name, pos)
 	}), nil
 }
 

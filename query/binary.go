@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/promql/parser/posrange"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -101,9 +102,9 @@ func (ev *evaluator) binary(e *parser.BinaryExpr) (value, error) {
 		}
 		return out, nil
 	case lVec && rScalar:
-		return ev.vectorScalar(op, e.ReturnBool, lvec, rs, false)
+		return ev.vectorScalar(op, e.ReturnBool, lvec, rs, false, e.PositionRange())
 	case lScalar && rVec:
-		return ev.vectorScalar(op, e.ReturnBool, rvec, ls, true)
+		return ev.vectorScalar(op, e.ReturnBool, rvec, ls, true, e.PositionRange())
 	case setOp:
 		return ev.setOp(op, e, lvec, rvec)
 	}
@@ -112,9 +113,9 @@ func (ev *evaluator) binary(e *parser.BinaryExpr) (value, error) {
 
 // vectorScalar applies op between each series and a scalar (swap: the
 // scalar is on the left). Comparisons filter, keeping the series' value.
-func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s scalarValue, swap bool) (value, error) {
+func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s scalarValue, swap bool, pos posrange.PositionRange) (value, error) {
 	out := vectorValue{}
-	drop := !isComparison(op) || returnBool
+	drop := !(isComparison(op) || isTrim(op)) || returnBool
 	for _, x := range v.series {
 		ls, dropped := x.labels, x.dropName
 		if drop {
@@ -126,6 +127,27 @@ func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s s
 		o.dropName = dropped
 		for i := range x.v {
 			if !x.ok[i] {
+				continue
+			}
+			if h := x.hist(i); h != nil || isTrim(op) {
+				lh, rh, l, r := h, (*FloatHistogram)(nil), x.v[i], s[i]
+				if swap {
+					lh, rh, l, r = nil, h, s[i], 0
+				}
+				if val, vh, keep := ev.histOp(op, l, lh, r, rh, pos); keep {
+					o.ok[i] = true
+					switch {
+					case isComparison(op) && returnBool:
+						o.v[i] = boolValue(true)
+					case isComparison(op):
+						o.setHist(i, h)
+					default:
+						o.v[i] = val
+						o.setHist(i, vh)
+					}
+				} else if isComparison(op) && returnBool && ev.histComparable(op, lh, rh) {
+					o.v[i], o.ok[i] = 0, true
+				}
 				continue
 			}
 			l, r := x.v[i], s[i]
@@ -204,6 +226,7 @@ func (ev *evaluator) setOp(op string, e *parser.BinaryExpr, l, r vectorValue) (v
 			match := anyAt(rsig[k], i)
 			if (op == "and" && match) || op == "or" || (op == "unless" && !match) {
 				o.v[i], o.ok[i] = s.v[i], true
+				o.setHist(i, s.hist(i))
 			}
 		}
 		out.series = append(out.series, o)
@@ -216,6 +239,7 @@ func (ev *evaluator) setOp(op string, e *parser.BinaryExpr, l, r vectorValue) (v
 			for i := range s.v {
 				if s.ok[i] && !anyAt(lsig[k], i) {
 					o.v[i], o.ok[i] = s.v[i], true
+					o.setHist(i, s.hist(i))
 				}
 			}
 			out.series = append(out.series, o)
@@ -243,7 +267,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 	}
 	// Arithmetic drops the name at once; a bool comparison, with delayed
 	// name removal, at the end (as Prometheus).
-	drop := !isComparison(op) || (e.ReturnBool && !ev.delayName)
+	drop := !(isComparison(op) || isTrim(op)) || (e.ReturnBool && !ev.delayName)
 	delayed := e.ReturnBool && ev.delayName
 	oneBySig := map[string][]*vecSeries{}
 	for _, s := range one.series {
@@ -264,7 +288,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 	if join == "" || fillMany != nil {
 		matched = map[string][]bool{}
 	}
-	apply := func(m, match *vecSeries, k string, i int, mv, ov float64) error {
+	apply := func(m, match *vecSeries, k string, i int, mv, ov float64, mh, oh *FloatHistogram) error {
 		if matched != nil {
 			steps := matched[k]
 			if steps == nil {
@@ -277,18 +301,33 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 			steps[i] = true
 		}
 		lval, rval := mv, ov
+		lh, rh := mh, oh
 		if swapped {
 			lval, rval = rval, lval
+			lh, rh = rh, lh
 		}
-		val, keep, err := elemOp(op, lval, rval)
-		if err != nil {
-			return err
-		}
-		if isComparison(op) {
-			if e.ReturnBool {
-				val = boolValue(keep)
-			} else if !keep {
+		var val float64
+		var vh *FloatHistogram
+		var keep bool
+		if lh != nil || rh != nil || isTrim(op) {
+			val, vh, keep = ev.histOp(op, lval, lh, rval, rh, e.PositionRange())
+			switch {
+			case isComparison(op) && e.ReturnBool && (keep || ev.histComparable(op, lh, rh)):
+				val, vh = boolValue(keep), nil
+			case !keep:
 				return nil
+			}
+		} else {
+			var err error
+			if val, keep, err = elemOp(op, lval, rval); err != nil {
+				return err
+			}
+			if isComparison(op) {
+				if e.ReturnBool {
+					val = boolValue(keep)
+				} else if !keep {
+					return nil
+				}
 			}
 		}
 		ls := resultLabels(m.labels, match.labels, mod, include, join, drop)
@@ -306,6 +345,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 			return fmt.Errorf("%w: multiple matches for labels: grouping labels must ensure unique matches", ErrExec)
 		}
 		o.v[i], o.ok[i] = val, true
+		o.setHist(i, vh)
 		return nil
 	}
 	for _, m := range many.series {
@@ -333,9 +373,10 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 				}
 			}
 			ov := 0.0
+			var oh *FloatHistogram
 			switch {
 			case match != nil:
-				ov = match.v[i]
+				ov, oh = match.v[i], match.hist(i)
 			case fillOne != nil:
 				if stand == nil {
 					stand = &vecSeries{labels: matchLabels(m.labels, mod)}
@@ -344,7 +385,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 			default:
 				continue
 			}
-			if err := apply(m, match, k, i, m.v[i], ov); err != nil {
+			if err := apply(m, match, k, i, m.v[i], ov, m.hist(i), oh); err != nil {
 				return nil, err
 			}
 		}
@@ -360,7 +401,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 				if !o.ok[i] || (steps != nil && steps[i]) {
 					continue
 				}
-				if err := apply(stand, o, k, i, *fillMany, o.v[i]); err != nil {
+				if err := apply(stand, o, k, i, *fillMany, o.v[i], nil, o.hist(i)); err != nil {
 					return nil, err
 				}
 			}

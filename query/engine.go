@@ -72,6 +72,9 @@ type Point = series.Sample
 type Series struct {
 	Labels series.Labels
 	Points []Point
+	// Histograms are the series' native histogram samples; a time has a
+	// float or a histogram, not both.
+	Histograms []HPoint
 }
 
 // Result is what a query returns: a matrix (range query, or a range
@@ -227,7 +230,9 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (re
 	case vectorValue:
 		r := &Result{Type: "vector", Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}
 		for _, s := range v.series {
-			if s.ok[0] {
+			if h := s.hist(0); h != nil && s.ok[0] {
+				r.Series = append(r.Series, Series{Labels: s.labels, Histograms: []HPoint{{T: t, H: h}}})
+			} else if s.ok[0] {
 				r.Series = append(r.Series, Series{Labels: s.labels, Points: []Point{{T: t, V: s.v[0]}}})
 			}
 		}
@@ -241,7 +246,7 @@ func (e *Engine) Instant(ctx context.Context, src Source, q string, t int64) (re
 	case rangeValue:
 		r := &Result{Type: "matrix", Samples: n, Tiers: tiers, Warnings: warns.warnings, Infos: warns.infos}
 		for _, s := range v {
-			if len(s.Points) > 0 {
+			if len(s.Points) > 0 || len(s.Histograms) > 0 {
 				r.Series = append(r.Series, s)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/headroomdb/headroom/storage/series"
@@ -25,6 +26,9 @@ type vecSeries struct {
 	v      []float64
 	ok     []bool
 	t      []int64 // the samples' own times (vector selectors only), for timestamp()
+	// h: native histogram values, h[i] set where step i's value is one
+	// (nil when the series has none: histogram.go).
+	h []*FloatHistogram
 	// dropName: a function or operator dropped the metric name, which
 	// stays until the end of the evaluation (delayed name removal).
 	dropName bool
@@ -46,13 +50,22 @@ func (v vectorValue) matrix(start, step int64) []Series {
 			}
 		}
 		pts := make([]Point, 0, n)
+		var hpts []HPoint
 		for i, ok := range s.ok {
-			if ok {
-				pts = append(pts, Point{T: start + int64(i)*step, V: s.v[i]})
+			if !ok {
+				continue
 			}
+			if h := s.hist(i); h != nil {
+				hpts = append(hpts, HPoint{T: start + int64(i)*step, H: h})
+				continue
+			}
+			pts = append(pts, Point{T: start + int64(i)*step, V: s.v[i]})
 		}
-		if len(pts) > 0 {
-			out = append(out, Series{Labels: s.labels, Points: pts})
+		if len(pts) > 0 || len(hpts) > 0 {
+			if len(pts) == 0 {
+				pts = nil
+			}
+			out = append(out, Series{Labels: s.labels, Points: pts, Histograms: hpts})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
@@ -146,9 +159,18 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 				}
 				continue
 			}
-			lo, hi := window(s.pts, m.evalTime(ev, 0)-m.window, m.evalTime(ev, 0))
-			if hi > lo {
-				out = append(out, Series{Labels: s.labels, Points: append([]Point(nil), s.pts[lo:hi]...)})
+			t := m.evalTime(ev, 0)
+			lo, hi := window(s.pts, t-m.window, t)
+			hlo, hhi := hwindow(s.hpts, t-m.window, t)
+			if hi > lo || hhi > hlo {
+				o := Series{Labels: s.labels}
+				if hi > lo {
+					o.Points = append([]Point(nil), s.pts[lo:hi]...)
+				}
+				if hhi > hlo {
+					o.Histograms = append([]HPoint(nil), s.hpts[hlo:hhi]...)
+				}
+				out = append(out, o)
 			}
 		}
 		sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].Labels, out[j].Labels) < 0 })
@@ -166,8 +188,17 @@ func (ev *evaluator) eval(e parser.Expr) (value, error) {
 			}
 			return out, nil
 		case vectorValue:
-			// Negation drops the name, as arithmetic does (or flags it).
+			// Negation drops the name, as arithmetic does (or flags it);
+			// a histogram is multiplied by -1.
 			vv := ev.mapVector(v, func(f float64) float64 { return -f }, true)
+			for k, s := range v.series {
+				for i, h := range s.h {
+					if h != nil && s.ok[i] {
+						vv.series[k].setHist(i, h.Copy().Mul(-1))
+						vv.series[k].ok[i] = true
+					}
+				}
+			}
 			if ev.delayName {
 				return vv, nil
 			}
@@ -228,6 +259,7 @@ func (ev *evaluator) constant(f float64) scalarValue {
 type loaded struct {
 	labels   series.Labels
 	pts      []Point
+	hpts     []HPoint
 	dropName bool // a subquery's series whose name goes at the end
 }
 
@@ -236,8 +268,8 @@ type loaded struct {
 // dropped otherwise (range vectors skip them, as Prometheus does).
 func (ev *evaluator) load(vs *parser.VectorSelector, mint, maxt int64, keepStale bool) ([]loaded, error) {
 	var out []loaded
-	err := ev.each(vs, mint, maxt, keepStale, false, func(ls series.Labels, pts []Point) error {
-		out = append(out, loaded{labels: ls, pts: pts})
+	err := ev.each(vs, mint, maxt, keepStale, false, func(ls series.Labels, pts []Point, hpts []HPoint) error {
+		out = append(out, loaded{labels: ls, pts: pts, hpts: hpts})
 		return nil
 	})
 	return out, err
@@ -247,7 +279,8 @@ func (ev *evaluator) load(vs *parser.VectorSelector, mint, maxt int64, keepStale
 // maxt], in storage order. With reuse, pts is one buffer reused from
 // series to series (f must not keep it): a range function over many
 // series then needs memory for one series at a time.
-func (ev *evaluator) each(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, f func(series.Labels, []Point) error) error {
+// f gets the series' native histograms too (hpts; never reused).
+func (ev *evaluator) each(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, f func(series.Labels, []Point, []HPoint) error) error {
 	return ev.eachShard(vs, mint, maxt, keepStale, reuse, 0, 1, f)
 }
 
@@ -255,7 +288,7 @@ func (ev *evaluator) each(vs *parser.VectorSelector, mint, maxt int64, keepStale
 var errNoShards = errors.New("source cannot split a selection")
 
 // eachShard is each over the shard-th of shards parts of the selection.
-func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point) error) error {
+func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point, []HPoint) error) error {
 	ms, err := matchersOf(vs)
 	if err != nil {
 		return err
@@ -282,6 +315,7 @@ func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keep
 	if err != nil {
 		return err
 	}
+	hset, _ := set.(series.HistSet)
 	var buf []Point
 	if reuse {
 		// A day of a 10 s series is 140 KB of points: a scan keeps its
@@ -332,11 +366,15 @@ func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keep
 		if reuse {
 			buf = pts
 		}
-		if ev.counts.samples.Add(int64(len(pts))) > int64(ev.max) {
+		var hpts []HPoint
+		if hset != nil {
+			hpts = hpointsOf(hset.Hists(), mint, maxt, keepStale)
+		}
+		if ev.counts.samples.Add(int64(len(pts)+len(hpts))) > int64(ev.max) {
 			return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
 		}
-		if len(pts) > 0 {
-			if err := f(ls.Copy(), pts); err != nil {
+		if len(pts) > 0 || len(hpts) > 0 {
+			if err := f(ls.Copy(), pts, hpts); err != nil {
 				return err
 			}
 		}
@@ -378,7 +416,10 @@ func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
 // sample in (t - lookback, t], unless it is a stale marker.
 func (ev *evaluator) instantSelector(vs *parser.VectorSelector, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
-	res, err := ev.parallelEach(vs, first-ev.lookback+1, last, true, func(_ int, ls series.Labels, pts []Point) *vecSeries {
+	res, err := ev.parallelEach(vs, first-ev.lookback+1, last, true, func(_ int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
+		if len(hpts) > 0 {
+			return ev.instantMixed(ls, pts, hpts, off, at)
+		}
 		s := ev.newSeries(ls)
 		s.t = make([]int64, len(s.v))
 		any := false
@@ -409,13 +450,13 @@ func (ev *evaluator) instantSelector(vs *parser.VectorSelector, off int64, at *i
 // buffer; one shard when the source cannot split), and returns the
 // non-nil results in shard order. f must not keep pts; calls for one
 // shard are sequential, so f may keep scratch space per shard.
-func (ev *evaluator) parallelEach(vs *parser.VectorSelector, mint, maxt int64, keepStale bool, f func(shard int, ls series.Labels, pts []Point) *vecSeries) ([]*vecSeries, error) {
+func (ev *evaluator) parallelEach(vs *parser.VectorSelector, mint, maxt int64, keepStale bool, f func(shard int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries) ([]*vecSeries, error) {
 	shards := ev.shards()
 	parts := make([][]*vecSeries, shards)
 	errs := make([]error, shards)
 	run := func(k, n int) {
-		errs[k] = ev.eachShard(vs, mint, maxt, keepStale, true, k, n, func(ls series.Labels, pts []Point) error {
-			if o := f(k, ls, pts); o != nil {
+		errs[k] = ev.eachShard(vs, mint, maxt, keepStale, true, k, n, func(ls series.Labels, pts []Point, hpts []HPoint) error {
+			if o := f(k, ls, pts, hpts); o != nil {
 				parts[k] = append(parts[k], o)
 			}
 			return nil
@@ -518,9 +559,23 @@ func (ev *evaluator) rangeSeries(r *rangeArg) (*matrixArg, error) {
 		for _, s := range v.series {
 			l := loaded{labels: s.labels, dropName: s.dropName}
 			for i, ok := range s.ok {
-				if ok {
-					l.pts = append(l.pts, Point{T: inner.ts(i), V: s.v[i]})
+				if !ok {
+					continue
 				}
+				if h := s.hist(i); h != nil {
+					// A subquery may repeat a sample, or skip the one
+					// that reset: its hint of reset (or of none) would be
+					// counted again or missed. As Prometheus, the hint is
+					// dropped and the counts decide.
+					if h.CounterResetHint == histogram.CounterReset || h.CounterResetHint == histogram.NotCounterReset {
+						c := *h
+						c.CounterResetHint = histogram.UnknownCounterReset
+						h = &c
+					}
+					l.hpts = append(l.hpts, HPoint{T: inner.ts(i), H: h})
+					continue
+				}
+				l.pts = append(l.pts, Point{T: inner.ts(i), V: s.v[i]})
 			}
 			m.series = append(m.series, l)
 		}

@@ -218,7 +218,7 @@ func extendedWindow(pts []Point, start, end, lookback int64, smoothed bool) []Po
 // (within the lookback delta either side), else the last one before it.
 func (ev *evaluator) smoothedSelector(vs *parser.VectorSelector, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
-	res, err := ev.parallelEach(vs, first-ev.lookback+1, last+ev.lookback, false, func(_ int, ls series.Labels, pts []Point) *vecSeries {
+	res, err := ev.parallelEach(vs, first-ev.lookback+1, last+ev.lookback, false, func(_ int, ls series.Labels, pts []Point, _ []HPoint) *vecSeries {
 		s := ev.newSeries(ls)
 		any := false
 		for i := range s.v {

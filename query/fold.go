@@ -2,8 +2,11 @@ package query
 
 import (
 	"math"
+	"slices"
 
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/promql/parser/posrange"
+	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -23,6 +26,20 @@ type foldGroup struct {
 	// overflow turns to an incremental mean (inc), v then the mean.
 	n, c []float64
 	inc  []bool // made at the first overflow
+	// Native histogram members of sum and avg (histogram.go): hsum[i]
+	// their sum (or mean) at step i. A step with floats too (ok) or
+	// histograms that do not add up has no value.
+	hsum  []*histSum
+	hbad  []bool
+	notes histNotes
+}
+
+// histNotes says what an aggregation did with histograms, for the
+// caller to annotate.
+type histNotes struct{ mixed, ignored, incompatible bool }
+
+func (n *histNotes) or(o histNotes) {
+	n.mixed, n.ignored, n.incompatible = n.mixed || o.mixed, n.ignored || o.ignored, n.incompatible || o.incompatible
 }
 
 func newFoldGroup(name string, ls series.Labels, steps int) *foldGroup {
@@ -80,6 +97,10 @@ func (g *foldGroup) avgMean(i int) float64 {
 // add folds a member series in, each step in one pass: the arithmetic of
 // Prometheus's aggregation, each step's values in member order.
 func (g *foldGroup) add(name string, s *vecSeries) {
+	if s.h != nil {
+		g.addMixed(name, s)
+		return
+	}
 	v, ok := s.v[:len(g.v)], s.ok[:len(g.v)]
 	switch name {
 	case "sum":
@@ -221,8 +242,60 @@ var allTrue = func() (t [1024]bool) {
 	return t
 }()
 
+// addMixed folds in a member with histogram values, step by step.
+func (g *foldGroup) addMixed(name string, s *vecSeries) {
+	agg := aggOps[name]
+	for i := range g.v {
+		if !s.ok[i] {
+			continue
+		}
+		if h := s.hist(i); h != nil {
+			g.addHist(agg, i, h)
+			continue
+		}
+		g.addStep(agg, i, s.v[i])
+	}
+}
+
+// addHist folds a histogram value in: sum and avg add it up, count and
+// group count it, min and max ignore it (as Prometheus does).
+func (g *foldGroup) addHist(agg, i int, h *FloatHistogram) {
+	switch agg {
+	case aggCount, aggGroup:
+		g.addStep(agg, i, 0)
+		return
+	case aggMin, aggMax:
+		g.notes.ignored = true
+		return
+	}
+	if g.hsum == nil {
+		g.hsum, g.hbad = make([]*histSum, len(g.v)), make([]bool, len(g.v))
+	}
+	if g.hsum[i] == nil {
+		g.hsum[i] = &histSum{mean: agg == aggAvg}
+	}
+	if err := g.hsum[i].add(h); err != nil {
+		g.hbad[i] = true
+	}
+}
+
 // merge folds o, the same group over other members, in.
 func (g *foldGroup) merge(name string, o *foldGroup) {
+	g.notes.or(o.notes)
+	for i, h := range o.hsum {
+		if h == nil {
+			continue
+		}
+		if g.hsum == nil {
+			g.hsum, g.hbad = make([]*histSum, len(g.v)), make([]bool, len(g.v))
+		}
+		g.hbad[i] = g.hbad[i] || o.hbad[i]
+		if g.hsum[i] == nil {
+			g.hsum[i] = h
+		} else if err := g.hsum[i].merge(h); err != nil {
+			g.hbad[i] = true
+		}
+	}
 	for i, set := range o.ok {
 		if !set {
 			continue
@@ -284,6 +357,9 @@ func (g *foldGroup) merge(name string, o *foldGroup) {
 // series returns the group as a result series, nil when no step has a
 // value.
 func (g *foldGroup) series() *vecSeries {
+	if g.hsum != nil {
+		return g.histSeries()
+	}
 	for _, set := range g.ok {
 		if set {
 			switch {
@@ -308,14 +384,66 @@ func (g *foldGroup) series() *vecSeries {
 	return nil
 }
 
+// histSeries is series for a group with histogram members: the floats'
+// steps as series gives them, then the histograms' where no float was.
+func (g *foldGroup) histSeries() *vecSeries {
+	hsum, hbad := g.hsum, g.hbad
+	g.hsum = nil
+	floats := append([]bool(nil), g.ok...)
+	o := g.series()
+	if o == nil {
+		o = &vecSeries{labels: g.labels, v: g.v, ok: g.ok}
+	}
+	any := slices.Contains(o.ok, true)
+	for i, h := range hsum {
+		switch {
+		case h == nil:
+			continue
+		case floats[i]:
+			o.ok[i] = false
+			g.notes.mixed = true
+			continue
+		case hbad[i]:
+			g.notes.incompatible = true
+			continue
+		}
+		r, err := h.result(g.n != nil) // avg: the mean
+		if err != nil {
+			g.notes.incompatible = true
+			continue
+		}
+		o.setHist(i, r.Compact(0))
+		o.ok[i], any = true, true
+	}
+	if !any {
+		return nil
+	}
+	return o
+}
+
 // aggregateSimple computes one group of a simple aggregation from its
 // members.
-func (ev *evaluator) aggregateSimple(name string, ls series.Labels, members []*vecSeries) *vecSeries {
+func (ev *evaluator) aggregateSimple(name string, ls series.Labels, members []*vecSeries, pos posrange.PositionRange) *vecSeries {
 	g := newFoldGroup(name, ls, ev.steps())
 	for _, s := range members {
 		g.add(name, s)
 	}
-	return g.series()
+	o := g.series()
+	ev.histNotes(g.notes, name, pos)
+	return o
+}
+
+// histNotes annotates what an aggregation at pos did with histograms.
+func (ev *evaluator) histNotes(n histNotes, name string, pos posrange.PositionRange) {
+	if n.mixed {
+		ev.annotate(annotations.NewMixedFloatsHistogramsAggWarning(pos))
+	}
+	if n.ignored {
+		ev.annotate(annotations.NewHistogramIgnoredInAggregationInfo(name, pos))
+	}
+	if n.incompatible {
+		ev.annotate(annotations.NewMixedExponentialCustomHistogramsWarning("", pos))
+	}
 }
 
 // folder computes a simple aggregation of a range function over a
@@ -362,8 +490,9 @@ func (f *folder) group(k int, ls series.Labels) *foldGroup {
 	return g
 }
 
-// result merges the shards' groups.
-func (f *folder) result() vectorValue {
+// result merges the shards' groups; notes says what they did with
+// histograms.
+func (f *folder) result() (vectorValue, histNotes) {
 	all := map[string]*foldGroup{}
 	var order []*foldGroup
 	for k := range f.shards {
@@ -378,12 +507,14 @@ func (f *folder) result() vectorValue {
 		}
 	}
 	var out vectorValue
+	var notes histNotes
 	for _, g := range order {
 		if s := g.series(); s != nil {
 			out.series = append(out.series, s)
 		}
+		notes.or(g.notes)
 	}
-	return out
+	return out, notes
 }
 
 // foldable reports whether a simple aggregation of e can be folded while

@@ -290,11 +290,29 @@ func extrapolatedRate(p []Point, t, w int64, counter, perSecond bool) (float64, 
 // the first and last of n samples to the window (t-w, t]: rollups give
 // the same inputs for a run of buckets as the samples do.
 func extrapolate(first, last Point, n int, result float64, t, w int64, counter, perSecond bool) float64 {
+	sampled, toStart, toEnd := extrapolationSpan(first.T, last.T, first.V, n, result, t, w, counter)
+	result *= (sampled + toStart + toEnd) / sampled
+	if perSecond {
+		result /= float64(w) / 1000
+	}
+	return result
+}
+
+// extrapolationFactor is what extrapolate multiplies a change by (not
+// per second): histograms scale their buckets by it.
+func extrapolationFactor(firstT, lastT int64, firstV float64, n int, result float64, t, w int64, counter bool) float64 {
+	sampled, toStart, toEnd := extrapolationSpan(firstT, lastT, firstV, n, result, t, w, counter)
+	return (sampled + toStart + toEnd) / sampled
+}
+
+// extrapolationSpan returns the seconds the samples span and how far the
+// change extends before and after them.
+func extrapolationSpan(firstT, lastT int64, firstV float64, n int, result float64, t, w int64, counter bool) (sampled, toStart, toEnd float64) {
 	rangeStart, rangeEnd := float64(t-w)/1000, float64(t)/1000
-	sampled := float64(last.T-first.T) / 1000
+	sampled = float64(lastT-firstT) / 1000
 	avgGap := sampled / float64(n-1)
-	toStart := float64(first.T)/1000 - rangeStart
-	toEnd := rangeEnd - float64(last.T)/1000
+	toStart = float64(firstT)/1000 - rangeStart
+	toEnd = rangeEnd - float64(lastT)/1000
 	// A series that starts or ends well inside the window (no sample
 	// where the spacing says one should be) is extrapolated by half a
 	// gap only. Then, as Prometheus 3 does (in this order), a counter is
@@ -303,19 +321,15 @@ func extrapolate(first, last Point, n int, result float64, t, w int64, counter, 
 	if toStart >= threshold {
 		toStart = avgGap / 2
 	}
-	if counter && result > 0 && first.V >= 0 {
-		if toZero := sampled * (first.V / result); toZero < toStart {
+	if counter && result > 0 && firstV >= 0 {
+		if toZero := sampled * (firstV / result); toZero < toStart {
 			toStart = toZero
 		}
 	}
 	if toEnd >= threshold {
 		toEnd = avgGap / 2
 	}
-	result *= (sampled + toStart + toEnd) / sampled
-	if perSecond {
-		result /= float64(w) / 1000
-	}
-	return result
+	return sampled, toStart, toEnd
 }
 
 // instantRate is irate/idelta: from the last two samples.
@@ -407,6 +421,9 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 	name := e.Func.Name
 	if f, ok := rangeFuncs[name]; ok {
 		return ev.callRange(e, f)
+	}
+	if f, ok := histFuncs[name]; ok {
+		return ev.callHist(e, f)
 	}
 	if f, ok := mathFuncs[name]; ok {
 		if len(e.Args) != 1 {
@@ -529,7 +546,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		}
 		return out, nil
 	case "timestamp":
-		v, err := ev.vectorArg(e, 0)
+		v, err := ev.vectorArgAll(e, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -642,7 +659,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 		// Prometheus 3 (an experimental function): by the labels' values
 		// in natural order, then by the whole label set.
 		ev.sortInRange(e)
-		v, err := ev.vectorArg(e, 0)
+		v, err := ev.vectorArgAll(e, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -670,7 +687,7 @@ func (ev *evaluator) call(e *parser.Call) (value, error) {
 	case "label_join":
 		return ev.labelJoin(e)
 	case "absent":
-		v, err := ev.vectorArg(e, 0)
+		v, err := ev.vectorArgAll(e, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -766,7 +783,12 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 	out := vectorValue{}
 	predictAtStep := e.Func.Name == "predict_linear"
 	// apply computes the function over one series' points at every step.
-	apply := func(m *matrixArg, ls series.Labels, pts []Point) *vecSeries {
+	hf := histRangeFuncs[e.Func.Name]
+	apply := func(m *matrixArg, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
+		var hc *histCall
+		if len(hpts) > 0 {
+			hc = &histCall{ev: ev, name: ls.Get(series.MetricName), pos: e.Args[argIdx].PositionRange()}
+		}
 		dropped := false
 		if !keepsName[e.Func.Name] {
 			ls, dropped = ev.nameless(ls)
@@ -774,7 +796,7 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 		o := ev.newSeries(ls)
 		o.dropName = dropped
 		any := false
-		lo, hi := 0, 0
+		lo, hi, hlo, hhi := 0, 0, 0, 0
 		for i := m.fromStep; i < len(o.v); i++ {
 			t := m.evalTime(ev, i)
 			// Windows only move forward: advance the bounds instead of
@@ -784,6 +806,31 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 			}
 			for hi < len(pts) && pts[hi].T <= t {
 				hi++
+			}
+			if hc != nil {
+				for hlo < len(hpts) && hpts[hlo].T <= t-m.window {
+					hlo++
+				}
+				for hhi < len(hpts) && hpts[hhi].T <= t {
+					hhi++
+				}
+				if hhi > hlo {
+					if hf == nil {
+						// Prometheus's other range functions skip
+						// histograms, saying so when floats remain.
+						if hi > lo {
+							ev.annotate(annotations.NewHistogramIgnoredInMixedRangeInfo(hc.name, hc.pos))
+						}
+					} else {
+						if f, h, isHist, ok := hf(hc, hpts[hlo:hhi], pts[lo:hi], t, m.window); ok {
+							o.v[i], o.ok[i], any = f, true, true
+							if isHist {
+								o.setHist(i, h)
+							}
+						}
+						continue
+					}
+				}
 			}
 			if hi <= lo {
 				continue
@@ -838,8 +885,8 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 			m.fromStep = int((split+off-ev.start)/ev.step) + 1
 			first = ev.ts(m.fromStep) - off
 		}
-		res, err := ev.parallelEach(me, first-w+1, last, false, func(k int, ls series.Labels, pts []Point) *vecSeries {
-			o := apply(m, ls, pts)
+		res, err := ev.parallelEach(me, first-w+1, last, false, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
+			o := apply(m, ls, pts, hpts)
 			if fold != nil && o != nil {
 				fold.add(k, o) // steps from m.fromStep: none the tier gave
 				return nil
@@ -864,7 +911,7 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 		return nil, err
 	}
 	for _, s := range m.series {
-		if o := apply(m, s.labels, s.pts); o != nil {
+		if o := apply(m, s.labels, s.pts, s.hpts); o != nil {
 			o.dropName = o.dropName || s.dropName
 			out.series = append(out.series, o)
 		}
@@ -880,7 +927,7 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 // subquery step. ok is false when the expression has another shape, or
 // when relabelling makes two series one (the general path then gives
 // Prometheus's answer or error).
-func (ev *evaluator) subquerySelector(re *rangeArg, apply func(*matrixArg, series.Labels, []Point) *vecSeries) (res []*vecSeries, ok bool, err error) {
+func (ev *evaluator) subquerySelector(re *rangeArg, apply func(*matrixArg, series.Labels, []Point, []HPoint) *vecSeries) (res []*vecSeries, ok bool, err error) {
 	me, relabel, err := ev.relabelChain(re.sub)
 	if me == nil || err != nil {
 		return nil, false, err
@@ -900,7 +947,12 @@ func (ev *evaluator) subquerySelector(re *rangeArg, apply func(*matrixArg, serie
 	scratch := make([][]Point, ev.shards())
 	inner := make([][]series.Labels, ev.shards())
 	relabelErrs := make([]error, ev.shards())
-	res, err = ev.parallelEach(me, start-ev.lookback+1, end, true, func(k int, ls series.Labels, pts []Point) *vecSeries {
+	sawHist := make([]bool, ev.shards())
+	res, err = ev.parallelEach(me, start-ev.lookback+1, end, true, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
+		if len(hpts) > 0 {
+			sawHist[k] = true // the general path reads histograms
+			return nil
+		}
 		// The inner selector at each subquery step: the newest sample in
 		// (t - lookback, t], unless it is a stale marker.
 		sp := slices.Grow(scratch[k][:0], int((end-start)/sub)+1)
@@ -927,8 +979,11 @@ func (ev *evaluator) subquerySelector(re *rangeArg, apply func(*matrixArg, serie
 			}
 		}
 		inner[k] = append(inner[k], ls)
-		return apply(m, ls, sp)
+		return apply(m, ls, sp, nil)
 	})
+	if slices.Contains(sawHist, true) {
+		return nil, false, err
+	}
 	if err == nil {
 		err = errors.Join(relabelErrs...)
 	}
@@ -974,7 +1029,17 @@ func (ev *evaluator) relabelChain(e parser.Expr) (me *parser.VectorSelector, fs 
 	return nil, nil, nil
 }
 
+// vectorArg evaluates argument i as an instant vector of floats: the
+// functions that take numbers skip histograms, as Prometheus's do
+// (vectorArgAll keeps them).
 func (ev *evaluator) vectorArg(e *parser.Call, i int) (vectorValue, error) {
+	v, err := ev.vectorArgAll(e, i)
+	v, _ = floatsOnly(v)
+	return v, err
+}
+
+// vectorArgAll evaluates argument i as an instant vector, histograms kept.
+func (ev *evaluator) vectorArgAll(e *parser.Call, i int) (vectorValue, error) {
 	if i >= len(e.Args) {
 		return vectorValue{}, argCount(e.Func.Name, i+1, len(e.Args))
 	}
@@ -1189,7 +1254,7 @@ func (ev *evaluator) relabel(e *parser.Call) (value, error) {
 	if len(e.Args) < 1 {
 		return nil, argCount(e.Func.Name, 3, len(e.Args))
 	}
-	v, err := ev.vectorArg(e, 0)
+	v, err := ev.vectorArgAll(e, 0)
 	if err != nil {
 		return nil, err
 	}

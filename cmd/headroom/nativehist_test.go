@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"math"
+	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/headroomdb/headroom/proto/prometheus/writev2"
 )
 
 // TestServeOTelExponentialHistogram: the OpenTelemetry Go SDK with an
@@ -88,4 +94,79 @@ func TestServeOTelExponentialHistogram(t *testing.T) {
 			t.Errorf("bucket %d holds %v, want %v (all: %v)", i, got[i], c, got)
 		}
 	}
+}
+
+// TestServeNativeHistogramQueries: native histograms written by remote-
+// write 2.0 answer PromQL over the HTTP API as Prometheus does: the raw
+// value in the "histogram" shape, rate and histogram_quantile over it,
+// sum across series, and the same after a checkpoint (read back from the
+// stored chunks, not the head).
+func TestServeNativeHistogramQueries(t *testing.T) {
+	ts := startServer(t)
+	now := time.Now().Add(-10 * time.Minute).Truncate(time.Minute).UnixMilli()
+	// Two pods, a scrape every 15 s for 5 minutes: each scrape observes
+	// 10 requests of 0.1 s to 0.2 s (schema 0: the bucket (0.125, 0.25],
+	// index -2) and 2 of 1 s to 2 s (bucket (1, 2], index 1).
+	req := &writev2.Request{Symbols: []string{"", "__name__", "rpc_seconds", "pod", "a", "b"}}
+	for p, pod := range []uint32{4, 5} {
+		ts := &writev2.TimeSeries{LabelsRefs: []uint32{1, 2, 3, pod}}
+		for k := int64(0); k <= 20; k++ {
+			n := uint64(12 * (k + 1) * int64(p+1))
+			ts.Histograms = append(ts.Histograms, &writev2.Histogram{
+				Count: &writev2.Histogram_CountInt{CountInt: n}, Sum: float64(n) * 0.3, Schema: 0, Timestamp: now + k*15_000,
+				PositiveSpans:  []*writev2.BucketSpan{{Offset: -2, Length: 1}, {Offset: 2, Length: 1}},
+				PositiveDeltas: []int64{int64(n) * 10 / 12, int64(n)*2/12 - int64(n)*10/12},
+			})
+		}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	if resp, msg := postRW(t, ts.httpURL, rw2Type, "snappy", rw2Body(t, req)); resp.StatusCode != 204 || resp.Header.Get("X-Prometheus-Remote-Write-Histograms-Written") != "42" {
+		t.Fatalf("write: %d %q %v", resp.StatusCode, msg, resp.Header)
+	}
+	at := strconv.FormatInt((now+300_000)/1000, 10)
+	query := func(ts *testServer, q string) string {
+		t.Helper()
+		code, body := httpGet(t, ts.httpURL+"/api/v1/query?time="+at+"&query="+url.QueryEscape(q))
+		if code != 200 {
+			t.Fatalf("%s: %d %s", q, code, body)
+		}
+		return body
+	}
+	check := func(ts *testServer, when string) {
+		t.Helper()
+		raw := query(ts, `rpc_seconds{pod="a"}`)
+		if !strings.Contains(raw, `"histogram":[`+at+`,{"count":"252","sum":"75.6","buckets":[[0,"0.125","0.25","210"],[0,"1","2","42"]]}]`) {
+			t.Errorf("%s: raw histogram answer %s", when, raw)
+		}
+		// 12 observations every 15 s for pod a, 24 for b: 2.4/s together,
+		// 2 of 12 of them in (1, 2]; the 0.9 quantile lies in that bucket.
+		one := func(q string) float64 {
+			t.Helper()
+			body := query(ts, q)
+			var ans struct {
+				Data struct {
+					Result []struct {
+						Value [2]any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(body), &ans); err != nil || len(ans.Data.Result) != 1 {
+				t.Fatalf("%s: %s: %s (%v)", when, q, body, err)
+			}
+			s, _ := ans.Data.Result[0].Value[1].(string)
+			v, _ := strconv.ParseFloat(s, 64)
+			return v
+		}
+		if v := one(`histogram_count(sum(rate(rpc_seconds[1m])))`); math.Abs(v-2.4) > 1e-9 {
+			t.Errorf("%s: histogram_count(sum(rate)) = %v, want 2.4", when, v)
+		}
+		if v := one(`histogram_quantile(0.9, sum(rate(rpc_seconds[1m])))`); !(v > 1 && v <= 2) {
+			t.Errorf("%s: 0.9 quantile %v, want it in (1, 2]", when, v)
+		}
+	}
+	check(ts, "from the head")
+	if err := ts.db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	check(ts, "from the stored chunks")
 }

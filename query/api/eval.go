@@ -93,13 +93,67 @@ func formatValue(v float64) string {
 }
 
 type vectorElem struct {
-	Metric map[string]string `json:"metric"`
-	Value  sample            `json:"value"`
+	Metric    map[string]string `json:"metric"`
+	Value     *sample           `json:"value,omitempty"`
+	Histogram *histSample       `json:"histogram,omitempty"`
 }
 
 type matrixElem struct {
-	Metric map[string]string `json:"metric"`
-	Values []sample          `json:"values"`
+	Metric     map[string]string `json:"metric"`
+	Values     []sample          `json:"values,omitempty"`
+	Histograms []histSample      `json:"histograms,omitempty"`
+}
+
+// histSample is [seconds, {"count", "sum", "buckets"}], as Prometheus
+// encodes a native histogram: each bucket that holds something as
+// [boundary rule, lower, upper, count], the rule 0 for (lower, upper],
+// 1 for [lower, upper), 2 for (lower, upper), 3 for [lower, upper].
+type histSample struct {
+	t int64
+	h *query.FloatHistogram
+}
+
+func (s histSample) MarshalJSON() ([]byte, error) {
+	b := []byte{'['}
+	b = strconv.AppendFloat(b, float64(s.t)/1000, 'f', -1, 64)
+	b = append(b, `,{"count":`...)
+	b = strconv.AppendQuote(b, formatValue(s.h.Count))
+	b = append(b, `,"sum":`...)
+	b = strconv.AppendQuote(b, formatValue(s.h.Sum))
+	first := true
+	it := s.h.AllBucketIterator()
+	for it.Next() {
+		bk := it.At()
+		if bk.Count == 0 {
+			continue
+		}
+		if first {
+			b = append(b, `,"buckets":[`...)
+			first = false
+		} else {
+			b = append(b, ',')
+		}
+		rule := 2
+		switch {
+		case bk.LowerInclusive && bk.UpperInclusive:
+			rule = 3
+		case bk.LowerInclusive:
+			rule = 1
+		case bk.UpperInclusive:
+			rule = 0
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, int64(rule), 10)
+		for _, f := range []float64{bk.Lower, bk.Upper, bk.Count} {
+			b = append(b, ',')
+			b = strconv.AppendQuote(b, formatValue(f))
+		}
+		b = append(b, ']')
+	}
+	if !first {
+		b = append(b, ']')
+	}
+	return append(b, "}]"...), nil
 }
 
 func metricMap(ls series.Labels) map[string]string {
@@ -119,17 +173,28 @@ func encodeResult(r *query.Result) queryData {
 	case "vector":
 		out := make([]vectorElem, 0, len(r.Series))
 		for _, s := range r.Series {
-			out = append(out, vectorElem{metricMap(s.Labels), sample{s.Points[0].T, formatValue(s.Points[0].V)}})
+			if len(s.Histograms) > 0 {
+				out = append(out, vectorElem{Metric: metricMap(s.Labels), Histogram: &histSample{s.Histograms[0].T, s.Histograms[0].H}})
+				continue
+			}
+			out = append(out, vectorElem{Metric: metricMap(s.Labels), Value: &sample{s.Points[0].T, formatValue(s.Points[0].V)}})
 		}
 		return queryData{ResultType: "vector", Result: out}
 	}
 	out := make([]matrixElem, 0, len(r.Series))
 	for _, s := range r.Series {
-		vs := make([]sample, len(s.Points))
-		for i, p := range s.Points {
-			vs[i] = sample{p.T, formatValue(p.V)}
+		var vs []sample
+		if len(s.Points) > 0 {
+			vs = make([]sample, len(s.Points))
+			for i, p := range s.Points {
+				vs[i] = sample{p.T, formatValue(p.V)}
+			}
 		}
-		out = append(out, matrixElem{metricMap(s.Labels), vs})
+		var hs []histSample
+		for _, p := range s.Histograms {
+			hs = append(hs, histSample{p.T, p.H})
+		}
+		out = append(out, matrixElem{Metric: metricMap(s.Labels), Values: vs, Histograms: hs})
 	}
 	return queryData{ResultType: "matrix", Result: out}
 }

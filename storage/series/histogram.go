@@ -39,6 +39,9 @@ func (h *Histogram) Validate() error {
 		if len(h.NegativeSpans) > 0 || len(h.NegativeBuckets) > 0 {
 			return fmt.Errorf("%w: histogram with custom buckets has negative buckets", ErrInvalid)
 		}
+		if h.ZeroCount != 0 || h.ZeroThreshold != 0 {
+			return fmt.Errorf("%w: histogram with custom buckets has a zero bucket", ErrInvalid)
+		}
 		for i := 1; i < len(h.CustomValues); i++ {
 			if !(h.CustomValues[i] > h.CustomValues[i-1]) {
 				return fmt.Errorf("%w: histogram custom bucket bounds are not increasing at %d (%v after %v)", ErrInvalid, i, h.CustomValues[i], h.CustomValues[i-1])
@@ -98,11 +101,13 @@ func (h *Histogram) Validate() error {
 		}
 	}
 	// The count may exceed the buckets' total (a NaN observation lands in
-	// no bucket), never fall below it.
+	// no bucket), never fall below it; float histograms (results of
+	// arithmetic, as Prometheus's FloatHistogram.Validate) are not held
+	// to it.
 	if math.IsNaN(h.Count) || h.Count < 0 {
 		return fmt.Errorf("%w: histogram count %v", ErrInvalid, h.Count)
 	}
-	if h.Count < total*(1-1e-12) {
+	if !h.Float && h.Count < total*(1-1e-12) {
 		return fmt.Errorf("%w: histogram count %v is below the %v its buckets hold", ErrInvalid, h.Count, total)
 	}
 	return nil
