@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -46,11 +47,30 @@ func (ev *evaluator) extendedRange(e *parser.Call, re *rangeArg) (value, error) 
 		o := ev.newSeries(ls)
 		o.dropName = dropped || s.dropName
 		any := false
+		hc := &histCall{ev: ev, name: s.labels.Get(series.MetricName), pos: e.Args[0].PositionRange()}
 		for i := range o.v {
 			end := m.evalTime(ev, i)
 			start := end - re.window
 			var v float64
 			var ok bool
+			if len(s.hpts) > 0 {
+				switch name {
+				case "rate", "increase", "delta":
+					if len(s.pts) > 0 {
+						hc.warn(annotations.NewMixedFloatsHistogramsWarning(hc.name, hc.pos))
+						continue
+					}
+					if h, ok := hc.extendedHistRate(s.hpts, start, end, ev.lookback, re.smoothed, name != "delta", name == "rate", re.window); ok {
+						o.ok[i], any = true, true
+						o.setHist(i, h)
+					}
+				default:
+					if v, ok = anchoredMixedCount(s.pts, s.hpts, start, end, ev.lookback, name == "resets"); ok {
+						o.v[i], o.ok[i], any = v, true, true
+					}
+				}
+				continue
+			}
 			switch name {
 			case "rate", "increase", "delta":
 				v, ok = extendedRate(s.pts, start, end, ev.lookback, re.smoothed, name != "delta", name == "rate", re.window)
@@ -116,32 +136,52 @@ func edgeRight(f []Point, last int, end int64, smoothed, counter bool) float64 {
 	return interpolate(f[last-1], f[last], end, counter)
 }
 
+// extendedEdges returns the indexes of an extended window's edge samples
+// among n (at(i) their times): first, the last at or before its start
+// (else the first), and last, its last (smoothed: the first at or after
+// its end); ok is false when the window has no value.
+func extendedEdges(n int, at func(int) int64, start, end int64, smoothed bool) (first, last int, ok bool) {
+	if n == 0 {
+		return 0, 0, false
+	}
+	last = n - 1
+	first = max(0, sort.Search(last, func(i int) bool { return at(i) > start })-1)
+	if smoothed {
+		last = sort.Search(last, func(i int) bool { return at(i) >= end })
+	}
+	if at(last) <= start || (smoothed && at(first) > end) {
+		return 0, 0, false
+	}
+	return first, last, true
+}
+
+// insideEdges narrows the edges to the samples strictly inside the
+// window: those between the edge values.
+func insideEdges(first, last int, at func(int) int64, start, end int64) (int, int) {
+	if at(first) <= start {
+		first++
+	}
+	if at(last) >= end {
+		last--
+	}
+	return first, last
+}
+
 // extendedRate is rate, increase or delta over an anchored or smoothed
 // window: the difference of its edge values, no extrapolation, with
 // counter resets inside it added back.
 func extendedRate(pts []Point, start, end, lookback int64, smoothed, counter, perSecond bool, w int64) (float64, bool) {
 	f := extendedSpan(pts, start, end, lookback, smoothed)
-	if len(f) == 0 {
-		return 0, false
-	}
-	last := len(f) - 1
-	first := max(0, sort.Search(last, func(i int) bool { return f[i].T > start })-1)
-	if smoothed {
-		last = sort.Search(last, func(i int) bool { return f[i].T >= end })
-	}
-	if f[last].T <= start || (smoothed && f[first].T > end) {
+	at := func(i int) int64 { return f[i].T }
+	first, last, ok := extendedEdges(len(f), at, start, end, smoothed)
+	if !ok {
 		return 0, false
 	}
 	left := edgeLeft(f, first, start, smoothed, counter)
 	right := edgeRight(f, last, end, smoothed, counter)
 	r := right - left
 	if counter {
-		if f[first].T <= start {
-			first++
-		}
-		if f[last].T >= end {
-			last--
-		}
+		first, last = insideEdges(first, last, at, start, end)
 		prev := left
 		for _, p := range f[first : last+1] {
 			if p.V < prev {
@@ -186,25 +226,17 @@ func anchoredCount(pts []Point, start, end, lookback int64, resets bool) (float6
 // edge values at start and end.
 func extendedWindow(pts []Point, start, end, lookback int64, smoothed bool) []Point {
 	f := extendedSpan(pts, start, end, lookback, smoothed)
-	if len(f) == 0 {
+	at := func(i int) int64 { return f[i].T }
+	first, last, ok := extendedEdges(len(f), at, start, end, false)
+	if !ok {
 		return nil
 	}
-	last := len(f) - 1
-	first := max(0, sort.Search(last, func(i int) bool { return f[i].T > start })-1)
 	if smoothed {
-		last = sort.Search(last, func(i int) bool { return f[i].T >= end })
-	}
-	if f[last].T <= start {
-		return nil
+		last = sort.Search(len(f)-1, func(i int) bool { return f[i].T >= end })
 	}
 	left := edgeLeft(f, first, start, smoothed, false)
 	right := edgeRight(f, last, end, smoothed, false)
-	if f[first].T <= start {
-		first++
-	}
-	if f[last].T >= end {
-		last--
-	}
+	first, last = insideEdges(first, last, at, start, end)
 	out := make([]Point, 0, max(last-first+1, 0)+2)
 	out = append(out, Point{T: start, V: left})
 	if first <= last {
@@ -218,13 +250,23 @@ func extendedWindow(pts []Point, start, end, lookback int64, smoothed bool) []Po
 // (within the lookback delta either side), else the last one before it.
 func (ev *evaluator) smoothedSelector(vs *parser.VectorSelector, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
-	res, err := ev.parallelEach(vs, first-ev.lookback+1, last+ev.lookback, false, func(_ int, ls series.Labels, pts []Point, _ []HPoint) *vecSeries {
+	res, err := ev.parallelEach(vs, first-ev.lookback+1, last+ev.lookback, false, func(_ int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
 		s := ev.newSeries(ls)
 		any := false
 		for i := range s.v {
 			t := ev.ts(i) - off
 			if at != nil {
 				t = *at - off
+			}
+			if len(hpts) > 0 {
+				if h, ok := smoothedHist(pts, hpts, t, ev.lookback); ok {
+					s.setHist(i, h)
+					s.ok[i], any = true, true
+					continue
+				}
+				if k, _ := hwindow(hpts, t-ev.lookback, t+ev.lookback); k < len(hpts) && hpts[k].T <= t+ev.lookback {
+					continue // histograms around t, with floats: no value
+				}
 			}
 			lo, hi := window(pts, t-ev.lookback, t+ev.lookback)
 			f := pts[lo:hi]

@@ -757,3 +757,164 @@ func isTrim(op string) bool { return op == "</" || op == ">/" }
 func (ev *evaluator) histComparable(op string, lh, rh *FloatHistogram) bool {
 	return lh != nil && rh != nil && (op == "==" || op == "!=")
 }
+
+// hlerp is the histogram at t on the line through a and b; a counter
+// that reset between them starts from nothing.
+//
+// The result's reset hint is unknown: it is no sample's, and a hint
+// carried over would count a reset twice.
+func hlerp(a, b HPoint, t int64, counter bool) (*FloatHistogram, error) {
+	frac := float64(t-a.T) / float64(b.T-a.T)
+	if counter && b.H.DetectReset(a.H) {
+		h := b.H.Copy().Mul(frac)
+		h.CounterResetHint = histogram.UnknownCounterReset
+		return h, nil
+	}
+	d := b.H.Copy()
+	if _, _, _, err := d.Sub(a.H); err != nil {
+		return nil, err
+	}
+	_, _, _, err := d.Mul(frac).Add(a.H)
+	d.CounterResetHint = histogram.UnknownCounterReset
+	return d, err
+}
+
+// extendedHistRate is extendedRate over histograms: the difference of
+// the window's edge histograms, counter resets inside added back.
+func (c *histCall) extendedHistRate(pts []HPoint, start, end, lookback int64, smoothed, counter, perSecond bool, w int64) (*FloatHistogram, bool) {
+	to := end
+	if smoothed {
+		to += lookback
+	}
+	lo, hi := hwindow(pts, start-lookback, to)
+	f := pts[lo:hi]
+	at := func(i int) int64 { return f[i].T }
+	first, last, ok := extendedEdges(len(f), at, start, end, smoothed)
+	if !ok {
+		return nil, false
+	}
+	left, right := f[first].H, f[last].H
+	gauges := 0
+	for _, p := range f[first : last+1] {
+		if p.H.CounterResetHint == histogram.GaugeType {
+			gauges++
+		}
+	}
+	switch {
+	case counter && gauges > 0:
+		c.warn(annotations.NewNativeHistogramNotCounterWarning(c.name, c.pos))
+	case !counter && gauges < last+1-first:
+		c.warn(annotations.NewNativeHistogramNotGaugeWarning(c.name, c.pos))
+	}
+	var err error
+	if smoothed && f[first].T < start {
+		if left, err = hlerp(f[first], f[first+1], start, counter); err != nil {
+			return nil, c.incompatible()
+		}
+	}
+	if f[last].T > end && last > 0 {
+		if !smoothed {
+			right = f[last-1].H
+		} else if right, err = hlerp(f[last-1], f[last], end, counter); err != nil {
+			return nil, c.incompatible()
+		}
+	}
+	r := right.Copy()
+	if _, _, _, err := r.Sub(left); err != nil {
+		return nil, c.incompatible()
+	}
+	if counter {
+		first, last = insideEdges(first, last, at, start, end)
+		prev := left
+		for _, p := range f[first : last+1] {
+			if p.H.DetectReset(prev) {
+				if _, _, _, err := r.Add(prev); err != nil {
+					return nil, c.incompatible()
+				}
+			}
+			prev = p.H
+		}
+		if right.DetectReset(prev) {
+			if _, _, _, err := r.Add(prev); err != nil {
+				return nil, c.incompatible()
+			}
+		}
+	}
+	r.CounterResetHint = histogram.GaugeType
+	r = r.Compact(0)
+	if perSecond {
+		r.Div(float64(w) / 1000)
+	}
+	return r, true
+}
+
+func (c *histCall) incompatible() bool {
+	c.warn(annotations.NewMixedExponentialCustomHistogramsWarning(c.name, c.pos))
+	return false
+}
+
+// anchoredMixedCount is anchoredCount over a window that holds
+// histograms: changes or resets from the last sample at or before the
+// start, a change of type counting as both.
+func anchoredMixedCount(pts []Point, hpts []HPoint, start, end, lookback int64, resets bool) (float64, bool) {
+	lo, hi := window(pts, start-lookback, end)
+	hlo, hhi := hwindow(hpts, start-lookback, end)
+	fp, hp := pts[lo:hi], hpts[hlo:hhi]
+	// The anchor: the newest sample of either kind at or before start.
+	fa := sort.Search(len(fp), func(i int) bool { return fp[i].T > start }) - 1
+	ha := sort.Search(len(hp), func(i int) bool { return hp[i].T > start }) - 1
+	switch {
+	case fa >= 0 && (ha < 0 || fp[fa].T > hp[ha].T):
+		fp, hp = fp[fa:], hp[ha+1:]
+	case ha >= 0:
+		fp, hp = fp[fa+1:], hp[ha:]
+	}
+	if len(fp)+len(hp) < 2 {
+		return 0, false
+	}
+	n := 0
+	eachMerged(hp, fp, func(prevF, curF float64, prevH, curH *FloatHistogram) {
+		switch {
+		case (prevH == nil) != (curH == nil):
+			n++
+		case prevH != nil:
+			if resets && curH.DetectReset(prevH) || !resets && !curH.Equals(prevH) {
+				n++
+			}
+		case resets:
+			if curF < prevF {
+				n++
+			}
+		case curF != prevF && !(math.IsNaN(curF) && math.IsNaN(prevF)):
+			n++
+		}
+	})
+	return float64(n), true
+}
+
+// smoothedHist is the smoothed selector's value at t for a series with
+// histograms: the sample at t, else interpolated between the samples
+// around it, else the last one before it; floats around it leave no
+// value (mixed).
+func smoothedHist(pts []Point, hpts []HPoint, t, lookback int64) (*FloatHistogram, bool) {
+	lo, hi := hwindow(hpts, t-lookback, t+lookback)
+	f := hpts[lo:hi]
+	k := sort.Search(len(f), func(j int) bool { return f[j].T >= t })
+	flo, fhi := window(pts, t-lookback, t+lookback)
+	if fhi > flo {
+		return nil, false
+	}
+	switch {
+	case k < len(f) && f[k].T == t:
+		return f[k].H, true
+	case k > 0 && k < len(f):
+		// Counters (any histogram not marked a gauge) interpolate across
+		// a reset from nothing.
+		counter := f[k-1].H.CounterResetHint != histogram.GaugeType || f[k].H.CounterResetHint != histogram.GaugeType
+		h, err := hlerp(f[k-1], f[k], t, counter)
+		return h, err == nil
+	case k > 0:
+		return f[k-1].H, true
+	}
+	return nil, false
+}
