@@ -230,6 +230,7 @@ func (db *DB) mergeHistDay(b *pebble.Batch, s *memSeries, day uint32, late []ser
 		b.Set(key, val, nil)
 		db.stats.ChunksWritten.Add(1)
 	}
+	all = chunk.WidenLayouts(all, db.opts.ChunkSamples, db.opts.ChunkSpan.Milliseconds())
 	a := chunk.NewHistogramAppender()
 	var minT, maxT int64
 	for _, x := range all {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroomdb/headroom/storage/chunk"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -62,16 +63,31 @@ func (g *histGen) next() *series.Histogram {
 	return h.Clone()
 }
 
-// histKey renders a histogram for comparison, the counter reset hint
-// aside: a chunk keeps only its first sample's (later ones read "no
-// reset"), but a reset must never be lost.
+// histKey renders a histogram for comparison: its buckets by index, the
+// empty ones left out (a chunk may widen a sample's layout to its
+// neighbours'), and the counter reset hint aside (a chunk keeps only its
+// first sample's; later ones read "no reset"), but a reset must never
+// be lost.
 func histKey(h *series.Histogram) string {
 	c := *h
 	c.CounterReset = 0
 	if h.CounterReset == 1 {
 		c.CounterReset = 1
 	}
-	return string(series.AppendHistogramBinary(nil, &c))
+	c.PositiveSpans, c.PositiveBuckets, c.NegativeSpans, c.NegativeBuckets = nil, nil, nil, nil
+	b := series.AppendHistogramBinary(nil, &c)
+	for _, side := range []struct {
+		spans   []series.Span
+		buckets []float64
+	}{{h.PositiveSpans, h.PositiveBuckets}, {h.NegativeSpans, h.NegativeBuckets}} {
+		b = append(b, '|')
+		chunk.EachBucket(side.spans, side.buckets, func(i int32, n float64) {
+			if n != 0 {
+				b = fmt.Appendf(b, "%d:%v,", i, n)
+			}
+		})
+	}
+	return string(b)
 }
 
 func queryHists(t *testing.T, db *DB, mint, maxt int64, ms ...*series.Matcher) map[string][]series.HistSample {
