@@ -229,6 +229,10 @@ func median(xs []float64) float64 {
 
 type benchSource struct{ db *storage.DB }
 
+// HasHistograms says whether queries need to look for native histograms
+// beside the floats a rollup tier answers with.
+func (s benchSource) HasHistograms() bool { return s.db.HasHistograms() }
+
 func (s benchSource) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }

@@ -121,6 +121,8 @@ type evaluator struct {
 	queryStart, queryEnd, queryStep int64
 	// delayName: Prometheus 3's delayed name removal (Features).
 	delayName bool
+	// histOnly: selections read native histograms only (histogramsOnly).
+	histOnly bool
 	// fold: set by a simple aggregation for the range function it
 	// evaluates next (callRange takes it at once, so that nothing
 	// evaluated below that sees it).

@@ -289,6 +289,9 @@ var errNoShards = errors.New("source cannot split a selection")
 
 // eachShard is each over the shard-th of shards parts of the selection.
 func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point, []HPoint) error) error {
+	if _, none := ev.src.(emptySource); none {
+		return nil
+	}
 	ms, err := matchersOf(vs)
 	if err != nil {
 		return err
@@ -298,11 +301,23 @@ func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keep
 		return err
 	}
 	defer q.Close()
-	ev.markTier(-1)
-	for old := ev.counts.rawFrom.Load(); mint < old && !ev.counts.rawFrom.CompareAndSwap(old, mint); old = ev.counts.rawFrom.Load() {
+	markRaw := func() {
+		ev.markTier(-1)
+		for old := ev.counts.rawFrom.Load(); mint < old && !ev.counts.rawFrom.CompareAndSwap(old, mint); old = ev.counts.rawFrom.Load() {
+		}
+	}
+	if !ev.histOnly {
+		markRaw()
 	}
 	if r, ok := q.(BufferReuser); ok {
 		r.ReuseBuffers() // every series is read out before the next
+	}
+	if ev.histOnly {
+		hq, ok := q.(HistogramQuerier)
+		if !ok {
+			return nil
+		}
+		hq.HistogramsOnly()
 	}
 	var set SeriesSet
 	if shards == 1 {
@@ -374,6 +389,9 @@ func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keep
 			return fmt.Errorf("%w: query processing would load too many samples into memory (more than %d)", ErrTooLarge, ev.max)
 		}
 		if len(pts) > 0 || len(hpts) > 0 {
+			if ev.histOnly {
+				markRaw() // histograms beside a tier's floats: raw was read
+			}
 			if err := f(ls.Copy(), pts, hpts); err != nil {
 				return err
 			}
@@ -515,8 +533,9 @@ type matrixArg struct {
 	window int64 // milliseconds
 	off    int64
 	at     *int64
-	// fromStep: steps before it are answered elsewhere (a rollup tier).
-	fromStep int
+	// fromStep: steps before it are answered elsewhere (a rollup tier);
+	// toStep, when set: steps from it on are.
+	fromStep, toStep int
 }
 
 func (m *matrixArg) evalTime(ev *evaluator, i int) int64 {

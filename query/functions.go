@@ -797,7 +797,11 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 		o.dropName = dropped
 		any := false
 		lo, hi, hlo, hhi := 0, 0, 0, 0
-		for i := m.fromStep; i < len(o.v); i++ {
+		end := len(o.v)
+		if m.toStep > 0 {
+			end = m.toStep
+		}
+		for i := m.fromStep; i < end; i++ {
 			t := m.evalTime(ev, i)
 			// Windows only move forward: advance the bounds instead of
 			// searching for them.
@@ -878,11 +882,27 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 			if fromTier, err = ev.tierSeries(e.Func.Name, tier, ms, w, off, split, param, fold); err != nil {
 				return nil, err
 			}
+			tierSteps := int((split+off-ev.start)/ev.step) + 1
+			// Tiers keep floats only: the steps a tier answered take
+			// their histograms from raw samples, reading nothing else.
+			hm := &matrixArg{window: w, off: off, toStep: min(tierSteps, ev.steps())}
+			hres, err := ev.histogramsOnly().parallelEach(me, first-w+1, min(split, last), false, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
+				o := apply(hm, ls, nil, hpts)
+				if fold != nil && o != nil {
+					fold.add(k, o)
+					return nil
+				}
+				return o
+			})
+			if err != nil {
+				return nil, err
+			}
+			fromTier = mergeTiers(fromTier, hres, 0)
 			if split >= last {
 				out.series = fromTier
 				return out, ev.checkCtx()
 			}
-			m.fromStep = int((split+off-ev.start)/ev.step) + 1
+			m.fromStep = tierSteps
 			first = ev.ts(m.fromStep) - off
 		}
 		res, err := ev.parallelEach(me, first-w+1, last, false, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {

@@ -21,6 +21,50 @@ import (
 // (promql.HistogramQuantile, HistogramFraction), which other engines are
 // meant to reuse.
 
+// HistogramSource is a Source that says whether it holds native
+// histograms at all: when it does not, the steps a rollup tier answers
+// are not read again for them.
+type HistogramSource interface {
+	HasHistograms() bool
+}
+
+// HistogramQuerier is a Querier that can read native histograms alone,
+// skipping float samples (and series without histograms).
+type HistogramQuerier interface {
+	HistogramsOnly()
+}
+
+// histogramsOnly returns an evaluator whose selections read histograms
+// only, or one that selects nothing when the source has none.
+func (ev *evaluator) histogramsOnly() *evaluator {
+	c := *ev
+	c.histOnly = true
+	c.fold = nil
+	if hs, ok := ev.src.(HistogramSource); ok && !hs.HasHistograms() {
+		c.src = emptySource{}
+	}
+	return &c
+}
+
+// emptySource selects nothing.
+type emptySource struct{}
+
+func (emptySource) Querier(int64, int64) (Querier, error) { return emptyQuerier{}, nil }
+
+type emptyQuerier struct{}
+
+func (emptyQuerier) SelectLabels(...*series.Matcher) ([]series.Labels, error) { return nil, nil }
+func (emptyQuerier) LabelNames(...*series.Matcher) ([]string, error)          { return nil, nil }
+func (emptyQuerier) LabelValues(string, ...*series.Matcher) ([]string, error) { return nil, nil }
+func (emptyQuerier) Series(...*series.Matcher) (SeriesSet, error)             { return emptySet{}, nil }
+func (emptyQuerier) Close() error                                             { return nil }
+
+type emptySet struct{}
+
+func (emptySet) Next() bool                           { return false }
+func (emptySet) At() (series.Labels, series.Iterator) { return nil, nil }
+func (emptySet) Err() error                           { return nil }
+
 // FloatHistogram is Prometheus's histogram value, as results carry it.
 type FloatHistogram = histogram.FloatHistogram
 

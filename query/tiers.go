@@ -493,6 +493,7 @@ func mergeTiers(tier, raw []*vecSeries, from int) []*vecSeries {
 		for i := from; i < len(r.ok); i++ {
 			if r.ok[i] {
 				s.v[i], s.ok[i] = r.v[i], true
+				s.setHist(i, r.hist(i))
 			}
 		}
 	}

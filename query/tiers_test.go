@@ -365,3 +365,71 @@ func TestRawExpiredWarning(t *testing.T) {
 		t.Fatalf("raw samples that are kept: %v %v", res.Warnings, err)
 	}
 }
+
+// Tiers keep floats only: a range function that a tier answers still
+// gives the native histogram series, from raw samples, at the steps the
+// tier answered as at the others, alone or summed (folded).
+func TestTiersWithHistograms(t *testing.T) {
+	end := time.Now().Add(-48 * time.Hour).Truncate(24 * time.Hour)
+	c := &fixedClock{end}
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := end.Add(-2 * 24 * time.Hour).UnixMilli()
+	app := db.Appender()
+	h := &series.Histogram{Schema: 0, PositiveSpans: []series.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []float64{0, 0}}
+	for k, ts := 0, start; ts < end.UnixMilli(); k, ts = k+1, ts+60_000 {
+		h.PositiveBuckets[0] += 2
+		h.PositiveBuckets[1] += 1
+		h.Count, h.Sum = h.Count+3, h.Sum+4
+		for _, err := range []error{
+			app.AppendHistogram(series.FromStrings("__name__", "lat", "kind", "native"), ts, h),
+			app.Append(series.FromStrings("__name__", "lat", "kind", "float"), ts, float64(k)),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c.now = end.Add(24 * time.Hour)
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	c.now = c.now.Add(time.Hour)
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	eng := &query.Engine{}
+	for _, q := range []string{`rate(lat[1h])`, `sum by (kind) (rate(lat[1h]))`} {
+		res, err := eng.Range(context.Background(), histSrc{src{db}}, q, start+3600_000, end.UnixMilli(), 3600_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(res.Tiers, "1h") {
+			t.Fatalf("%s: tiers %v, want the 1h tier to answer", q, res.Tiers)
+		}
+		var hist, floats int
+		for _, s := range res.Series {
+			hist += len(s.Histograms)
+			floats += len(s.Points)
+			for _, p := range s.Histograms {
+				if math.Abs(p.H.Count-0.05) > 1e-9 {
+					t.Errorf("%s at %d: rate's count %v, want 0.05 (3 a minute)", q, p.T, p.H.Count)
+				}
+			}
+		}
+		if steps := int((end.UnixMilli()-start-3600_000)/3600_000) + 1; hist != steps || floats != steps {
+			t.Errorf("%s: %d histogram and %d float steps, want %d of each", q, hist, floats, steps)
+		}
+	}
+}
+
+// histSrc is src that says it holds native histograms.
+type histSrc struct{ src }
+
+func (s histSrc) HasHistograms() bool { return s.db.HasHistograms() }

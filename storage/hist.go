@@ -335,3 +335,39 @@ func anyHistChunk(pdb *pebble.DB) (bool, error) {
 	found := it.First()
 	return found, errors.Join(it.Error(), it.Close())
 }
+
+// HasHistograms reports whether the store holds native histograms (or a
+// commit brought some since it opened).
+func (db *DB) HasHistograms() bool { return db.hasHist.Load() }
+
+// loadHists is load for HistogramsOnly: the series' histograms in the
+// range, nil when it has none.
+func (q *Querier) loadHists(id uint64) (*Series, error) {
+	if !q.db.hasHist.Load() {
+		return nil, nil
+	}
+	var lset series.Labels
+	ms := q.db.series.getByID(id)
+	if ms != nil {
+		lset = ms.lset
+	} else {
+		var err error
+		if lset, err = q.db.storedLabels(id); errors.Is(err, pebble.ErrNotFound) {
+			return nil, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if err := q.refreshIter(); err != nil {
+		return nil, err
+	}
+	days, err := q.days()
+	if err != nil {
+		return nil, err
+	}
+	hists, err := q.histograms(id, ms, days)
+	if err != nil || len(hists) == 0 {
+		return nil, err
+	}
+	return &Series{Labels: lset, it: &sliceIter{i: -1}, Hists: hists}, nil
+}

@@ -28,6 +28,8 @@ type Querier struct {
 	arena []byte
 	spans []chunkSpan
 	refs  []chunkRef
+	// histOnly: HistogramsOnly.
+	histOnly bool
 }
 
 // chunkSpan is a stored chunk's place in Querier.arena.
@@ -42,6 +44,12 @@ type chunkSpan struct {
 // of Next on its set (the query engine reads each series before the
 // next; a caller that keeps several iterators must not use this).
 func (q *Querier) ReuseBuffers() { q.reuse = true }
+
+// HistogramsOnly makes the querier read native histograms alone: float
+// samples are not read, and a series without histograms in the range is
+// skipped (a query reads the histograms that a rollup tier, which keeps
+// floats only, does not have).
+func (q *Querier) HistogramsOnly() { q.histOnly = true }
 
 // Querier returns a reader of [mint, maxt] (milliseconds, inclusive).
 func (db *DB) Querier(mint, maxt int64) (*Querier, error) {
@@ -295,6 +303,9 @@ func (q *Querier) load(id uint64) (*Series, error) {
 	// before it drops them from the head, so reading in this order (with a
 	// Pebble view refreshed after any such drop) never misses a chunk in
 	// flight. Seeing one in both places is harmless: the merge dedups.
+	if q.histOnly {
+		return q.loadHists(id)
+	}
 	var lset series.Labels
 	var mem []chunkRef
 	var flushing, ooo []series.Sample
@@ -325,13 +336,8 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		}
 	}
 
-	if gen := q.db.cpGen.Load(); gen != q.itGen {
-		it, err := q.db.pdb.NewIter(nil)
-		if err != nil {
-			return nil, err
-		}
-		q.it.Close()
-		q.it, q.itGen = it, gen
+	if err := q.refreshIter(); err != nil {
+		return nil, err
 	}
 	// Pebble's values live until the iterator moves: stored chunks are
 	// copied, each on its own or, with reuse, into the arena (offsets
@@ -448,6 +454,20 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		it = &mergeIter{its: its, ok: make([]bool, len(its))}
 	}
 	return &Series{Labels: lset, it: &clipIter{it: it, mint: q.mint, maxt: q.maxt}, Hists: hists}, nil
+}
+
+// refreshIter makes the Pebble view newer than any checkpoint that
+// dropped chunks from the head since it was taken.
+func (q *Querier) refreshIter() error {
+	if gen := q.db.cpGen.Load(); gen != q.itGen {
+		it, err := q.db.pdb.NewIter(nil)
+		if err != nil {
+			return err
+		}
+		q.it.Close()
+		q.it, q.itGen = it, gen
+	}
+	return nil
 }
 
 // appendChains appends iterators over chunks (ordered by start) to its:

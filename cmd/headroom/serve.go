@@ -603,6 +603,10 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 // time" becomes the engine's range.
 type querySource struct{ db *storage.DB }
 
+// HasHistograms says whether queries need to look for native histograms
+// beside the floats a rollup tier answers with.
+func (s querySource) HasHistograms() bool { return s.db.HasHistograms() }
+
 func (s querySource) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
