@@ -70,8 +70,15 @@ func (g *GRPC) send(res *Result, send func(*headroomv1.QueryResponse) error) err
 		for i, p := range s.Points {
 			rs.Samples[i] = &headroomv1.Sample{TimestampMs: p.T, Value: p.V}
 		}
+		for _, p := range s.Histograms {
+			hp := &headroomv1.HistogramPoint{TimestampMs: p.T, Count: p.H.Count, Sum: p.H.Sum}
+			for _, b := range HistogramBuckets(p.H) {
+				hp.Buckets = append(hp.Buckets, &headroomv1.HistogramBucket{Boundaries: int32(b.Boundaries), Lower: b.Lower, Upper: b.Upper, Count: b.Count})
+			}
+			rs.Histograms = append(rs.Histograms, hp)
+		}
 		msg.Series = append(msg.Series, rs)
-		points += len(s.Points)
+		points += len(s.Points) + len(s.Histograms)
 		if points >= g.BatchPoints {
 			if err := send(msg); err != nil {
 				return err

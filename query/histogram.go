@@ -962,3 +962,34 @@ func smoothedHist(pts []Point, hpts []HPoint, t, lookback int64) (*FloatHistogra
 	}
 	return nil, false
 }
+
+// HistogramBucket is one bucket of a histogram value as Prometheus's API
+// shows it: Boundaries 0 for (Lower, Upper], 1 for [Lower, Upper), 2
+// for (Lower, Upper), 3 for [Lower, Upper].
+type HistogramBucket struct {
+	Boundaries          int
+	Lower, Upper, Count float64
+}
+
+// HistogramBuckets lists h's buckets that hold something, in order.
+func HistogramBuckets(h *FloatHistogram) []HistogramBucket {
+	var out []HistogramBucket
+	it := h.AllBucketIterator()
+	for it.Next() {
+		b := it.At()
+		if b.Count == 0 {
+			continue
+		}
+		rule := 2
+		switch {
+		case b.LowerInclusive && b.UpperInclusive:
+			rule = 3
+		case b.LowerInclusive:
+			rule = 1
+		case b.UpperInclusive:
+			rule = 0
+		}
+		out = append(out, HistogramBucket{rule, b.Lower, b.Upper, b.Count})
+	}
+	return out
+}

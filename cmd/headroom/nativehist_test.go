@@ -15,6 +15,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/proto/prometheus/writev2"
 )
 
@@ -165,6 +166,25 @@ func TestServeNativeHistogramQueries(t *testing.T) {
 		}
 	}
 	check(ts, "from the head")
+
+	// gRPC answers the same histogram, bucket by bucket.
+	qs, err := headroomv1.NewQueryClient(ts.dial(t)).InstantQuery(context.Background(), &headroomv1.InstantQueryRequest{Query: `rpc_seconds{pod="a"}`, TimeMs: now + 300_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := qs.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg.Series) != 1 || len(msg.Series[0].Histograms) != 1 || len(msg.Series[0].Samples) != 0 {
+		t.Fatalf("gRPC answer %v, want one series with one histogram", msg)
+	}
+	hp := msg.Series[0].Histograms[0]
+	if hp.Count != 252 || math.Abs(hp.Sum-75.6) > 1e-9 || len(hp.Buckets) != 2 || hp.Buckets[0].Lower != 0.125 || hp.Buckets[0].Upper != 0.25 ||
+		hp.Buckets[0].Count != 210 || hp.Buckets[0].Boundaries != 0 || hp.Buckets[1].Count != 42 {
+		t.Errorf("gRPC histogram %v", hp)
+	}
+
 	if err := ts.db.Checkpoint(); err != nil {
 		t.Fatal(err)
 	}

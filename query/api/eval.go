@@ -121,29 +121,15 @@ func (s histSample) MarshalJSON() ([]byte, error) {
 	b = append(b, `,"sum":`...)
 	b = strconv.AppendQuote(b, formatValue(s.h.Sum))
 	first := true
-	it := s.h.AllBucketIterator()
-	for it.Next() {
-		bk := it.At()
-		if bk.Count == 0 {
-			continue
-		}
+	for _, bk := range query.HistogramBuckets(s.h) {
 		if first {
 			b = append(b, `,"buckets":[`...)
 			first = false
 		} else {
 			b = append(b, ',')
 		}
-		rule := 2
-		switch {
-		case bk.LowerInclusive && bk.UpperInclusive:
-			rule = 3
-		case bk.LowerInclusive:
-			rule = 1
-		case bk.UpperInclusive:
-			rule = 0
-		}
 		b = append(b, '[')
-		b = strconv.AppendInt(b, int64(rule), 10)
+		b = strconv.AppendInt(b, int64(bk.Boundaries), 10)
 		for _, f := range []float64{bk.Lower, bk.Upper, bk.Count} {
 			b = append(b, ',')
 			b = strconv.AppendQuote(b, formatValue(f))

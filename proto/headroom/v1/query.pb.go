@@ -168,9 +168,11 @@ func (x *InstantQueryRequest) GetTier() string {
 
 // ResultSeries is one series of a matrix or vector result.
 type ResultSeries struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
-	Samples       []*Sample              `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Labels  []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	Samples []*Sample              `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	// Its native histogram values; a time has a sample or a histogram.
+	Histograms    []*HistogramPoint `protobuf:"bytes,3,rep,name=histograms,proto3" json:"histograms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +221,154 @@ func (x *ResultSeries) GetSamples() []*Sample {
 	return nil
 }
 
+func (x *ResultSeries) GetHistograms() []*HistogramPoint {
+	if x != nil {
+		return x.Histograms
+	}
+	return nil
+}
+
+// HistogramPoint is a native histogram value of a result, as Prometheus's
+// HTTP API shows one: its count, sum, and the buckets that hold
+// something, in order.
+type HistogramPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TimestampMs   int64                  `protobuf:"varint,1,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	Count         float64                `protobuf:"fixed64,2,opt,name=count,proto3" json:"count,omitempty"`
+	Sum           float64                `protobuf:"fixed64,3,opt,name=sum,proto3" json:"sum,omitempty"`
+	Buckets       []*HistogramBucket     `protobuf:"bytes,4,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistogramPoint) Reset() {
+	*x = HistogramPoint{}
+	mi := &file_headroom_v1_query_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistogramPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistogramPoint) ProtoMessage() {}
+
+func (x *HistogramPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_v1_query_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistogramPoint.ProtoReflect.Descriptor instead.
+func (*HistogramPoint) Descriptor() ([]byte, []int) {
+	return file_headroom_v1_query_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HistogramPoint) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *HistogramPoint) GetCount() float64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *HistogramPoint) GetSum() float64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *HistogramPoint) GetBuckets() []*HistogramBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+type HistogramBucket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which bounds the bucket includes, Prometheus's rule: 0 (lower,
+	// upper], 1 [lower, upper), 2 (lower, upper), 3 [lower, upper].
+	Boundaries    int32   `protobuf:"varint,1,opt,name=boundaries,proto3" json:"boundaries,omitempty"`
+	Lower         float64 `protobuf:"fixed64,2,opt,name=lower,proto3" json:"lower,omitempty"`
+	Upper         float64 `protobuf:"fixed64,3,opt,name=upper,proto3" json:"upper,omitempty"`
+	Count         float64 `protobuf:"fixed64,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistogramBucket) Reset() {
+	*x = HistogramBucket{}
+	mi := &file_headroom_v1_query_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistogramBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistogramBucket) ProtoMessage() {}
+
+func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_v1_query_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistogramBucket.ProtoReflect.Descriptor instead.
+func (*HistogramBucket) Descriptor() ([]byte, []int) {
+	return file_headroom_v1_query_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HistogramBucket) GetBoundaries() int32 {
+	if x != nil {
+		return x.Boundaries
+	}
+	return 0
+}
+
+func (x *HistogramBucket) GetLower() float64 {
+	if x != nil {
+		return x.Lower
+	}
+	return 0
+}
+
+func (x *HistogramBucket) GetUpper() float64 {
+	if x != nil {
+		return x.Upper
+	}
+	return 0
+}
+
+func (x *HistogramBucket) GetCount() float64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // QueryResponse is one message of a streamed result: the first says the
 // result type; series come in batches so that a large result is never
 // held whole in one message.
@@ -244,7 +394,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_headroom_v1_query_proto_msgTypes[3]
+	mi := &file_headroom_v1_query_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +406,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_headroom_v1_query_proto_msgTypes[3]
+	mi := &file_headroom_v1_query_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +419,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_headroom_v1_query_proto_rawDescGZIP(), []int{3}
+	return file_headroom_v1_query_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *QueryResponse) GetResultType() string {
@@ -335,10 +485,25 @@ const file_headroom_v1_query_proto_rawDesc = "" +
 	"\x13InstantQueryRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12\x12\n" +
-	"\x04tier\x18\x03 \x01(\tR\x04tier\"i\n" +
+	"\x04tier\x18\x03 \x01(\tR\x04tier\"\xa6\x01\n" +
 	"\fResultSeries\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12-\n" +
-	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\"\xfb\x01\n" +
+	"\asamples\x18\x02 \x03(\v2\x13.headroom.v1.SampleR\asamples\x12;\n" +
+	"\n" +
+	"histograms\x18\x03 \x03(\v2\x1b.headroom.v1.HistogramPointR\n" +
+	"histograms\"\x93\x01\n" +
+	"\x0eHistogramPoint\x12!\n" +
+	"\ftimestamp_ms\x18\x01 \x01(\x03R\vtimestampMs\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x01R\x05count\x12\x10\n" +
+	"\x03sum\x18\x03 \x01(\x01R\x03sum\x126\n" +
+	"\abuckets\x18\x04 \x03(\v2\x1c.headroom.v1.HistogramBucketR\abuckets\"s\n" +
+	"\x0fHistogramBucket\x12\x1e\n" +
+	"\n" +
+	"boundaries\x18\x01 \x01(\x05R\n" +
+	"boundaries\x12\x14\n" +
+	"\x05lower\x18\x02 \x01(\x01R\x05lower\x12\x14\n" +
+	"\x05upper\x18\x03 \x01(\x01R\x05upper\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x01R\x05count\"\xfb\x01\n" +
 	"\rQueryResponse\x12\x1f\n" +
 	"\vresult_type\x18\x01 \x01(\tR\n" +
 	"resultType\x121\n" +
@@ -365,29 +530,33 @@ func file_headroom_v1_query_proto_rawDescGZIP() []byte {
 	return file_headroom_v1_query_proto_rawDescData
 }
 
-var file_headroom_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_headroom_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_headroom_v1_query_proto_goTypes = []any{
 	(*RangeQueryRequest)(nil),   // 0: headroom.v1.RangeQueryRequest
 	(*InstantQueryRequest)(nil), // 1: headroom.v1.InstantQueryRequest
 	(*ResultSeries)(nil),        // 2: headroom.v1.ResultSeries
-	(*QueryResponse)(nil),       // 3: headroom.v1.QueryResponse
-	(*Label)(nil),               // 4: headroom.v1.Label
-	(*Sample)(nil),              // 5: headroom.v1.Sample
+	(*HistogramPoint)(nil),      // 3: headroom.v1.HistogramPoint
+	(*HistogramBucket)(nil),     // 4: headroom.v1.HistogramBucket
+	(*QueryResponse)(nil),       // 5: headroom.v1.QueryResponse
+	(*Label)(nil),               // 6: headroom.v1.Label
+	(*Sample)(nil),              // 7: headroom.v1.Sample
 }
 var file_headroom_v1_query_proto_depIdxs = []int32{
-	4, // 0: headroom.v1.ResultSeries.labels:type_name -> headroom.v1.Label
-	5, // 1: headroom.v1.ResultSeries.samples:type_name -> headroom.v1.Sample
-	2, // 2: headroom.v1.QueryResponse.series:type_name -> headroom.v1.ResultSeries
-	5, // 3: headroom.v1.QueryResponse.scalar:type_name -> headroom.v1.Sample
-	0, // 4: headroom.v1.Query.RangeQuery:input_type -> headroom.v1.RangeQueryRequest
-	1, // 5: headroom.v1.Query.InstantQuery:input_type -> headroom.v1.InstantQueryRequest
-	3, // 6: headroom.v1.Query.RangeQuery:output_type -> headroom.v1.QueryResponse
-	3, // 7: headroom.v1.Query.InstantQuery:output_type -> headroom.v1.QueryResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 0: headroom.v1.ResultSeries.labels:type_name -> headroom.v1.Label
+	7, // 1: headroom.v1.ResultSeries.samples:type_name -> headroom.v1.Sample
+	3, // 2: headroom.v1.ResultSeries.histograms:type_name -> headroom.v1.HistogramPoint
+	4, // 3: headroom.v1.HistogramPoint.buckets:type_name -> headroom.v1.HistogramBucket
+	2, // 4: headroom.v1.QueryResponse.series:type_name -> headroom.v1.ResultSeries
+	7, // 5: headroom.v1.QueryResponse.scalar:type_name -> headroom.v1.Sample
+	0, // 6: headroom.v1.Query.RangeQuery:input_type -> headroom.v1.RangeQueryRequest
+	1, // 7: headroom.v1.Query.InstantQuery:input_type -> headroom.v1.InstantQueryRequest
+	5, // 8: headroom.v1.Query.RangeQuery:output_type -> headroom.v1.QueryResponse
+	5, // 9: headroom.v1.Query.InstantQuery:output_type -> headroom.v1.QueryResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_headroom_v1_query_proto_init() }
@@ -402,7 +571,7 @@ func file_headroom_v1_query_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_headroom_v1_query_proto_rawDesc), len(file_headroom_v1_query_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
