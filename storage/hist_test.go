@@ -43,6 +43,8 @@ func (g *histGen) next() *series.Histogram {
 		h.PositiveBuckets = append(slices.Clone(h.PositiveBuckets), 0)
 	case x == 2:
 		h.Float = !h.Float
+	case x == 3 && h.Schema > series.MinSchema: // a coarser schema, as a client that halves its resolution
+		h.Schema--
 	}
 	total := 0.0
 	for i := range h.PositiveBuckets {
