@@ -74,9 +74,19 @@ type HPoint struct {
 	H *FloatHistogram
 }
 
-// floatHistogram converts a stored histogram into the evaluator's value,
-// copying what Prometheus's arithmetic changes in place.
+// floatHistogram converts a stored histogram into the evaluator's value.
+// Its counts are taken as they are: a Querier's histograms are the
+// caller's, and the evaluator changes no histogram in place (it copies
+// before Prometheus's in-place arithmetic, as Prometheus's engine does).
 func floatHistogram(h *series.Histogram) *FloatHistogram {
+	fh := floatHistogramSpans(h, nil, nil)
+	fh.PositiveSpans, fh.NegativeSpans = spansOf(h.PositiveSpans), spansOf(h.NegativeSpans)
+	return fh
+}
+
+// floatHistogramSpans is floatHistogram with its spans given, converted
+// already.
+func floatHistogramSpans(h *series.Histogram, pos, neg []histogram.Span) *FloatHistogram {
 	return &FloatHistogram{
 		CounterResetHint: histogram.CounterResetHint(h.CounterReset),
 		Schema:           h.Schema,
@@ -84,11 +94,11 @@ func floatHistogram(h *series.Histogram) *FloatHistogram {
 		ZeroCount:        h.ZeroCount,
 		Count:            h.Count,
 		Sum:              h.Sum,
-		PositiveSpans:    spansOf(h.PositiveSpans),
-		NegativeSpans:    spansOf(h.NegativeSpans),
-		PositiveBuckets:  append([]float64(nil), h.PositiveBuckets...),
-		NegativeBuckets:  append([]float64(nil), h.NegativeBuckets...),
-		CustomValues:     h.CustomValues, // never changed in place
+		PositiveSpans:    pos,
+		NegativeSpans:    neg,
+		PositiveBuckets:  h.PositiveBuckets,
+		NegativeBuckets:  h.NegativeBuckets,
+		CustomValues:     h.CustomValues,
 	}
 }
 
@@ -128,6 +138,9 @@ func isStaleHist(h *FloatHistogram) bool { return series.IsStaleNaN(h.Sum) }
 // stale markers kept when keepStale.
 func hpointsOf(hs []series.HistSample, mint, maxt int64, keepStale bool) []HPoint {
 	var out []HPoint
+	// The samples of a chunk share its spans: they are converted once.
+	var lastPos, lastNeg *series.Span
+	var pos, neg []histogram.Span
 	for _, x := range hs {
 		if x.T < mint || x.T > maxt {
 			continue
@@ -135,9 +148,22 @@ func hpointsOf(hs []series.HistSample, mint, maxt int64, keepStale bool) []HPoin
 		if !keepStale && series.IsStaleNaN(x.H.Sum) {
 			continue
 		}
-		out = append(out, HPoint{T: x.T, H: floatHistogram(x.H)})
+		if p := firstSpan(x.H.PositiveSpans); p == nil || p != lastPos || len(pos) != len(x.H.PositiveSpans) {
+			lastPos, pos = p, spansOf(x.H.PositiveSpans)
+		}
+		if n := firstSpan(x.H.NegativeSpans); n == nil || n != lastNeg || len(neg) != len(x.H.NegativeSpans) {
+			lastNeg, neg = n, spansOf(x.H.NegativeSpans)
+		}
+		out = append(out, HPoint{T: x.T, H: floatHistogramSpans(x.H, pos, neg)})
 	}
 	return out
+}
+
+func firstSpan(ss []series.Span) *series.Span {
+	if len(ss) == 0 {
+		return nil
+	}
+	return &ss[0]
 }
 
 // hist returns the histogram at step i, or nil.
@@ -403,6 +429,12 @@ func (s *histSum) add(h *FloatHistogram) error {
 		s.sum = h.Copy()
 		return nil
 	}
+	if !s.running && (!s.mean || !nearOverflow(s.sum) && !nearOverflow(h)) {
+		// Far from overflow (or a sum, which may overflow): in place.
+		c, _, _, err := s.sum.KahanAdd(h, s.c)
+		s.c = c
+		return err
+	}
 	if !s.running {
 		next := s.sum.Copy()
 		var c *FloatHistogram
@@ -432,6 +464,27 @@ func (s *histSum) add(h *FloatHistogram) error {
 	c, _, _, err := s.sum.Mul(q).KahanAdd(h.Copy().Div(s.n), s.c)
 	s.c = c
 	return err
+}
+
+// nearOverflow says whether adding h to a histogram could overflow:
+// a value of a magnitude beyond 1e300 (the sum of two such stays finite
+// up to 1.7e308, and a mean adds one at a time).
+func nearOverflow(h *FloatHistogram) bool {
+	big := func(x float64) bool { return math.Abs(x) > 1e300 }
+	if big(h.Count) || big(h.Sum) || big(h.ZeroCount) {
+		return true
+	}
+	for _, b := range h.PositiveBuckets {
+		if big(b) {
+			return true
+		}
+	}
+	for _, b := range h.NegativeBuckets {
+		if big(b) {
+			return true
+		}
+	}
+	return false
 }
 
 // result is the sum, or with mean the mean, of what was added.

@@ -116,7 +116,9 @@ type Series struct {
 	it     series.Iterator
 	// Hists are the series' native histogram samples in [mint, maxt], in
 	// time order. A series may hold floats and histograms, never both at
-	// one timestamp as stored: the histogram then wins.
+	// one timestamp as stored: the histogram then wins. They are the
+	// caller's (the samples of a chunk share its spans: change none in
+	// place).
 	Hists []series.HistSample
 }
 

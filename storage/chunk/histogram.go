@@ -306,9 +306,25 @@ func writeVarbit(w *bitWriter, x int64) {
 }
 
 func readVarbit(r *bitReader) int64 {
-	n := 0
-	for n < len(varbitWidths)-1 && r.readBit() {
-		n++
+	last := len(varbitWidths) - 1
+	if r.n < 8 {
+		r.refill()
+	}
+	var n int
+	if r.n >= 8 {
+		// The prefix from one byte: its leading ones, at most last, and
+		// the zero after them.
+		n = min(bits.LeadingZeros8(^uint8(r.buf>>56)), last)
+		k := uint(n + 1)
+		if n == last {
+			k = uint(n)
+		}
+		r.buf <<= k
+		r.n -= k
+	} else {
+		for n < last && r.readBit() {
+			n++
+		}
 	}
 	width := varbitWidths[n]
 	if width == 0 {
