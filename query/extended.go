@@ -259,13 +259,17 @@ func (ev *evaluator) smoothedSelector(vs *parser.VectorSelector, off int64, at *
 				t = *at - off
 			}
 			if len(hpts) > 0 {
-				if h, ok := smoothedHist(pts, hpts, t, ev.lookback); ok {
+				h, ok, warn := smoothedHist(pts, hpts, t, ev.lookback)
+				if ok {
 					s.setHist(i, h)
 					s.ok[i], any = true, true
 					continue
 				}
+				if warn != nil {
+					ev.annotate(warn(ls.Get(series.MetricName), vs.PositionRange()))
+				}
 				if k, _ := hwindow(hpts, t-ev.lookback, t+ev.lookback); k < len(hpts) && hpts[k].T <= t+ev.lookback {
-					continue // histograms around t, with floats: no value
+					continue // histograms around t that give no value
 				}
 			}
 			lo, hi := window(pts, t-ev.lookback, t+ev.lookback)

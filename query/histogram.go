@@ -861,6 +861,9 @@ func (ev *evaluator) histComparable(op string, lh, rh *FloatHistogram) bool {
 // The result's reset hint is unknown: it is no sample's, and a hint
 // carried over would count a reset twice.
 func hlerp(a, b HPoint, t int64, counter bool) (*FloatHistogram, error) {
+	if a.H.UsesCustomBuckets() != b.H.UsesCustomBuckets() {
+		return nil, histogram.ErrHistogramsIncompatibleSchema
+	}
 	frac := float64(t-a.T) / float64(b.T-a.T)
 	if counter && b.H.DetectReset(a.H) {
 		h := b.H.Copy().Mul(frac)
@@ -991,29 +994,33 @@ func anchoredMixedCount(pts []Point, hpts []HPoint, start, end, lookback int64, 
 
 // smoothedHist is the smoothed selector's value at t for a series with
 // histograms: the sample at t, else interpolated between the samples
-// around it, else the last one before it; floats around it leave no
-// value (mixed).
-func smoothedHist(pts []Point, hpts []HPoint, t, lookback int64) (*FloatHistogram, bool) {
+// around it, else the last one before it. Floats around it, or
+// exponential and custom buckets to interpolate between, leave no value
+// and say why (warn).
+func smoothedHist(pts []Point, hpts []HPoint, t, lookback int64) (h *FloatHistogram, ok bool, warn func(name string, pos posrange.PositionRange) error) {
 	lo, hi := hwindow(hpts, t-lookback, t+lookback)
 	f := hpts[lo:hi]
 	k := sort.Search(len(f), func(j int) bool { return f[j].T >= t })
 	flo, fhi := window(pts, t-lookback, t+lookback)
 	if fhi > flo {
-		return nil, false
+		return nil, false, annotations.NewMixedFloatsHistogramsWarning
 	}
 	switch {
 	case k < len(f) && f[k].T == t:
-		return f[k].H, true
+		return f[k].H, true, nil
 	case k > 0 && k < len(f):
 		// Counters (any histogram not marked a gauge) interpolate across
 		// a reset from nothing.
 		counter := f[k-1].H.CounterResetHint != histogram.GaugeType || f[k].H.CounterResetHint != histogram.GaugeType
 		h, err := hlerp(f[k-1], f[k], t, counter)
-		return h, err == nil
+		if err != nil {
+			return nil, false, annotations.NewMixedExponentialCustomHistogramsWarning
+		}
+		return h, true, nil
 	case k > 0:
-		return f[k-1].H, true
+		return f[k-1].H, true, nil
 	}
-	return nil, false
+	return nil, false, nil
 }
 
 // HistogramBucket is one bucket of a histogram value as Prometheus's API

@@ -26,7 +26,7 @@ var identifyingLabels = []string{"instance", "job"}
 
 func (ev *evaluator) info(e *parser.Call) (value, error) {
 	at, off := ev.infoReference(e.Args[0])
-	base, err := ev.vectorArg(e, 0)
+	base, err := ev.vectorArgAll(e, 0) // a histogram series takes its info labels too
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,11 @@ func (ev *evaluator) info(e *parser.Call) (value, error) {
 		v, err := ev.instantSelector(sel, off, at)
 		if err != nil {
 			return nil, err
+		}
+		for _, s := range v.(vectorValue).series {
+			if s.h != nil && slices.ContainsFunc(s.h, func(h *FloatHistogram) bool { return h != nil }) {
+				return nil, fmt.Errorf("%w: info sample should be float (info series %s)", ErrExec, s.labels)
+			}
 		}
 		infos = append(infos, v.(vectorValue).series...)
 	}
@@ -146,6 +151,7 @@ func (ev *evaluator) info(e *parser.Call) (value, error) {
 				return nil, fmt.Errorf("%w: vector cannot contain metrics with the same labelset", ErrExec)
 			}
 			o.v[i], o.ok[i] = b.v[i], true
+			o.setHist(i, b.hist(i))
 		}
 	}
 	return out, ev.checkCtx()
