@@ -166,6 +166,20 @@ func TestHistogramChunkBoundaries(t *testing.T) {
 			t.Errorf("gauge read with hint %d", h.CounterReset)
 		}
 	}
+	// A float counter histogram that falls resets too: a chunk that kept
+	// it would read "no reset" across it, and rate would count the fall
+	// as a negative increase.
+	fs := latencyHistograms(r, 2, true)
+	f := NewHistogramAppender()
+	if err := f.Append(1, &fs[0]); err != nil {
+		t.Fatal(err)
+	}
+	fell := fs[1]
+	fell.PositiveBuckets = append([]float64(nil), fs[1].PositiveBuckets...)
+	fell.PositiveBuckets[0] = fs[0].PositiveBuckets[0] / 2
+	if err := f.Append(2, &fell); !errors.Is(err, ErrLayout) {
+		t.Errorf("a float count that fell (counter reset): %v", err)
+	}
 	// Custom buckets (schema -53) keep their bounds.
 	c := series.Histogram{Schema: -53, CustomValues: []float64{0.1, 0.5, 1}, Count: 3, Sum: 1.2,
 		PositiveSpans: []series.Span{{Length: 3}}, PositiveBuckets: []float64{1, 1, 1}}
