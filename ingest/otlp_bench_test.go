@@ -30,6 +30,60 @@ func (rawBytesCodec) Name() string                       { return "proto" }
 // loopback gRPC connection, request bytes prepared in advance, into a real
 // data directory (fsync included).
 func BenchmarkOTLPScrape(b *testing.B) {
+	str := func(s string) *commonpb.AnyValue {
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
+	}
+	base := time.Now().Add(-24 * time.Hour).UnixMilli()
+	benchOTLP(b, 5000, func(i int) []*metricspb.Metric {
+		var ms []*metricspb.Metric
+		for m := 0; m < 100; m++ {
+			g := &metricspb.Gauge{}
+			for h := 0; h < 50; h++ {
+				g.DataPoints = append(g.DataPoints, &metricspb.NumberDataPoint{
+					TimeUnixNano: uint64(base+int64(i)*10_000) * 1e6,
+					Value:        &metricspb.NumberDataPoint_AsDouble{AsDouble: float64(m * h % 97)},
+					Attributes: []*commonpb.KeyValue{{Key: "env", Value: str("prod")}, {Key: "host", Value: str(fmt.Sprintf("h%d", h))},
+						{Key: "region", Value: str("eu-west-1")}},
+				})
+			}
+			ms = append(ms, &metricspb.Metric{Name: fmt.Sprintf("node.metric.%d", m), Data: &metricspb.Metric_Gauge{Gauge: g}})
+		}
+		return ms
+	})
+}
+
+// BenchmarkOTLPExpHistograms: requests of 500 exponential histogram
+// points (50 metrics of 10 series, 40 buckets at scale 3), as an
+// OpenTelemetry SDK exports latencies: ns/sample is per histogram.
+func BenchmarkOTLPExpHistograms(b *testing.B) {
+	base := time.Now().Add(-24 * time.Hour).UnixMilli()
+	counts := make([]uint64, 40)
+	benchOTLP(b, 500, func(i int) []*metricspb.Metric {
+		var ms []*metricspb.Metric
+		for m := 0; m < 50; m++ {
+			eh := &metricspb.ExponentialHistogram{AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE}
+			for h := 0; h < 10; h++ {
+				total := uint64(0)
+				for k := range counts {
+					counts[k] = uint64((i + 1) * (k%7 + h))
+					total += counts[k]
+				}
+				sum := float64(total) * 0.1
+				eh.DataPoints = append(eh.DataPoints, &metricspb.ExponentialHistogramDataPoint{
+					TimeUnixNano: uint64(base+int64(i)*10_000) * 1e6, Scale: 3, Count: total, Sum: &sum,
+					Positive:   &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -40, BucketCounts: append([]uint64(nil), counts...)},
+					Attributes: []*commonpb.KeyValue{{Key: "pod", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("p%d", h)}}}},
+				})
+			}
+			ms = append(ms, &metricspb.Metric{Name: fmt.Sprintf("rpc.latency.%d", m), Unit: "s", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: eh}})
+		}
+		return ms
+	})
+}
+
+// benchOTLP sends b.N requests of the metrics metrics(i) gives (of
+// samples samples each) to a real OTLP server over gRPC.
+func benchOTLP(b *testing.B, samples int, metrics func(i int) []*metricspb.Metric) {
 	d, err := storage.Open(b.TempDir(), storage.Options{Retention: 30 * 24 * time.Hour})
 	if err != nil {
 		b.Fatal(err)
@@ -51,35 +105,22 @@ func BenchmarkOTLPScrape(b *testing.B) {
 	str := func(s string) *commonpb.AnyValue {
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
 	}
-	base := time.Now().Add(-24 * time.Hour).UnixMilli()
-	body := func(i int) []byte {
-		sm := &metricspb.ScopeMetrics{}
-		for m := 0; m < 100; m++ {
-			g := &metricspb.Gauge{}
-			for h := 0; h < 50; h++ {
-				g.DataPoints = append(g.DataPoints, &metricspb.NumberDataPoint{
-					TimeUnixNano: uint64(base+int64(i)*10_000) * 1e6,
-					Value:        &metricspb.NumberDataPoint_AsDouble{AsDouble: float64(m * h % 97)},
-					Attributes: []*commonpb.KeyValue{{Key: "env", Value: str("prod")}, {Key: "host", Value: str(fmt.Sprintf("h%d", h))},
-						{Key: "region", Value: str("eu-west-1")}},
-				})
-			}
-			sm.Metrics = append(sm.Metrics, &metricspb.Metric{Name: fmt.Sprintf("node.metric.%d", m), Data: &metricspb.Metric_Gauge{Gauge: g}})
-		}
-		raw, _ := proto.Marshal(&colmetricspb.ExportMetricsServiceRequest{ResourceMetrics: []*metricspb.ResourceMetrics{{
-			Resource:     &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: str("node")}, {Key: "service.instance.id", Value: str("i-1")}}},
-			ScopeMetrics: []*metricspb.ScopeMetrics{sm},
-		}}})
-		return raw
-	}
 	bodies := make([][]byte, b.N+1)
 	for i := range bodies {
-		bodies[i] = body(i)
+		raw, _ := proto.Marshal(&colmetricspb.ExportMetricsServiceRequest{ResourceMetrics: []*metricspb.ResourceMetrics{{
+			Resource:     &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: str("node")}, {Key: "service.instance.id", Value: str("i-1")}}},
+			ScopeMetrics: []*metricspb.ScopeMetrics{{Metrics: metrics(i)}},
+		}}})
+		bodies[i] = raw
 	}
 	send := func(body []byte) {
-		var out []byte
-		if err := conn.Invoke(context.Background(), "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", body, &out); err != nil {
+		var out colmetricspb.ExportMetricsServiceResponse
+		var raw []byte
+		if err := conn.Invoke(context.Background(), "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", body, &raw); err != nil {
 			b.Fatal(err)
+		}
+		if err := proto.Unmarshal(raw, &out); err != nil || out.GetPartialSuccess().GetRejectedDataPoints() != 0 {
+			b.Fatalf("export: %v %v", out.GetPartialSuccess(), err)
 		}
 	}
 	send(bodies[0])
@@ -88,5 +129,5 @@ func BenchmarkOTLPScrape(b *testing.B) {
 	for i := 1; i <= b.N; i++ {
 		send(bodies[i])
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*5000), "ns/sample")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
 }
