@@ -100,6 +100,35 @@ func (w *wire) patch(base int64) {
 	}
 }
 
+// histPerSeries is how many series a request of histograms holds for each
+// series of its shape: a histogram is some forty numbers.
+const histPerSeries = 10
+
+// histogramMsg is a remote-write 2.0 Histogram: schema 3, 40 buckets of
+// a latency around 100 ms as integer deltas (count_int = 1, sum = 3,
+// schema = 4, positive_spans = 11, positive_deltas = 12, timestamp = 15).
+func histogramMsg(i, k int, step int64) *wire {
+	h := &wire{}
+	var deltas []byte
+	total, prev := uint64(0), int64(0)
+	for b := range 40 {
+		c := int64(100 + (i+b*7)%50)
+		deltas = protowire.AppendVarint(deltas, protowire.EncodeZigZag(c-prev))
+		prev = c
+		total += uint64(c)
+	}
+	h.varint(1, total)
+	h.double(3, float64(total)*0.1)
+	h.varint(4, protowire.EncodeZigZag(3))
+	span := &wire{}
+	span.varint(1, protowire.EncodeZigZag(-46))
+	span.varint(2, 40)
+	h.msg(11, span)
+	h.b = protowire.AppendBytes(protowire.AppendTag(h.b, 12, protowire.BytesType), deltas)
+	h.tsMillis(15, int64(k)*step)
+	return h
+}
+
 // shape is one kind of request: series of labels, each with samples
 // spaced step milliseconds apart.
 type shape struct {
@@ -156,7 +185,7 @@ func buildRequest(protocol string, sh shape, client int) *wire {
 			}
 			out.msg(1, s)
 		}
-	case "remote_write_2":
+	case "remote_write_2", "remote_write_2_hist":
 		// io.prometheus.write.v2.Request: the strings once in the symbol
 		// table (symbols = 4), series of packed label references
 		// (labels_refs = 1) and samples (value = 1, timestamp = 2),
@@ -173,7 +202,11 @@ func buildRequest(protocol string, sh shape, client int) *wire {
 			return r
 		}
 		ts := &wire{}
-		for i := 0; i < sh.series; i++ {
+		n := sh.series
+		if protocol == "remote_write_2_hist" {
+			n /= histPerSeries
+		}
+		for i := 0; i < n; i++ {
 			s := &wire{}
 			var refs []byte
 			for _, l := range labelsFor(client, i) {
@@ -182,6 +215,10 @@ func buildRequest(protocol string, sh shape, client int) *wire {
 			}
 			s.b = protowire.AppendBytes(protowire.AppendTag(s.b, 1, protowire.BytesType), refs)
 			for k := 0; k < sh.perSeries; k++ {
+				if protocol == "remote_write_2_hist" {
+					s.msg(3, histogramMsg(i, k, sh.step))
+					continue
+				}
 				sm := &wire{}
 				sm.double(1, float64((i*7+k)%1000)/4)
 				sm.tsMillis(2, int64(k)*sh.step)
@@ -433,9 +470,10 @@ func runIngest(bin, protocol string, sh shape, clients int, dur time.Duration, p
 				var out []byte
 				return conn.Invoke(context.Background(), method, body, &out)
 			}
-		case "remote_write", "remote_write_2":
+		case "remote_write", "remote_write_2", "remote_write_2_hist":
 			ctype := "application/x-protobuf"
-			if protocol == "remote_write_2" {
+			v2 := protocol != "remote_write"
+			if v2 {
 				ctype += ";proto=io.prometheus.write.v2.Request"
 			}
 			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{}).DialContext}}
@@ -445,7 +483,7 @@ func runIngest(bin, protocol string, sh shape, clients int, dur time.Duration, p
 				req, _ := http.NewRequest("POST", srv.httpURL+"/api/v1/write", bytes.NewReader(buf))
 				req.Header.Set("Content-Encoding", "snappy")
 				req.Header.Set("Content-Type", ctype)
-				req.Header.Set("X-Prometheus-Remote-Write-Version", map[bool]string{false: "0.1.0", true: "2.0.0"}[protocol == "remote_write_2"])
+				req.Header.Set("X-Prometheus-Remote-Write-Version", map[bool]string{false: "0.1.0", true: "2.0.0"}[v2])
 				resp, err := hc.Do(req)
 				if err != nil {
 					return err
@@ -461,6 +499,9 @@ func runIngest(bin, protocol string, sh shape, clients int, dur time.Duration, p
 		cs[c] = cl
 	}
 	perReq := int64(sh.series * sh.perSeries)
+	if protocol == "remote_write_2_hist" {
+		perReq /= histPerSeries // histograms, not samples
+	}
 	var reqNo atomic.Int64
 	next := func(cl *client) []byte {
 		cl.body.patch(base + reqNo.Add(1)*sh.advance)
@@ -536,11 +577,14 @@ func benchIngest(bin string, dur time.Duration, only, profileDir string) {
 	bin = buildServer(bin)
 	best := map[string]float64{}
 	for _, sh := range shapes {
-		for _, protocol := range []string{"grpc", "remote_write", "remote_write_2", "otlp"} {
+		for _, protocol := range []string{"grpc", "remote_write", "remote_write_2", "otlp", "remote_write_2_hist"} {
 			for _, clients := range []int{1, 4, 16} {
 				key := fmt.Sprintf("%s/%s/%d", protocol, sh.name, clients)
 				if only != "" && only != key {
 					continue
+				}
+				if only == "" && protocol == "remote_write_2_hist" && (sh.name != "scrape" || clients == 16) {
+					continue // histograms: the scrape shape is enough
 				}
 				prof := ""
 				if profileDir != "" {
