@@ -1,18 +1,18 @@
 package ingest
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/headroomdb/headroom/proto/prometheus/writev2"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -251,45 +251,206 @@ func (b *v2Batch) decodeSeries(body []byte, symbols []string, idx int) error {
 	return nil
 }
 
-// decodeV2Histogram reads a Histogram message. They are rarer and larger
-// than float samples: the generated decoder reads them.
+// decodeV2Histogram reads a Histogram message (fields: count_int 1 or
+// count_float 2, sum 3, schema 4, zero_threshold 5, zero_count_int 6 or
+// zero_count_float 7, negative spans, deltas, counts 8-10, positive 11-13,
+// reset_hint 14, timestamp 15, custom_values 16), as the generated
+// decoder would: the last of a oneof wins, repeated fields packed or not.
 func decodeV2Histogram(v []byte) (series.HistSample, error) {
-	var m writev2.Histogram
-	if err := proto.Unmarshal(v, &m); err != nil {
-		return series.HistSample{}, err
+	h := &series.Histogram{}
+	var t int64
+	var countKind, zeroKind int // 0 none, 1 integer, 2 float
+	var countInt, zeroInt uint64
+	var countF, zeroF float64
+	var posDeltas, negDeltas []int64
+	var posCounts, negCounts []float64
+	var hint uint64
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return series.HistSample{}, fmt.Errorf("malformed field tag")
+		}
+		v = v[n:]
+		switch {
+		case typ == protowire.VarintType && (num == 1 || num == 4 || num == 6 || num == 14 || num == 15 || num == 9 || num == 12):
+			x, n := protowire.ConsumeVarint(v)
+			if n < 0 {
+				return series.HistSample{}, fmt.Errorf("truncated field %d", num)
+			}
+			v = v[n:]
+			switch num {
+			case 1:
+				countKind, countInt = 1, x
+			case 4:
+				h.Schema = int32(protowire.DecodeZigZag(x & math.MaxUint32))
+			case 6:
+				zeroKind, zeroInt = 1, x
+			case 14:
+				hint = x
+			case 15:
+				t = int64(x)
+			case 9:
+				negDeltas = append(negDeltas, protowire.DecodeZigZag(x))
+			case 12:
+				posDeltas = append(posDeltas, protowire.DecodeZigZag(x))
+			}
+			continue
+		case typ == protowire.Fixed64Type && (num == 2 || num == 3 || num == 5 || num == 7 || num == 10 || num == 13 || num == 16):
+			x, n := protowire.ConsumeFixed64(v)
+			if n < 0 {
+				return series.HistSample{}, fmt.Errorf("truncated field %d", num)
+			}
+			v = v[n:]
+			f := math.Float64frombits(x)
+			switch num {
+			case 2:
+				countKind, countF = 2, f
+			case 3:
+				h.Sum = f
+			case 5:
+				h.ZeroThreshold = f
+			case 7:
+				zeroKind, zeroF = 2, f
+			case 10:
+				negCounts = append(negCounts, f)
+			case 13:
+				posCounts = append(posCounts, f)
+			case 16:
+				h.CustomValues = append(h.CustomValues, f)
+			}
+			continue
+		case typ == protowire.BytesType && (num == 8 || num == 9 || num == 10 || num == 11 || num == 12 || num == 13 || num == 16):
+			b, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return series.HistSample{}, fmt.Errorf("truncated field %d", num)
+			}
+			v = v[n:]
+			var err error
+			switch num {
+			case 8, 11:
+				var sp series.Span
+				if sp, err = decodeV2Span(b); num == 8 {
+					h.NegativeSpans = append(h.NegativeSpans, sp)
+				} else {
+					h.PositiveSpans = append(h.PositiveSpans, sp)
+				}
+			case 9:
+				negDeltas, err = appendPackedZigZag(negDeltas, b)
+			case 12:
+				posDeltas, err = appendPackedZigZag(posDeltas, b)
+			case 10:
+				negCounts, err = appendPackedDoubles(negCounts, b)
+			case 13:
+				posCounts, err = appendPackedDoubles(posCounts, b)
+			case 16:
+				h.CustomValues, err = appendPackedDoubles(h.CustomValues, b)
+			}
+			if err != nil {
+				return series.HistSample{}, fmt.Errorf("field %d: %v", num, err)
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, v)
+		if n < 0 {
+			return series.HistSample{}, fmt.Errorf("malformed field %d", num)
+		}
+		v = v[n:]
 	}
-	h := &series.Histogram{CounterReset: uint8(m.GetResetHint()), Schema: m.GetSchema(), ZeroThreshold: m.GetZeroThreshold(),
-		Sum: m.GetSum(), CustomValues: m.GetCustomValues()}
-	if m.GetResetHint() < 0 || m.GetResetHint() > 3 {
-		return series.HistSample{}, fmt.Errorf("reset_hint %d is not one of 0..3", m.GetResetHint())
+	if rh := int32(hint); rh < 0 || rh > 3 { // an enum is an int32, as the generated decoder reads it
+		return series.HistSample{}, fmt.Errorf("reset_hint %d is not one of 0..3", rh)
 	}
-	_, isFloat := m.GetCount().(*writev2.Histogram_CountFloat)
-	if _, zf := m.GetZeroCount().(*writev2.Histogram_ZeroCountFloat); zf != isFloat && m.GetZeroCount() != nil && m.GetCount() != nil {
+	h.CounterReset = uint8(int32(hint))
+	if zeroKind != 0 && countKind != 0 && zeroKind != countKind {
 		return series.HistSample{}, fmt.Errorf("count and zero_count are not both integers or both floats")
 	}
-	h.Float = isFloat
-	if isFloat {
-		h.Count, h.ZeroCount = m.GetCountFloat(), m.GetZeroCountFloat()
-		if len(m.GetPositiveDeltas()) > 0 || len(m.GetNegativeDeltas()) > 0 {
+	h.Float = countKind == 2
+	if h.Float {
+		h.Count, h.ZeroCount = countF, zeroF
+		if zeroKind == 1 {
+			h.ZeroCount = float64(zeroInt)
+		}
+		if len(posDeltas) > 0 || len(negDeltas) > 0 {
 			return series.HistSample{}, fmt.Errorf("float histogram with integer bucket deltas")
 		}
-		h.PositiveBuckets, h.NegativeBuckets = m.GetPositiveCounts(), m.GetNegativeCounts()
+		h.PositiveBuckets, h.NegativeBuckets = posCounts, negCounts
 	} else {
-		h.Count, h.ZeroCount = float64(m.GetCountInt()), float64(m.GetZeroCountInt())
-		if len(m.GetPositiveCounts()) > 0 || len(m.GetNegativeCounts()) > 0 {
+		h.Count, h.ZeroCount = float64(countInt), float64(zeroInt)
+		if zeroKind == 2 {
+			h.ZeroCount = zeroF
+		}
+		if len(posCounts) > 0 || len(negCounts) > 0 {
 			return series.HistSample{}, fmt.Errorf("integer histogram with float bucket counts")
 		}
 		var err error
-		if h.PositiveBuckets, err = absoluteCounts(m.GetPositiveDeltas(), "positive"); err != nil {
+		if h.PositiveBuckets, err = absoluteCounts(posDeltas, "positive"); err != nil {
 			return series.HistSample{}, err
 		}
-		if h.NegativeBuckets, err = absoluteCounts(m.GetNegativeDeltas(), "negative"); err != nil {
+		if h.NegativeBuckets, err = absoluteCounts(negDeltas, "negative"); err != nil {
 			return series.HistSample{}, err
 		}
 	}
-	h.PositiveSpans = v2Spans(m.GetPositiveSpans())
-	h.NegativeSpans = v2Spans(m.GetNegativeSpans())
-	return series.HistSample{T: m.GetTimestamp(), H: h}, nil
+	return series.HistSample{T: t, H: h}, nil
+}
+
+// decodeV2Span reads a BucketSpan (offset 1, sint32; length 2).
+func decodeV2Span(b []byte) (series.Span, error) {
+	var sp series.Span
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return sp, fmt.Errorf("malformed span")
+		}
+		b = b[n:]
+		if typ == protowire.VarintType && (num == 1 || num == 2) {
+			x, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return sp, fmt.Errorf("truncated span")
+			}
+			b = b[n:]
+			if num == 1 {
+				sp.Offset = int32(protowire.DecodeZigZag(x & math.MaxUint32))
+			} else {
+				sp.Length = uint32(x)
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return sp, fmt.Errorf("malformed span field %d", num)
+		}
+		b = b[n:]
+	}
+	return sp, nil
+}
+
+func appendPackedZigZag(dst []int64, b []byte) ([]int64, error) {
+	n := 0 // the varints: bytes without the continuation bit
+	for _, c := range b {
+		if c < 0x80 {
+			n++
+		}
+	}
+	dst = slices.Grow(dst, n)
+	for len(b) > 0 {
+		x, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return dst, fmt.Errorf("truncated packed varint")
+		}
+		dst = append(dst, protowire.DecodeZigZag(x))
+		b = b[n:]
+	}
+	return dst, nil
+}
+
+func appendPackedDoubles(dst []float64, b []byte) ([]float64, error) {
+	if len(b)%8 != 0 {
+		return dst, fmt.Errorf("packed doubles of %d bytes", len(b))
+	}
+	dst = slices.Grow(dst, len(b)/8)
+	for ; len(b) > 0; b = b[8:] {
+		dst = append(dst, math.Float64frombits(binary.LittleEndian.Uint64(b)))
+	}
+	return dst, nil
 }
 
 // absoluteCounts turns integer buckets' deltas (each from the bucket
@@ -309,17 +470,6 @@ func absoluteCounts(deltas []int64, side string) ([]float64, error) {
 		out[i] = float64(c)
 	}
 	return out, nil
-}
-
-func v2Spans(ss []*writev2.BucketSpan) []series.Span {
-	if len(ss) == 0 {
-		return nil
-	}
-	out := make([]series.Span, len(ss))
-	for i, s := range ss {
-		out[i] = series.Span{Offset: s.GetOffset(), Length: s.GetLength()}
-	}
-	return out
 }
 
 // decodeExemplar reads an Exemplar (labels_refs 1, value 2, timestamp 3).
