@@ -924,17 +924,23 @@ func (c *histCall) extendedHistRate(pts []HPoint, start, end, lookback int64, sm
 		return nil, c.incompatible()
 	}
 	if counter {
+		// Against an interpolated edge, a sample's own hint of reset says
+		// nothing (the interpolation started from it already): counts
+		// decide, as they do for floats.
+		interp := smoothed && f[first].T < start
 		first, last = insideEdges(first, last, at, start, end)
 		prev := left
 		for _, p := range f[first : last+1] {
-			if p.H.DetectReset(prev) {
+			if resetFrom(p.H, prev, interp) {
 				if _, _, _, err := r.Add(prev); err != nil {
 					return nil, c.incompatible()
 				}
 			}
-			prev = p.H
+			prev, interp = p.H, false
 		}
-		if right.DetectReset(prev) {
+		// The right edge may be the last sample itself: no reset from
+		// itself.
+		if right != prev && resetFrom(right, prev, interp) {
 			if _, _, _, err := r.Add(prev); err != nil {
 				return nil, c.incompatible()
 			}
@@ -1052,4 +1058,14 @@ func HistogramBuckets(h *FloatHistogram) []HistogramBucket {
 		out = append(out, HistogramBucket{rule, b.Lower, b.Upper, b.Count})
 	}
 	return out
+}
+
+// resetFrom says whether cur reset from prev; byCounts ignores cur's hint.
+func resetFrom(cur, prev *FloatHistogram, byCounts bool) bool {
+	if byCounts && cur.CounterResetHint != histogram.UnknownCounterReset {
+		c := *cur
+		c.CounterResetHint = histogram.UnknownCounterReset
+		return c.DetectReset(prev)
+	}
+	return cur.DetectReset(prev)
 }

@@ -34,8 +34,8 @@ import (
 // and error texts (strict). They only go up: raise them when a change
 // passes more.
 const (
-	promqlSuiteFloor       = 2292
-	promqlSuiteStrictFloor = 2275
+	promqlSuiteFloor       = 2295
+	promqlSuiteStrictFloor = 2278
 )
 
 // TestPrometheusSuite plays Prometheus's PromQL test scripts (the
