@@ -36,10 +36,11 @@ type foldGroup struct {
 
 // histNotes says what an aggregation did with histograms, for the
 // caller to annotate.
-type histNotes struct{ mixed, ignored, incompatible bool }
+type histNotes struct{ mixed, ignored, incompatible, reconciled bool }
 
 func (n *histNotes) or(o histNotes) {
 	n.mixed, n.ignored, n.incompatible = n.mixed || o.mixed, n.ignored || o.ignored, n.incompatible || o.incompatible
+	n.reconciled = n.reconciled || o.reconciled
 }
 
 func newFoldGroup(name string, ls series.Labels, steps int) *foldGroup {
@@ -412,6 +413,7 @@ func (g *foldGroup) histSeries() *vecSeries {
 			g.notes.incompatible = true
 			continue
 		}
+		g.notes.reconciled = g.notes.reconciled || h.reconciled
 		o.setHist(i, r.Compact(0))
 		o.ok[i], any = true, true
 	}
@@ -443,6 +445,9 @@ func (ev *evaluator) histNotes(n histNotes, name string, pos posrange.PositionRa
 	}
 	if n.incompatible {
 		ev.annotate(annotations.NewMixedExponentialCustomHistogramsWarning("", pos))
+	}
+	if n.reconciled {
+		ev.annotate(annotations.NewMismatchedCustomBucketsHistogramsInfo(pos, annotations.HistogramAgg))
 	}
 }
 

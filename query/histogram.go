@@ -409,6 +409,9 @@ func (c *histCall) sum(hp []HPoint, fp []Point, mean bool) (*FloatHistogram, boo
 		c.warn(annotations.NewMixedExponentialCustomHistogramsWarning(c.name, c.pos))
 		return nil, false
 	}
+	if s.reconciled {
+		c.warn(annotations.NewMismatchedCustomBucketsHistogramsInfo(c.pos, annotations.HistogramAgg))
+	}
 	return h.Compact(0), true
 }
 
@@ -419,6 +422,9 @@ type histSum struct {
 	sum, c *FloatHistogram // c: the compensation (nil until needed)
 	n      float64
 	mean   bool // for a mean: may turn to a running mean
+	// reconciled: custom bucket bounds of two histograms differed and
+	// were merged (Prometheus's info says so).
+	reconciled bool
 	// running: sum holds the running mean of the n so far.
 	running bool
 }
@@ -431,8 +437,8 @@ func (s *histSum) add(h *FloatHistogram) error {
 	}
 	if !s.running && (!s.mean || !nearOverflow(s.sum) && !nearOverflow(h)) {
 		// Far from overflow (or a sum, which may overflow): in place.
-		c, _, _, err := s.sum.KahanAdd(h, s.c)
-		s.c = c
+		c, _, rec, err := s.sum.KahanAdd(h, s.c)
+		s.c, s.reconciled = c, s.reconciled || rec
 		return err
 	}
 	if !s.running {
@@ -441,10 +447,11 @@ func (s *histSum) add(h *FloatHistogram) error {
 		if s.c != nil {
 			c = s.c.Copy()
 		}
-		c, _, _, err := next.KahanAdd(h, c)
+		c, _, rec, err := next.KahanAdd(h, c)
 		if err != nil {
 			return err
 		}
+		s.reconciled = s.reconciled || rec
 		if !s.mean || !next.HasOverflow() {
 			s.sum, s.c = next, c
 			return nil
@@ -461,8 +468,8 @@ func (s *histSum) add(h *FloatHistogram) error {
 	if s.c != nil {
 		s.c.Mul(q)
 	}
-	c, _, _, err := s.sum.Mul(q).KahanAdd(h.Copy().Div(s.n), s.c)
-	s.c = c
+	c, _, rec, err := s.sum.Mul(q).KahanAdd(h.Copy().Div(s.n), s.c)
+	s.c, s.reconciled = c, s.reconciled || rec
 	return err
 }
 
@@ -521,8 +528,8 @@ func (s *histSum) merge(o *histSum) error {
 				return err
 			}
 		}
-		c, _, _, err := s.sum.KahanAdd(oh, s.c)
-		s.c, s.n = c, s.n+o.n
+		c, _, rec, err := s.sum.KahanAdd(oh, s.c)
+		s.c, s.n, s.reconciled = c, s.n+o.n, s.reconciled || rec || o.reconciled
 		return err
 	}
 	a, err := s.result(true)
@@ -603,9 +610,13 @@ func (c *histCall) increase(hp []HPoint, counter bool) (*FloatHistogram, bool) {
 		c.warn(annotations.NewMixedExponentialCustomHistogramsWarning(c.name, c.pos))
 		return nil, false
 	}
-	if _, _, _, err := h.Sub(prev); err != nil {
+	_, _, rec, err := h.Sub(prev)
+	if err != nil {
 		c.warn(annotations.NewMixedExponentialCustomHistogramsWarning(c.name, c.pos))
 		return nil, false
+	}
+	if rec {
+		c.warn(annotations.NewMismatchedCustomBucketsHistogramsInfo(c.pos, annotations.HistogramSub))
 	}
 	if counter {
 		for _, x := range hp[1:] {
@@ -661,9 +672,13 @@ func (c *histCall) instant(hp []HPoint, fp []Point, perSecond bool) (float64, *F
 	}
 	h := b.H.Copy()
 	if !perSecond || !b.H.DetectReset(a.H) {
-		if _, _, _, err := h.Sub(a.H); err != nil {
+		_, _, rec, err := h.Sub(a.H)
+		if err != nil {
 			c.warn(annotations.NewMixedExponentialCustomHistogramsWarning(c.name, c.pos))
 			return 0, nil, true, false
+		}
+		if rec {
+			c.warn(annotations.NewMismatchedCustomBucketsHistogramsInfo(c.pos, annotations.HistogramSub))
 		}
 	}
 	h.CounterResetHint = histogram.GaugeType
@@ -806,15 +821,21 @@ func (ev *evaluator) histOp(op string, lv float64, lh *FloatHistogram, rv float6
 		case "+", "-":
 			res := lh.Copy()
 			var err error
+			var rec bool
+			operation := annotations.HistogramAdd
 			if op == "+" {
-				_, _, _, err = res.Add(rh)
+				_, _, rec, err = res.Add(rh)
 			} else {
-				_, _, _, err = res.Sub(rh)
+				_, _, rec, err = res.Sub(rh)
 				res.CounterResetHint = histogram.GaugeType
+				operation = annotations.HistogramSub
 			}
 			if err != nil {
 				ev.annotate(annotations.NewIncompatibleBucketLayoutInBinOpWarning(op, pos))
 				return 0, nil, false
+			}
+			if rec {
+				ev.annotate(annotations.NewMismatchedCustomBucketsHistogramsInfo(pos, operation))
 			}
 			return 0, res.Compact(0), true
 		case "==":
