@@ -621,7 +621,7 @@ func (c *otlpConverter) emitHistogram(name string, t int64, h *series.Histogram)
 	if err != nil {
 		return err
 	}
-	if err := ha.AppendHistogram(ls, t, h); err != nil {
+	if err := appendHistogram(ha, ls, t, h); err != nil {
 		return err
 	}
 	c.appended++

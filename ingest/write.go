@@ -35,6 +35,21 @@ type HistogramAppender interface {
 	AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error
 }
 
+// OwnedHistogramAppender is a HistogramAppender that can take a
+// histogram without copying it: the front ends decode a new one for each
+// sample, and change none after.
+type OwnedHistogramAppender interface {
+	AppendHistogramOwned(ls series.Labels, t int64, h *series.Histogram) error
+}
+
+// appendHistogram takes h through the owned path when there is one.
+func appendHistogram(ha HistogramAppender, ls series.Labels, t int64, h *series.Histogram) error {
+	if o, ok := ha.(OwnedHistogramAppender); ok {
+		return o.AppendHistogramOwned(ls, t, h)
+	}
+	return ha.AppendHistogram(ls, t, h)
+}
+
 // write appends a batch whole and commits it, or refuses it whole, and
 // counts the outcome under protocol. It returns the samples in the batch,
 // native histograms included.
@@ -130,7 +145,7 @@ func writeBatch(db *appenderPool, l Limits, b batch, total int) error {
 		}
 		for j := range hb.NumHists(i) {
 			t, h := hb.Hist(i, j)
-			if err := ha.AppendHistogram(ls, t, h); err != nil {
+			if err := appendHistogram(ha, ls, t, h); err != nil {
 				app.Rollback()
 				return &seriesError{i, err}
 			}

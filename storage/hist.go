@@ -38,6 +38,17 @@ type pendingHist struct {
 // that Validate refuses, or a time outside what raw retention keeps, is
 // refused with an error naming the series.
 func (a *Appender) AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error {
+	return a.appendHistogram(ls, t, h, true)
+}
+
+// AppendHistogramOwned is AppendHistogram without the copy: the appender
+// takes h, which the caller must not change afterwards (a decoder that
+// made it for this request).
+func (a *Appender) AppendHistogramOwned(ls series.Labels, t int64, h *series.Histogram) error {
+	return a.appendHistogram(ls, t, h, false)
+}
+
+func (a *Appender) appendHistogram(ls series.Labels, t int64, h *series.Histogram, copy bool) error {
 	if err := a.checkTime(ls, t); err != nil {
 		return err
 	}
@@ -53,7 +64,10 @@ func (a *Appender) AppendHistogram(ls series.Labels, t int64, h *series.Histogra
 		return err
 	}
 	a.db.hasHist.Store(true)
-	a.hists = append(a.hists, pendingHist{s, t, h.Clone()})
+	if copy {
+		h = h.Clone()
+	}
+	a.hists = append(a.hists, pendingHist{s, t, h})
 	return nil
 }
 
