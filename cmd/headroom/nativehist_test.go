@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"math"
@@ -183,6 +184,15 @@ func TestServeNativeHistogramQueries(t *testing.T) {
 	if hp.Count != 252 || math.Abs(hp.Sum-75.6) > 1e-9 || len(hp.Buckets) != 2 || hp.Buckets[0].Lower != 0.125 || hp.Buckets[0].Upper != 0.25 ||
 		hp.Buckets[0].Count != 210 || hp.Buckets[0].Boundaries != 0 || hp.Buckets[1].Count != 42 {
 		t.Errorf("gRPC histogram %v", hp)
+	}
+
+	// headroom query prints a histogram as its count, sum and buckets.
+	var out bytes.Buffer
+	if err := runQuery([]string{"--server", ts.grpcAddr, `rpc_seconds{pod="a"}`, "--time", at}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := `rpc_seconds{pod="a"}  {count:252 sum:75.6 (0.125,0.25]:210 (1,2]:42}`; !strings.Contains(out.String(), want) {
+		t.Errorf("headroom query printed\n%s\nwant a line with\n%s", out.String(), want)
 	}
 
 	if err := ts.db.Checkpoint(); err != nil {

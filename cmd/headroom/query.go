@@ -188,6 +188,41 @@ func fmtValue(v float64) string {
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
+// cliPoint is a value of a result as the CLI prints it: a number, or a
+// native histogram as its count, sum and the buckets that hold something.
+type cliPoint struct {
+	t int64
+	v string
+}
+
+// cliPoints lists a series' samples and histograms in time order.
+func cliPoints(s *headroomv1.ResultSeries) []cliPoint {
+	out := make([]cliPoint, 0, len(s.Samples)+len(s.Histograms))
+	for _, p := range s.Samples {
+		out = append(out, cliPoint{p.TimestampMs, fmtValue(p.Value)})
+	}
+	for _, h := range s.Histograms {
+		var b strings.Builder
+		fmt.Fprintf(&b, "{count:%s sum:%s", fmtValue(h.Count), fmtValue(h.Sum))
+		for _, bk := range h.Buckets {
+			lo, hi := "(", "]"
+			switch bk.Boundaries {
+			case 1:
+				lo, hi = "[", ")"
+			case 2:
+				lo, hi = "(", ")"
+			case 3:
+				lo, hi = "[", "]"
+			}
+			fmt.Fprintf(&b, " %s%s,%s%s:%s", lo, fmtValue(bk.Lower), fmtValue(bk.Upper), hi, fmtValue(bk.Count))
+		}
+		b.WriteString("}")
+		out = append(out, cliPoint{h.TimestampMs, b.String()})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].t < out[j].t })
+	return out
+}
+
 func printResult(w io.Writer, format, typ string, res []*headroomv1.ResultSeries, scalar *headroomv1.QueryResponse) error {
 	ts := func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 	switch format {
@@ -211,8 +246,8 @@ func printResult(w io.Writer, format, typ string, res []*headroomv1.ResultSeries
 			for _, l := range s.Labels {
 				x.Labels[l.Name] = l.Value
 			}
-			for _, p := range s.Samples {
-				x.Points = append(x.Points, point{ts(p.TimestampMs), fmtValue(p.Value)})
+			for _, p := range cliPoints(s) {
+				x.Points = append(x.Points, point{ts(p.t), p.v})
 			}
 			out.Series = append(out.Series, x)
 		}
@@ -234,8 +269,8 @@ func printResult(w io.Writer, format, typ string, res []*headroomv1.ResultSeries
 			cw.Write([]string{typ, ts(scalar.Scalar.TimestampMs), v})
 		}
 		for _, s := range res {
-			for _, p := range s.Samples {
-				cw.Write([]string{labelString(s.Labels), ts(p.TimestampMs), fmtValue(p.Value)})
+			for _, p := range cliPoints(s) {
+				cw.Write([]string{labelString(s.Labels), ts(p.t), p.v})
 			}
 		}
 		cw.Flush()
@@ -251,18 +286,20 @@ func printResult(w io.Writer, format, typ string, res []*headroomv1.ResultSeries
 	case typ == "vector":
 		fmt.Fprintln(tw, "SERIES\tVALUE")
 		for _, s := range res {
-			fmt.Fprintf(tw, "%s\t%s\n", labelString(s.Labels), fmtValue(s.Samples[0].Value))
+			if pts := cliPoints(s); len(pts) > 0 {
+				fmt.Fprintf(tw, "%s\t%s\n", labelString(s.Labels), pts[0].v)
+			}
 		}
 	case len(res) > 0 && len(res) <= 6:
 		// A few series: one column each, one row per time.
 		times := map[int64]bool{}
-		vals := make([]map[int64]float64, len(res))
+		vals := make([]map[int64]string, len(res))
 		head := []string{"TIME"}
 		for i, s := range res {
-			vals[i] = map[int64]float64{}
-			for _, p := range s.Samples {
-				times[p.TimestampMs] = true
-				vals[i][p.TimestampMs] = p.Value
+			vals[i] = map[int64]string{}
+			for _, p := range cliPoints(s) {
+				times[p.t] = true
+				vals[i][p.t] = p.v
 			}
 			head = append(head, labelString(s.Labels))
 		}
@@ -276,7 +313,7 @@ func printResult(w io.Writer, format, typ string, res []*headroomv1.ResultSeries
 			row := []string{ts(t)}
 			for i := range res {
 				if v, ok := vals[i][t]; ok {
-					row = append(row, fmtValue(v))
+					row = append(row, v)
 				} else {
 					row = append(row, "")
 				}
@@ -286,8 +323,8 @@ func printResult(w io.Writer, format, typ string, res []*headroomv1.ResultSeries
 	default:
 		fmt.Fprintln(tw, "SERIES\tTIME\tVALUE")
 		for _, s := range res {
-			for _, p := range s.Samples {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", labelString(s.Labels), ts(p.TimestampMs), fmtValue(p.Value))
+			for _, p := range cliPoints(s) {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", labelString(s.Labels), ts(p.t), p.v)
 			}
 		}
 	}
