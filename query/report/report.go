@@ -190,6 +190,12 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 		r.Groups = append(r.Groups, g)
 	}
 	if len(r.Groups) == 0 {
+		for _, s := range res.Series {
+			if len(s.Histograms) > 0 {
+				return nil, fmt.Errorf("%w: %s from %s to %s: it gives native histograms, not levels: report one of their quantiles, as histogram_quantile(0.95, rate(%s[5m]))",
+					ErrEmpty, o.Query, r.Start.Format(time.RFC3339), r.End.Format(time.RFC3339), o.Query)
+			}
+		}
 		return nil, fmt.Errorf("%w: %s from %s to %s", ErrEmpty, o.Query, r.Start.Format(time.RFC3339), r.End.Format(time.RFC3339))
 	}
 	sort.SliceStable(r.Groups, func(i, j int) bool {
@@ -392,6 +398,9 @@ func sampleDistribution(ctx context.Context, eng *query.Engine, src query.Source
 		}
 		r.Tiers = mergeNames(r.Tiers, res.Tiers)
 		for _, s := range res.Series {
+			if len(s.Points) == 0 {
+				continue // a native histogram's average: not a level to report
+			}
 			k := s.Labels.String()
 			d := out[k]
 			f.set(&d, s.Points[0].V)

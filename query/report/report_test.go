@@ -253,3 +253,44 @@ func TestReportLongRange(t *testing.T) {
 		t.Fatalf("two years at 1h: %v", err)
 	}
 }
+
+// A latency percentile as the report's level: histogram_quantile over
+// native histograms gives a group per pod; a selector of the histograms
+// themselves gives no level to report, and no crash.
+func TestReportHistogramQuantile(t *testing.T) {
+	end := time.Now().Truncate(24 * time.Hour)
+	start := end.Add(-3 * 24 * time.Hour)
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	app := db.Appender()
+	for _, pod := range []string{"a", "b"} {
+		h := &series.Histogram{Schema: 0, PositiveSpans: []series.Span{{Offset: -3, Length: 4}}, PositiveBuckets: make([]float64, 4)}
+		for ts := start.UnixMilli(); ts < end.UnixMilli(); ts += 300_000 {
+			for k := range h.PositiveBuckets {
+				h.PositiveBuckets[k] += float64(10 * (k + 1))
+			}
+			h.Count += 100
+			h.Sum += 30
+			if err := app.AppendHistogram(series.FromStrings("__name__", "lat", "pod", pod), ts, h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := report.Run(context.Background(), &query.Engine{}, src{db}, report.Options{Query: `histogram_quantile(0.9, rate(lat[1h]))`, Start: start, End: end})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Groups) != 2 || !(r.Groups[0].P95 > 0.5 && r.Groups[0].P95 <= 1) {
+		t.Fatalf("groups %+v, want two with a p95 in the bucket (0.5, 1]", r.Groups)
+	}
+	if _, err := report.Run(context.Background(), &query.Engine{}, src{db}, report.Options{Query: `lat`, Start: start, End: end}); !errors.Is(err, report.ErrEmpty) ||
+		!strings.Contains(err.Error(), "histogram_quantile(0.95, rate(lat[5m]))") {
+		t.Fatalf("a selector of histograms: %v, want the error to say what to report instead", err)
+	}
+}
