@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,25 +31,51 @@ func (rawBytesCodec) Name() string                       { return "proto" }
 // loopback gRPC connection, request bytes prepared in advance, into a real
 // data directory (fsync included).
 func BenchmarkOTLPScrape(b *testing.B) {
+	base := time.Now().Add(-24 * time.Hour).UnixMilli()
+	benchOTLP(b, 5000, func(i int) []*metricspb.Metric { return gaugeMetrics(i, base) })
+}
+
+// gaugeMetrics is a node's scrape: 100 gauges of 50 hosts at step i.
+func gaugeMetrics(i int, base int64) []*metricspb.Metric {
+	str := func(s string) *commonpb.AnyValue {
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
+	}
+	var ms []*metricspb.Metric
+	for m := 0; m < 100; m++ {
+		g := &metricspb.Gauge{}
+		for h := 0; h < 50; h++ {
+			g.DataPoints = append(g.DataPoints, &metricspb.NumberDataPoint{
+				TimeUnixNano: uint64(base+int64(i)*10_000) * 1e6,
+				Value:        &metricspb.NumberDataPoint_AsDouble{AsDouble: float64(m * h % 97)},
+				Attributes: []*commonpb.KeyValue{{Key: "env", Value: str("prod")}, {Key: "host", Value: str(fmt.Sprintf("h%d", h))},
+					{Key: "region", Value: str("eu-west-1")}},
+			})
+		}
+		ms = append(ms, &metricspb.Metric{Name: fmt.Sprintf("node.metric.%d", m), Data: &metricspb.Metric_Gauge{Gauge: g}})
+	}
+	return ms
+}
+
+// BenchmarkOTLPMixed: BenchmarkOTLPScrape's requests with one metric of
+// 10 exponential histograms more, as an SDK's export holds a latency
+// histogram beside its gauges: ns/sample is per point.
+func BenchmarkOTLPMixed(b *testing.B) {
 	str := func(s string) *commonpb.AnyValue {
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
 	}
 	base := time.Now().Add(-24 * time.Hour).UnixMilli()
-	benchOTLP(b, 5000, func(i int) []*metricspb.Metric {
-		var ms []*metricspb.Metric
-		for m := 0; m < 100; m++ {
-			g := &metricspb.Gauge{}
-			for h := 0; h < 50; h++ {
-				g.DataPoints = append(g.DataPoints, &metricspb.NumberDataPoint{
-					TimeUnixNano: uint64(base+int64(i)*10_000) * 1e6,
-					Value:        &metricspb.NumberDataPoint_AsDouble{AsDouble: float64(m * h % 97)},
-					Attributes: []*commonpb.KeyValue{{Key: "env", Value: str("prod")}, {Key: "host", Value: str(fmt.Sprintf("h%d", h))},
-						{Key: "region", Value: str("eu-west-1")}},
-				})
-			}
-			ms = append(ms, &metricspb.Metric{Name: fmt.Sprintf("node.metric.%d", m), Data: &metricspb.Metric_Gauge{Gauge: g}})
+	benchOTLP(b, 5010, func(i int) []*metricspb.Metric {
+		ms := gaugeMetrics(i, base)
+		eh := &metricspb.ExponentialHistogram{AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE}
+		for h := 0; h < 10; h++ {
+			sum := float64(i)
+			eh.DataPoints = append(eh.DataPoints, &metricspb.ExponentialHistogramDataPoint{
+				TimeUnixNano: uint64(base+int64(i)*10_000) * 1e6, Scale: 3, Count: uint64(40 * (i + 1)), Sum: &sum,
+				Positive:   &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -40, BucketCounts: slices.Repeat([]uint64{uint64(i + 1)}, 40)},
+				Attributes: []*commonpb.KeyValue{{Key: "pod", Value: str(fmt.Sprintf("p%d", h))}},
+			})
 		}
-		return ms
+		return append(ms, &metricspb.Metric{Name: "rpc.latency", Unit: "s", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: eh}})
 	})
 }
 

@@ -34,7 +34,8 @@ func dumpO(o *oRequest) string {
 				for _, p := range o.points[m.points.lo:m.points.hi] {
 					fmt.Fprintf(&b, "   point t=%d flags=%d v=%x count=%d sum=%x/%v", p.time, p.flags, math.Float64bits(p.value), p.count, math.Float64bits(p.sum), p.hasSum)
 					kvs(p.attrs)
-					fmt.Fprintf(&b, " bounds=%v counts=%v quants=%v exemplars=%+v\n", o.floats[p.bounds.lo:p.bounds.hi], o.uints[p.counts.lo:p.counts.hi], o.quants[p.quants.lo:p.quants.hi], o.exemplars[p.ex.lo:p.ex.hi])
+					fmt.Fprintf(&b, " bounds=%v counts=%v quants=%v exemplars=%+v", o.floats[p.bounds.lo:p.bounds.hi], o.uints[p.counts.lo:p.counts.hi], o.quants[p.quants.lo:p.quants.hi], o.exemplars[p.ex.lo:p.ex.hi])
+					fmt.Fprintf(&b, " scale=%d zero=%d/%x pos@%d neg@%d%v\n", p.scale, p.zeroCount, math.Float64bits(p.zeroThreshold), p.posOff, p.negOff, o.uints[p.neg.lo:p.neg.hi])
 				}
 			}
 		}
@@ -60,6 +61,11 @@ func FuzzOTLPWire(f *testing.F) {
 			{Name: "h", Data: &metricspb.Metric_Histogram{Histogram: &metricspb.Histogram{AggregationTemporality: 2, DataPoints: []*metricspb.HistogramDataPoint{{TimeUnixNano: 2, Count: 3, Sum: &sum, ExplicitBounds: []float64{1, 2}, BucketCounts: []uint64{1, 1, 1}}}}}},
 			{Name: "s", Data: &metricspb.Metric_Summary{Summary: &metricspb.Summary{DataPoints: []*metricspb.SummaryDataPoint{{TimeUnixNano: 3, Count: 2, Sum: 4, QuantileValues: []*metricspb.SummaryDataPoint_ValueAtQuantile{{Quantile: 0.5, Value: 1}}}}}}},
 			{Name: "e", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{DataPoints: []*metricspb.ExponentialHistogramDataPoint{{}}}}},
+			{Name: "x", Unit: "s", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{AggregationTemporality: 2, DataPoints: []*metricspb.ExponentialHistogramDataPoint{{
+				TimeUnixNano: 4, Count: 9, Sum: &sum, Scale: -3, ZeroCount: 2, ZeroThreshold: 1e-6, Flags: 1, Attributes: []*commonpb.KeyValue{kv("pod", str("p"))},
+				Positive:  &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -5, BucketCounts: []uint64{1, 0, 3}},
+				Negative:  &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: 7, BucketCounts: []uint64{3}},
+				Exemplars: []*metricspb.Exemplar{{TimeUnixNano: 4, Value: &metricspb.Exemplar_AsDouble{AsDouble: 0.5}, SpanId: []byte{1, 2, 3, 4, 5, 6, 7, 8}}}}}}}},
 		}}},
 	}}})
 	f.Add(seed)
