@@ -115,7 +115,8 @@ func (ev *evaluator) binary(e *parser.BinaryExpr) (value, error) {
 // scalar is on the left). Comparisons filter, keeping the series' value.
 func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s scalarValue, swap bool, pos posrange.PositionRange) (value, error) {
 	out := vectorValue{}
-	drop := !(isComparison(op) || isTrim(op)) || returnBool
+	trim := isTrim(op)
+	drop := !(isComparison(op) || trim) || returnBool
 	for _, x := range v.series {
 		ls, dropped := x.labels, x.dropName
 		if drop {
@@ -129,7 +130,7 @@ func (ev *evaluator) vectorScalar(op string, returnBool bool, v vectorValue, s s
 			if !x.ok[i] {
 				continue
 			}
-			if h := x.hist(i); h != nil || isTrim(op) {
+			if h := x.hist(i); h != nil || trim {
 				lh, rh, l, r := h, (*FloatHistogram)(nil), x.v[i], s[i]
 				if swap {
 					lh, rh, l, r = nil, h, s[i], 0
@@ -267,7 +268,8 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 	}
 	// Arithmetic drops the name at once; a bool comparison, with delayed
 	// name removal, at the end (as Prometheus).
-	drop := !(isComparison(op) || isTrim(op)) || (e.ReturnBool && !ev.delayName)
+	trim := isTrim(op)
+	drop := !(isComparison(op) || trim) || (e.ReturnBool && !ev.delayName)
 	delayed := e.ReturnBool && ev.delayName
 	oneBySig := map[string][]*vecSeries{}
 	for _, s := range one.series {
@@ -309,7 +311,7 @@ func (ev *evaluator) vectorVector(op string, e *parser.BinaryExpr, l, r vectorVa
 		var val float64
 		var vh *FloatHistogram
 		var keep bool
-		if lh != nil || rh != nil || isTrim(op) {
+		if lh != nil || rh != nil || trim {
 			val, vh, keep = ev.histOp(op, lval, lh, rval, rh, e.PositionRange())
 			switch {
 			case isComparison(op) && e.ReturnBool && (keep || ev.histComparable(op, lh, rh)):

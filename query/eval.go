@@ -289,9 +289,6 @@ var errNoShards = errors.New("source cannot split a selection")
 
 // eachShard is each over the shard-th of shards parts of the selection.
 func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keepStale, reuse bool, shard, shards int, f func(series.Labels, []Point, []HPoint) error) error {
-	if _, none := ev.src.(emptySource); none {
-		return nil
-	}
 	ms, err := matchersOf(vs)
 	if err != nil {
 		return err
@@ -435,30 +432,7 @@ func (ev *evaluator) evalTimes(off int64, at *int64) (int64, int64) {
 func (ev *evaluator) instantSelector(vs *parser.VectorSelector, off int64, at *int64) (value, error) {
 	first, last := ev.evalTimes(off, at)
 	res, err := ev.parallelEach(vs, first-ev.lookback+1, last, true, func(_ int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
-		if len(hpts) > 0 {
-			return ev.instantMixed(ls, pts, hpts, off, at)
-		}
-		s := ev.newSeries(ls)
-		s.t = make([]int64, len(s.v))
-		any := false
-		j := -1 // the newest point at or before t; t only grows
-		for i := range s.v {
-			t := ev.ts(i) - off
-			if at != nil {
-				t = *at - off
-			}
-			for j+1 < len(pts) && pts[j+1].T <= t {
-				j++
-			}
-			if j < 0 || pts[j].T <= t-ev.lookback || series.IsStaleNaN(pts[j].V) {
-				continue
-			}
-			s.v[i], s.ok[i], s.t[i], any = pts[j].V, true, pts[j].T, true
-		}
-		if !any {
-			return nil
-		}
-		return s
+		return ev.instantSeries(ls, pts, hpts, off, at)
 	})
 	return vectorValue{series: res}, err
 }

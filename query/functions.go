@@ -885,19 +885,21 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 			tierSteps := int((split+off-ev.start)/ev.step) + 1
 			// Tiers keep floats only: the steps a tier answered take
 			// their histograms from raw samples, reading nothing else.
-			hm := &matrixArg{window: w, off: off, toStep: min(tierSteps, ev.steps())}
-			hres, err := ev.histogramsOnly().parallelEach(me, first-w+1, min(split, last), false, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
-				o := apply(hm, ls, nil, hpts)
-				if fold != nil && o != nil {
-					fold.add(k, o)
-					return nil
+			if ev.mayHoldHistograms() {
+				hm := &matrixArg{window: w, off: off, toStep: min(tierSteps, ev.steps())}
+				hres, err := ev.histogramsOnly().parallelEach(me, first-w+1, min(split, last), false, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
+					o := apply(hm, ls, nil, hpts)
+					if fold != nil && o != nil {
+						fold.add(k, o)
+						return nil
+					}
+					return o
+				})
+				if err != nil {
+					return nil, err
 				}
-				return o
-			})
-			if err != nil {
-				return nil, err
+				fromTier = mergeTiers(fromTier, hres, 0)
 			}
-			fromTier = mergeTiers(fromTier, hres, 0)
 			if split >= last {
 				out.series = fromTier
 				return out, ev.checkCtx()

@@ -35,35 +35,20 @@ type HistogramQuerier interface {
 }
 
 // histogramsOnly returns an evaluator whose selections read histograms
-// only, or one that selects nothing when the source has none.
+// only.
 func (ev *evaluator) histogramsOnly() *evaluator {
 	c := *ev
 	c.histOnly = true
 	c.fold = nil
-	if hs, ok := ev.src.(HistogramSource); ok && !hs.HasHistograms() {
-		c.src = emptySource{}
-	}
 	return &c
 }
 
-// emptySource selects nothing.
-type emptySource struct{}
-
-func (emptySource) Querier(int64, int64) (Querier, error) { return emptyQuerier{}, nil }
-
-type emptyQuerier struct{}
-
-func (emptyQuerier) SelectLabels(...*series.Matcher) ([]series.Labels, error) { return nil, nil }
-func (emptyQuerier) LabelNames(...*series.Matcher) ([]string, error)          { return nil, nil }
-func (emptyQuerier) LabelValues(string, ...*series.Matcher) ([]string, error) { return nil, nil }
-func (emptyQuerier) Series(...*series.Matcher) (SeriesSet, error)             { return emptySet{}, nil }
-func (emptyQuerier) Close() error                                             { return nil }
-
-type emptySet struct{}
-
-func (emptySet) Next() bool                           { return false }
-func (emptySet) At() (series.Labels, series.Iterator) { return nil, nil }
-func (emptySet) Err() error                           { return nil }
+// mayHoldHistograms is false when the source says it holds no native
+// histograms.
+func (ev *evaluator) mayHoldHistograms() bool {
+	hs, ok := ev.src.(HistogramSource)
+	return !ok || hs.HasHistograms()
+}
 
 // FloatHistogram is Prometheus's histogram value, as results carry it.
 type FloatHistogram = histogram.FloatHistogram
@@ -232,14 +217,14 @@ func hwindow(pts []HPoint, from, to int64) (int, int) {
 	return lo, hi
 }
 
-// instantMixed is instantSelector for a series with histograms: at each
-// step the newest sample, float or histogram, in (t - lookback, t],
-// unless it is a stale marker.
-func (ev *evaluator) instantMixed(ls series.Labels, pts []Point, hpts []HPoint, off int64, at *int64) *vecSeries {
+// instantSeries is one series of an instant selector: at each step the
+// newest sample, float or histogram, in (t - lookback, t], unless it is
+// a stale marker; nil when no step has one.
+func (ev *evaluator) instantSeries(ls series.Labels, pts []Point, hpts []HPoint, off int64, at *int64) *vecSeries {
 	s := ev.newSeries(ls)
 	s.t = make([]int64, len(s.v))
 	any := false
-	j, k := -1, -1
+	j, k := -1, -1 // the newest float and histogram at or before t; t only grows
 	for i := range s.v {
 		t := ev.ts(i) - off
 		if at != nil {

@@ -187,49 +187,19 @@ func (a *Appender) Commit() error {
 	if a.posted == nil {
 		a.posted = map[postedKey]struct{}{}
 	}
-	for i := range total {
-		var s *memSeries
-		var t int64
-		if i < len(a.samples) {
-			s, t = a.samples[i].s, a.samples[i].t
-		} else {
-			s, t = a.hists[i-len(a.samples)].s, a.hists[i-len(a.samples)].t
-		}
-		if !s.created.Load() {
-			if _, ok := a.posted[postedKey{s.id, math.MaxUint32}]; !ok {
-				a.posted[postedKey{s.id, math.MaxUint32}] = struct{}{}
-				a.buf = appendLabels(a.buf[:0], s.lset)
-				b.Set(seriesKey(s.id), a.buf, nil)
-				b.Set(hashKey(s.hash, s.id), nil, nil)
-				newSeries = true
-			}
-		}
-		day := dayOf(t)
-		if s.postedDay.Load() == day+1 {
-			continue
-		}
-		if _, ok := a.posted[postedKey{s.id, day}]; ok {
-			continue
-		}
-		a.posted[postedKey{s.id, day}] = struct{}{}
-		s.postMu.Lock()
-		// A day before the series' floor is merged into the tiers and
-		// its chunks deleted: it needs no raw postings.
-		var err error
-		if k := postedKeyOf(-1, day); !s.posted.has(k) && day >= db.floorOf(s) {
-			s.posted.add(k)
-			a.buf, err = setPostings(b, day, s.id, s.lset, a.buf)
-		}
-		if err == nil && len(db.tiers) > 0 {
-			if !a.hasNow {
-				a.now, a.hasNow = db.opts.Now().UnixMilli(), true
-			}
-			a.buf, err = db.postTiersOf(b, s, s.id, s.lset, day, a.now, a.buf)
-		}
-		s.postMu.Unlock()
+	for _, p := range a.samples {
+		created, err := a.post(b, p.s, p.t)
 		if err != nil {
 			return err
 		}
+		newSeries = newSeries || created
+	}
+	for _, p := range a.hists {
+		created, err := a.post(b, p.s, p.t)
+		if err != nil {
+			return err
+		}
+		newSeries = newSeries || created
 	}
 
 	start := time.Now()
@@ -291,16 +261,10 @@ func (a *Appender) Commit() error {
 	}
 
 	for _, p := range a.samples {
-		p.s.created.Store(true)
-		if d := dayOf(p.t) + 1; d > p.s.postedDay.Load() {
-			p.s.postedDay.Store(d)
-		}
+		p.s.committed(p.t)
 	}
 	for _, p := range a.hists {
-		p.s.created.Store(true)
-		if d := dayOf(p.t) + 1; d > p.s.postedDay.Load() {
-			p.s.postedDay.Store(d)
-		}
+		p.s.committed(p.t)
 	}
 	db.stats.Commits.Add(1)
 	if db.walBytes.Add(int64(len(a.buf))) > db.opts.CheckpointWALBytes {
@@ -310,6 +274,56 @@ func (a *Appender) Commit() error {
 		}
 	}
 	return nil
+}
+
+// post adds to b what a sample of s at t needs in Pebble before its log
+// record: the series' keys when it is new (created reports that) and its
+// postings of t's day, each once a commit.
+func (a *Appender) post(b *pebble.Batch, s *memSeries, t int64) (created bool, err error) {
+	db := a.db
+	if !s.created.Load() {
+		if _, ok := a.posted[postedKey{s.id, math.MaxUint32}]; !ok {
+			a.posted[postedKey{s.id, math.MaxUint32}] = struct{}{}
+			a.buf = appendLabels(a.buf[:0], s.lset)
+			b.Set(seriesKey(s.id), a.buf, nil)
+			b.Set(hashKey(s.hash, s.id), nil, nil)
+			created = true
+		}
+	}
+	day := dayOf(t)
+	if s.postedDay.Load() == day+1 {
+		return created, nil
+	}
+	if _, ok := a.posted[postedKey{s.id, day}]; ok {
+		return created, nil
+	}
+	a.posted[postedKey{s.id, day}] = struct{}{}
+	s.postMu.Lock()
+	defer s.postMu.Unlock()
+	// A day before the series' floor is merged into the tiers and its
+	// chunks deleted: it needs no raw postings.
+	if k := postedKeyOf(-1, day); !s.posted.has(k) && day >= db.floorOf(s) {
+		s.posted.add(k)
+		if a.buf, err = setPostings(b, day, s.id, s.lset, a.buf); err != nil {
+			return created, err
+		}
+	}
+	if len(db.tiers) > 0 {
+		if !a.hasNow {
+			a.now, a.hasNow = db.opts.Now().UnixMilli(), true
+		}
+		a.buf, err = db.postTiersOf(b, s, s.id, s.lset, day, a.now, a.buf)
+	}
+	return created, err
+}
+
+// committed records that a sample of s at t is durable: its keys are,
+// and its postings of t's day.
+func (s *memSeries) committed(t int64) {
+	s.created.Store(true)
+	if d := dayOf(t) + 1; d > s.postedDay.Load() {
+		s.postedDay.Store(d)
+	}
 }
 
 // touchedSeries lists the series of the appender's samples.

@@ -320,20 +320,9 @@ func (q *Querier) histograms(id uint64, s *memSeries, days []uint32) ([]series.H
 	}
 	var stored []series.HistSample
 	for _, d := range days {
-		var kb [2 * 21]byte
-		prefix := histChunkKey(kb[:0], d, id, 0)[:13]
-		from := histChunkKey(kb[21:21], d, id, q.mint)
-		keep := func() error {
-			k := q.it.Key()
-			maxT, chk, err := parseChunkValue(k, q.it.Value())
-			if err != nil {
-				return fmt.Errorf("series %d: %w", id, err)
-			}
-			_, _, minT, _ := parseChunkKey(k)
-			if maxT < q.mint || minT > q.maxt {
-				return nil
-			}
+		err := q.eachChunk(kindHistChunk, d, id, func(k []byte, _, _ int64, chk []byte) error {
 			n := len(stored)
+			var err error
 			if stored, err = readHistChunk(stored, k, chk); err != nil {
 				return err
 			}
@@ -342,22 +331,8 @@ func (q *Querier) histograms(id uint64, s *memSeries, days []uint32) ([]series.H
 			clipped := clipHists(stored[n:], q.mint, q.maxt)
 			stored = append(stored[:n], clipped...)
 			return nil
-		}
-		if q.it.SeekLT(from) && len(q.it.Key()) == 21 && string(q.it.Key()[:13]) == string(prefix) {
-			if err := keep(); err != nil {
-				return nil, err
-			}
-		}
-		for valid := q.it.SeekGE(from); valid && string(q.it.Key()[:min(13, len(q.it.Key()))]) == string(prefix); valid = q.it.Next() {
-			_, _, minT, _ := parseChunkKey(q.it.Key())
-			if minT > q.maxt {
-				break
-			}
-			if err := keep(); err != nil {
-				return nil, err
-			}
-		}
-		if err := q.it.Error(); err != nil {
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

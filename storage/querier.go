@@ -351,24 +351,7 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		return nil, err
 	}
 	for _, d := range days {
-		// Keys built in a stack buffer: three per series and day.
-		var kb [3 * 21]byte
-		prefix := chunkKey(kb[:0], d, id, 0)[:13]
-		end := append(kb[13:13], prefix...)
-		if end = incPrefix(end); end == nil {
-			return nil, fmt.Errorf("series %d: no key after its chunks", id)
-		}
-		from := chunkKey(kb[26:26], d, id, q.mint)
-		keep := func() error {
-			k := q.it.Key()
-			maxT, chk, err := parseChunkValue(k, q.it.Value())
-			if err != nil {
-				return fmt.Errorf("series %d: %w", id, err)
-			}
-			_, _, minT, _ := parseChunkKey(k)
-			if maxT < q.mint || minT > q.maxt {
-				return nil
-			}
+		err := q.eachChunk(kindChunk, d, id, func(_ []byte, minT, maxT int64, chk []byte) error {
 			if q.reuse {
 				spans = append(spans, chunkSpan{minT, maxT, len(arena), len(chk)})
 				arena = append(arena, chk...)
@@ -376,22 +359,8 @@ func (q *Querier) load(id uint64) (*Series, error) {
 				stored = append(stored, chunkRef{minT, maxT, append([]byte(nil), chk...)})
 			}
 			return nil
-		}
-		if q.it.SeekLT(from) && len(q.it.Key()) == 21 && string(q.it.Key()[:13]) == string(prefix) {
-			if err := keep(); err != nil {
-				return nil, err
-			}
-		}
-		for valid := q.it.SeekGE(from); valid && string(q.it.Key()) < string(end); valid = q.it.Next() {
-			_, _, minT, _ := parseChunkKey(q.it.Key())
-			if minT > q.maxt {
-				break
-			}
-			if err := keep(); err != nil {
-				return nil, err
-			}
-		}
-		if err := q.it.Error(); err != nil {
+		})
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -456,6 +425,45 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		it = &mergeIter{its: its, ok: make([]bool, len(its))}
 	}
 	return &Series{Labels: lset, it: &clipIter{it: it, mint: q.mint, maxt: q.maxt}, Hists: hists}, nil
+}
+
+// eachChunk calls keep with each chunk of kind (kindChunk, kindHistChunk)
+// of series id in day partition d that reaches into the querier's range,
+// in time order: the one starting before mint, then those from mint on.
+// The key and chunk are Pebble's, valid until keep returns.
+func (q *Querier) eachChunk(kind byte, d uint32, id uint64, keep func(k []byte, minT, maxT int64, chk []byte) error) error {
+	// Keys built in a stack buffer: two per series and day.
+	var kb [2 * 21]byte
+	prefix := chunkKey(kb[:0], d, id, 0)[:13]
+	from := chunkKey(kb[21:21], d, id, q.mint)
+	prefix[0], from[0] = kind, kind
+	visit := func() error {
+		k := q.it.Key()
+		maxT, chk, err := parseChunkValue(k, q.it.Value())
+		if err != nil {
+			return fmt.Errorf("series %d: %w", id, err)
+		}
+		_, _, minT, _ := parseChunkKey(k)
+		if maxT < q.mint || minT > q.maxt {
+			return nil
+		}
+		return keep(k, minT, maxT, chk)
+	}
+	if q.it.SeekLT(from) && len(q.it.Key()) == 21 && string(q.it.Key()[:13]) == string(prefix) {
+		if err := visit(); err != nil {
+			return err
+		}
+	}
+	for valid := q.it.SeekGE(from); valid && len(q.it.Key()) >= 13 && string(q.it.Key()[:13]) == string(prefix); valid = q.it.Next() {
+		_, _, minT, _ := parseChunkKey(q.it.Key())
+		if minT > q.maxt {
+			break
+		}
+		if err := visit(); err != nil {
+			return err
+		}
+	}
+	return q.it.Error()
 }
 
 // refreshIter makes the Pebble view newer than any checkpoint that
