@@ -273,7 +273,15 @@ func readDoD(r *bitReader) int64 {
 	if width == 0 {
 		return 0
 	}
-	return signExtend(r.readBits(width), width)
+	// writeDoD's ranges are Prometheus's, one more above zero than below
+	// (-8191..8192 in 14 bits): a field above half its range is negative,
+	// half exactly is positive. Two's complement would read 8192 as
+	// -8192, and the rest of the chunk as garbage.
+	u := r.readBits(width)
+	if width < 64 && u > 1<<(width-1) {
+		u -= 1 << width
+	}
+	return int64(u)
 }
 
 func signExtend(u uint64, width uint) int64 {

@@ -242,3 +242,31 @@ func BenchmarkHistogramAppend(b *testing.B) {
 	b.ReportMetric(float64(size)/float64(len(hs)), "bytes/sample")
 	b.ReportMetric(float64(len(hs)*b.N)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// The timestamp ranges are asymmetric (-8191..8192 in 14 bits, as
+// Prometheus's): a delta of delta of exactly 8192, 65536 or 524288 once
+// decoded as its negative and turned the rest of the chunk to garbage.
+func TestHistogramTimestampRangeEdges(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, dod := range []int64{8192, -8191, 8193, -8192, 65536, -65535, 65537, 524288, -524287, 524289, 1 << 40} {
+		hs := latencyHistograms(r, 4, dod%2 == 0)
+		ts := []int64{1_000_000_000, 1_001_000_000}
+		ts = append(ts, ts[1]+1_000_000+dod)
+		ts = append(ts, ts[2]+(ts[2]-ts[1]))
+		a := NewHistogramAppender()
+		for i := range hs {
+			if err := a.Append(ts[i], &hs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		it := NewHistogramIterator(a.Bytes())
+		for i := range hs {
+			if !it.Next() {
+				t.Fatalf("delta of delta %d: sample %d: %v", dod, i, it.Err())
+			}
+			if got, h := it.At(); got != ts[i] || !histEqual(h, &hs[i]) {
+				t.Fatalf("delta of delta %d: sample %d at %d, want %d", dod, i, got, ts[i])
+			}
+		}
+	}
+}
