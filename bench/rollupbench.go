@@ -47,6 +47,11 @@ func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, s
 	return rr.RawDays, err
 }
 
+func (s rollupSource) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
+	return rr.RawDays, err
+}
+
 // benchRollup writes hosts x cores CPU series of days at 60 s (raw
 // retention 100 days), rolls them up, and times avg/max_over_time by host
 // over the whole range at a 1-hour step from raw and from the tiers.

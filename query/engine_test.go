@@ -36,6 +36,11 @@ func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int
 	return rr.RawDays, err
 }
 
+func (s src) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
+	return rr.RawDays, err
+}
+
 // t0 is the test data's origin; samples are at t0 + seconds.
 var t0 = time.Now().Add(-2 * time.Hour).Truncate(time.Hour).UnixMilli()
 

@@ -883,9 +883,20 @@ func (ev *evaluator) callRange(e *parser.Call, f rangeFunc) (value, error) {
 				return nil, err
 			}
 			tierSteps := int((split+off-ev.start)/ev.step) + 1
-			// Tiers keep floats only: the steps a tier answered take
-			// their histograms from raw samples, reading nothing else.
-			if ev.mayHoldHistograms() {
+			// The steps a tier answered take their histograms from the
+			// tier's histogram buckets where those answer fn, else from
+			// raw samples (reading nothing else); fn that ignores
+			// histograms reads none.
+			hts, histTier := ev.src.(HistRollupSource)
+			switch {
+			case !ev.mayHoldHistograms() || histRangeFuncs[e.Func.Name] == nil:
+			case histTier && histTierFuncs[e.Func.Name]:
+				hres, err := ev.tierHistSeries(e.Func.Name, hts, tier, ms, w, off, split, fold, e.Args[argIdx].PositionRange())
+				if err != nil {
+					return nil, err
+				}
+				fromTier = mergeTiers(fromTier, hres, 0)
+			default:
 				hm := &matrixArg{window: w, off: off, toStep: min(tierSteps, ev.steps())}
 				hres, err := ev.histogramsOnly().parallelEach(me, first-w+1, min(split, last), false, func(k int, ls series.Labels, pts []Point, hpts []HPoint) *vecSeries {
 					o := apply(hm, ls, nil, hpts)

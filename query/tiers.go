@@ -173,7 +173,31 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 	res := rs.Tiers()[tier].Resolution.Milliseconds()
 	ev.markTier(tier)
 	first, _ := ev.evalTimes(off, nil)
-	// The selection in shards read in parallel, as raw selections are.
+	return ev.tierShards(fold, func(k, shards int, emit func(*vecSeries)) (int, error) {
+		var acc rollup.Sketch
+		var scratch []float64
+		var buf *vecSeries // folding: one series' steps at a time
+		if fold != nil {
+			buf = ev.newSeries(nil)
+		}
+		return rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
+			o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc, buf, fold, k, &scratch)
+			if err != nil {
+				return err
+			}
+			if o != nil {
+				emit(o)
+			}
+			return ev.checkCtx()
+		})
+	})
+}
+
+// tierShards reads a tier's selection in shards, in parallel as raw
+// selections are: read reads shard k of shards, giving each series it
+// evaluates to emit (which folds it, with a folder) and the series-days
+// it computed from raw samples.
+func (ev *evaluator) tierShards(fold *folder, read func(k, shards int, emit func(*vecSeries)) (rawDays int, err error)) ([]*vecSeries, error) {
 	shards := ev.shards()
 	parts := make([][]*vecSeries, shards)
 	errs := make([]error, shards)
@@ -183,22 +207,13 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 		go func(k int) {
 			defer wg.Done()
 			defer recoverTo(&errs[k])
-			var acc rollup.Sketch
-			var scratch []float64
-			var buf *vecSeries // folding: one series' steps at a time
-			if fold != nil {
-				buf = ev.newSeries(nil)
-			}
 			var rawDays int
-			rawDays, errs[k] = rs.EachRollup(tier, first-w, split-res, tierColumns(fn), k, shards, ms, func(ls series.Labels, c *rollup.Columns) error {
-				if o, err := ev.tierSeriesOne(fn, ls, c, res, w, off, split, param, &acc, buf, fold, k, &scratch); err != nil || o == nil {
-					return err
-				} else if fold != nil {
+			rawDays, errs[k] = read(k, shards, func(o *vecSeries) {
+				if fold != nil {
 					fold.add(k, o)
 				} else {
 					parts[k] = append(parts[k], o)
 				}
-				return ev.checkCtx()
 			})
 			if rawDays > 0 {
 				ev.markTier(-1) // days not rolled up yet were read from raw samples

@@ -67,16 +67,23 @@ func rolledUp(t *testing.T) (src, int64) {
 			t.Fatal(err)
 		}
 	}
+	rollUpDays(t, db, c, end)
+	rolledClock = c
+	return src{db}, end.UnixMilli()
+}
+
+// rollUpDays moves the clock a day past end, checkpoints, and runs the
+// downsampler an hour later, when the days written are over and quiet.
+func rollUpDays(t *testing.T, db *storage.DB, c *fixedClock, end time.Time) {
+	t.Helper()
 	c.now = end.Add(24 * time.Hour)
 	if err := db.Checkpoint(); err != nil {
 		t.Fatal(err)
 	}
-	c.now = c.now.Add(time.Hour) // the days written are quiet: the downsampler takes them
+	c.now = c.now.Add(time.Hour)
 	if err := db.RunRollups(); err != nil {
 		t.Fatal(err)
 	}
-	rolledClock = c
-	return src{db}, end.UnixMilli()
 }
 
 // rolledClock is the clock of the last rolledUp source.
@@ -366,9 +373,10 @@ func TestRawExpiredWarning(t *testing.T) {
 	}
 }
 
-// Tiers keep floats only: a range function that a tier answers still
-// gives the native histogram series, from raw samples, at the steps the
-// tier answered as at the others, alone or summed (folded).
+// A range function that a tier answers gives the native histogram
+// series too (from the tier's histogram buckets), at the steps the tier
+// answered as at the others, alone or summed (folded), beside the
+// floats.
 func TestTiersWithHistograms(t *testing.T) {
 	end := time.Now().Add(-48 * time.Hour).Truncate(24 * time.Hour)
 	c := &fixedClock{end}

@@ -17,14 +17,16 @@ import (
 
 // CheckReport is what Check found in a data directory.
 type CheckReport struct {
-	Series, Chunks, Samples    int64
-	HistChunks, HistSamples    int64 // native histograms
-	RollupBlocks, Buckets      int64
-	WALRecords                 int64 // not yet checkpointed: replayed at the next open
-	Pending                    int64 // series-days marked for the downsampler
-	Damage                     []string
-	OrphanPostings, OrphanKeys int64 // index entries of series that do not exist
-	Took                       time.Duration
+	Series, Chunks, Samples int64
+	HistChunks, HistSamples int64 // native histograms
+	RollupBlocks, Buckets   int64
+	// Native histograms' blocks and buckets in the tiers.
+	HistRollupBlocks, HistBuckets int64
+	WALRecords                    int64 // not yet checkpointed: replayed at the next open
+	Pending                       int64 // series-days marked for the downsampler
+	Damage                        []string
+	OrphanPostings, OrphanKeys    int64 // index entries of series that do not exist
+	Took                          time.Duration
 }
 
 // Damaged reports whether the check found anything wrong.
@@ -149,6 +151,22 @@ func Check(dir string, progress func(keys int64)) (*CheckReport, error) {
 			if len(k) != 17 || !exists[binary.BigEndian.Uint64(k[9:])] {
 				r.OrphanKeys++
 			}
+		case kindHistRollup:
+			if len(k) != 22 {
+				damage("histogram rollup key %x: malformed", k)
+				continue
+			}
+			id := binary.BigEndian.Uint64(k[6:])
+			if !exists[id] {
+				r.OrphanKeys++
+			}
+			r.HistRollupBlocks++
+			bs, err := rollup.DecodeHistBlock(nil, v)
+			if err != nil {
+				damage("series %d, tier %d histogram rollup block %d: %v", id, k[1], binary.BigEndian.Uint32(k[2:]), err)
+				continue
+			}
+			r.HistBuckets += int64(len(bs))
 		case kindRollup, kindSketch:
 			if len(k) != 22 {
 				damage("rollup key %x: malformed", k)

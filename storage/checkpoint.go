@@ -161,6 +161,11 @@ func (db *DB) Checkpoint() error {
 			if err := db.mergeHistDay(b, c.s, day, h[:n], rawCut); err != nil {
 				return fmt.Errorf("checkpoint: merge histograms of series %d: %w", c.s.id, err)
 			}
+			// The tiers' histogram buckets of the day are rolled up
+			// again, as the floats' are.
+			if err := marks.mark(b, c.s.id, h[0].T, h[n-1].T); err != nil {
+				return fmt.Errorf("checkpoint: mark histograms of series %d: %w", c.s.id, err)
+			}
 			merged += n
 			h = h[n:]
 		}

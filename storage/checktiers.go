@@ -110,6 +110,8 @@ func checkTiers(r pebble.Reader, tiers []*tierState, keep func(t *tierState, ls 
 	var samples []series.Sample
 	var day [][]rollup.Bucket
 	var blk []rollup.Bucket
+	var hraw []series.HistSample
+	var hday [][]rollup.HistBucket
 	for d := floor; ; {
 		// The next raw day with postings.
 		if !sel.SeekGE(binary.BigEndian.AppendUint32([]byte{kindPostings}, d)) || sel.Key()[0] != kindPostings || len(sel.Key()) < 5 {
@@ -172,30 +174,76 @@ func checkTiers(r pebble.Reader, tiers []*tierState, keep func(t *tierState, ls 
 						}
 					}
 				}
-				i, j := 0, 0
-				for i < len(blk) || j < len(want) {
-					switch {
-					case j == len(want) || i < len(blk) && blk[i].Start < want[j].Start:
-						diff(ls, t, blk[i].Start, "stored, but the raw samples have none")
-						i++
-					case i == len(blk) || want[j].Start < blk[i].Start:
-						diff(ls, t, want[j].Start, "missing (%d raw samples)", want[j].Count)
-						j++
-					default:
+				compareBuckets(len(blk), len(want), func(i int) int64 { return blk[i].Start }, func(j int) int64 { return want[j].Start },
+					func(i int) { diff(ls, t, blk[i].Start, "stored, but the raw samples have none") },
+					func(j int) { diff(ls, t, want[j].Start, "missing (%d raw samples)", want[j].Count) },
+					func(i, j int) {
 						rep.Buckets++
 						if what := bucketDiff(&blk[i], &want[j], t.sketches); what != "" {
 							diff(ls, t, want[j].Start, "%s", what)
 						}
-						i++
-						j++
+					})
+			}
+			// Native histograms: the same, from the day's histogram
+			// samples and the histogram blocks.
+			if hraw, err = readHistRaw(it, id, lo+1, hi, hraw[:0]); err != nil {
+				return nil, fmt.Errorf("series %s, day %s: %w", ls, dayString(d), err)
+			}
+			hday = dayHistBuckets(tiers, hraw, hday)
+			for _, t := range tiers {
+				if !keep(t, ls, d) {
+					continue
+				}
+				want := hday[t.idx]
+				var stored []rollup.HistBucket
+				for p := lo / t.span; p <= (hi-1)/t.span; p++ {
+					all, _, err := getHistBlock(r, nil, histRollupKey(nil, t.idx, uint32(p), id, p*t.span))
+					if err != nil {
+						diff(ls, t, p*t.span, "histogram block unreadable: %v", err)
+						continue
+					}
+					for _, b := range all {
+						if b.Start >= lo && b.Start < hi {
+							stored = append(stored, b)
+						}
 					}
 				}
+				compareBuckets(len(stored), len(want), func(i int) int64 { return stored[i].Start }, func(j int) int64 { return want[j].Start },
+					func(i int) { diff(ls, t, stored[i].Start, "histograms stored, but the raw samples have none") },
+					func(j int) { diff(ls, t, want[j].Start, "histograms missing (%d raw samples)", want[j].Count) },
+					func(i, j int) {
+						rep.Buckets++
+						if what := histBucketDiff(&stored[i], &want[j]); what != "" {
+							diff(ls, t, want[j].Start, "histograms: %s", what)
+						}
+					})
 			}
 		}
 		d++
 	}
 	rep.Took = time.Since(start)
 	return rep, nil
+}
+
+// compareBuckets walks two bucket lists sorted by start (got, want of
+// lengths ng, nw), calling extra for a bucket only got has, missing for
+// one only want has, and both for a pair.
+func compareBuckets(ng, nw int, gs, ws func(int) int64, extra, missing func(int), both func(i, j int)) {
+	i, j := 0, 0
+	for i < ng || j < nw {
+		switch {
+		case j == nw || i < ng && gs(i) < ws(j):
+			extra(i)
+			i++
+		case i == ng || ws(j) < gs(i):
+			missing(j)
+			j++
+		default:
+			both(i, j)
+			i++
+			j++
+		}
+	}
 }
 
 func hasKey(it *pebble.Iterator, k []byte) (bool, error) {

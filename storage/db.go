@@ -654,7 +654,7 @@ func (db *DB) ApplyRetention() error {
 		gcCut = min(gcCut, tcut)
 		part := tcut / t.span
 		if part > 0 {
-			for _, kind := range []byte{kindRollup, kindSketch} {
+			for _, kind := range tierKinds {
 				tier := []byte{kind, byte(t.idx)}
 				if err := b.DeleteRange(tier, binary.BigEndian.AppendUint32(tier, uint32(part)), nil); err != nil {
 					return err

@@ -174,8 +174,9 @@ type dayWork struct {
 	day   uint32
 	gen   uint64
 	merge bool
-	// replace: the day's buckets, per tier
-	tiers [][]rollup.Bucket
+	// replace: the day's buckets, per tier, and its native histograms'
+	tiers  [][]rollup.Bucket
+	htiers [][]rollup.HistBucket
 	// merge: the samples to add and the chunk keys to delete
 	samples []series.Sample
 	keys    [][]byte
@@ -221,6 +222,8 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 	}
 	defer it.Close()
 	var buf []series.Sample
+	var hbuf []series.HistSample
+	hists := db.hasHist.Load()
 	for ri, r := range runs {
 		if ri%shards != shard {
 			continue
@@ -245,6 +248,16 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 				return fmt.Errorf("series %d, day %s: %w", id, dayString(w.day), err)
 			}
 			w.tiers = dayBuckets(db.tiers, buf, nil, true)
+			if hists {
+				if hbuf, err = readHistRaw(it, id, lo+1, lo+msPerDay, hbuf[:0]); err != nil {
+					return fmt.Errorf("series %d, day %s: %w", id, dayString(w.day), err)
+				}
+				if len(hbuf) > 0 {
+					// The buckets keep some of the samples: a copy of
+					// the slice (the histograms are the read's own).
+					w.htiers = dayHistBuckets(db.tiers, hbuf, nil)
+				}
+			}
 			// Background work: let a query waiting for the CPU in (a
 			// series-day takes about a millisecond, the scheduler's own
 			// slice is ten).
@@ -334,39 +347,24 @@ func readRaw(it *pebble.Iterator, id uint64, mint, maxt int64, dst []series.Samp
 	start := len(dst)
 	sorted := true
 	var cit chunk.Iterator
-	for d := dayOf(mint); d <= closedDayOf(maxt); d++ {
-		prefix := chunkKey(nil, d, id, 0)[:13]
-		end := prefixEnd(prefix)
-		for valid := it.SeekGE(prefix); valid && bytes.Compare(it.Key(), end) < 0; valid = it.Next() {
-			k := it.Key()
-			maxT, chk, err := parseChunkValue(k, it.Value())
-			if err != nil {
-				return dst, err
-			}
-			_, _, minT, _ := parseChunkKey(k)
-			if maxT < mint || minT > maxt {
-				continue
-			}
-			if n := len(dst); n > start && minT <= dst[n-1].T {
-				sorted = false
-			}
-			// Background work yields often: a query waiting for the CPU
-			// runs within microseconds, not a scheduler slice.
-			runtime.Gosched()
-			cit.Reset(chk)
-			for cit.Next() {
-				t, v := cit.At()
-				if t >= mint && t <= maxt {
-					dst = append(dst, series.Sample{T: t, V: v})
-				}
-			}
-			if err := cit.Err(); err != nil {
-				return dst, &CorruptionError{Key: append([]byte(nil), k...), Err: err}
+	err := eachStoredChunk(it, kindChunk, id, dayOf(mint), closedDayOf(maxt), mint, maxt, func(k, chk []byte, minT int64) error {
+		if n := len(dst); n > start && minT <= dst[n-1].T {
+			sorted = false
+		}
+		cit.Reset(chk)
+		for cit.Next() {
+			t, v := cit.At()
+			if t >= mint && t <= maxt {
+				dst = append(dst, series.Sample{T: t, V: v})
 			}
 		}
-		if err := it.Error(); err != nil {
-			return dst, err
+		if err := cit.Err(); err != nil {
+			return &CorruptionError{Key: append([]byte(nil), k...), Err: err}
 		}
+		return nil
+	})
+	if err != nil {
+		return dst, err
 	}
 	if !sorted {
 		// Chunks of the two partition rules, or copies, overlapping:
@@ -377,6 +375,38 @@ func readRaw(it *pebble.Iterator, id uint64, mint, maxt int64, dst []series.Samp
 		dst = dst[:start+len(s)]
 	}
 	return dst, nil
+}
+
+// eachStoredChunk calls f with each stored chunk of series id of kind
+// (kindChunk, kindHistChunk) in day partitions first to last that
+// overlaps [mint, maxt], in key order.
+func eachStoredChunk(it *pebble.Iterator, kind byte, id uint64, first, last uint32, mint, maxt int64, f func(key, chk []byte, minT int64) error) error {
+	for d := first; d <= last; d++ {
+		prefix := chunkKey(nil, d, id, 0)[:13]
+		prefix[0] = kind
+		end := prefixEnd(prefix)
+		for valid := it.SeekGE(prefix); valid && bytes.Compare(it.Key(), end) < 0; valid = it.Next() {
+			k := it.Key()
+			maxT, chk, err := parseChunkValue(k, it.Value())
+			if err != nil {
+				return err
+			}
+			_, _, minT, _ := parseChunkKey(k)
+			if maxT < mint || minT > maxt {
+				continue
+			}
+			// Background work yields often: a query waiting for the CPU
+			// runs within microseconds, not a scheduler slice.
+			runtime.Gosched()
+			if err := f(k, chk, minT); err != nil {
+				return err
+			}
+		}
+		if err := it.Error(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readPartition appends every sample of series id's chunks in day
@@ -499,6 +529,9 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 				}
 				t.buckets.Add(int64(len(blk)))
 			}
+			if err := db.commitHistParts(b, t, id, ls, ws, now, &enc); err != nil {
+				return done, merged, err
+			}
 		}
 		for i, w := range ws {
 			if !same[i] {
@@ -544,6 +577,59 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 	db.cpMu.Unlock()
 	locked = false
 	return done, merged, nil
+}
+
+// commitHistParts writes the histogram blocks of tier t that series id's
+// replaced days (ws) change.
+func (db *DB) commitHistParts(b *pebble.Batch, t *tierState, id uint64, ls series.Labels, ws []dayWork, now int64, enc *[]byte) error {
+	parts := map[int64]bool{}
+	for _, w := range ws {
+		if w.merge || len(w.htiers) == 0 || len(w.htiers[t.idx]) == 0 || !db.keeps(t.idx, ls, w.day, now) {
+			continue
+		}
+		lo := int64(w.day) * msPerDay
+		for p := lo / t.span; p <= (lo+msPerDay-1)/t.span; p++ {
+			parts[p] = true
+		}
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	order := make([]int64, 0, len(parts))
+	for p := range parts {
+		order = append(order, p)
+	}
+	slices.Sort(order)
+	var key []byte
+	var blk []rollup.HistBucket
+	for _, p := range order {
+		lo, hi := p*t.span, (p+1)*t.span
+		key = histRollupKey(key[:0], t.idx, uint32(p), id, lo)
+		whole := false
+		for _, w := range ws {
+			if !w.merge && len(w.htiers) > 0 && int64(w.day)*msPerDay <= lo && int64(w.day+1)*msPerDay >= hi {
+				whole = true
+			}
+		}
+		blk = blk[:0]
+		if !whole {
+			var err error
+			if blk, _, err = getHistBlock(db.pdb, blk, key); err != nil {
+				return fmt.Errorf("series %d: %v histogram block %d: %w", id, t.Resolution, p, err)
+			}
+		}
+		for _, w := range ws {
+			if w.merge || len(w.htiers) == 0 || !db.keeps(t.idx, ls, w.day, now) {
+				continue
+			}
+			blk = spliceHistDay(blk, w.htiers[t.idx], max(lo, int64(w.day)*msPerDay), min(hi, int64(w.day+1)*msPerDay))
+		}
+		var err error
+		if *enc, err = writeHistBlock(b, t, key, id, ls, blk, *enc); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // spliceDay replaces the buckets of blk (sorted) starting in [lo, hi)

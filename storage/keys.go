@@ -27,6 +27,7 @@ const (
 	kindBackfill   = 'B' // seriesID t -> value: a sample for the rollups only
 	kindMetricMeta = 'T' // metric name -> type, unit, help (metadata.go)
 	kindHistChunk  = 'N' // day seriesID minT -> native histogram chunk, valued as 'C' (hist.go)
+	kindHistRollup = 'G' // tier partition seriesID blockStart -> histogram rollup block (histtier.go)
 
 	schemaVersion = 1
 	chunkValueV1  = 1

@@ -120,7 +120,7 @@ func (db *DB) expiredSeries(tier int, def time.Duration, first, last int64, f fu
 func (db *DB) applyRules(b *pebble.Batch, tier int, def time.Duration, first, last int64) (int, error) {
 	dropped := 0
 	err := db.expiredSeries(tier, def, first, last, func(p int64, id uint64, ls series.Labels) error {
-		for _, kind := range []byte{kindRollup, kindSketch} {
+		for _, kind := range tierKinds {
 			lo := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32([]byte{kind, byte(tier)}, uint32(p)), id)
 			if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
 				return err

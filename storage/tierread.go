@@ -149,33 +149,9 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 		return rr, fmt.Errorf("%w: the %v tier keeps no quantile sketches", series.ErrInvalid, t.Resolution)
 	}
 	mint, maxt = max(mint, 0), max(maxt, 0)
-	sel, err := db.pdb.NewIter(nil)
+	parts, ids, err := db.tierSelect(tier, mint, maxt, shard, shards, ms)
 	if err != nil {
 		return rr, err
-	}
-	parts, err := tierParts(sel, tier, mint/t.span, maxt/t.span)
-	if err != nil {
-		sel.Close()
-		return rr, err
-	}
-	var ids []uint64
-	for _, p := range parts {
-		got, err := selectDay(sel, postingsPart(tier, p), ms)
-		if err != nil {
-			sel.Close()
-			return rr, err
-		}
-		ids = union(ids, got)
-	}
-	sel.Close()
-	if shards > 1 {
-		mine := ids[:0:0]
-		for _, id := range ids {
-			if blockShardOf(id, shards) == shard {
-				mine = append(mine, id)
-			}
-		}
-		ids = mine
 	}
 	// Samples in (mint, maxt + res] make the buckets starting in [mint,
 	// maxt]: the head's part of them first, then the Pebble view.
@@ -235,6 +211,40 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 	return rr, nil
 }
 
+// tierSelect returns the partitions of tier holding [mint, maxt] that
+// have postings, and the IDs of the series the matchers select in them
+// (the shard-th of shards part).
+func (db *DB) tierSelect(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher) ([]int64, []uint64, error) {
+	t := db.tiers[tier]
+	sel, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer sel.Close()
+	parts, err := tierParts(sel, tier, mint/t.span, maxt/t.span)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ids []uint64
+	for _, p := range parts {
+		got, err := selectDay(sel, postingsPart(tier, p), ms)
+		if err != nil {
+			return nil, nil, err
+		}
+		ids = union(ids, got)
+	}
+	if shards > 1 {
+		mine := ids[:0:0]
+		for _, id := range ids {
+			if blockShardOf(id, shards) == shard {
+				mine = append(mine, id)
+			}
+		}
+		ids = mine
+	}
+	return parts, ids, nil
+}
+
 // tierReader reads one tier's blocks from one Pebble view, with an
 // iterator clone per key range, each only moving forward as series IDs
 // grow (Pebble turns that into steps from where it stands instead of a
@@ -256,6 +266,8 @@ type tierReader struct {
 	all           []rollup.Bucket
 	day           [][]rollup.Bucket
 	buf           []series.Sample
+	// hist: the reader reads histogram blocks (colIts over them).
+	hist bool
 }
 
 func (r *tierReader) open(parts []int64) error {
@@ -269,6 +281,9 @@ func (r *tierReader) open(parts []int64) error {
 	for i, p := range parts {
 		lo := rollupKey(nil, r.t.idx, uint32(p), 0, 0)
 		hi := rollupKey(nil, r.t.idx, uint32(p)+1, 0, 0)
+		if r.hist {
+			lo, hi = histRollupKey(nil, r.t.idx, uint32(p), 0, 0), histRollupKey(nil, r.t.idx, uint32(p)+1, 0, 0)
+		}
 		if r.colIts[i], err = clone(lo, hi); err != nil {
 			return err
 		}

@@ -228,7 +228,7 @@ func (db *DB) TierDiskBytes() (raw uint64, tiers []uint64, err error) {
 	}
 	for i := range db.tiers {
 		var n uint64
-		for _, kind := range []byte{kindRollup, kindSketch} {
+		for _, kind := range tierKinds {
 			m, err := db.pdb.EstimateDiskUsage([]byte{kind, byte(i)}, []byte{kind, byte(i + 1)})
 			if err != nil {
 				return 0, nil, err

@@ -44,8 +44,8 @@ Flags:
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s: %d series, %d chunks, %d samples, %d histogram chunks (%d histograms), %d rollup blocks (%d buckets); %d WAL records to replay, %d buckets pending for the downsampler; read in %v\n",
-		*dir, r.Series, r.Chunks, r.Samples, r.HistChunks, r.HistSamples, r.RollupBlocks, r.Buckets, r.WALRecords, r.Pending, r.Took.Round(1e6))
+	fmt.Fprintf(out, "%s: %d series, %d chunks, %d samples, %d histogram chunks (%d histograms), %d rollup blocks (%d buckets), %d histogram rollup blocks (%d buckets); %d WAL records to replay, %d buckets pending for the downsampler; read in %v\n",
+		*dir, r.Series, r.Chunks, r.Samples, r.HistChunks, r.HistSamples, r.RollupBlocks, r.Buckets, r.HistRollupBlocks, r.HistBuckets, r.WALRecords, r.Pending, r.Took.Round(1e6))
 	for _, d := range r.Damage {
 		fmt.Fprintln(out, "damage:", d)
 	}

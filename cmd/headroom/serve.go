@@ -626,6 +626,11 @@ func (s querySource) EachRollup(tier int, mint, maxt int64, cols uint, shard, sh
 	return rr.RawDays, err
 }
 
+func (s querySource) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
+	return rr.RawDays, err
+}
+
 func tsdbStatus(st storage.HeadStats) api.TSDBStatus {
 	conv := func(in []storage.NameCount) []api.NameCount {
 		out := make([]api.NameCount, len(in))

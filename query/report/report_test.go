@@ -223,6 +223,11 @@ func (s rollupSrc) EachRollup(tier int, mint, maxt int64, cols uint, shard, shar
 	return rr.RawDays, err
 }
 
+func (s rollupSrc) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
+	return rr.RawDays, err
+}
+
 // A report over two years picks its step (a day: 730 points) and reads
 // the tiers; a step too small for the range is refused with the smallest
 // that fits.

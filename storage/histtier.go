@@ -1,0 +1,337 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/prometheus/model/histogram"
+
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// Native histograms in the rollup tiers: a block per series, tier and
+// partition under its own key kind ('G', beside the column blocks), of
+// rollup.HistBucket, computed with the floats' buckets from the same
+// series-day, under the same roll markers, and read exactly in the same
+// way (EachHistRollup). Histograms older than raw retention are refused,
+// so a histogram day is always rolled up in replace mode.
+
+// tierKinds are the key kinds of a tier's blocks: retention drops them
+// together.
+var tierKinds = []byte{kindRollup, kindSketch, kindHistRollup}
+
+// histRollupKey is rollupKey under the histogram block's kind.
+func histRollupKey(dst []byte, tier int, part uint32, id uint64, start int64) []byte {
+	dst = rollupKey(dst, tier, part, id, start)
+	dst[len(dst)-22] = kindHistRollup
+	return dst
+}
+
+// detectReset is Prometheus's counter reset rule for a histogram after
+// another (FloatHistogram.DetectReset: the hint, else a fall in any
+// count, a finer schema, a zero bucket that narrowed), so that the
+// resets a bucket records are those a query over raw samples finds.
+func detectReset(cur, prev *series.Histogram) bool {
+	a, b := asFloatHistogram(cur), asFloatHistogram(prev)
+	return a.DetectReset(&b)
+}
+
+// asFloatHistogram is h as Prometheus's type, sharing its counts.
+func asFloatHistogram(h *series.Histogram) histogram.FloatHistogram {
+	spans := func(ss []series.Span) []histogram.Span {
+		if len(ss) == 0 {
+			return nil
+		}
+		out := make([]histogram.Span, len(ss))
+		for i, s := range ss {
+			out[i] = histogram.Span{Offset: s.Offset, Length: s.Length}
+		}
+		return out
+	}
+	return histogram.FloatHistogram{CounterResetHint: histogram.CounterResetHint(h.CounterReset), Schema: h.Schema,
+		ZeroThreshold: h.ZeroThreshold, ZeroCount: h.ZeroCount, Count: h.Count, Sum: h.Sum,
+		PositiveSpans: spans(h.PositiveSpans), NegativeSpans: spans(h.NegativeSpans),
+		PositiveBuckets: h.PositiveBuckets, NegativeBuckets: h.NegativeBuckets, CustomValues: h.CustomValues}
+}
+
+// dayHistBuckets buckets a day's histogram samples (sorted) at every
+// tier's resolution: the finest from the samples, each coarser one by
+// merging the one before, as dayBuckets does floats. Stale markers are
+// skipped, as range functions skip them.
+func dayHistBuckets(tiers []*tierState, hs []series.HistSample, dst [][]rollup.HistBucket) [][]rollup.HistBucket {
+	dst = slices.Grow(dst[:0], len(tiers))[:len(tiers)]
+	for i := range dst {
+		dst[i] = nil
+	}
+	if len(tiers) == 0 || len(hs) == 0 {
+		return dst
+	}
+	res := tiers[0].res
+	var bs []rollup.HistBucket
+	for i, x := range hs {
+		if series.IsStaleNaN(x.H.Sum) {
+			continue
+		}
+		if i&255 == 255 {
+			runtime.Gosched()
+		}
+		start := rollup.BucketStart(x.T, res)
+		if len(bs) == 0 || bs[len(bs)-1].Start != start {
+			bs = append(bs, rollup.HistBucket{Start: start})
+		}
+		bs[len(bs)-1].Add(x.T, x.H, detectReset)
+	}
+	dst[0] = bs
+	for k := 1; k < len(tiers); k++ {
+		dst[k] = mergeHistUp(dst[k-1], tiers[k].res)
+	}
+	return dst
+}
+
+// mergeHistUp merges buckets (in time order) into buckets of resolution
+// res.
+func mergeHistUp(in []rollup.HistBucket, res int64) []rollup.HistBucket {
+	var out []rollup.HistBucket
+	for i := range in {
+		start := rollup.Align(in[i].Start, res)
+		if len(out) == 0 || out[len(out)-1].Start != start {
+			out = append(out, rollup.HistBucket{Start: start})
+		}
+		out[len(out)-1].Merge(&in[i], detectReset)
+	}
+	return out
+}
+
+// readHistRaw appends series id's stored histogram samples in [mint,
+// maxt] (a day at most) to dst in time order.
+func readHistRaw(it *pebble.Iterator, id uint64, mint, maxt int64, dst []series.HistSample) ([]series.HistSample, error) {
+	start := len(dst)
+	err := eachStoredChunk(it, kindHistChunk, id, dayOf(mint), dayOf(maxt), mint, maxt, func(k, chk []byte, _ int64) error {
+		n := len(dst)
+		var err error
+		if dst, err = readHistChunk(dst, k, chk); err != nil {
+			return err
+		}
+		dst = append(dst[:n], clipHists(dst[n:], mint, maxt)...)
+		return nil
+	})
+	if err != nil {
+		return dst, err
+	}
+	// Chunks of a day do not overlap (a checkpoint re-cuts what a late
+	// sample touches), but say so if they ever do.
+	for i := start + 1; i < len(dst); i++ {
+		if dst[i].T <= dst[i-1].T {
+			return dst, fmt.Errorf("series %d: histogram chunks overlap at %d", id, dst[i].T)
+		}
+	}
+	return dst, nil
+}
+
+// getHistBlock reads the histogram block at key from r into dst; found is
+// false when there is none.
+func getHistBlock(r pebble.Reader, dst []rollup.HistBucket, key []byte) ([]rollup.HistBucket, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return dst, false, nil
+	}
+	if err != nil {
+		return dst, false, err
+	}
+	defer closer.Close()
+	dst, err = rollup.DecodeHistBlock(dst, v)
+	return dst, err == nil, err
+}
+
+// spliceHistDay replaces the buckets of blk (sorted) starting in [lo, hi)
+// with day's buckets in that range.
+func spliceHistDay(blk, day []rollup.HistBucket, lo, hi int64) []rollup.HistBucket {
+	i, _ := slices.BinarySearchFunc(blk, lo, func(b rollup.HistBucket, t int64) int { return cmpInt(b.Start, t) })
+	j, _ := slices.BinarySearchFunc(blk, hi, func(b rollup.HistBucket, t int64) int { return cmpInt(b.Start, t) })
+	var in []rollup.HistBucket
+	for k := range day {
+		if day[k].Start >= lo && day[k].Start < hi {
+			in = append(in, day[k])
+		}
+	}
+	return slices.Replace(blk, i, j, in...)
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// writeHistBlock sets (or, with no buckets, deletes) series id's
+// histogram block at key in b. Its postings are the column block's: the
+// same series, tier and partition.
+func writeHistBlock(b *pebble.Batch, t *tierState, key []byte, id uint64, ls series.Labels, bs []rollup.HistBucket, enc []byte) ([]byte, error) {
+	if len(bs) == 0 {
+		return enc, b.Delete(key, nil)
+	}
+	enc, err := rollup.AppendHistBlock(enc[:0], bs)
+	if err != nil {
+		return enc, fmt.Errorf("series %d: %w", id, err)
+	}
+	if err := b.Set(key, enc, nil); err != nil {
+		return enc, err
+	}
+	_, err = setPostings(b, postingsPart(t.idx, int64(binary.BigEndian.Uint32(key[2:]))), id, ls, nil)
+	return enc, err
+}
+
+// EachHistRollup is EachRollup for native histograms: it calls f with
+// each selected series that has histogram buckets of tier in the blocks
+// covering [mint, maxt], and those blocks' buckets (f may keep them),
+// exact whatever the downsampler has done: a day that is marked, or that
+// the head holds histograms of that Pebble does not yet, is computed
+// from its raw samples.
+func (db *DB) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (RollupRead, error) {
+	var rr RollupRead
+	if tier < 0 || tier >= len(db.tiers) {
+		return rr, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	}
+	t := db.tiers[tier]
+	if mint > maxt || !db.hasHist.Load() {
+		return rr, nil
+	}
+	mint, maxt = max(mint, 0), max(maxt, 0)
+	parts, ids, err := db.tierSelect(tier, mint, maxt, shard, shards, ms)
+	if err != nil {
+		return rr, err
+	}
+	// The head's histograms first, then the Pebble view: what leaves the
+	// head meanwhile is in the view, with its marker.
+	lo, hi := mint+1, maxt+t.res
+	heads := map[uint64][]series.HistSample{}
+	for _, id := range ids {
+		if s := db.series.getByID(id); s != nil {
+			s.mu.Lock()
+			// A copy: late samples are inserted into the head's slices.
+			hs := slices.Clone(mergeHists(clipHists(s.histFlushing, lo, hi), clipHists(s.hist, lo, hi)))
+			s.mu.Unlock()
+			if len(hs) > 0 {
+				heads[id] = hs
+			}
+		}
+	}
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return rr, err
+	}
+	defer it.Close()
+	r := tierReader{db: db, t: t, it: it, lo: lo, hi: hi, hist: true}
+	if err := r.open(parts); err != nil {
+		r.close()
+		return rr, err
+	}
+	defer r.close()
+	var raw []series.HistSample
+	var day [][]rollup.HistBucket
+	for _, id := range ids {
+		if err := db.checkClosing(); err != nil {
+			return rr, err
+		}
+		var bs []rollup.HistBucket
+		for pi, p := range r.parts {
+			r.key = histRollupKey(r.key[:0], t.idx, uint32(p), id, p*t.span)
+			pit := r.colIts[pi]
+			if !seekForward(pit, r.key) || !bytes.Equal(pit.Key(), r.key) {
+				if err := pit.Error(); err != nil {
+					return rr, err
+				}
+				continue
+			}
+			if bs, err = rollup.DecodeHistBlock(bs, pit.Value()); err != nil {
+				return rr, fmt.Errorf("series %d: %v histogram block %d: %w", id, t.Resolution, p, err)
+			}
+		}
+		head := heads[id]
+		var hdays []uint32
+		for _, x := range head {
+			if d := dayOf(x.T); len(hdays) == 0 || hdays[len(hdays)-1] != d {
+				hdays = append(hdays, d)
+			}
+		}
+		days, err := r.pendingDays(id, nil)
+		if err != nil {
+			return rr, err
+		}
+		days = append(days, hdays...)
+		slices.Sort(days)
+		days = slices.Compact(days)
+		if len(days) > 0 {
+			sf, err := seriesFloorAt(r.rawIt, id)
+			if err != nil {
+				return rr, err
+			}
+			floor := max(r.floor, sf)
+			for _, d := range days {
+				if d < floor {
+					continue // no histogram comes after its day was dropped
+				}
+				dlo, dhi := int64(d)*msPerDay, int64(d+1)*msPerDay
+				if raw, err = readHistRaw(r.rawIt, id, dlo+1, dhi, raw[:0]); err != nil {
+					return rr, fmt.Errorf("series %d: %w", id, err)
+				}
+				hs := raw
+				if len(head) > 0 {
+					hs = mergeHists(slices.Clone(raw), clipHists(head, dlo+1, dhi))
+				}
+				if len(hs) == 0 {
+					continue // a day of floats only
+				}
+				day = dayHistBuckets(db.tiers[:t.idx+1], hs, day)
+				bs = spliceHistDay(bs, day[t.idx], dlo, dhi)
+				rr.RawDays++
+			}
+		}
+		if len(bs) == 0 {
+			continue
+		}
+		ls, err := r.labels(id)
+		if err != nil {
+			return rr, err
+		}
+		if err := f(ls, bs); err != nil {
+			return rr, err
+		}
+	}
+	return rr, nil
+}
+
+// histBucketDiff names the first thing in which got differs from want,
+// bit for bit ("" if nothing).
+func histBucketDiff(got, want *rollup.HistBucket) string {
+	switch {
+	case got.Count != want.Count:
+		return fmt.Sprintf("count %d, raw samples give %d", got.Count, want.Count)
+	case got.Rest != want.Rest:
+		return fmt.Sprintf("kinds of buckets and hints %b, raw samples give %b", got.Rest, want.Rest)
+	case got.Count > 1 && got.MinSchema != want.MinSchema:
+		return fmt.Sprintf("smallest schema %d, raw samples give %d", got.MinSchema, want.MinSchema)
+	case len(got.Kept) != len(want.Kept):
+		return fmt.Sprintf("%d samples kept, raw samples give %d", len(got.Kept), len(want.Kept))
+	}
+	for i := range got.Kept {
+		g, w := &got.Kept[i], &want.Kept[i]
+		switch {
+		case g.T != w.T || g.Role != w.Role:
+			return fmt.Sprintf("kept sample %d at %d (roles %b), raw samples give %d (%b)", i, g.T, g.Role, w.T, w.Role)
+		case !bytes.Equal(series.AppendHistogramBinary(nil, g.H), series.AppendHistogramBinary(nil, w.H)):
+			return fmt.Sprintf("kept sample %d at %d differs from the raw one", i, g.T)
+		}
+	}
+	return ""
+}
