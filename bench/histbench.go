@@ -38,50 +38,66 @@ const (
 // now and then a slow outlier that opens a bucket at the tail (a new
 // layout), as real services do.
 func latencySeries(r *rand.Rand, n int) []series.Histogram {
-	median := 0.02 + r.Float64()*0.18
-	counts := map[int32]float64{}
-	var zero, count, sum float64
+	g := newLatencyGen(r)
 	out := make([]series.Histogram, n)
-	for k := range n {
-		for range histObserve {
-			v := median * math.Exp(r.NormFloat64()*0.6)
-			if r.IntN(2000) == 0 {
-				v *= 20 // an outlier
-			}
-			count++
-			sum += v
-			if v <= 1e-128 {
-				zero++
-				continue
-			}
-			counts[int32(math.Ceil(math.Log2(v)*8))]++
-		}
-		idx := make([]int32, 0, len(counts))
-		for i := range counts {
-			idx = append(idx, i)
-		}
-		slices.Sort(idx)
-		h := series.Histogram{Schema: 3, ZeroThreshold: 1e-128, ZeroCount: zero, Count: count, Sum: sum}
-		prev := int32(0)
-		for j, i := range idx {
-			gap := i - prev
-			switch {
-			case j == 0:
-				h.PositiveSpans = append(h.PositiveSpans, series.Span{Offset: i, Length: 1})
-			case gap <= 3: // a short gap costs less as empty buckets than as a span
-				for range gap - 1 {
-					h.PositiveBuckets = append(h.PositiveBuckets, 0)
-				}
-				h.PositiveSpans[len(h.PositiveSpans)-1].Length += uint32(gap)
-			default:
-				h.PositiveSpans = append(h.PositiveSpans, series.Span{Offset: gap - 1, Length: 1})
-			}
-			h.PositiveBuckets = append(h.PositiveBuckets, counts[i])
-			prev = i
-		}
-		out[k] = *h.Clone()
+	for k := range out {
+		out[k] = *g.next()
 	}
 	return out
+}
+
+// latencyGen is one series' latency histogram, a scrape at a time.
+type latencyGen struct {
+	r                *rand.Rand
+	median           float64
+	counts           map[int32]float64
+	zero, count, sum float64
+}
+
+func newLatencyGen(r *rand.Rand) *latencyGen {
+	return &latencyGen{r: r, median: 0.02 + r.Float64()*0.18, counts: map[int32]float64{}}
+}
+
+// next observes a scrape interval's requests and returns the histogram.
+func (g *latencyGen) next() *series.Histogram {
+	r := g.r
+	for range histObserve {
+		v := g.median * math.Exp(r.NormFloat64()*0.6)
+		if r.IntN(2000) == 0 {
+			v *= 20 // an outlier
+		}
+		g.count++
+		g.sum += v
+		if v <= 1e-128 {
+			g.zero++
+			continue
+		}
+		g.counts[int32(math.Ceil(math.Log2(v)*8))]++
+	}
+	idx := make([]int32, 0, len(g.counts))
+	for i := range g.counts {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	h := series.Histogram{Schema: 3, ZeroThreshold: 1e-128, ZeroCount: g.zero, Count: g.count, Sum: g.sum}
+	prev := int32(0)
+	for j, i := range idx {
+		gap := i - prev
+		switch {
+		case j == 0:
+			h.PositiveSpans = append(h.PositiveSpans, series.Span{Offset: i, Length: 1})
+		case gap <= 3: // a short gap costs less as empty buckets than as a span
+			for range gap - 1 {
+				h.PositiveBuckets = append(h.PositiveBuckets, 0)
+			}
+			h.PositiveSpans[len(h.PositiveSpans)-1].Length += uint32(gap)
+		default:
+			h.PositiveSpans = append(h.PositiveSpans, series.Span{Offset: gap - 1, Length: 1})
+		}
+		h.PositiveBuckets = append(h.PositiveBuckets, g.counts[i])
+		prev = i
+	}
+	return h.Clone()
 }
 
 // promHistogram is h as Prometheus's integer histogram: deltas between
@@ -268,4 +284,171 @@ func benchHistograms() {
 		}
 	}
 	db.Close()
+	benchHistogramTiers()
+}
+
+// benchHistogramTiers: 30 days of latency histograms (50 pods, a scrape
+// a minute), one day of which comes late, after the others were rolled
+// up; the p99 over the 30 days at a 1h step from raw samples and from
+// the 1h tier's histogram buckets, with the late day pending (read from
+// raw) and once it is rolled up too.
+func benchHistogramTiers() {
+	const (
+		pods   = 50
+		days   = 30
+		scrape = 60_000
+		perDay = 24 * 3600_000 / scrape
+		lateD  = 15 // the day that comes late
+	)
+	dir, err := os.MkdirTemp("", "headroom-bench-histtier-")
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	end := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
+	start := end.Add(-days * 24 * time.Hour)
+	c := &rollupBenchClock{end}
+	db, err := storage.Open(dir, storage.Options{Retention: 60 * 24 * time.Hour, Now: c.Now, DisableBackground: true})
+	if err != nil {
+		fatal(err)
+	}
+	defer db.Close()
+	r := rand.New(rand.NewPCG(30, 30))
+	gens := make([]*latencyGen, pods)
+	lsets := make([]series.Labels, pods)
+	for i := range gens {
+		gens[i] = newLatencyGen(r)
+		lsets[i] = series.FromStrings("__name__", "http_request_duration_seconds", "job", "api", "instance", "pod-"+strconv.Itoa(i))
+	}
+	// Every day's histograms are made in order (counters grow through the
+	// late day too); the late day's are kept aside.
+	var late [][]series.HistSample
+	var appendDur time.Duration
+	for d := range days {
+		var keep [][]series.HistSample
+		if d == lateD {
+			keep = make([][]series.HistSample, pods)
+		}
+		a := db.Appender()
+		t0 := time.Now()
+		for k := range perDay {
+			ts := start.UnixMilli() + int64(d*perDay+k+1)*scrape
+			for i := range pods {
+				h := gens[i].next()
+				if keep != nil {
+					keep[i] = append(keep[i], series.HistSample{T: ts, H: h})
+					continue
+				}
+				if err := a.AppendHistogramOwned(lsets[i], ts, h); err != nil {
+					fatal(err)
+				}
+			}
+			if k%60 == 59 {
+				if err := a.Commit(); err != nil {
+					fatal(err)
+				}
+			}
+		}
+		if err := a.Commit(); err != nil {
+			fatal(err)
+		}
+		appendDur += time.Since(t0)
+		if keep != nil {
+			late = keep
+		}
+	}
+	n := float64(pods * (days - 1) * perDay)
+	record("histograms", "30 days x 50 pods at 1m written (an hour a commit; making the histograms included)", n/appendDur.Seconds(), "histograms/s", "", nil)
+	rollAll := func() time.Duration {
+		c.now = end.Add(24 * time.Hour)
+		if err := db.Checkpoint(); err != nil {
+			fatal(err)
+		}
+		c.now = c.now.Add(time.Hour)
+		t0 := time.Now()
+		if err := db.RunRollups(); err != nil {
+			fatal(err)
+		}
+		return time.Since(t0)
+	}
+	el := rollAll()
+	record("histograms", "rollup of 29 days x 50 pods of histograms (all tiers)", n/el.Seconds(), "histograms/s", "", nil)
+	liveRate := n / el.Seconds()
+
+	eng := &query.Engine{}
+	src := rollupSource{db}
+	q := `histogram_quantile(0.99, sum(rate(http_request_duration_seconds[1h])))`
+	timeQuery := func(ctx context.Context, what string) *query.Result {
+		var times []float64
+		var res *query.Result
+		for range 3 {
+			t0 := time.Now()
+			var err error
+			if res, err = eng.Range(ctx, src, q, start.UnixMilli()+3600_000, end.UnixMilli(), 3600_000); err != nil {
+				fatal(err)
+			}
+			if len(res.Series) == 0 {
+				fatal(fmt.Errorf("%s: no answer", q))
+			}
+			times = append(times, time.Since(t0).Seconds()*1000)
+		}
+		sort.Float64s(times)
+		record("histograms", fmt.Sprintf("p99 of 50 pods over 30 days at 1h steps, %s (tiers %v)", what, res.Tiers), times[1], "ms", "", nil)
+		return res
+	}
+	// The late day: written now, the others rolled up.
+	a := db.Appender()
+	t0 := time.Now()
+	for k := range perDay {
+		for i := range pods {
+			x := late[i][k]
+			if err := a.AppendHistogramOwned(lsets[i], x.T, x.H); err != nil {
+				fatal(err)
+			}
+		}
+		if k%60 == 59 {
+			if err := a.Commit(); err != nil {
+				fatal(err)
+			}
+		}
+	}
+	if err := a.Commit(); err != nil {
+		fatal(err)
+	}
+	record("histograms", "the late day (day 15 of 30) written after the rollup (made beforehand)", float64(pods*perDay)/time.Since(t0).Seconds(), "histograms/s", "", nil)
+	pending := timeQuery(context.Background(), "1h tier, the late day pending")
+	el = rollAll()
+	lateRate := float64(pods*perDay) / el.Seconds()
+	record("histograms", "rollup of the late day (50 pods)", lateRate, "histograms/s", fmt.Sprintf(">= %.0f (live's x 0.8)", liveRate*0.8), boolp(lateRate >= liveRate*0.8))
+	tier := timeQuery(context.Background(), "1h tier")
+	raw := timeQuery(query.WithTier(context.Background(), "raw"), "raw samples")
+	same := true
+	for _, r := range []*query.Result{pending, tier} {
+		for j, p := range r.Series[0].Points {
+			w := raw.Series[0].Points[j]
+			if p.T != w.T || math.Abs(p.V-w.V) > 1e-9*math.Abs(w.V) {
+				same = false
+			}
+		}
+	}
+	record("histograms", "tier answers = raw answers (every step, within 1e-9)", map[bool]float64{true: 1, false: 0}[same], "", "1", boolp(same))
+	_, tiers, err := db.TierDiskBytes()
+	if err != nil {
+		fatal(err)
+	}
+	if err := db.Flush(); err != nil {
+		fatal(err)
+	}
+	if err := db.Compact(); err != nil {
+		fatal(err)
+	}
+	if _, tiers, err = db.TierDiskBytes(); err != nil {
+		fatal(err)
+	}
+	for i, name := range []string{"5m", "1h", "1d"} {
+		if i < len(tiers) {
+			hours := float64(pods * days * 24)
+			record("histograms", fmt.Sprintf("%s tier on disk a series-hour (raw: %d histograms)", name, 3600_000/scrape), float64(tiers[i])/hours, "bytes", "", nil)
+		}
+	}
 }

@@ -150,7 +150,6 @@ func (db *DB) Checkpoint() error {
 	defer func() { b.Close() }()
 	marks.newBatch()
 	merged := 0
-	rawCut := db.retentionCutoff()
 	for _, c := range snaps {
 		for h := c.hists; len(h) > 0; {
 			day := dayOf(h[0].T)
@@ -158,7 +157,7 @@ func (db *DB) Checkpoint() error {
 			for n < len(h) && dayOf(h[n].T) == day {
 				n++
 			}
-			if err := db.mergeHistDay(b, c.s, day, h[:n], rawCut); err != nil {
+			if err := db.mergeHistDay(b, c.s, day, h[:n], cut); err != nil {
 				return fmt.Errorf("checkpoint: merge histograms of series %d: %w", c.s.id, err)
 			}
 			// The tiers' histogram buckets of the day are rolled up

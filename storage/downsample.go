@@ -177,10 +177,13 @@ type dayWork struct {
 	// replace: the day's buckets, per tier, and its native histograms'
 	tiers  [][]rollup.Bucket
 	htiers [][]rollup.HistBucket
-	// merge: the samples to add and the chunk keys to delete
-	samples []series.Sample
-	keys    [][]byte
-	err     error
+	// merge: the samples to add and the chunk keys to delete, floats'
+	// and histograms'
+	samples  []series.Sample
+	keys     [][]byte
+	hsamples []series.HistSample
+	hkeys    [][]byte
+	err      error
 }
 
 // rollBatch computes a batch of series-days from snap, shared between
@@ -238,6 +241,9 @@ func (db *DB) computeDays(snap *pebble.Snapshot, floor uint32, batch []dayWork, 
 			w.merge = w.day < max(floor, sf)
 			if w.merge {
 				w.samples, w.keys, err = readPartition(it, id, w.day, nil, nil)
+				if err == nil && hists {
+					w.hsamples, w.hkeys, err = readHistPartition(it, id, w.day)
+				}
 				if err != nil {
 					return fmt.Errorf("series %d, day %s: %w", id, dayString(w.day), err)
 				}
@@ -529,7 +535,7 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 				}
 				t.buckets.Add(int64(len(blk)))
 			}
-			if err := db.commitHistParts(b, t, id, ls, ws, now, &enc); err != nil {
+			if err := db.commitHistParts(b, t, id, ls, ws, same, now, &enc); err != nil {
 				return done, merged, err
 			}
 		}
@@ -545,7 +551,7 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 				continue
 			}
 			merged++
-			for _, k := range w.keys {
+			for _, k := range append(w.keys, w.hkeys...) {
 				if err := b.Delete(k, nil); err != nil {
 					return done, merged, err
 				}
@@ -580,16 +586,25 @@ func (db *DB) commitDays(batch []dayWork, runs [][2]int, now int64) (done, merge
 }
 
 // commitHistParts writes the histogram blocks of tier t that series id's
-// replaced days (ws) change.
-func (db *DB) commitHistParts(b *pebble.Batch, t *tierState, id uint64, ls series.Labels, ws []dayWork, now int64, enc *[]byte) error {
+// days (ws; same: the day's marker is unchanged) change: a replaced
+// day's buckets, or the histograms a dropped day took since (merged
+// only if its marker is unchanged, as floats are).
+func (db *DB) commitHistParts(b *pebble.Batch, t *tierState, id uint64, ls series.Labels, ws []dayWork, same []bool, now int64, enc *[]byte) error {
 	parts := map[int64]bool{}
-	for _, w := range ws {
-		if w.merge || len(w.htiers) == 0 || len(w.htiers[t.idx]) == 0 || !db.keeps(t.idx, ls, w.day, now) {
+	for i, w := range ws {
+		if !db.keeps(t.idx, ls, w.day, now) {
 			continue
 		}
-		lo := int64(w.day) * msPerDay
-		for p := lo / t.span; p <= (lo+msPerDay-1)/t.span; p++ {
-			parts[p] = true
+		switch {
+		case w.merge && same[i]:
+			for _, x := range w.hsamples {
+				parts[rollup.BucketStart(x.T, t.res)/t.span] = true
+			}
+		case !w.merge && len(w.htiers) > 0 && len(w.htiers[t.idx]) > 0:
+			lo := int64(w.day) * msPerDay
+			for p := lo / t.span; p <= (lo+msPerDay-1)/t.span; p++ {
+				parts[p] = true
+			}
 		}
 	}
 	if len(parts) == 0 {
@@ -618,11 +633,14 @@ func (db *DB) commitHistParts(b *pebble.Batch, t *tierState, id uint64, ls serie
 				return fmt.Errorf("series %d: %v histogram block %d: %w", id, t.Resolution, p, err)
 			}
 		}
-		for _, w := range ws {
-			if w.merge || len(w.htiers) == 0 || !db.keeps(t.idx, ls, w.day, now) {
-				continue
+		for i, w := range ws {
+			switch {
+			case !db.keeps(t.idx, ls, w.day, now):
+			case w.merge && same[i]:
+				blk = addLateHists(blk, w.hsamples, t.res, lo, hi)
+			case !w.merge && len(w.htiers) > 0:
+				blk = spliceHistDay(blk, w.htiers[t.idx], max(lo, int64(w.day)*msPerDay), min(hi, int64(w.day+1)*msPerDay))
 			}
-			blk = spliceHistDay(blk, w.htiers[t.idx], max(lo, int64(w.day)*msPerDay), min(hi, int64(w.day+1)*msPerDay))
 		}
 		var err error
 		if *enc, err = writeHistBlock(b, t, key, id, ls, blk, *enc); err != nil {

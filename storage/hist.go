@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -51,10 +50,6 @@ func (a *Appender) AppendHistogramOwned(ls series.Labels, t int64, h *series.His
 func (a *Appender) appendHistogram(ls series.Labels, t int64, h *series.Histogram, copy bool) error {
 	if err := a.checkTime(ls, t); err != nil {
 		return err
-	}
-	if t < a.cutoff {
-		return fmt.Errorf("%w: series %s: histogram at %s is before the raw retention cutoff %s (rollup tiers keep floats only)", series.ErrOutOfRetention, ls,
-			time.UnixMilli(t).UTC().Format(time.RFC3339), time.UnixMilli(a.cutoff).UTC().Format(time.RFC3339))
 	}
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("series %s at %d: %w", ls, t, err)

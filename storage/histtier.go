@@ -134,6 +134,40 @@ func readHistRaw(it *pebble.Iterator, id uint64, mint, maxt int64, dst []series.
 	return dst, nil
 }
 
+// readHistPartition returns every histogram sample of series id's chunks
+// in day partition day, and their keys.
+func readHistPartition(it *pebble.Iterator, id uint64, day uint32) ([]series.HistSample, [][]byte, error) {
+	var hs []series.HistSample
+	var keys [][]byte
+	err := eachStoredChunk(it, kindHistChunk, id, day, day, MinTime, MaxTime, func(k, chk []byte, _ int64) error {
+		keys = append(keys, append([]byte(nil), k...))
+		var err error
+		hs, err = readHistChunk(hs, k, chk)
+		return err
+	})
+	return hs, keys, err
+}
+
+// addLateHists adds the histograms (sorted) whose buckets (at res) start
+// in [lo, hi) to blk (sorted), creating buckets as needed.
+func addLateHists(blk []rollup.HistBucket, hs []series.HistSample, res, lo, hi int64) []rollup.HistBucket {
+	for _, x := range hs {
+		if series.IsStaleNaN(x.H.Sum) {
+			continue
+		}
+		start := rollup.BucketStart(x.T, res)
+		if start < lo || start >= hi {
+			continue
+		}
+		k, found := slices.BinarySearchFunc(blk, start, func(b rollup.HistBucket, t int64) int { return cmpInt(b.Start, t) })
+		if !found {
+			blk = slices.Insert(blk, k, rollup.HistBucket{Start: start})
+		}
+		blk[k].AddLate(x.T, x.H, detectReset)
+	}
+	return blk
+}
+
 // getHistBlock reads the histogram block at key from r into dst; found is
 // false when there is none.
 func getHistBlock(r pebble.Reader, dst []rollup.HistBucket, key []byte) ([]rollup.HistBucket, bool, error) {
@@ -278,10 +312,20 @@ func (db *DB) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms [
 			}
 			floor := max(r.floor, sf)
 			for _, d := range days {
-				if d < floor {
-					continue // no histogram comes after its day was dropped
-				}
 				dlo, dhi := int64(d)*msPerDay, int64(d+1)*msPerDay
+				if d < floor {
+					// Merge mode: the histograms the dropped day took
+					// since, added to its buckets as the downsampler will.
+					stored, _, err := readHistPartition(r.rawIt, id, d)
+					if err != nil {
+						return rr, fmt.Errorf("series %d: %w", id, err)
+					}
+					if hs := mergeHists(stored, clipHists(head, dlo+1, dhi)); len(hs) > 0 {
+						bs = addLateHists(bs, hs, t.res, r.lo-1, r.hi)
+						rr.RawDays++
+					}
+					continue
+				}
 				if raw, err = readHistRaw(r.rawIt, id, dlo+1, dhi, raw[:0]); err != nil {
 					return rr, fmt.Errorf("series %d: %w", id, err)
 				}

@@ -203,3 +203,112 @@ func TestHistogramTiersExact(t *testing.T) {
 		t.Fatalf("CheckTiers found %d differing buckets after one was damaged: %v", rep.Differing, rep.Diffs)
 	}
 }
+
+// Histograms older than raw retention, in a day the tiers keep, are
+// taken (no longer refused): a query sees them in the tiers at once
+// (from the head, then from the dropped day's chunks), the downsampler
+// merges them into the blocks and deletes their chunks, once.
+func TestHistogramBackfillIntoTiers(t *testing.T) {
+	c := &clock{day0}
+	o := rollupOptions(c)
+	o.Retention = 2 * 24 * time.Hour
+	o.Tiers = []Tier{{5 * time.Minute, 10 * 24 * time.Hour}, {time.Hour, 30 * 24 * time.Hour}}
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	ls := series.FromStrings("__name__", "latency_seconds", "pod", "a")
+	m := series.MustMatcher(series.MatchEqual, series.MetricName, "latency_seconds")
+	g := newHistGen(rand.New(rand.NewPCG(1, 2)))
+	// A day of histograms a minute, without resets: a counter.
+	count := 0.0
+	next := func() *series.Histogram {
+		h := g.next()
+		h.CounterReset = 0
+		h.Float = false
+		count += 10
+		h.Count, h.ZeroCount = count, count
+		clear(h.PositiveBuckets)
+		clear(h.NegativeBuckets)
+		return h
+	}
+	app := db.Appender()
+	for ts := ms(day0) - 86400_000; ts < ms(day0); ts += 60_000 {
+		if err := app.AppendHistogram(ls, ts, next()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c.now = day0.Add(5 * 24 * time.Hour)
+	drain(t, db, c)
+	if err := db.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if f := db.rawFloor.Load(); f <= dayOf(ms(day0)-1) {
+		t.Fatalf("raw floor %s, want the data's day dropped", dayString(f))
+	}
+	// Two histograms into the dropped day, between minute 5 (the last of
+	// a 5m bucket) and minute 6 (the first of the next): the earlier
+	// becomes the next bucket's first, the later counts among its others.
+	dayStart := ms(day0) - 86400_000
+	early := dayStart + 5*60_000 + 20_000
+	later := dayStart + 5*60_000 + 40_000
+	app = db.Appender()
+	for _, ts := range []int64{early, later} {
+		h := &series.Histogram{Schema: 3, ZeroThreshold: 1e-128, ZeroCount: 7, Count: 7}
+		if err := app.AppendHistogram(ls, ts, h); err != nil {
+			t.Fatalf("a histogram older than raw retention that the tiers keep: %v", err)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	find := func(tier int, at int64) rollup.HistBucket {
+		t.Helper()
+		var out rollup.HistBucket
+		_, err := db.EachHistRollup(tier, MinTime, MaxTime, 0, 1, []*series.Matcher{m}, func(_ series.Labels, bs []rollup.HistBucket) error {
+			for _, b := range bs {
+				if b.Start == rollup.BucketStart(at, db.tiers[tier].res) {
+					out = b
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	check := func(when string) {
+		t.Helper()
+		// The 5m bucket (minute 5, minute 10] held 5 histograms: 2 more now.
+		b := find(0, early)
+		if b.Count != 7 || b.First().T != early || b.Last().T != dayStart+10*60_000 {
+			t.Fatalf("%s: 5m bucket %+v, want 7 histograms from the backfilled one", when, b)
+		}
+		// The reset to a count of 7 from the minute-5 histogram is seen
+		// only where the new one is a bucket's first: the 1h bucket holds
+		// it among the others, and counts it.
+		if b := find(1, early); b.Count != 62 {
+			t.Fatalf("%s: 1h bucket of %d histograms, want 62", when, b.Count)
+		}
+	}
+	check("in the head")
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countKeys(t, db, kindHistChunk); n == 0 {
+		t.Fatal("the backfilled histograms are not in the dropped day's chunks")
+	}
+	check("checkpointed")
+	drain(t, db, c)
+	check("merged")
+	if n := countKeys(t, db, kindHistChunk); n != 0 {
+		t.Fatalf("%d histogram chunks left in the dropped day after the merge", n)
+	}
+	c.now = c.now.Add(time.Hour)
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	check("after a second run")
+}

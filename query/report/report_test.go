@@ -299,3 +299,73 @@ func TestReportHistogramQuantile(t *testing.T) {
 		t.Fatalf("a selector of histograms: %v, want the error to say what to report instead", err)
 	}
 }
+
+// A latency percentile over 40 days is reported from the 1h tier's
+// histogram buckets, with the figures the raw samples give, and its
+// trend: the pods' latency grows, so the p99 reaches a threshold.
+func TestReportHistogramQuantileFromTier(t *testing.T) {
+	end := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
+	start := end.Add(-40 * 24 * time.Hour)
+	c := &struct{ now time.Time }{end}
+	db, err := storage.Open(t.TempDir(), storage.Options{DisableBackground: true, Retention: 60 * 24 * time.Hour, Now: func() time.Time { return c.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	app := db.Appender()
+	for p, pod := range []string{"a", "b"} {
+		h := &series.Histogram{Schema: 0, PositiveSpans: []series.Span{{Offset: -3, Length: 8}}, PositiveBuckets: make([]float64, 8)}
+		for ts := start.UnixMilli() + int64(p)*7_000; ts < end.UnixMilli(); ts += 60_000 {
+			// Requests move to slower buckets as the days pass.
+			slow := float64(ts-start.UnixMilli()) / float64(40*24*3600_000)
+			for k := range h.PositiveBuckets {
+				h.PositiveBuckets[k] += math.Round(20 * math.Exp(-math.Abs(float64(k)-1-5*slow)))
+			}
+			h.Count = 0
+			for _, b := range h.PositiveBuckets {
+				h.Count += b
+			}
+			h.Sum += 30
+			if err := app.AppendHistogram(series.FromStrings("__name__", "lat", "pod", pod), ts, h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c.now = end.Add(24 * time.Hour)
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	c.now = c.now.Add(time.Hour)
+	if err := db.RunRollups(); err != nil {
+		t.Fatal(err)
+	}
+	o := report.Options{Query: `histogram_quantile(0.99, sum by (pod) (rate(lat[1h])))`, Start: start, End: end, Threshold: 16, HasThreshold: true}
+	got, err := report.Run(context.Background(), &query.Engine{}, rollupSrc{src{db}}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := report.Run(query.WithTier(context.Background(), "raw"), &query.Engine{}, rollupSrc{src{db}}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Tiers, []string{"1h"}) || !slices.Equal(want.Tiers, []string{"raw"}) {
+		t.Fatalf("tiers %v and %v, want 1h and raw", got.Tiers, want.Tiers)
+	}
+	if len(got.Groups) != 2 || len(want.Groups) != 2 {
+		t.Fatalf("%d and %d groups, want 2", len(got.Groups), len(want.Groups))
+	}
+	for i, g := range got.Groups {
+		w := want.Groups[i]
+		for _, f := range [][2]float64{{g.P95, w.P95}, {g.P99, w.P99}, {g.Max, w.Max}, {g.TrendPerDay, w.TrendPerDay}} {
+			if math.Abs(f[0]-f[1]) > 1e-9*math.Max(1, math.Abs(f[1])) {
+				t.Fatalf("group %s: tier %+v\nraw %+v", g.Labels, g, w)
+			}
+		}
+		if !(g.TrendPerDay > 0) || g.Points < 900 {
+			t.Fatalf("group %s: trend %v a day over %d points, want a growing latency over 40 days of hours", g.Labels, g.TrendPerDay, g.Points)
+		}
+	}
+}

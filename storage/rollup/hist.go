@@ -117,6 +117,57 @@ func (b *HistBucket) Add(t int64, h *series.Histogram, reset ResetFunc) {
 	b.Count++
 }
 
+// AddLate adds a sample at any time, before, among or after the bucket's
+// samples (a backfill into a bucket whose raw samples are gone), as
+// Bucket.AddLate does floats: count, the first and last samples, the
+// kinds of buckets and the smallest schema stay exact; a reset is seen
+// between the new sample and the first or last it becomes next to, and
+// not for a sample among the others (the neighbours it falls between
+// are not known any more).
+func (b *HistBucket) AddLate(t int64, h *series.Histogram, reset ResetFunc) {
+	if b.Count == 0 || t > b.Last().T {
+		b.Add(t, h, reset)
+		return
+	}
+	old := b.First()
+	if t < old.T {
+		x := KeptHist{T: t, H: h, Role: RoleFirst}
+		if reset(old.H, h) {
+			x.Role |= RolePreReset
+		}
+		ms, rest := old.H.Schema, restOf(old.H)
+		if b.Count > 1 {
+			ms = min(ms, b.MinSchema)
+		}
+		// The old first is the second sample now: its old successor is
+		// not, and it is kept only for the roles it still has.
+		kept := []KeptHist{x}
+		for i, k := range b.Kept {
+			if i == 0 {
+				k.Role &^= RoleFirst
+				if x.Role&RolePreReset != 0 {
+					k.Role |= RoleSecond
+				}
+			} else {
+				k.Role &^= RoleSecond
+			}
+			if k.Role != 0 {
+				kept = append(kept, k)
+			}
+		}
+		b.Kept = append(b.Kept[:0], kept...)
+		b.Rest |= rest
+		b.MinSchema = ms
+		b.Count++
+		return
+	}
+	b.Rest |= restOf(h)
+	if b.Count == 1 || h.Schema < b.MinSchema {
+		b.MinSchema = h.Schema
+	}
+	b.Count++
+}
+
 // join appends x, the sample after the bucket's last, keeping the last
 // only if it has another role.
 func (b *HistBucket) join(x KeptHist, reset ResetFunc) {

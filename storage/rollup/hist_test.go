@@ -197,3 +197,48 @@ func FuzzHistBlock(f *testing.F) {
 		}
 	})
 }
+
+// AddLate of samples that each come before or after all the others (a
+// backfill growing a bucket at either end) gives the bucket of the
+// samples added in order; a sample among the others counts, with its
+// schema and kind of buckets.
+func TestHistBucketAddLate(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for iter := 0; iter < 2000; iter++ {
+		hs := histRun(r, 1+r.IntN(30))
+		var whole HistBucket
+		addAll(&whole, hs)
+		lo := r.IntN(len(hs))
+		hi := lo + 1
+		var late HistBucket
+		late.AddLate(hs[lo].T, hs[lo].H, countReset)
+		for lo > 0 || hi < len(hs) {
+			if lo > 0 && (hi == len(hs) || r.IntN(2) == 0) {
+				lo--
+				late.AddLate(hs[lo].T, hs[lo].H, countReset)
+			} else {
+				late.AddLate(hs[hi].T, hs[hi].H, countReset)
+				hi++
+			}
+		}
+		if !sameHistBucket(&late, &whole) {
+			t.Fatalf("iteration %d: grown at both ends %+v, want %+v", iter, late, whole)
+		}
+		if len(hs) < 3 {
+			continue
+		}
+		// One sample among the others: counted, nothing else changes but
+		// what it adds to Rest and MinSchema.
+		mid := 1 + r.IntN(len(hs)-2)
+		var gap HistBucket
+		for i, x := range hs {
+			if i != mid {
+				gap.Add(x.T, x.H, countReset)
+			}
+		}
+		gap.AddLate(hs[mid].T, hs[mid].H, countReset)
+		if gap.Count != whole.Count || gap.Rest != whole.Rest || gap.MinSchema != whole.MinSchema || gap.First().T != whole.First().T || gap.Last().T != whole.Last().T {
+			t.Fatalf("iteration %d: a sample among the others: %+v, want the count, kinds and schema of %+v", iter, gap, whole)
+		}
+	}
+}
