@@ -320,26 +320,14 @@ func benchHistogramTiers() {
 		gens[i] = newLatencyGen(r)
 		lsets[i] = series.FromStrings("__name__", "http_request_duration_seconds", "job", "api", "instance", "pod-"+strconv.Itoa(i))
 	}
-	// Every day's histograms are made in order (counters grow through the
-	// late day too); the late day's are kept aside.
-	var late [][]series.HistSample
-	var appendDur time.Duration
-	for d := range days {
-		var keep [][]series.HistSample
-		if d == lateD {
-			keep = make([][]series.HistSample, pods)
-		}
+	// writeDay writes a day's histograms, an hour a commit; hist gives
+	// pod i's at scrape k.
+	writeDay := func(hist func(i, k int) series.HistSample) {
 		a := db.Appender()
-		t0 := time.Now()
 		for k := range perDay {
-			ts := start.UnixMilli() + int64(d*perDay+k+1)*scrape
 			for i := range pods {
-				h := gens[i].next()
-				if keep != nil {
-					keep[i] = append(keep[i], series.HistSample{T: ts, H: h})
-					continue
-				}
-				if err := a.AppendHistogramOwned(lsets[i], ts, h); err != nil {
+				x := hist(i, k)
+				if err := a.AppendHistogramOwned(lsets[i], x.T, x.H); err != nil {
 					fatal(err)
 				}
 			}
@@ -352,10 +340,25 @@ func benchHistogramTiers() {
 		if err := a.Commit(); err != nil {
 			fatal(err)
 		}
-		appendDur += time.Since(t0)
-		if keep != nil {
-			late = keep
+	}
+	// Every day's histograms are made in order (counters grow through the
+	// late day too); the late day's are kept aside.
+	late := make([][]series.HistSample, pods)
+	var appendDur time.Duration
+	for d := range days {
+		if d == lateD {
+			for i := range pods {
+				for k := range perDay {
+					late[i] = append(late[i], series.HistSample{T: start.UnixMilli() + int64(d*perDay+k+1)*scrape, H: gens[i].next()})
+				}
+			}
+			continue
 		}
+		t0 := time.Now()
+		writeDay(func(i, k int) series.HistSample {
+			return series.HistSample{T: start.UnixMilli() + int64(d*perDay+k+1)*scrape, H: gens[i].next()}
+		})
+		appendDur += time.Since(t0)
 	}
 	n := float64(pods * (days - 1) * perDay)
 	record("histograms", "30 days x 50 pods at 1m written (an hour a commit; making the histograms included)", n/appendDur.Seconds(), "histograms/s", "", nil)
@@ -397,24 +400,8 @@ func benchHistogramTiers() {
 		return res
 	}
 	// The late day: written now, the others rolled up.
-	a := db.Appender()
 	t0 := time.Now()
-	for k := range perDay {
-		for i := range pods {
-			x := late[i][k]
-			if err := a.AppendHistogramOwned(lsets[i], x.T, x.H); err != nil {
-				fatal(err)
-			}
-		}
-		if k%60 == 59 {
-			if err := a.Commit(); err != nil {
-				fatal(err)
-			}
-		}
-	}
-	if err := a.Commit(); err != nil {
-		fatal(err)
-	}
+	writeDay(func(i, k int) series.HistSample { return late[i][k] })
 	record("histograms", "the late day (day 15 of 30) written after the rollup (made beforehand)", float64(pods*perDay)/time.Since(t0).Seconds(), "histograms/s", "", nil)
 	pending := timeQuery(context.Background(), "1h tier, the late day pending")
 	el = rollAll()
