@@ -2,7 +2,10 @@ package query_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -247,6 +250,57 @@ func BenchmarkHistogramQuantile(b *testing.B) {
 	for b.Loop() {
 		res, err := eng.Range(context.Background(), src{db}, "histogram_quantile(0.99, sum(rate(lat[5m])))", start+300_000, end, 60_000)
 		if err != nil || len(res.Series) != 1 {
+			b.Fatal(res, err)
+		}
+	}
+}
+
+// BenchmarkHistogramTierQuantile: a 30-day p99 of 20 pods' latency
+// histograms at 1h steps, from the 1h tier.
+func BenchmarkHistogramTierQuantile(b *testing.B) {
+	end := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
+	start := end.Add(-30 * 24 * time.Hour)
+	c := &fixedClock{end}
+	// A quiet logger: the downsampler's line would break the benchmark's.
+	db, err := storage.Open(b.TempDir(), storage.Options{DisableBackground: true, Retention: 60 * 24 * time.Hour, Now: c.Now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	for s := 0; s < 20; s++ {
+		app := db.Appender()
+		ls := series.FromStrings("__name__", "lat", "pod", strconv.Itoa(s))
+		h := &series.Histogram{Schema: 3, PositiveSpans: []series.Span{{Offset: -60, Length: 40}}, PositiveBuckets: make([]float64, 40)}
+		for t := start.UnixMilli() + 60_000; t <= end.UnixMilli(); t += 60_000 {
+			for range 50 {
+				k := min(max(20+int(r.NormFloat64()*6), 0), 39)
+				h.PositiveBuckets[k]++
+				h.Count++
+				h.Sum += 0.05
+			}
+			if err := app.AppendHistogram(ls, t, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := app.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.now = end.Add(24 * time.Hour)
+	if err := db.Checkpoint(); err != nil {
+		b.Fatal(err)
+	}
+	c.now = c.now.Add(time.Hour)
+	if err := db.RunRollups(); err != nil {
+		b.Fatal(err)
+	}
+	eng := &query.Engine{}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := eng.Range(context.Background(), src{db}, "histogram_quantile(0.99, sum(rate(lat[1h])))", start.UnixMilli()+3600_000, end.UnixMilli(), 3600_000)
+		if err != nil || len(res.Series) != 1 || !slices.Equal(res.Tiers, []string{"1h"}) {
 			b.Fatal(res, err)
 		}
 	}
