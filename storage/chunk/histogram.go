@@ -558,3 +558,34 @@ func (it *HistogramIterator) At() (int64, *series.Histogram) { return it.t, &it.
 
 // Err returns the decoding error, if any.
 func (it *HistogramIterator) Err() error { return it.err }
+
+// AppendHistograms appends the samples of histogram chunk chk to dst, as
+// new histograms the caller owns. The samples share the chunk's layout
+// (its spans and bounds) and take their structs and counts from one
+// allocation each: cloning each sample cost a fifth of a query's time.
+func AppendHistograms(dst []series.HistSample, chk []byte) ([]series.HistSample, error) {
+	it := NewHistogramIterator(chk)
+	var layout *series.Histogram
+	var hs []series.Histogram
+	var arena []float64
+	for it.Next() {
+		t, h := it.At()
+		if layout == nil {
+			layout = &series.Histogram{PositiveSpans: slices.Clone(h.PositiveSpans), NegativeSpans: slices.Clone(h.NegativeSpans), CustomValues: slices.Clone(h.CustomValues)}
+			n := it.total
+			hs = make([]series.Histogram, 0, n)
+			arena = make([]float64, 0, n*(len(h.PositiveBuckets)+len(h.NegativeBuckets)))
+		}
+		c := *h
+		c.PositiveSpans, c.NegativeSpans, c.CustomValues = layout.PositiveSpans, layout.NegativeSpans, layout.CustomValues
+		k := len(arena)
+		arena = append(arena, h.PositiveBuckets...)
+		c.PositiveBuckets = arena[k:len(arena):len(arena)]
+		k = len(arena)
+		arena = append(arena, h.NegativeBuckets...)
+		c.NegativeBuckets = arena[k:len(arena):len(arena)]
+		hs = append(hs, c) // a reallocation leaves the earlier pointers valid
+		dst = append(dst, series.HistSample{T: t, H: &hs[len(hs)-1]})
+	}
+	return dst, it.Err()
+}

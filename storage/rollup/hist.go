@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"slices"
 
 	"github.com/headroomdb/headroom/storage/chunk"
 	"github.com/headroomdb/headroom/storage/series"
@@ -325,51 +324,31 @@ func appendHistStream(dst []byte, bs []HistBucket, firsts bool) ([]byte, error) 
 }
 
 // decodeHistStream decodes a stream appendHistStream wrote from the
-// front of p, appending its samples to dst: the samples of a chunk share
-// its spans and bounds and one allocation of counts (a clone each cost
-// a fifth of a tier read). It returns what follows the stream.
+// front of p, appending its samples to dst (chunk.AppendHistograms: the
+// samples of a chunk share its layout and one allocation of counts). It
+// returns what follows the stream.
 func decodeHistStream(dst []KeptHist, p []byte, most int) ([]KeptHist, []byte, error) {
 	nc, n := binary.Uvarint(p)
 	if n <= 0 || nc > uint64(most) {
 		return dst, p, errors.New("chunk count")
 	}
 	p = p[n:]
-	var it chunk.HistogramIterator
+	var hs []series.HistSample
 	for c := uint64(0); c < nc; c++ {
 		l, n := binary.Uvarint(p)
 		if n <= 0 || l > uint64(len(p)-n) {
 			return dst, p, fmt.Errorf("chunk %d length", c)
 		}
-		chk := p[n : n+int(l)]
-		p = p[n+int(l):]
-		it.Reset(chk)
-		var layout *series.Histogram
-		var hs []series.Histogram
-		var arena []float64
-		for it.Next() {
-			if len(dst) == most {
-				return dst, p, errors.New("more samples than kept")
-			}
-			t, h := it.At()
-			if layout == nil {
-				layout = &series.Histogram{PositiveSpans: slices.Clone(h.PositiveSpans), NegativeSpans: slices.Clone(h.NegativeSpans), CustomValues: slices.Clone(h.CustomValues)}
-				k := max(int(binary.BigEndian.Uint16(chk[1:3])), 1)
-				hs = make([]series.Histogram, 0, k)
-				arena = make([]float64, 0, k*(len(h.PositiveBuckets)+len(h.NegativeBuckets)))
-			}
-			x := *h
-			x.PositiveSpans, x.NegativeSpans, x.CustomValues = layout.PositiveSpans, layout.NegativeSpans, layout.CustomValues
-			i := len(arena)
-			arena = append(arena, h.PositiveBuckets...)
-			x.PositiveBuckets = arena[i:len(arena):len(arena)]
-			i = len(arena)
-			arena = append(arena, h.NegativeBuckets...)
-			x.NegativeBuckets = arena[i:len(arena):len(arena)]
-			hs = append(hs, x) // a reallocation leaves the earlier pointers valid
-			dst = append(dst, KeptHist{T: t, H: &hs[len(hs)-1]})
-		}
-		if err := it.Err(); err != nil {
+		var err error
+		if hs, err = chunk.AppendHistograms(hs[:0], p[n:n+int(l)]); err != nil {
 			return dst, p, err
+		}
+		p = p[n+int(l):]
+		if len(dst)+len(hs) > most {
+			return dst, p, errors.New("more samples than kept")
+		}
+		for _, x := range hs {
+			dst = append(dst, KeptHist{T: x.T, H: x.H})
 		}
 	}
 	return dst, p, nil
