@@ -94,6 +94,25 @@ func TestRollupKill9(t *testing.T) {
 			mustAppend(t, db, cs.ls, cs.ss[i:min(i+5000, len(cs.ss))]...)
 		}
 	}
+	// Native histograms too, a series of them a minute: their blocks go
+	// in the downsampler's batches with the floats'.
+	hr := rand.New(rand.NewPCG(43, 43))
+	hists := func(db *DB, n int, at func(i int) int64) {
+		for s := 0; s < 3; s++ {
+			ls := series.FromStrings("__name__", "latency_seconds", "s", strconv.Itoa(s))
+			g := newHistGen(hr)
+			app := db.Appender()
+			for i := 0; i < n; i++ {
+				if err := app.AppendHistogram(ls, at(i)+int64(s)*1000, g.next()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := app.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hists(db, rollupCrashDays*1440-1, func(i int) int64 { return end - rollupCrashDays*86400_000 + int64(i+1)*60_000 })
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +145,8 @@ func TestRollupKill9(t *testing.T) {
 				data[k] = cs
 				mustAppend(t, db, cs.ls, late)
 			}
+			// Late histograms at odd seconds, between the minute's.
+			hists(db, 10, func(int) int64 { return end - (1+r.Int64N(rollupCrashDays*1440-1))*60_000 - 1 - r.Int64N(50)*1000 })
 			if err := db.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -184,6 +205,9 @@ func TestRollupKill9(t *testing.T) {
 		for k, cs := range data {
 			sameBuckets(t, fmt.Sprintf("%v tier of %s", tier.Resolution, k), stored[k], canonical(cs.ss, db.tiers)[ti], nil, db.tiers[ti].sketches)
 		}
+	}
+	if n := checkHistTiers(t, db, "after the kill -9 runs"); n != 0 {
+		t.Fatalf("%d histogram series-days not rolled up after the last run", n)
 	}
 	rep, err := db.CheckTiers(nil)
 	if err != nil {
