@@ -104,14 +104,19 @@ func (w *wire) patch(base int64) {
 // series of its shape: a histogram is some forty numbers.
 const histPerSeries = 10
 
-// histogramMsg is a remote-write 2.0 Histogram: schema 3, 40 buckets of
-// a latency around 100 ms as integer deltas (count_int = 1, sum = 3,
-// schema = 4, positive_spans = 11, positive_deltas = 12, timestamp = 15).
+// histBuckets is how many buckets the ingest runs' histograms have
+// (-ingest-hist-buckets).
+var histBuckets = 40
+
+// histogramMsg is a remote-write 2.0 Histogram: schema 3, histBuckets
+// buckets of a latency around 100 ms as integer deltas (count_int = 1,
+// sum = 3, schema = 4, positive_spans = 11, positive_deltas = 12,
+// timestamp = 15).
 func histogramMsg(i, k int, step int64) *wire {
 	h := &wire{}
 	var deltas []byte
 	total, prev := uint64(0), int64(0)
-	for b := range 40 {
+	for b := range histBuckets {
 		c := int64(100 + (i+b*7)%50)
 		deltas = protowire.AppendVarint(deltas, protowire.EncodeZigZag(c-prev))
 		prev = c
@@ -122,7 +127,7 @@ func histogramMsg(i, k int, step int64) *wire {
 	h.varint(4, protowire.EncodeZigZag(3))
 	span := &wire{}
 	span.varint(1, protowire.EncodeZigZag(-46))
-	span.varint(2, 40)
+	span.varint(2, uint64(histBuckets))
 	h.msg(11, span)
 	h.b = protowire.AppendBytes(protowire.AppendTag(h.b, 12, protowire.BytesType), deltas)
 	h.tsMillis(15, int64(k)*step)
@@ -578,10 +583,10 @@ func benchIngest(bin string, dur time.Duration, only, profileDir string) {
 	best := map[string]float64{}
 	for _, sh := range shapes {
 		for _, protocol := range []string{"grpc", "remote_write", "remote_write_2", "otlp", "remote_write_2_hist"} {
-			for _, clients := range []int{1, 4, 16} {
+			for _, clients := range []int{1, 2, 4, 16} {
 				key := fmt.Sprintf("%s/%s/%d", protocol, sh.name, clients)
-				if only != "" && only != key {
-					continue
+				if only != "" && only != key || only == "" && clients == 2 {
+					continue // 2 clients: on request (1,000 series of histograms)
 				}
 				if only == "" && protocol == "remote_write_2_hist" && (sh.name != "scrape" || clients == 16) {
 					continue // histograms: the scrape shape is enough

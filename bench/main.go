@@ -58,6 +58,7 @@ func main() {
 	ingestTime := flag.Duration("ingest-time", 4*time.Second, "how long each ingest run (protocol x shape x clients) lasts")
 	serverBin := flag.String("server-bin", "", "headroom binary for the ingest runs (default: go build ./cmd/headroom)")
 	ingestOnly := flag.String("ingest-run", "", "run one ingest combination, protocol/shape/clients (grpc/scrape/4)")
+	flag.IntVar(&histBuckets, "ingest-hist-buckets", histBuckets, "buckets of the histograms of the remote_write_2_hist ingest runs")
 	ingestProfiles := flag.String("ingest-profiles", "", "folder to save a server CPU profile of each ingest run in")
 	seconds := flag.Duration("append-time", 5*time.Second, "how long each append throughput run lasts")
 	headSeries := flag.Int("head-series", 100_000, "series in the head memory benchmark")
