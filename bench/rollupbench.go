@@ -227,6 +227,16 @@ func queryRollups(db *storage.DB, end time.Time, hosts, cores, days, queryRuns i
 		var lat []time.Duration
 		var rep *report.Report
 		for i := 0; i < queryRuns; i++ {
+			// The last run of the report of every series, profiled with
+			// -rollup-profile (the name with .report appended).
+			prof := profile != "" && i == queryRuns-1 && c.groups == hosts*cores
+			if prof {
+				f, err := os.Create(profile + ".report")
+				if err != nil {
+					fatal(err)
+				}
+				pprof.StartCPUProfile(f)
+			}
 			t := time.Now()
 			rep, err = report.Run(context.Background(), eng, src, report.Options{Query: c.q,
 				Start: time.UnixMilli(qStart), End: time.UnixMilli(qEnd), Threshold: 80, HasThreshold: true})
@@ -234,13 +244,22 @@ func queryRollups(db *storage.DB, end time.Time, hosts, cores, days, queryRuns i
 				fatal(err)
 			}
 			lat = append(lat, time.Since(t))
+			if prof {
+				pprof.StopCPUProfile()
+			}
 		}
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		if len(rep.Groups) != c.groups {
 			fatal(fmt.Errorf("report %s: %d groups, want %d", c.q, len(rep.Groups), c.groups))
 		}
 		secs := lat[len(lat)/2].Seconds()
+		// Issue 17: a report of 1,000 series, forecasts included, in
+		// under a second.
+		limit, target := 2.0, "< 2 s"
+		if c.groups >= 1000 {
+			limit, target = 1, "< 1 s"
+		}
 		record("rollup", fmt.Sprintf("capacity report of %s over %d days, %d groups, percentiles of %s (from %v)", c.q, days, c.groups, rep.PercentileOf, rep.Tiers),
-			secs*1000, "ms", "< 2 s", boolp(secs < 2))
+			secs*1000, "ms", target, boolp(secs < limit))
 	}
 }

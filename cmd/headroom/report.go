@@ -28,7 +28,7 @@ func runReport(args []string, out io.Writer) error {
 	start := fs.String("start", "", "start instead of --range: now, -90d, RFC 3339 or Unix seconds")
 	end := fs.String("end", "now", "end: now, -1d, RFC 3339 or Unix seconds")
 	step := fs.String("step", "", "evaluation step; default 1m up to 2 days, 5m up to 30 days, 1h up to 458 days (11,000 points), 1d beyond")
-	threshold := fs.String("threshold", "", "capacity limit: headroom and the date the daily p95 trend reaches it")
+	threshold := fs.String("threshold", "", "capacity limit: the headroom to it and the forecast of when the daily p95 reaches it; a number (0.8, 1e9) or a percentage of a ratio metric (80% is 0.8)")
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
 	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use)")
 	format := fs.String("format", "table", "table, csv, json, or html (one self-contained page with a chart per group)")
@@ -38,9 +38,10 @@ func runReport(args []string, out io.Writer) error {
 
 Asks a server (over gRPC) for a capacity report: for each series of the
 query's result, mean, p50, p95, p99, max, peak to average, the busiest
-hour (UTC) and weekday, the growth of the daily p95 (least squares, per
-day, with its R²), the headroom left to --threshold and the date the
-trend reaches it. Sorted by days until the threshold.
+hour (UTC) and weekday, the headroom left to --threshold, and the
+forecast of its daily p95: the date it reaches the threshold with an
+80%% interval, "not within the horizon", or "no reliable trend" and why
+(docs/forecast.md). Sorted by days until the threshold.
 
 Flags:
 `)
@@ -67,6 +68,11 @@ Flags:
 		return fmt.Errorf("--end: %w", err)
 	}
 	req := &headroomv1.ReportRequest{Query: *q, EndMs: e.UnixMilli(), PercentileOf: *percentileOf}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["start"] && set["range"] {
+		return errors.New("--start and --range both given: give one (--range counts back from --end)")
+	}
 	if *start != "" {
 		s, err := parseCLITime(*start, now)
 		if err != nil {
@@ -88,8 +94,8 @@ Flags:
 		req.StepMs = d.Milliseconds()
 	}
 	if *threshold != "" {
-		if req.Threshold, err = strconv.ParseFloat(*threshold, 64); err != nil {
-			return fmt.Errorf("--threshold %q: not a number", *threshold)
+		if req.Threshold, err = report.ParseThreshold(*threshold); err != nil {
+			return fmt.Errorf("--threshold: %w", err)
 		}
 		req.HasThreshold = true
 	}
@@ -126,24 +132,25 @@ func printReport(out io.Writer, format string, r *headroomv1.ReportResponse) err
 		_, err = fmt.Fprintln(out, string(b))
 		return err
 	}
-	header := []string{"group", "days left", "crossing", "p95", "headroom", "headroom %", "trend/day", "R²", "mean", "p50", "p99", "max", "peak/avg", "busiest hour", "busiest day", "points"}
+	header := []string{"group", "days left", "crossing", "80% interval", "level", "p95", "headroom", "headroom %", "trend/day", "R²", "mean", "p50", "p99", "max", "peak/avg", "busiest hour", "busiest day", "points"}
 	var rows [][]string
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 	for _, g := range r.Groups {
-		days, crossing := "-", "-"
+		days, crossing, interval := "-", "-", "-"
 		switch {
 		case g.AlreadyAboveThreshold:
 			days, crossing = "0", "now"
 		case g.CrossingInHorizon:
 			days, crossing = strconv.FormatFloat(g.DaysUntilCrossing, 'f', 1, 64), time.UnixMilli(g.CrossingMs).UTC().Format("2006-01-02")
+			interval = report.IntervalText(g)
 		case r.HasThreshold:
-			days, crossing = "-", "not within the horizon"
+			crossing = report.ForecastText(g)
 		}
 		headroom, pct := "-", "-"
 		if r.HasThreshold {
 			headroom, pct = f(g.Headroom), strconv.FormatFloat(g.HeadroomPct, 'f', 1, 64)
 		}
-		rows = append(rows, []string{labelString(g.Labels), days, crossing, f(g.P95), headroom, pct, f(g.TrendPerDay), strconv.FormatFloat(g.TrendR2, 'f', 2, 64),
+		rows = append(rows, []string{labelString(g.Labels), days, crossing, interval, f(g.CurrentLevel), f(g.P95), headroom, pct, f(g.TrendPerDay), strconv.FormatFloat(g.TrendR2, 'f', 2, 64),
 			f(g.Mean), f(g.P50), f(g.P99), f(g.Max), strconv.FormatFloat(g.PeakToAverage, 'f', 2, 64),
 			fmt.Sprintf("%02d:00", g.BusiestHour), time.Weekday(g.BusiestWeekday).String()[:3], strconv.FormatInt(g.Points, 10)})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/url"
 	"strings"
@@ -75,7 +76,7 @@ func TestReportCommand(t *testing.T) {
 		strings.Contains(html, "http://") || strings.Contains(html, "https://") || !strings.Contains(html, `class="cross"`) {
 		t.Errorf("html: not one self-contained page with two charts and a crossing:\n%.600s", html)
 	}
-	if csv := run("csv"); !strings.HasPrefix(csv, "group,days left,crossing,p95") || strings.Count(csv, "\n") != 3 {
+	if csv := run("csv"); !strings.HasPrefix(csv, "group,days left,crossing,80% interval,level,p95") || strings.Count(csv, "\n") != 3 {
 		t.Errorf("csv:\n%s", csv)
 	}
 
@@ -87,6 +88,27 @@ func TestReportCommand(t *testing.T) {
 	code, body = httpGet(t, ts.httpURL+"/api/v1/report?query="+url.QueryEscape(`cpu{host="none"}`))
 	if code != 400 || !strings.Contains(body, "no data in the range") {
 		t.Errorf("empty selection: %d %s", code, body)
+	}
+	// The HTML page over HTTP as from the command; a percentage
+	// threshold; conflicting flags refused, over HTTP and on the command
+	// line.
+	v.Set("format", "html")
+	v.Set("threshold", "80%")
+	code, body = httpGet(t, ts.httpURL+"/api/v1/report?"+v.Encode())
+	if code != 200 || !strings.HasPrefix(body, "<!DOCTYPE html>") || !strings.Contains(body, "threshold 0.8") {
+		t.Errorf("/api/v1/report?format=html&threshold=80%%: %d %.300s", code, body)
+	}
+	v.Set("start", fmt.Sprint(start.Unix()))
+	if code, body = httpGet(t, ts.httpURL+"/api/v1/report?"+v.Encode()); code != 400 || !strings.Contains(body, "not both") {
+		t.Errorf("start and range: %d %s", code, body)
+	}
+	err := runReport([]string{"--server", ts.grpcAddr, "--query", "cpu", "--range", "10d", "--start", "-3d"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--start and --range") {
+		t.Errorf("--start with --range: %v", err)
+	}
+	err = runReport([]string{"--server", ts.grpcAddr, "--query", "cpu", "--threshold", "eighty"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "percentage") {
+		t.Errorf("--threshold eighty: %v", err)
 	}
 }
 

@@ -155,6 +155,15 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 			writeJSON(w, code, response{Status: "error", ErrorType: typ, Error: err.Error()})
 			return
 		}
+		if rb, ok := data.(rawBody); ok {
+			for k, v := range rb.headers {
+				w.Header().Set(k, v)
+			}
+			w.Header().Set("Content-Type", rb.contentType)
+			w.WriteHeader(http.StatusOK)
+			w.Write(rb.body)
+			return
+		}
 		var warnings, infos []string
 		if wh, ok := data.(withHeaders); ok {
 			for k, v := range wh.headers {
@@ -164,6 +173,14 @@ func handler(f func(*http.Request) (any, error)) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, response{Status: "success", Data: data, Warnings: warnings, Infos: infos})
 	})
+}
+
+// rawBody is an answer outside Prometheus's JSON envelope (a report's
+// HTML page).
+type rawBody struct {
+	contentType string
+	body        []byte
+	headers     map[string]string
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,9 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,9 +14,11 @@ import (
 
 // report is /api/v1/report: query (PromQL), end (default now), start or
 // range (default 30d before end), step (default by range), threshold,
-// horizon (default 365d), percentile_of (samples, points, 5m-avg). The answer is the JSON form of
-// headroom.v1.ReportResponse (camelCase fields, "Infinity" for no
-// crossing) inside Prometheus's envelope.
+// horizon (default 365d), percentile_of (samples, points, 5m-avg),
+// format (json, or html: the page `headroom report --format html`
+// writes). The JSON answer is headroom.v1.ReportResponse's JSON form
+// (camelCase fields, "Infinity" for no crossing) inside Prometheus's
+// envelope.
 func (a *API) report(r *http.Request) (any, error) {
 	q := r.Form.Get("query")
 	if strings.TrimSpace(q) == "" {
@@ -28,6 +30,8 @@ func (a *API) report(r *http.Request) (any, error) {
 	}
 	start := end - 30*86400_000
 	switch {
+	case r.Form.Get("start") != "" && r.Form.Get("range") != "":
+		return nil, badData("invalid parameters: give \"start\" or \"range\", not both")
 	case r.Form.Get("start") != "":
 		if start, err = parseTime(r, "start", 0); err != nil {
 			return nil, err
@@ -51,10 +55,16 @@ func (a *API) report(r *http.Request) (any, error) {
 		}
 	}
 	if s := r.Form.Get("threshold"); s != "" {
-		if o.Threshold, err = strconv.ParseFloat(s, 64); err != nil {
-			return nil, badData("invalid parameter \"threshold\": %q is not a number", s)
+		if o.Threshold, err = report.ParseThreshold(s); err != nil {
+			return nil, badData("invalid parameter \"threshold\": %v", err)
 		}
 		o.HasThreshold = true
+	}
+	format := r.Form.Get("format")
+	switch format {
+	case "", "json", "html":
+	default:
+		return nil, badData("invalid parameter \"format\": %q: want json or html", format)
 	}
 	ctx, cancel, err := evalContext(r)
 	if err != nil {
@@ -64,6 +74,13 @@ func (a *API) report(r *http.Request) (any, error) {
 	rep, err := report.Run(ctx, a.engine, a.src, o)
 	if err != nil {
 		return nil, evalError(report.BadRequest(err))
+	}
+	if format == "html" {
+		var buf bytes.Buffer
+		if err := report.WriteHTML(&buf, report.ToProto(rep)); err != nil {
+			return nil, err
+		}
+		return rawBody{contentType: "text/html; charset=utf-8", body: buf.Bytes(), headers: map[string]string{"X-Headroom-Tier": strings.Join(rep.Tiers, ",")}}, nil
 	}
 	b, err := protojson.Marshal(report.ToProto(rep))
 	if err != nil {

@@ -84,8 +84,10 @@ type Forecast struct {
 	Day, Lo, Hi float64
 	// The trend of the regime fitted, per day, with its 80% interval.
 	Slope, SlopeLo, SlopeHi float64
-	// Level is the fitted level on the last day (trend and weekday).
-	Level float64
+	// Level is the fitted level on the last day (trend and weekday);
+	// Intercept the trend line's at Levels[0] (without the weekday): the
+	// line is Intercept + Slope x days.
+	Level, Intercept float64
 	// RegimeStart indexes Levels: the first day of the regime fitted.
 	RegimeStart int
 	// Seasonal: a weekly pattern was found and used.
@@ -111,7 +113,7 @@ const (
 	seasonShare    = 0.4
 	maxExtrapolate = 3.0
 	slopeQuantiles = 15
-	pairsCap       = 120 // points a Theil-Sen fit uses at most (evenly spaced)
+	pairsCap       = 60  // points a Theil-Sen fit uses at most (evenly spaced)
 	bicPenalty     = 2.0 // times BIC's ln(n) per parameter: a split must pay well
 )
 
@@ -164,6 +166,7 @@ func Run(in Input) Forecast {
 	slices.Sort(noise)
 	f.Noise = 1.4826 * medianAbs(noise)
 	f.Level = a + b*last + season[dow(last)]
+	f.Intercept = a
 
 	// The crossing's distribution: the first day past the last on which
 	// the level (trend, weekday, noise) reaches the threshold, over the

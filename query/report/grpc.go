@@ -45,9 +45,16 @@ func ToProto(r *Report) *headroomv1.ReportResponse {
 			PeakToAverage: g.PeakToAverage, BusiestHour: int32(g.BusiestHour), BusiestWeekday: int32(g.BusiestWeekday), Days: int32(g.Days),
 			TrendPerDay: g.TrendPerDay, TrendR2: g.TrendR2, Headroom: g.Headroom, HeadroomPct: g.HeadroomPct,
 			CrossingInHorizon: g.CrossingInHorizon, AlreadyAboveThreshold: g.AlreadyAboveThreshold, DaysUntilCrossing: g.DaysUntilCrossing,
-			FirstDayMs: g.FirstDay.UnixMilli(), DailyP95: g.DailyP95, TrendIntercept: g.TrendIntercept}
+			FirstDayMs: g.FirstDay.UnixMilli(), DailyP95: g.DailyP95, TrendIntercept: g.TrendIntercept,
+			Forecast: g.Forecast, ForecastWhy: g.ForecastWhy, CurrentLevel: g.CurrentLevel, RegimeStartMs: g.RegimeStart.UnixMilli(), Seasonal: g.Seasonal}
 		if g.CrossingInHorizon {
 			pg.CrossingMs = g.Crossing.UnixMilli()
+		}
+		if !g.CrossingLo.IsZero() {
+			pg.CrossingLoMs = g.CrossingLo.UnixMilli()
+		}
+		if !g.CrossingHi.IsZero() {
+			pg.CrossingHiMs = g.CrossingHi.UnixMilli()
 		}
 		if math.IsInf(g.DaysUntilCrossing, 1) {
 			pg.DaysUntilCrossing = math.Inf(1)

@@ -124,7 +124,33 @@ func crossingText(g *headroomv1.ReportGroup) string {
 	if g.AlreadyAboveThreshold {
 		return "above the threshold now"
 	}
-	return fmt.Sprintf("crosses %s (%.0f days)", time.UnixMilli(g.CrossingMs).UTC().Format("2006-01-02"), g.DaysUntilCrossing)
+	return fmt.Sprintf("crosses %s (%.0f days; %s, 80%%)", time.UnixMilli(g.CrossingMs).UTC().Format("2006-01-02"), g.DaysUntilCrossing, IntervalText(g))
+}
+
+// IntervalText says the crossing's 80% interval: "between A and B", or
+// "from A, possibly after the horizon".
+func IntervalText(g *headroomv1.ReportGroup) string {
+	day := func(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02") }
+	if g.CrossingHiMs == 0 {
+		return "from " + day(g.CrossingLoMs) + ", possibly after the horizon"
+	}
+	return "between " + day(g.CrossingLoMs) + " and " + day(g.CrossingHiMs)
+}
+
+// ForecastText says a group's forecast in a few words, with why when it
+// gives no date.
+func ForecastText(g *headroomv1.ReportGroup) string {
+	switch {
+	case g.AlreadyAboveThreshold:
+		return "above the threshold now"
+	case g.CrossingInHorizon:
+		return crossingText(g)
+	case g.ForecastWhy != "":
+		return g.Forecast + " (" + g.ForecastWhy + ")"
+	case g.Forecast != "":
+		return g.Forecast
+	}
+	return "not within the horizon"
 }
 
 func summary(r *headroomv1.ReportResponse, g *headroomv1.ReportGroup) string {
@@ -132,12 +158,7 @@ func summary(r *headroomv1.ReportResponse, g *headroomv1.ReportGroup) string {
 		g.Mean, g.P50, g.P95, g.P99, g.Max, g.PeakToAverage, g.BusiestHour, time.Weekday(g.BusiestWeekday), g.TrendPerDay, g.TrendR2)
 	if r.HasThreshold {
 		s += fmt.Sprintf("; headroom %.4g (%.1f%%)", g.Headroom, g.HeadroomPct)
-		switch {
-		case g.CrossingInHorizon:
-			s += "; " + crossingText(g)
-		default:
-			s += "; not within the horizon"
-		}
+		s += "; " + ForecastText(g)
 	}
 	return s
 }

@@ -83,25 +83,20 @@ func TestReportForecast(t *testing.T) {
 	for _, g := range rep.Groups {
 		by[g.Labels.Get("host")] = g
 	}
-	// The truth: the noiseless model's daily p95, sampled as the report
-	// samples (hourly), crosses the threshold on this day.
+	// The truth: the noiseless model's daily p95 of its 5-minute samples
+	// (the level the report shows and forecasts) reaches the threshold
+	// on this day.
 	origin := float64(start.UnixMilli()) / 86400_000
 	level := base - growth*origin
 	var truth time.Time
-	for d := end; d.Before(end.Add(400 * 24 * time.Hour)); d = d.Add(24 * time.Hour) {
-		// Hourly averages of the 5-minute samples, as the report reads a
-		// selector: the hour from H holds the samples at H+5m .. H+60m.
+	for d := end.Truncate(24 * time.Hour); d.Before(end.Add(400 * 24 * time.Hour)); d = d.Add(24 * time.Hour) {
 		var vs []float64
-		for h := 0; h < 24; h++ {
-			var sum float64
-			for m := 5; m <= 60; m += 5 {
-				sum += model(d.Add(time.Duration(h)*time.Hour+time.Duration(m)*time.Minute).UnixMilli(), growth, level)
-			}
-			vs = append(vs, sum/12)
+		for m := 5; m <= 24*60; m += 5 {
+			vs = append(vs, model(d.Add(time.Duration(m)*time.Minute).UnixMilli(), growth, level))
 		}
 		sort.Float64s(vs)
-		if p95 := vs[21] + 0.85*(vs[22]-vs[21]); p95 >= threshold { // rank 0.95 x 23 = 21.85
-			truth = d
+		if p95 := quantileOf(vs, 0.95); p95 >= threshold {
+			truth = d.Add(24 * time.Hour) // the day is over: its level is known
 			break
 		}
 	}
@@ -113,6 +108,17 @@ func TestReportForecast(t *testing.T) {
 	}
 	if math.Abs(g.TrendPerDay-growth) > 0.0005 || g.TrendR2 < 0.95 {
 		t.Errorf("grow: trend %v/day R² %v, want %v and near 1", g.TrendPerDay, g.TrendR2, growth)
+	}
+	// The forecast says how sure it is, and forecasts the level shown:
+	// the last whole day's p95 of the samples.
+	if g.Forecast != "crosses" || g.CrossingLo.After(g.Crossing) || (!g.CrossingHi.IsZero() && g.CrossingHi.Before(g.Crossing)) || g.CrossingLo.IsZero() {
+		t.Errorf("grow: forecast %q, interval %v .. %v around %v", g.Forecast, g.CrossingLo, g.CrossingHi, g.Crossing)
+	}
+	if lastDay := g.DailyP95[len(g.DailyP95)-1]; math.Abs(g.CurrentLevel-lastDay) > 0.02 {
+		t.Errorf("grow: current level %v, the last day's p95 %v", g.CurrentLevel, lastDay)
+	}
+	if f := by["flat"]; f.Forecast != "not within the horizon" || f.ForecastWhy == "" {
+		t.Errorf("flat: forecast %q (%s)", f.Forecast, f.ForecastWhy)
 	}
 	if g.BusiestHour != 15 {
 		t.Errorf("grow: busiest hour %d, want 15", g.BusiestHour)
@@ -368,4 +374,12 @@ func TestReportHistogramQuantileFromTier(t *testing.T) {
 			t.Fatalf("group %s: trend %v a day over %d points, want a growing latency over 40 days of hours", g.Labels, g.TrendPerDay, g.Points)
 		}
 	}
+}
+
+// quantileOf is Prometheus's quantile of sorted values.
+func quantileOf(sorted []float64, q float64) float64 {
+	r := q * float64(len(sorted)-1)
+	lo := int(math.Floor(r))
+	hi := min(lo+1, len(sorted)-1)
+	return sorted[lo] + (r-float64(lo))*(sorted[hi]-sorted[lo])
 }

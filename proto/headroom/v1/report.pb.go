@@ -280,8 +280,20 @@ type ReportGroup struct {
 	FirstDayMs     int64     `protobuf:"varint,20,opt,name=first_day_ms,json=firstDayMs,proto3" json:"first_day_ms,omitempty"`
 	DailyP95       []float64 `protobuf:"fixed64,21,rep,packed,name=daily_p95,json=dailyP95,proto3" json:"daily_p95,omitempty"`
 	TrendIntercept float64   `protobuf:"fixed64,22,opt,name=trend_intercept,json=trendIntercept,proto3" json:"trend_intercept,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The forecast (docs/forecast.md): "crosses", "not within the
+	// horizon", "no reliable trend" or "already above"; why, when it gives
+	// no date; the crossing's 80% interval (crossing_hi_ms 0: after the
+	// horizon); the last day's level as fitted; the first day of the
+	// regime the trend is fitted on; whether a weekly pattern was used.
+	Forecast      string  `protobuf:"bytes,23,opt,name=forecast,proto3" json:"forecast,omitempty"`
+	ForecastWhy   string  `protobuf:"bytes,24,opt,name=forecast_why,json=forecastWhy,proto3" json:"forecast_why,omitempty"`
+	CrossingLoMs  int64   `protobuf:"varint,25,opt,name=crossing_lo_ms,json=crossingLoMs,proto3" json:"crossing_lo_ms,omitempty"`
+	CrossingHiMs  int64   `protobuf:"varint,26,opt,name=crossing_hi_ms,json=crossingHiMs,proto3" json:"crossing_hi_ms,omitempty"`
+	CurrentLevel  float64 `protobuf:"fixed64,27,opt,name=current_level,json=currentLevel,proto3" json:"current_level,omitempty"`
+	RegimeStartMs int64   `protobuf:"varint,28,opt,name=regime_start_ms,json=regimeStartMs,proto3" json:"regime_start_ms,omitempty"`
+	Seasonal      bool    `protobuf:"varint,29,opt,name=seasonal,proto3" json:"seasonal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportGroup) Reset() {
@@ -468,6 +480,55 @@ func (x *ReportGroup) GetTrendIntercept() float64 {
 	return 0
 }
 
+func (x *ReportGroup) GetForecast() string {
+	if x != nil {
+		return x.Forecast
+	}
+	return ""
+}
+
+func (x *ReportGroup) GetForecastWhy() string {
+	if x != nil {
+		return x.ForecastWhy
+	}
+	return ""
+}
+
+func (x *ReportGroup) GetCrossingLoMs() int64 {
+	if x != nil {
+		return x.CrossingLoMs
+	}
+	return 0
+}
+
+func (x *ReportGroup) GetCrossingHiMs() int64 {
+	if x != nil {
+		return x.CrossingHiMs
+	}
+	return 0
+}
+
+func (x *ReportGroup) GetCurrentLevel() float64 {
+	if x != nil {
+		return x.CurrentLevel
+	}
+	return 0
+}
+
+func (x *ReportGroup) GetRegimeStartMs() int64 {
+	if x != nil {
+		return x.RegimeStartMs
+	}
+	return 0
+}
+
+func (x *ReportGroup) GetSeasonal() bool {
+	if x != nil {
+		return x.Seasonal
+	}
+	return false
+}
+
 var File_headroom_v1_report_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_report_proto_rawDesc = "" +
@@ -495,7 +556,7 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\x05tiers\x18\b \x03(\tR\x05tiers\x120\n" +
 	"\x06groups\x18\t \x03(\v2\x18.headroom.v1.ReportGroupR\x06groups\x12#\n" +
 	"\rpercentile_of\x18\n" +
-	" \x01(\tR\fpercentileOf\"\xd4\x05\n" +
+	" \x01(\tR\fpercentileOf\"\xc8\a\n" +
 	"\vReportGroup\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12\x16\n" +
 	"\x06points\x18\x02 \x01(\x03R\x06points\x12\x12\n" +
@@ -521,7 +582,14 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\ffirst_day_ms\x18\x14 \x01(\x03R\n" +
 	"firstDayMs\x12\x1b\n" +
 	"\tdaily_p95\x18\x15 \x03(\x01R\bdailyP95\x12'\n" +
-	"\x0ftrend_intercept\x18\x16 \x01(\x01R\x0etrendIntercept2L\n" +
+	"\x0ftrend_intercept\x18\x16 \x01(\x01R\x0etrendIntercept\x12\x1a\n" +
+	"\bforecast\x18\x17 \x01(\tR\bforecast\x12!\n" +
+	"\fforecast_why\x18\x18 \x01(\tR\vforecastWhy\x12$\n" +
+	"\x0ecrossing_lo_ms\x18\x19 \x01(\x03R\fcrossingLoMs\x12$\n" +
+	"\x0ecrossing_hi_ms\x18\x1a \x01(\x03R\fcrossingHiMs\x12#\n" +
+	"\rcurrent_level\x18\x1b \x01(\x01R\fcurrentLevel\x12&\n" +
+	"\x0fregime_start_ms\x18\x1c \x01(\x03R\rregimeStartMs\x12\x1a\n" +
+	"\bseasonal\x18\x1d \x01(\bR\bseasonal2L\n" +
 	"\aReports\x12A\n" +
 	"\x06Report\x12\x1a.headroom.v1.ReportRequest\x1a\x1b.headroom.v1.ReportResponseB=Z;github.com/headroomdb/headroom/proto/headroom/v1;headroomv1b\x06proto3"
 
