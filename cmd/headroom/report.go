@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/query/report"
@@ -125,12 +125,9 @@ func printReport(out io.Writer, format string, r *headroomv1.ReportResponse) err
 		return report.WriteHTML(out, r)
 	}
 	if format == "json" {
-		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(r)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(out, string(b))
-		return err
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report.ToJSON(r))
 	}
 	header := []string{"group", "days left", "crossing", "80% interval", "level", "p95", "headroom", "headroom %", "trend/day", "R²", "mean", "p50", "p99", "max", "peak/avg", "busiest hour", "busiest day", "points"}
 	var rows [][]string

@@ -56,20 +56,43 @@ func TestReportCommand(t *testing.T) {
 	if len(lines) != 5 || !strings.Contains(lines[3], `host="grow"`) || !strings.Contains(lines[4], "not within the horizon") {
 		t.Fatalf("table:\n%s", table)
 	}
+	// JSON in the shapes a script expects: numbers, labels as an object,
+	// RFC 3339 times, null for no crossing.
 	var rep struct {
-		Groups []struct {
-			Labels            []struct{ Name, Value string }
-			DaysUntilCrossing any
-			TrendPerDay       float64
+		Start     string
+		Threshold float64
+		Groups    []struct {
+			Labels         map[string]string
+			BusiestWeekday string
+			Forecast       struct {
+				Kind                                string
+				Crossing, CrossingLow, CrossingHigh *string
+				DaysUntilCrossing                   *float64
+			}
+			Trend  struct{ PerDay float64 }
+			Points int64
 		}
 	}
 	if err := json.Unmarshal([]byte(run("json")), &rep); err != nil || len(rep.Groups) != 2 {
 		t.Fatalf("json: %v %+v", err, rep)
 	}
-	// 0.4 + 0.02/day with a daily peak near 0.5: the p95 trend reaches
-	// 0.8 about 10 days after the end.
-	if g := rep.Groups[0]; math.Abs(g.TrendPerDay-0.02) > 0.002 || fmt.Sprint(rep.Groups[1].DaysUntilCrossing) != "Infinity" {
-		t.Errorf("json groups: %+v", rep.Groups)
+	if _, err := time.Parse(time.RFC3339, rep.Start); err != nil || rep.Threshold != 0.8 {
+		t.Errorf("json: start %q, threshold %v", rep.Start, rep.Threshold)
+	}
+	// 0.4 + 0.02/day with a daily peak near 0.5: the p95 reaches 0.8
+	// about 10 days after the end.
+	g, flat := rep.Groups[0], rep.Groups[1]
+	if math.Abs(g.Trend.PerDay-0.02) > 0.002 || g.Labels["host"] != "grow" || g.Forecast.Kind != "crosses" || g.Forecast.Crossing == nil ||
+		g.Forecast.CrossingLow == nil || g.Forecast.DaysUntilCrossing == nil || g.Points == 0 || g.BusiestWeekday == "" {
+		t.Errorf("json group grow: %+v", g)
+	}
+	if c := g.Forecast.Crossing; c != nil {
+		if _, err := time.Parse(time.RFC3339, *c); err != nil {
+			t.Errorf("json crossing %q: %v", *c, err)
+		}
+	}
+	if flat.Forecast.Crossing != nil || flat.Forecast.DaysUntilCrossing != nil || flat.Forecast.Kind != "not within the horizon" {
+		t.Errorf("json group flat: %+v", flat)
 	}
 	html := run("html")
 	if !strings.HasPrefix(html, "<!DOCTYPE html>") || strings.Count(html, "<svg") != 2 || strings.Contains(html, "<script") ||
@@ -82,7 +105,7 @@ func TestReportCommand(t *testing.T) {
 
 	v := url.Values{"query": {"cpu"}, "range": {"10d"}, "end": {fmt.Sprint(end.Unix())}, "threshold": {"0.8"}}
 	code, body := httpGet(t, ts.httpURL+"/api/v1/report?"+v.Encode())
-	if code != 200 || !strings.Contains(body, `"status":"success"`) || !strings.Contains(body, `"daysUntilCrossing":"Infinity"`) {
+	if code != 200 || !strings.Contains(body, `"status":"success"`) || !strings.Contains(body, `"daysUntilCrossing":null`) || !strings.Contains(body, `"labels":{"host":"grow"}`) {
 		t.Fatalf("/api/v1/report: %d %s", code, body)
 	}
 	code, body = httpGet(t, ts.httpURL+"/api/v1/report?query="+url.QueryEscape(`cpu{host="none"}`))

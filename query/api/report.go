@@ -2,12 +2,9 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/headroomdb/headroom/query/report"
 )
@@ -16,9 +13,9 @@ import (
 // range (default 30d before end), step (default by range), threshold,
 // horizon (default 365d), percentile_of (samples, points, 5m-avg),
 // format (json, or html: the page `headroom report --format html`
-// writes). The JSON answer is headroom.v1.ReportResponse's JSON form
-// (camelCase fields, "Infinity" for no crossing) inside Prometheus's
-// envelope.
+// writes). The JSON answer is report.JSON (numbers as numbers, labels as
+// an object, times as RFC 3339, null for no crossing) inside
+// Prometheus's envelope.
 func (a *API) report(r *http.Request) (any, error) {
 	q := r.Form.Get("query")
 	if strings.TrimSpace(q) == "" {
@@ -82,9 +79,5 @@ func (a *API) report(r *http.Request) (any, error) {
 		}
 		return rawBody{contentType: "text/html; charset=utf-8", body: buf.Bytes(), headers: map[string]string{"X-Headroom-Tier": strings.Join(rep.Tiers, ",")}}, nil
 	}
-	b, err := protojson.Marshal(report.ToProto(rep))
-	if err != nil {
-		return nil, err
-	}
-	return withHeaders{data: json.RawMessage(b), headers: map[string]string{"X-Headroom-Tier": strings.Join(rep.Tiers, ",")}}, nil
+	return withHeaders{data: report.ToJSON(report.ToProto(rep)), headers: map[string]string{"X-Headroom-Tier": strings.Join(rep.Tiers, ",")}}, nil
 }
