@@ -23,16 +23,22 @@ vet:
 	gofmt -l . | (! grep .) || (echo "gofmt needed on the files above"; exit 1)
 	$(GO) vet -stdmethods=false ./...
 
+# HEADROOM_REQUIRE_BROWSER: the tests that render pages in headless
+# Chromium fail, rather than skip, when it is missing.
 test: tools vet
-	$(GO) test -race -timeout 20m ./...
+	HEADROOM_REQUIRE_BROWSER=1 $(GO) test -race -timeout 20m ./...
 
 # protoc comes from Debian (3.21.12 on bookworm; the generated code records
 # the version); the Go plugins are pinned in go.mod's tool block. The proto
-# package's test regenerates the code and needs protoc.
+# package's test regenerates the code and needs protoc. Chromium (Debian's
+# package) renders the HTML reports in the browser tests.
 tools:
 	@command -v protoc >/dev/null 2>&1 || { \
 		echo "installing protoc (protobuf-compiler) with apt-get"; \
 		apt-get update -qq && apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium with apt-get"; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 # The benchmark harness: prints a table; see bench/RESULTS.md. The real
 # datasets are not in the repository (bench/DATASETS.md): without them,
@@ -57,8 +63,11 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeBlock$$' -fuzztime=$(FUZZTIME) ./storage/rollup
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeSketch$$' -fuzztime=$(FUZZTIME) ./storage/rollup
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeColumnsV2$$' -fuzztime=$(FUZZTIME) ./storage/rollup
+	$(GO) test -run=NONE -fuzz='^FuzzHistBlock$$' -fuzztime=$(FUZZTIME) ./storage/rollup
+	$(GO) test -run=NONE -fuzz='^FuzzHistogramChunk$$' -fuzztime=$(FUZZTIME) ./storage/chunk
 	$(GO) test -run=NONE -fuzz='^FuzzLoadTimeValueCSV$$' -fuzztime=$(FUZZTIME) ./bench
 	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite$$' -fuzztime=$(FUZZTIME) ./ingest
+	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite2$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLP$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzWireDecode$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLPWire$$' -fuzztime=$(FUZZTIME) ./ingest

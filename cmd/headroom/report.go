@@ -31,6 +31,7 @@ func runReport(args []string, out io.Writer) error {
 	threshold := fs.String("threshold", "", "capacity limit: the headroom to it and the forecast of when the daily p95 reaches it; a number (0.8, 1e9) or a percentage of a ratio metric (80% is 0.8)")
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
 	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use)")
+	unit := fs.String("unit", "", "the levels' unit, shown with them in html and json (% shows a ratio as a percentage); default: the metric's unit from its metadata")
 	format := fs.String("format", "table", "table, csv, json, or html (one self-contained page with a chart per group)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the answer")
 	fs.Usage = func() {
@@ -67,7 +68,7 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("--end: %w", err)
 	}
-	req := &headroomv1.ReportRequest{Query: *q, EndMs: e.UnixMilli(), PercentileOf: *percentileOf}
+	req := &headroomv1.ReportRequest{Query: *q, EndMs: e.UnixMilli(), PercentileOf: *percentileOf, Unit: *unit}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if set["start"] && set["range"] {

@@ -529,7 +529,9 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	}
 	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: maxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate, Features: cfg.queryFeatures}
 	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
-	headroomv1.RegisterReportsServer(s.grpc, report.NewGRPC(querySource{db}, engine))
+	reports := report.NewGRPC(querySource{db}, engine)
+	reports.MetricUnit = func(m string) string { return db.Metadata(m, 1)[m].Unit }
+	headroomv1.RegisterReportsServer(s.grpc, reports)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	// Server reflection, so that grpcurl and other tools list and call the

@@ -12,7 +12,8 @@ import (
 // report is /api/v1/report: query (PromQL), end (default now), start or
 // range (default 30d before end), step (default by range), threshold,
 // horizon (default 365d), percentile_of (samples, points, 5m-avg),
-// format (json, or html: the page `headroom report --format html`
+// unit (of the levels; default the metric's from its metadata), format
+// (json, or html: the page `headroom report --format html`
 // writes). The JSON answer is report.JSON (numbers as numbers, labels as
 // an object, times as RFC 3339, null for no crossing) inside
 // Prometheus's envelope.
@@ -40,7 +41,10 @@ func (a *API) report(r *http.Request) (any, error) {
 		}
 		start = end - d.Milliseconds()
 	}
-	o := report.Options{Query: q, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC(), PercentileOf: r.Form.Get("percentile_of")}
+	o := report.Options{Query: q, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC(), PercentileOf: r.Form.Get("percentile_of"), Unit: r.Form.Get("unit")}
+	if a.Metadata != nil {
+		o.MetricUnit = func(m string) string { return a.Metadata(m, 1)[m].Unit }
+	}
 	if r.Form.Get("step") != "" {
 		if o.Step, err = parseDuration(r, "step"); err != nil {
 			return nil, err

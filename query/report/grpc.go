@@ -14,6 +14,9 @@ type GRPC struct {
 	headroomv1.UnimplementedReportsServer
 	src    query.Source
 	engine *query.Engine
+	// MetricUnit, if set, gives a metric's unit (from its metadata) for a
+	// report that names none.
+	MetricUnit func(metric string) string
 }
 
 // NewGRPC returns the Reports service; register it with
@@ -28,7 +31,7 @@ func NewGRPC(src query.Source, engine *query.Engine) *GRPC {
 func (g *GRPC) Report(ctx context.Context, req *headroomv1.ReportRequest) (*headroomv1.ReportResponse, error) {
 	o := Options{Query: req.GetQuery(), Start: time.UnixMilli(req.GetStartMs()).UTC(), End: time.UnixMilli(req.GetEndMs()).UTC(),
 		Step: time.Duration(req.GetStepMs()) * time.Millisecond, Threshold: req.GetThreshold(), HasThreshold: req.GetHasThreshold(),
-		Horizon: time.Duration(req.GetHorizonMs()) * time.Millisecond, PercentileOf: req.GetPercentileOf()}
+		Horizon: time.Duration(req.GetHorizonMs()) * time.Millisecond, PercentileOf: req.GetPercentileOf(), Unit: req.GetUnit(), MetricUnit: g.MetricUnit}
 	r, err := Run(ctx, g.engine, g.src, o)
 	if err != nil {
 		return nil, query.GRPCError(BadRequest(err))
@@ -39,7 +42,7 @@ func (g *GRPC) Report(ctx context.Context, req *headroomv1.ReportRequest) (*head
 // ToProto converts a report to its wire form (HTTP answers are its JSON).
 func ToProto(r *Report) *headroomv1.ReportResponse {
 	out := &headroomv1.ReportResponse{Query: r.Query, StartMs: r.Start.UnixMilli(), EndMs: r.End.UnixMilli(), StepMs: r.Step.Milliseconds(),
-		HasThreshold: r.HasThreshold, Threshold: r.Threshold, HorizonMs: r.Horizon.Milliseconds(), Tiers: r.Tiers, PercentileOf: r.PercentileOf}
+		HasThreshold: r.HasThreshold, Threshold: r.Threshold, HorizonMs: r.Horizon.Milliseconds(), Tiers: r.Tiers, PercentileOf: r.PercentileOf, Unit: r.Unit}
 	for _, g := range r.Groups {
 		pg := &headroomv1.ReportGroup{Points: int64(g.Points), Mean: g.Mean, P50: g.P50, P95: g.P95, P99: g.P99, Max: g.Max,
 			PeakToAverage: g.PeakToAverage, BusiestHour: int32(g.BusiestHour), BusiestWeekday: int32(g.BusiestWeekday), Days: int32(g.Days),

@@ -20,6 +20,7 @@ type JSON struct {
 	HorizonDays  float64     `json:"horizonDays"`
 	Tiers        []string    `json:"tiers"`
 	PercentileOf string      `json:"percentileOf"`
+	Unit         string      `json:"unit"`
 	Groups       []GroupJSON `json:"groups"`
 }
 
@@ -93,7 +94,7 @@ func ToJSON(r *headroomv1.ReportResponse) JSON {
 		return &v
 	}
 	out := JSON{Query: r.Query, Start: ts(r.StartMs), End: ts(r.EndMs), StepSeconds: float64(r.StepMs) / 1000,
-		HorizonDays: float64(r.HorizonMs) / 86400_000, Tiers: r.Tiers, PercentileOf: r.PercentileOf, Groups: []GroupJSON{}}
+		HorizonDays: float64(r.HorizonMs) / 86400_000, Tiers: r.Tiers, PercentileOf: r.PercentileOf, Unit: r.Unit, Groups: []GroupJSON{}}
 	if r.HasThreshold {
 		out.Threshold = num(r.Threshold)
 	}

@@ -44,6 +44,11 @@ type Options struct {
 	// expressions), or "5m-avg" (5-minute averages, as bandwidth billing
 	// and right-sizing tools use; a selector).
 	PercentileOf string
+	// Unit follows the levels in the HTML page and the JSON ("%": a
+	// ratio shown as a percentage). Empty: MetricUnit's answer for the
+	// query's metric, when the query is a selector of one.
+	Unit       string
+	MetricUnit func(metric string) string
 }
 
 // Group is one result series' figures.
@@ -93,6 +98,7 @@ type Report struct {
 	Horizon      time.Duration
 	Tiers        []string // the data tiers that answered
 	PercentileOf string   // what the distribution is of: samples, points or 5m-avg
+	Unit         string   // the levels' unit, if known
 	Groups       []Group  // sorted by days until the crossing, then by p95 descending
 }
 
@@ -168,7 +174,16 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 		return nil, err
 	}
 	r := &Report{Query: o.Query, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC(), Step: o.Step,
-		Threshold: o.Threshold, HasThreshold: o.HasThreshold, Horizon: o.Horizon, Tiers: res.Tiers, PercentileOf: o.PercentileOf}
+		Threshold: o.Threshold, HasThreshold: o.HasThreshold, Horizon: o.Horizon, Tiers: res.Tiers, PercentileOf: o.PercentileOf, Unit: o.Unit}
+	if r.Unit == "" && selector && o.MetricUnit != nil {
+		if ms, err := query.ParseSelector(o.Query); err == nil {
+			for _, m := range ms {
+				if m.Name == series.MetricName && m.Type == series.MatchEqual {
+					r.Unit = o.MetricUnit(m.Value)
+				}
+			}
+		}
+	}
 	var dist map[string]distribution
 	// The daily levels the forecast is of: the daily p95 of what the p95
 	// shown is of (by default the points' own, analyse's).

@@ -40,7 +40,11 @@ type ReportRequest struct {
 	// the rollup sketches within 1%; the default for a series selector),
 	// "points" (the query's values at each step; the default otherwise), or
 	// "5m-avg" (5-minute averages of a selector).
-	PercentileOf  string `protobuf:"bytes,8,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
+	PercentileOf string `protobuf:"bytes,8,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
+	// The levels' unit, shown with them ("%": a ratio shown as a
+	// percentage); empty: the metric's unit from its metadata, for a
+	// selector of one metric.
+	Unit          string `protobuf:"bytes,9,opt,name=unit,proto3" json:"unit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -131,6 +135,13 @@ func (x *ReportRequest) GetPercentileOf() string {
 	return ""
 }
 
+func (x *ReportRequest) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
 type ReportResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Query        string                 `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
@@ -143,8 +154,10 @@ type ReportResponse struct {
 	// The data tiers that answered: raw, 5m, 1h, 1d.
 	Tiers []string `protobuf:"bytes,8,rep,name=tiers,proto3" json:"tiers,omitempty"`
 	// Sorted by days until the threshold, then by p95 descending.
-	Groups        []*ReportGroup `protobuf:"bytes,9,rep,name=groups,proto3" json:"groups,omitempty"`
-	PercentileOf  string         `protobuf:"bytes,10,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
+	Groups       []*ReportGroup `protobuf:"bytes,9,rep,name=groups,proto3" json:"groups,omitempty"`
+	PercentileOf string         `protobuf:"bytes,10,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
+	// The levels' unit (the request's, or the metric's metadata's).
+	Unit          string `protobuf:"bytes,11,opt,name=unit,proto3" json:"unit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,6 +258,13 @@ func (x *ReportResponse) GetGroups() []*ReportGroup {
 func (x *ReportResponse) GetPercentileOf() string {
 	if x != nil {
 		return x.PercentileOf
+	}
+	return ""
+}
+
+func (x *ReportResponse) GetUnit() string {
+	if x != nil {
+		return x.Unit
 	}
 	return ""
 }
@@ -533,7 +553,7 @@ var File_headroom_v1_report_proto protoreflect.FileDescriptor
 
 const file_headroom_v1_report_proto_rawDesc = "" +
 	"\n" +
-	"\x18headroom/v1/report.proto\x12\vheadroom.v1\x1a\x18headroom/v1/ingest.proto\"\xf7\x01\n" +
+	"\x18headroom/v1/report.proto\x12\vheadroom.v1\x1a\x18headroom/v1/ingest.proto\"\x8b\x02\n" +
 	"\rReportRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
@@ -543,7 +563,8 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\tthreshold\x18\x06 \x01(\x01R\tthreshold\x12\x1d\n" +
 	"\n" +
 	"horizon_ms\x18\a \x01(\x03R\thorizonMs\x12#\n" +
-	"\rpercentile_of\x18\b \x01(\tR\fpercentileOf\"\xc0\x02\n" +
+	"\rpercentile_of\x18\b \x01(\tR\fpercentileOf\x12\x12\n" +
+	"\x04unit\x18\t \x01(\tR\x04unit\"\xd4\x02\n" +
 	"\x0eReportResponse\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\x03R\astartMs\x12\x15\n" +
@@ -556,7 +577,8 @@ const file_headroom_v1_report_proto_rawDesc = "" +
 	"\x05tiers\x18\b \x03(\tR\x05tiers\x120\n" +
 	"\x06groups\x18\t \x03(\v2\x18.headroom.v1.ReportGroupR\x06groups\x12#\n" +
 	"\rpercentile_of\x18\n" +
-	" \x01(\tR\fpercentileOf\"\xc8\a\n" +
+	" \x01(\tR\fpercentileOf\x12\x12\n" +
+	"\x04unit\x18\v \x01(\tR\x04unit\"\xc8\a\n" +
 	"\vReportGroup\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.headroom.v1.LabelR\x06labels\x12\x16\n" +
 	"\x06points\x18\x02 \x01(\x03R\x06points\x12\x12\n" +
