@@ -32,6 +32,7 @@ func runReport(args []string, out io.Writer) error {
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
 	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use)")
 	unit := fs.String("unit", "", "the levels' unit, shown with them in html and json (% shows a ratio as a percentage); default: the metric's unit from its metadata")
+	forecastOnly := fs.Bool("forecast-only", false, "only the groups whose daily p95 reaches --threshold within --horizon (or is above it), soonest first: a planner's to-do list")
 	format := fs.String("format", "table", "table, csv, json, or html (one self-contained page with a chart per group)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the answer")
 	fs.Usage = func() {
@@ -100,6 +101,9 @@ Flags:
 		}
 		req.HasThreshold = true
 	}
+	if *forecastOnly && !req.HasThreshold {
+		return errors.New("--forecast-only needs --threshold: the level whose crossing is forecast")
+	}
 	d, err := parseDuration(*horizon)
 	if err != nil {
 		return fmt.Errorf("--horizon: %w", err)
@@ -117,6 +121,20 @@ Flags:
 	if err != nil {
 		st := status.Convert(err)
 		return fmt.Errorf("%s: %s", st.Code(), st.Message())
+	}
+	if *forecastOnly {
+		// The groups are sorted by days until the threshold already.
+		var due []*headroomv1.ReportGroup
+		for _, g := range rep.Groups {
+			if g.CrossingInHorizon || g.AlreadyAboveThreshold {
+				due = append(due, g)
+			}
+		}
+		if len(due) == 0 && *format == "table" {
+			_, err := fmt.Fprintf(out, "no group of %s reaches %v within %s\n", *q, *threshold, *horizon)
+			return err
+		}
+		rep.Groups = due
 	}
 	return printReport(out, *format, rep)
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,26 +23,7 @@ import (
 // in each format, and /api/v1/report over HTTP.
 func TestReportCommand(t *testing.T) {
 	ts := startServer(t)
-	end := time.Now().Truncate(time.Hour)
-	start := end.Add(-10 * 24 * time.Hour)
-	var batch []*prompb.TimeSeries
-	flush := func() {
-		if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code/100 != 2 {
-			t.Fatalf("remote write: %d %s", code, body)
-		}
-		batch = batch[:0]
-	}
-	for at := start; at.Before(end); at = at.Add(5 * time.Minute) {
-		d := at.Sub(start).Hours() / 24
-		daily := 0.1 * math.Sin(float64(at.Hour())/24*2*math.Pi)
-		batch = append(batch,
-			promSeries("cpu", at.UnixMilli(), 0.4+0.02*d+daily, "host", "grow"),
-			promSeries("cpu", at.UnixMilli(), 0.3+daily, "host", "flat"))
-		if len(batch) >= 2000 {
-			flush()
-		}
-	}
-	flush()
+	start, end := writeGrowAndFlat(t, ts)
 
 	run := func(format string) string {
 		var out bytes.Buffer
@@ -222,5 +205,91 @@ func TestCheckTiersCommand(t *testing.T) {
 	err = runCheck([]string{"--data-dir", dir, "--tiers"}, &out)
 	if err == nil || !strings.Contains(out.String(), `differs: {__name__="load", host="b"} 5m0s bucket at `+day.Add(3*time.Hour).Format(time.RFC3339)+": count 5, raw samples give 6") {
 		t.Fatalf("check --tiers after a change behind the downsampler: %v\n%s", err, out.String())
+	}
+}
+
+// writeGrowAndFlat writes 10 days of two hosts' CPU every 5 minutes over
+// remote-write: "grow" (0.4 + 0.02 a day, a daily swing of 0.1) and
+// "flat" (0.3 and the swing); it returns the range.
+func writeGrowAndFlat(t *testing.T, ts *testServer) (start, end time.Time) {
+	t.Helper()
+	end = time.Now().Truncate(time.Hour)
+	start = end.Add(-10 * 24 * time.Hour)
+	var batch []*prompb.TimeSeries
+	flush := func() {
+		if code, body := postRemoteWrite(t, ts.httpURL, "", remoteWriteBody(t, batch...)); code/100 != 2 {
+			t.Fatalf("remote write: %d %s", code, body)
+		}
+		batch = batch[:0]
+	}
+	for at := start; at.Before(end); at = at.Add(5 * time.Minute) {
+		d := at.Sub(start).Hours() / 24
+		daily := 0.1 * math.Sin(float64(at.Hour())/24*2*math.Pi)
+		batch = append(batch,
+			promSeries("cpu", at.UnixMilli(), 0.4+0.02*d+daily, "host", "grow"),
+			promSeries("cpu", at.UnixMilli(), 0.3+daily, "host", "flat"))
+		if len(batch) >= 2000 {
+			flush()
+		}
+	}
+	flush()
+	return start, end
+}
+
+// A forecast watch: the server runs the report every interval and
+// /metrics says how many days each group has left, for an alert; the
+// command's --forecast-only lists the groups that cross, soonest first.
+func TestForecastWatch(t *testing.T) {
+	ts := startServer(t, "--forecast-watch", "cpu 80% cpu", "--forecast-interval", "1s", "--forecast-range", "10d")
+	writeGrowAndFlat(t, ts)
+	grow := regexp.MustCompile(`headroom_forecast_days_until_threshold\{group="\{host=\\"grow\\"\}",watch="cpu"\} (\S+)`)
+	flat := regexp.MustCompile(`headroom_forecast_days_until_threshold\{group="\{host=\\"flat\\"\}",watch="cpu"\} (\S+)`)
+	deadline := time.Now().Add(time.Minute) // a hang guard: runs come every second
+	for {
+		_, body := httpGet(t, ts.httpURL+"/metrics")
+		g, f := grow.FindStringSubmatch(body), flat.FindStringSubmatch(body)
+		if g != nil && f != nil {
+			days, err := strconv.ParseFloat(g[1], 64)
+			if err != nil || days <= 0 || days > 30 || f[1] != "+Inf" {
+				t.Fatalf("grow %s days, flat %s: want grow within weeks, flat +Inf", g[1], f[1])
+			}
+			if !strings.Contains(body, `headroom_forecast_days_until_threshold_earliest{group=`) || !strings.Contains(body, `headroom_forecast_last_run_timestamp_seconds{watch="cpu"}`) {
+				t.Fatal("the interval's early end or the last run is missing")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no forecast on /metrics after a minute:\n%s\n%.500s", grepLines(body, "headroom_forecast_"), body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var out bytes.Buffer
+	if err := runReport([]string{"--server", ts.grpcAddr, "--query", "cpu", "--range", "10d", "--threshold", "0.8", "--forecast-only"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `host="grow"`) || strings.Contains(out.String(), `host="flat"`) {
+		t.Errorf("--forecast-only:\n%s", out.String())
+	}
+	if err := runReport([]string{"--server", ts.grpcAddr, "--query", "cpu", "--forecast-only"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--threshold") {
+		t.Errorf("--forecast-only without --threshold: %v", err)
+	}
+}
+
+// --forecast-watch values: the name, threshold and query each checked,
+// the error naming what is wrong.
+func TestForecastWatchFlag(t *testing.T) {
+	w, err := parseWatch(`cpu  80%  avg by (host) (rate(cpu_seconds_total{job="node"}[5m]))`)
+	if err != nil || w.name != "cpu" || w.threshold != 0.8 || w.query != `avg by (host) (rate(cpu_seconds_total{job="node"}[5m]))` {
+		t.Fatalf("%+v %v", w, err)
+	}
+	for _, c := range []struct{ in, want string }{
+		{"cpu 0.8", "NAME THRESHOLD QUERY"},
+		{"cpu-load 0.8 up", "name"},
+		{"cpu lots up", "threshold"},
+		{"cpu 0.8 rate(up[5m]", "parse"},
+	} {
+		if _, err := parseWatch(c.in); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error about %s", c.in, err, c.want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -88,6 +89,9 @@ type serveConfig struct {
 	maxExemplars    int
 	logLevel        string
 	pprof           bool
+	forecastWatches []string
+	forecastEvery   time.Duration
+	forecastRange   time.Duration
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -131,6 +135,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.queryMaxSeries, "query-max-series", 1_000_000, "series one query may select, all its selectors together; over it: 422 execution / ResourceExhausted")
 	fs.DurationVar(&c.lookback, "query-lookback-delta", 5*time.Minute, "how far back an instant vector looks for a sample (Prometheus's default)")
 	fs.IntVar(&c.exemplars, "exemplars-per-series", 10, "exemplars kept in memory for each series (the newest; remote-write 1.0 and 2.0 carry them), served by /api/v1/query_exemplars; 0: none kept")
+	fs.Var(watchFlag{&c.forecastWatches}, "forecast-watch", "a capacity forecast exported on /metrics, repeatable: 'NAME THRESHOLD QUERY' (threshold a number or a percentage of a ratio), like 'cpu 80% avg by (host) (rate(cpu_seconds_total[5m]))': headroom_forecast_days_until_threshold{watch=NAME,group=...} for an alert on days of headroom left")
+	c.forecastEvery, c.forecastRange = time.Hour, 30*24*time.Hour
+	fs.Var(durationFlag{&c.forecastEvery}, "forecast-interval", "how often the --forecast-watch reports run (the first at start)")
+	fs.Var(durationFlag{&c.forecastRange}, "forecast-range", "the history a --forecast-watch report fits its forecast on")
 	fs.IntVar(&c.maxExemplars, "max-exemplars", 100_000, "exemplars kept in memory in all: the series written to least recently lose theirs first")
 	c.queryFeatures = query.Features
 	fs.Func("query-enable", "comma-separated Prometheus 3 PromQL features to turn on, by Prometheus's --enable-feature names: "+strings.Join(query.Features, ", ")+" (default all; an empty value turns all off, as in Prometheus without flags)", func(v string) error {
@@ -242,6 +250,10 @@ type server struct {
 	// tokens and cert are what reload swaps (nil tokens: no auth).
 	tokens *auth.Tokens
 	cert   *atomic.Pointer[tls.Certificate]
+	// watcher runs the --forecast-watch reports (nil without any);
+	// watching is done when its loop has returned.
+	watcher  *forecastWatcher
+	watching sync.WaitGroup
 }
 
 // reload reads the tokens file and the TLS certificate again (on SIGHUP),
@@ -544,6 +556,18 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	}, []string{"handler", "code"})
 	reg.MustRegister(httpDur, storageCollector{db: db, limits: cfg.limits})
+	if len(cfg.forecastWatches) > 0 {
+		var ws []forecastWatch
+		for _, x := range cfg.forecastWatches {
+			w, err := parseWatch(x)
+			if err != nil {
+				return fail(fmt.Errorf("--forecast-watch: %w", err))
+			}
+			ws = append(ws, w)
+		}
+		s.watcher = newForecastWatcher(ws, cfg.forecastEvery, cfg.forecastRange, watchRunner(db, engine))
+		reg.MustRegister(s.watcher)
+	}
 	mux := http.NewServeMux()
 	handle := func(pattern, name string, h http.Handler) {
 		mux.Handle(pattern, promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}), h))
@@ -669,6 +693,13 @@ func (a appendable) SetMetadata(metric string, md series.Metadata) error {
 // start serves both ports in the background and marks the server ready.
 func (s *server) start() {
 	go s.watchStorage()
+	if s.watcher != nil {
+		s.watching.Add(1)
+		go func() {
+			defer s.watching.Done()
+			s.watcher.loop(s.done, s.log.Warn)
+		}()
+	}
 	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
 	go func() {
 		var err error
@@ -719,6 +750,7 @@ func (s *server) stop() error {
 		s.log.Warn("in-flight HTTP requests cut off at the shutdown timeout", "err", httpErr)
 		s.http.Close()
 	}
+	s.watching.Wait() // a watch's report reads the database
 	start := time.Now()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close data directory: %w", err)
