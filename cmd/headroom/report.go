@@ -30,7 +30,7 @@ func runReport(args []string, out io.Writer) error {
 	step := fs.String("step", "", "evaluation step; default 1m up to 2 days, 5m up to 30 days, 1h up to 458 days (11,000 points), 1d beyond")
 	threshold := fs.String("threshold", "", "capacity limit: the headroom to it and the forecast of when the daily p95 reaches it; a number (0.8, 1e9) or a percentage of a ratio metric (80% is 0.8)")
 	horizon := fs.String("horizon", "365d", "how far ahead a crossing is forecast")
-	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use)")
+	percentileOf := fs.String("percentile-of", "", "what mean, percentiles and max are of: samples (raw samples, from rollup sketches within 1%; default for a series selector), points (the query's value at each step; default otherwise), 5m-avg (5-minute averages, as billing and right-sizing tools use; an expression's values every 5 minutes)")
 	unit := fs.String("unit", "", "the levels' unit, shown with them in html and json (% shows a ratio as a percentage); default: the metric's unit from its metadata")
 	forecastOnly := fs.Bool("forecast-only", false, "only the groups whose daily p95 reaches --threshold within --horizon (or is above it), soonest first: a planner's to-do list")
 	format := fs.String("format", "table", "table, csv, json, or html (one self-contained page with a chart per group)")

@@ -42,7 +42,7 @@ type Options struct {
 	// for a series selector), "points" (the values the query gives at
 	// each step: the default, and the only choice, for other
 	// expressions), or "5m-avg" (5-minute averages, as bandwidth billing
-	// and right-sizing tools use; a selector).
+	// and right-sizing tools use; an expression's values every 5 minutes).
 	PercentileOf string
 	// Unit follows the levels in the HTML page and the JSON ("%": a
 	// ratio shown as a percentage). Empty: MetricUnit's answer for the
@@ -155,7 +155,8 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 			o.PercentileOf = "samples"
 		}
 	case "points":
-	case "samples", "5m-avg":
+	case "5m-avg":
+	case "samples":
 		if !selector {
 			return nil, fmt.Errorf("%w: percentiles of %s need a series selector as the query, not %q", query.ErrBadQuery, o.PercentileOf, o.Query)
 		}
@@ -197,7 +198,7 @@ func Run(ctx context.Context, eng *query.Engine, src query.Source, o Options) (*
 			return nil, err
 		}
 	case "5m-avg":
-		if dist, daily, err = fiveMinuteDistribution(ctx, eng, src, o.Query, start, end, r); err != nil {
+		if dist, daily, err = fiveMinuteDistribution(ctx, eng, src, o.Query, selector, start, end, r); err != nil {
 			return nil, err
 		}
 	}
@@ -509,14 +510,20 @@ func dailySampleP95(ctx context.Context, eng *query.Engine, src query.Source, se
 // fiveMinuteDistribution is each series' distribution of its 5-minute
 // averages over the range, evaluated in pieces of at most 11,000 steps,
 // and their daily p95 over the days the range holds whole.
-func fiveMinuteDistribution(ctx context.Context, eng *query.Engine, src query.Source, sel string, start, end int64, r *Report) (map[string]distribution, map[string]map[int64]float64, error) {
+func fiveMinuteDistribution(ctx context.Context, eng *query.Engine, src query.Source, expr string, selector bool, start, end int64, r *Report) (map[string]distribution, map[string]map[int64]float64, error) {
+	// A selector's 5-minute averages; an expression's values every 5
+	// minutes (rate(x[5m]) is a 5-minute average already).
+	q := expr
+	if selector {
+		q = fmt.Sprintf("avg_over_time(%s[5m])", expr)
+	}
 	const step, day = 300_000, 86400_000
 	first := (start + step - 1) / step * step
 	vals := map[string][]float64{}
 	byDay := map[string]map[int64][]float64{}
 	for from := first; from <= end; from += 10_000 * step {
 		to := min(end, from+9_999*step)
-		res, err := eng.Range(ctx, src, fmt.Sprintf("avg_over_time(%s[5m])", sel), from, to, step)
+		res, err := eng.Range(ctx, src, q, from, to, step)
 		if err != nil {
 			return nil, nil, err
 		}

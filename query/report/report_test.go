@@ -154,7 +154,8 @@ func TestReportEmptyAndBad(t *testing.T) {
 
 // What the distribution is of: raw samples by default for a selector
 // (from the rollup sketches when tiers answer), step averages
-// ("points"), or 5-minute averages; an expression has only points.
+// ("points"), or 5-minute averages; an expression has points or its
+// 5-minute values.
 func TestReportPercentileOf(t *testing.T) {
 	s, start, end := setup(t)
 	run := func(q, of string) (*report.Report, error) {
@@ -189,6 +190,12 @@ func TestReportPercentileOf(t *testing.T) {
 	}
 	if r, err := run(`avg(cpu)`, ""); err != nil || r.PercentileOf != "points" {
 		t.Errorf("an expression: %v", err)
+	}
+	// An expression's 5-minute values (the README's example asks for
+	// them): more of them than hourly points, so a higher max.
+	r, err := run(`avg by (host) (cpu{host="grow"})`, "5m-avg")
+	if err != nil || r.PercentileOf != "5m-avg" || len(r.Groups) != 1 || !(r.Groups[0].Max > by["points"].Max) {
+		t.Errorf("5m-avg of an expression: %v %+v", err, r)
 	}
 }
 

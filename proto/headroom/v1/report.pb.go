@@ -39,7 +39,8 @@ type ReportRequest struct {
 	// What mean, percentiles and max are of: "samples" (raw samples, from
 	// the rollup sketches within 1%; the default for a series selector),
 	// "points" (the query's values at each step; the default otherwise), or
-	// "5m-avg" (5-minute averages of a selector).
+	// "5m-avg" (5-minute averages of a selector, an expression's values
+	// every 5 minutes).
 	PercentileOf string `protobuf:"bytes,8,opt,name=percentile_of,json=percentileOf,proto3" json:"percentile_of,omitempty"`
 	// The levels' unit, shown with them ("%": a ratio shown as a
 	// percentage); empty: the metric's unit from its metadata, for a
