@@ -6,7 +6,7 @@ BIN      := bin/headroom
 DATA_DIR ?= ./data
 FUZZTIME ?= 30s
 
-.PHONY: run build test vet bench soak fuzz proto tools clean
+.PHONY: run build test vet bench soak fuzz proto tools ui clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/headroom
@@ -23,10 +23,10 @@ vet:
 	gofmt -l . | (! grep .) || (echo "gofmt needed on the files above"; exit 1)
 	$(GO) vet -stdmethods=false ./...
 
-# HEADROOM_REQUIRE_BROWSER: the tests that render pages in headless
-# Chromium fail, rather than skip, when it is missing.
+# HEADROOM_REQUIRE_TOOLS: the tests that need Chromium or the console's
+# build tools fail, rather than skip, when they are missing.
 test: tools vet
-	HEADROOM_REQUIRE_BROWSER=1 $(GO) test -race -timeout 20m ./...
+	HEADROOM_REQUIRE_TOOLS=1 $(GO) test -race -timeout 20m ./...
 
 # protoc comes from Debian (3.21.12 on bookworm; the generated code records
 # the version); the Go plugins are pinned in go.mod's tool block. The proto
@@ -39,6 +39,15 @@ tools:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium with apt-get"; \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@test -d ui/node_modules/esbuild || { \
+		echo "installing the console's build tools (npm ci in ui/)"; \
+		cd ui && npm ci --no-audit --no-fund >/dev/null; }
+
+# The web console: ui/dist (committed, embedded in the binary) from
+# ui/src with esbuild and the packages ui/package-lock.json pins. go
+# build and make run need no Node.js; ui's test fails if dist is stale.
+ui:
+	cd ui && npm ci --no-audit --no-fund && npm run build
 
 # The benchmark harness: prints a table; see bench/RESULTS.md. The real
 # datasets are not in the repository (bench/DATASETS.md): without them,

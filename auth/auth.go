@@ -207,7 +207,16 @@ func (t *Tokens) HTTP(need Scope, denied func(reason string), h http.Handler) ht
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err := t.Check(FromHeader(r.Header.Get("Authorization")), need)
+		token := FromHeader(r.Header.Get("Authorization"))
+		if token == "" && need == Read {
+			// The web console's session (LoginHandler). Reads only: a
+			// cookie goes along with any request the browser makes, so a
+			// page elsewhere could make it write.
+			if c, err := r.Cookie(SessionCookie); err == nil {
+				token = c.Value
+			}
+		}
+		_, err := t.Check(token, need)
 		if err == nil {
 			h.ServeHTTP(w, r)
 			return
@@ -316,3 +325,37 @@ func (c Credentials) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 
 func (c Credentials) RequireTransportSecurity() bool { return !c.Insecure }
+
+// SessionCookie holds a read token for the web console, which a browser
+// sends with the page's API requests (it cannot add a header to them
+// all).
+const SessionCookie = "headroom_session"
+
+// LoginHandler is the console's sign-in: POST token=... with a token of
+// the read scope sets it as an HttpOnly, SameSite=Strict session cookie
+// (Secure over TLS); a wrong or write-only token is refused, saying which.
+// Without tokens it answers 204: there is nothing to sign in to.
+func (t *Tokens) LoginHandler(tls bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "method not allowed: POST token=...", http.StatusMethodNotAllowed)
+			return
+		}
+		if t == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		token := strings.TrimSpace(r.PostFormValue("token"))
+		if _, err := t.Check(token, Read); err != nil {
+			if errors.Is(err, ErrScope) {
+				http.Error(w, "this token may not read", http.StatusForbidden)
+				return
+			}
+			http.Error(w, "unknown token", http.StatusUnauthorized)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: token, Path: "/", HttpOnly: true, Secure: tls, SameSite: http.SameSiteStrictMode})
+		w.WriteHeader(http.StatusNoContent)
+	})
+}

@@ -46,6 +46,7 @@ import (
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
+	"github.com/headroomdb/headroom/ui"
 )
 
 // serveConfig is every option of `headroom serve`; each is a flag and a
@@ -611,9 +612,14 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "Headroom %s\n\nPOST /api/v1/write   Prometheus remote-write 1.0\nGET  /api/v1/labels, /api/v1/label/NAME/values, /api/v1/series, /api/v1/status/buildinfo, /api/v1/metadata\nGET  /metrics        the server's own metrics\nGET  /healthz        liveness\nGET  /readyz         readiness\n\ngRPC on port %d: headroom.v1.Ingest, OTLP metrics\n", version, cfg.grpcPort)
-	})
+	// The web console: its files to anyone (they hold no data), its
+	// data through the API with a read token (the sign-in form sets it as
+	// a session cookie).
+	console := ui.Handler()
+	for _, p := range []string{"/{$}", "/app.js", "/app.css"} {
+		handle(p, "/console", console)
+	}
+	handle("/console/login", "/console/login", tokens.LoginHandler(tlsConf != nil))
 	s.http = &http.Server{
 		Handler:           guard.http(mux),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -4,48 +4,23 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/headroomdb/headroom/internal/browser"
 
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/report"
 )
-
-// browser returns a headless Chromium context. Chromium comes from
-// Debian's package, which `make test` installs; run by hand without it,
-// the test is skipped unless HEADROOM_REQUIRE_BROWSER is set (as `make
-// test` sets it), so that CI cannot pass without having run it.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("HEADROOM_REQUIRE_BROWSER") != "" {
-			t.Fatalf("chromium not found (apt-get install chromium, or make tools): %v", err)
-		}
-		t.Skip("chromium is not installed: `make test` installs it (apt-get install chromium)")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1000, 800))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	// A generous hang guard: the browser starts in a second or two.
-	ctx, cancel3 := context.WithTimeout(ctx, 2*time.Minute)
-	t.Cleanup(cancel3)
-	return ctx
-}
 
 // The HTML report rendered in headless Chromium: every text box (axis
 // labels, the threshold's, the crossing's note) lies inside its chart,
 // including a crossing at the right end of the shared time axis, where
 // the note used to run out ("crosses 2026-12-07 (4 days").
 func TestReportHTMLInBrowser(t *testing.T) {
-	ctx := browser(t)
+	ctx := browser.New(t)
 	s, start, end := setup(t)
 	var pages [][]byte
 	for _, unit := range []string{"", "%", "requests per second"} {

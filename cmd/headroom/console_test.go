@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/headroomdb/headroom/internal/browser"
+)
+
+// screenshots is where the console tests leave their pictures (ignored
+// by git: see .gitignore), for a person to look at after a run.
+const screenshots = "testdata/screenshots"
+
+// shoot saves a PNG of the page and checks it is not blank: a page that
+// failed to render is one colour.
+func shoot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// FullScreenshot gives a JPEG at quality < 100; ask for a PNG.
+	if buf, err = chromedp.Run(ctx, chromedp.CaptureScreenshot()); err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(buf))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	colours := map[[3]uint32]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 7 {
+		for x := b.Min.X; x < b.Max.X; x += 7 {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			colours[[3]uint32{r >> 8, g >> 8, bl >> 8}] = true
+		}
+	}
+	if len(colours) < 8 {
+		t.Errorf("screenshot %s: %d colours: a blank page", name, len(colours))
+	}
+	if err := os.MkdirAll(screenshots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(screenshots, name+".png"), buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor evaluates a JavaScript condition until it holds (a hang
+// guard of a minute; the page answers in milliseconds).
+func waitFor(t *testing.T, ctx context.Context, what, cond string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("main").innerText`))
+			t.Fatalf("%s: not after a minute (%v); the page says:\n%s", what, err, html)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The console's query view in headless Chromium against a real server
+// with data: a query draws one line per series; completion offers a
+// metric written a moment before; a syntax error is shown under its
+// column; the view's state is in the URL.
+func TestConsoleQuery(t *testing.T) {
+	ts := startServer(t)
+	now := time.Now()
+	body := remoteWriteBody(t,
+		promSeries("console_cpu", now.Add(-10*time.Minute).UnixMilli(), 0.2, "host", "a"),
+		promSeries("console_cpu", now.Add(-5*time.Minute).UnixMilli(), 0.3, "host", "a"),
+		promSeries("console_cpu", now.Add(-10*time.Minute).UnixMilli(), 0.5, "host", "b"),
+		promSeries("console_cpu", now.Add(-5*time.Minute).UnixMilli(), 0.6, "host", "b"),
+		promSeries("console_cpu", now.Add(-5*time.Minute).UnixMilli(), 0.9, "host", "c"))
+	if code, msg := postRemoteWrite(t, ts.httpURL, "", body); code/100 != 2 {
+		t.Fatalf("remote write: %d %s", code, msg)
+	}
+	ctx := browser.New(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.httpURL+"/#/query?range=1h&q0=console_cpu")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the query's answer", `document.querySelector(".info") && document.querySelector(".info").dataset.series === "3"`)
+	// Three lines: uPlot's legend has the time and a row per series.
+	waitFor(t, ctx, "the graph", `document.querySelectorAll(".u-legend .u-series").length === 4 && !!document.querySelector(".uplot canvas")`)
+	shoot(t, ctx, "query-graph")
+
+	// Completion: a metric name from its first letters.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const a = document.querySelector("textarea.expr");
+		a.focus(); a.value = "console_c"; a.selectionStart = a.selectionEnd = a.value.length;
+		a.dispatchEvent(new Event("input"));
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "completion of console_cpu", `[...document.querySelectorAll("ul.complete li")].some(li => li.textContent === "console_cpu")`)
+	shoot(t, ctx, "query-completion")
+
+	// A syntax error, shown under its column.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const a = document.querySelector("textarea.expr");
+		a.value = "rate(console_cpu[5m]";
+		document.querySelector("button.run").click();
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the syntax error", `(() => { const e = document.querySelector("pre.err"); return e && !e.hidden && e.textContent.includes("^") && e.textContent.includes("parse error"); })()`)
+	shoot(t, ctx, "query-error")
+	url, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`))
+	if err != nil || !strings.Contains(url, "q0=rate%28console_cpu") || !strings.Contains(url, "range=1h") {
+		t.Errorf("the URL does not hold the view: %q %v", url, err)
+	}
+}
+
+// With a tokens file: no token gets the sign-in form and no data, a
+// write-only token is refused, a read token uses the console.
+func TestConsoleAuth(t *testing.T) {
+	const rtok, wtok = "read-token-0123456789", "write-token-0123456789"
+	tf := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tf, []byte("read "+rtok+" grafana\nwrite "+wtok+" agent\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, "--tokens-file", tf)
+	body := remoteWriteBody(t, promSeries("console_mem", time.Now().Add(-time.Minute).UnixMilli(), 1, "host", "a"))
+	if code, msg := postRemoteWrite(t, ts.httpURL, wtok, body); code/100 != 2 {
+		t.Fatalf("remote write: %d %s", code, msg)
+	}
+	ctx := browser.New(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.httpURL+"/#/query?q0=console_mem")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the sign-in form", `!!document.getElementById("login")`)
+	shoot(t, ctx, "sign-in")
+	signIn := func(token string) {
+		t.Helper()
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+			document.getElementById("token").value = `+"`"+token+"`"+`;
+			document.querySelector("#login button").click();
+		})()`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signIn(wtok)
+	waitFor(t, ctx, "the write token refused", `document.getElementById("login-error").textContent.includes("may not read")`)
+	signIn(rtok)
+	waitFor(t, ctx, "the query with the read token", `document.querySelector(".info") && document.querySelector(".info").dataset.series === "1"`)
+	// The session is a read token only: it cannot write.
+	if code, _ := postRemoteWrite(t, ts.httpURL, "", body); code != 401 {
+		t.Errorf("a write without a token: %d", code)
+	}
+}

@@ -1,0 +1,379 @@
+// Headroom's console: one page, four views (query, explore, capacity,
+// status), talking to the server's own HTTP API. The view and its
+// inputs live in the URL's hash, so that a view can be shared. No
+// request leaves the server the page came from.
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import "./style.css";
+
+// el builds an element: attributes (on* are listeners) and children.
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+// ApiError is an error the API answered with (status and message).
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// api calls a GET endpoint; the session cookie (set by the login form)
+// authenticates it. It returns the JSON's data and the response headers.
+async function api(path, params) {
+  const q = new URLSearchParams(params || {});
+  const resp = await fetch(path + (q.toString() ? "?" + q : ""), { credentials: "same-origin" });
+  if (resp.status === 401 || resp.status === 403) {
+    showLogin(resp.status === 403 ? "This token may not read." : "");
+    throw new ApiError(resp.status, "a token with the read scope is needed");
+  }
+  let body;
+  try {
+    body = await resp.json();
+  } catch {
+    throw new ApiError(resp.status, `${resp.status} ${resp.statusText}`);
+  }
+  if (body.status !== "success") throw new ApiError(resp.status, body.error || `${resp.status}`);
+  return { data: body.data, headers: resp.headers };
+}
+
+// The login form: a token with the read scope becomes an HttpOnly
+// session cookie (POST /console/login), which the API accepts for reads.
+function showLogin(why) {
+  if (document.getElementById("login")) return;
+  const msg = el("p", { class: "err", id: "login-error" }, why);
+  const token = el("input", { type: "password", id: "token", placeholder: "token", autocomplete: "current-password" });
+  const form = el("form", {
+    id: "login",
+    class: "login",
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const resp = await fetch("console/login", { method: "POST", body: new URLSearchParams({ token: token.value }), credentials: "same-origin" });
+      if (resp.ok) {
+        form.remove();
+        route();
+      } else {
+        msg.textContent = (await resp.text()).trim() || `${resp.status}`;
+      }
+    },
+  }, el("h2", {}, "Sign in"), el("p", {}, "This server asks for a token with the read scope."), token, el("button", { type: "submit" }, "Sign in"), msg);
+  document.getElementById("main").replaceChildren(form);
+}
+
+// The hash: #/view?key=value&...
+function hashState() {
+  const h = location.hash.replace(/^#\/?/, "");
+  const [view, query] = h.split("?");
+  return { view: view || "query", params: new URLSearchParams(query || "") };
+}
+
+function setHash(view, params) {
+  const s = params.toString();
+  history.replaceState(null, "", "#/" + view + (s ? "?" + s : ""));
+}
+
+// Durations: "5m", "1h", "7d" <-> seconds.
+const units = { s: 1, m: 60, h: 3600, d: 86400, w: 604800, y: 31536000 };
+function parseDur(s) {
+  const m = /^(\d+(?:\.\d+)?)([smhdwy])$/.exec(String(s).trim());
+  return m ? parseFloat(m[1]) * units[m[2]] : NaN;
+}
+function fmtDur(sec) {
+  for (const u of ["y", "w", "d", "h", "m"]) if (sec >= units[u] && sec % units[u] === 0) return sec / units[u] + u;
+  return sec + "s";
+}
+
+// autoStep: about 250 points, rounded to a step the tiers serve.
+function autoStep(rangeSec) {
+  const steps = [15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const want = rangeSec / 250;
+  return steps.find((s) => s >= want) || 86400;
+}
+
+function labelString(metric) {
+  const name = metric.__name__ || "";
+  const rest = Object.entries(metric)
+    .filter(([k]) => k !== "__name__")
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(", ");
+  return name + (rest || !name ? `{${rest}}` : "");
+}
+
+function fmtNum(v) {
+  if (!isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
+  return String(+v.toPrecision(5));
+}
+
+// ---- Completion: metric names, label names inside {...}, label values
+// after name=" ---------------------------------------------------------
+const cache = {};
+async function cached(key, f) {
+  if (!cache[key]) cache[key] = f().catch((e) => { delete cache[key]; throw e; });
+  return cache[key];
+}
+const metricNames = () => cached("names", async () => (await api("api/v1/label/__name__/values")).data);
+const labelNames = () => cached("labels", async () => (await api("api/v1/labels")).data);
+const labelValues = (n) => cached("values:" + n, async () => (await api(`api/v1/label/${encodeURIComponent(n)}/values`)).data);
+
+// completionContext says what the word before the cursor is: a metric
+// name, a label name or a label value.
+function completionContext(text, pos) {
+  const before = text.slice(0, pos);
+  const value = /([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"([^"]*)$/.exec(before);
+  if (value && before.lastIndexOf("{") > before.lastIndexOf("}")) return { kind: "value", label: value[1], word: value[2] };
+  const word = /[a-zA-Z_:][a-zA-Z0-9_:]*$/.exec(before);
+  const w = word ? word[0] : "";
+  if (before.lastIndexOf("{") > before.lastIndexOf("}")) return { kind: "label", word: w };
+  return { kind: "metric", word: w };
+}
+
+async function suggestions(text, pos) {
+  const ctx = completionContext(text, pos);
+  let all;
+  if (ctx.kind === "value") all = await labelValues(ctx.label);
+  else if (ctx.kind === "label") all = await labelNames();
+  else {
+    if (!ctx.word) return { ctx, items: [] };
+    all = await metricNames();
+  }
+  const items = all.filter((s) => s.startsWith(ctx.word) && s !== ctx.word).slice(0, 12);
+  return { ctx, items };
+}
+
+// ---- The query view --------------------------------------------------
+const ranges = ["5m", "15m", "1h", "3h", "6h", "12h", "1d", "2d", "7d", "14d", "30d", "90d", "180d", "365d"];
+
+function queryView(params) {
+  const main = document.getElementById("main");
+  const controls = el("div", { class: "controls" });
+  const rangeSel = el("select", { id: "range" }, ranges.map((r) => el("option", { value: r, selected: r === (params.get("range") || "1h") }, r)));
+  const endInput = el("input", { id: "end", type: "datetime-local", step: "1", value: params.get("end") || "", title: "end (empty: now), UTC" });
+  const stepInput = el("input", { id: "step", placeholder: "auto", size: 6, value: params.get("step") || "", title: "step: auto, or like 30s, 5m, 1h" });
+  const panels = el("div", { id: "panels" });
+  const save = () => {
+    const p = new URLSearchParams();
+    p.set("range", rangeSel.value);
+    if (endInput.value) p.set("end", endInput.value);
+    if (stepInput.value) p.set("step", stepInput.value);
+    [...panels.children].forEach((pn, i) => {
+      p.set("q" + i, pn.querySelector("textarea").value);
+      if (pn.dataset.tab === "table") p.set("tab" + i, "table");
+      if (pn.querySelector(".stack").checked) p.set("stack" + i, "1");
+    });
+    setHash("query", p);
+  };
+  const runAll = () => {
+    save();
+    for (const pn of panels.children) pn.run();
+  };
+  controls.append(
+    el("label", {}, "range ", rangeSel),
+    el("label", {}, "end ", endInput),
+    el("label", {}, "step ", stepInput),
+    el("button", { onclick: runAll, id: "run-all" }, "Run all"),
+    el("button", { onclick: () => { panels.append(panel("", "graph", false)); save(); } }, "Add query"),
+  );
+  rangeSel.addEventListener("change", runAll);
+  endInput.addEventListener("change", runAll);
+  stepInput.addEventListener("change", runAll);
+
+  function window() {
+    const range = parseDur(rangeSel.value);
+    const end = endInput.value ? Date.parse(endInput.value + "Z") / 1000 : Date.now() / 1000;
+    let step = stepInput.value ? parseDur(stepInput.value) : autoStep(range);
+    if (!(step > 0)) step = autoStep(range);
+    return { start: end - range, end, step };
+  }
+
+  function panel(expr, tab, stacked) {
+    const area = el("textarea", { class: "expr", rows: 2, spellcheck: "false", placeholder: "PromQL, like rate(http_requests_total[5m]); Ctrl+Enter runs" });
+    area.value = expr;
+    const list = el("ul", { class: "complete", hidden: true });
+    const errBox = el("pre", { class: "err", hidden: true });
+    const info = el("div", { class: "info" });
+    const out = el("div", { class: "out" });
+    const stack = el("input", { type: "checkbox", class: "stack", checked: stacked });
+    const graphBtn = el("button", { class: "tab", onclick: () => setTab("graph") }, "Graph");
+    const tableBtn = el("button", { class: "tab", onclick: () => setTab("table") }, "Table");
+    const pn = el("section", { class: "panel" },
+      el("div", { class: "editor" }, area, list),
+      el("div", { class: "bar" },
+        el("button", { class: "run", onclick: () => { save(); pn.run(); } }, "Run"),
+        graphBtn, tableBtn,
+        el("label", {}, stack, " stacked"),
+        el("button", { class: "remove", title: "remove this query", onclick: () => { pn.remove(); save(); } }, "×"),
+        info),
+      errBox, out);
+    pn.dataset.tab = tab;
+    let last = null;
+    function setTab(t) {
+      pn.dataset.tab = t;
+      graphBtn.classList.toggle("on", t === "graph");
+      tableBtn.classList.toggle("on", t === "table");
+      save();
+      if (last) draw(last);
+    }
+    stack.addEventListener("change", () => { save(); if (last) draw(last); });
+    graphBtn.classList.toggle("on", tab === "graph");
+    tableBtn.classList.toggle("on", tab === "table");
+
+    // Completion under the editor.
+    let items = [], active = 0, ctx = null;
+    const hide = () => { list.hidden = true; items = []; };
+    const accept = (s) => {
+      const pos = area.selectionStart;
+      const head = area.value.slice(0, pos - ctx.word.length);
+      area.value = head + s + area.value.slice(pos);
+      area.selectionStart = area.selectionEnd = head.length + s.length;
+      hide();
+      area.focus();
+    };
+    area.addEventListener("input", async () => {
+      try {
+        const r = await suggestions(area.value, area.selectionStart);
+        ctx = r.ctx;
+        items = r.items;
+        active = 0;
+        list.replaceChildren(...items.map((s, i) => el("li", { class: i === 0 ? "on" : "", onmousedown: (ev) => { ev.preventDefault(); accept(s); } }, s)));
+        list.hidden = items.length === 0;
+      } catch {
+        hide();
+      }
+    });
+    area.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+        ev.preventDefault();
+        hide();
+        save();
+        pn.run();
+        return;
+      }
+      if (list.hidden) return;
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        ev.preventDefault();
+        active = (active + (ev.key === "ArrowDown" ? 1 : items.length - 1)) % items.length;
+        [...list.children].forEach((li, i) => li.classList.toggle("on", i === active));
+      } else if (ev.key === "Tab" || ev.key === "Enter") {
+        ev.preventDefault();
+        accept(items[active]);
+      } else if (ev.key === "Escape") hide();
+    });
+    area.addEventListener("blur", () => setTimeout(hide, 150));
+
+    function showError(e) {
+      // "1:12: parse error: ...": a caret under the column.
+      const m = /(\d+):(\d+): (parse error.*)$/s.exec(e.message);
+      if (m) {
+        const line = area.value.split("\n")[+m[1] - 1] || "";
+        errBox.textContent = `${line}\n${" ".repeat(Math.max(+m[2] - 1, 0))}^ ${m[3]}`;
+      } else errBox.textContent = e.message;
+      errBox.hidden = false;
+      out.replaceChildren();
+    }
+
+    function draw(res) {
+      if (pn.dataset.tab === "table") drawTable(out, res);
+      else drawGraph(out, res, stack.checked);
+    }
+
+    pn.run = async () => {
+      const q = area.value.trim();
+      errBox.hidden = true;
+      info.textContent = "";
+      if (!q) { out.replaceChildren(); return; }
+      const w = window();
+      info.textContent = "running…";
+      const t0 = performance.now();
+      try {
+        const { data, headers } = await api("api/v1/query_range", { query: q, start: w.start, end: w.end, step: w.step, stats: "1" });
+        last = { data, w };
+        const n = data.result.length;
+        const samples = data.stats ? data.stats.samples.totalQueryableSamples : 0;
+        info.textContent = `${n} series, step ${fmtDur(w.step)}, from ${headers.get("X-Headroom-Tier") || "raw"}, ${samples.toLocaleString("en")} samples read, ${Math.round(performance.now() - t0)} ms`;
+        info.dataset.series = n;
+        draw(last);
+      } catch (e) {
+        info.textContent = "";
+        if (e.status !== 401 && e.status !== 403) showError(e);
+      }
+    };
+    return pn;
+  }
+
+  const exprs = [];
+  for (let i = 0; params.has("q" + i); i++) exprs.push(i);
+  if (exprs.length === 0) panels.append(panel("", "graph", false));
+  for (const i of exprs) panels.append(panel(params.get("q" + i), params.get("tab" + i) || "graph", params.get("stack" + i) === "1"));
+  main.replaceChildren(controls, panels);
+  for (const pn of panels.children) pn.run();
+}
+
+// The graph: one line per series (stacked when asked), the legend
+// toggles a series, hovering shows every value at that time.
+const palette = ["#1f6feb", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#d1242f", "#6e7781", "#e16f24", "#2da44e"];
+function drawGraph(out, res, stacked) {
+  const { data, w } = res;
+  const xs = [];
+  for (let t = w.start; t <= w.end + 1e-9; t += w.step) xs.push(Math.round(t * 1000) / 1000);
+  const index = new Map(xs.map((t, i) => [t, i]));
+  const ys = data.result.map((s) => {
+    const y = new Array(xs.length).fill(null);
+    for (const [t, v] of s.values || []) {
+      const i = index.get(Math.round(t * 1000) / 1000);
+      if (i !== undefined) y[i] = parseFloat(v);
+    }
+    return y;
+  });
+  if (stacked) {
+    for (let k = 1; k < ys.length; k++) for (let i = 0; i < xs.length; i++) if (ys[k][i] !== null) ys[k][i] += ys[k - 1][i] || 0;
+  }
+  out.replaceChildren();
+  if (data.result.length === 0) { out.append(el("p", { class: "empty" }, "No data in this range.")); return; }
+  const opts = {
+    width: Math.max(out.clientWidth || 900, 300),
+    height: 320,
+    series: [{}].concat(data.result.map((s, k) => ({ label: labelString(s.metric), stroke: palette[k % palette.length], width: 1.5, fill: stacked ? palette[k % palette.length] + "33" : undefined, value: (u, v) => (v === null ? "-" : fmtNum(v)) }))),
+    axes: [{}, { values: (u, vals) => vals.map(fmtNum), size: 70 }],
+    legend: { live: true },
+    cursor: { drag: { x: true, y: false } },
+  };
+  new uPlot(opts, [xs, ...ys], out);
+}
+
+// The table: each series' latest value in the range.
+function drawTable(out, res) {
+  const rows = res.data.result.map((s) => {
+    const v = s.values && s.values.length ? s.values[s.values.length - 1] : null;
+    return el("tr", {}, el("td", { class: "g" }, labelString(s.metric)), el("td", { class: "num" }, v ? fmtNum(parseFloat(v[1])) : "-"), el("td", {}, v ? new Date(v[0] * 1000).toISOString() : ""));
+  });
+  out.replaceChildren(el("table", { class: "result" }, el("thead", {}, el("tr", {}, el("th", {}, "series"), el("th", {}, "value"), el("th", {}, "at"))), el("tbody", {}, rows)));
+}
+
+// ---- Views not built yet say so -----------------------------------------
+function pendingView(name) {
+  document.getElementById("main").replaceChildren(el("p", { class: "empty" }, `The ${name} view comes next (issue 18).`));
+}
+
+function route() {
+  const { view, params } = hashState();
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("on", a.dataset.page === view);
+  if (view === "query") queryView(params);
+  else pendingView(view);
+}
+
+window.addEventListener("hashchange", route);
+route();
