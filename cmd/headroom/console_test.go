@@ -161,3 +161,39 @@ func TestConsoleAuth(t *testing.T) {
 		t.Errorf("a write without a token: %d", code)
 	}
 }
+
+// The explore, capacity and status views in headless Chromium: the
+// stored metrics with their series counts and label values; the report
+// as a page, its groups in order of time to exhaustion, a group's chart;
+// the server's state and flags.
+func TestConsoleViews(t *testing.T) {
+	ts := startServer(t)
+	writeGrowAndFlat(t, ts)
+	ctx := browser.New(t)
+	nav := func(hash string) {
+		t.Helper()
+		if err := chromedp.Do(ctx, chromedp.Navigate(ts.httpURL+"/"+hash)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nav("#/explore")
+	waitFor(t, ctx, "the metric list", `[...document.querySelectorAll("table.sortable td.g")].some(td => td.textContent === "cpu")`)
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll("tr.click")].find(tr => tr.firstChild.textContent === "cpu").click()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the metric's labels", `(() => { const d = document.getElementById("metric-detail"); return d && d.textContent.includes("2 series") && d.textContent.includes("host") && d.textContent.includes("grow"); })()`)
+	shoot(t, ctx, "explore")
+
+	nav("#/capacity?query=cpu&range=14d&threshold=0.8")
+	waitFor(t, ctx, "the capacity table", `document.querySelectorAll("#cap-table tbody tr").length === 2`)
+	order, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#cap-table tbody tr td.g")].map(td => td.textContent)`))
+	if err != nil || len(order) != 2 || !strings.Contains(order[0], "grow") || !strings.Contains(order[1], "flat") {
+		t.Errorf("capacity rows %v (%v), want grow (crossing first) then flat", order, err)
+	}
+	waitFor(t, ctx, "the group's chart", `!!document.querySelector("#cap-chart canvas") && document.getElementById("cap-chart").textContent.includes("crosses")`)
+	shoot(t, ctx, "capacity")
+
+	nav("#/status")
+	waitFor(t, ctx, "the status", `document.getElementById("main").textContent.includes("active series") && document.getElementById("main").textContent.includes("retention")`)
+	shoot(t, ctx, "status")
+}

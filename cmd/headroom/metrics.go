@@ -26,6 +26,7 @@ var (
 	descRollupLag      = prometheus.NewDesc("headroom_rollup_lag_seconds", "How long ago the oldest series-day due for downsampling was last written (0: the downsampler is caught up), as its last run found it.", nil, nil)
 	descRollupBuckets  = prometheus.NewDesc("headroom_rollup_buckets_total", "Rollup buckets written since the server started, by tier.", []string{"tier"}, nil)
 	descRollupLastRun  = prometheus.NewDesc("headroom_rollup_last_run_timestamp_seconds", "When the downsampler last counted its backlog (Unix seconds; 0: not yet).", nil, nil)
+	descTierDisk       = prometheus.NewDesc("headroom_tier_disk_bytes", "Bytes on disk of raw chunks (tier raw) and of each rollup tier's blocks (Pebble's estimate over their key ranges, compressed).", []string{"tier"}, nil)
 	descRollupPending  = prometheus.NewDesc("headroom_rollup_pending", "Series-days marked for the downsampler, as its last run left them: open (the day is not over), waiting (written to in the last two checkpoint intervals), due. Queries compute the days not rolled up yet from raw samples.", []string{"state"}, nil)
 	descCounters       = map[string]*prometheus.Desc{}
 	descPebble         = map[string]*prometheus.Desc{}
@@ -100,6 +101,14 @@ func (c storageCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRollupLag, bl.OldestDue.Seconds())
 		if !bl.At.IsZero() {
 			gauge(descRollupLastRun, float64(bl.At.UnixMilli())/1000)
+		}
+	}
+	if raw, tiers, err := c.db.TierDiskBytes(); err == nil {
+		gauge(descTierDisk, float64(raw), "raw")
+		for i, t := range c.db.Tiers() {
+			if i < len(tiers) {
+				gauge(descTierDisk, float64(tiers[i]), query.TierName(t.Resolution))
+			}
 		}
 	}
 	st := c.db.Stats()

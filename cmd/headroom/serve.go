@@ -93,10 +93,12 @@ type serveConfig struct {
 	forecastWatches []string
 	forecastEvery   time.Duration
 	forecastRange   time.Duration
+	// flags: the set these were parsed from, for /api/v1/status/flags.
+	flags *flag.FlagSet
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
-	c := &serveConfig{retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second, minFreeDisk: 256 << 20,
+	c := &serveConfig{flags: fs, retention: 15 * 24 * time.Hour, shutdownTimeout: 30 * time.Second, minFreeDisk: 256 << 20,
 		tiers: storage.DefaultTiers, rollupInterval: time.Minute, rollupDelay: 5 * time.Minute, rollupQuiet: 2 * time.Minute,
 		checkpoint: time.Minute}
 	fs.StringVar(&c.configFile, "config", "", "YAML file setting any of these options by flag name (data-dir: /var/lib/headroom); flags given on the command line win")
@@ -584,6 +586,10 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		return exemplars.Select(start, end, sets...)
 	}
 	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
+	if cfg.flags != nil {
+		promAPI.Flags = map[string]string{}
+		cfg.flags.VisitAll(func(f *flag.Flag) { promAPI.Flags[f.Name] = f.Value.String() })
+	}
 	promAPI.Register(mux, func(name string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(httpDur.MustCurryWith(prometheus.Labels{"handler": name}),
 			tokens.HTTP(auth.Read, nil, h))

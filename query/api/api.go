@@ -38,6 +38,9 @@ type API struct {
 	// Exemplars, if set, answers /api/v1/query_exemplars: the exemplars
 	// in [start, end] (ms) of the series any matcher set selects.
 	Exemplars func(start, end int64, sets [][]*series.Matcher) []series.SeriesExemplars
+	// Flags answers /api/v1/status/flags: the server's flags and their
+	// values, as Prometheus's does.
+	Flags map[string]string
 }
 
 var errNoStats = errors.New("this server does not report head statistics")
@@ -65,6 +68,12 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		{"/api/v1/series", a.series},
 		{"/api/v1/status/buildinfo", a.buildInfo},
 		{"/api/v1/status/tsdb", a.tsdbStatus},
+		{"/api/v1/status/flags", func(*http.Request) (any, error) {
+			if a.Flags == nil {
+				return map[string]string{}, nil
+			}
+			return a.Flags, nil
+		}},
 		{"/api/v1/metadata", a.metadata},
 		{"/api/v1/report", a.report},
 		{"/api/v1/format_query", func(r *http.Request) (any, error) {

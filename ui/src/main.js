@@ -114,6 +114,7 @@ function labelString(metric) {
 function fmtNum(v) {
   if (!isFinite(v)) return String(v);
   const a = Math.abs(v);
+  if (Number.isInteger(v) && a < 1e15) return v.toLocaleString("en");
   if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
   return String(+v.toPrecision(5));
 }
@@ -363,16 +364,212 @@ function drawTable(out, res) {
   out.replaceChildren(el("table", { class: "result" }, el("thead", {}, el("tr", {}, el("th", {}, "series"), el("th", {}, "value"), el("th", {}, "at"))), el("tbody", {}, rows)));
 }
 
-// ---- Views not built yet say so -----------------------------------------
-function pendingView(name) {
-  document.getElementById("main").replaceChildren(el("p", { class: "empty" }, `The ${name} view comes next (issue 18).`));
+// ---- Tables that sort by a click on a column's header -------------------
+function sortableTable(columns, rows, opts) {
+  // columns: [{name, num}]; rows: arrays of cell values (numbers sort as
+  // numbers); opts.onRow(row) makes rows clickable.
+  let by = opts && opts.sortBy !== undefined ? opts.sortBy : 0;
+  let desc = !!(opts && opts.desc);
+  const table = el("table", { class: "result sortable" });
+  const render = () => {
+    const sorted = [...rows].sort((a, b) => {
+      const x = a[by], y = b[by];
+      const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return desc ? -c : c;
+    });
+    const head = el("tr", {}, columns.map((c, i) => el("th", { class: c.num ? "num" : "", onclick: () => { desc = by === i ? !desc : !!c.num; by = i; render(); } },
+      c.name + (by === i ? (desc ? " ▾" : " ▴") : ""))));
+    const body = sorted.map((r) => el("tr", { class: opts && opts.onRow ? "click" : "", onclick: opts && opts.onRow ? () => opts.onRow(r) : undefined },
+      r.map((v, i) => el("td", { class: columns[i].num ? "num" : i === 0 ? "g" : "" }, typeof v === "number" ? fmtNum(v) : v))));
+    table.replaceChildren(el("thead", {}, head), el("tbody", {}, body));
+  };
+  render();
+  return table;
+}
+
+// ---- The explore view: what is stored -------------------------------------
+async function exploreView(params) {
+  const main = document.getElementById("main");
+  main.replaceChildren(el("p", { class: "empty" }, "loading…"));
+  try {
+    const [names, meta, tsdb] = await Promise.all([
+      api("api/v1/label/__name__/values"), api("api/v1/metadata"), api("api/v1/status/tsdb", { limit: 10000 }),
+    ]);
+    const counts = new Map((tsdb.data.seriesCountByMetricName || []).map((x) => [x.name, x.value]));
+    const rows = names.data.map((n) => {
+      const m = (meta.data[n] || [{}])[0];
+      return [n, m.type || "", m.unit || "", counts.get(n) || 0, m.help || ""];
+    });
+    const detail = el("div", { id: "metric-detail" });
+    const show = async (name) => {
+      const p = new URLSearchParams({ metric: name });
+      setHash("explore", p);
+      detail.replaceChildren(el("p", { class: "empty" }, "loading…"));
+      const end = Date.now() / 1000;
+      const series = (await api("api/v1/series", { "match[]": name, start: end - 86400, end })).data;
+      const values = new Map();
+      for (const s of series) for (const [k, v] of Object.entries(s)) if (k !== "__name__") (values.get(k) || values.set(k, new Set()).get(k)).add(v);
+      detail.replaceChildren(
+        el("h3", {}, name, " ", el("a", { href: "#/query?range=1h&q0=" + encodeURIComponent(name) }, "query it")),
+        el("p", {}, `${series.length} series in the last day.`),
+        sortableTable([{ name: "label" }, { name: "values", num: true }, { name: "some values" }],
+          [...values].map(([k, vs]) => [k, vs.size, [...vs].slice(0, 8).join(", ") + (vs.size > 8 ? ", …" : "")]), { sortBy: 1, desc: true }));
+    };
+    main.replaceChildren(
+      el("h2", {}, `Metrics (${rows.length})`),
+      sortableTable([{ name: "metric" }, { name: "type" }, { name: "unit" }, { name: "series", num: true }, { name: "help" }], rows,
+        { sortBy: 3, desc: true, onRow: (r) => show(r[0]) }),
+      detail,
+      el("h2", {}, "Cardinality"),
+      el("div", { class: "cols" },
+        el("div", {}, el("h3", {}, "Series by metric"), sortableTable([{ name: "metric" }, { name: "series", num: true }],
+          (tsdb.data.seriesCountByMetricName || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true })),
+        el("div", {}, el("h3", {}, "Values by label"), sortableTable([{ name: "label" }, { name: "values", num: true }],
+          (tsdb.data.labelValueCountByLabelName || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true }))),
+    );
+    if (params.get("metric")) show(params.get("metric"));
+  } catch (e) {
+    if (e.status !== 401 && e.status !== 403) main.replaceChildren(el("pre", { class: "err" }, e.message));
+  }
+}
+
+// ---- The capacity view: the report as a page -------------------------------
+function capacityView(params) {
+  const main = document.getElementById("main");
+  const q = el("input", { id: "cap-query", size: 60, value: params.get("query") || "", placeholder: "a selector or expression, like avg by (host) (rate(cpu_seconds_total[5m]))" });
+  const range = el("select", { id: "cap-range" }, ["7d", "14d", "30d", "90d", "180d", "365d"].map((r) => el("option", { value: r, selected: r === (params.get("range") || "30d") }, r)));
+  const thr = el("input", { id: "cap-threshold", size: 8, value: params.get("threshold") || "", placeholder: "0.8 or 80%" });
+  const of = el("select", { id: "cap-of" }, ["", "samples", "points", "5m-avg"].map((v) => el("option", { value: v, selected: v === (params.get("of") || "") }, v || "default")));
+  const out = el("div", { id: "cap-out" });
+  const form = el("form", { class: "controls", onsubmit: (ev) => { ev.preventDefault(); run(); } },
+    el("label", {}, "query ", q), el("label", {}, "range ", range), el("label", {}, "threshold ", thr), el("label", {}, "percentiles of ", of),
+    el("button", { type: "submit", id: "cap-run" }, "Report"));
+  main.replaceChildren(form, out);
+
+  async function run() {
+    const p = new URLSearchParams({ query: q.value, range: range.value });
+    if (thr.value) p.set("threshold", thr.value);
+    if (of.value) p.set("percentile_of", of.value);
+    setHash("capacity", new URLSearchParams({ query: q.value, range: range.value, threshold: thr.value, of: of.value }));
+    out.replaceChildren(el("p", { class: "empty" }, "running…"));
+    let rep;
+    try {
+      rep = (await api("api/v1/report", Object.fromEntries(p))).data;
+    } catch (e) {
+      if (e.status !== 401 && e.status !== 403) out.replaceChildren(el("pre", { class: "err" }, e.message));
+      return;
+    }
+    const unit = rep.unit === "%" ? "" : rep.unit ? " " + rep.unit : "";
+    const f = (v) => (v === null || v === undefined ? "-" : rep.unit === "%" ? fmtNum(v * 100) + "%" : fmtNum(v) + unit);
+    const days = (g) => (g.forecast.daysUntilCrossing === null ? Infinity : g.forecast.daysUntilCrossing);
+    const forecast = (g) => g.forecast.kind === "crosses" ? "crosses " + g.forecast.crossing.slice(0, 10) : g.forecast.kind + (g.forecast.why ? " (" + g.forecast.why + ")" : "");
+    const interval = (g) => g.forecast.crossingLow ? `${g.forecast.crossingLow.slice(0, 10)} to ${g.forecast.crossingHigh ? g.forecast.crossingHigh.slice(0, 10) : "after the horizon"}` : "-";
+    const name = (g) => labelString(g.labels);
+    const chart = el("div", { id: "cap-chart" });
+    const rows = rep.groups.map((g, i) => [name(g), f(g.currentLevel), f(g.p95), g.headroom === null ? "-" : f(g.headroom), forecast(g), interval(g), days(g), i]);
+    const table = el("table", { class: "result", id: "cap-table" },
+      el("thead", {}, el("tr", {}, ["group", "level", "p95", "headroom", "forecast", "80% interval", "days left"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.map((r) => el("tr", { class: "click", onclick: () => drill(rep.groups[r[7]]) },
+        r.slice(0, 7).map((v, i) => el("td", { class: i === 0 ? "g" : i === 6 || i < 4 ? "num" : "" }, i === 6 ? (v === Infinity ? "-" : v.toFixed(0)) : v))))));
+    const base = "api/v1/report?" + p;
+    const csv = () => {
+      const lines = [["group", "level", "p95", "headroom", "forecast", "interval", "days left"].join(",")].concat(
+        rows.map((r) => r.slice(0, 7).map((v) => `"${String(v === Infinity ? "" : v).replaceAll('"', '""')}"`).join(",")));
+      const a = el("a", { href: URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" })), download: "capacity-report.csv" });
+      a.click();
+    };
+    out.replaceChildren(
+      el("p", { class: "info" }, `${rep.groups.length} groups, ${rep.start.slice(0, 10)} to ${rep.end.slice(0, 10)}, percentiles of ${rep.percentileOf}, from ${rep.tiers.join(", ")}`,
+        " · export ", el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); csv(); } }, "CSV"), " ", el("a", { href: base + "&format=html", target: "_blank" }, "HTML"), " ",
+        el("a", { href: base, target: "_blank" }, "JSON")),
+      table, chart);
+    if (rep.groups.length) drill(rep.groups[0]);
+
+    // A group's daily p95, its trend from the regime's start carried to
+    // the crossing, and the threshold.
+    function drill(g) {
+      chart.replaceChildren(el("h3", {}, name(g)), el("p", {}, forecast(g) + (g.forecast.crossingLow ? `, 80%: ${interval(g)}` : "")));
+      const day0 = Date.parse(g.firstDay + "T00:00:00Z") / 1000;
+      const n = g.dailyP95.length;
+      let extra = 7;
+      if (g.forecast.crossing) extra = Math.max(extra, Math.ceil((Date.parse(g.forecast.crossingHigh || g.forecast.crossing) / 1000 - (day0 + n * 86400)) / 86400) + 2);
+      const xs = [], level = [], trend = [], threshold = [];
+      const regime = g.trend.regimeStart ? Date.parse(g.trend.regimeStart + "T00:00:00Z") / 1000 : day0;
+      const startLevel = g.currentLevel - g.trend.perDay * (n - 1);
+      for (let i = 0; i < n + extra; i++) {
+        const t = day0 + i * 86400 + 43200;
+        xs.push(t);
+        level.push(i < n ? g.dailyP95[i] : null);
+        trend.push(t >= regime ? startLevel + g.trend.perDay * i : null);
+        threshold.push(rep.threshold === null ? null : rep.threshold);
+      }
+      const series = [{}, { label: "daily p95", stroke: palette[0], width: 1.5 }, { label: "trend", stroke: "#8250df", dash: [5, 4], width: 1.2 }];
+      const data = [xs, level, trend];
+      if (rep.threshold !== null) {
+        series.push({ label: "threshold", stroke: "#cf222e", width: 1 });
+        data.push(threshold);
+      }
+      new uPlot({ width: Math.max(chart.clientWidth || 900, 300), height: 280, series, axes: [{}, { values: (u, v) => v.map((x) => f(x)), size: 80 }] }, data, chart);
+    }
+  }
+  if (q.value) run();
+}
+
+// ---- The status view: the server as /metrics and the build tell -----------
+async function statusView() {
+  const main = document.getElementById("main");
+  main.replaceChildren(el("p", { class: "empty" }, "loading…"));
+  const read = async () => {
+    const resp = await fetch("metrics", { credentials: "same-origin" });
+    const m = new Map();
+    for (const line of (await resp.text()).split("\n")) {
+      if (!line || line.startsWith("#")) continue;
+      const i = line.lastIndexOf(" ");
+      m.set(line.slice(0, i), parseFloat(line.slice(i + 1)));
+    }
+    return m;
+  };
+  try {
+    const [build, flags] = await Promise.all([api("api/v1/status/buildinfo"), api("api/v1/status/flags").catch(() => ({ data: {} }))]);
+    const a = await read();
+    await new Promise((r) => setTimeout(r, 2000));
+    const b = await read();
+    const get = (m, k) => m.get(k) ?? NaN;
+    const rate = (k) => (get(b, k) - get(a, k)) / 2;
+    const sum = (m, prefix) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((s, [, v]) => s + v, 0);
+    const tiers = [...b].filter(([k]) => k.startsWith("headroom_tier_disk_bytes{")).map(([k, v]) => [/tier="([^"]+)"/.exec(k)[1], v]);
+    const kv = (rows) => el("table", { class: "result kv" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: "num" }, v)))));
+    const bytes = (v) => (isFinite(v) ? (v / 1048576).toFixed(1) + " MiB" : "-");
+    main.replaceChildren(
+      el("h2", {}, "Server"),
+      kv([["version", build.data.version], ["revision", build.data.revision || "-"], ["Go", build.data.goVersion || "-"]]),
+      el("h2", {}, "Ingest and storage"),
+      kv([
+        ["samples appended a second", fmtNum(rate("headroom_storage_samples_appended_total"))],
+        ["active series", `${fmtNum(get(b, "headroom_active_series"))} of ${fmtNum(get(b, "headroom_active_series_limit"))}`],
+        ["writable", get(b, "headroom_storage_writable") === 1 ? "yes" : "no"],
+        ["data directory on disk", bytes(get(b, "headroom_pebble_disk_bytes"))],
+        ...tiers.map(([t, v]) => [`tier ${t} on disk`, bytes(v)]),
+        ["rollup lag", isFinite(get(b, "headroom_rollup_lag_seconds")) ? get(b, "headroom_rollup_lag_seconds").toFixed(0) + " s" : "-"],
+        ["series-days waiting for the downsampler", fmtNum(sum(b, "headroom_rollup_pending"))],
+        ["write errors of the log", fmtNum(get(b, "headroom_wal_write_errors_total"))],
+        ["writes refused for memory", fmtNum(get(b, "headroom_memory_refused_total"))],
+      ]),
+      el("h2", {}, "Flags"),
+      kv(Object.entries(flags.data).sort()),
+    );
+  } catch (e) {
+    if (e.status !== 401 && e.status !== 403) main.replaceChildren(el("pre", { class: "err" }, e.message));
+  }
 }
 
 function route() {
   const { view, params } = hashState();
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("on", a.dataset.page === view);
-  if (view === "query") queryView(params);
-  else pendingView(view);
+  if (view === "explore") exploreView(params);
+  else if (view === "capacity") capacityView(params);
+  else if (view === "status") statusView(params);
+  else queryView(params);
 }
 
 window.addEventListener("hashchange", route);
