@@ -531,11 +531,20 @@ async function statusView() {
   };
   try {
     const [build, flags] = await Promise.all([api("api/v1/status/buildinfo"), api("api/v1/status/flags").catch(() => ({ data: {} }))]);
-    const a = await read();
-    await new Promise((r) => setTimeout(r, 2000));
+    // The page shows at once; the ingest rate, from two readings two
+    // seconds apart, follows.
     const b = await read();
     const get = (m, k) => m.get(k) ?? NaN;
-    const rate = (k) => (get(b, k) - get(a, k)) / 2;
+    const rateCell = el("span", { id: "ingest-rate" }, "measuring…");
+    setTimeout(async () => {
+      try {
+        const c = await read();
+        const k = "headroom_storage_samples_appended_total";
+        rateCell.textContent = fmtNum((get(c, k) - get(b, k)) / 2);
+      } catch {
+        rateCell.textContent = "-";
+      }
+    }, 2000);
     const sum = (m, prefix) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((s, [, v]) => s + v, 0);
     const tiers = [...b].filter(([k]) => k.startsWith("headroom_tier_disk_bytes{")).map(([k, v]) => [/tier="([^"]+)"/.exec(k)[1], v]);
     const kv = (rows) => el("table", { class: "result kv" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: "num" }, v)))));
@@ -545,7 +554,7 @@ async function statusView() {
       kv([["version", build.data.version], ["revision", build.data.revision || "-"], ["Go", build.data.goVersion || "-"]]),
       el("h2", {}, "Ingest and storage"),
       kv([
-        ["samples appended a second", fmtNum(rate("headroom_storage_samples_appended_total"))],
+        ["samples appended a second", rateCell],
         ["active series", `${fmtNum(get(b, "headroom_active_series"))} of ${fmtNum(get(b, "headroom_active_series_limit"))}`],
         ["writable", get(b, "headroom_storage_writable") === 1 ? "yes" : "no"],
         ["data directory on disk", bytes(get(b, "headroom_pebble_disk_bytes"))],
