@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -95,6 +97,11 @@ func TestConsoleQuery(t *testing.T) {
 	waitFor(t, ctx, "the query's answer", `document.querySelector(".info") && document.querySelector(".info").dataset.series === "3"`)
 	// Three lines: uPlot's legend has the time and a row per series.
 	waitFor(t, ctx, "the graph", `document.querySelectorAll(".u-legend .u-series").length === 4 && !!document.querySelector(".uplot canvas")`)
+	// An hour at the automatic step (15 s): 241 points a series.
+	points, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector(".out").dataset.points + "/" + document.querySelector(".out").dataset.series`))
+	if err != nil || points != "241/3" {
+		t.Errorf("graph points/series %q (%v), want 241/3", points, err)
+	}
 	shoot(t, ctx, "query-graph")
 
 	// Completion: a metric name from its first letters.
@@ -167,7 +174,9 @@ func TestConsoleAuth(t *testing.T) {
 // as a page, its groups in order of time to exhaustion, a group's chart;
 // the server's state and flags.
 func TestConsoleViews(t *testing.T) {
-	ts := startServer(t)
+	// A watch of a metric that does not exist fails, and says so: a
+	// warning the status view lists.
+	ts := startServer(t, "--forecast-watch", "ghost 1 no_such_metric")
 	writeGrowAndFlat(t, ts)
 	ctx := browser.New(t)
 	nav := func(hash string) {
@@ -192,8 +201,30 @@ func TestConsoleViews(t *testing.T) {
 	}
 	waitFor(t, ctx, "the group's chart", `!!document.querySelector("#cap-chart canvas") && document.getElementById("cap-chart").textContent.includes("crosses")`)
 	shoot(t, ctx, "capacity")
+	// The same numbers as headroom report: grow's days left and crossing.
+	var out bytes.Buffer
+	if err := runReport([]string{"--server", ts.grpcAddr, "--query", "cpu", "--range", "14d", "--threshold", "0.8", "--format", "json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Groups []struct {
+			Forecast struct {
+				Crossing          *string
+				DaysUntilCrossing *float64
+			}
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || len(rep.Groups) != 2 || rep.Groups[0].Forecast.Crossing == nil {
+		t.Fatalf("headroom report: %v %s", err, out.String())
+	}
+	cells, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#cap-table tbody tr")[0].children].map(td => td.textContent)`))
+	want := fmt.Sprintf("%.0f", *rep.Groups[0].Forecast.DaysUntilCrossing)
+	if err != nil || len(cells) != 7 || cells[6] != want || cells[4] != "crosses "+(*rep.Groups[0].Forecast.Crossing)[:10] {
+		t.Errorf("capacity row %q (%v), headroom report says %s days, crossing %s", cells, err, want, *rep.Groups[0].Forecast.Crossing)
+	}
 
 	nav("#/status")
 	waitFor(t, ctx, "the status", `document.getElementById("main").textContent.includes("active series") && document.getElementById("main").textContent.includes("retention")`)
+	waitFor(t, ctx, "the failed watch among recent errors", `!!document.getElementById("recent-errors") && document.getElementById("recent-errors").textContent.includes("forecast watch failed")`)
 	shoot(t, ctx, "status")
 }

@@ -353,6 +353,12 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// The last warnings and errors, for the console's status view.
+	recent := &recentLog{}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = slog.New(recent.handler(log.Handler()))
 	var tokens *auth.Tokens
 	if cfg.tokensFile != "" {
 		t, err := auth.Load(cfg.tokensFile)
@@ -586,6 +592,7 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		return exemplars.Select(start, end, sets...)
 	}
 	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
+	promAPI.Errors = func() any { return recent.entries() }
 	if cfg.flags != nil {
 		promAPI.Flags = map[string]string{}
 		cfg.flags.VisitAll(func(f *flag.Flag) { promAPI.Flags[f.Name] = f.Value.String() })

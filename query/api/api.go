@@ -41,6 +41,9 @@ type API struct {
 	// Flags answers /api/v1/status/flags: the server's flags and their
 	// values, as Prometheus's does.
 	Flags map[string]string
+	// Errors, if set, answers /api/v1/status/errors: the server's recent
+	// warnings and errors (for the console's status view).
+	Errors func() any
 }
 
 var errNoStats = errors.New("this server does not report head statistics")
@@ -68,6 +71,12 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		{"/api/v1/series", a.series},
 		{"/api/v1/status/buildinfo", a.buildInfo},
 		{"/api/v1/status/tsdb", a.tsdbStatus},
+		{"/api/v1/status/errors", func(*http.Request) (any, error) {
+			if a.Errors == nil {
+				return []any{}, nil
+			}
+			return a.Errors(), nil
+		}},
 		{"/api/v1/status/flags", func(*http.Request) (any, error) {
 			if a.Flags == nil {
 				return map[string]string{}, nil

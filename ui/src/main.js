@@ -353,6 +353,8 @@ function drawGraph(out, res, stacked) {
     cursor: { drag: { x: true, y: false } },
   };
   new uPlot(opts, [xs, ...ys], out);
+  out.dataset.points = xs.length;
+  out.dataset.series = ys.length;
 }
 
 // The table: each series' latest value in the range.
@@ -508,6 +510,13 @@ function capacityView(params) {
       if (rep.threshold !== null) {
         series.push({ label: "threshold", stroke: "#cf222e", width: 1 });
         data.push(threshold);
+        if (g.forecast.crossingLow) {
+          // The crossing's 80% interval, drawn thick on the threshold.
+          const lo = Date.parse(g.forecast.crossingLow) / 1000;
+          const hi = g.forecast.crossingHigh ? Date.parse(g.forecast.crossingHigh) / 1000 : Infinity;
+          series.push({ label: "80% interval", stroke: "#cf222e55", width: 8 });
+          data.push(xs.map((t) => (t >= lo - 43200 && t <= hi + 43200 ? rep.threshold : null)));
+        }
       }
       new uPlot({ width: Math.max(chart.clientWidth || 900, 300), height: 280, series, axes: [{}, { values: (u, v) => v.map((x) => f(x)), size: 80 }] }, data, chart);
     }
@@ -530,7 +539,8 @@ async function statusView() {
     return m;
   };
   try {
-    const [build, flags] = await Promise.all([api("api/v1/status/buildinfo"), api("api/v1/status/flags").catch(() => ({ data: {} }))]);
+    const [build, flags, errs] = await Promise.all([api("api/v1/status/buildinfo"), api("api/v1/status/flags").catch(() => ({ data: {} })),
+      api("api/v1/status/errors").catch(() => ({ data: [] }))]);
     // The page shows at once; the ingest rate, from two readings two
     // seconds apart, follows.
     const b = await read();
@@ -564,6 +574,9 @@ async function statusView() {
         ["write errors of the log", fmtNum(get(b, "headroom_wal_write_errors_total"))],
         ["writes refused for memory", fmtNum(get(b, "headroom_memory_refused_total"))],
       ]),
+      el("h2", {}, "Recent errors and warnings"),
+      errs.data.length === 0 ? el("p", { class: "empty" }, "None since the server started.")
+        : el("table", { class: "result", id: "recent-errors" }, el("tbody", {}, errs.data.map((e) => el("tr", {}, el("td", {}, e.time.replace("T", " ").slice(0, 19)), el("td", {}, e.level), el("td", {}, e.message))))),
       el("h2", {}, "Flags"),
       kv(Object.entries(flags.data).sort()),
     );
