@@ -3,9 +3,11 @@ package ui
 import (
 	"bytes"
 	"io/fs"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +56,39 @@ func TestBuildIsFresh(t *testing.T) {
 	built, _ := os.ReadDir(out)
 	if n == 0 || len(built) != n {
 		t.Errorf("%d files committed, %d built", n, len(built))
+	}
+}
+
+// The page fetches nothing from elsewhere: its HTML names only its own
+// files, and the server tells the browser so (Content-Security-Policy).
+func TestNoExternalRequests(t *testing.T) {
+	index, err := fs.ReadFile(Files(), "index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"http://", "https://", "//"} {
+		if bytes.Contains(index, []byte(`="`+bad)) {
+			t.Errorf("index.html refers to %s...", bad)
+		}
+	}
+	rec := httptest.NewRecorder()
+	Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Header().Get("Content-Security-Policy"), "default-src 'self'") || !bytes.Contains(rec.Body.Bytes(), []byte("app.js")) {
+		t.Errorf("GET /: %d, CSP %q", rec.Code, rec.Header().Get("Content-Security-Policy"))
+	}
+	// Revalidation by ETag.
+	etag := rec.Header().Get("ETag")
+	req := httptest.NewRequest("GET", "/app.js", nil)
+	req.Header.Set("If-None-Match", etag)
+	rec = httptest.NewRecorder()
+	Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("app.js with index.html's ETag: %d", rec.Code)
+	}
+	req.Header.Set("If-None-Match", rec.Header().Get("ETag"))
+	rec = httptest.NewRecorder()
+	Handler().ServeHTTP(rec, req)
+	if rec.Code != 304 {
+		t.Errorf("app.js with its own ETag: %d, want 304", rec.Code)
 	}
 }

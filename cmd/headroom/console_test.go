@@ -114,6 +114,17 @@ func TestConsoleQuery(t *testing.T) {
 	}
 	waitFor(t, ctx, "completion of console_cpu", `[...document.querySelectorAll("ul.complete li")].some(li => li.textContent === "console_cpu")`)
 	shoot(t, ctx, "query-completion")
+	// Label names inside the braces, then a label's values.
+	for _, c := range []struct{ text, want string }{{`console_cpu{ho`, "host"}, {`console_cpu{host="`, "b"}} {
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+			const a = document.querySelector("textarea.expr");
+			a.focus(); a.value = `+"`"+c.text+"`"+`; a.selectionStart = a.selectionEnd = a.value.length;
+			a.dispatchEvent(new Event("input"));
+		})()`)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, ctx, "completion of "+c.want+" after "+c.text, `[...document.querySelectorAll("ul.complete li")].some(li => li.textContent === "`+c.want+`")`)
+	}
 
 	// A syntax error, shown under its column.
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
