@@ -136,8 +136,22 @@ func TestConsoleQuery(t *testing.T) {
 	}
 	waitFor(t, ctx, "the syntax error", `(() => { const e = document.querySelector("pre.err"); return e && !e.hidden && e.textContent.includes("^") && e.textContent.includes("parse error"); })()`)
 	shoot(t, ctx, "query-error")
+	// An absolute range: from 19 minutes ago to 4 minutes ago, at the
+	// automatic step for 15 minutes (15 s): 61 points.
+	from, to := now.Add(-19*time.Minute).UTC().Format("2006-01-02T15:04:05"), now.Add(-4*time.Minute).UTC().Format("2006-01-02T15:04:05")
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.httpURL+"/#/query?q0=console_cpu&start="+from+"&end="+to)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the absolute range's graph", `(() => { const o = document.querySelector(".out"); return o && o.dataset.points === "61" && o.dataset.series === "3"; })()`)
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const a = document.querySelector("textarea.expr");
+		a.value = "rate(console_cpu[5m]";
+		document.querySelector("button.run").click();
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
 	url, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`))
-	if err != nil || !strings.Contains(url, "q0=rate%28console_cpu") || !strings.Contains(url, "range=1h") {
+	if err != nil || !strings.Contains(url, "q0=rate%28console_cpu") || !strings.Contains(url, "start=") {
 		t.Errorf("the URL does not hold the view: %q %v", url, err)
 	}
 }

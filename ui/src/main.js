@@ -162,12 +162,14 @@ function queryView(params) {
   const main = document.getElementById("main");
   const controls = el("div", { class: "controls" });
   const rangeSel = el("select", { id: "range" }, ranges.map((r) => el("option", { value: r, selected: r === (params.get("range") || "1h") }, r)));
+  const startInput = el("input", { id: "start", type: "datetime-local", step: "1", value: params.get("start") || "", title: "start, UTC (set: an absolute range from it to the end, instead of the relative range)" });
   const endInput = el("input", { id: "end", type: "datetime-local", step: "1", value: params.get("end") || "", title: "end (empty: now), UTC" });
   const stepInput = el("input", { id: "step", placeholder: "auto", size: 6, value: params.get("step") || "", title: "step: auto, or like 30s, 5m, 1h" });
   const panels = el("div", { id: "panels" });
   const save = () => {
     const p = new URLSearchParams();
     p.set("range", rangeSel.value);
+    if (startInput.value) p.set("start", startInput.value);
     if (endInput.value) p.set("end", endInput.value);
     if (stepInput.value) p.set("step", stepInput.value);
     [...panels.children].forEach((pn, i) => {
@@ -183,18 +185,22 @@ function queryView(params) {
   };
   controls.append(
     el("label", {}, "range ", rangeSel),
-    el("label", {}, "end ", endInput),
+    el("label", {}, "or from ", startInput),
+    el("label", {}, "to ", endInput),
     el("label", {}, "step ", stepInput),
     el("button", { onclick: runAll, id: "run-all" }, "Run all"),
     el("button", { onclick: () => { panels.append(panel("", "graph", false)); save(); } }, "Add query"),
   );
   rangeSel.addEventListener("change", runAll);
   endInput.addEventListener("change", runAll);
+  startInput.addEventListener("change", () => { rangeSel.disabled = !!startInput.value; runAll(); });
+  rangeSel.disabled = !!startInput.value;
   stepInput.addEventListener("change", runAll);
 
   function window() {
-    const range = parseDur(rangeSel.value);
     const end = endInput.value ? Date.parse(endInput.value + "Z") / 1000 : Date.now() / 1000;
+    const from = startInput.value ? Date.parse(startInput.value + "Z") / 1000 : NaN;
+    const range = from < end ? end - from : parseDur(rangeSel.value);
     let step = stepInput.value ? parseDur(stepInput.value) : autoStep(range);
     if (!(step > 0)) step = autoStep(range);
     return { start: end - range, end, step };
@@ -427,7 +433,11 @@ async function exploreView(params) {
         el("div", {}, el("h3", {}, "Series by metric"), sortableTable([{ name: "metric" }, { name: "series", num: true }],
           (tsdb.data.seriesCountByMetricName || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true })),
         el("div", {}, el("h3", {}, "Values by label"), sortableTable([{ name: "label" }, { name: "values", num: true }],
-          (tsdb.data.labelValueCountByLabelName || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true }))),
+          (tsdb.data.labelValueCountByLabelName || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true })),
+        el("div", {}, el("h3", {}, "Series by label pair"), sortableTable([{ name: "pair" }, { name: "series", num: true }],
+          (tsdb.data.seriesCountByLabelValuePair || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true })),
+        el("div", {}, el("h3", {}, "Memory by label"), sortableTable([{ name: "label" }, { name: "bytes", num: true }],
+          (tsdb.data.memoryInBytesByLabelName || []).map((x) => [x.name, x.value]), { sortBy: 1, desc: true }))),
     );
     if (params.get("metric")) show(params.get("metric"));
   } catch (e) {
