@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,21 @@ func waitFor(t *testing.T, ctx context.Context, what, cond string) {
 	}
 }
 
+// typeExpr puts text in the first query editor with the cursor at its
+// end, as typing would (completion follows), and with run clicks Run.
+func typeExpr(t *testing.T, ctx context.Context, text string, run bool) {
+	t.Helper()
+	js := `(() => {
+		const a = document.querySelector("textarea.expr");
+		a.focus(); a.value = ` + strconv.Quote(text) + `; a.selectionStart = a.selectionEnd = a.value.length;
+		a.dispatchEvent(new Event("input"));
+		if (` + strconv.FormatBool(run) + `) document.querySelector("button.run").click();
+	})()`
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The console's query view in headless Chromium against a real server
 // with data: a query draws one line per series; completion offers a
 // metric written a moment before; a syntax error is shown under its
@@ -105,35 +121,17 @@ func TestConsoleQuery(t *testing.T) {
 	shoot(t, ctx, "query-graph")
 
 	// Completion: a metric name from its first letters.
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
-		const a = document.querySelector("textarea.expr");
-		a.focus(); a.value = "console_c"; a.selectionStart = a.selectionEnd = a.value.length;
-		a.dispatchEvent(new Event("input"));
-	})()`)); err != nil {
-		t.Fatal(err)
-	}
+	typeExpr(t, ctx, "console_c", false)
 	waitFor(t, ctx, "completion of console_cpu", `[...document.querySelectorAll("ul.complete li")].some(li => li.textContent === "console_cpu")`)
 	shoot(t, ctx, "query-completion")
 	// Label names inside the braces, then a label's values.
 	for _, c := range []struct{ text, want string }{{`console_cpu{ho`, "host"}, {`console_cpu{host="`, "b"}} {
-		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
-			const a = document.querySelector("textarea.expr");
-			a.focus(); a.value = `+"`"+c.text+"`"+`; a.selectionStart = a.selectionEnd = a.value.length;
-			a.dispatchEvent(new Event("input"));
-		})()`)); err != nil {
-			t.Fatal(err)
-		}
+		typeExpr(t, ctx, c.text, false)
 		waitFor(t, ctx, "completion of "+c.want+" after "+c.text, `[...document.querySelectorAll("ul.complete li")].some(li => li.textContent === "`+c.want+`")`)
 	}
 
 	// A syntax error, shown under its column.
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
-		const a = document.querySelector("textarea.expr");
-		a.value = "rate(console_cpu[5m]";
-		document.querySelector("button.run").click();
-	})()`)); err != nil {
-		t.Fatal(err)
-	}
+	typeExpr(t, ctx, "rate(console_cpu[5m]", true)
 	waitFor(t, ctx, "the syntax error", `(() => { const e = document.querySelector("pre.err"); return e && !e.hidden && e.textContent.includes("^") && e.textContent.includes("parse error"); })()`)
 	shoot(t, ctx, "query-error")
 	// An absolute range: from 19 minutes ago to 4 minutes ago, at the
@@ -143,13 +141,7 @@ func TestConsoleQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "the absolute range's graph", `(() => { const o = document.querySelector(".out"); return o && o.dataset.points === "61" && o.dataset.series === "3"; })()`)
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
-		const a = document.querySelector("textarea.expr");
-		a.value = "rate(console_cpu[5m]";
-		document.querySelector("button.run").click();
-	})()`)); err != nil {
-		t.Fatal(err)
-	}
+	typeExpr(t, ctx, "rate(console_cpu[5m]", true)
 	url, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`))
 	if err != nil || !strings.Contains(url, "q0=rate%28console_cpu") || !strings.Contains(url, "start=") {
 		t.Errorf("the URL does not hold the view: %q %v", url, err)
