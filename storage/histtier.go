@@ -260,14 +260,8 @@ func (db *DB) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms [
 			}
 		}
 	}
-	it, err := db.pdb.NewIter(nil)
+	r, err := db.newTierReader(t, parts, lo, hi, 0, true)
 	if err != nil {
-		return rr, err
-	}
-	defer it.Close()
-	r := tierReader{db: db, t: t, it: it, lo: lo, hi: hi, hist: true}
-	if err := r.open(parts); err != nil {
-		r.close()
 		return rr, err
 	}
 	defer r.close()

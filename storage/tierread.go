@@ -167,14 +167,8 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 			}
 		}
 	}
-	it, err := db.pdb.NewIter(nil)
+	r, err := db.newTierReader(t, parts, lo, hi, cols, false)
 	if err != nil {
-		return rr, err
-	}
-	defer it.Close()
-	r := tierReader{db: db, t: t, cols: cols, it: it, lo: lo, hi: hi}
-	if err := r.open(parts); err != nil {
-		r.close()
 		return rr, err
 	}
 	defer r.close()
@@ -270,6 +264,21 @@ type tierReader struct {
 	hist bool
 }
 
+// newTierReader opens a reader of tier t's blocks in parts (histogram
+// blocks with hist) over a new view of the store; close releases it.
+func (db *DB) newTierReader(t *tierState, parts []int64, lo, hi int64, cols uint, hist bool) (*tierReader, error) {
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &tierReader{db: db, t: t, cols: cols, it: it, lo: lo, hi: hi, hist: hist}
+	if err := r.open(parts); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
 func (r *tierReader) open(parts []int64) error {
 	r.parts = parts
 	r.colIts = make([]*pebble.Iterator, len(parts))
@@ -310,7 +319,7 @@ func (r *tierReader) open(parts []int64) error {
 }
 
 func (r *tierReader) close() {
-	for _, it := range append(append(append([]*pebble.Iterator{}, r.colIts...), r.skIts...), r.lblIt, r.markIt, r.rawIt) {
+	for _, it := range append(append(append([]*pebble.Iterator{}, r.colIts...), r.skIts...), r.lblIt, r.markIt, r.rawIt, r.it) {
 		if it != nil {
 			it.Close()
 		}
