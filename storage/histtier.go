@@ -33,31 +33,42 @@ func histRollupKey(dst []byte, tier int, part uint32, id uint64, start int64) []
 	return dst
 }
 
-// detectReset is Prometheus's counter reset rule for a histogram after
+// resetDetector is Prometheus's counter reset rule for a histogram after
 // another (FloatHistogram.DetectReset: the hint, else a fall in any
 // count, a finer schema, a zero bucket that narrowed), so that the
-// resets a bucket records are those a query over raw samples finds.
-func detectReset(cur, prev *series.Histogram) bool {
-	a, b := asFloatHistogram(cur), asFloatHistogram(prev)
-	return a.DetectReset(&b)
+// resets a bucket records are those a query over raw samples finds. It
+// keeps its conversions' spans between calls: converting allocated four
+// times a sample, most of a rollup's allocations.
+type resetDetector struct {
+	a, b           histogram.FloatHistogram
+	ap, an, bp, bn []histogram.Span
 }
 
-// asFloatHistogram is h as Prometheus's type, sharing its counts.
-func asFloatHistogram(h *series.Histogram) histogram.FloatHistogram {
-	spans := func(ss []series.Span) []histogram.Span {
+func (d *resetDetector) detect(cur, prev *series.Histogram) bool {
+	d.ap, d.an = asFloatHistogram(&d.a, cur, d.ap, d.an)
+	d.bp, d.bn = asFloatHistogram(&d.b, prev, d.bp, d.bn)
+	return d.a.DetectReset(&d.b)
+}
+
+// asFloatHistogram sets f to h as Prometheus's type, sharing its counts,
+// its spans converted into pos and neg (returned for reuse).
+func asFloatHistogram(f *histogram.FloatHistogram, h *series.Histogram, pos, neg []histogram.Span) ([]histogram.Span, []histogram.Span) {
+	spans := func(dst []histogram.Span, ss []series.Span) []histogram.Span {
 		if len(ss) == 0 {
-			return nil
+			return dst[:0]
 		}
-		out := make([]histogram.Span, len(ss))
-		for i, s := range ss {
-			out[i] = histogram.Span{Offset: s.Offset, Length: s.Length}
+		dst = dst[:0]
+		for _, s := range ss {
+			dst = append(dst, histogram.Span{Offset: s.Offset, Length: s.Length})
 		}
-		return out
+		return dst
 	}
-	return histogram.FloatHistogram{CounterResetHint: histogram.CounterResetHint(h.CounterReset), Schema: h.Schema,
+	pos, neg = spans(pos, h.PositiveSpans), spans(neg, h.NegativeSpans)
+	*f = histogram.FloatHistogram{CounterResetHint: histogram.CounterResetHint(h.CounterReset), Schema: h.Schema,
 		ZeroThreshold: h.ZeroThreshold, ZeroCount: h.ZeroCount, Count: h.Count, Sum: h.Sum,
-		PositiveSpans: spans(h.PositiveSpans), NegativeSpans: spans(h.NegativeSpans),
+		PositiveSpans: pos, NegativeSpans: neg,
 		PositiveBuckets: h.PositiveBuckets, NegativeBuckets: h.NegativeBuckets, CustomValues: h.CustomValues}
+	return pos, neg
 }
 
 // dayHistBuckets buckets a day's histogram samples (sorted) at every
@@ -74,6 +85,8 @@ func dayHistBuckets(tiers []*tierState, hs []series.HistSample, dst [][]rollup.H
 	}
 	res := tiers[0].res
 	var bs []rollup.HistBucket
+	var d resetDetector
+	reset := d.detect
 	for i, x := range hs {
 		if series.IsStaleNaN(x.H.Sum) {
 			continue
@@ -85,25 +98,25 @@ func dayHistBuckets(tiers []*tierState, hs []series.HistSample, dst [][]rollup.H
 		if len(bs) == 0 || bs[len(bs)-1].Start != start {
 			bs = append(bs, rollup.HistBucket{Start: start})
 		}
-		bs[len(bs)-1].Add(x.T, x.H, detectReset)
+		bs[len(bs)-1].Add(x.T, x.H, reset)
 	}
 	dst[0] = bs
 	for k := 1; k < len(tiers); k++ {
-		dst[k] = mergeHistUp(dst[k-1], tiers[k].res)
+		dst[k] = mergeHistUp(dst[k-1], tiers[k].res, reset)
 	}
 	return dst
 }
 
 // mergeHistUp merges buckets (in time order) into buckets of resolution
 // res.
-func mergeHistUp(in []rollup.HistBucket, res int64) []rollup.HistBucket {
+func mergeHistUp(in []rollup.HistBucket, res int64, reset rollup.ResetFunc) []rollup.HistBucket {
 	var out []rollup.HistBucket
 	for i := range in {
 		start := rollup.Align(in[i].Start, res)
 		if len(out) == 0 || out[len(out)-1].Start != start {
 			out = append(out, rollup.HistBucket{Start: start})
 		}
-		out[len(out)-1].Merge(&in[i], detectReset)
+		out[len(out)-1].Merge(&in[i], reset)
 	}
 	return out
 }
@@ -151,6 +164,7 @@ func readHistPartition(it *pebble.Iterator, id uint64, day uint32) ([]series.His
 // addLateHists adds the histograms (sorted) whose buckets (at res) start
 // in [lo, hi) to blk (sorted), creating buckets as needed.
 func addLateHists(blk []rollup.HistBucket, hs []series.HistSample, res, lo, hi int64) []rollup.HistBucket {
+	var d resetDetector
 	for _, x := range hs {
 		if series.IsStaleNaN(x.H.Sum) {
 			continue
@@ -163,7 +177,7 @@ func addLateHists(blk []rollup.HistBucket, hs []series.HistSample, res, lo, hi i
 		if !found {
 			blk = slices.Insert(blk, k, rollup.HistBucket{Start: start})
 		}
-		blk[k].AddLate(x.T, x.H, detectReset)
+		blk[k].AddLate(x.T, x.H, d.detect)
 	}
 	return blk
 }

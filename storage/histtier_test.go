@@ -312,3 +312,26 @@ func TestHistogramBackfillIntoTiers(t *testing.T) {
 	}
 	check("after a second run")
 }
+
+// BenchmarkDayHistBuckets: a day of one series' latency histograms
+// (a scrape every 15 s, 40 buckets) bucketed at every default tier.
+func BenchmarkDayHistBuckets(b *testing.B) {
+	r := rand.New(rand.NewPCG(8, 8))
+	g := newHistGen(r)
+	var hs []series.HistSample
+	for k := 1; k <= 5760; k++ {
+		h := g.next()
+		h.CounterReset = 0
+		hs = append(hs, series.HistSample{T: int64(k) * 15_000, H: h})
+	}
+	var tiers []*tierState
+	for i, t := range DefaultTiers {
+		ts := &tierState{Tier: t, idx: i, res: t.Resolution.Milliseconds()}
+		ts.span = blockBuckets * ts.res
+		tiers = append(tiers, ts)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		dayHistBuckets(tiers, hs, nil)
+	}
+}
