@@ -222,26 +222,7 @@ func BenchmarkHistogramQuantile(b *testing.B) {
 	defer db.Close()
 	end := time.Now().Truncate(time.Hour).UnixMilli()
 	start := end - 6*3600_000
-	r := rand.New(rand.NewPCG(3, 4))
-	app := db.Appender()
-	for s := 0; s < 20; s++ {
-		ls := series.FromStrings("__name__", "lat", "pod", strconv.Itoa(s))
-		h := &series.Histogram{Schema: 3, PositiveSpans: []series.Span{{Offset: -60, Length: 40}}, PositiveBuckets: make([]float64, 40)}
-		for t := start; t <= end; t += 15_000 {
-			for range 50 {
-				k := min(max(20+int(r.NormFloat64()*6), 0), 39)
-				h.PositiveBuckets[k]++
-				h.Count++
-				h.Sum += 0.05
-			}
-			if err := app.AppendHistogram(ls, t, h); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := app.Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	writeLatencyPods(b, db, start, end, 15_000)
 	if err := db.Checkpoint(); err != nil {
 		b.Fatal(err)
 	}
@@ -268,26 +249,7 @@ func BenchmarkHistogramTierQuantile(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	r := rand.New(rand.NewPCG(3, 4))
-	for s := 0; s < 20; s++ {
-		app := db.Appender()
-		ls := series.FromStrings("__name__", "lat", "pod", strconv.Itoa(s))
-		h := &series.Histogram{Schema: 3, PositiveSpans: []series.Span{{Offset: -60, Length: 40}}, PositiveBuckets: make([]float64, 40)}
-		for t := start.UnixMilli() + 60_000; t <= end.UnixMilli(); t += 60_000 {
-			for range 50 {
-				k := min(max(20+int(r.NormFloat64()*6), 0), 39)
-				h.PositiveBuckets[k]++
-				h.Count++
-				h.Sum += 0.05
-			}
-			if err := app.AppendHistogram(ls, t, h); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := app.Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	writeLatencyPods(b, db, start.UnixMilli()+60_000, end.UnixMilli(), 60_000)
 	c.now = end.Add(24 * time.Hour)
 	if err := db.Checkpoint(); err != nil {
 		b.Fatal(err)
@@ -302,6 +264,33 @@ func BenchmarkHistogramTierQuantile(b *testing.B) {
 		res, err := eng.Range(context.Background(), src{db}, "histogram_quantile(0.99, sum(rate(lat[1h])))", start.UnixMilli()+3600_000, end.UnixMilli(), 3600_000)
 		if err != nil || len(res.Series) != 1 || !slices.Equal(res.Tiers, []string{"1h"}) {
 			b.Fatal(res, err)
+		}
+	}
+}
+
+// writeLatencyPods writes 20 pods' latency histograms ("lat", 40
+// buckets, 50 requests a sample) from first to last every step ms, a
+// commit a pod.
+func writeLatencyPods(b *testing.B, db *storage.DB, first, last, step int64) {
+	b.Helper()
+	r := rand.New(rand.NewPCG(3, 4))
+	app := db.Appender()
+	for s := 0; s < 20; s++ {
+		ls := series.FromStrings("__name__", "lat", "pod", strconv.Itoa(s))
+		h := &series.Histogram{Schema: 3, PositiveSpans: []series.Span{{Offset: -60, Length: 40}}, PositiveBuckets: make([]float64, 40)}
+		for t := first; t <= last; t += step {
+			for range 50 {
+				k := min(max(20+int(r.NormFloat64()*6), 0), 39)
+				h.PositiveBuckets[k]++
+				h.Count++
+				h.Sum += 0.05
+			}
+			if err := app.AppendHistogram(ls, t, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := app.Commit(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
