@@ -250,14 +250,7 @@ func BenchmarkHistogramTierQuantile(b *testing.B) {
 	}
 	defer db.Close()
 	writeLatencyPods(b, db, start.UnixMilli()+60_000, end.UnixMilli(), 60_000)
-	c.now = end.Add(24 * time.Hour)
-	if err := db.Checkpoint(); err != nil {
-		b.Fatal(err)
-	}
-	c.now = c.now.Add(time.Hour)
-	if err := db.RunRollups(); err != nil {
-		b.Fatal(err)
-	}
+	rollUpDays(b, db, c, end)
 	eng := &query.Engine{}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -74,7 +74,7 @@ func rolledUp(t *testing.T) (src, int64) {
 
 // rollUpDays moves the clock a day past end, checkpoints, and runs the
 // downsampler an hour later, when the days written are over and quiet.
-func rollUpDays(t *testing.T, db *storage.DB, c *fixedClock, end time.Time) {
+func rollUpDays(t testing.TB, db *storage.DB, c *fixedClock, end time.Time) {
 	t.Helper()
 	c.now = end.Add(24 * time.Hour)
 	if err := db.Checkpoint(); err != nil {
