@@ -174,7 +174,12 @@ func (a *Appender) Commit() error {
 		return err
 	}
 	b := db.pdb.NewBatch()
-	defer b.Close()
+	owned := false // by commitOwned, which closes it
+	defer func() {
+		if !owned {
+			b.Close()
+		}
+	}()
 
 	// New series and new postings go to Pebble before the record goes to
 	// the log: a record only names series whose keys are durable. A new
@@ -208,7 +213,8 @@ func (a *Appender) Commit() error {
 		if newSeries {
 			opts = pebble.Sync
 		}
-		if err := db.commit(b, opts); err != nil {
+		owned = true
+		if err := db.commitOwned(b, opts); err != nil {
 			for _, s := range a.touchedSeries() {
 				s.postMu.Lock()
 				s.posted = postedCache{} // written again next time

@@ -345,6 +345,7 @@ func Open(dir string, o Options) (*DB, error) {
 		closing:   make(chan struct{}),
 		cpTrigger: make(chan struct{}, 1),
 	}
+	db.disk.failedCh = make(chan struct{})
 	self.Store(db)
 	db.allocateBallast()
 	db.applyCond = sync.NewCond(&db.applyMu)
@@ -495,15 +496,34 @@ func (db *DB) CloseNoCheckpoint() error { return db.shutdown(false) }
 
 // shutdown refuses new work, waits for in-flight commits (closeMu) and the
 // background goroutines, optionally checkpoints, and closes Pebble.
+//
+// A wedged database (Wedged) is left as it is: its commits in flight and
+// Pebble itself would never return, so shutdown marks it closed, stops
+// the background work that can stop, and returns ErrWedged at once.
 func (db *DB) shutdown(checkpoint bool) error {
-	db.closeMu.Lock()
-	already := db.closed.Swap(true)
-	db.closeMu.Unlock()
-	if already {
+	if db.closed.Swap(true) {
 		return series.ErrClosed
 	}
 	close(db.closing)
-	db.bg.Wait()
+	// Commits in flight (closeMu) and the background work, unless Pebble
+	// wedges under them: then they never return.
+	commits := make(chan struct{})
+	go func() {
+		db.closeMu.Lock()
+		db.closeMu.Unlock()
+		close(commits)
+	}()
+	if !db.waitUnlessWedged(commits) {
+		return ErrWedged
+	}
+	bg := make(chan struct{})
+	go func() {
+		db.bg.Wait()
+		close(bg)
+	}()
+	if !db.waitUnlessWedged(bg) {
+		return ErrWedged
+	}
 	var cpErr error
 	if checkpoint {
 		cpErr = db.Checkpoint()
@@ -524,6 +544,23 @@ func (db *DB) shutdown(checkpoint bool) error {
 		return err
 	}
 	return cpErr
+}
+
+// waitUnlessWedged waits for done, or returns false once the database is
+// wedged (checked every 10 ms).
+func (db *DB) waitUnlessWedged(done chan struct{}) bool {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if db.Wedged() {
+			return false
+		}
+		select {
+		case <-done:
+			return !db.Wedged()
+		case <-t.C:
+		}
+	}
 }
 
 // Stats returns the engine's counters.

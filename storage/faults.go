@@ -24,7 +24,16 @@ type fatalError string
 // Every commit reads it, so it is atomics only: one caller a
 // diskCheckInterval measures, the others use the last figure.
 type diskState struct {
-	failed    atomic.Pointer[string]
+	failed atomic.Pointer[string]
+	// failedCh is closed when failed is set: a write waiting on Pebble
+	// stops waiting then.
+	failedCh chan struct{}
+	// wedged is set when Pebble's commit pipeline stopped inside a
+	// commit (a panic, or an error from its log): Pebble leaves its
+	// commit lock held or the commit queued, so every later commit and
+	// Close would wait forever. Only a new process can open the
+	// directory again.
+	wedged    atomic.Bool
 	nextCheck atomic.Int64  // unix ns when the free space is measured again
 	avail     atomic.Uint64 // bytes free; MaxUint64 while not known
 }
@@ -35,18 +44,24 @@ type diskState struct {
 // sensible reserve.
 const diskCheckInterval = time.Second
 
-// commit commits b. A panic from Pebble's Fatalf becomes an error here and
-// fails the database for writes: every later commit is refused (Pebble's
-// would fail anyway) while reads go on, and a restart replays what was
-// acknowledged. So does any other panic of Pebble's commit path (once its
-// log failed, commits in flight panic with its raw error): the server
-// reopens the directory, rather than ending with every write in its head.
+// commit commits b. An error from Pebble (its log's write or sync
+// failed, and its log keeps the error) or a panic from its Fatalf or
+// commit path fails the database for writes: every later commit is
+// refused while reads go on, and the server reopens the directory once
+// the disk takes writes, replaying what was acknowledged, rather than
+// ending with every write in its head.
+//
+// A panic also marks the database wedged: Pebble panics inside its commit
+// pipeline with its commit lock held, or with the batch left in its
+// queue of commits to publish, so that no later commit or Close would
+// return.
 func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 	if f := db.disk.failed.Load(); f != nil {
 		return db.failedErr(*f)
 	}
 	defer func() {
 		if r := recover(); r != nil {
+			db.disk.wedged.Store(true)
 			if f, ok := r.(fatalError); ok {
 				err = db.failWrites(errors.New(string(f)))
 				return
@@ -55,8 +70,50 @@ func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 			err = db.failWrites(fmt.Errorf("pebble commit panicked: %v", r))
 		}
 	}()
-	return b.Commit(o)
+	if err := b.Commit(o); err != nil {
+		// Pebble's log keeps the error: every later commit would panic
+		// on it.
+		return db.failWrites(err)
+	}
+	return nil
 }
+
+// commitOwned is commit for a write request: it takes b (and closes it)
+// and returns when the commit is done or, whichever comes first, when
+// the database fails for writes. A commit that meets a full disk waits
+// inside Pebble for a flush, or forever once Pebble's pipeline is
+// wedged; its request is answered "unavailable" as soon as the failure
+// is known instead, and Close does not wait for it. Should the commit
+// complete later, it has written only series keys and postings, which a
+// record never names: they cost space and nothing else.
+func (db *DB) commitOwned(b *pebble.Batch, o *pebble.WriteOptions) error {
+	done := make(chan error, 1)
+	go func() {
+		err := db.commit(b, o)
+		b.Close()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-db.disk.failedCh:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return db.failedErr(*db.disk.failed.Load())
+		}
+	}
+}
+
+// Wedged reports that Pebble stopped inside a commit: the data directory
+// cannot be closed or opened again in this process (Close returns
+// ErrWedged at once, leaving Pebble as it is); a new process replays
+// everything acknowledged.
+func (db *DB) Wedged() bool { return db.disk.wedged.Load() }
+
+// ErrWedged is Close's error for a wedged database.
+var ErrWedged = errors.New("the storage engine stopped inside a commit when the disk failed: the data directory can only be opened again by a new process (everything acknowledged is in the log)")
 
 // failWrites fails the database for writes after the log's write or sync
 // failed (the log cannot be trusted after a failed fsync), as commit does
@@ -64,6 +121,7 @@ func (db *DB) commit(b *pebble.Batch, o *pebble.WriteOptions) (err error) {
 func (db *DB) failWrites(err error) error {
 	msg := err.Error()
 	if db.disk.failed.CompareAndSwap(nil, &msg) {
+		close(db.disk.failedCh)
 		db.opts.Logger.Error("storage failed: writes are refused until restart; reads go on", "err", msg)
 	}
 	db.releaseBallast(msg)

@@ -245,3 +245,62 @@ func TestCommitPanicFailsWrites(t *testing.T) {
 		t.Errorf("read after the panic: %v, want the acknowledged sample", got)
 	}
 }
+
+// TestPebbleLogFaultUnderLoad: Pebble's own log fails under writers that
+// keep creating series (each commit goes through Pebble's log). A commit
+// that fails leaves Pebble's log broken for the commits behind it, which
+// may panic inside Pebble's pipeline and wedge it: whichever happens, no
+// writer waits forever, every writer is answered "unavailable", and Close
+// returns (ErrWedged when wedged, leaving Pebble as it is).
+func TestPebbleLogFaultUnderLoad(t *testing.T) {
+	c := &clock{day0}
+	tog := &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, ".log") && !strings.Contains(op.Path, "/wal/") {
+			return syscall.ENOSPC
+		}
+		return nil
+	})}
+	o := testOptions(c)
+	o.FS = errorfs.Wrap(vfs.Default, tog)
+	db := openTest(t, t.TempDir(), o)
+	now := c.Now().UnixMilli()
+	const writers = 8
+	var acked atomic.Int64
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func() {
+			for i := 0; ; i++ {
+				if i == 20 && w == 0 {
+					tog.On()
+				}
+				ls := series.FromStrings("__name__", "m", "w", strconv.Itoa(w), "i", strconv.Itoa(i))
+				if err := tryCommit(db, ls, now, float64(i)); err != nil {
+					errs <- err
+					return
+				}
+				acked.Add(1)
+			}
+		}()
+	}
+	for w := 0; w < writers; w++ {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, series.ErrUnavailable) {
+				t.Errorf("writer stopped by %v, want ErrUnavailable", err)
+			}
+		case <-time.After(time.Minute): // a hang guard
+			t.Fatalf("%d writers still waiting a minute after Pebble's log failed (wedged %v)", writers-w, db.Wedged())
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	select {
+	case err := <-closed:
+		t.Logf("wedged %v, close: %v, %d commits acknowledged", db.Wedged(), err, acked.Load())
+		if db.Wedged() != errors.Is(err, ErrWedged) {
+			t.Errorf("wedged %v, but Close returned %v", db.Wedged(), err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("Close waits a minute after Pebble's log failed (wedged %v)", db.Wedged())
+	}
+}

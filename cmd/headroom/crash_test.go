@@ -90,10 +90,21 @@ func startChild(t *testing.T, dir string, extra ...string) *child {
 			c.addr, c.httpURL = a[0], a[1]
 		}
 	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("server did not start in 60 s:\n%s", c.log())
+		t.Fatalf("server did not start in 60 s:\n%s", c.stacks())
 	}
 	return c
+}
+
+// stacks ends a child that hangs with SIGQUIT, so that its log ends with
+// every goroutine's stack (where it hangs), and returns the log.
+func (c *child) stacks() string {
+	c.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		c.cmd.Process.Kill()
+	}
+	return c.log()
 }
 
 // servingAgain waits until the child has logged "serving" n times (it

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,11 +46,22 @@ func init() {
 // writes to the log. Writes are refused with Unavailable, queries go on,
 // the process stays up; once the disk takes writes again the server
 // reopens its data directory by itself, every acknowledged sample is
-// there, and writes work again.
+// there, and writes work again. When the failed write was a new series
+// (its keys go through Pebble's log, whose failure leaves Pebble stuck
+// inside its commit), the process restarts itself on the same ports.
 func TestServeRecoversFromDiskFault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server process; skipped with -short")
 	}
+	for _, tc := range []struct {
+		name      string
+		newSeries bool // the write that meets the fault creates a series
+	}{{"Headroom's log", false}, {"Pebble's log", true}} {
+		t.Run(tc.name, func(t *testing.T) { testServeRecoversFromDiskFault(t, tc.newSeries) })
+	}
+}
+
+func testServeRecoversFromDiskFault(t *testing.T, newSeries bool) {
 	fault := filepath.Join(t.TempDir(), "fault")
 	t.Setenv(walFaultEnv, fault)
 	c := startChild(t, filepath.Join(t.TempDir(), "data"))
@@ -66,12 +78,16 @@ func TestServeRecoversFromDiskFault(t *testing.T) {
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		labels := []*headroomv1.Label{{Name: "__name__", Value: "disk"}}
+		if newSeries {
+			labels = append(labels, &headroomv1.Label{Name: "i", Value: fmt.Sprint(i)})
+		}
 		_, err = headroomv1.NewIngestClient(conn).Write(ctx, &headroomv1.WriteRequest{Series: []*headroomv1.Series{{
-			Labels: []*headroomv1.Label{{Name: "__name__", Value: "disk"}}, Samples: []*headroomv1.Sample{{TimestampMs: base + int64(i)*1000, Value: float64(i)}}}}})
+			Labels: labels, Samples: []*headroomv1.Sample{{TimestampMs: base + int64(i)*1000, Value: float64(i)}}}}})
 		return err
 	}
 	count := func(httpURL string) string {
-		code, body := httpGet(t, httpURL+"/api/v1/query?query=count_over_time(disk[2h])")
+		code, body := httpGet(t, httpURL+"/api/v1/query?query=sum(count_over_time(disk[2h]))")
 		if code != 200 {
 			t.Fatalf("query: %d %s", code, body)
 		}
@@ -115,6 +131,12 @@ func TestServeRecoversFromDiskFault(t *testing.T) {
 	}
 	if !strings.Contains(c.log(), "the disk takes writes again") {
 		t.Errorf("the log does not say why the server reopened:\n%s", c.log())
+	}
+	if restarted := strings.Contains(c.log(), "restarting the process to reopen"); restarted != newSeries {
+		t.Errorf("restarted the process %v, want %v (a fault of Pebble's log only)\n%s", restarted, newSeries, c.log())
+	}
+	if grpcAddr != c.addr || httpURL != c.httpURL {
+		t.Errorf("serves on %s and %s after the reopen, was on %s and %s", grpcAddr, httpURL, c.addr, c.httpURL)
 	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-c.exited; err != nil {

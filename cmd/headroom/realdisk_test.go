@@ -266,7 +266,7 @@ func TestServeRealDiskFull(t *testing.T) {
 					// says so and exits 1; the log has everything.
 					t.Logf("exit on a full disk after %v: %v", time.Since(start).Round(time.Millisecond), err)
 				case <-time.After(60 * time.Second):
-					t.Fatalf("SIGTERM on a full disk did not end the server in 60 s (--shutdown-timeout 10s)\n%s", c.log())
+					t.Fatalf("SIGTERM on a full disk did not end the server in 60 s (--shutdown-timeout 10s)\n%s", c.stacks())
 				}
 				close(stop)
 				w.wg.Wait()
@@ -284,7 +284,7 @@ func TestServeRealDiskFull(t *testing.T) {
 			for deadline := time.Now().Add(2 * time.Minute); w.get("OK")+w.get("204") < okBefore+10; time.Sleep(200 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					close(stop)
-					t.Fatalf("writes not taken again 2 minutes after space was freed (answers %v)\n%s", w.summary(), c.log())
+					t.Fatalf("writes not taken again 2 minutes after space was freed (answers %v)\n%s", w.summary(), c.stacks())
 				}
 			}
 			close(stop)
@@ -335,7 +335,7 @@ func TestServeRealDiskFull(t *testing.T) {
 					t.Fatalf("exit after the disk filled: %v\n%s", err, c.log())
 				}
 			case <-time.After(60 * time.Second):
-				t.Fatalf("SIGTERM did not end the server in 60 s\n%s", c.log())
+				t.Fatalf("SIGTERM did not end the server in 60 s\n%s", c.stacks())
 			}
 			checkAcked(t, dir, args, w)
 		})

@@ -816,7 +816,15 @@ Flags:
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	var ports *handoffPorts
+	// Handed over by the process this one replaced after a disk failure
+	// (reexec), or bound by the first server.
+	ports, err := inheritedPorts()
+	if err != nil {
+		return err
+	}
+	if ports != nil {
+		log.Warn("restarted in place after a disk failure: serving the same ports", "grpc", ports.grpc.lis.Addr().String(), "http", ports.http.lis.Addr().String())
+	}
 	defer func() {
 		if ports != nil {
 			ports.grpc.Close()
@@ -851,8 +859,23 @@ Flags:
 			}
 		}
 		if restart {
-			if err := s.stop(); err != nil {
-				log.Warn("closing the data directory after the disk failure", "err", err)
+			// Pebble may have stopped inside a commit when the disk
+			// failed (storage.ErrWedged), or its close may hang: then
+			// only a new process can open the directory again.
+			stopped := make(chan error, 1)
+			go func() { stopped <- s.stop() }()
+			select {
+			case err := <-stopped:
+				if errors.Is(err, storage.ErrWedged) {
+					log.Warn("restarting the process to reopen the data directory", "why", err)
+					return reexec(ports)
+				}
+				if err != nil {
+					log.Warn("closing the data directory after the disk failure", "err", err)
+				}
+			case <-time.After(cfg.shutdownTimeout + time.Minute):
+				log.Error("closing the data directory after the disk failure hangs: restarting the process to reopen it", "waited", cfg.shutdownTimeout+time.Minute)
+				return reexec(ports)
 			}
 			continue
 		}
