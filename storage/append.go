@@ -34,6 +34,7 @@ type Appender struct {
 	db      *DB
 	samples []pendingSample
 	hists   []pendingHist
+	marks   []Mark
 	buf     []byte
 	posted  map[postedKey]struct{}
 	// cutoff is the retention cutoff, read from the clock once per batch:
@@ -104,6 +105,17 @@ func (a *Appender) AppendRef(ref uint64, t int64, v float64) (found bool, err er
 	return true, nil
 }
 
+// Check refuses what Append would of a sample of ls at t (its labels,
+// its time, the retention) without touching the head or the appender's
+// samples: a cluster node checks a write whole before it publishes it to
+// the partitions' owners.
+func (a *Appender) Check(ls series.Labels, t int64) error {
+	if err := a.checkTime(ls, t); err != nil {
+		return err
+	}
+	return ls.Validate()
+}
+
 // checkTime refuses a timestamp outside the accepted range or older than
 // everything keeps.
 func (a *Appender) checkTime(ls series.Labels, t int64) error {
@@ -146,6 +158,7 @@ func (a *Appender) Rollback() {
 	a.samples = a.samples[:0]
 	clear(a.hists)
 	a.hists = a.hists[:0]
+	a.marks = a.marks[:0]
 	a.hasCutoff, a.hasNow = false, false
 }
 
@@ -158,7 +171,7 @@ var testHookCommitted func()
 // nil) and visible to queries, then empties the appender. On error nothing
 // of the commit is visible or will be after a restart.
 func (a *Appender) Commit() error {
-	if len(a.samples) == 0 && len(a.hists) == 0 {
+	if len(a.samples) == 0 && len(a.hists) == 0 && len(a.marks) == 0 {
 		return nil
 	}
 	total := len(a.samples) + len(a.hists)
@@ -257,6 +270,9 @@ func (a *Appender) Commit() error {
 		for _, p := range a.hists {
 			db.applyHist(p.s, p.t, p.h)
 		}
+		for _, m := range a.marks {
+			db.marks.raise(m.Name, m.Value)
+		}
 		db.countApplied(total, ooo)
 	}
 	db.appliedSeq = seq
@@ -345,6 +361,9 @@ func (a *Appender) touchedSeries() []*memSeries {
 }
 
 func (a *Appender) encodeRecord(dst []byte) []byte {
+	if len(a.marks) > 0 {
+		dst = appendMarks(dst, a.marks)
+	}
 	if len(a.hists) > 0 {
 		dst = append(dst, walRecordV2)
 	} else {
@@ -437,6 +456,12 @@ func (db *DB) replay() (int64, error) {
 // series-days it touched in posts.
 func (db *DB) applyRecord(seq uint64, rec []byte, posts map[postedKey]struct{}) (n, ooo int64, err error) {
 	bad := func(what string) error { return fmt.Errorf("log record %d: %s", seq, what) }
+	if len(rec) > 0 && rec[0] == walRecordMarks {
+		var err error
+		if rec, err = decodeMarks(rec, db.marks.raise); err != nil {
+			return 0, 0, bad(err.Error())
+		}
+	}
 	if len(rec) < 2 || (rec[0] != walRecordV1 && rec[0] != walRecordV2) {
 		return 0, 0, bad("unknown version")
 	}

@@ -189,6 +189,7 @@ func (db *DB) Checkpoint() error {
 			marks.newBatch()
 		}
 	}
+	db.storeMarks(b)
 	b.Set(metaKey("checkpoint"), binary.BigEndian.AppendUint64(nil, cpSeq), nil)
 	legacy := db.legacyWAL
 	if legacy {

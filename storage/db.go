@@ -231,6 +231,7 @@ type DB struct {
 	cpCount   atomic.Uint64 // checkpoints completed; the head's clock for idleness
 	closed    atomic.Bool
 	disk      diskState
+	marks     markSet
 	dir       string
 	cpTrigger chan struct{}
 
@@ -467,7 +468,7 @@ func (db *DB) loadCounters() error {
 		return err
 	}
 	db.nextID.Store(id)
-	return nil
+	return db.loadMarks()
 }
 
 func (db *DB) checkpointSeq() (uint64, error) {
