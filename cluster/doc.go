@@ -1,8 +1,13 @@
-// Package cluster will own Headroom's cluster mode on NATS JetStream
-// (issue 19, docs/cluster.md): partitioning writes into replicated
-// streams, partition ownership with leases in a key-value bucket, and
-// the fan-out of reads. It must not reach into the storage engine's
-// internals: it appends and selects through the same interfaces as the
-// single-node server. This first step holds only the test harness that
-// runs a real three-server JetStream cluster inside the test process.
+// Package cluster owns Headroom's cluster mode on NATS JetStream (issue
+// 19, docs/cluster.md): a node's writes are checked whole, split by
+// partition and published to a replicated stream (Appender); each
+// partition's owners, chosen by rendezvous hashing and held by leases in
+// a key-value bucket (Node), apply its messages to their own store with
+// the stream sequence as a storage mark in the same commit; and reads
+// fan out to one serving owner of each partition over the internal
+// Select call, which returns chunks (Node.Querier).
+//
+// It must not reach into the storage engine's internals: it appends,
+// marks and selects through the Local interfaces, which storage.DB
+// satisfies (Store), the same as the single-node server.
 package cluster

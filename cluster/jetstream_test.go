@@ -3,99 +3,22 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/headroomdb/headroom/internal/natstest"
 )
-
-// freePort returns a loopback port nothing listens on (a moment ago).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// natsCluster is n NATS servers with JetStream, clustered over loopback,
-// each with its own store directory, in this process.
-type natsCluster struct {
-	servers []*server.Server
-	opts    []*server.Options
-}
-
-func startNATSCluster(t *testing.T, n int) *natsCluster {
-	t.Helper()
-	routes := make([]int, n)
-	for i := range routes {
-		routes[i] = freePort(t)
-	}
-	var urls []string
-	for _, p := range routes {
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))
-	}
-	c := &natsCluster{}
-	for i := 0; i < n; i++ {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			Cluster: server.ClusterOpts{
-				Name: "headroom-test",
-				Host: "127.0.0.1",
-				Port: routes[i],
-			},
-			Routes: server.RoutesFromStr(strings.Join(urls, ",")),
-			NoLog:  true,
-			NoSigs: true,
-		}
-		s, err := server.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		c.servers = append(c.servers, s)
-		c.opts = append(c.opts, o)
-	}
-	t.Cleanup(func() {
-		for _, s := range c.servers {
-			s.Shutdown()
-		}
-	})
-	for _, s := range c.servers {
-		if !s.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("NATS server %s not ready", s.Name())
-		}
-	}
-	return c
-}
-
-func (c *natsCluster) urls() string {
-	var u []string
-	for _, s := range c.servers {
-		if s.Running() {
-			u = append(u, s.ClientURL())
-		}
-	}
-	return strings.Join(u, ",")
-}
 
 // The ground the cluster mode stands on: a stream replicated on three
 // servers acknowledges a publish only once a quorum has it, keeps
 // taking writes with one server down, de-duplicates a retried publish
 // by its message ID, and a durable consumer resumes where it stopped.
 func TestJetStreamGround(t *testing.T) {
-	c := startNATSCluster(t, 3)
-	nc, err := nats.Connect(c.urls(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	c := natstest.Start(t, 3)
+	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +72,7 @@ func TestJetStreamGround(t *testing.T) {
 		t.Fatalf("a retried publish: %+v, want a duplicate of sequence %d", again, a1.Sequence)
 	}
 	// One server down: a quorum of two still acknowledges.
-	c.servers[2].Shutdown()
+	c.Servers[2].Shutdown()
 	pub("b2")
 	pub("b3")
 	var info *jetstream.StreamInfo

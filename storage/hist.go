@@ -356,5 +356,5 @@ func (q *Querier) loadHists(id uint64) (*Series, error) {
 	if err != nil || len(hists) == 0 {
 		return nil, err
 	}
-	return &Series{Labels: lset, it: &sliceIter{i: -1}, Hists: hists}, nil
+	return &Series{Labels: lset, it: series.SliceIterator(nil), Hists: hists}, nil
 }

@@ -77,25 +77,6 @@ func (c *chainIter) Seek(t int64) bool {
 func (c *chainIter) At() (int64, float64) { return c.cur.At() }
 func (c *chainIter) Err() error           { return c.err }
 
-// sliceIter walks sorted samples in memory.
-type sliceIter struct {
-	s []series.Sample
-	i int
-}
-
-func (it *sliceIter) Next() bool { it.i++; return it.i < len(it.s) }
-func (it *sliceIter) Seek(t int64) bool {
-	if it.i < 0 {
-		it.i = 0
-	}
-	for it.i < len(it.s) && it.s[it.i].T < t {
-		it.i++
-	}
-	return it.i < len(it.s)
-}
-func (it *sliceIter) At() (int64, float64) { return it.s[it.i].T, it.s[it.i].V }
-func (it *sliceIter) Err() error           { return nil }
-
 // mergeIter merges sources that may overlap; on equal timestamps the
 // source with the higher index wins (sources are passed oldest writes
 // first), which is how "last write wins" reaches queries.

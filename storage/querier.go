@@ -401,10 +401,10 @@ func (q *Querier) load(id uint64) (*Series, error) {
 		its = append(its, newChainIter(mem))
 	}
 	if len(flushing) > 0 {
-		its = append(its, &sliceIter{s: flushing, i: -1})
+		its = append(its, series.SliceIterator(flushing))
 	}
 	if len(ooo) > 0 {
-		its = append(its, &sliceIter{s: ooo, i: -1})
+		its = append(its, series.SliceIterator(ooo))
 	}
 	var hists []series.HistSample
 	if q.db.hasHist.Load() {
@@ -416,7 +416,7 @@ func (q *Querier) load(id uint64) (*Series, error) {
 	switch len(its) {
 	case 0:
 		if len(hists) > 0 {
-			return &Series{Labels: lset, it: &sliceIter{i: -1}, Hists: hists}, nil
+			return &Series{Labels: lset, it: series.SliceIterator(nil), Hists: hists}, nil
 		}
 		return nil, nil
 	case 1:

@@ -183,9 +183,9 @@ func (w *forecastWatcher) Collect(ch chan<- prometheus.Metric) {
 }
 
 // watchRunner is the report runner of a server's watches.
-func watchRunner(db *storage.DB, engine *query.Engine) func(context.Context, report.Options) (*report.Report, error) {
+func watchRunner(db *storage.DB, src query.Source, engine *query.Engine) func(context.Context, report.Options) (*report.Report, error) {
 	return func(ctx context.Context, o report.Options) (*report.Report, error) {
 		o.MetricUnit = func(m string) string { return db.Metadata(m, 1)[m].Unit }
-		return report.Run(ctx, engine, querySource{db}, o)
+		return report.Run(ctx, engine, src, o)
 	}
 }

@@ -37,6 +37,7 @@ import (
 
 	"github.com/headroomdb/headroom/admit"
 	"github.com/headroomdb/headroom/auth"
+	"github.com/headroomdb/headroom/cluster"
 	"github.com/headroomdb/headroom/exemplar"
 	"github.com/headroomdb/headroom/ingest"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
@@ -93,6 +94,7 @@ type serveConfig struct {
 	forecastWatches []string
 	forecastEvery   time.Duration
 	forecastRange   time.Duration
+	cluster         clusterFlags
 	// flags: the set these were parsed from, for /api/v1/status/flags.
 	flags *flag.FlagSet
 }
@@ -161,6 +163,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before they are cut off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP port (unauthenticated: keep the port private)")
+	c.cluster.register(fs)
 	return c
 }
 
@@ -257,6 +260,8 @@ type server struct {
 	// watching is done when its loop has returned.
 	watcher  *forecastWatcher
 	watching sync.WaitGroup
+	// node is this server's membership of a cluster (nil: --cluster not set).
+	node *cluster.Node
 }
 
 // reload reads the tokens file and the TLS certificate again (on SIGHUP),
@@ -450,6 +455,12 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		}
 	}
 
+	if cfg.cluster.urls != "" {
+		if s.node, err = joinCluster(cfg, db, s.grpcLis.Addr(), tlsConf != nil, log); err != nil {
+			return fail(err)
+		}
+	}
+
 	im := ingest.NewMetrics(reg)
 	// Pebble's cache and memtables live outside Go's heap: Go gets what
 	// the budget leaves.
@@ -488,7 +499,12 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		perSeries = 0
 	}
 	exemplars := exemplar.New(perSeries, max(cfg.maxExemplars/max(perSeries, 1), 1))
-	app := appendable{db, exemplars}
+	app := appendable{db, exemplars, s.node}
+	// The queries' source: this node's store, or the whole cluster's.
+	var src query.Source = querySource{db}
+	if s.node != nil {
+		src = s.node
+	}
 
 	// gRPC: auth, then request metrics, then the services.
 	grpcDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -508,6 +524,8 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		"/opentelemetry.proto.collector.metrics.v1.MetricsService/": auth.Write,
 		"/headroom.v1.Query/":   auth.Read,
 		"/headroom.v1.Reports/": auth.Read,
+		// A node asks its peers with a read token (--cluster-token).
+		"/headroom.cluster.v1.Cluster/": auth.Read,
 	}, []string{"/grpc.health.v1.Health/"}, func(method, why string) { denied(protocolOf(method))(why) })
 	guard := newPanicGuard(log, reg)
 	timeUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -544,13 +562,16 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 		}
 	}
 	otlp.Register(s.grpc)
+	if s.node != nil {
+		s.node.RegisterServer(s.grpc)
+	}
 	maxSamples := cfg.queryMaxSamples
 	if maxSamples == 0 {
 		maxSamples = querySampleBudget(memory.Limit(), cfg.maxQueries)
 	}
 	engine := &query.Engine{LookbackDelta: cfg.lookback, MaxSamples: maxSamples, MaxSeries: cfg.queryMaxSeries, Timeout: cfg.queryTimeout, Gate: queryGate, Features: cfg.queryFeatures}
-	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(querySource{db}, engine))
-	reports := report.NewGRPC(querySource{db}, engine)
+	headroomv1.RegisterQueryServer(s.grpc, query.NewGRPC(src, engine))
+	reports := report.NewGRPC(src, engine)
 	reports.MetricUnit = func(m string) string { return db.Metadata(m, 1)[m].Unit }
 	headroomv1.RegisterReportsServer(s.grpc, reports)
 	s.health = health.NewServer()
@@ -574,7 +595,7 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 			}
 			ws = append(ws, w)
 		}
-		s.watcher = newForecastWatcher(ws, cfg.forecastEvery, cfg.forecastRange, watchRunner(db, engine))
+		s.watcher = newForecastWatcher(ws, cfg.forecastEvery, cfg.forecastRange, watchRunner(db, src, engine))
 		reg.MustRegister(s.watcher)
 	}
 	mux := http.NewServeMux()
@@ -586,13 +607,16 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	rw.BodyTimeout = cfg.bodyTimeout
 	handle("/api/v1/write", "/api/v1/write", tokens.HTTP(auth.Write, denied("remote_write"), rw))
 	handle("/metrics", "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	promAPI := api.New(querySource{db}, version, engine)
+	promAPI := api.New(src, version, engine)
 	promAPI.Metadata = db.Metadata
 	promAPI.Exemplars = func(start, end int64, sets [][]*series.Matcher) []series.SeriesExemplars {
 		return exemplars.Select(start, end, sets...)
 	}
 	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
 	promAPI.Errors = func() any { return recent.entries() }
+	if s.node != nil {
+		promAPI.Cluster = func() any { return s.node.Status() }
+	}
 	if cfg.flags != nil {
 		promAPI.Flags = map[string]string{}
 		cfg.flags.VisitAll(func(f *flag.Flag) { promAPI.Flags[f.Name] = f.Value.String() })
@@ -697,13 +721,19 @@ func tsdbStatus(st storage.HeadStats) api.TSDBStatus {
 type appendable struct {
 	db        *storage.DB
 	exemplars *exemplar.Store
+	node      *cluster.Node // in a cluster: writes go to the partitions' streams
 }
 
 func (a appendable) AddExemplar(ls series.Labels, e series.Exemplar) error {
 	return a.exemplars.Add(ls, e)
 }
 
-func (a appendable) Appender() ingest.Appender { return a.db.Appender() }
+func (a appendable) Appender() ingest.Appender {
+	if a.node != nil {
+		return a.node.Appender()
+	}
+	return a.db.Appender()
+}
 
 func (a appendable) SetMetadata(metric string, md series.Metadata) error {
 	return a.db.SetMetadata(metric, md)
@@ -770,6 +800,9 @@ func (s *server) stop() error {
 		s.http.Close()
 	}
 	s.watching.Wait() // a watch's report reads the database
+	if s.node != nil {
+		s.node.Close() // stops applying the partitions' messages to db
+	}
 	start := time.Now()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close data directory: %w", err)

@@ -44,6 +44,9 @@ type API struct {
 	// Errors, if set, answers /api/v1/status/errors: the server's recent
 	// warnings and errors (for the console's status view).
 	Errors func() any
+	// Cluster, if set, answers /api/v1/status/cluster: the nodes, each
+	// partition's owners and this node's lag on those it owns.
+	Cluster func() any
 }
 
 var errNoStats = errors.New("this server does not report head statistics")
@@ -76,6 +79,12 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 				return []any{}, nil
 			}
 			return a.Errors(), nil
+		}},
+		{"/api/v1/status/cluster", func(*http.Request) (any, error) {
+			if a.Cluster == nil {
+				return map[string]string{"mode": "single node (headroom serve without --cluster)"}, nil
+			}
+			return a.Cluster(), nil
 		}},
 		{"/api/v1/status/flags", func(*http.Request) (any, error) {
 			if a.Flags == nil {

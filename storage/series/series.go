@@ -339,3 +339,24 @@ type SeriesExemplars struct {
 	Labels    Labels
 	Exemplars []Exemplar
 }
+
+// SliceIterator walks samples sorted by time, in memory.
+func SliceIterator(s []Sample) Iterator { return &sliceIter{s: s, i: -1} }
+
+type sliceIter struct {
+	s []Sample
+	i int
+}
+
+func (it *sliceIter) Next() bool { it.i++; return it.i < len(it.s) }
+func (it *sliceIter) Seek(t int64) bool {
+	if it.i < 0 {
+		it.i = 0
+	}
+	for it.i < len(it.s) && it.s[it.i].T < t {
+		it.i++
+	}
+	return it.i < len(it.s)
+}
+func (it *sliceIter) At() (int64, float64) { return it.s[it.i].T, it.s[it.i].V }
+func (it *sliceIter) Err() error           { return nil }

@@ -1,0 +1,308 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/headroomdb/headroom/internal/natstest"
+	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// testNode is a Node with its own Pebble directory and a real gRPC server
+// on a loopback port.
+type testNode struct {
+	*Node
+	db  *storage.DB
+	srv *grpc.Server
+}
+
+func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int) *testNode {
+	t.Helper()
+	db, err := storage.Open(dir, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := Join(ctx, Config{URLs: nats.URLs(), Node: name, Advertise: lis.Addr().String(), Partitions: partitions, Lease: 3 * time.Second, Logger: testLogger},
+		Store(db), func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.RegisterServer(srv)
+	go srv.Serve(lis)
+	tn := &testNode{Node: n, db: db, srv: srv}
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+func (tn *testNode) stop() {
+	if tn.srv == nil {
+		return
+	}
+	tn.srv.Stop()
+	tn.Close()
+	tn.db.Close()
+	tn.srv = nil
+}
+
+// waitFor polls cond until it holds, or fails the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = cond(); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+}
+
+// countSamples reads every sample of metric m through n's fan-out.
+func countSamples(n *Node, m string, mint, maxt int64) (int, error) {
+	q, err := n.Querier(mint, maxt)
+	if err != nil {
+		return 0, err
+	}
+	defer q.Close()
+	set, err := q.Series(series.MustMatcher(series.MatchEqual, "__name__", m))
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for set.Next() {
+		_, it := set.At()
+		for it.Next() {
+			total++
+		}
+	}
+	return total, set.Err()
+}
+
+// TestClusterWritesReadEverywhere: three Headroom nodes on a three-server
+// JetStream cluster. Each partition gets two owners; a write to any node
+// is acknowledged once stored in the stream, applied by the owners, and
+// readable from every node through the fan-out, every sample once.
+func TestClusterWritesReadEverywhere(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	const partitions = 8
+	var nodes []*testNode
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions))
+	}
+	// Every partition gets two owners, each caught up.
+	waitFor(t, time.Minute, "two owners of every partition", func() error {
+		for _, n := range nodes {
+			n.tick()
+		}
+		for p := 0; p < partitions; p++ {
+			ready := 0
+			for _, n := range nodes {
+				if n.serves(p) {
+					ready++
+				}
+			}
+			if ready != 2 {
+				return fmt.Errorf("partition %d has %d owners serving", p, ready)
+			}
+		}
+		return nil
+	})
+	now := time.Now().UnixMilli()
+	const seriesN, samples = 50, 20
+	for i, n := range nodes {
+		a := n.Appender()
+		for s := 0; s < seriesN; s++ {
+			ls := series.FromStrings("__name__", "cpu", "node", fmt.Sprint(i), "s", fmt.Sprint(s))
+			for k := 0; k < samples; k++ {
+				if err := a.Append(ls, now-int64(samples-k)*1000, float64(k)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := a.Commit(); err != nil {
+			t.Fatalf("write to node %d: %v", i, err)
+		}
+	}
+	// A bad sample refuses the whole request before anything is published.
+	a := nodes[0].Appender()
+	if err := a.Append(series.FromStrings("__name__", "cpu", "bad", "x"), storage.MaxTime+1, 1); err == nil {
+		t.Fatal("a sample past MaxTime is accepted")
+	}
+	a.Rollback()
+	want := 3 * seriesN * samples
+	for i, n := range nodes {
+		waitFor(t, time.Minute, fmt.Sprintf("node %d reads every sample", i), func() error {
+			got, err := countSamples(n.Node, "cpu", now-time.Hour.Milliseconds(), now)
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("%d samples, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	// Each store holds only its partitions, and each sample is on two.
+	stored := 0
+	for _, n := range nodes {
+		q, err := n.db.Querier(0, storage.MaxTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := q.Series(series.MustMatcher(series.MatchEqual, "__name__", "cpu"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for set.Next() {
+			ls, it := set.At()
+			if !n.serves(PartitionOf(ls, partitions)) {
+				t.Errorf("node %s stores %s of partition %d, which it does not own", n.cfg.Node, ls, PartitionOf(ls, partitions))
+			}
+			for it.Next() {
+				stored++
+			}
+		}
+		q.Close()
+	}
+	if stored != 2*want {
+		t.Errorf("%d samples stored over the nodes, want %d (two owners each)", stored, 2*want)
+	}
+	// Label lookups go through the fan-out too.
+	q, _ := nodes[2].Querier(now-time.Hour.Milliseconds(), now)
+	vals, err := q.LabelValues("node")
+	if err != nil || strings.Join(vals, ",") != "0,1,2" {
+		t.Errorf("label values of node: %v %v", vals, err)
+	}
+}
+
+// storeCounts counts, per partition, the samples of metric m in each
+// node's own store.
+func storeCounts(t *testing.T, nodes []*testNode, m string, partitions int) map[string][]int {
+	out := map[string][]int{}
+	for _, n := range nodes {
+		if n.srv == nil {
+			continue
+		}
+		c := make([]int, partitions)
+		q, err := n.db.Querier(0, storage.MaxTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := q.Series(series.MustMatcher(series.MatchEqual, "__name__", m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for set.Next() {
+			ls, it := set.At()
+			for it.Next() {
+				c[PartitionOf(ls, partitions)]++
+			}
+		}
+		q.Close()
+		out[n.cfg.Node] = c
+	}
+	return out
+}
+
+// TestClusterNodeLeavesAndComesBack: writes go on while a node stops;
+// its partitions move to the third node, which catches up from the
+// stream; the node comes back on its directory and resumes from its
+// marks. Every owner of a partition ends with the same samples.
+func TestClusterNodeLeavesAndComesBack(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	const partitions = 8
+	var nodes []*testNode
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), dirs[i], partitions))
+	}
+	now := time.Now().UnixMilli()
+	written := 0
+	write := func(n *testNode, k int) {
+		t.Helper()
+		a := n.Appender()
+		for s := 0; s < 30; s++ {
+			a.Append(series.FromStrings("__name__", "w", "s", fmt.Sprint(s)), now-100_000+int64(k), float64(k))
+		}
+		if err := a.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		written += 30
+	}
+	k := 0
+	for ; k < 50; k++ {
+		write(nodes[k%3], k)
+	}
+	nodes[1].stop()
+	for ; k < 100; k++ {
+		write(nodes[[]int{0, 2}[k%2]], k)
+	}
+	waitFor(t, time.Minute, "the others take over", func() error {
+		for p := 0; p < partitions; p++ {
+			if !nodes[0].serves(p) && !nodes[2].serves(p) {
+				return fmt.Errorf("partition %d unserved", p)
+			}
+		}
+		return nil
+	})
+	nodes[1] = startNode(t, nats, "h1", dirs[1], partitions)
+	for ; k < 150; k++ {
+		write(nodes[k%3], k)
+	}
+	// A NATS server down and back during writes.
+	nats.Servers[2].Shutdown()
+	for ; k < 200; k++ {
+		write(nodes[k%3], k)
+	}
+	nats.Restart(t, 2)
+	for ; k < 250; k++ {
+		write(nodes[k%3], k)
+	}
+	waitFor(t, time.Minute, "every owner holds every sample of its partitions", func() error {
+		for _, n := range nodes {
+			n.tick()
+		}
+		counts := storeCounts(t, nodes, "w", partitions)
+		total := 0
+		for p := 0; p < partitions; p++ {
+			var owners []string
+			for _, n := range nodes {
+				if n.serves(p) {
+					owners = append(owners, n.cfg.Node)
+				}
+			}
+			if len(owners) != 2 {
+				return fmt.Errorf("partition %d served by %v", p, owners)
+			}
+			a, b := counts[owners[0]][p], counts[owners[1]][p]
+			if a != b {
+				return fmt.Errorf("partition %d: %s holds %d samples, %s %d (all: %v)", p, owners[0], a, owners[1], b, counts)
+			}
+			total += a
+		}
+		if total != written {
+			return fmt.Errorf("%d samples held, %d written (%v)", total, written, counts)
+		}
+		return nil
+	})
+}
+
+var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

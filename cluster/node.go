@@ -1,0 +1,683 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+
+	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// The names this cluster gives its JetStream objects (docs/cluster.md).
+const (
+	StreamName    = "HEADROOM_WRITES"
+	BucketName    = "HEADROOM_OWNERS"
+	subjectPrefix = "headroom.w."
+)
+
+// Config is a node's cluster configuration (headroom serve --cluster...).
+type Config struct {
+	// URLs are the NATS servers, comma-separated.
+	URLs string
+	// Node names this node, unique in the cluster.
+	Node string
+	// Advertise is the host:port of this node's gRPC port, where the
+	// others ask it for the series it owns.
+	Advertise string
+	// Partitions is the number of partitions (default 64), fixed for the
+	// cluster's life: the first node records it, the others must match.
+	Partitions int
+	// Replicas of the stream and the bucket (default 3; at most the
+	// number of NATS servers).
+	Replicas int
+	// Owners is the number of nodes that store each partition (default 2).
+	Owners int
+	// Lease is how long a node keeps its partitions without renewing
+	// them (default 15 s): the time to notice a node that is gone.
+	Lease time.Duration
+	// Retention is how long the stream keeps a message (default 72 h):
+	// the longest a replacement owner may take to catch up from it.
+	Retention time.Duration
+	// Logger gets the cluster's events (nil: discarded).
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() {
+	if c.Partitions <= 0 {
+		c.Partitions = 64
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 3
+	}
+	if c.Owners <= 0 {
+		c.Owners = 2
+	}
+	if c.Lease <= 0 {
+		c.Lease = 15 * time.Second
+	}
+	if c.Retention <= 0 {
+		c.Retention = 72 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Local is this node's own store, as the cluster needs it: an appender
+// for the partitions it owns, the marks that say which stream messages
+// the store holds, and a querier for the reads it answers.
+type Local interface {
+	NewAppender() LocalAppender
+	Mark(name string) (uint64, bool)
+	Querier(mint, maxt int64) (query.Querier, error)
+}
+
+// LocalAppender is what an owner applies messages with (storage.Appender
+// has it); Check is what a writing node validates with.
+type LocalAppender interface {
+	Check(ls series.Labels, t int64) error
+	Append(ls series.Labels, t int64, v float64) error
+	AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error
+	SetMark(name string, v uint64) error
+	Commit() error
+	Rollback()
+}
+
+// Node is one Headroom server's membership of the cluster: it publishes
+// writes, owns partitions (consuming and applying them) and answers and
+// fans out reads. Safe for concurrent use.
+type Node struct {
+	cfg    Config
+	local  Local
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+
+	reqSeq atomic.Uint64 // for message IDs
+	prefix string        // of message IDs: node name and start time
+
+	tickMu sync.Mutex // one membership round at a time
+	mu     sync.Mutex
+	held   map[int]*owned              // partitions this node owns
+	peers  map[string]string           // live node -> gRPC address
+	owners [][]string                  // partition -> its owners' names, by slot
+	conns  map[string]*grpc.ClientConn // by address
+	dial   func(addr string) (*grpc.ClientConn, error)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// owned is a partition this node holds a slot of.
+type owned struct {
+	slot   int
+	rev    uint64 // the slot key's revision, for the renewal's compare-and-set
+	cancel context.CancelFunc
+	done   chan struct{}
+	ready  atomic.Bool   // caught up with the stream once since taking it
+	lag    atomic.Uint64 // messages behind the stream at the last fetch
+}
+
+func markName(p int) string { return "cluster.p" + strconv.Itoa(p) }
+
+func subject(p int) string { return subjectPrefix + strconv.Itoa(p) }
+
+func slotKey(p, slot int) string { return fmt.Sprintf("p.%d.%d", p, slot) }
+
+// Join connects to NATS, creates the stream and the bucket when they do
+// not exist, checks the partition count, and starts renewing this node's
+// membership and taking its share of partitions. dial connects to a peer
+// for reads (the caller adds its credentials).
+func Join(ctx context.Context, cfg Config, local Local, dial func(addr string) (*grpc.ClientConn, error)) (*Node, error) {
+	cfg.withDefaults()
+	if cfg.Node == "" || strings.ContainsAny(cfg.Node, ". *>") {
+		return nil, fmt.Errorf("cluster node name %q: want a non-empty name without '.', ' ', '*' or '>'", cfg.Node)
+	}
+	if cfg.Owners > cfg.Replicas {
+		return nil, fmt.Errorf("cluster: %d owners per partition, more than the %d replicas", cfg.Owners, cfg.Replicas)
+	}
+	nc, err := nats.Connect(cfg.URLs, nats.Name("headroom "+cfg.Node), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to NATS at %s: %w", cfg.URLs, err)
+	}
+	n := &Node{cfg: cfg, local: local, log: cfg.Logger.With("cluster_node", cfg.Node), nc: nc,
+		held: map[int]*owned{}, peers: map[string]string{}, owners: make([][]string, cfg.Partitions),
+		conns: map[string]*grpc.ClientConn{}, dial: dial,
+		prefix: cfg.Node + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"}
+	if n.js, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := n.setUp(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	// The first round before returning: the node knows its peers and
+	// the owners when it starts serving.
+	n.tick()
+	n.wg.Add(1)
+	go n.loop()
+	return n, nil
+}
+
+// permanent is an error retry does not retry.
+type permanent struct{ error }
+
+// retry runs f with a deadline per attempt until it succeeds or ctx
+// ends: a request sent while JetStream elects a leader gets no answer.
+func retry(ctx context.Context, f func(ctx context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if p, ok := err.(permanent); ok {
+			return p.error
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) setUp(ctx context.Context) error {
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		n.stream, err = n.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: StreamName, Subjects: []string{subjectPrefix + ">"}, Replicas: n.cfg.Replicas,
+			MaxAge: n.cfg.Retention, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: stream %s: %w", StreamName, err)
+	}
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		n.kv, err = n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: BucketName, TTL: n.cfg.Lease, Replicas: n.cfg.Replicas, Storage: jetstream.FileStorage,
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: bucket %s: %w", BucketName, err)
+	}
+	// The partition count lives in its own bucket without a TTL.
+	var cfgKV jetstream.KeyValue
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		cfgKV, err = n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketName + "_CONFIG", Replicas: n.cfg.Replicas, Storage: jetstream.FileStorage})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: config bucket: %w", err)
+	}
+	want := strconv.Itoa(n.cfg.Partitions)
+	return retry(ctx, func(ctx context.Context) error {
+		e, err := cfgKV.Get(ctx, "partitions")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			_, err = cfgKV.Create(ctx, "partitions", []byte(want))
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return errors.New("raced: read again")
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if got := string(e.Value()); got != want {
+			return permanent{fmt.Errorf("cluster: the cluster has %s partitions, this node is configured with %s (--cluster-partitions is fixed for the cluster's life)", got, want)}
+		}
+		return nil
+	})
+}
+
+// loop renews the membership and the leases every third of a lease.
+func (n *Node) loop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.tick()
+	}
+}
+
+// score ranks node for partition p (rendezvous hashing): each partition
+// prefers its own order of nodes, so that a node's arrival or departure
+// moves only the partitions it ranks high for.
+func score(p int, node string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(strconv.Itoa(p)))
+	h.Write([]byte{0})
+	h.Write([]byte(node))
+	return h.Sum64()
+}
+
+// desired returns the Owners nodes of live that rank highest for p.
+func (n *Node) desired(p int, live []string) []string {
+	c := append([]string(nil), live...)
+	sort.Slice(c, func(i, j int) bool { return score(p, c[i]) > score(p, c[j]) })
+	return c[:min(len(c), n.cfg.Owners)]
+}
+
+// tick is one round of membership: renew this node's key and its slots,
+// learn the live nodes and every partition's owners, take a free slot of
+// a partition this node ranks among the first Owners for, and give back
+// one it holds where a better-ranked live node has none (the partition
+// keeps its other owner meanwhile).
+func (n *Node) tick() {
+	n.tickMu.Lock()
+	defer n.tickMu.Unlock()
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.Lease/3)
+	defer cancel()
+	if _, err := n.kv.Put(ctx, "node."+n.cfg.Node, []byte(n.cfg.Advertise)); err != nil {
+		n.log.Warn("cluster: membership not renewed", "err", err)
+		return
+	}
+	entries := map[string]jetstream.KeyValueEntry{}
+	lister, err := n.kv.ListKeys(ctx)
+	if err != nil {
+		n.log.Warn("cluster: cannot list the owners bucket", "err", err)
+		return
+	}
+	for k := range lister.Keys() {
+		if e, err := n.kv.Get(ctx, k); err == nil {
+			entries[k] = e
+		}
+	}
+	if ctx.Err() != nil {
+		n.log.Warn("cluster: owners bucket read cut short", "err", ctx.Err())
+		return
+	}
+	peers := map[string]string{}
+	var live []string
+	for k, e := range entries {
+		if name, ok := strings.CutPrefix(k, "node."); ok {
+			peers[name] = string(e.Value())
+			live = append(live, name)
+		}
+	}
+	owners := make([][]string, n.cfg.Partitions)
+	for p := range owners {
+		owners[p] = make([]string, n.cfg.Owners)
+		for s := range owners[p] {
+			if e, ok := entries[slotKey(p, s)]; ok {
+				owners[p][s] = string(e.Value())
+			}
+		}
+	}
+	for p := 0; p < n.cfg.Partitions; p++ {
+		want := n.desired(p, live)
+		mine := -1
+		for s, o := range owners[p] {
+			if o == n.cfg.Node {
+				mine = s
+			}
+		}
+		n.mu.Lock()
+		h := n.held[p]
+		n.mu.Unlock()
+		switch {
+		case mine >= 0 && h != nil:
+			if !contains(want, n.cfg.Node) && n.better(p, want, owners[p]) {
+				n.release(ctx, p, h)
+				owners[p][mine] = ""
+				continue
+			}
+			rev, err := n.kv.Update(ctx, slotKey(p, mine), []byte(n.cfg.Node), h.rev)
+			if err != nil {
+				n.log.Warn("cluster: lease lost", "partition", p, "err", err)
+				n.stopOwning(p)
+				owners[p][mine] = ""
+				continue
+			}
+			h.rev = rev
+		case mine >= 0 && h == nil:
+			// A slot in this node's name that it does not know of: from
+			// before a restart, within the lease. Take it over.
+			e := entries[slotKey(p, mine)]
+			rev, err := n.kv.Update(ctx, slotKey(p, mine), []byte(n.cfg.Node), e.Revision())
+			if err == nil {
+				n.startOwning(p, mine, rev)
+			}
+		case mine < 0 && h != nil:
+			n.log.Warn("cluster: lease expired", "partition", p)
+			n.stopOwning(p)
+		case contains(want, n.cfg.Node):
+			for s, o := range owners[p] {
+				if o != "" {
+					continue
+				}
+				rev, err := n.kv.Create(ctx, slotKey(p, s), []byte(n.cfg.Node))
+				if err != nil {
+					continue // taken meanwhile
+				}
+				owners[p][s] = n.cfg.Node
+				n.startOwning(p, s, rev)
+				break
+			}
+		}
+	}
+	n.mu.Lock()
+	n.peers, n.owners = peers, owners
+	n.mu.Unlock()
+}
+
+// better reports that a live node ranked among p's first owners holds no
+// slot of p: this node, ranked lower, should make room for it, when the
+// partition has another owner meanwhile.
+func (n *Node) better(p int, want, slots []string) bool {
+	others := 0
+	for _, o := range slots {
+		if o != "" && o != n.cfg.Node {
+			others++
+		}
+	}
+	if others == 0 {
+		return false
+	}
+	for _, w := range want {
+		if !contains(slots, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) release(ctx context.Context, p int, h *owned) {
+	n.stopOwning(p)
+	if err := n.kv.Delete(ctx, slotKey(p, h.slot), jetstream.LastRevision(h.rev)); err != nil {
+		n.log.Warn("cluster: partition not released (its lease will expire)", "partition", p, "err", err)
+		return
+	}
+	n.log.Info("cluster: partition handed to a better-ranked node", "partition", p)
+}
+
+// startOwning starts consuming partition p from the message after the
+// last one the store holds.
+func (n *Node) startOwning(p, slot int, rev uint64) {
+	ctx, cancel := context.WithCancel(n.ctx)
+	h := &owned{slot: slot, rev: rev, cancel: cancel, done: make(chan struct{})}
+	n.mu.Lock()
+	n.held[p] = h
+	n.mu.Unlock()
+	n.log.Info("cluster: owning partition", "partition", p, "slot", slot)
+	go n.consume(ctx, p, h)
+}
+
+func (n *Node) stopOwning(p int) {
+	n.mu.Lock()
+	h := n.held[p]
+	delete(n.held, p)
+	n.mu.Unlock()
+	if h != nil {
+		h.cancel()
+		<-h.done
+	}
+}
+
+// fetchBatch is how many messages an owner applies in one commit.
+const fetchBatch = 256
+
+// consume applies partition p's messages to the store, each fetch in one
+// commit that also sets the partition's mark to the last message's
+// stream sequence: after any crash the store says exactly where to
+// resume, and nothing is applied twice.
+func (n *Node) consume(ctx context.Context, p int, h *owned) {
+	defer close(h.done)
+	for ctx.Err() == nil {
+		err := n.consumeFrom(ctx, p, h)
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("cluster: consuming partition failed; starting again", "partition", p, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
+	next := uint64(1)
+	if m, ok := n.local.Mark(markName(p)); ok {
+		next = m + 1
+	}
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject(p)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next}
+	var cons jetstream.Consumer
+	if err := retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = n.stream.OrderedConsumer(ctx, cc)
+		return err
+	}); err != nil {
+		return err
+	}
+	// Heartbeats every second: an ordered consumer lives on one NATS
+	// server, and when that server goes the missed heartbeats make the
+	// iterator create it again elsewhere (from the last message seen)
+	// within seconds instead of half a minute.
+	it, err := cons.Messages(jetstream.PullMaxMessages(2*fetchBatch), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	// Next takes a wait or a context, not both: a cancel stops the
+	// iterator instead.
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			it.Stop()
+		case <-stopped:
+		}
+	}()
+	app := n.local.NewAppender()
+	idle := 0
+	for ctx.Err() == nil {
+		// A batch: what arrives until fetchBatch messages or a pause.
+		var last, pending uint64
+		got := 0
+		wait := time.Second
+		for got < fetchBatch {
+			m, err := it.Next(jetstream.NextMaxWait(wait))
+			if err != nil {
+				if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+					break
+				}
+				app.Rollback()
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return err
+			}
+			wait = 20 * time.Millisecond
+			md, err := m.Metadata()
+			if err != nil {
+				app.Rollback()
+				return err
+			}
+			if md.Sequence.Stream < next {
+				continue // the mark already holds it
+			}
+			if b, err := DecodeBatch(m.Data()); err != nil {
+				// A message that does not decode cannot be applied by
+				// any owner: skipped, loudly, rather than stopping the
+				// partition.
+				n.log.Error("cluster: message skipped", "partition", p, "seq", md.Sequence.Stream, "err", err)
+			} else {
+				n.apply(app, p, md.Sequence.Stream, b)
+			}
+			last, pending = md.Sequence.Stream, md.NumPending
+			got++
+		}
+		if got > 0 {
+			if err := app.SetMark(markName(p), last); err != nil {
+				return err
+			}
+			if err := app.Commit(); err != nil {
+				return fmt.Errorf("apply up to stream sequence %d: %w", last, err)
+			}
+			next = last + 1
+		}
+		h.lag.Store(pending)
+		if got > 0 {
+			idle = 0
+			if pending == 0 && !h.ready.Swap(true) {
+				n.log.Info("cluster: partition caught up", "partition", p, "seq", next-1)
+			}
+			continue
+		}
+		// Idle: caught up, or the consumer stalled. An ordered consumer
+		// lives on one NATS server; when that server goes, it may wait
+		// in silence. The stream's last message of the partition says
+		// which: behind it three idle rounds in a row, the consumer is
+		// made again from the mark.
+		var lastSeq uint64
+		err := retry(ctx, func(ctx context.Context) error {
+			m, err := n.stream.GetLastMsgForSubject(ctx, subject(p))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return nil
+			}
+			if err == nil {
+				lastSeq = m.Sequence
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if lastSeq < next {
+			idle = 0
+			h.lag.Store(0)
+			if !h.ready.Swap(true) {
+				n.log.Info("cluster: partition caught up", "partition", p, "seq", next-1)
+			}
+			continue
+		}
+		h.lag.Store(lastSeq - (next - 1))
+		if idle++; idle >= 3 {
+			return fmt.Errorf("the consumer stalled at stream sequence %d, the partition's last is %d", next-1, lastSeq)
+		}
+	}
+	return ctx.Err()
+}
+
+// apply adds one message's samples to the appender. A sample the store
+// refuses (past the retention, over a limit) is left out: the message is
+// in the stream for good, and every owner refuses the same samples.
+func (n *Node) apply(app LocalAppender, p int, seq uint64, b *Batch) {
+	for i := range b.Series {
+		s := &b.Series[i]
+		for _, x := range s.Samples {
+			if err := app.Append(s.Labels, x.T, x.V); err != nil {
+				n.log.Debug("cluster: sample refused by the store", "partition", p, "seq", seq, "err", err)
+			}
+		}
+		for _, x := range s.Hists {
+			if err := app.AppendHistogram(s.Labels, x.T, x.H); err != nil {
+				n.log.Debug("cluster: histogram refused by the store", "partition", p, "seq", seq, "err", err)
+			}
+		}
+	}
+}
+
+// Close stops owning, leaves the membership to expire, and disconnects.
+func (n *Node) Close() {
+	n.cancel()
+	n.wg.Wait()
+	n.mu.Lock()
+	var ps []int
+	for p := range n.held {
+		ps = append(ps, p)
+	}
+	n.mu.Unlock()
+	for _, p := range ps {
+		n.stopOwning(p)
+	}
+	n.mu.Lock()
+	for _, c := range n.conns {
+		c.Close()
+	}
+	n.mu.Unlock()
+	n.nc.Close()
+}
+
+// Status is what /api/v1/status/cluster shows.
+type Status struct {
+	Node       string            `json:"node"`
+	Partitions int               `json:"partitions"`
+	Owners     int               `json:"ownersPerPartition"`
+	Lease      string            `json:"lease"`
+	Nodes      map[string]string `json:"nodes"` // live node -> gRPC address
+	Partition  []PartitionStatus `json:"partitionOwners"`
+}
+
+// PartitionStatus is one partition's owners, and this node's standing
+// when it is one of them.
+type PartitionStatus struct {
+	Partition int      `json:"partition"`
+	Owners    []string `json:"owners"`
+	// Of this node, when it owns the partition: caught up once since it
+	// took it, messages behind at its last fetch, and the last stream
+	// sequence its store holds.
+	Serving *bool   `json:"serving,omitempty"`
+	Lag     *uint64 `json:"lag,omitempty"`
+	Applied *uint64 `json:"applied,omitempty"`
+}
+
+// Status returns the membership as this node last read it.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := Status{Node: n.cfg.Node, Partitions: n.cfg.Partitions, Owners: n.cfg.Owners, Lease: n.cfg.Lease.String(), Nodes: map[string]string{}}
+	for k, v := range n.peers {
+		st.Nodes[k] = v
+	}
+	for p := 0; p < n.cfg.Partitions; p++ {
+		ps := PartitionStatus{Partition: p, Owners: []string{}}
+		for _, o := range n.owners[p] {
+			if o != "" {
+				ps.Owners = append(ps.Owners, o)
+			}
+		}
+		if h := n.held[p]; h != nil {
+			ready, lag := h.ready.Load(), h.lag.Load()
+			applied, _ := n.local.Mark(markName(p))
+			ps.Serving, ps.Lag, ps.Applied = &ready, &lag, &applied
+		}
+		st.Partition = append(st.Partition, ps)
+	}
+	return st
+}

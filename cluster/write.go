@@ -1,0 +1,106 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// publishTimeout bounds the wait for JetStream's acknowledgement of a
+// request's parts: past it the request is refused as unavailable, and
+// the client's retry is harmless (message IDs, last write wins).
+const publishTimeout = 10 * time.Second
+
+// Appender is the write path of a cluster node: it checks each sample as
+// the local store would (labels, time, retention), gathers the request,
+// and on Commit publishes one message per partition, returning only when
+// JetStream has acknowledged every one (stored on a quorum of servers).
+// It satisfies ingest.Appender and ingest.HistogramAppender.
+type Appender struct {
+	n     *Node
+	check LocalAppender
+	b     Batch
+	last  series.Labels // the series of b's last entry
+}
+
+// Appender returns an appender for one request.
+func (n *Node) Appender() *Appender { return &Appender{n: n, check: n.local.NewAppender()} }
+
+func (a *Appender) series(ls series.Labels) *BatchSeries {
+	if k := len(a.b.Series); k > 0 && a.last.Equal(ls) {
+		return &a.b.Series[k-1]
+	}
+	// The front ends reuse their label buffers from series to series.
+	ls = ls.Copy()
+	a.b.Series = append(a.b.Series, BatchSeries{Labels: ls})
+	a.last = ls
+	return &a.b.Series[len(a.b.Series)-1]
+}
+
+// Append adds a float sample; a bad one is refused as the store would.
+func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
+	if err := a.check.Check(ls, t); err != nil {
+		return err
+	}
+	s := a.series(ls)
+	s.Samples = append(s.Samples, series.Sample{T: t, V: v})
+	return nil
+}
+
+// AppendHistogram adds a native histogram sample (copied).
+func (a *Appender) AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error {
+	if err := a.check.Check(ls, t); err != nil {
+		return err
+	}
+	if err := h.Validate(); err != nil {
+		return fmt.Errorf("%w: series %s at %d: %v", series.ErrInvalid, ls, t, err)
+	}
+	s := a.series(ls)
+	s.Hists = append(s.Hists, series.HistSample{T: t, H: h.Clone()})
+	return nil
+}
+
+// Rollback drops what was appended.
+func (a *Appender) Rollback() {
+	a.b.Series = a.b.Series[:0]
+	a.last = nil
+}
+
+// Commit publishes the request's parts, each to its partition's subject
+// with a message ID, and waits for every acknowledgement. A part refused
+// or not acknowledged in time refuses the request (series.ErrUnavailable):
+// the parts acknowledged stay, and the client's retry of the same
+// samples changes nothing.
+func (a *Appender) Commit() error {
+	defer a.Rollback()
+	if len(a.b.Series) == 0 {
+		return nil
+	}
+	parts := Split(&a.b, a.n.cfg.Partitions)
+	id := a.n.prefix + strconv.FormatUint(a.n.reqSeq.Add(1), 36) + "-"
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	futures := make(map[int]jetstream.PubAckFuture, len(parts))
+	for p, part := range parts {
+		f, err := a.n.js.PublishAsync(subject(p), AppendBatch(nil, part), jetstream.WithMsgID(id+strconv.Itoa(p)))
+		if err != nil {
+			return fmt.Errorf("%w: cluster: publish partition %d: %v", series.ErrUnavailable, p, err)
+		}
+		futures[p] = f
+	}
+	for p, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("%w: cluster: partition %d not stored: %v", series.ErrUnavailable, p, err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: cluster: partition %d not acknowledged within %v (NATS quorum lost?)", series.ErrUnavailable, p, publishTimeout)
+		}
+	}
+	return nil
+}
