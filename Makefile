@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzRemoteWrite2$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeBatch$$' -fuzztime=$(FUZZTIME) ./cluster
+	$(GO) test -run=NONE -fuzz='^FuzzSelectResponse$$' -fuzztime=$(FUZZTIME) ./cluster
 	$(GO) test -run=NONE -fuzz='^FuzzOTLP$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzWireDecode$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLPWire$$' -fuzztime=$(FUZZTIME) ./ingest

@@ -353,10 +353,10 @@ func startServerProc(bin string) (*serverProc, error) {
 	return p, nil
 }
 
-// startServerProcDir serves an existing data directory.
-func startServerProcDir(bin, data string) (*serverProc, error) {
-	cmd := exec.Command(bin, "serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0",
-		"--retention", "30d", "--max-request-bytes", strconv.Itoa(64<<20), "--pprof")
+// startServerProcDir serves an existing data directory, with extra flags.
+func startServerProcDir(bin, data string, extra ...string) (*serverProc, error) {
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", data, "--grpc-port", "0", "--http-port", "0",
+		"--retention", "30d", "--max-request-bytes", strconv.Itoa(64 << 20), "--pprof"}, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

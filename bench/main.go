@@ -42,7 +42,7 @@ func boolp(b bool) *bool { return &b }
 
 func main() {
 	datasets := flag.String("datasets", "../shared/datasets", "folder of the shared real datasets")
-	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup,fleet,backfill,histograms,forecast,console); empty: all")
+	only := flag.String("only", "", "comma-separated sections to run (codec,disk,append,memory,replay,ingest,query,rollup,fleet,backfill,histograms,forecast,console,cluster); empty: all")
 	fleetHosts := flag.Int("fleet-hosts", 100, "hosts (of 101 metrics each) in the fleet benchmark")
 	fleetArgs := flag.String("fleet-args", "", "more flags for the fleet benchmark's server, space-separated (--rollup-tiers off)")
 	backfillOnly := flag.String("backfill-run", "", "run one backfill: history or shuffled")
@@ -115,6 +115,9 @@ func main() {
 	}
 	if run("console") {
 		benchConsole(*serverBin)
+	}
+	if run("cluster") {
+		benchCluster(*serverBin)
 	}
 	if run("rollup") {
 		benchRollup(*rollupSeries, 10, *rollupDays, max(*rollupRuns, 1), *rollupKeep, *rollupProfile, *rollupWorkers)

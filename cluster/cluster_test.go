@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/headroomdb/headroom/internal/natstest"
+	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -40,7 +41,7 @@ func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partition
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n, err := Join(ctx, Config{URLs: nats.URLs(), Node: name, Advertise: lis.Addr().String(), Partitions: partitions, Lease: 3 * time.Second, Logger: testLogger},
-		Store(db), func(addr string) (*grpc.ClientConn, error) {
+		store{db}, func(addr string) (*grpc.ClientConn, error) {
 			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		})
 	if err != nil {
@@ -306,3 +307,12 @@ func TestClusterNodeLeavesAndComesBack(t *testing.T) {
 }
 
 var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+// store is a storage.DB as the cluster's Local (the server has its own).
+type store struct{ db *storage.DB }
+
+func (s store) NewAppender() LocalAppender      { return s.db.Appender() }
+func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
+func (s store) Querier(mint, maxt int64) (query.Querier, error) {
+	return s.db.Querier(mint, maxt)
+}

@@ -8,6 +8,6 @@
 // Select call, which returns chunks (Node.Querier).
 //
 // It must not reach into the storage engine's internals: it appends,
-// marks and selects through the Local interfaces, which storage.DB
-// satisfies (Store), the same as the single-node server.
+// marks and selects through the Local interfaces, which the server
+// fills with its storage.DB; it must not depend on Pebble.
 package cluster

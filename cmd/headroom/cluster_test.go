@@ -93,6 +93,49 @@ func (n *clusterNode) count(t *testing.T, at int64) (int64, int, string) {
 	return int64(scalarOf(t, body)), code, body
 }
 
+// readsAll waits until every node reads at least the acknowledged
+// samples (owners apply them after the acknowledgement), and fails the
+// test if one reads fewer, or more than were sent: writes refused when
+// a node died may still have been stored (published, not acknowledged).
+func readsAll(t *testing.T, what string, nodes []*clusterNode, at, acked, sent int64) {
+	t.Helper()
+	for _, n := range nodes {
+		var got int64
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			var code int
+			var body string
+			if got, code, body = n.count(t, at); code != 200 {
+				t.Fatalf("%s: query on %s: %d %s", what, n.name, code, body)
+			}
+			if got >= acked {
+				break
+			}
+		}
+		if got < acked || got > sent {
+			for _, m := range nodes {
+				t.Logf("log of %s:\n%s", m.name, m.c.log())
+			}
+			t.Fatalf("%s: %s reads %d samples, %d acknowledged, %d sent", what, n.name, got, acked, sent)
+		}
+	}
+}
+
+// startTestCluster starts three NATS servers and three nodes on them,
+// and waits until every partition has two owners serving it.
+func startTestCluster(t *testing.T) (*natstest.Cluster, []*clusterNode) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts server processes; skipped with -short")
+	}
+	nats := natstest.Start(t, 3)
+	var nodes []*clusterNode
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startClusterNode(t, nats, fmt.Sprintf("h%d", i), filepath.Join(t.TempDir(), "data")))
+	}
+	waitServing(t, nodes, time.Minute)
+	return nats, nodes
+}
+
 // clusterWriters write series w over gRPC to the given nodes until stop,
 // each sample with its own timestamp, and count what was acknowledged.
 type clusterWriters struct {
@@ -144,15 +187,7 @@ func (w *clusterWriters) start(t *testing.T, addrs []string, stop chan struct{})
 // partitions taken over within the lease; and nothing acknowledged is
 // missing anywhere, nor counted twice.
 func TestServeCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts server processes; skipped with -short")
-	}
-	nats := natstest.Start(t, 3)
-	var nodes []*clusterNode
-	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startClusterNode(t, nats, fmt.Sprintf("h%d", i), filepath.Join(t.TempDir(), "data")))
-	}
-	waitServing(t, nodes, time.Minute)
+	nats, nodes := startTestCluster(t)
 
 	// Timestamps an hour back, one millisecond apart: every sample is
 	// new, whatever node applies it.
@@ -195,32 +230,8 @@ func TestServeCluster(t *testing.T) {
 	t.Logf("%d samples acknowledged", acked)
 
 	// Every node reads every acknowledged sample, once.
-	checkAll := func(nodes []*clusterNode) {
-		t.Helper()
-		for _, n := range nodes {
-			var got int64
-			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-				var code int
-				var body string
-				if got, code, body = n.count(t, at); code != 200 {
-					t.Fatalf("query on %s: %d %s", n.name, code, body)
-				}
-				if got >= acked {
-					break
-				}
-			}
-			// Writes refused by h1's death may still have been stored
-			// (published, not acknowledged): at least every one
-			// acknowledged, and never more than were sent.
-			if got < acked || got > (w.next.Load()-base)*20 {
-				t.Errorf("%s reads %d samples, %d acknowledged, %d sent", n.name, got, acked, (w.next.Load()-base)*20)
-				for _, m := range nodes {
-					t.Logf("log of %s:\n%s", m.name, m.c.log())
-				}
-			}
-		}
-	}
-	checkAll(nodes)
+	sent := (w.next.Load() - base) * 20
+	readsAll(t, "after the kill and the NATS restart", nodes, at, acked, sent)
 
 	// h2 stops for good: its partitions move to h0 and h1 within the
 	// lease, and they still read everything.
@@ -232,5 +243,34 @@ func TestServeCluster(t *testing.T) {
 	start := time.Now()
 	waitServing(t, nodes[:2], time.Minute)
 	t.Logf("h2's partitions taken over in %v (lease 3 s)", time.Since(start).Round(100*time.Millisecond))
-	checkAll(nodes[:2])
+	readsAll(t, "after h2 left", nodes[:2], at, acked, sent)
+}
+
+// TestServeClusterCrashLoop is the single node's crash loop run against
+// the cluster: each cycle writes to every node, kills one of them with
+// kill -9 in the middle of the writes, starts it again on its directory,
+// and checks that every node reads every acknowledged sample.
+func TestServeClusterCrashLoop(t *testing.T) {
+	nats, nodes := startTestCluster(t)
+	base := time.Now().Add(-30 * time.Minute).UnixMilli()
+	at := base + time.Hour.Milliseconds()/2
+	w := &clusterWriters{}
+	w.next.Store(base)
+	const cycles = 3
+	for cycle := 0; cycle < cycles; cycle++ {
+		stop := make(chan struct{})
+		w.start(t, []string{nodes[0].c.addr, nodes[1].c.addr, nodes[2].c.addr}, stop)
+		time.Sleep(time.Second)
+		victim := nodes[cycle%3]
+		victim.c.cmd.Process.Signal(syscall.SIGKILL)
+		<-victim.c.exited
+		time.Sleep(500 * time.Millisecond)
+		close(stop)
+		w.wg.Wait()
+		nodes[cycle%3] = startClusterNode(t, nats, victim.name, victim.dir)
+		waitServing(t, nodes, time.Minute)
+		acked, sent := w.acked.Load(), (w.next.Load()-base)*20
+		readsAll(t, fmt.Sprintf("cycle %d", cycle), nodes, at, acked, sent)
+		t.Logf("cycle %d: %s killed; %d samples acknowledged, all read from every node", cycle, victim.name, acked)
+	}
 }

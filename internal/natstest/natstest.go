@@ -1,6 +1,7 @@
-// Package natstest runs a real NATS JetStream cluster inside a test
-// process, on loopback ports with a store directory per server, for the
-// cluster mode's tests. It must not be imported outside tests.
+// Package natstest runs a real NATS JetStream cluster inside a test or
+// benchmark process, on loopback ports with a store directory per
+// server, for the cluster mode's tests and figures. It must not be
+// imported by the server.
 package natstest
 
 import (
@@ -14,14 +15,13 @@ import (
 )
 
 // freePort returns a loopback port nothing listens on (a moment ago).
-func freePort(t testing.TB) int {
-	t.Helper()
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Cluster is n NATS servers with JetStream, clustered over loopback,
@@ -35,9 +35,28 @@ type Cluster struct {
 // they stop when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+	}
+	c, err := StartIn(dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// StartIn starts a server for each store directory (for benchmarks,
+// which have no testing.TB); Stop stops them.
+func StartIn(dirs []string) (*Cluster, error) {
+	n := len(dirs)
 	routes := make([]int, n)
 	for i := range routes {
-		routes[i] = freePort(t)
+		var err error
+		if routes[i], err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	var urls []string
 	for _, p := range routes {
@@ -50,7 +69,7 @@ func Start(t testing.TB, n int) *Cluster {
 			Host:       "127.0.0.1",
 			Port:       -1,
 			JetStream:  true,
-			StoreDir:   t.TempDir(),
+			StoreDir:   dirs[i],
 			Cluster: server.ClusterOpts{
 				Name: "headroom-test",
 				Host: "127.0.0.1",
@@ -62,25 +81,29 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 		s, err := server.NewServer(o)
 		if err != nil {
-			t.Fatal(err)
+			c.Stop()
+			return nil, err
 		}
 		go s.Start()
 		c.Servers = append(c.Servers, s)
 		c.opts = append(c.opts, o)
 	}
-	t.Cleanup(func() {
-		for _, s := range c.Servers {
-			s.Shutdown()
-		}
-	})
 	for i, s := range c.Servers {
 		if !s.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("NATS server %s not ready", s.Name())
+			c.Stop()
+			return nil, fmt.Errorf("NATS server %s not ready", s.Name())
 		}
 		// A restart keeps the client port, which clients know.
 		c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
 	}
-	return c
+	return c, nil
+}
+
+// Stop shuts every server down.
+func (c *Cluster) Stop() {
+	for _, s := range c.Servers {
+		s.Shutdown()
+	}
 }
 
 // Restart starts server i again, after Shutdown, on its ports and its

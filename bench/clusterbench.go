@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/headroomdb/headroom/cluster"
+	"github.com/headroomdb/headroom/internal/natstest"
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
+)
+
+// The cost and the shape of cluster mode (issue 19), on this one machine
+// where three nodes and three NATS servers share two cores: server CPU a
+// sample (Headroom and NATS) in cluster mode against a single node, the
+// acknowledgement latency, the time a node takes to catch up from the
+// stream, and query latency through the fan-out. No speed-up can show
+// here: these figures feed the model in RESULTS.md.
+const (
+	clusterBenchSeries   = 1000
+	clusterBenchPerReq   = 10 // samples of each series a request
+	clusterBenchRequests = 100
+	clusterBenchWriters  = 4
+)
+
+func benchCluster(bin string) {
+	bin = buildServer(bin)
+	tmp, err := os.MkdirTemp("", "headroom-bench-cluster-")
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	base := time.Now().Add(-2 * time.Hour).Truncate(time.Minute).UnixMilli()
+
+	// A single node, the same load.
+	single, err := startServerProcDir(bin, filepath.Join(tmp, "single"))
+	if err != nil {
+		fatal(err)
+	}
+	sCPU, sSelf, sLat := clusterLoad([]*serverProc{single}, base, 0)
+	samples := float64(clusterBenchSeries * clusterBenchPerReq * clusterBenchRequests)
+	record("cluster", "single node: server CPU a sample", float64(sCPU.Nanoseconds())/samples, "ns", "", nil)
+	record("cluster", "single node: ack p50", ms(sLat[len(sLat)/2]), "ms", "", nil)
+	record("cluster", "single node: ack p99", ms(sLat[len(sLat)*99/100]), "ms", "", nil)
+	sq := clusterQueries(single.httpURL, base)
+	single.stop()
+
+	// Three nodes on three NATS servers (in this process).
+	var dirs []string
+	for i := 0; i < 3; i++ {
+		dirs = append(dirs, filepath.Join(tmp, "nats"+strconv.Itoa(i)))
+	}
+	nats, err := natstest.StartIn(dirs)
+	if err != nil {
+		fatal(err)
+	}
+	defer nats.Stop()
+	urls := natsURLs(nats)
+	startNode := func(name string) *serverProc {
+		p, err := startServerProcDir(bin, filepath.Join(tmp, name), "--cluster", urls, "--cluster-node", name, "--cluster-partitions", "16", "--cluster-lease", "3s")
+		if err != nil {
+			fatal(err)
+		}
+		return p
+	}
+	nodes := []*serverProc{startNode("h0"), startNode("h1"), startNode("h2")}
+	defer func() {
+		for _, p := range nodes {
+			p.stop()
+		}
+	}()
+	waitClusterServing(nodes, 2*time.Minute)
+	cCPU, natsCPU, cLat := clusterLoad(nodes, base, sSelf)
+	start := time.Now()
+	waitClusterServing(nodes, 5*time.Minute) // applied everywhere
+	record("cluster", "cluster: Headroom CPU a sample (3 nodes)", float64(cCPU.Nanoseconds())/samples, "ns", "", nil)
+	record("cluster", "cluster: NATS CPU a sample (3 servers)", float64(natsCPU.Nanoseconds())/samples, "ns", "", nil)
+	record("cluster", "cluster: ack p50", ms(cLat[len(cLat)/2]), "ms", "", nil)
+	record("cluster", "cluster: ack p99", ms(cLat[len(cLat)*99/100]), "ms", "", nil)
+	record("cluster", "cluster: owners applied the rest after the writes", ms(time.Since(start)), "ms", "", nil)
+	cq := clusterQueries(nodes[0].httpURL, base)
+	for i, q := range sq {
+		record("cluster", "query "+q.name+": single node", ms(q.d), "ms", "", nil)
+		record("cluster", "query "+q.name+": fan-out", ms(cq[i].d), "ms", "", nil)
+	}
+
+	// A fourth node joins: it takes the partitions it ranks first for
+	// and catches up on them from the stream (every message since the
+	// start).
+	joined := time.Now()
+	h3 := startNode("h3")
+	nodes = append(nodes, h3)
+	var st cluster.Status
+	for {
+		st = clusterStatus(h3.httpURL)
+		owned, serving := 0, 0
+		for _, p := range st.Partition {
+			if p.Serving != nil {
+				owned++
+				if *p.Serving {
+					serving++
+				}
+			}
+		}
+		if owned > 0 && serving == owned {
+			took := time.Since(joined)
+			// Its share of the samples: its partitions' share of the
+			// series (the hash spreads them evenly).
+			share := samples * float64(owned) / float64(st.Partitions)
+			record("cluster", fmt.Sprintf("catch-up of a new node (%d of %d partitions)", owned, st.Partitions), ms(took), "ms", "", nil)
+			record("cluster", "catch-up per million samples", took.Seconds()*1e6/share, "s", "", nil)
+			break
+		}
+		if time.Since(joined) > 5*time.Minute {
+			fatal(fmt.Errorf("h3 did not catch up in 5 minutes: %+v", st))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func natsURLs(c *natstest.Cluster) string {
+	var u []string
+	for _, s := range c.Servers {
+		u = append(u, s.ClientURL())
+	}
+	return strings.Join(u, ",")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// clusterLoad writes clusterBenchRequests requests of clusterBenchSeries
+// series over gRPC, spread over the nodes, from clusterBenchWriters
+// writers; it returns the servers' CPU, this process's CPU less
+// selfBase (the NATS servers, with the writers' own share taken off),
+// and every request's latency, sorted.
+func clusterLoad(nodes []*serverProc, base int64, selfBase time.Duration) (server, self time.Duration, lat []time.Duration) {
+	var conns []headroomv1.IngestClient
+	for _, n := range nodes {
+		c, err := grpc.NewClient(n.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, headroomv1.NewIngestClient(c))
+	}
+	cpu0 := time.Duration(0)
+	for _, n := range nodes {
+		cpu0 += n.cpu()
+	}
+	self0 := cpuTime()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := make(chan int)
+	go func() {
+		for r := 0; r < clusterBenchRequests; r++ {
+			next <- r
+		}
+		close(next)
+	}()
+	for w := 0; w < clusterBenchWriters; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range next {
+				req := &headroomv1.WriteRequest{}
+				for s := 0; s < clusterBenchSeries; s++ {
+					ser := &headroomv1.Series{Labels: []*headroomv1.Label{{Name: "__name__", Value: "bench_cluster"}, {Name: "instance", Value: "host-" + strconv.Itoa(s)}}}
+					for k := 0; k < clusterBenchPerReq; k++ {
+						t := base + int64(r*clusterBenchPerReq+k)*1000
+						ser.Samples = append(ser.Samples, &headroomv1.Sample{TimestampMs: t, Value: float64(s + k)})
+					}
+					req.Series = append(req.Series, ser)
+				}
+				start := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				_, err := conns[r%len(conns)].Write(ctx, req)
+				cancel()
+				if err != nil {
+					fatal(fmt.Errorf("cluster bench write: %w", err))
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(start))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		server += n.cpu()
+	}
+	self = cpuTime() - self0
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return server - cpu0, max(self-selfBase, 0), lat
+}
+
+type namedDur struct {
+	name string
+	d    time.Duration
+}
+
+// clusterQueries times three queries over the data written (median of
+// five runs each).
+func clusterQueries(httpURL string, base int64) []namedDur {
+	end := base + int64(clusterBenchRequests*clusterBenchPerReq)*1000
+	qs := []struct{ name, q string }{
+		{"sum(rate) 1000 series", "sum(rate(bench_cluster[1m]))"},
+		{"topk(5, max_over_time) 1000 series", "topk(5, max_over_time(bench_cluster[5m]))"},
+		{"one series", `bench_cluster{instance="host-7"}`},
+	}
+	var out []namedDur
+	for _, q := range qs {
+		var ds []time.Duration
+		for i := 0; i < 5; i++ {
+			u := fmt.Sprintf("%s/api/v1/query_range?query=%s&start=%d&end=%d&step=15", httpURL, url.QueryEscape(q.q), base/1000, end/1000)
+			start := time.Now()
+			resp, err := http.Get(u)
+			if err != nil {
+				fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				fatal(fmt.Errorf("%s: %s", q.q, resp.Status))
+			}
+			ds = append(ds, time.Since(start))
+		}
+		out = append(out, namedDur{q.name, medianDur(ds)})
+	}
+	return out
+}
+
+func clusterStatus(httpURL string) cluster.Status {
+	resp, err := http.Get(httpURL + "/api/v1/status/cluster")
+	if err != nil {
+		fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data cluster.Status `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		fatal(err)
+	}
+	return r.Data
+}
+
+// waitClusterServing waits until every partition is served by two nodes
+// with no lag.
+func waitClusterServing(nodes []*serverProc, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var served []int
+		ok := true
+		for _, n := range nodes {
+			st := clusterStatus(n.httpURL)
+			if served == nil {
+				served = make([]int, st.Partitions)
+			}
+			for _, p := range st.Partition {
+				if p.Serving != nil {
+					if *p.Serving && *p.Lag == 0 {
+						served[p.Partition]++
+					}
+				}
+			}
+		}
+		for _, k := range served {
+			ok = ok && k == 2
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			fatal(fmt.Errorf("partitions not served by two caught-up owners in %v: %v", timeout, served))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
