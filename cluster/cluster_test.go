@@ -27,7 +27,7 @@ type testNode struct {
 	srv *grpc.Server
 }
 
-func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int) *testNode {
+func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int, opts ...func(*Config)) *testNode {
 	t.Helper()
 	db, err := storage.Open(dir, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}})
 	if err != nil {
@@ -40,10 +40,13 @@ func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partition
 	srv := grpc.NewServer()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n, err := Join(ctx, Config{URLs: nats.URLs(), Node: name, Advertise: lis.Addr().String(), Partitions: partitions, Lease: 3 * time.Second, Logger: testLogger},
-		store{db}, func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		})
+	cfg := Config{URLs: nats.URLs(), Node: name, Advertise: lis.Addr().String(), Partitions: partitions, Lease: 3 * time.Second, PartialReads: true, Logger: testLogger}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err := Join(ctx, cfg, store{db}, func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +77,45 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error
 		}
 	}
 	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+}
+
+// waitOwners waits until two owners serve every partition, each caught
+// up; it runs the nodes' membership rounds itself, so that a long lease
+// (a round every third of it) does not slow it down.
+func waitOwners(t *testing.T, nodes []*testNode, partitions int) {
+	t.Helper()
+	waitFor(t, time.Minute, "two owners of every partition", func() error {
+		for _, n := range nodes {
+			n.tick()
+		}
+		for p := 0; p < partitions; p++ {
+			k := 0
+			for _, n := range nodes {
+				if n.serves(p) {
+					k++
+				}
+			}
+			if k != 2 {
+				return fmt.Errorf("partition %d has %d owners serving", p, k)
+			}
+		}
+		return nil
+	})
+}
+
+// writeSeries writes one sample, a second ago, of each of n series of
+// metric m through node, and returns the time it wrote at.
+func writeSeries(t *testing.T, node *testNode, n int) int64 {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	a := node.Appender()
+	for s := 0; s < n; s++ {
+		a.Append(series.FromStrings("__name__", "m", "s", fmt.Sprint(s)), now-1000, 1)
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return now
 }
 
 // countSamples reads every sample of metric m through n's fan-out.
@@ -108,24 +150,7 @@ func TestClusterWritesReadEverywhere(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions))
 	}
-	// Every partition gets two owners, each caught up.
-	waitFor(t, time.Minute, "two owners of every partition", func() error {
-		for _, n := range nodes {
-			n.tick()
-		}
-		for p := 0; p < partitions; p++ {
-			ready := 0
-			for _, n := range nodes {
-				if n.serves(p) {
-					ready++
-				}
-			}
-			if ready != 2 {
-				return fmt.Errorf("partition %d has %d owners serving", p, ready)
-			}
-		}
-		return nil
-	})
+	waitOwners(t, nodes, partitions)
 	now := time.Now().UnixMilli()
 	const seriesN, samples = 50, 20
 	for i, n := range nodes {
@@ -315,4 +340,104 @@ func (s store) NewAppender() LocalAppender      { return s.db.Appender() }
 func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s store) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(mint, maxt)
+}
+
+// TestClusterPartialReads: with both owners of a partition gone (before
+// their leases expire, nobody holds it), a read through the third node
+// answers with the other partitions' series and a warning naming the
+// missing partition, which the engine puts in the answer's warnings;
+// with partial reads off, the read fails naming it.
+func TestClusterPartialReads(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	const partitions = 8
+	var nodes []*testNode
+	for i := 0; i < 3; i++ {
+		// A long lease: the gone owners keep partition 0 to the end.
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, func(c *Config) { c.Lease = time.Minute }))
+	}
+	waitOwners(t, nodes, partitions)
+	now := writeSeries(t, nodes[0], 40)
+	waitFor(t, time.Minute, "every sample applied", func() error {
+		for _, n := range nodes {
+			got, err := countSamples(n.Node, "m", now-60_000, now)
+			if err == nil && got != 40 {
+				err = fmt.Errorf("%s reads %d of 40", n.cfg.Node, got)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// The node that does not own partition 0 stays; its owners go.
+	var reader *testNode
+	for _, n := range nodes {
+		if !n.serves(0) {
+			reader = n
+		}
+	}
+	for _, n := range nodes {
+		if n != reader {
+			n.stop()
+		}
+	}
+	got, err := countSamples(reader.Node, "m", now-60_000, now)
+	if err != nil || got == 0 || got >= 40 {
+		t.Fatalf("partial read: %d samples, %v; want some of the 40 and no error", got, err)
+	}
+	res, err := (&query.Engine{}).Instant(context.Background(), reader.Node, "count(m)", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "no owner answered for") || !strings.Contains(res.Warnings[0], "0: ") {
+		t.Errorf("warnings %q, want one naming partition 0", res.Warnings)
+	}
+	reader.cfg.PartialReads = false
+	if _, err := countSamples(reader.Node, "m", now-60_000, now); err == nil || !strings.Contains(err.Error(), "no owner answered for") {
+		t.Errorf("strict read with partitions missing: %v, want an error naming them", err)
+	}
+}
+
+// TestClusterOwnerPastRetention: a node that joins after the stream has
+// dropped messages (its retention) cannot catch up from it: it says so,
+// and does not serve the partitions it took, which the others serve.
+func TestClusterOwnerPastRetention(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	const partitions = 4
+	short := func(c *Config) { c.Retention = 2 * time.Second }
+	var nodes []*testNode
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, short))
+	}
+	now := writeSeries(t, nodes[0], 20)
+	waitFor(t, time.Minute, "the stream drops the messages", func() error {
+		info, err := nodes[0].stream.Info(context.Background())
+		if err == nil && info.State.Msgs != 0 {
+			err = fmt.Errorf("%d messages still", info.State.Msgs)
+		}
+		return err
+	})
+	late := startNode(t, nats, "h2", t.TempDir(), partitions, short)
+	waitFor(t, time.Minute, "the late node takes partitions and says it lacks their past", func() error {
+		late.tick()
+		st := late.Status()
+		owned := 0
+		for _, p := range st.Partition {
+			if p.Serving == nil {
+				continue
+			}
+			owned++
+			if !p.Incomplete || *p.Serving {
+				return fmt.Errorf("partition %d: incomplete %v serving %v", p.Partition, p.Incomplete, *p.Serving)
+			}
+		}
+		if owned == 0 {
+			return fmt.Errorf("owns no partition yet")
+		}
+		return nil
+	})
+	// Reads through it still see every series, from the complete owners.
+	if got, err := countSamples(late.Node, "m", now-60_000, now); err != nil || got != 20 {
+		t.Errorf("read through the late node: %d of 20, %v", got, err)
+	}
 }

@@ -51,6 +51,10 @@ type Config struct {
 	// Retention is how long the stream keeps a message (default 72 h):
 	// the longest a replacement owner may take to catch up from it.
 	Retention time.Duration
+	// PartialReads answers a read whose partitions' owners all failed
+	// with the other partitions' series and a warning naming the
+	// missing ones (query.Warner); false fails the read instead.
+	PartialReads bool
 	// Logger gets the cluster's events (nil: discarded).
 	Logger *slog.Logger
 }
@@ -130,8 +134,11 @@ type owned struct {
 	rev    uint64 // the slot key's revision, for the renewal's compare-and-set
 	cancel context.CancelFunc
 	done   chan struct{}
-	ready  atomic.Bool   // caught up with the stream once since taking it
-	lag    atomic.Uint64 // messages behind the stream at the last fetch
+	ready  atomic.Bool // caught up with the stream once since taking it
+	// incomplete: the stream had dropped messages this owner had not
+	// applied when it took the partition.
+	incomplete atomic.Bool
+	lag        atomic.Uint64 // messages behind the stream at the last fetch
 }
 
 func markName(p int) string { return "cluster.p" + strconv.Itoa(p) }
@@ -180,6 +187,17 @@ func Join(ctx context.Context, cfg Config, local Local, dial func(addr string) (
 // permanent is an error retry does not retry.
 type permanent struct{ error }
 
+// refused makes JetStream's refusal of a configuration permanent: only
+// its "temporarily unavailable" (503) and the silence of an election are
+// worth another attempt.
+func refused(err error) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.Code != 503 {
+		return permanent{err}
+	}
+	return err
+}
+
 // retry runs f with a deadline per attempt until it succeeds or ctx
 // ends: a request sent while JetStream elects a leader gets no answer.
 func retry(ctx context.Context, f func(ctx context.Context) error) error {
@@ -205,9 +223,9 @@ func (n *Node) setUp(ctx context.Context) error {
 	err := retry(ctx, func(ctx context.Context) (err error) {
 		n.stream, err = n.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name: StreamName, Subjects: []string{subjectPrefix + ">"}, Replicas: n.cfg.Replicas,
-			MaxAge: n.cfg.Retention, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			MaxAge: n.cfg.Retention, Duplicates: min(2*time.Minute, n.cfg.Retention), Storage: jetstream.FileStorage,
 		})
-		return err
+		return refused(err)
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: stream %s: %w", StreamName, err)
@@ -475,6 +493,23 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 	if m, ok := n.local.Mark(markName(p)); ok {
 		next = m + 1
 	}
+	// Messages the stream dropped (its retention) before this owner
+	// applied them cannot be read from it: the owner lacks them, and
+	// does not serve the partition's reads (the other owner does) until
+	// a copy from that owner, which is not built yet.
+	var info *jetstream.StreamInfo
+	if err := retry(ctx, func(ctx context.Context) (err error) {
+		info, err = n.stream.Info(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if first := info.State.FirstSeq; first > next {
+		if !h.incomplete.Swap(true) {
+			n.log.Error("cluster: the stream no longer holds messages this owner needs: it does not serve the partition's reads (a copy from the other owner is not built yet; see --cluster-stream-retention)",
+				"partition", p, "applied", next-1, "stream_first", first)
+		}
+	}
 	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject(p)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next}
 	var cons jetstream.Consumer
 	if err := retry(ctx, func(ctx context.Context) (err error) {
@@ -655,6 +690,8 @@ type PartitionStatus struct {
 	Serving *bool   `json:"serving,omitempty"`
 	Lag     *uint64 `json:"lag,omitempty"`
 	Applied *uint64 `json:"applied,omitempty"`
+	// Incomplete: the stream had dropped messages this owner needed.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // Status returns the membership as this node last read it.
@@ -673,9 +710,9 @@ func (n *Node) Status() Status {
 			}
 		}
 		if h := n.held[p]; h != nil {
-			ready, lag := h.ready.Load(), h.lag.Load()
+			ready, lag := h.ready.Load() && !h.incomplete.Load(), h.lag.Load()
 			applied, _ := n.local.Mark(markName(p))
-			ps.Serving, ps.Lag, ps.Applied = &ready, &lag, &applied
+			ps.Serving, ps.Lag, ps.Applied, ps.Incomplete = &ready, &lag, &applied, h.incomplete.Load()
 		}
 		st.Partition = append(st.Partition, ps)
 	}

@@ -90,7 +90,7 @@ func (n *Node) serves(p int) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h := n.held[p]
-	return h != nil && h.ready.Load()
+	return h != nil && h.ready.Load() && !h.incomplete.Load()
 }
 
 func partitionSet(ps []uint32) map[int]bool {
@@ -243,7 +243,8 @@ func matchersFromProto(pm []*clusterv1.Matcher) ([]*series.Matcher, error) {
 // Querier returns a querier over the whole cluster: the node asks one
 // owner of each partition for its series (itself first when it owns
 // one), in parallel, and merges the answers. Partitions whose owners all
-// fail make the selection fail, naming them.
+// fail are left out with a warning naming them (Config.PartialReads), or
+// make the selection fail.
 func (n *Node) Querier(mint, maxt int64) (query.Querier, error) {
 	return &fanQuerier{n: n, mint: mint, maxt: maxt}, nil
 }
@@ -251,6 +252,16 @@ func (n *Node) Querier(mint, maxt int64) (query.Querier, error) {
 type fanQuerier struct {
 	n          *Node
 	mint, maxt int64
+	mu         sync.Mutex
+	warnings   []string // partitions left out (Config.PartialReads)
+}
+
+// Warnings names the partitions the selections so far had to leave out
+// (query.Warner).
+func (q *fanQuerier) Warnings() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]string(nil), q.warnings...)
 }
 
 // remote is one series as an owner sent it, decoded.
@@ -267,7 +278,7 @@ func (n *Node) plan() [][]string {
 	defer n.mu.Unlock()
 	out := make([][]string, n.cfg.Partitions)
 	for p := range out {
-		if h := n.held[p]; h != nil && h.ready.Load() {
+		if h := n.held[p]; h != nil && h.ready.Load() && !h.incomplete.Load() {
 			out[p] = append(out[p], n.cfg.Node)
 		}
 		for _, o := range n.owners[p] {
@@ -330,7 +341,13 @@ func (q *fanQuerier) fetch(ms []*series.Matcher, labelsOnly bool) ([]remote, err
 					why = append(why, fmt.Sprintf("%d: %s", p, strings.Join(failures[p], "; ")))
 				}
 			}
-			return nil, fmt.Errorf("cluster: no owner answered for %d of %d partitions (%s)", len(lost), n.cfg.Partitions, strings.Join(why, ", "))
+			err := fmt.Errorf("cluster: no owner answered for %d of %d partitions (%s)", len(lost), n.cfg.Partitions, strings.Join(why, ", "))
+			if !n.cfg.PartialReads {
+				return nil, err
+			}
+			q.mu.Lock()
+			q.warnings = append(q.warnings, err.Error()+": the answer lacks their series")
+			q.mu.Unlock()
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup

@@ -135,6 +135,35 @@ type counts struct {
 	rawFrom         atomic.Int64  // the earliest time raw samples were read from
 	annoMu          sync.Mutex
 	annos           annotations.Annotations // Prometheus's, merged as it merges them
+	partial         map[string]bool         // the queriers' Warnings, under annoMu
+}
+
+// Warner is a Querier that can say where its selections were incomplete
+// (a cluster's partitions no owner answered for): the engine adds what
+// it says, once each, to the answer's warnings.
+type Warner interface {
+	Warnings() []string
+}
+
+// noteWarnings keeps what q says of its selections, if it says anything.
+func (ev *evaluator) noteWarnings(q Querier) {
+	w, ok := q.(Warner)
+	if !ok {
+		return
+	}
+	ws := w.Warnings()
+	if len(ws) == 0 {
+		return
+	}
+	c := ev.counts
+	c.annoMu.Lock()
+	defer c.annoMu.Unlock()
+	if c.partial == nil {
+		c.partial = map[string]bool{}
+	}
+	for _, x := range ws {
+		c.partial[x] = true
+	}
 }
 
 // annotate adds one of Prometheus's annotations (a warning or an info,
@@ -338,6 +367,9 @@ type RawKeeper interface {
 func (ev *evaluator) annotations(q string) annos {
 	ev.counts.annoMu.Lock()
 	ws, is := ev.counts.annos.AsStrings(q, 0, 0)
+	for x := range ev.counts.partial {
+		ws = append(ws, x)
+	}
 	ev.counts.annoMu.Unlock()
 	slices.Sort(ws) // the annotations come from a map
 	slices.Sort(is)

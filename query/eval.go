@@ -298,6 +298,7 @@ func (ev *evaluator) eachShard(vs *parser.VectorSelector, mint, maxt int64, keep
 		return err
 	}
 	defer q.Close()
+	defer ev.noteWarnings(q)
 	markRaw := func() {
 		ev.markTier(-1)
 		for old := ev.counts.rawFrom.Load(); mint < old && !ev.counts.rawFrom.CompareAndSwap(old, mint); old = ev.counts.rawFrom.Load() {

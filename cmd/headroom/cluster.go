@@ -32,6 +32,7 @@ type clusterFlags struct {
 	lease      time.Duration
 	retention  time.Duration
 	token      string
+	partial    bool
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -42,6 +43,7 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.replicas, "cluster-replicas", 3, "replicas of the write stream and the owners bucket in JetStream (at most the number of NATS servers)")
 	fs.DurationVar(&c.lease, "cluster-lease", 15*time.Second, "how long a node keeps its partitions without renewing them: the time before the others take over the partitions of a node that is gone")
 	fs.DurationVar(&c.retention, "cluster-stream-retention", 72*time.Hour, "how long the write stream keeps a message: the longest a node may be away and still catch up from the stream")
+	fs.BoolVar(&c.partial, "cluster-partial-reads", true, "when no owner of a partition answers, answer with the other partitions and a warning naming the missing ones; false: fail the query")
 	fs.StringVar(&c.token, "cluster-token", os.Getenv("HEADROOM_CLUSTER_TOKEN"), "the read token this node sends when it asks its peers for series, when they have --tokens-file (default $HEADROOM_CLUSTER_TOKEN)")
 }
 
@@ -77,7 +79,7 @@ func joinCluster(cfg *serveConfig, db *storage.DB, grpcAddr net.Addr, useTLS boo
 	defer cancel()
 	start := time.Now()
 	n, err := cluster.Join(ctx, cluster.Config{URLs: c.urls, Node: name, Advertise: adv, Partitions: c.partitions,
-		Replicas: c.replicas, Lease: c.lease, Retention: c.retention, Logger: log}, clusterStore{db}, dial)
+		Replicas: c.replicas, Lease: c.lease, Retention: c.retention, PartialReads: c.partial, Logger: log}, clusterStore{db}, dial)
 	if err != nil {
 		return nil, fmt.Errorf("--cluster: %w", err)
 	}
