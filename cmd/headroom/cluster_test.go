@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/headroomdb/headroom/cluster"
+	"github.com/headroomdb/headroom/internal/browser"
 	"github.com/headroomdb/headroom/internal/natstest"
 	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 )
@@ -188,6 +190,16 @@ func (w *clusterWriters) start(t *testing.T, addrs []string, stop chan struct{})
 // missing anywhere, nor counted twice.
 func TestServeCluster(t *testing.T) {
 	nats, nodes := startTestCluster(t)
+
+	// The console's status view shows the cluster: every partition with
+	// its two owners.
+	ctx := browser.New(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(nodes[0].c.httpURL+"/#/status")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the cluster's partitions on the status view", fmt.Sprintf(
+		`(() => { const rows = document.querySelectorAll("#cluster-partitions tbody tr"); return rows.length === %d && [...rows].every(r => r.children[1].textContent.split(", ").length === 2); })()`, testPartitions))
+	shoot(t, ctx, "status-cluster")
 
 	// Timestamps an hour back, one millisecond apart: every sample is
 	// new, whatever node applies it.

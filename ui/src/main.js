@@ -549,8 +549,8 @@ async function statusView() {
     return m;
   };
   try {
-    const [build, flags, errs] = await Promise.all([api("api/v1/status/buildinfo"), api("api/v1/status/flags").catch(() => ({ data: {} })),
-      api("api/v1/status/errors").catch(() => ({ data: [] }))]);
+    const [build, flags, errs, cl] = await Promise.all([api("api/v1/status/buildinfo"), api("api/v1/status/flags").catch(() => ({ data: {} })),
+      api("api/v1/status/errors").catch(() => ({ data: [] })), api("api/v1/status/cluster").catch(() => ({ data: {} }))]);
     // The page shows at once; the ingest rate, from two readings two
     // seconds apart, follows.
     const b = await read();
@@ -569,9 +569,25 @@ async function statusView() {
     const tiers = [...b].filter(([k]) => k.startsWith("headroom_tier_disk_bytes{")).map(([k, v]) => [/tier="([^"]+)"/.exec(k)[1], v]);
     const kv = (rows) => el("table", { class: "result kv" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: "num" }, v)))));
     const bytes = (v) => (isFinite(v) ? (v / 1048576).toFixed(1) + " MiB" : "-");
+    // In a cluster: the nodes, each partition's owners, and this node's
+    // standing on those it owns (docs/cluster.md).
+    const c = cl.data;
+    const num = (v) => (v === undefined ? "-" : fmtNum(v));
+    const standing = (p) => (p.serving === undefined ? "-" : p.serving ? "yes" : p.incomplete ? "no: the stream lacks its past" : "catching up");
+    const clusterPart = !c.partitionOwners ? [] : [
+      el("h2", {}, "Cluster"),
+      kv([["this node", c.node], ["partitions", String(c.partitions)], ["owners a partition", String(c.ownersPerPartition)], ["lease", c.lease],
+        ...Object.entries(c.nodes).sort().map(([n, a]) => [`node ${n}`, a])]),
+      el("table", { class: "result", id: "cluster-partitions" },
+        el("thead", {}, el("tr", {}, ["partition", "owners", "served by this node", "lag (messages)", "applied (stream sequence)"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, c.partitionOwners.map((p) => el("tr", {},
+          el("td", { class: "num" }, String(p.partition)), el("td", {}, p.owners.join(", ") || "none"), el("td", {}, standing(p)),
+          el("td", { class: "num" }, num(p.lag)), el("td", { class: "num" }, num(p.applied)))))),
+    ];
     main.replaceChildren(
       el("h2", {}, "Server"),
       kv([["version", build.data.version], ["revision", build.data.revision || "-"], ["Go", build.data.goVersion || "-"]]),
+      ...clusterPart,
       el("h2", {}, "Ingest and storage"),
       kv([
         ["samples appended a second", rateCell],
