@@ -100,6 +100,13 @@ type LocalAppender interface {
 	Rollback()
 }
 
+// refAppender is a LocalAppender that appends a series' later samples by
+// the reference its first returned (storage.Appender is one).
+type refAppender interface {
+	AppendLabels(ls series.Labels, t int64, v float64) (uint64, error)
+	AppendRef(ref uint64, t int64, v float64) (found bool, err error)
+}
+
 // Node is one Headroom server's membership of the cluster: it publishes
 // writes, owns partitions (consuming and applying them) and answers and
 // fans out reads. Safe for concurrent use.
@@ -633,11 +640,36 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 // refuses (past the retention, over a limit) is left out: the message is
 // in the stream for good, and every owner refuses the same samples.
 func (n *Node) apply(app LocalAppender, p int, seq uint64, b *Batch) {
+	ra, byRef := app.(refAppender)
+	refused := func(err error) {
+		n.log.Debug("cluster: sample refused by the store", "partition", p, "seq", seq, "err", err)
+	}
 	for i := range b.Series {
 		s := &b.Series[i]
-		for _, x := range s.Samples {
+		xs := s.Samples
+		// The series by its labels once, then by its reference: a
+		// label hash and a lookup a series, not a sample.
+		for byRef && len(xs) > 0 {
+			ref, err := ra.AppendLabels(s.Labels, xs[0].T, xs[0].V)
+			xs = xs[1:]
+			if err != nil {
+				refused(err)
+				continue
+			}
+			for len(xs) > 0 {
+				found, err := ra.AppendRef(ref, xs[0].T, xs[0].V)
+				if !found {
+					break // left the head meanwhile: by labels again
+				}
+				if err != nil {
+					refused(err)
+				}
+				xs = xs[1:]
+			}
+		}
+		for _, x := range xs {
 			if err := app.Append(s.Labels, x.T, x.V); err != nil {
-				n.log.Debug("cluster: sample refused by the store", "partition", p, "seq", seq, "err", err)
+				refused(err)
 			}
 		}
 		for _, x := range s.Hists {
