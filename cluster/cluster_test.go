@@ -29,7 +29,7 @@ type testNode struct {
 
 func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int, opts ...func(*Config)) *testNode {
 	t.Helper()
-	db, err := storage.Open(dir, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}})
+	db, err := storage.Open(dir, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}, MaxActiveSeries: testMaxSeries})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +77,19 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error
 		}
 	}
 	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+}
+
+// startCluster starts three NATS servers and three nodes, and waits
+// until two owners serve every partition.
+func startCluster(t *testing.T, partitions int) (*natstest.Cluster, []*testNode) {
+	t.Helper()
+	nats := natstest.Start(t, 3)
+	var nodes []*testNode
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions))
+	}
+	waitOwners(t, nodes, partitions)
+	return nats, nodes
 }
 
 // waitOwners waits until two owners serve every partition, each caught
@@ -144,13 +157,8 @@ func countSamples(n *Node, m string, mint, maxt int64) (int, error) {
 // is acknowledged once stored in the stream, applied by the owners, and
 // readable from every node through the fan-out, every sample once.
 func TestClusterWritesReadEverywhere(t *testing.T) {
-	nats := natstest.Start(t, 3)
 	const partitions = 8
-	var nodes []*testNode
-	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions))
-	}
-	waitOwners(t, nodes, partitions)
+	_, nodes := startCluster(t, partitions)
 	now := time.Now().UnixMilli()
 	const seriesN, samples = 50, 20
 	for i, n := range nodes {
@@ -440,4 +448,31 @@ func TestClusterOwnerPastRetention(t *testing.T) {
 	if got, err := countSamples(late.Node, "m", now-60_000, now); err != nil || got != 20 {
 		t.Errorf("read through the late node: %d of 20, %v", got, err)
 	}
+}
+
+// testMaxSeries is the test stores' --max-active-series (0: default).
+var testMaxSeries int
+
+// TestClusterRefusedSamplesCounted: samples an owner's series limit
+// refuses after the write was acknowledged are not silent: the status
+// counts them.
+func TestClusterRefusedSamplesCounted(t *testing.T) {
+	testMaxSeries = 5
+	defer func() { testMaxSeries = 0 }()
+	const partitions = 4
+	_, nodes := startCluster(t, partitions)
+	writeSeries(t, nodes[0], 40) // acknowledged: the limits are the owners'
+	waitFor(t, time.Minute, "the owners count what they refused", func() error {
+		var refused, kept int64
+		for _, n := range nodes {
+			refused += n.Status().RefusedSamples
+			kept += int64(n.db.ActiveSeries())
+		}
+		// 40 series of a sample, on two owners each: what the stores
+		// did not keep (about 5 series each), they refused.
+		if refused == 0 || refused != 2*40-kept {
+			return fmt.Errorf("%d refused, %d kept, of %d", refused, kept, 2*40)
+		}
+		return nil
+	})
 }

@@ -120,7 +120,11 @@ type Node struct {
 	kv     jetstream.KeyValue
 
 	reqSeq atomic.Uint64 // for message IDs
-	prefix string        // of message IDs: node name and start time
+	// refused counts the samples of applied messages the store refused
+	// (its series limits): acknowledged, and not stored on this owner.
+	refused       atomic.Int64
+	refusedLogged atomic.Int64 // unix ns of the last warning about them
+	prefix        string       // of message IDs: node name and start time
 
 	tickMu sync.Mutex // one membership round at a time
 	mu     sync.Mutex
@@ -642,7 +646,13 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 func (n *Node) apply(app LocalAppender, p int, seq uint64, b *Batch) {
 	ra, byRef := app.(refAppender)
 	refused := func(err error) {
-		n.log.Debug("cluster: sample refused by the store", "partition", p, "seq", seq, "err", err)
+		// Acknowledged to the writer, refused here: counted, and said
+		// at most once a minute, since every sample of a series over a
+		// limit would say it.
+		n.refused.Add(1)
+		if now, last := time.Now().UnixNano(), n.refusedLogged.Load(); now-last >= int64(time.Minute) && n.refusedLogged.CompareAndSwap(last, now) {
+			n.log.Warn("cluster: the store refused acknowledged samples (status: refusedSamples)", "partition", p, "seq", seq, "err", err)
+		}
 	}
 	for i := range b.Series {
 		s := &b.Series[i]
@@ -674,7 +684,7 @@ func (n *Node) apply(app LocalAppender, p int, seq uint64, b *Batch) {
 		}
 		for _, x := range s.Hists {
 			if err := app.AppendHistogram(s.Labels, x.T, x.H); err != nil {
-				n.log.Debug("cluster: histogram refused by the store", "partition", p, "seq", seq, "err", err)
+				refused(err)
 			}
 		}
 	}
@@ -703,12 +713,15 @@ func (n *Node) Close() {
 
 // Status is what /api/v1/status/cluster shows.
 type Status struct {
-	Node       string            `json:"node"`
-	Partitions int               `json:"partitions"`
-	Owners     int               `json:"ownersPerPartition"`
-	Lease      string            `json:"lease"`
-	Nodes      map[string]string `json:"nodes"` // live node -> gRPC address
-	Partition  []PartitionStatus `json:"partitionOwners"`
+	Node       string `json:"node"`
+	Partitions int    `json:"partitions"`
+	Owners     int    `json:"ownersPerPartition"`
+	Lease      string `json:"lease"`
+	// RefusedSamples: samples of applied messages this node's store
+	// refused (over its series limits) since it started.
+	RefusedSamples int64             `json:"refusedSamples"`
+	Nodes          map[string]string `json:"nodes"` // live node -> gRPC address
+	Partition      []PartitionStatus `json:"partitionOwners"`
 }
 
 // PartitionStatus is one partition's owners, and this node's standing
@@ -730,7 +743,7 @@ type PartitionStatus struct {
 func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	st := Status{Node: n.cfg.Node, Partitions: n.cfg.Partitions, Owners: n.cfg.Owners, Lease: n.cfg.Lease.String(), Nodes: map[string]string{}}
+	st := Status{Node: n.cfg.Node, Partitions: n.cfg.Partitions, Owners: n.cfg.Owners, Lease: n.cfg.Lease.String(), Nodes: map[string]string{}, RefusedSamples: n.refused.Load()}
 	for k, v := range n.peers {
 		st.Nodes[k] = v
 	}
