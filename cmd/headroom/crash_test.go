@@ -89,11 +89,18 @@ func startChild(t *testing.T, dir string, extra ...string) *child {
 		if ok {
 			c.addr, c.httpURL = a[0], a[1]
 		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("server did not start in 60 s:\n%s", c.stacks())
+	case <-time.After(startGuard):
+		t.Fatalf("server did not start in %v:\n%s", startGuard, c.stacks())
 	}
 	return c
 }
+
+// startGuard bounds a child's start, a hang guard: a start replays the
+// log since the last checkpoint, and after a disk filled with log and
+// no checkpoint could be written that is the disk's worth (about 7 M
+// samples on the disk-full tests' 128 MiB), read at about 60 k samples
+// a second with -race on a busy machine.
+const startGuard = 5 * time.Minute
 
 // stacks ends a child that hangs with SIGQUIT, so that its log ends with
 // every goroutine's stack (where it hangs), and returns the log.
