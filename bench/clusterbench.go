@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,7 +34,18 @@ const (
 	clusterBenchPerReq   = 10 // samples of each series a request
 	clusterBenchRequests = 100
 	clusterBenchWriters  = 4
+
+	// The history (backfill) phase: a week of one-minute samples,
+	// written an hour of every series a request, oldest first, as an
+	// agent catching up or an import sends them.
+	historySeries = 200
+	historyDays   = 7
 )
+
+// rollupFlags make the downsampler roll a backfilled day up seconds
+// after its last sample, so that the tier queries can be timed both
+// before (days computed from raw samples) and after.
+var rollupFlags = []string{"--rollup-interval", "2s", "--rollup-quiet", "5s", "--checkpoint-interval", "10s"}
 
 func benchCluster(bin string) {
 	bin = buildServer(bin)
@@ -45,7 +57,7 @@ func benchCluster(bin string) {
 	base := time.Now().Add(-2 * time.Hour).Truncate(time.Minute).UnixMilli()
 
 	// A single node, the same load.
-	single, err := startServerProcDir(bin, filepath.Join(tmp, "single"))
+	single, err := startServerProcDir(bin, filepath.Join(tmp, "single"), rollupFlags...)
 	if err != nil {
 		fatal(err)
 	}
@@ -55,6 +67,7 @@ func benchCluster(bin string) {
 	record("cluster", "single node: ack p50", ms(sLat[len(sLat)/2]), "ms", "", nil)
 	record("cluster", "single node: ack p99", ms(sLat[len(sLat)*99/100]), "ms", "", nil)
 	sq := clusterQueries(single.httpURL, base)
+	sh := historyPhase([]*serverProc{single})
 	single.stop()
 
 	// Three nodes on three NATS servers (in this process).
@@ -69,7 +82,7 @@ func benchCluster(bin string) {
 	defer nats.Stop()
 	urls := natsURLs(nats)
 	startNode := func(name string) *serverProc {
-		p, err := startServerProcDir(bin, filepath.Join(tmp, name), "--cluster", urls, "--cluster-node", name, "--cluster-partitions", "16", "--cluster-lease", "3s")
+		p, err := startServerProcDir(bin, filepath.Join(tmp, name), append([]string{"--cluster", urls, "--cluster-node", name, "--cluster-partitions", "16", "--cluster-lease", "3s"}, rollupFlags...)...)
 		if err != nil {
 			fatal(err)
 		}
@@ -134,6 +147,117 @@ func benchCluster(bin string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	// The backfill through the four nodes, then the tier queries.
+	ch := historyPhase(nodes)
+	hs := float64(historySeries * historyDays * 1440)
+	record("cluster", "backfill: single node: server CPU a sample", float64(sh.cpu.Nanoseconds())/hs, "ns", "", nil)
+	record("cluster", "backfill: cluster: Headroom CPU a sample (4 nodes)", float64(ch.cpu.Nanoseconds())/hs, "ns", "", nil)
+	record("cluster", "backfill: single node: ack p50", ms(sh.lat[len(sh.lat)/2]), "ms", "", nil)
+	record("cluster", "backfill: single node: ack p99", ms(sh.lat[len(sh.lat)*99/100]), "ms", "", nil)
+	record("cluster", "backfill: cluster: ack p50", ms(ch.lat[len(ch.lat)/2]), "ms", "", nil)
+	record("cluster", "backfill: cluster: ack p99", ms(ch.lat[len(ch.lat)*99/100]), "ms", "", nil)
+	for i, q := range sh.queries {
+		record("cluster", "tier query "+q.name+": single node", ms(q.d), "ms", "", nil)
+		record("cluster", "tier query "+q.name+": fan-out", ms(ch.queries[i].d), "ms", "", nil)
+	}
+}
+
+// history is what historyPhase measured.
+type history struct {
+	cpu     time.Duration   // the servers', for the whole backfill
+	lat     []time.Duration // every request's, sorted
+	queries []namedDur
+}
+
+// historyPhase backfills historyDays of historySeries series through
+// the nodes (requests spread over them, four writers), then times tier
+// queries over it: first at once (the days not rolled up are computed
+// from raw samples), then once the downsampler has rolled them up.
+func historyPhase(nodes []*serverProc) history {
+	day := int64(24 * time.Hour / time.Millisecond)
+	end := (time.Now().UnixMilli() - int64(10*time.Minute/time.Millisecond)) / day * day
+	start := end - historyDays*day
+	var h history
+	cpu0 := serversCPU(nodes)
+	h.lat = writeRequests(nodes, historyDays*24, func(r int) *headroomv1.WriteRequest {
+		req := &headroomv1.WriteRequest{}
+		for s := 0; s < historySeries; s++ {
+			ser := &headroomv1.Series{Labels: []*headroomv1.Label{{Name: "__name__", Value: "bench_history"}, {Name: "instance", Value: "host-" + strconv.Itoa(s)}}}
+			for k := 0; k < 60; k++ {
+				m := r*60 + k
+				ser.Samples = append(ser.Samples, &headroomv1.Sample{TimestampMs: start + int64(m)*60_000, Value: float64((m*(s+1))%10_000) / 10})
+			}
+			req.Series = append(req.Series, ser)
+		}
+		return req
+	})
+	if len(nodes) > 1 {
+		waitClusterServing(nodes, 10*time.Minute) // the owners' apply is part of the cost
+	}
+	h.cpu = serversCPU(nodes) - cpu0
+
+	qs := []struct{ name, q, step, tier string }{
+		{"avg_over_time[1h] 7d at 1h, 200 series", "avg_over_time(bench_history[1h])", "3600", ""},
+		{"sum(rate[1h]) 7d at 1h", "sum(rate(bench_history[1h]))", "3600", ""},
+		{"max_over_time[1d] 7d at 1d", "max_over_time(bench_history[1d])", "86400", ""},
+		{"avg_over_time[1h] 7d at 1h, raw samples", "avg_over_time(bench_history[1h])", "3600", "raw"},
+	}
+	run := func(when string) {
+		for _, q := range qs {
+			var ds []time.Duration
+			for i := 0; i < 5; i++ {
+				u := fmt.Sprintf("%s/api/v1/query_range?query=%s&start=%d&end=%d&step=%s&tier=%s", nodes[0].httpURL, url.QueryEscape(q.q), (start+day)/1000, end/1000, q.step, q.tier)
+				t := time.Now()
+				resp, err := http.Get(u)
+				if err != nil {
+					fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(body), `"result":[{`) {
+					fatal(fmt.Errorf("%s: %s: %.300s", q.q, resp.Status, body))
+				}
+				ds = append(ds, time.Since(t))
+			}
+			h.queries = append(h.queries, namedDur{q.name + ", " + when, medianDur(ds)})
+		}
+	}
+	run("just written")
+	waitRolledUp(nodes, 5*time.Minute)
+	run("rolled up")
+	return h
+}
+
+// waitRolledUp waits until no node has series-days due or waiting for
+// the downsampler (headroom_rollup_pending).
+func waitRolledUp(nodes []*serverProc, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		pending := 0.0
+		for _, n := range nodes {
+			resp, err := http.Get(n.httpURL + "/metrics")
+			if err != nil {
+				fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(line, `headroom_rollup_pending{state="due"}`) || strings.HasPrefix(line, `headroom_rollup_pending{state="waiting"}`) {
+					f := strings.Fields(line)
+					v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+					pending += v
+				}
+			}
+		}
+		if pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			fatal(fmt.Errorf("%v series-days still pending for the downsampler after %v", pending, timeout))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 func natsURLs(c *natstest.Cluster) string {
@@ -152,22 +276,44 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // selfBase (the NATS servers, with the writers' own share taken off),
 // and every request's latency, sorted.
 func clusterLoad(nodes []*serverProc, base int64, selfBase time.Duration) (server, self time.Duration, lat []time.Duration) {
+	cpu0 := serversCPU(nodes)
+	self0 := cpuTime()
+	lat = writeRequests(nodes, clusterBenchRequests, func(r int) *headroomv1.WriteRequest {
+		req := &headroomv1.WriteRequest{}
+		for s := 0; s < clusterBenchSeries; s++ {
+			ser := &headroomv1.Series{Labels: []*headroomv1.Label{{Name: "__name__", Value: "bench_cluster"}, {Name: "instance", Value: "host-" + strconv.Itoa(s)}}}
+			for k := 0; k < clusterBenchPerReq; k++ {
+				t := base + int64(r*clusterBenchPerReq+k)*1000
+				ser.Samples = append(ser.Samples, &headroomv1.Sample{TimestampMs: t, Value: float64(s + k)})
+			}
+			req.Series = append(req.Series, ser)
+		}
+		return req
+	})
+	server = serversCPU(nodes)
+	self = cpuTime() - self0
+	return server - cpu0, max(self-selfBase, 0), lat
+}
+
+// writeRequests sends requests 0 to n-1 (made by build) over gRPC,
+// spread over the nodes, from clusterBenchWriters writers, and returns
+// their latencies, sorted.
+func writeRequests(nodes []*serverProc, n int, build func(r int) *headroomv1.WriteRequest) []time.Duration {
 	var conns []headroomv1.IngestClient
-	for _, n := range nodes {
-		c, err := grpc.NewClient(n.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	for _, p := range nodes {
+		c, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			fatal(err)
 		}
 		defer c.Close()
 		conns = append(conns, headroomv1.NewIngestClient(c))
 	}
-	cpu0 := serversCPU(nodes)
-	self0 := cpuTime()
+	var lat []time.Duration
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	next := make(chan int)
 	go func() {
-		for r := 0; r < clusterBenchRequests; r++ {
+		for r := 0; r < n; r++ {
 			next <- r
 		}
 		close(next)
@@ -177,15 +323,7 @@ func clusterLoad(nodes []*serverProc, base int64, selfBase time.Duration) (serve
 		go func() {
 			defer wg.Done()
 			for r := range next {
-				req := &headroomv1.WriteRequest{}
-				for s := 0; s < clusterBenchSeries; s++ {
-					ser := &headroomv1.Series{Labels: []*headroomv1.Label{{Name: "__name__", Value: "bench_cluster"}, {Name: "instance", Value: "host-" + strconv.Itoa(s)}}}
-					for k := 0; k < clusterBenchPerReq; k++ {
-						t := base + int64(r*clusterBenchPerReq+k)*1000
-						ser.Samples = append(ser.Samples, &headroomv1.Sample{TimestampMs: t, Value: float64(s + k)})
-					}
-					req.Series = append(req.Series, ser)
-				}
+				req := build(r)
 				start := time.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				_, err := conns[r%len(conns)].Write(ctx, req)
@@ -200,10 +338,8 @@ func clusterLoad(nodes []*serverProc, base int64, selfBase time.Duration) (serve
 		}()
 	}
 	wg.Wait()
-	server = serversCPU(nodes)
-	self = cpuTime() - self0
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	return server - cpu0, max(self-selfBase, 0), lat
+	return lat
 }
 
 func serversCPU(nodes []*serverProc) time.Duration {

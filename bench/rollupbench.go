@@ -42,14 +42,14 @@ func (s rollupSource) Tiers() []query.Tier {
 	return out
 }
 
-func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+func (s rollupSource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (query.TierRead, error) {
 	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
-func (s rollupSource) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+func (s rollupSource) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (query.TierRead, error) {
 	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
 // benchRollup writes hosts x cores CPU series of days at 60 s (raw

@@ -16,6 +16,7 @@ import (
 	"github.com/headroomdb/headroom/internal/natstest"
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -29,7 +30,13 @@ type testNode struct {
 
 func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int, opts ...func(*Config)) *testNode {
 	t.Helper()
-	db, err := storage.Open(dir, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}, MaxActiveSeries: testMaxSeries})
+	return startNodeStore(t, nats, name, dir, partitions, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}, MaxActiveSeries: testMaxSeries}, opts...)
+}
+
+// startNodeStore is startNode with the store's options.
+func startNodeStore(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int, sopts storage.Options, opts ...func(*Config)) *testNode {
+	t.Helper()
+	db, err := storage.Open(dir, sopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,6 +355,27 @@ func (s store) NewAppender() LocalAppender      { return s.db.Appender() }
 func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s store) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(mint, maxt)
+}
+
+// The store's tiers, as headroom serve gives them to the cluster.
+func (s store) HasHistograms() bool { return s.db.HasHistograms() }
+func (s store) RawOldest() int64    { return s.db.RawOldest() }
+func (s store) Tiers() []query.Tier {
+	var out []query.Tier
+	for _, t := range s.db.Tiers() {
+		out = append(out, query.Tier{Resolution: t.Resolution, Watermark: t.Watermark, Oldest: t.Oldest, Sketches: t.Sketches})
+	}
+	return out
+}
+
+func (s store) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (query.TierRead, error) {
+	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
+	return query.TierRead{RawDays: rr.RawDays}, err
+}
+
+func (s store) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (query.TierRead, error) {
+	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
 // TestClusterPartialReads: with both owners of a partition gone (before

@@ -124,6 +124,7 @@ type Node struct {
 	// (its series limits): acknowledged, and not stored on this owner.
 	refused       atomic.Int64
 	refusedLogged atomic.Int64 // unix ns of the last warning about them
+	anyHist       atomic.Bool  // a live node said its store holds native histograms
 	prefix        string       // of message IDs: node name and start time
 
 	tickMu sync.Mutex // one membership round at a time
@@ -326,6 +327,12 @@ func (n *Node) tick() {
 		n.log.Warn("cluster: membership not renewed", "err", err)
 		return
 	}
+	if n.localHistograms() {
+		if _, err := n.kv.Put(ctx, "hist."+n.cfg.Node, []byte("1")); err != nil {
+			n.log.Warn("cluster: membership not renewed", "err", err)
+			return
+		}
+	}
 	entries := map[string]jetstream.KeyValueEntry{}
 	lister, err := n.kv.ListKeys(ctx)
 	if err != nil {
@@ -343,12 +350,15 @@ func (n *Node) tick() {
 	}
 	peers := map[string]string{}
 	var live []string
+	hist := false
 	for k, e := range entries {
 		if name, ok := strings.CutPrefix(k, "node."); ok {
 			peers[name] = string(e.Value())
 			live = append(live, name)
 		}
+		hist = hist || strings.HasPrefix(k, "hist.")
 	}
+	n.anyHist.Store(hist)
 	owners := make([][]string, n.cfg.Partitions)
 	for p := range owners {
 		owners[p] = make([]string, n.cfg.Owners)

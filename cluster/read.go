@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -42,17 +43,8 @@ type selectServer struct {
 
 func (s selectServer) Select(req *clusterv1.SelectRequest, stream grpc.ServerStreamingServer[clusterv1.SelectResponse]) error {
 	n := s.n
-	if int(req.PartitionCount) != n.cfg.Partitions {
-		return status.Errorf(codes.FailedPrecondition, "asked with %d partitions, this node has %d", req.PartitionCount, n.cfg.Partitions)
-	}
-	var missing []string
-	for _, p := range req.Partitions {
-		if !n.serves(int(p)) {
-			missing = append(missing, fmt.Sprint(p))
-		}
-	}
-	if len(missing) > 0 {
-		return status.Errorf(codes.FailedPrecondition, "node %s does not serve partitions %s (not an owner, or not caught up)", n.cfg.Node, strings.Join(missing, ", "))
+	if err := n.checkPartitions(req.PartitionCount, req.Partitions); err != nil {
+		return err
 	}
 	ms, err := matchersFromProto(req.Matchers)
 	if err != nil {
@@ -81,6 +73,24 @@ func (s selectServer) Select(req *clusterv1.SelectRequest, stream grpc.ServerStr
 	}
 	if len(resp.Series) > 0 {
 		return stream.Send(resp)
+	}
+	return nil
+}
+
+// checkPartitions refuses a read asked with another partition count, or
+// of partitions this node does not serve.
+func (n *Node) checkPartitions(count uint32, ps []uint32) error {
+	if int(count) != n.cfg.Partitions {
+		return status.Errorf(codes.FailedPrecondition, "asked with %d partitions, this node has %d", count, n.cfg.Partitions)
+	}
+	var missing []string
+	for _, p := range ps {
+		if !n.serves(int(p)) {
+			missing = append(missing, fmt.Sprint(p))
+		}
+	}
+	if len(missing) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "node %s does not serve partitions %s (not an owner, or not caught up)", n.cfg.Node, strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -309,17 +319,16 @@ func (n *Node) conn(node string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// fetch asks every partition's owners, one at a time per partition, in
-// rounds: a round sends each node the partitions it is the next choice
-// for, and the partitions whose node failed go to their next owner.
-func (q *fanQuerier) fetch(ms []*series.Matcher, labelsOnly bool) ([]remote, error) {
-	n := q.n
+// fanOut asks the owners of the partitions in parts, one owner at a time
+// per partition, in rounds: a round calls ask with each node and the
+// partitions it is the next choice for, in parallel, and the partitions
+// whose node failed go to their next owner. ask must deliver nothing of
+// a call that fails; an error wrapped in abort ends the read instead
+// (something was delivered, or retrying cannot help). Partitions no
+// owner answered make the warnings (Config.PartialReads) or the error.
+func (n *Node) fanOut(parts []int, ask func(node string, ps []uint32) error) (warnings []string, err error) {
 	plan := n.plan()
-	todo := make([]int, n.cfg.Partitions)
-	for p := range todo {
-		todo[p] = p
-	}
-	var out []remote
+	todo := slices.Clone(parts)
 	failures := map[int][]string{}
 	for round := 0; len(todo) > 0; round++ {
 		byNode := map[string][]uint32{}
@@ -345,31 +354,78 @@ func (q *fanQuerier) fetch(ms []*series.Matcher, labelsOnly bool) ([]remote, err
 			if !n.cfg.PartialReads {
 				return nil, err
 			}
-			q.mu.Lock()
-			q.warnings = append(q.warnings, err.Error()+": the answer lacks their series")
-			q.mu.Unlock()
+			warnings = append(warnings, err.Error()+": the answer lacks their series")
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
+		var fatal error
 		todo = todo[:0]
 		for node, ps := range byNode {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got, err := q.ask(node, ps, ms, labelsOnly)
+				err := ask(node, ps)
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil {
+				var a abort
+				switch {
+				case err == nil:
+				case errors.As(err, &a):
+					if fatal == nil {
+						fatal = a.err
+					}
+				default:
 					for _, p := range ps {
 						todo = append(todo, int(p))
 						failures[int(p)] = append(failures[int(p)], node+": "+err.Error())
 					}
-					return
 				}
-				out = append(out, got...)
 			}()
 		}
 		wg.Wait()
+		if fatal != nil {
+			return nil, fatal
+		}
+	}
+	return warnings, nil
+}
+
+// abort is an ask's error that ends a fan-out instead of moving on to
+// the partitions' next owners.
+type abort struct{ err error }
+
+func (a abort) Error() string { return a.err.Error() }
+
+// allPartitions lists 0 to n-1.
+func allPartitions(n int) []int {
+	out := make([]int, n)
+	for p := range out {
+		out[p] = p
+	}
+	return out
+}
+
+// fetch reads the series ms selects from one owner of each partition.
+func (q *fanQuerier) fetch(ms []*series.Matcher, labelsOnly bool) ([]remote, error) {
+	var mu sync.Mutex
+	var out []remote
+	warnings, err := q.n.fanOut(allPartitions(q.n.cfg.Partitions), func(node string, ps []uint32) error {
+		got, err := q.ask(node, ps, ms, labelsOnly)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		out = append(out, got...)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(warnings) > 0 {
+		q.mu.Lock()
+		q.warnings = append(q.warnings, warnings...)
+		q.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return series.Compare(out[i].ls, out[j].ls) < 0 })
 	return out, nil

@@ -151,7 +151,11 @@ func (ev *evaluator) noteWarnings(q Querier) {
 	if !ok {
 		return
 	}
-	ws := w.Warnings()
+	ev.addWarnings(w.Warnings())
+}
+
+// addWarnings keeps warnings a source gave about what it left out.
+func (ev *evaluator) addWarnings(ws []string) {
 	if len(ws) == 0 {
 		return
 	}

@@ -31,14 +31,14 @@ func (s src) Tiers() []query.Tier {
 	return out
 }
 
-func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+func (s src) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (query.TierRead, error) {
 	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
-func (s src) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+func (s src) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (query.TierRead, error) {
 	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
 // t0 is the test data's origin; samples are at t0 + seconds.

@@ -16,7 +16,7 @@ import (
 // too (rollup.HistBucket): EachHistRollup is EachRollup for them, f
 // being free to keep the buckets.
 type HistRollupSource interface {
-	EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (rawDays int, err error)
+	EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (TierRead, error)
 }
 
 // histTierFuncs are the range functions a run of histogram buckets
@@ -33,7 +33,7 @@ func (ev *evaluator) tierHistSeries(fn string, hs HistRollupSource, tier int, ms
 	rs := ev.src.(RollupSource)
 	res := rs.Tiers()[tier].Resolution.Milliseconds()
 	first, _ := ev.evalTimes(off, nil)
-	return ev.tierShards(fold, func(k, shards int, emit func(*vecSeries)) (int, error) {
+	return ev.tierShards(fold, func(k, shards int, emit func(*vecSeries)) (TierRead, error) {
 		return hs.EachHistRollup(tier, first-w, split-res, k, shards, ms, func(ls series.Labels, bs []rollup.HistBucket) error {
 			o, err := ev.tierHistOne(fn, ls, bs, res, w, off, split, pos)
 			if err != nil {

@@ -30,12 +30,22 @@ type Tier struct {
 // shards parts of the selection) that has buckets of tier in the blocks
 // covering [mint, maxt] (others may come along), with only the columns in
 // cols (rollup.Col*) decoded; f must not keep them. The buckets are
-// exact: rawDays counts the series-days the source computed from raw
-// samples because they were not rolled up yet.
+// exact; the TierRead says how they were read.
 type RollupSource interface {
 	Source
 	Tiers() []Tier
-	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (rawDays int, err error)
+	EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (TierRead, error)
+}
+
+// TierRead says how a source answered a tier read.
+type TierRead struct {
+	// RawDays counts the series-days the source computed from raw
+	// samples because they were not rolled up yet.
+	RawDays int
+	// Warnings name what the read had to leave out, as a Warner's do (a
+	// cluster's partitions none of whose owners answered): they go into
+	// the answer's warnings.
+	Warnings []string
 }
 
 // tierColumns are the bucket columns fn needs.
@@ -173,7 +183,7 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 	res := rs.Tiers()[tier].Resolution.Milliseconds()
 	ev.markTier(tier)
 	first, _ := ev.evalTimes(off, nil)
-	return ev.tierShards(fold, func(k, shards int, emit func(*vecSeries)) (int, error) {
+	return ev.tierShards(fold, func(k, shards int, emit func(*vecSeries)) (TierRead, error) {
 		var acc rollup.Sketch
 		var scratch []float64
 		var buf *vecSeries // folding: one series' steps at a time
@@ -195,9 +205,8 @@ func (ev *evaluator) tierSeries(fn string, tier int, ms []*series.Matcher, w, of
 
 // tierShards reads a tier's selection in shards, in parallel as raw
 // selections are: read reads shard k of shards, giving each series it
-// evaluates to emit (which folds it, with a folder) and the series-days
-// it computed from raw samples.
-func (ev *evaluator) tierShards(fold *folder, read func(k, shards int, emit func(*vecSeries)) (rawDays int, err error)) ([]*vecSeries, error) {
+// evaluates to emit (which folds it, with a folder), and says how.
+func (ev *evaluator) tierShards(fold *folder, read func(k, shards int, emit func(*vecSeries)) (TierRead, error)) ([]*vecSeries, error) {
 	shards := ev.shards()
 	parts := make([][]*vecSeries, shards)
 	errs := make([]error, shards)
@@ -207,17 +216,18 @@ func (ev *evaluator) tierShards(fold *folder, read func(k, shards int, emit func
 		go func(k int) {
 			defer wg.Done()
 			defer recoverTo(&errs[k])
-			var rawDays int
-			rawDays, errs[k] = read(k, shards, func(o *vecSeries) {
+			var tr TierRead
+			tr, errs[k] = read(k, shards, func(o *vecSeries) {
 				if fold != nil {
 					fold.add(k, o)
 				} else {
 					parts[k] = append(parts[k], o)
 				}
 			})
-			if rawDays > 0 {
+			if tr.RawDays > 0 {
 				ev.markTier(-1) // days not rolled up yet were read from raw samples
 			}
+			ev.addWarnings(tr.Warnings)
 		}(k)
 	}
 	wg.Wait()

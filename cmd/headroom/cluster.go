@@ -18,7 +18,6 @@ import (
 
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/cluster"
-	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
 )
 
@@ -79,7 +78,7 @@ func joinCluster(cfg *serveConfig, db *storage.DB, grpcAddr net.Addr, useTLS boo
 	defer cancel()
 	start := time.Now()
 	n, err := cluster.Join(ctx, cluster.Config{URLs: c.urls, Node: name, Advertise: adv, Partitions: c.partitions,
-		Replicas: c.replicas, Lease: c.lease, Retention: c.retention, PartialReads: c.partial, Logger: log}, clusterStore{db}, dial)
+		Replicas: c.replicas, Lease: c.lease, Retention: c.retention, PartialReads: c.partial, Logger: log}, clusterStore{querySource{db}}, dial)
 	if err != nil {
 		return nil, fmt.Errorf("--cluster: %w", err)
 	}
@@ -88,11 +87,9 @@ func joinCluster(cfg *serveConfig, db *storage.DB, grpcAddr net.Addr, useTLS boo
 }
 
 // clusterStore is the data directory as the cluster's Local: the cluster
-// package must not depend on the storage engine.
-type clusterStore struct{ db *storage.DB }
+// package must not depend on the storage engine. Its tiers, raw floor
+// and histograms are the query source's.
+type clusterStore struct{ querySource }
 
 func (s clusterStore) NewAppender() cluster.LocalAppender { return s.db.Appender() }
 func (s clusterStore) Mark(name string) (uint64, bool)    { return s.db.Mark(name) }
-func (s clusterStore) Querier(mint, maxt int64) (query.Querier, error) {
-	return querySource{s.db}.Querier(mint, maxt)
-}

@@ -690,14 +690,14 @@ func (s querySource) Tiers() []query.Tier {
 	return out
 }
 
-func (s querySource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+func (s querySource) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (query.TierRead, error) {
 	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
-func (s querySource) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+func (s querySource) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (query.TierRead, error) {
 	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
 func tsdbStatus(st storage.HeadStats) api.TSDBStatus {

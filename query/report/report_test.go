@@ -231,14 +231,14 @@ func (s rollupSrc) Tiers() []query.Tier {
 	return out
 }
 
-func (s rollupSrc) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (int, error) {
+func (s rollupSrc) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (query.TierRead, error) {
 	rr, err := s.db.EachRollup(tier, mint, maxt, cols, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
-func (s rollupSrc) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (int, error) {
+func (s rollupSrc) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (query.TierRead, error) {
 	rr, err := s.db.EachHistRollup(tier, mint, maxt, shard, shards, ms, f)
-	return rr.RawDays, err
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 
 // A report over two years picks its step (a day: 730 points) and reads

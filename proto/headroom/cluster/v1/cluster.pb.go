@@ -335,6 +335,241 @@ func (x *SelectResponse) GetSeries() []*Series {
 	return nil
 }
 
+type RollupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in SelectRequest.
+	Partitions     []uint32 `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	PartitionCount uint32   `protobuf:"varint,2,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
+	// The buckets that start in [min_time_ms, max_time_ms].
+	MinTimeMs int64      `protobuf:"varint,3,opt,name=min_time_ms,json=minTimeMs,proto3" json:"min_time_ms,omitempty"`
+	MaxTimeMs int64      `protobuf:"varint,4,opt,name=max_time_ms,json=maxTimeMs,proto3" json:"max_time_ms,omitempty"`
+	Matchers  []*Matcher `protobuf:"bytes,5,rep,name=matchers,proto3" json:"matchers,omitempty"`
+	// The tier, by its resolution: an owner without a tier of that
+	// resolution refuses (FAILED_PRECONDITION).
+	ResolutionMs int64 `protobuf:"varint,6,opt,name=resolution_ms,json=resolutionMs,proto3" json:"resolution_ms,omitempty"`
+	// The columns wanted (storage/rollup Col* bits); ignored with
+	// histograms.
+	Columns uint32 `protobuf:"varint,7,opt,name=columns,proto3" json:"columns,omitempty"`
+	// Native histogram buckets instead of float columns.
+	Histograms    bool `protobuf:"varint,8,opt,name=histograms,proto3" json:"histograms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollupRequest) Reset() {
+	*x = RollupRequest{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollupRequest) ProtoMessage() {}
+
+func (x *RollupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollupRequest.ProtoReflect.Descriptor instead.
+func (*RollupRequest) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RollupRequest) GetPartitions() []uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *RollupRequest) GetPartitionCount() uint32 {
+	if x != nil {
+		return x.PartitionCount
+	}
+	return 0
+}
+
+func (x *RollupRequest) GetMinTimeMs() int64 {
+	if x != nil {
+		return x.MinTimeMs
+	}
+	return 0
+}
+
+func (x *RollupRequest) GetMaxTimeMs() int64 {
+	if x != nil {
+		return x.MaxTimeMs
+	}
+	return 0
+}
+
+func (x *RollupRequest) GetMatchers() []*Matcher {
+	if x != nil {
+		return x.Matchers
+	}
+	return nil
+}
+
+func (x *RollupRequest) GetResolutionMs() int64 {
+	if x != nil {
+		return x.ResolutionMs
+	}
+	return 0
+}
+
+func (x *RollupRequest) GetColumns() uint32 {
+	if x != nil {
+		return x.Columns
+	}
+	return 0
+}
+
+func (x *RollupRequest) GetHistograms() bool {
+	if x != nil {
+		return x.Histograms
+	}
+	return false
+}
+
+type RollupSeries struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Labels []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Column blocks (docs/format/rollup.md) of the series' float buckets
+	// in time order, at most 4,096 buckets each; only the columns asked
+	// for carry values.
+	ColumnBlocks [][]byte `protobuf:"bytes,2,rep,name=column_blocks,json=columnBlocks,proto3" json:"column_blocks,omitempty"`
+	// Sketch blocks, one per column block, when the sketch column was
+	// asked for.
+	SketchBlocks [][]byte `protobuf:"bytes,3,rep,name=sketch_blocks,json=sketchBlocks,proto3" json:"sketch_blocks,omitempty"`
+	// Histogram bucket blocks, in time order.
+	HistogramBlocks [][]byte `protobuf:"bytes,4,rep,name=histogram_blocks,json=histogramBlocks,proto3" json:"histogram_blocks,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RollupSeries) Reset() {
+	*x = RollupSeries{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollupSeries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollupSeries) ProtoMessage() {}
+
+func (x *RollupSeries) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollupSeries.ProtoReflect.Descriptor instead.
+func (*RollupSeries) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RollupSeries) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *RollupSeries) GetColumnBlocks() [][]byte {
+	if x != nil {
+		return x.ColumnBlocks
+	}
+	return nil
+}
+
+func (x *RollupSeries) GetSketchBlocks() [][]byte {
+	if x != nil {
+		return x.SketchBlocks
+	}
+	return nil
+}
+
+func (x *RollupSeries) GetHistogramBlocks() [][]byte {
+	if x != nil {
+		return x.HistogramBlocks
+	}
+	return nil
+}
+
+type RollupResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Series []*RollupSeries        `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	// Series-days the owner computed from raw samples because they were
+	// not rolled up yet (this response's share).
+	RawDays       int64 `protobuf:"varint,2,opt,name=raw_days,json=rawDays,proto3" json:"raw_days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollupResponse) Reset() {
+	*x = RollupResponse{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollupResponse) ProtoMessage() {}
+
+func (x *RollupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollupResponse.ProtoReflect.Descriptor instead.
+func (*RollupResponse) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RollupResponse) GetSeries() []*RollupSeries {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *RollupResponse) GetRawDays() int64 {
+	if x != nil {
+		return x.RawDays
+	}
+	return 0
+}
+
 var File_headroom_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
@@ -362,9 +597,31 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06chunks\x18\x02 \x03(\fR\x06chunks\x12)\n" +
 	"\x10histogram_chunks\x18\x03 \x03(\fR\x0fhistogramChunks\"E\n" +
 	"\x0eSelectResponse\x123\n" +
-	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series2^\n" +
+	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"\xb1\x02\n" +
+	"\rRollupRequest\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\rR\n" +
+	"partitions\x12'\n" +
+	"\x0fpartition_count\x18\x02 \x01(\rR\x0epartitionCount\x12\x1e\n" +
+	"\vmin_time_ms\x18\x03 \x01(\x03R\tminTimeMs\x12\x1e\n" +
+	"\vmax_time_ms\x18\x04 \x01(\x03R\tmaxTimeMs\x128\n" +
+	"\bmatchers\x18\x05 \x03(\v2\x1c.headroom.cluster.v1.MatcherR\bmatchers\x12#\n" +
+	"\rresolution_ms\x18\x06 \x01(\x03R\fresolutionMs\x12\x18\n" +
+	"\acolumns\x18\a \x01(\rR\acolumns\x12\x1e\n" +
+	"\n" +
+	"histograms\x18\b \x01(\bR\n" +
+	"histograms\"\xb7\x01\n" +
+	"\fRollupSeries\x122\n" +
+	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12#\n" +
+	"\rcolumn_blocks\x18\x02 \x03(\fR\fcolumnBlocks\x12#\n" +
+	"\rsketch_blocks\x18\x03 \x03(\fR\fsketchBlocks\x12)\n" +
+	"\x10histogram_blocks\x18\x04 \x03(\fR\x0fhistogramBlocks\"f\n" +
+	"\x0eRollupResponse\x129\n" +
+	"\x06series\x18\x01 \x03(\v2!.headroom.cluster.v1.RollupSeriesR\x06series\x12\x19\n" +
+	"\braw_days\x18\x02 \x01(\x03R\arawDays2\xba\x01\n" +
 	"\aCluster\x12S\n" +
-	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01BDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
+	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01\x12Z\n" +
+	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01BDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_headroom_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -378,25 +635,33 @@ func file_headroom_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_headroom_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_headroom_cluster_v1_cluster_proto_goTypes = []any{
 	(*Matcher)(nil),        // 0: headroom.cluster.v1.Matcher
 	(*SelectRequest)(nil),  // 1: headroom.cluster.v1.SelectRequest
 	(*Label)(nil),          // 2: headroom.cluster.v1.Label
 	(*Series)(nil),         // 3: headroom.cluster.v1.Series
 	(*SelectResponse)(nil), // 4: headroom.cluster.v1.SelectResponse
+	(*RollupRequest)(nil),  // 5: headroom.cluster.v1.RollupRequest
+	(*RollupSeries)(nil),   // 6: headroom.cluster.v1.RollupSeries
+	(*RollupResponse)(nil), // 7: headroom.cluster.v1.RollupResponse
 }
 var file_headroom_cluster_v1_cluster_proto_depIdxs = []int32{
 	0, // 0: headroom.cluster.v1.SelectRequest.matchers:type_name -> headroom.cluster.v1.Matcher
 	2, // 1: headroom.cluster.v1.Series.labels:type_name -> headroom.cluster.v1.Label
 	3, // 2: headroom.cluster.v1.SelectResponse.series:type_name -> headroom.cluster.v1.Series
-	1, // 3: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
-	4, // 4: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0, // 3: headroom.cluster.v1.RollupRequest.matchers:type_name -> headroom.cluster.v1.Matcher
+	2, // 4: headroom.cluster.v1.RollupSeries.labels:type_name -> headroom.cluster.v1.Label
+	6, // 5: headroom.cluster.v1.RollupResponse.series:type_name -> headroom.cluster.v1.RollupSeries
+	1, // 6: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
+	5, // 7: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
+	4, // 8: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
+	7, // 9: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_headroom_cluster_v1_cluster_proto_init() }
@@ -410,7 +675,7 @@ func file_headroom_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_headroom_cluster_v1_cluster_proto_rawDesc), len(file_headroom_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

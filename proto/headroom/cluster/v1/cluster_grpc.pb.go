@@ -24,7 +24,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cluster_Select_FullMethodName = "/headroom.cluster.v1.Cluster/Select"
+	Cluster_Select_FullMethodName        = "/headroom.cluster.v1.Cluster/Select"
+	Cluster_SelectRollups_FullMethodName = "/headroom.cluster.v1.Cluster/SelectRollups"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -34,6 +35,10 @@ type ClusterClient interface {
 	// Select streams the series an owner holds of the partitions asked,
 	// as chunks: the asking node decodes them and evaluates the query.
 	Select(ctx context.Context, in *SelectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SelectResponse], error)
+	// SelectRollups streams the buckets of one rollup tier that an owner
+	// holds (or computes from raw samples for days not rolled up yet) of
+	// the partitions asked, as the tier's own blocks.
+	SelectRollups(ctx context.Context, in *RollupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RollupResponse], error)
 }
 
 type clusterClient struct {
@@ -63,6 +68,25 @@ func (c *clusterClient) Select(ctx context.Context, in *SelectRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_SelectClient = grpc.ServerStreamingClient[SelectResponse]
 
+func (c *clusterClient) SelectRollups(ctx context.Context, in *RollupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RollupResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[1], Cluster_SelectRollups_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RollupRequest, RollupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SelectRollupsClient = grpc.ServerStreamingClient[RollupResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -70,6 +94,10 @@ type ClusterServer interface {
 	// Select streams the series an owner holds of the partitions asked,
 	// as chunks: the asking node decodes them and evaluates the query.
 	Select(*SelectRequest, grpc.ServerStreamingServer[SelectResponse]) error
+	// SelectRollups streams the buckets of one rollup tier that an owner
+	// holds (or computes from raw samples for days not rolled up yet) of
+	// the partitions asked, as the tier's own blocks.
+	SelectRollups(*RollupRequest, grpc.ServerStreamingServer[RollupResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -82,6 +110,9 @@ type UnimplementedClusterServer struct{}
 
 func (UnimplementedClusterServer) Select(*SelectRequest, grpc.ServerStreamingServer[SelectResponse]) error {
 	return status.Error(codes.Unimplemented, "method Select not implemented")
+}
+func (UnimplementedClusterServer) SelectRollups(*RollupRequest, grpc.ServerStreamingServer[RollupResponse]) error {
+	return status.Error(codes.Unimplemented, "method SelectRollups not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -115,6 +146,17 @@ func _Cluster_Select_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_SelectServer = grpc.ServerStreamingServer[SelectResponse]
 
+func _Cluster_SelectRollups_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RollupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).SelectRollups(m, &grpc.GenericServerStream[RollupRequest, RollupResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SelectRollupsServer = grpc.ServerStreamingServer[RollupResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +168,11 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Select",
 			Handler:       _Cluster_Select_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SelectRollups",
+			Handler:       _Cluster_SelectRollups_Handler,
 			ServerStreams: true,
 		},
 	},
