@@ -61,13 +61,20 @@ func benchCluster(bin string) {
 	if err != nil {
 		fatal(err)
 	}
-	sCPU, sSelf, sLat := clusterLoad([]*serverProc{single}, base, 0)
+	// The CPU of a write is all the work it makes, the background work
+	// after it included (checkpoints; a cluster's owners' apply): until
+	// the servers are idle.
+	sIdle := idleRate([]*serverProc{single})
+	sm := startMeter([]*serverProc{single}, sIdle)
+	_, sSelf, sLat := clusterLoad([]*serverProc{single}, base, 0)
+	waitIdle([]*serverProc{single}, sIdle, 5*time.Minute)
+	sCPU := sm.used()
 	samples := float64(clusterBenchSeries * clusterBenchPerReq * clusterBenchRequests)
 	record("cluster", "single node: server CPU a sample", float64(sCPU.Nanoseconds())/samples, "ns", "", nil)
 	record("cluster", "single node: ack p50", ms(sLat[len(sLat)/2]), "ms", "", nil)
 	record("cluster", "single node: ack p99", ms(sLat[len(sLat)*99/100]), "ms", "", nil)
 	sq := clusterQueries(single.httpURL, base)
-	sh := historyPhase([]*serverProc{single})
+	sh := historyPhase([]*serverProc{single}, sIdle)
 	single.stop()
 
 	// Three nodes on three NATS servers (in this process).
@@ -95,14 +102,17 @@ func benchCluster(bin string) {
 		}
 	}()
 	waitClusterServing(nodes, 2*time.Minute)
-	cpu0, self0 := serversCPU(nodes), cpuTime()
+	cIdle := idleRate(nodes)
+	record("cluster", "cluster: idle CPU of 3 nodes (16 partitions)", ms(cIdle), "ms/s", "", nil)
+	cm, self0 := startMeter(nodes, cIdle), cpuTime()
 	_, _, cLat := clusterLoad(nodes, base, 0)
 	start := time.Now()
 	waitClusterServing(nodes, 5*time.Minute) // applied everywhere
 	applied := time.Since(start)
+	waitIdle(nodes, cIdle, 5*time.Minute)
 	// The CPU of the whole write: publish, the stream, and both owners'
 	// apply, which ends after the last acknowledgement.
-	cCPU := serversCPU(nodes) - cpu0
+	cCPU := cm.used()
 	natsCPU := max(cpuTime()-self0-sSelf, 0)
 	record("cluster", "cluster: Headroom CPU a sample (3 nodes)", float64(cCPU.Nanoseconds())/samples, "ns", "", nil)
 	record("cluster", "cluster: NATS CPU a sample (3 servers)", float64(natsCPU.Nanoseconds())/samples, "ns", "", nil)
@@ -149,7 +159,7 @@ func benchCluster(bin string) {
 	}
 
 	// The backfill through the four nodes, then the tier queries.
-	ch := historyPhase(nodes)
+	ch := historyPhase(nodes, idleRate(nodes))
 	hs := float64(historySeries * historyDays * 1440)
 	record("cluster", "backfill: single node: server CPU a sample", float64(sh.cpu.Nanoseconds())/hs, "ns", "", nil)
 	record("cluster", "backfill: cluster: Headroom CPU a sample (4 nodes)", float64(ch.cpu.Nanoseconds())/hs, "ns", "", nil)
@@ -174,12 +184,12 @@ type history struct {
 // the nodes (requests spread over them, four writers), then times tier
 // queries over it: first at once (the days not rolled up are computed
 // from raw samples), then once the downsampler has rolled them up.
-func historyPhase(nodes []*serverProc) history {
+func historyPhase(nodes []*serverProc, idle time.Duration) history {
 	day := int64(24 * time.Hour / time.Millisecond)
 	end := (time.Now().UnixMilli() - int64(10*time.Minute/time.Millisecond)) / day * day
 	start := end - historyDays*day
 	var h history
-	cpu0 := serversCPU(nodes)
+	m := startMeter(nodes, idle)
 	h.lat = writeRequests(nodes, historyDays*24, func(r int) *headroomv1.WriteRequest {
 		req := &headroomv1.WriteRequest{}
 		for s := 0; s < historySeries; s++ {
@@ -193,10 +203,9 @@ func historyPhase(nodes []*serverProc) history {
 		return req
 	})
 	if len(nodes) > 1 {
-		waitClusterServing(nodes, 10*time.Minute) // the owners' apply is part of the cost
+		waitClusterServing(nodes, 10*time.Minute)
 	}
-	h.cpu = serversCPU(nodes) - cpu0
-
+	written := m.used()
 	qs := []struct{ name, q, step, tier string }{
 		{"avg_over_time[1h] 7d at 1h, 200 series", "avg_over_time(bench_history[1h])", "3600", ""},
 		{"sum(rate[1h]) 7d at 1h", "sum(rate(bench_history[1h]))", "3600", ""},
@@ -224,9 +233,63 @@ func historyPhase(nodes []*serverProc) history {
 		}
 	}
 	run("just written")
+	// The backfill's cost is all the work it makes: the write, the
+	// owners' apply, and the downsampler's rolling of the days up (the
+	// queries' CPU left out).
+	m = startMeter(nodes, idle)
 	waitRolledUp(nodes, 5*time.Minute)
+	waitIdle(nodes, idle, 5*time.Minute)
+	h.cpu = written + m.used()
 	run("rolled up")
 	return h
+}
+
+// idleRate measures the servers' CPU a second while nothing is written
+// or asked: a cluster's nodes renew their leases and their idle
+// consumers poll the stream.
+func idleRate(nodes []*serverProc) time.Duration {
+	c0, t0 := serversCPU(nodes), time.Now()
+	time.Sleep(5 * time.Second)
+	return time.Duration(float64(serversCPU(nodes)-c0) / time.Since(t0).Seconds())
+}
+
+// cpuMeter measures the servers' CPU above their idle rate.
+type cpuMeter struct {
+	nodes []*serverProc
+	idle  time.Duration // a second
+	c0    time.Duration
+	t0    time.Time
+}
+
+func startMeter(nodes []*serverProc, idle time.Duration) *cpuMeter {
+	return &cpuMeter{nodes, idle, serversCPU(nodes), time.Now()}
+}
+
+func (m *cpuMeter) used() time.Duration {
+	return serversCPU(m.nodes) - m.c0 - time.Duration(float64(m.idle)*time.Since(m.t0).Seconds())
+}
+
+// waitIdle waits until the servers have used less than their idle rate
+// and 20 ms a second each for three seconds in a row: the background
+// work a load made (the owners' apply, checkpoints, the downsampler) is
+// done.
+func waitIdle(nodes []*serverProc, idle time.Duration, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	quiet := 0
+	prev := serversCPU(nodes)
+	for quiet < 3 {
+		if time.Now().After(deadline) {
+			fatal(fmt.Errorf("the servers were still busy after %v", timeout))
+		}
+		time.Sleep(time.Second)
+		cur := serversCPU(nodes)
+		if cur-prev < idle+time.Duration(len(nodes))*20*time.Millisecond {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		prev = cur
+	}
 }
 
 // waitRolledUp waits until no node has series-days due or waiting for

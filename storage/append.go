@@ -262,10 +262,14 @@ func (a *Appender) Commit() error {
 	}
 	if err == nil {
 		ooo := 0
-		for _, p := range a.samples {
-			if db.apply(p.s, p.t, p.v) {
-				ooo++
+		for i := 0; i < len(a.samples); {
+			// A series' samples one after another: one run.
+			j := i + 1
+			for j < len(a.samples) && a.samples[j].s == a.samples[i].s {
+				j++
 			}
+			ooo += db.applyRun(a.samples[i].s, a.samples[i:j])
+			i = j
 		}
 		for _, p := range a.hists {
 			db.applyHist(p.s, p.t, p.h)
@@ -472,6 +476,16 @@ func (db *DB) applyRecord(seq uint64, rec []byte, posts map[postedKey]struct{}) 
 	}
 	rec = rec[1+k:]
 	prev := int64(0)
+	// A series' samples one after another are applied as one run, as the
+	// commit applied them (applyRun).
+	var run []pendingSample
+	flush := func() {
+		if len(run) > 0 {
+			ooo += int64(db.applyRun(run[0].s, run))
+			run = run[:0]
+		}
+	}
+	defer flush()
 	for i := uint64(0); i < cnt; i++ {
 		id, k1 := binary.Uvarint(rec)
 		if k1 <= 0 {
@@ -489,12 +503,14 @@ func (db *DB) applyRecord(seq uint64, rec []byte, posts map[postedKey]struct{}) 
 		if err != nil {
 			return n, ooo, fmt.Errorf("log record %d: %w", seq, err)
 		}
-		if db.apply(s, t, v) {
-			ooo++
+		if len(run) > 0 && run[0].s != s {
+			flush()
 		}
+		run = append(run, pendingSample{s: s, t: t, v: v})
 		posts[postedKey{id, dayOf(t)}] = struct{}{}
 		n++
 	}
+	flush()
 	if withHists {
 		hn, err := db.applyHistRecord(rec, posts)
 		n += hn
