@@ -2,10 +2,14 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/headroomdb/headroom/internal/natstest"
 	"github.com/headroomdb/headroom/query"
+	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
@@ -354,7 +359,7 @@ type store struct{ db *storage.DB }
 func (s store) NewAppender() LocalAppender      { return s.db.Appender() }
 func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s store) Querier(mint, maxt int64) (query.Querier, error) {
-	return s.db.Querier(mint, maxt)
+	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
 
 // The store's tiers, as headroom serve gives them to the cluster.
@@ -428,6 +433,23 @@ func TestClusterPartialReads(t *testing.T) {
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "no owner answered for") || !strings.Contains(res.Warnings[0], "0: ") {
 		t.Errorf("warnings %q, want one naming partition 0", res.Warnings)
 	}
+	// The series and label endpoints carry it too.
+	mux := http.NewServeMux()
+	api.New(reader.Node, "test", nil).Register(mux, func(_ string, h http.Handler) http.Handler { return h })
+	for _, path := range []string{"/api/v1/series?match[]=m", "/api/v1/labels", "/api/v1/label/s/values"} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		var body struct {
+			Status   string   `json:"status"`
+			Warnings []string `json:"warnings"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Status != "success" {
+			t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+		}
+		if len(body.Warnings) != 1 || !strings.Contains(body.Warnings[0], "no owner answered for") {
+			t.Errorf("%s: warnings %q, want one naming partition 0", path, body.Warnings)
+		}
+	}
 	reader.cfg.PartialReads = false
 	if _, err := countSamples(reader.Node, "m", now-60_000, now); err == nil || !strings.Contains(err.Error(), "no owner answered for") {
 		t.Errorf("strict read with partitions missing: %v, want an error naming them", err)
@@ -435,8 +457,9 @@ func TestClusterPartialReads(t *testing.T) {
 }
 
 // TestClusterOwnerPastRetention: a node that joins after the stream has
-// dropped messages (its retention) cannot catch up from it: it says so,
-// and does not serve the partitions it took, which the others serve.
+// dropped messages (its retention) cannot catch up from it: it copies
+// each partition it takes from the other owner, then serves it from its
+// own store, which holds every series of those partitions.
 func TestClusterOwnerPastRetention(t *testing.T) {
 	nats := natstest.Start(t, 3)
 	const partitions = 4
@@ -445,7 +468,17 @@ func TestClusterOwnerPastRetention(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, short))
 	}
+	waitOwners(t, nodes, partitions)
 	now := writeSeries(t, nodes[0], 20)
+	// Native histograms are copied too.
+	ha := nodes[0].Appender()
+	for s := 0; s < 20; s++ {
+		h := &series.Histogram{Schema: 0, Count: 10, Sum: 3, PositiveSpans: []series.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []float64{4, 6}}
+		ha.AppendHistogram(series.FromStrings("__name__", "hm", "s", fmt.Sprint(s)), now-1000, h)
+	}
+	if err := ha.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, time.Minute, "the stream drops the messages", func() error {
 		info, err := nodes[0].stream.Info(context.Background())
 		if err == nil && info.State.Msgs != 0 {
@@ -454,32 +487,88 @@ func TestClusterOwnerPastRetention(t *testing.T) {
 		return err
 	})
 	late := startNode(t, nats, "h2", t.TempDir(), partitions, short)
-	waitFor(t, time.Minute, "the late node takes partitions and says it lacks their past", func() error {
+	var served []int
+	waitFor(t, time.Minute, "the late node takes partitions, copies and serves them", func() error {
 		late.tick()
-		st := late.Status()
-		owned := 0
-		for _, p := range st.Partition {
+		served = served[:0]
+		for _, p := range late.Status().Partition {
 			if p.Serving == nil {
 				continue
 			}
-			owned++
-			if !p.Incomplete || *p.Serving {
+			if p.Incomplete || !*p.Serving {
 				return fmt.Errorf("partition %d: incomplete %v serving %v", p.Partition, p.Incomplete, *p.Serving)
 			}
+			served = append(served, p.Partition)
 		}
-		if owned == 0 {
+		if len(served) == 0 {
 			return fmt.Errorf("owns no partition yet")
 		}
 		return nil
 	})
-	// Reads through it see every series, from the complete owners, once
-	// the slots the late node took from them have settled (a round of
-	// membership may still name an owner that just gave its slot up).
+	// Its own store holds every series of its partitions.
+	var want int
+	for _, m := range []string{"m", "hm"} {
+		want = 0
+		for s := 0; s < 20; s++ {
+			if slices.Contains(served, PartitionOf(series.FromStrings("__name__", m, "s", fmt.Sprint(s)), partitions)) {
+				want++
+			}
+		}
+		q, err := late.db.Querier(now-60_000, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := q.Series(series.MustMatcher(series.MatchEqual, "__name__", m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for set.Next() {
+			_, it := set.At()
+			for it.Next() {
+				got++
+			}
+			if hs, ok := set.(series.HistSet); ok {
+				got += len(hs.Hists())
+			}
+		}
+		q.Close()
+		if got != want || want == 0 {
+			t.Errorf("the late node's store holds %d samples of metric %s, want one of each of the %d series of its partitions %v", got, m, want, served)
+		}
+	}
+	// Reads through it see every series.
 	waitFor(t, time.Minute, "every series read through the late node", func() error {
 		late.tick()
 		got, err := countSamples(late.Node, "m", now-60_000, now)
 		if err == nil && got != 20 {
 			err = fmt.Errorf("%d of 20", got)
+		}
+		return err
+	})
+	want = 0
+	for s := 0; s < 20; s++ {
+		if slices.Contains(served, PartitionOf(series.FromStrings("__name__", "m2", "s", fmt.Sprint(s)), partitions)) {
+			want++
+		}
+	}
+	// And what is written next reaches it through the stream.
+	a := nodes[1].Appender()
+	for s := 0; s < 20; s++ {
+		a.Append(series.FromStrings("__name__", "m2", "s", fmt.Sprint(s)), now, 2)
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the next write applied by the late node", func() error {
+		q, err := late.db.Querier(now-60_000, now)
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		lss, err := q.SelectLabels(series.MustMatcher(series.MatchEqual, "__name__", "m2"))
+		if err == nil && len(lss) != want {
+			err = fmt.Errorf("%d of %d series", len(lss), want)
 		}
 		return err
 	})

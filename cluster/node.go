@@ -153,6 +153,10 @@ type owned struct {
 	lag        atomic.Uint64 // messages behind the stream at the last fetch
 }
 
+// copyError is a consume's failure to copy a partition the stream can
+// no longer catch up.
+type copyError struct{ error }
+
 func markName(p int) string { return "cluster.p" + strconv.Itoa(p) }
 
 func subject(p int) string { return subjectPrefix + strconv.Itoa(p) }
@@ -321,7 +325,9 @@ func (n *Node) desired(p int, live []string) []string {
 func (n *Node) tick() {
 	n.tickMu.Lock()
 	defer n.tickMu.Unlock()
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.Lease/3)
+	// Half a lease: a round that ran that long, and the next a third of
+	// a lease later, still renew within the lease.
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.Lease/2)
 	defer cancel()
 	if _, err := n.kv.Put(ctx, "node."+n.cfg.Node, []byte(n.cfg.Advertise)); err != nil {
 		n.log.Warn("cluster: membership not renewed", "err", err)
@@ -333,17 +339,29 @@ func (n *Node) tick() {
 			return
 		}
 	}
+	// The whole bucket in one watch (its current values, then a nil):
+	// a Get a key was a round trip each, and under load the round could
+	// run past its time and leave the leases unrenewed.
 	entries := map[string]jetstream.KeyValueEntry{}
-	lister, err := n.kv.ListKeys(ctx)
+	w, err := n.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		n.log.Warn("cluster: cannot list the owners bucket", "err", err)
+		n.log.Warn("cluster: cannot read the owners bucket", "err", err)
 		return
 	}
-	for k := range lister.Keys() {
-		if e, err := n.kv.Get(ctx, k); err == nil {
-			entries[k] = e
+	func() {
+		defer w.Stop()
+		for {
+			select {
+			case e := <-w.Updates():
+				if e == nil {
+					return
+				}
+				entries[e.Key()] = e
+			case <-ctx.Done():
+				return
+			}
 		}
-	}
+	}()
 	if ctx.Err() != nil {
 		n.log.Warn("cluster: owners bucket read cut short", "err", ctx.Err())
 		return
@@ -501,10 +519,17 @@ func (n *Node) consume(ctx context.Context, p int, h *owned) {
 		if ctx.Err() != nil {
 			return
 		}
-		n.log.Warn("cluster: consuming partition failed; starting again", "partition", p, "err", err)
+		wait := time.Second
+		if errors.As(err, new(copyError)) {
+			// Until another owner serves the partition: not a hot loop.
+			wait = 10 * time.Second
+			n.log.Error("cluster: partition not copied; trying again", "partition", p, "err", err, "in", wait)
+		} else {
+			n.log.Warn("cluster: consuming partition failed; starting again", "partition", p, "err", err)
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -515,9 +540,9 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 		next = m + 1
 	}
 	// Messages the stream dropped (its retention) before this owner
-	// applied them cannot be read from it: the owner lacks them, and
-	// does not serve the partition's reads (the other owner does) until
-	// a copy from that owner, which is not built yet.
+	// applied them cannot be read from it: the owner copies the
+	// partition from another owner first (copy.go), and neither consumes
+	// nor serves it until it has.
 	var info *jetstream.StreamInfo
 	if err := retry(ctx, func(ctx context.Context) (err error) {
 		info, err = n.stream.Info(ctx)
@@ -525,10 +550,22 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 	}); err != nil {
 		return err
 	}
+	// The stream's sequences are shared by the partitions: a first
+	// sequence past this owner's mark may only have dropped other
+	// partitions' messages. The other owners' marks say: when none holds
+	// more of the partition than this store, there is nothing to copy
+	// (an idle partition, or owners restarted together).
 	if first := info.State.FirstSeq; first > next {
-		if !h.incomplete.Swap(true) {
-			n.log.Error("cluster: the stream no longer holds messages this owner needs: it does not serve the partition's reads (a copy from the other owner is not built yet; see --cluster-stream-retention)",
+		if m, ok := n.othersMark(ctx, p); !ok || m >= next {
+			h.incomplete.Store(true)
+			n.log.Warn("cluster: the stream may no longer hold messages this owner needs: copying the partition from another owner",
 				"partition", p, "applied", next-1, "stream_first", first)
+			applied, err := n.copyPartition(ctx, p)
+			if err != nil {
+				return copyError{fmt.Errorf("the stream no longer holds messages %d to %d, which may hold some of partition %d, and no other owner gave a copy (the partition is not served here; see --cluster-stream-retention): %w", next, first-1, p, err)}
+			}
+			next = max(next, applied+1)
+			h.incomplete.Store(false)
 		}
 	}
 	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject(p)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next}

@@ -366,7 +366,26 @@ func (a *API) labels(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return truncated(names, limit), nil
+	return warned(q, truncated(names, limit)), nil
+}
+
+// warned adds what q says of its selections (a cluster's partitions that
+// no owner answered: query.Warner) to an answer's warnings.
+func warned(q query.Querier, v any) any {
+	w, ok := q.(query.Warner)
+	if !ok {
+		return v
+	}
+	ws := w.Warnings()
+	if len(ws) == 0 {
+		return v
+	}
+	wh, ok := v.(withHeaders)
+	if !ok {
+		wh = withHeaders{data: v}
+	}
+	wh.warnings = append(ws, wh.warnings...)
+	return wh
 }
 
 func (a *API) labelValues(r *http.Request) (any, error) {
@@ -390,7 +409,7 @@ func (a *API) labelValues(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return truncated(values, limit), nil
+	return warned(q, truncated(values, limit)), nil
 }
 
 func (a *API) series(r *http.Request) (any, error) {
@@ -435,9 +454,9 @@ func (a *API) series(r *http.Request) (any, error) {
 		out = append(out, m)
 	}
 	if cut {
-		return withHeaders{data: out, warnings: []string{"results truncated due to limit"}}, nil
+		return warned(q, withHeaders{data: out, warnings: []string{"results truncated due to limit"}}), nil
 	}
-	return out, nil
+	return warned(q, out), nil
 }
 
 func (a *API) buildInfo(*http.Request) (any, error) {

@@ -570,6 +570,124 @@ func (x *RollupResponse) GetRawDays() int64 {
 	return 0
 }
 
+type CopyRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// As in SelectRequest.
+	PartitionCount uint32 `protobuf:"varint,2,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
+	// Only the owner's mark, no series: any node that holds the partition
+	// answers, caught up or not.
+	MarkOnly      bool `protobuf:"varint,3,opt,name=mark_only,json=markOnly,proto3" json:"mark_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyRequest) Reset() {
+	*x = CopyRequest{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyRequest) ProtoMessage() {}
+
+func (x *CopyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyRequest.ProtoReflect.Descriptor instead.
+func (*CopyRequest) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CopyRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CopyRequest) GetPartitionCount() uint32 {
+	if x != nil {
+		return x.PartitionCount
+	}
+	return 0
+}
+
+func (x *CopyRequest) GetMarkOnly() bool {
+	if x != nil {
+		return x.MarkOnly
+	}
+	return false
+}
+
+type CopyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last stream sequence the owner had applied when the copy
+	// started (the first response only): everything up to it is in the
+	// copy, and the new owner consumes the stream from the next one.
+	Applied       uint64    `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	Series        []*Series `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyResponse) Reset() {
+	*x = CopyResponse{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyResponse) ProtoMessage() {}
+
+func (x *CopyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyResponse.ProtoReflect.Descriptor instead.
+func (*CopyResponse) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CopyResponse) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *CopyResponse) GetSeries() []*Series {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
 var File_headroom_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
@@ -618,10 +736,18 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x10histogram_blocks\x18\x04 \x03(\fR\x0fhistogramBlocks\"f\n" +
 	"\x0eRollupResponse\x129\n" +
 	"\x06series\x18\x01 \x03(\v2!.headroom.cluster.v1.RollupSeriesR\x06series\x12\x19\n" +
-	"\braw_days\x18\x02 \x01(\x03R\arawDays2\xba\x01\n" +
+	"\braw_days\x18\x02 \x01(\x03R\arawDays\"q\n" +
+	"\vCopyRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12'\n" +
+	"\x0fpartition_count\x18\x02 \x01(\rR\x0epartitionCount\x12\x1b\n" +
+	"\tmark_only\x18\x03 \x01(\bR\bmarkOnly\"]\n" +
+	"\fCopyResponse\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\x04R\aapplied\x123\n" +
+	"\x06series\x18\x02 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series2\x92\x02\n" +
 	"\aCluster\x12S\n" +
 	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01\x12Z\n" +
-	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01BDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
+	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01\x12V\n" +
+	"\rCopyPartition\x12 .headroom.cluster.v1.CopyRequest\x1a!.headroom.cluster.v1.CopyResponse0\x01BDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_headroom_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -635,7 +761,7 @@ func file_headroom_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_headroom_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_headroom_cluster_v1_cluster_proto_goTypes = []any{
 	(*Matcher)(nil),        // 0: headroom.cluster.v1.Matcher
 	(*SelectRequest)(nil),  // 1: headroom.cluster.v1.SelectRequest
@@ -645,23 +771,28 @@ var file_headroom_cluster_v1_cluster_proto_goTypes = []any{
 	(*RollupRequest)(nil),  // 5: headroom.cluster.v1.RollupRequest
 	(*RollupSeries)(nil),   // 6: headroom.cluster.v1.RollupSeries
 	(*RollupResponse)(nil), // 7: headroom.cluster.v1.RollupResponse
+	(*CopyRequest)(nil),    // 8: headroom.cluster.v1.CopyRequest
+	(*CopyResponse)(nil),   // 9: headroom.cluster.v1.CopyResponse
 }
 var file_headroom_cluster_v1_cluster_proto_depIdxs = []int32{
-	0, // 0: headroom.cluster.v1.SelectRequest.matchers:type_name -> headroom.cluster.v1.Matcher
-	2, // 1: headroom.cluster.v1.Series.labels:type_name -> headroom.cluster.v1.Label
-	3, // 2: headroom.cluster.v1.SelectResponse.series:type_name -> headroom.cluster.v1.Series
-	0, // 3: headroom.cluster.v1.RollupRequest.matchers:type_name -> headroom.cluster.v1.Matcher
-	2, // 4: headroom.cluster.v1.RollupSeries.labels:type_name -> headroom.cluster.v1.Label
-	6, // 5: headroom.cluster.v1.RollupResponse.series:type_name -> headroom.cluster.v1.RollupSeries
-	1, // 6: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
-	5, // 7: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
-	4, // 8: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
-	7, // 9: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: headroom.cluster.v1.SelectRequest.matchers:type_name -> headroom.cluster.v1.Matcher
+	2,  // 1: headroom.cluster.v1.Series.labels:type_name -> headroom.cluster.v1.Label
+	3,  // 2: headroom.cluster.v1.SelectResponse.series:type_name -> headroom.cluster.v1.Series
+	0,  // 3: headroom.cluster.v1.RollupRequest.matchers:type_name -> headroom.cluster.v1.Matcher
+	2,  // 4: headroom.cluster.v1.RollupSeries.labels:type_name -> headroom.cluster.v1.Label
+	6,  // 5: headroom.cluster.v1.RollupResponse.series:type_name -> headroom.cluster.v1.RollupSeries
+	3,  // 6: headroom.cluster.v1.CopyResponse.series:type_name -> headroom.cluster.v1.Series
+	1,  // 7: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
+	5,  // 8: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
+	8,  // 9: headroom.cluster.v1.Cluster.CopyPartition:input_type -> headroom.cluster.v1.CopyRequest
+	4,  // 10: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
+	7,  // 11: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
+	9,  // 12: headroom.cluster.v1.Cluster.CopyPartition:output_type -> headroom.cluster.v1.CopyResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_headroom_cluster_v1_cluster_proto_init() }
@@ -675,7 +806,7 @@ func file_headroom_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_headroom_cluster_v1_cluster_proto_rawDesc), len(file_headroom_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Cluster_Select_FullMethodName        = "/headroom.cluster.v1.Cluster/Select"
 	Cluster_SelectRollups_FullMethodName = "/headroom.cluster.v1.Cluster/SelectRollups"
+	Cluster_CopyPartition_FullMethodName = "/headroom.cluster.v1.Cluster/CopyPartition"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -39,6 +40,10 @@ type ClusterClient interface {
 	// holds (or computes from raw samples for days not rolled up yet) of
 	// the partitions asked, as the tier's own blocks.
 	SelectRollups(ctx context.Context, in *RollupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RollupResponse], error)
+	// CopyPartition streams every series an owner holds of one partition,
+	// all its raw samples, for a new owner that the stream can no longer
+	// catch up (its retention dropped messages the new owner needs).
+	CopyPartition(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyResponse], error)
 }
 
 type clusterClient struct {
@@ -87,6 +92,25 @@ func (c *clusterClient) SelectRollups(ctx context.Context, in *RollupRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_SelectRollupsClient = grpc.ServerStreamingClient[RollupResponse]
 
+func (c *clusterClient) CopyPartition(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[2], Cluster_CopyPartition_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CopyRequest, CopyResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_CopyPartitionClient = grpc.ServerStreamingClient[CopyResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -98,6 +122,10 @@ type ClusterServer interface {
 	// holds (or computes from raw samples for days not rolled up yet) of
 	// the partitions asked, as the tier's own blocks.
 	SelectRollups(*RollupRequest, grpc.ServerStreamingServer[RollupResponse]) error
+	// CopyPartition streams every series an owner holds of one partition,
+	// all its raw samples, for a new owner that the stream can no longer
+	// catch up (its retention dropped messages the new owner needs).
+	CopyPartition(*CopyRequest, grpc.ServerStreamingServer[CopyResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -113,6 +141,9 @@ func (UnimplementedClusterServer) Select(*SelectRequest, grpc.ServerStreamingSer
 }
 func (UnimplementedClusterServer) SelectRollups(*RollupRequest, grpc.ServerStreamingServer[RollupResponse]) error {
 	return status.Error(codes.Unimplemented, "method SelectRollups not implemented")
+}
+func (UnimplementedClusterServer) CopyPartition(*CopyRequest, grpc.ServerStreamingServer[CopyResponse]) error {
+	return status.Error(codes.Unimplemented, "method CopyPartition not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -157,6 +188,17 @@ func _Cluster_SelectRollups_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_SelectRollupsServer = grpc.ServerStreamingServer[RollupResponse]
 
+func _Cluster_CopyPartition_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CopyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).CopyPartition(m, &grpc.GenericServerStream[CopyRequest, CopyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_CopyPartitionServer = grpc.ServerStreamingServer[CopyResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -173,6 +215,11 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "SelectRollups",
 			Handler:       _Cluster_SelectRollups_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "CopyPartition",
+			Handler:       _Cluster_CopyPartition_Handler,
 			ServerStreams: true,
 		},
 	},
