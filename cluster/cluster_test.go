@@ -358,6 +358,9 @@ type store struct{ db *storage.DB }
 
 func (s store) NewAppender() LocalAppender      { return s.db.Appender() }
 func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
+func (s store) SetMetadata(metric string, md series.Metadata) error {
+	return s.db.SetMetadata(metric, md)
+}
 func (s store) Querier(mint, maxt int64) (query.Querier, error) {
 	return s.db.Querier(max(mint, storage.MinTime), min(maxt, storage.MaxTime))
 }
@@ -599,4 +602,32 @@ func TestClusterRefusedSamplesCounted(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestClusterMetadataEverywhere: a metric's metadata given to one node
+// reaches every node's store (where /api/v1/metadata reads it), a change
+// too, and a node that joins later gets all of it.
+func TestClusterMetadataEverywhere(t *testing.T) {
+	nats, nodes := startCluster(t, 4)
+	first := series.Metadata{Type: "counter", Unit: "seconds", Help: "CPU time."}
+	if err := nodes[0].SetMetadata("node_cpu:seconds_total", first); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].SetMetadata("up", series.Metadata{Type: "gauge", Help: "1 if the target answered."}); err != nil {
+		t.Fatal(err)
+	}
+	changed := series.Metadata{Type: "counter", Unit: "seconds", Help: "CPU time spent, by mode."}
+	if err := nodes[2].SetMetadata("node_cpu:seconds_total", changed); err != nil {
+		t.Fatal(err)
+	}
+	late := startNode(t, nats, "h3", t.TempDir(), 4)
+	for _, n := range append(nodes, late) {
+		waitFor(t, time.Minute, n.cfg.Node+"'s store has every metric's metadata", func() error {
+			got := n.db.Metadata("", 0)
+			if got["node_cpu:seconds_total"] != changed || got["up"].Type != "gauge" {
+				return fmt.Errorf("%v", got)
+			}
+			return nil
+		})
+	}
 }

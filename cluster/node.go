@@ -125,7 +125,9 @@ type Node struct {
 	refused       atomic.Int64
 	refusedLogged atomic.Int64 // unix ns of the last warning about them
 	anyHist       atomic.Bool  // a live node said its store holds native histograms
-	prefix        string       // of message IDs: node name and start time
+	metaKV        jetstream.KeyValue
+	meta          metaCache
+	prefix        string // of message IDs: node name and start time
 
 	tickMu sync.Mutex // one membership round at a time
 	mu     sync.Mutex
@@ -195,8 +197,9 @@ func Join(ctx context.Context, cfg Config, local Local, dial func(addr string) (
 	// The first round before returning: the node knows its peers and
 	// the owners when it starts serving.
 	n.tick()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.loop()
+	go n.watchMetadata()
 	return n, nil
 }
 
@@ -254,6 +257,13 @@ func (n *Node) setUp(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: bucket %s: %w", BucketName, err)
+	}
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		n.metaKV, err = n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: MetadataBucket, Replicas: n.cfg.Replicas, Storage: jetstream.FileStorage})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: bucket %s: %w", MetadataBucket, err)
 	}
 	// The partition count lives in its own bucket without a TTL.
 	var cfgKV jetstream.KeyValue

@@ -19,6 +19,7 @@ import (
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/cluster"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/series"
 )
 
 // clusterFlags are serve's --cluster-* flags (docs/cluster.md).
@@ -93,3 +94,6 @@ type clusterStore struct{ querySource }
 
 func (s clusterStore) NewAppender() cluster.LocalAppender { return s.db.Appender() }
 func (s clusterStore) Mark(name string) (uint64, bool)    { return s.db.Mark(name) }
+func (s clusterStore) SetMetadata(metric string, md series.Metadata) error {
+	return s.db.SetMetadata(metric, md)
+}

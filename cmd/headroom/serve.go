@@ -736,6 +736,9 @@ func (a appendable) Appender() ingest.Appender {
 }
 
 func (a appendable) SetMetadata(metric string, md series.Metadata) error {
+	if a.node != nil {
+		return a.node.SetMetadata(metric, md) // every node's store
+	}
 	return a.db.SetMetadata(metric, md)
 }
 
