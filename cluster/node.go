@@ -608,6 +608,7 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 	}()
 	app := n.local.NewAppender()
 	idle := 0
+	caughtUp, sinceLook := false, 0 // the idle rounds' lookups
 	for ctx.Err() == nil {
 		// A batch: what arrives until fetchBatch messages or a pause.
 		var last, pending uint64
@@ -656,7 +657,7 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 		}
 		h.lag.Store(pending)
 		if got > 0 {
-			idle = 0
+			idle, caughtUp = 0, pending == 0
 			if pending == 0 && !h.ready.Swap(true) {
 				n.log.Info("cluster: partition caught up", "partition", p, "seq", next-1)
 			}
@@ -667,6 +668,14 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 		// in silence. The stream's last message of the partition says
 		// which: behind it three idle rounds in a row, the consumer is
 		// made again from the mark.
+		// Caught up at the last look: look again every fifth idle round
+		// only, so that a silent stall shows within about eight seconds
+		// and an idle partition costs a lookup every five.
+		if caughtUp && sinceLook < 4 {
+			sinceLook++
+			continue
+		}
+		sinceLook = 0
 		var lastSeq uint64
 		err := retry(ctx, func(ctx context.Context) error {
 			m, err := n.stream.GetLastMsgForSubject(ctx, subject(p))
@@ -681,7 +690,8 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 		if err != nil {
 			return err
 		}
-		if lastSeq < next {
+		caughtUp = lastSeq < next
+		if caughtUp {
 			idle = 0
 			h.lag.Store(0)
 			if !h.ready.Swap(true) {
