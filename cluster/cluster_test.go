@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/headroomdb/headroom/exemplar"
 	"github.com/headroomdb/headroom/internal/natstest"
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
@@ -630,4 +631,57 @@ func TestClusterMetadataEverywhere(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestClusterExemplarsEverywhere: each node keeps the exemplars of the
+// writes it received; any node answers with all of them, merged by
+// series in time order, once each, and without a node that is gone.
+func TestClusterExemplarsEverywhere(t *testing.T) {
+	_, nodes := startCluster(t, 4)
+	ls := series.FromStrings("__name__", "req", "path", "/a")
+	trace := func(id string) series.Labels { return series.FromStrings("trace_id", id) }
+	var stores []*exemplar.Store
+	for _, n := range nodes {
+		st := exemplar.New(10, 100)
+		stores = append(stores, st)
+		n.SetExemplars(func(start, end int64, sets [][]*series.Matcher) []series.SeriesExemplars {
+			return st.Select(start, end, sets...)
+		})
+	}
+	for i, e := range []struct {
+		node int
+		x    series.Exemplar
+	}{
+		{0, series.Exemplar{Labels: trace("a"), Value: 1, T: 1000}},
+		{1, series.Exemplar{Labels: trace("b"), Value: 2, T: 2000}},
+		{0, series.Exemplar{Labels: trace("c"), Value: 3, T: 3000}},
+		{2, series.Exemplar{Labels: trace("a"), Value: 1, T: 1000}}, // the same, received twice
+	} {
+		if err := stores[e.node].Add(ls, e.x); err != nil {
+			t.Fatalf("exemplar %d: %v", i, err)
+		}
+	}
+	sel := [][]*series.Matcher{{series.MustMatcher(series.MatchEqual, "__name__", "req")}}
+	check := func(n *testNode, want ...string) {
+		t.Helper()
+		got := n.Exemplars(0, 10_000, sel)
+		var ids []string
+		for _, se := range got {
+			if series.Compare(se.Labels, ls) != 0 {
+				t.Errorf("series %s, want %s", se.Labels, ls)
+			}
+			for _, e := range se.Exemplars {
+				ids = append(ids, e.Labels.Get("trace_id"))
+			}
+		}
+		if len(got) != 1 || !slices.Equal(ids, want) {
+			t.Errorf("%s: %d series, exemplars %v, want one series with %v", n.cfg.Node, len(got), ids, want)
+		}
+	}
+	for _, n := range nodes {
+		check(n, "a", "b", "c")
+	}
+	// Node 0 gone: its "c" with it; node 2 kept its own copy of "a".
+	nodes[0].stop()
+	check(nodes[2], "a", "b")
 }

@@ -135,7 +135,9 @@ type Node struct {
 	peers  map[string]string           // live node -> gRPC address
 	owners [][]string                  // partition -> its owners' names, by slot
 	conns  map[string]*grpc.ClientConn // by address
-	dial   func(addr string) (*grpc.ClientConn, error)
+	// exemplars answers for this node's own exemplars (SetExemplars).
+	exemplars ExemplarSource
+	dial      func(addr string) (*grpc.ClientConn, error)
 
 	ctx    context.Context
 	cancel context.CancelFunc

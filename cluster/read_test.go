@@ -89,3 +89,24 @@ func FuzzSelectResponse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzExemplarsResponse: a peer's exemplars, however damaged, convert
+// or are refused by the protobuf decoder; they never panic the node.
+func FuzzExemplarsResponse(f *testing.F) {
+	resp := &clusterv1.ExemplarsResponse{Series: []*clusterv1.SeriesExemplars{{
+		Labels:    labelsToProto(series.FromStrings("__name__", "req", "path", "/a")),
+		Exemplars: []*clusterv1.Exemplar{{Labels: labelsToProto(series.FromStrings("trace_id", "a")), Value: 1.5, TimestampMs: 1000}},
+	}}}
+	data, err := gproto.Marshal(resp)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var resp clusterv1.ExemplarsResponse
+		if gproto.Unmarshal(data, &resp) != nil {
+			return
+		}
+		mergeExemplars(exemplarsFromProto(&resp))
+	})
+}

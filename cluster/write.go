@@ -16,6 +16,10 @@ import (
 // the client's retry is harmless (message IDs, last write wins).
 const publishTimeout = 10 * time.Second
 
+// publishRetryWait is the pause between a publish's tries while the
+// stream has no responders.
+const publishRetryWait = 250 * time.Millisecond
+
 // Appender is the write path of a cluster node: it checks each sample as
 // the local store would (labels, time, retention), gathers the request,
 // and on Commit publishes one message per partition, returning only when
@@ -87,7 +91,11 @@ func (a *Appender) Commit() error {
 	defer cancel()
 	futures := make(map[int]jetstream.PubAckFuture, len(parts))
 	for p, part := range parts {
-		f, err := a.n.js.PublishAsync(subject(p), AppendBatch(nil, part), jetstream.WithMsgID(id+strconv.Itoa(p)))
+		// A stream electing a leader (a NATS server gone) has no
+		// responders for a few seconds: the publish tries again until
+		// the timeout, its message ID keeping a retry from storing twice.
+		f, err := a.n.js.PublishAsync(subject(p), AppendBatch(nil, part), jetstream.WithMsgID(id+strconv.Itoa(p)),
+			jetstream.WithRetryWait(publishRetryWait), jetstream.WithRetryAttempts(int(publishTimeout/publishRetryWait)))
 		if err != nil {
 			return fmt.Errorf("%w: cluster: publish partition %d: %v", series.ErrUnavailable, p, err)
 		}

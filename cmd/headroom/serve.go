@@ -612,6 +612,12 @@ func newServerOn(cfg *serveConfig, log *slog.Logger, ports *handoffPorts) (*serv
 	promAPI.Exemplars = func(start, end int64, sets [][]*series.Matcher) []series.SeriesExemplars {
 		return exemplars.Select(start, end, sets...)
 	}
+	if s.node != nil {
+		// Each node keeps the exemplars of the writes it received: the
+		// API asks them all.
+		s.node.SetExemplars(promAPI.Exemplars)
+		promAPI.Exemplars = s.node.Exemplars
+	}
 	promAPI.TSDBStatus = func(limit int) api.TSDBStatus { return tsdbStatus(db.HeadStats(limit)) }
 	promAPI.Errors = func() any { return recent.entries() }
 	if s.node != nil {

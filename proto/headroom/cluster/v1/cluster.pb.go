@@ -688,6 +688,268 @@ func (x *CopyResponse) GetSeries() []*Series {
 	return nil
 }
 
+type MatcherSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Matchers      []*Matcher             `protobuf:"bytes,1,rep,name=matchers,proto3" json:"matchers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatcherSet) Reset() {
+	*x = MatcherSet{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatcherSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatcherSet) ProtoMessage() {}
+
+func (x *MatcherSet) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatcherSet.ProtoReflect.Descriptor instead.
+func (*MatcherSet) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MatcherSet) GetMatchers() []*Matcher {
+	if x != nil {
+		return x.Matchers
+	}
+	return nil
+}
+
+type ExemplarsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MinTimeMs int64                  `protobuf:"varint,1,opt,name=min_time_ms,json=minTimeMs,proto3" json:"min_time_ms,omitempty"`
+	MaxTimeMs int64                  `protobuf:"varint,2,opt,name=max_time_ms,json=maxTimeMs,proto3" json:"max_time_ms,omitempty"`
+	// A series is selected when every matcher of one set holds.
+	Sets          []*MatcherSet `protobuf:"bytes,3,rep,name=sets,proto3" json:"sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemplarsRequest) Reset() {
+	*x = ExemplarsRequest{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemplarsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemplarsRequest) ProtoMessage() {}
+
+func (x *ExemplarsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemplarsRequest.ProtoReflect.Descriptor instead.
+func (*ExemplarsRequest) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExemplarsRequest) GetMinTimeMs() int64 {
+	if x != nil {
+		return x.MinTimeMs
+	}
+	return 0
+}
+
+func (x *ExemplarsRequest) GetMaxTimeMs() int64 {
+	if x != nil {
+		return x.MaxTimeMs
+	}
+	return 0
+}
+
+func (x *ExemplarsRequest) GetSets() []*MatcherSet {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+type Exemplar struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	TimestampMs   int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Exemplar) Reset() {
+	*x = Exemplar{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Exemplar) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Exemplar) ProtoMessage() {}
+
+func (x *Exemplar) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Exemplar.ProtoReflect.Descriptor instead.
+func (*Exemplar) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Exemplar) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Exemplar) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Exemplar) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+type SeriesExemplars struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Labels []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Oldest first.
+	Exemplars     []*Exemplar `protobuf:"bytes,2,rep,name=exemplars,proto3" json:"exemplars,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeriesExemplars) Reset() {
+	*x = SeriesExemplars{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeriesExemplars) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeriesExemplars) ProtoMessage() {}
+
+func (x *SeriesExemplars) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeriesExemplars.ProtoReflect.Descriptor instead.
+func (*SeriesExemplars) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SeriesExemplars) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SeriesExemplars) GetExemplars() []*Exemplar {
+	if x != nil {
+		return x.Exemplars
+	}
+	return nil
+}
+
+type ExemplarsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Series        []*SeriesExemplars     `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemplarsResponse) Reset() {
+	*x = ExemplarsResponse{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemplarsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemplarsResponse) ProtoMessage() {}
+
+func (x *ExemplarsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemplarsResponse.ProtoReflect.Descriptor instead.
+func (*ExemplarsResponse) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExemplarsResponse) GetSeries() []*SeriesExemplars {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
 var File_headroom_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
@@ -743,11 +1005,28 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tmark_only\x18\x03 \x01(\bR\bmarkOnly\"]\n" +
 	"\fCopyResponse\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\x04R\aapplied\x123\n" +
-	"\x06series\x18\x02 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series2\x92\x02\n" +
+	"\x06series\x18\x02 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"F\n" +
+	"\n" +
+	"MatcherSet\x128\n" +
+	"\bmatchers\x18\x01 \x03(\v2\x1c.headroom.cluster.v1.MatcherR\bmatchers\"\x87\x01\n" +
+	"\x10ExemplarsRequest\x12\x1e\n" +
+	"\vmin_time_ms\x18\x01 \x01(\x03R\tminTimeMs\x12\x1e\n" +
+	"\vmax_time_ms\x18\x02 \x01(\x03R\tmaxTimeMs\x123\n" +
+	"\x04sets\x18\x03 \x03(\v2\x1f.headroom.cluster.v1.MatcherSetR\x04sets\"w\n" +
+	"\bExemplar\x122\n" +
+	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\x12!\n" +
+	"\ftimestamp_ms\x18\x03 \x01(\x03R\vtimestampMs\"\x82\x01\n" +
+	"\x0fSeriesExemplars\x122\n" +
+	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12;\n" +
+	"\texemplars\x18\x02 \x03(\v2\x1d.headroom.cluster.v1.ExemplarR\texemplars\"Q\n" +
+	"\x11ExemplarsResponse\x12<\n" +
+	"\x06series\x18\x01 \x03(\v2$.headroom.cluster.v1.SeriesExemplarsR\x06series2\xee\x02\n" +
 	"\aCluster\x12S\n" +
 	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01\x12Z\n" +
 	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01\x12V\n" +
-	"\rCopyPartition\x12 .headroom.cluster.v1.CopyRequest\x1a!.headroom.cluster.v1.CopyResponse0\x01BDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
+	"\rCopyPartition\x12 .headroom.cluster.v1.CopyRequest\x1a!.headroom.cluster.v1.CopyResponse0\x01\x12Z\n" +
+	"\tExemplars\x12%.headroom.cluster.v1.ExemplarsRequest\x1a&.headroom.cluster.v1.ExemplarsResponseBDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_headroom_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -761,18 +1040,23 @@ func file_headroom_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_headroom_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_headroom_cluster_v1_cluster_proto_goTypes = []any{
-	(*Matcher)(nil),        // 0: headroom.cluster.v1.Matcher
-	(*SelectRequest)(nil),  // 1: headroom.cluster.v1.SelectRequest
-	(*Label)(nil),          // 2: headroom.cluster.v1.Label
-	(*Series)(nil),         // 3: headroom.cluster.v1.Series
-	(*SelectResponse)(nil), // 4: headroom.cluster.v1.SelectResponse
-	(*RollupRequest)(nil),  // 5: headroom.cluster.v1.RollupRequest
-	(*RollupSeries)(nil),   // 6: headroom.cluster.v1.RollupSeries
-	(*RollupResponse)(nil), // 7: headroom.cluster.v1.RollupResponse
-	(*CopyRequest)(nil),    // 8: headroom.cluster.v1.CopyRequest
-	(*CopyResponse)(nil),   // 9: headroom.cluster.v1.CopyResponse
+	(*Matcher)(nil),           // 0: headroom.cluster.v1.Matcher
+	(*SelectRequest)(nil),     // 1: headroom.cluster.v1.SelectRequest
+	(*Label)(nil),             // 2: headroom.cluster.v1.Label
+	(*Series)(nil),            // 3: headroom.cluster.v1.Series
+	(*SelectResponse)(nil),    // 4: headroom.cluster.v1.SelectResponse
+	(*RollupRequest)(nil),     // 5: headroom.cluster.v1.RollupRequest
+	(*RollupSeries)(nil),      // 6: headroom.cluster.v1.RollupSeries
+	(*RollupResponse)(nil),    // 7: headroom.cluster.v1.RollupResponse
+	(*CopyRequest)(nil),       // 8: headroom.cluster.v1.CopyRequest
+	(*CopyResponse)(nil),      // 9: headroom.cluster.v1.CopyResponse
+	(*MatcherSet)(nil),        // 10: headroom.cluster.v1.MatcherSet
+	(*ExemplarsRequest)(nil),  // 11: headroom.cluster.v1.ExemplarsRequest
+	(*Exemplar)(nil),          // 12: headroom.cluster.v1.Exemplar
+	(*SeriesExemplars)(nil),   // 13: headroom.cluster.v1.SeriesExemplars
+	(*ExemplarsResponse)(nil), // 14: headroom.cluster.v1.ExemplarsResponse
 }
 var file_headroom_cluster_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: headroom.cluster.v1.SelectRequest.matchers:type_name -> headroom.cluster.v1.Matcher
@@ -782,17 +1066,25 @@ var file_headroom_cluster_v1_cluster_proto_depIdxs = []int32{
 	2,  // 4: headroom.cluster.v1.RollupSeries.labels:type_name -> headroom.cluster.v1.Label
 	6,  // 5: headroom.cluster.v1.RollupResponse.series:type_name -> headroom.cluster.v1.RollupSeries
 	3,  // 6: headroom.cluster.v1.CopyResponse.series:type_name -> headroom.cluster.v1.Series
-	1,  // 7: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
-	5,  // 8: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
-	8,  // 9: headroom.cluster.v1.Cluster.CopyPartition:input_type -> headroom.cluster.v1.CopyRequest
-	4,  // 10: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
-	7,  // 11: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
-	9,  // 12: headroom.cluster.v1.Cluster.CopyPartition:output_type -> headroom.cluster.v1.CopyResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	0,  // 7: headroom.cluster.v1.MatcherSet.matchers:type_name -> headroom.cluster.v1.Matcher
+	10, // 8: headroom.cluster.v1.ExemplarsRequest.sets:type_name -> headroom.cluster.v1.MatcherSet
+	2,  // 9: headroom.cluster.v1.Exemplar.labels:type_name -> headroom.cluster.v1.Label
+	2,  // 10: headroom.cluster.v1.SeriesExemplars.labels:type_name -> headroom.cluster.v1.Label
+	12, // 11: headroom.cluster.v1.SeriesExemplars.exemplars:type_name -> headroom.cluster.v1.Exemplar
+	13, // 12: headroom.cluster.v1.ExemplarsResponse.series:type_name -> headroom.cluster.v1.SeriesExemplars
+	1,  // 13: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
+	5,  // 14: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
+	8,  // 15: headroom.cluster.v1.Cluster.CopyPartition:input_type -> headroom.cluster.v1.CopyRequest
+	11, // 16: headroom.cluster.v1.Cluster.Exemplars:input_type -> headroom.cluster.v1.ExemplarsRequest
+	4,  // 17: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
+	7,  // 18: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
+	9,  // 19: headroom.cluster.v1.Cluster.CopyPartition:output_type -> headroom.cluster.v1.CopyResponse
+	14, // 20: headroom.cluster.v1.Cluster.Exemplars:output_type -> headroom.cluster.v1.ExemplarsResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_headroom_cluster_v1_cluster_proto_init() }
@@ -806,7 +1098,7 @@ func file_headroom_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_headroom_cluster_v1_cluster_proto_rawDesc), len(file_headroom_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Cluster_Select_FullMethodName        = "/headroom.cluster.v1.Cluster/Select"
 	Cluster_SelectRollups_FullMethodName = "/headroom.cluster.v1.Cluster/SelectRollups"
 	Cluster_CopyPartition_FullMethodName = "/headroom.cluster.v1.Cluster/CopyPartition"
+	Cluster_Exemplars_FullMethodName     = "/headroom.cluster.v1.Cluster/Exemplars"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -44,6 +45,9 @@ type ClusterClient interface {
 	// all its raw samples, for a new owner that the stream can no longer
 	// catch up (its retention dropped messages the new owner needs).
 	CopyPartition(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyResponse], error)
+	// Exemplars returns the exemplars a node keeps (in memory, those of
+	// the writes it received) of the series the matcher sets select.
+	Exemplars(ctx context.Context, in *ExemplarsRequest, opts ...grpc.CallOption) (*ExemplarsResponse, error)
 }
 
 type clusterClient struct {
@@ -111,6 +115,16 @@ func (c *clusterClient) CopyPartition(ctx context.Context, in *CopyRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_CopyPartitionClient = grpc.ServerStreamingClient[CopyResponse]
 
+func (c *clusterClient) Exemplars(ctx context.Context, in *ExemplarsRequest, opts ...grpc.CallOption) (*ExemplarsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExemplarsResponse)
+	err := c.cc.Invoke(ctx, Cluster_Exemplars_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -126,6 +140,9 @@ type ClusterServer interface {
 	// all its raw samples, for a new owner that the stream can no longer
 	// catch up (its retention dropped messages the new owner needs).
 	CopyPartition(*CopyRequest, grpc.ServerStreamingServer[CopyResponse]) error
+	// Exemplars returns the exemplars a node keeps (in memory, those of
+	// the writes it received) of the series the matcher sets select.
+	Exemplars(context.Context, *ExemplarsRequest) (*ExemplarsResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -144,6 +161,9 @@ func (UnimplementedClusterServer) SelectRollups(*RollupRequest, grpc.ServerStrea
 }
 func (UnimplementedClusterServer) CopyPartition(*CopyRequest, grpc.ServerStreamingServer[CopyResponse]) error {
 	return status.Error(codes.Unimplemented, "method CopyPartition not implemented")
+}
+func (UnimplementedClusterServer) Exemplars(context.Context, *ExemplarsRequest) (*ExemplarsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Exemplars not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -199,13 +219,36 @@ func _Cluster_CopyPartition_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_CopyPartitionServer = grpc.ServerStreamingServer[CopyResponse]
 
+func _Cluster_Exemplars_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExemplarsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Exemplars(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Exemplars_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Exemplars(ctx, req.(*ExemplarsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Cluster_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "headroom.cluster.v1.Cluster",
 	HandlerType: (*ClusterServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Exemplars",
+			Handler:    _Cluster_Exemplars_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Select",
