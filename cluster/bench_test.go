@@ -1,11 +1,15 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/headroomdb/headroom/internal/natstest"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -49,4 +53,83 @@ func BenchmarkOwnerApply(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10_000, "ns/sample")
+}
+
+// BenchmarkPartitionCopy: a node that joins after the stream dropped the
+// messages it needs copies its partitions from the other owners (two
+// nodes, 4 partitions, 2,000 series x 480 samples written before): the
+// time from its start until it serves every partition it took, per
+// million samples of those partitions. One copy an iteration.
+func BenchmarkPartitionCopy(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		nats := natstest.Start(b, 3)
+		const partitions, seriesN, perSeries = 4, 2000, 480
+		short := func(c *Config) { c.Retention = 2 * time.Second }
+		var nodes []*testNode
+		for k := 0; k < 2; k++ {
+			nodes = append(nodes, startNode(b, nats, fmt.Sprintf("h%d", k), b.TempDir(), partitions, short))
+		}
+		base := time.Now().Add(-2 * time.Hour).UnixMilli()
+		for s := 0; s < seriesN; s += 50 {
+			a := nodes[0].Appender()
+			for j := s; j < s+50; j++ {
+				ls := series.FromStrings("__name__", "copy", "s", strconv.Itoa(j))
+				for k := 0; k < perSeries; k++ {
+					a.Append(ls, base+int64(k)*15_000, float64(k%97))
+				}
+			}
+			if err := a.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			info, err := nodes[0].stream.Info(context.Background())
+			if err == nil && info.State.Msgs == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("the stream kept its messages")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		waitOwners(b, nodes, partitions) // the two hold every partition
+		b.StartTimer()
+		start := time.Now()
+		late := startNode(b, nats, "h2", b.TempDir(), partitions, short)
+		var served []int
+		for {
+			late.tick()
+			served = served[:0]
+			ready := true
+			for _, p := range late.Status().Partition {
+				if p.Serving != nil {
+					served = append(served, p.Partition)
+					ready = ready && *p.Serving && !p.Incomplete
+				}
+			}
+			if len(served) > 0 && ready {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatal("the late node did not copy its partitions in 5 minutes")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		took := time.Since(start)
+		b.StopTimer()
+		copied := 0
+		for s := 0; s < seriesN; s++ {
+			if slices.Contains(served, PartitionOf(series.FromStrings("__name__", "copy", "s", strconv.Itoa(s)), partitions)) {
+				copied += perSeries
+			}
+		}
+		b.ReportMetric(took.Seconds()*1e6/float64(copied), "s/Msample")
+		b.ReportMetric(float64(copied), "samples")
+		for _, n := range append(nodes, late) {
+			n.stop()
+		}
+		b.StartTimer()
+	}
 }

@@ -34,13 +34,13 @@ type testNode struct {
 	srv *grpc.Server
 }
 
-func startNode(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int, opts ...func(*Config)) *testNode {
+func startNode(t testing.TB, nats *natstest.Cluster, name, dir string, partitions int, opts ...func(*Config)) *testNode {
 	t.Helper()
 	return startNodeStore(t, nats, name, dir, partitions, storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}, MaxActiveSeries: testMaxSeries}, opts...)
 }
 
 // startNodeStore is startNode with the store's options.
-func startNodeStore(t *testing.T, nats *natstest.Cluster, name, dir string, partitions int, sopts storage.Options, opts ...func(*Config)) *testNode {
+func startNodeStore(t testing.TB, nats *natstest.Cluster, name, dir string, partitions int, sopts storage.Options, opts ...func(*Config)) *testNode {
 	t.Helper()
 	db, err := storage.Open(dir, sopts)
 	if err != nil {
@@ -81,7 +81,7 @@ func (tn *testNode) stop() {
 }
 
 // waitFor polls cond until it holds, or fails the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	var err error
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -108,7 +108,7 @@ func startCluster(t *testing.T, partitions int) (*natstest.Cluster, []*testNode)
 // waitOwners waits until two owners serve every partition, each caught
 // up; it runs the nodes' membership rounds itself, so that a long lease
 // (a round every third of it) does not slow it down.
-func waitOwners(t *testing.T, nodes []*testNode, partitions int) {
+func waitOwners(t testing.TB, nodes []*testNode, partitions int) {
 	t.Helper()
 	waitFor(t, time.Minute, "two owners of every partition", func() error {
 		for _, n := range nodes {
