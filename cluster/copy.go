@@ -54,20 +54,14 @@ func (s selectServer) CopyPartition(req *clusterv1.CopyRequest, stream clusterv1
 	// The mark before the data: the data then holds at least that much.
 	applied, _ := n.local.Mark(markName(int(req.Partition)))
 	resp := &clusterv1.CopyResponse{Applied: applied}
-	size := 0
+	var size responseSize
 	err := n.selectLocal(math.MinInt64, math.MaxInt64, []*series.Matcher{everything}, partitionSet([]uint32{req.Partition}), false, func(s *clusterv1.Series) error {
 		resp.Series = append(resp.Series, s)
-		for _, c := range s.Chunks {
-			size += len(c)
-		}
-		for _, c := range s.HistogramChunks {
-			size += len(c)
-		}
-		if size += 64; size < responseBytes {
+		if !size.full(s.Chunks, s.HistogramChunks) {
 			return nil
 		}
 		err := stream.Send(resp)
-		resp, size = &clusterv1.CopyResponse{Applied: applied}, 0
+		resp = &clusterv1.CopyResponse{Applied: applied}
 		return err
 	})
 	if err != nil {

@@ -24,6 +24,25 @@ import (
 // responseBytes is about how much one Select response carries.
 const responseBytes = 1 << 20
 
+// responseSize counts what a streamed response holds so far.
+type responseSize int
+
+// full adds a series of the given blocks and reports that the response
+// reached responseBytes (and starts counting the next).
+func (r *responseSize) full(blocks ...[][]byte) bool {
+	n := 64 // labels and framing, about
+	for _, bs := range blocks {
+		for _, b := range bs {
+			n += len(b)
+		}
+	}
+	if *r += responseSize(n); *r < responseBytes {
+		return false
+	}
+	*r = 0
+	return true
+}
+
 // chunkSamples cuts the chunks Select sends: small enough to stream,
 // large enough that a chunk's header is noise.
 const chunkSamples = 480
@@ -51,21 +70,14 @@ func (s selectServer) Select(req *clusterv1.SelectRequest, stream grpc.ServerStr
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	resp := &clusterv1.SelectResponse{}
-	size := 0
+	var size responseSize
 	err = n.selectLocal(req.MinTimeMs, req.MaxTimeMs, ms, partitionSet(req.Partitions), req.LabelsOnly, func(s *clusterv1.Series) error {
 		resp.Series = append(resp.Series, s)
-		for _, c := range s.Chunks {
-			size += len(c)
-		}
-		for _, c := range s.HistogramChunks {
-			size += len(c)
-		}
-		size += 64
-		if size < responseBytes {
+		if !size.full(s.Chunks, s.HistogramChunks) {
 			return nil
 		}
 		err := stream.Send(resp)
-		resp, size = &clusterv1.SelectResponse{}, 0
+		resp = &clusterv1.SelectResponse{}
 		return err
 	})
 	if err != nil {

@@ -342,26 +342,16 @@ func (s selectServer) SelectRollups(req *clusterv1.RollupRequest, stream cluster
 	cols := uint(req.Columns)
 	var mu sync.Mutex // the stream and resp
 	resp := &clusterv1.RollupResponse{}
-	size := 0
+	var size responseSize
 	add := func(rs *clusterv1.RollupSeries) error {
 		mu.Lock()
 		defer mu.Unlock()
 		resp.Series = append(resp.Series, rs)
-		for _, b := range rs.ColumnBlocks {
-			size += len(b)
-		}
-		for _, b := range rs.SketchBlocks {
-			size += len(b)
-		}
-		for _, b := range rs.HistogramBlocks {
-			size += len(b)
-		}
-		size += 64
-		if size < responseBytes {
+		if !size.full(rs.ColumnBlocks, rs.SketchBlocks, rs.HistogramBlocks) {
 			return nil
 		}
 		err := stream.Send(resp)
-		resp, size = &clusterv1.RollupResponse{}, 0
+		resp = &clusterv1.RollupResponse{}
 		return err
 	}
 	rawDays, err := parallelShards(func(k, shards int) (query.TierRead, error) {

@@ -467,18 +467,11 @@ func (db *DB) loadHead(s *memSeries) error {
 // pendWindow is how many samples the reorder window holds.
 const pendWindow = 8
 
-// apply adds one committed sample to the head and reports whether it was
-// out of order. Called with db.applyMu held, in WAL order. Callers count
-// samples per batch: a shared counter bumped per sample made the cores
-// fight over its cache line.
-func (db *DB) apply(s *memSeries, t int64, v float64) (ooo bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return db.applyLocked(s, t, v, nil)
-}
-
-// applyRun applies the samples of ps, all of series s, in order, as apply
-// would one by one, and returns how many went out of order. Samples that
+// applyRun adds the committed samples of ps, all of series s, to the head
+// in order, and returns how many went out of order. Called with
+// db.applyMu held, in WAL order; callers count samples per batch (a
+// shared counter bumped per sample made the cores fight over its cache
+// line). Samples that
 // land inside the open chunk's range are merged into it with one
 // re-encoding for the run, not one each: a backfill's hour that arrived
 // after the next one re-encoded the chunk sixty times, 78% of the
@@ -496,14 +489,13 @@ func (db *DB) applyRun(s *memSeries, ps []pendingSample) (ooo int) {
 	return ooo
 }
 
-// applyLocked is apply with s.mu held. With merge, a sample inside the
-// open chunk's range joins *merge instead of being written into it
+// applyLocked adds one sample with s.mu held. A sample inside the open
+// chunk's range joins *merge instead of being written into it
 // (mergeHeadLocked does that), and *merge is merged before anything
 // else touches the open chunk.
 func (db *DB) applyLocked(s *memSeries, t int64, v float64, merge *[]series.Sample) (ooo bool) {
 	s.touched = db.cpCount.Load()
-	inHead := s.head != nil && s.head.Count() > 0 && t <= s.head.MaxT() && t >= s.head.MinT()
-	if merge != nil && len(*merge) > 0 && !inHead {
+	if len(*merge) > 0 && !(s.head != nil && s.head.Count() > 0 && t <= s.head.MaxT() && t >= s.head.MinT()) {
 		s.mergeHeadLocked(*merge)
 		*merge = (*merge)[:0]
 	}
@@ -532,11 +524,7 @@ func (db *DB) applyLocked(s *memSeries, t int64, v float64, merge *[]series.Samp
 			db.appendChunkLocked(s, t, v)
 			return false
 		case t >= s.head.MinT():
-			if merge != nil {
-				*merge = append(*merge, series.Sample{T: t, V: v})
-			} else {
-				s.rewriteHeadLocked(t, v)
-			}
+			*merge = append(*merge, series.Sample{T: t, V: v})
 			if s.pend == nil {
 				s.pend = make([]series.Sample, 0, pendWindow+1)
 			}
@@ -621,39 +609,12 @@ func (s *memSeries) sealHeadLocked() {
 	s.headDirty = false
 }
 
-// rewriteHeadLocked puts (t, v) into the open chunk's range, replacing a
-// sample at t: re-encoding up to ChunkSamples samples costs about a
-// microsecond, and keeps the open chunk the only place for its range.
-func (s *memSeries) rewriteHeadLocked(t int64, v float64) {
-	it := chunk.NewIterator(s.head.Bytes())
-	a := chunk.NewAppender()
-	done := false
-	for it.Next() {
-		ct, cv := it.At()
-		if !done && ct >= t {
-			a.Append(t, v)
-			done = true
-			if ct == t {
-				continue
-			}
-		}
-		a.Append(ct, cv)
-	}
-	if !done {
-		a.Append(t, v)
-	}
-	s.head = a
-	s.headDirty = true
-}
-
 // mergeHeadLocked puts ss (in the order written: a later one wins a
-// timestamp) into the open chunk's range with one re-encoding.
+// timestamp) into the open chunk's range with one re-encoding: up to
+// ChunkSamples samples, about a microsecond, keeping the open chunk the
+// only place for its range.
 func (s *memSeries) mergeHeadLocked(ss []series.Sample) {
-	switch len(ss) {
-	case 0:
-		return
-	case 1:
-		s.rewriteHeadLocked(ss[0].T, ss[0].V)
+	if len(ss) == 0 {
 		return
 	}
 	slices.SortStableFunc(ss, func(a, b series.Sample) int { return cmp.Compare(a.T, b.T) })
