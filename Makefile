@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzSelectResponse$$' -fuzztime=$(FUZZTIME) $(CLUSTER_FUZZ) ./cluster
 	$(GO) test -run=NONE -fuzz='^FuzzRollupResponse$$' -fuzztime=$(FUZZTIME) $(CLUSTER_FUZZ) ./cluster
 	$(GO) test -run=NONE -fuzz='^FuzzExemplarsResponse$$' -fuzztime=$(FUZZTIME) $(CLUSTER_FUZZ) ./cluster
+	$(GO) test -run=NONE -fuzz='^FuzzCheckSeriesRequest$$' -fuzztime=$(FUZZTIME) $(CLUSTER_FUZZ) ./cluster
 	$(GO) test -run=NONE -fuzz='^FuzzOTLP$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzWireDecode$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run=NONE -fuzz='^FuzzOTLPWire$$' -fuzztime=$(FUZZTIME) ./ingest

@@ -47,10 +47,18 @@ func PartitionOf(ls series.Labels, n int) int { return int(ls.Hash() % uint64(n)
 
 // Split divides b by partition among n; each part keeps its series in
 // b's order. A series lands in one part whole.
-func Split(b *Batch, n int) map[int]*Batch {
+func Split(b *Batch, n int) map[int]*Batch { return split(b, n, nil) }
+
+// split is Split, calling visit (when set) with each series' partition
+// and label hash: the hash is a good part of a split's cost.
+func split(b *Batch, n int, visit func(p int, h uint64, ls series.Labels)) map[int]*Batch {
 	out := map[int]*Batch{}
 	for _, s := range b.Series {
-		p := PartitionOf(s.Labels, n)
+		h := s.Labels.Hash()
+		p := int(h % uint64(n))
+		if visit != nil {
+			visit(p, h, s.Labels)
+		}
 		if out[p] == nil {
 			out[p] = &Batch{}
 		}

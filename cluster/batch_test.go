@@ -101,3 +101,49 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestSeenSeries: the cache of published series keeps a series written
+// in every epoch, forgets one not written for two epochs, and stays
+// within its capacity (two generations of it).
+func TestSeenSeries(t *testing.T) {
+	s := newSeenSeries(64 * 4)                       // 4 a stripe
+	steady, idle := uint64(1)<<58|1, uint64(1)<<58|2 // one stripe
+	s.add(steady)
+	s.add(idle)
+	s.epoch.Add(1)
+	if !s.has(steady) || !s.has(idle) {
+		t.Fatal("forgot a series written in the last epoch")
+	}
+	s.epoch.Add(1)
+	if !s.has(steady) {
+		t.Fatal("forgot a series written in every epoch")
+	}
+	s.epoch.Add(1)
+	s.epoch.Add(1)
+	s.add(steady)
+	s.epoch.Add(1)
+	if !s.has(steady) {
+		t.Fatal("forgot a series written one epoch ago")
+	}
+	if s.has(idle) {
+		t.Fatal("a series not written for four epochs is still known")
+	}
+	// A stripe nobody touched meanwhile forgets too.
+	quiet := uint64(2)<<58 | 1
+	s.add(quiet)
+	s.epoch.Add(3)
+	if s.has(quiet) {
+		t.Fatal("a series of an untouched stripe not written for three epochs is still known")
+	}
+	// Full: a generation holds at most 4 of the stripe's series.
+	for i := uint64(0); i < 100; i++ {
+		s.add(uint64(1)<<58 | (100 + i))
+	}
+	st := &s.stripes[1]
+	if len(st.cur) > 4 || len(st.old) > 4 {
+		t.Fatalf("a stripe holds %d and %d series, past its 4", len(st.cur), len(st.old))
+	}
+	if !s.has(uint64(1)<<58 | 199) {
+		t.Fatal("forgot the last series added")
+	}
+}

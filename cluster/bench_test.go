@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -132,4 +134,79 @@ func BenchmarkPartitionCopy(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+// BenchmarkSeriesCheck is the price of the active-series limits on the
+// write path (limits.go). seen: a request of 1,000 series this node
+// published before, split by partition and looked up in the seen-series
+// cache (the steady state), against split alone. memory: the heap a
+// cache of 1,048,576 takes full, a series (two generations). new: 1,000 series new to
+// the node, checked with every owner (one of the three nodes locally,
+// two over gRPC on loopback) before a publish.
+func BenchmarkSeriesCheck(b *testing.B) {
+	const perRequest = 1000
+	batch := func(prefix string) *Batch {
+		bt := &Batch{}
+		for s := 0; s < perRequest; s++ {
+			bt.Series = append(bt.Series, BatchSeries{Labels: series.FromStrings("__name__", "bench", "instance", prefix+strconv.Itoa(s), "job", "node")})
+		}
+		return bt
+	}
+	b.Run("split", func(b *testing.B) {
+		bt := batch("host-")
+		b.ReportAllocs()
+		for b.Loop() {
+			split(bt, 64, nil)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perRequest, "ns/series")
+	})
+	b.Run("seen", func(b *testing.B) {
+		bt := batch("host-")
+		seen := newSeenSeries(1 << 20)
+		split(bt, 64, func(_ int, h uint64, _ series.Labels) { seen.add(h) })
+		b.ReportAllocs()
+		for b.Loop() {
+			split(bt, 64, func(_ int, h uint64, _ series.Labels) {
+				if !seen.has(h) {
+					b.Fatal("a published series forgotten")
+				}
+			})
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perRequest, "ns/series")
+	})
+	b.Run("memory", func(b *testing.B) {
+		for b.Loop() {
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		full := newSeenSeries(1 << 20)
+		r := rand.New(rand.NewPCG(1, 2))
+		for range 1 << 20 {
+			full.add(r.Uint64())
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-B/series")
+		runtime.KeepAlive(full)
+	})
+	b.Run("new", func(b *testing.B) {
+		nats := natstest.Start(b, 3)
+		var nodes []*testNode
+		for i := 0; i < 3; i++ {
+			nodes = append(nodes, startNode(b, nats, fmt.Sprintf("h%d", i), b.TempDir(), 64))
+		}
+		waitOwners(b, nodes, 64)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			var fresh newSeries
+			split(batch("new-"+strconv.Itoa(i)+"-"), 64, func(p int, h uint64, ls series.Labels) { fresh.add(p, h, ls) })
+			if err := nodes[0].checkSeries(&fresh); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perRequest, "ns/series")
+	})
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,10 +16,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/headroomdb/headroom/exemplar"
+	"github.com/headroomdb/headroom/ingest"
 	"github.com/headroomdb/headroom/internal/natstest"
+	headroomv1 "github.com/headroomdb/headroom/proto/headroom/v1"
 	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/query/api"
 	"github.com/headroomdb/headroom/storage"
@@ -357,8 +362,14 @@ var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Le
 // store is a storage.DB as the cluster's Local (the server has its own).
 type store struct{ db *storage.DB }
 
-func (s store) NewAppender() LocalAppender      { return s.db.Appender() }
-func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
+func (s store) NewAppender(pastLimits bool) LocalAppender {
+	if pastLimits {
+		return s.db.Appender().SkipSeriesLimits()
+	}
+	return s.db.Appender()
+}
+func (s store) CheckNewSeries(lss []series.Labels) error { return s.db.CheckNewSeries(lss) }
+func (s store) Mark(name string) (uint64, bool)          { return s.db.Mark(name) }
 func (s store) SetMetadata(metric string, md series.Metadata) error {
 	return s.db.SetMetadata(metric, md)
 }
@@ -457,6 +468,22 @@ func TestClusterPartialReads(t *testing.T) {
 	reader.cfg.PartialReads = false
 	if _, err := countSamples(reader.Node, "m", now-60_000, now); err == nil || !strings.Contains(err.Error(), "no owner answered for") {
 		t.Errorf("strict read with partitions missing: %v, want an error naming them", err)
+	}
+	// A new series of the partition is still written (the stream has it
+	// for the next owner), unchecked against limits, and counted so.
+	var l series.Labels
+	for i := 0; PartitionOf(l, partitions) != 0 || l == nil; i++ {
+		l = series.FromStrings("__name__", "u", "s", fmt.Sprint(i))
+	}
+	a := reader.Appender()
+	if err := a.Append(l, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatalf("a write to a partition whose owners are gone: %v", err)
+	}
+	if u := reader.Status().UncheckedSeries; u != 1 {
+		t.Errorf("%d series counted unchecked, want 1", u)
 	}
 }
 
@@ -581,25 +608,230 @@ func TestClusterOwnerPastRetention(t *testing.T) {
 // testMaxSeries is the test stores' --max-active-series (0: default).
 var testMaxSeries int
 
-// TestClusterRefusedSamplesCounted: samples an owner's series limit
-// refuses after the write was acknowledged are not silent: the status
-// counts them.
-func TestClusterRefusedSamplesCounted(t *testing.T) {
+// publishRaw publishes a batch to partition p's subject as a publisher
+// would after its checks, for what the checks cannot produce on demand
+// (two writers passing one limit at once; a message applied after its
+// samples aged past the retention).
+func publishRaw(t *testing.T, n *testNode, p int, b *Batch) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := n.js.Publish(ctx, subject(p), AppendBatch(nil, b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterSeriesLimits: a write whose new series would take an
+// owner's store past its active-series limit is refused whole before
+// anything is published, naming the series, the limit and the node, as
+// a single node refuses it; series already stored still take samples;
+// and owners keep what was acknowledged even past their limit (two
+// writers whose checks passed at once), refusing nothing after the
+// acknowledgement.
+func TestClusterSeriesLimits(t *testing.T) {
 	testMaxSeries = 5
 	defer func() { testMaxSeries = 0 }()
 	const partitions = 4
 	_, nodes := startCluster(t, partitions)
-	writeSeries(t, nodes[0], 40) // acknowledged: the limits are the owners'
-	waitFor(t, time.Minute, "the owners count what they refused", func() error {
-		var refused, kept int64
+	now := time.Now().UnixMilli()
+	ls := func(metric string, i int) series.Labels {
+		return series.FromStrings("__name__", metric, "s", fmt.Sprint(i))
+	}
+	write := func(n *testNode, t0 int64, lss ...series.Labels) error {
+		a := n.Appender()
+		for _, l := range lss {
+			if err := a.Append(l, t0, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return a.Commit()
+	}
+	streamMsgs := func() uint64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		info, err := nodes[0].stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	// The stores hold what they were sent by their owners' partitions.
+	held := func() (map[string]int, int) {
+		out, total := map[string]int{}, 0
+		for _, n := range nodes {
+			out[n.cfg.Node] = n.db.ActiveSeries()
+			total += out[n.cfg.Node]
+		}
+		return out, total
+	}
+
+	before := streamMsgs()
+	var big []series.Labels
+	for i := 0; i < 40; i++ {
+		big = append(big, ls("big", i))
+	}
+	err := write(nodes[0], now, big...)
+	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `__name__="big"`) ||
+		!strings.Contains(err.Error(), "the limit is 5") || !strings.Contains(err.Error(), "'s store") {
+		t.Fatalf("40 new series: %v, want ErrTooManySeries naming a series, the limit and the node", err)
+	}
+	t.Log(err)
+	// Through a front end (the Ingest gRPC API, on a loopback port):
+	// refused whole as over a limit, naming the series, not as
+	// unavailable (which a client retries).
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(ingest.ServerOptions()...)
+	ingest.NewGRPC(ingestNode{nodes[1].Node}, ingest.Options{}).Register(srv)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := &headroomv1.WriteRequest{}
+	for _, l := range big {
+		req.Series = append(req.Series, &headroomv1.Series{
+			Labels:  []*headroomv1.Label{{Name: "__name__", Value: l.Get("__name__")}, {Name: "s", Value: l.Get("s")}},
+			Samples: []*headroomv1.Sample{{TimestampMs: now, Value: 1}},
+		})
+	}
+	_, err = headroomv1.NewIngestClient(conn).Write(context.Background(), req)
+	if st, _ := status.FromError(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), `__name__="big"`) {
+		t.Fatalf("40 new series over gRPC: %v, want ResourceExhausted naming a series", err)
+	}
+	if after := streamMsgs(); after != before {
+		t.Fatalf("the refused writes published %d messages", after-before)
+	}
+	if after := streamMsgs(); after != before {
+		t.Fatalf("the refused write published %d messages", after-before)
+	}
+
+	// One new series a write, through each node in turn, each applied
+	// before the next (so the check sees it): the stores fill to the
+	// limit and no further.
+	accepted, refused := 0, 0
+	for i := 0; i < 20; i++ {
+		err := write(nodes[i%3], now, ls("one", i))
+		switch {
+		case err == nil:
+			accepted++
+		case errors.Is(err, series.ErrTooManySeries):
+			refused++
+			continue
+		default:
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "the accepted series on both owners", func() error {
+			if got, total := held(); total != 2*accepted {
+				return fmt.Errorf("the stores hold %v, want %d in all", got, 2*accepted)
+			}
+			return nil
+		})
+	}
+	got, _ := held()
+	for node, k := range got {
+		if k > 5 {
+			t.Errorf("%s holds %d series, past its limit of 5", node, k)
+		}
+	}
+	t.Logf("%d series accepted, %d refused; stores %v", accepted, refused, got)
+	if accepted < 3 || refused == 0 {
+		t.Fatalf("%d series accepted, %d refused (stores %v): want the stores filled, then refusals", accepted, refused, got)
+	}
+	// Series stored already take samples at the limit, through any node.
+	var stored []series.Labels
+	for i := 0; i < 20; i++ {
+		if n, err := countSeries(nodes[0].Node, ls("one", i)); err != nil {
+			t.Fatal(err)
+		} else if n > 0 {
+			stored = append(stored, ls("one", i))
+		}
+	}
+	if len(stored) != accepted {
+		t.Fatalf("%d series readable, %d accepted", len(stored), accepted)
+	}
+	for _, n := range nodes {
+		if err := write(n, now+2000, stored...); err != nil {
+			t.Fatalf("samples of stored series at the limit, through %s: %v", n.cfg.Node, err)
+		}
+	}
+
+	// Two writers' checks passed at once: what they published is
+	// applied past the limit, on both owners, and nothing is refused.
+	_, total := held()
+	extra := map[int]*Batch{}
+	for i := 0; i < 12; i++ {
+		l := ls("past", i)
+		p := PartitionOf(l, partitions)
+		if extra[p] == nil {
+			extra[p] = &Batch{}
+		}
+		extra[p].Series = append(extra[p].Series, BatchSeries{Labels: l, Samples: []series.Sample{{T: now, V: 1}}})
+	}
+	for p, b := range extra {
+		publishRaw(t, nodes[1], p, b)
+	}
+	waitFor(t, time.Minute, "the series past the limit on both owners", func() error {
+		if got, all := held(); all != total+2*12 {
+			return fmt.Errorf("the stores hold %v (%d), want %d", got, all, total+2*12)
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		if r := n.Status().RefusedSamples; r != 0 {
+			t.Errorf("%s refused %d acknowledged samples", n.cfg.Node, r)
+		}
+	}
+}
+
+// ingestNode is a node as the front ends' Appendable (the server has
+// its own).
+type ingestNode struct{ n *Node }
+
+func (a ingestNode) Appender() ingest.Appender { return a.n.Appender() }
+
+// countSeries counts the series of labels ls that n reads.
+func countSeries(n *Node, ls series.Labels) (int, error) {
+	var ms []*series.Matcher
+	for _, l := range ls {
+		ms = append(ms, series.MustMatcher(series.MatchEqual, l.Name, l.Value))
+	}
+	q, err := n.Querier(0, time.Now().UnixMilli()+time.Hour.Milliseconds())
+	if err != nil {
+		return 0, err
+	}
+	defer q.Close()
+	set, err := q.Series(ms...)
+	if err != nil {
+		return 0, err
+	}
+	k := 0
+	for set.Next() {
+		k++
+	}
+	return k, set.Err()
+}
+
+// TestClusterRefusedSamplesCounted: a message whose samples the owners'
+// stores refuse when they apply it (past the retention by then, as after
+// a long catch-up) is not silent: the status counts them.
+func TestClusterRefusedSamplesCounted(t *testing.T) {
+	const partitions = 4
+	_, nodes := startCluster(t, partitions)
+	old := time.Now().Add(-60 * 24 * time.Hour).UnixMilli() // the stores keep 30 days
+	l := series.FromStrings("__name__", "old", "s", "0")
+	publishRaw(t, nodes[0], PartitionOf(l, partitions), &Batch{Series: []BatchSeries{{Labels: l, Samples: []series.Sample{{T: old, V: 1}, {T: old + 1000, V: 2}}}}})
+	waitFor(t, time.Minute, "both owners count the refused samples", func() error {
+		var refused int64
 		for _, n := range nodes {
 			refused += n.Status().RefusedSamples
-			kept += int64(n.db.ActiveSeries())
 		}
-		// 40 series of a sample, on two owners each: what the stores
-		// did not keep (about 5 series each), they refused.
-		if refused == 0 || refused != 2*40-kept {
-			return fmt.Errorf("%d refused, %d kept, of %d", refused, kept, 2*40)
+		if refused != 2*2 {
+			return fmt.Errorf("%d refused, want 2 samples on 2 owners", refused)
 		}
 		return nil
 	})

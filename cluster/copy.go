@@ -130,7 +130,7 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 	if err != nil {
 		return 0, 0, err
 	}
-	app := n.local.NewAppender()
+	app := n.local.NewAppender(true)
 	defer app.Rollback()
 	pending, refused := 0, 0
 	first := true

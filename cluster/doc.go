@@ -1,5 +1,6 @@
 // Package cluster owns Headroom's cluster mode on NATS JetStream (issue
-// 19, docs/cluster.md): a node's writes are checked whole, split by
+// 19, docs/cluster.md): a node's writes are checked whole (their new
+// series with their owners' active-series limits, limits.go), split by
 // partition and published to a replicated stream (Appender); each
 // partition's owners, chosen by rendezvous hashing and held by leases in
 // a key-value bucket (Node), apply its messages to their own store with

@@ -55,6 +55,11 @@ type Config struct {
 	// with the other partitions' series and a warning naming the
 	// missing ones (query.Warner); false fails the read instead.
 	PartialReads bool
+	// SeriesCache is how many series this node remembers having
+	// published within the owners' active-series limits (default
+	// 1,048,576, about 55 MB): a series it does not remember is checked
+	// with its owners before the write is published (limits.go).
+	SeriesCache int
 	// Logger gets the cluster's events (nil: discarded).
 	Logger *slog.Logger
 }
@@ -75,6 +80,9 @@ func (c *Config) withDefaults() {
 	if c.Retention <= 0 {
 		c.Retention = 72 * time.Hour
 	}
+	if c.SeriesCache <= 0 {
+		c.SeriesCache = 1 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,7 +92,14 @@ func (c *Config) withDefaults() {
 // for the partitions it owns, the marks that say which stream messages
 // the store holds, and a querier for the reads it answers.
 type Local interface {
-	NewAppender() LocalAppender
+	// NewAppender returns an appender; pastLimits: one that applies
+	// samples acknowledged already, which the active-series limits must
+	// not refuse (the limits were checked before the publish, with
+	// CheckNewSeries).
+	NewAppender(pastLimits bool) LocalAppender
+	// CheckNewSeries refuses (series.ErrTooManySeries, naming the
+	// series) label sets that would bring the store past its limits.
+	CheckNewSeries(lss []series.Labels) error
 	Mark(name string) (uint64, bool)
 	Querier(mint, maxt int64) (query.Querier, error)
 }
@@ -124,10 +139,16 @@ type Node struct {
 	// (its series limits): acknowledged, and not stored on this owner.
 	refused       atomic.Int64
 	refusedLogged atomic.Int64 // unix ns of the last warning about them
-	anyHist       atomic.Bool  // a live node said its store holds native histograms
-	metaKV        jetstream.KeyValue
-	meta          metaCache
-	prefix        string // of message IDs: node name and start time
+	// seen: the series this node published lately, known to pass the
+	// owners' limits; unchecked counts new series written without an
+	// answer from any owner (limits.go).
+	seen            *seenSeries
+	unchecked       atomic.Int64
+	uncheckedLogged atomic.Int64
+	anyHist         atomic.Bool // a live node said its store holds native histograms
+	metaKV          jetstream.KeyValue
+	meta            metaCache
+	prefix          string // of message IDs: node name and start time
 
 	tickMu sync.Mutex // one membership round at a time
 	mu     sync.Mutex
@@ -185,7 +206,7 @@ func Join(ctx context.Context, cfg Config, local Local, dial func(addr string) (
 	}
 	n := &Node{cfg: cfg, local: local, log: cfg.Logger.With("cluster_node", cfg.Node), nc: nc,
 		held: map[int]*owned{}, peers: map[string]string{}, owners: make([][]string, cfg.Partitions),
-		conns: map[string]*grpc.ClientConn{}, dial: dial,
+		conns: map[string]*grpc.ClientConn{}, dial: dial, seen: newSeenSeries(cfg.SeriesCache),
 		prefix: cfg.Node + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"}
 	if n.js, err = jetstream.New(nc); err != nil {
 		nc.Close()
@@ -296,11 +317,17 @@ func (n *Node) setUp(ctx context.Context) error {
 	})
 }
 
+// seenEpoch is how often the seen-series cache retires a generation: a
+// series not written for 30 to 60 minutes is checked again, before an
+// owner's head lets it go (storage's HeadIdleTimeout, an hour).
+const seenEpoch = 30 * time.Minute
+
 // loop renews the membership and the leases every third of a lease.
 func (n *Node) loop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.Lease / 3)
 	defer t.Stop()
+	epoch := time.Now()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -308,6 +335,10 @@ func (n *Node) loop() {
 		case <-t.C:
 		}
 		n.tick()
+		if time.Since(epoch) >= seenEpoch {
+			epoch = time.Now()
+			n.seen.epoch.Add(1)
+		}
 	}
 }
 
@@ -608,7 +639,7 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 		case <-stopped:
 		}
 	}()
-	app := n.local.NewAppender()
+	app := n.local.NewAppender(true)
 	idle := 0
 	caughtUp, sinceLook := false, 0 // the idle rounds' lookups
 	for ctx.Err() == nil {
@@ -709,15 +740,17 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 	return ctx.Err()
 }
 
-// apply adds one message's samples to the appender. A sample the store
-// refuses (past the retention, over a limit) is left out: the message is
-// in the stream for good, and every owner refuses the same samples.
+// apply adds one message's samples to the appender, which takes series
+// past the store's limits (they were checked before the publish). A
+// sample the store refuses (past the retention by now) is left out: the
+// message is in the stream for good, and every owner refuses the same
+// samples.
 func (n *Node) apply(app LocalAppender, p int, seq uint64, b *Batch) {
 	ra, byRef := app.(refAppender)
 	refused := func(err error) {
 		// Acknowledged to the writer, refused here: counted, and said
-		// at most once a minute, since every sample of a series over a
-		// limit would say it.
+		// at most once a minute, since every sample of an old message
+		// would say it.
 		n.refused.Add(1)
 		if now, last := time.Now().UnixNano(), n.refusedLogged.Load(); now-last >= int64(time.Minute) && n.refusedLogged.CompareAndSwap(last, now) {
 			n.log.Warn("cluster: the store refused acknowledged samples (status: refusedSamples)", "partition", p, "seq", seq, "err", err)
@@ -787,10 +820,14 @@ type Status struct {
 	Owners     int    `json:"ownersPerPartition"`
 	Lease      string `json:"lease"`
 	// RefusedSamples: samples of applied messages this node's store
-	// refused (over its series limits) since it started.
-	RefusedSamples int64             `json:"refusedSamples"`
-	Nodes          map[string]string `json:"nodes"` // live node -> gRPC address
-	Partition      []PartitionStatus `json:"partitionOwners"`
+	// refused (past its retention by the time it applied them) since it
+	// started.
+	RefusedSamples int64 `json:"refusedSamples"`
+	// UncheckedSeries: new series this node published without an
+	// answer from any of their owners on the active-series limits.
+	UncheckedSeries int64             `json:"uncheckedSeries"`
+	Nodes           map[string]string `json:"nodes"` // live node -> gRPC address
+	Partition       []PartitionStatus `json:"partitionOwners"`
 }
 
 // PartitionStatus is one partition's owners, and this node's standing
@@ -812,7 +849,7 @@ type PartitionStatus struct {
 func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	st := Status{Node: n.cfg.Node, Partitions: n.cfg.Partitions, Owners: n.cfg.Owners, Lease: n.cfg.Lease.String(), Nodes: map[string]string{}, RefusedSamples: n.refused.Load()}
+	st := Status{Node: n.cfg.Node, Partitions: n.cfg.Partitions, Owners: n.cfg.Owners, Lease: n.cfg.Lease.String(), Nodes: map[string]string{}, RefusedSamples: n.refused.Load(), UncheckedSeries: n.unchecked.Load()}
 	for k, v := range n.peers {
 		st.Nodes[k] = v
 	}

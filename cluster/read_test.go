@@ -1,13 +1,17 @@
 package cluster
 
 import (
+	"context"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	gproto "google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/headroomdb/headroom/proto/headroom/cluster/v1"
+	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -108,5 +112,55 @@ func FuzzExemplarsResponse(f *testing.F) {
 			return
 		}
 		mergeExemplars(exemplarsFromProto(&resp))
+	})
+}
+
+// FuzzCheckSeriesRequest: a peer's series check, however damaged (labels
+// unsorted, repeated, empty), is answered or refused without a panic,
+// and never brings a series into the store.
+func FuzzCheckSeriesRequest(f *testing.F) {
+	for _, lss := range [][]series.Labels{
+		{series.FromStrings("__name__", "a", "i", "0"), series.FromStrings("__name__", "a", "i", "1"), series.FromStrings("__name__", "b")},
+		{series.FromStrings("__name__", "a", "i", "0"), series.FromStrings("__name__", "a", "i", "0")},
+		{{{Name: "z", Value: "1"}, {Name: "a", Value: ""}}},
+	} {
+		req := &clusterv1.CheckSeriesRequest{}
+		for _, ls := range lss {
+			req.Series = append(req.Series, &clusterv1.Series{Labels: labelsToProto(ls)})
+		}
+		data, err := gproto.Marshal(req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	db, err := storage.Open(f.TempDir(), storage.Options{MaxActiveSeries: 3, MaxActiveSeriesPerMetric: 2})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { db.Close() })
+	a := db.Appender()
+	if err := a.Append(series.FromStrings("__name__", "a", "i", "0"), time.Now().UnixMilli(), 1); err != nil {
+		f.Fatal(err)
+	}
+	if err := a.Commit(); err != nil {
+		f.Fatal(err)
+	}
+	srv := selectServer{n: &Node{local: store{db}}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req clusterv1.CheckSeriesRequest
+		if gproto.Unmarshal(data, &req) != nil {
+			return
+		}
+		resp, err := srv.CheckSeries(context.Background(), &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Refused != "" && !strings.Contains(resp.Refused, "the limit is") {
+			t.Fatalf("a refusal that does not name the limit: %q", resp.Refused)
+		}
+		if n := db.ActiveSeries(); n != 1 {
+			t.Fatalf("the check left %d series in the store, want the 1 written", n)
+		}
 	})
 }

@@ -33,7 +33,7 @@ type Appender struct {
 }
 
 // Appender returns an appender for one request.
-func (n *Node) Appender() *Appender { return &Appender{n: n, check: n.local.NewAppender()} }
+func (n *Node) Appender() *Appender { return &Appender{n: n, check: n.local.NewAppender(false)} }
 
 func (a *Appender) series(ls series.Labels) *BatchSeries {
 	if k := len(a.b.Series); k > 0 && a.last.Equal(ls) {
@@ -75,8 +75,11 @@ func (a *Appender) Rollback() {
 	a.last = nil
 }
 
-// Commit publishes the request's parts, each to its partition's subject
-// with a message ID, and waits for every acknowledgement. A part refused
+// Commit checks the request's new series against the owners' limits
+// (limits.go), publishes the request's parts, each to its partition's
+// subject with a message ID, and waits for every acknowledgement. A
+// series over a limit refuses the request whole (series.ErrTooManySeries,
+// naming it) before anything is published. A part refused
 // or not acknowledged in time refuses the request (series.ErrUnavailable):
 // the parts acknowledged stay, and the client's retry of the same
 // samples changes nothing.
@@ -85,7 +88,18 @@ func (a *Appender) Commit() error {
 	if len(a.b.Series) == 0 {
 		return nil
 	}
-	parts := Split(&a.b, a.n.cfg.Partitions)
+	var fresh newSeries
+	parts := split(&a.b, a.n.cfg.Partitions, func(p int, h uint64, ls series.Labels) {
+		if !a.n.seen.has(h) {
+			fresh.add(p, h, ls)
+		}
+	})
+	// Before anything is published: a refused write leaves nothing.
+	if fresh.byPart != nil {
+		if err := a.n.checkSeries(&fresh); err != nil {
+			return err
+		}
+	}
 	id := a.n.prefix + strconv.FormatUint(a.n.reqSeq.Add(1), 36) + "-"
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()

@@ -137,7 +137,7 @@ func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, 
 	}
 	if c.appended > 0 {
 		if err := c.app.Commit(); err != nil {
-			err = fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
+			err = commitError(err)
 			s.opts.Metrics.observe("otlp", start, 0, 0, c.appended, err)
 			return nil, grpcStatus(err)
 		}

@@ -152,13 +152,24 @@ func writeBatch(db *appenderPool, l Limits, b batch, total int) error {
 		}
 	}
 	if err := app.Commit(); err != nil {
-		return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
+		return commitError(err)
 	}
 	// Only a committed series is remembered.
 	for _, lr := range learned {
 		db.cache.put(lr.hash, lr.raw, lr.ref)
 	}
 	return nil
+}
+
+// commitError is what a failed Commit tells the client: unavailable
+// (retry later), except a cluster node's refusal of series past their
+// owners' limits, which is the limit's answer, as Append's is on a
+// single node.
+func commitError(err error) error {
+	if errors.Is(err, series.ErrTooManySeries) {
+		return err
+	}
+	return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
 }
 
 // refBatch is a batch whose series carry their label bytes (and, when

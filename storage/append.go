@@ -44,6 +44,9 @@ type Appender struct {
 	hasCutoff bool
 	now       int64 // the clock, for the tiers' retention, read once per commit
 	hasNow    bool
+	// noLimits: the active-series limits were checked before these
+	// samples were acknowledged (SkipSeriesLimits).
+	noLimits bool
 }
 
 type postedKey struct {
@@ -53,6 +56,15 @@ type postedKey struct {
 
 // Appender returns a new appender.
 func (db *DB) Appender() *Appender { return &Appender{db: db} }
+
+// SkipSeriesLimits makes the appender bring series into the head past
+// the active-series limits, and returns it. For samples acknowledged
+// already: a cluster owner applying what the publishing node checked
+// with CheckNewSeries, where refusing would lose an acknowledged write.
+func (a *Appender) SkipSeriesLimits() *Appender {
+	a.noLimits = true
+	return a
+}
 
 // Append adds one sample of the series ls, which must be sorted by name
 // (series.Labels.Sort). A bad label set, a timestamp outside MinTime..
@@ -73,7 +85,7 @@ func (a *Appender) AppendLabels(ls series.Labels, t int64, v float64) (uint64, e
 	// same path as any late sample: the head, a chunk of its day, and the
 	// downsampler, which merges it into the tiers and then drops the
 	// chunk (see the downsampler's merge mode).
-	s, err := a.db.getOrCreate(ls)
+	s, err := a.db.getOrCreate(ls, !a.noLimits)
 	if err != nil {
 		return 0, err
 	}

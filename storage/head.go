@@ -80,6 +80,20 @@ func (m *seriesMap) getByHash(h uint64, ls series.Labels) *memSeries {
 	return nil
 }
 
+// has reports whether a series with labels ls is in the map, without
+// pinning it.
+func (m *seriesMap) has(h uint64, ls series.Labels) bool {
+	st := &m.stripes[h%seriesStripes]
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	for _, s := range st.byHash[h] {
+		if s.lset.Equal(ls) {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *seriesMap) getByID(id uint64) *memSeries {
 	st := &m.stripes[id%seriesStripes]
 	st.mu.RLock()
@@ -278,8 +292,9 @@ type memSeries struct {
 
 // getOrCreate returns the head series for ls, pinned, loading it from the
 // index or allocating a new ID. Labels are validated only on a miss: a
-// label set in the map has passed validation already.
-func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
+// label set in the map has passed validation already. limits says
+// whether the active-series limits refuse a series new to the head.
+func (db *DB) getOrCreate(ls series.Labels, limits bool) (*memSeries, error) {
 	mk := memKey(ls)
 	if s := db.series.getByHash(mk, ls); s != nil {
 		return s, nil
@@ -287,8 +302,10 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 	if err := ls.Validate(); err != nil {
 		return nil, err
 	}
-	if err := db.checkSeriesLimits(ls); err != nil {
-		return nil, err
+	if limits {
+		if err := db.checkSeriesLimits(ls); err != nil {
+			return nil, err
+		}
 	}
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
@@ -328,13 +345,63 @@ func (db *DB) getOrCreate(ls series.Labels) (*memSeries, error) {
 func (db *DB) checkSeriesLimits(ls series.Labels) error {
 	if max := db.opts.MaxActiveSeries; max > 0 {
 		if n := db.series.len() + int(db.series.extra.Load()) + int(seriesWeight(ls)); n >= max {
-			return fmt.Errorf("%w: series %s would make %d active series (a series counts once more for each KiB of its labels past the first), the limit is %d", series.ErrTooManySeries, ls, n+1, max)
+			return errTooMany(ls, n+1, max)
 		}
 	}
 	if max := db.opts.MaxActiveSeriesPerMetric; max > 0 {
 		name := ls.Get(series.MetricName)
 		if n := db.series.metricSeries(name); n >= max {
-			return fmt.Errorf("%w: series %s would make %d active series of metric %q, the limit is %d", series.ErrTooManySeries, ls, n+1, name, max)
+			return errTooManyOfMetric(ls, name, n+1, max)
+		}
+	}
+	return nil
+}
+
+func errTooMany(ls series.Labels, n, limit int) error {
+	return fmt.Errorf("%w: series %s would make %d active series (a series counts once more for each KiB of its labels past the first), the limit is %d", series.ErrTooManySeries, ls, n, limit)
+}
+
+func errTooManyOfMetric(ls series.Labels, name string, n, limit int) error {
+	return fmt.Errorf("%w: series %s would make %d active series of metric %q, the limit is %d", series.ErrTooManySeries, ls, n, name, limit)
+}
+
+// CheckNewSeries refuses, as Append would, label sets that would bring
+// the head past its active-series limits, counting all of them together:
+// a cluster node asks the owners of a write's new series before it
+// publishes the write, and the owners then apply it past their limits
+// (Appender.SkipSeriesLimits). Series in the head already pass; a
+// stored series not in the head counts as new, as it does for Append.
+// Like checkSeriesLimits it is a snapshot: concurrent writers may
+// overshoot a limit by what they bring in meanwhile.
+func (db *DB) CheckNewSeries(lss []series.Labels) error {
+	if db.closed.Load() {
+		return series.ErrClosed
+	}
+	maxAll, maxMetric := db.opts.MaxActiveSeries, db.opts.MaxActiveSeriesPerMetric
+	if maxAll <= 0 && maxMetric <= 0 {
+		return nil
+	}
+	n := db.series.len() + int(db.series.extra.Load())
+	perMetric := map[string]int{}
+	for _, ls := range lss {
+		if db.series.has(memKey(ls), ls) {
+			continue
+		}
+		if maxAll > 0 {
+			if n += 1 + int(seriesWeight(ls)); n > maxAll {
+				return errTooMany(ls, n, maxAll)
+			}
+		}
+		if maxMetric > 0 {
+			name := ls.Get(series.MetricName)
+			c, seen := perMetric[name]
+			if !seen {
+				c = db.series.metricSeries(name)
+			}
+			if c++; c > maxMetric {
+				return errTooManyOfMetric(ls, name, c, maxMetric)
+			}
+			perMetric[name] = c
 		}
 	}
 	return nil

@@ -53,7 +53,7 @@ func (a *Appender) appendHistogram(ls series.Labels, t int64, h *series.Histogra
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("series %s at %d: %w", ls, t, err)
 	}
-	s, err := a.db.getOrCreate(ls)
+	s, err := a.db.getOrCreate(ls, !a.noLimits)
 	if err != nil {
 		return err
 	}

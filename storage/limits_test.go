@@ -91,6 +91,61 @@ func TestActiveSeriesLimits(t *testing.T) {
 	}
 }
 
+// TestCheckNewSeries: the check a cluster node makes before publishing
+// refuses what Append would, counting the label sets of one call
+// together and the head's series as passing; an appender that skips the
+// limits brings series in past them (acknowledged samples are kept).
+func TestCheckNewSeries(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	o := testOptions(c)
+	o.MaxActiveSeries = 6
+	o.MaxActiveSeriesPerMetric = 3
+	db := openTest(t, t.TempDir(), o)
+	defer db.Close()
+	now := ms(c.now)
+	ls := func(metric string, i int) series.Labels {
+		return series.FromStrings("__name__", metric, "i", fmt.Sprint(i))
+	}
+	for i := 0; i < 2; i++ {
+		mustAppend(t, db, ls("a", i), series.Sample{T: now, V: 1})
+	}
+	// In the head already: they pass, and do not count.
+	if err := db.CheckNewSeries([]series.Labels{ls("a", 0), ls("a", 1), ls("a", 2)}); err != nil {
+		t.Fatalf("a third series of a: %v", err)
+	}
+	err := db.CheckNewSeries([]series.Labels{ls("a", 2), ls("b", 0), ls("a", 3)})
+	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="a", i="3"}`) || !strings.Contains(err.Error(), `metric "a"`) {
+		t.Fatalf("a fourth series of a: %v, want ErrTooManySeries naming it and its metric", err)
+	}
+	err = db.CheckNewSeries([]series.Labels{ls("b", 0), ls("b", 1), ls("c", 0), ls("c", 1), ls("d", 0)})
+	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="d", i="0"}`) || !strings.Contains(err.Error(), "limit is 6") {
+		t.Fatalf("a seventh series: %v, want ErrTooManySeries naming it and the total limit", err)
+	}
+	if got := db.ActiveSeries(); got != 2 {
+		t.Fatalf("the check brought series in: %d active", got)
+	}
+	// Applied past the limits, as an owner applies what was acknowledged.
+	a := db.Appender().SkipSeriesLimits()
+	for i := 0; i < 8; i++ {
+		if err := a.Append(ls("a", i), now, 1); err != nil {
+			t.Fatalf("series %d past the limits: %v", i, err)
+		}
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.ActiveSeries(); got != 8 {
+		t.Fatalf("%d active series, want the 8 applied", got)
+	}
+	// The limits still hold for the ordinary path, and for the check.
+	if err := db.Appender().Append(ls("e", 0), now, 1); !errors.Is(err, series.ErrTooManySeries) {
+		t.Errorf("a new series past the limit through Append: %v", err)
+	}
+	if err := db.CheckNewSeries([]series.Labels{ls("a", 7)}); err != nil {
+		t.Errorf("a series in the head, past the limits: %v", err)
+	}
+}
+
 func TestSelectShard(t *testing.T) {
 	c := &clock{now: day0}
 	db := openTest(t, t.TempDir(), testOptions(c))

@@ -33,6 +33,7 @@ type clusterFlags struct {
 	retention  time.Duration
 	token      string
 	partial    bool
+	seriesMem  int
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -44,6 +45,7 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.lease, "cluster-lease", 15*time.Second, "how long a node keeps its partitions without renewing them: the time before the others take over the partitions of a node that is gone")
 	fs.DurationVar(&c.retention, "cluster-stream-retention", 72*time.Hour, "how long the write stream keeps a message: the longest a node may be away and still catch up from the stream")
 	fs.BoolVar(&c.partial, "cluster-partial-reads", true, "when no owner of a partition answers, answer with the other partitions and a warning naming the missing ones; false: fail the query")
+	fs.IntVar(&c.seriesMem, "cluster-series-cache", 1<<20, "how many series this node remembers having written within their owners' active-series limits (about 55 bytes each); a write's series it does not remember are checked with their owners before the write is acknowledged")
 	fs.StringVar(&c.token, "cluster-token", os.Getenv("HEADROOM_CLUSTER_TOKEN"), "the read token this node sends when it asks its peers for series, when they have --tokens-file (default $HEADROOM_CLUSTER_TOKEN)")
 }
 
@@ -79,7 +81,7 @@ func joinCluster(cfg *serveConfig, db *storage.DB, grpcAddr net.Addr, useTLS boo
 	defer cancel()
 	start := time.Now()
 	n, err := cluster.Join(ctx, cluster.Config{URLs: c.urls, Node: name, Advertise: adv, Partitions: c.partitions,
-		Replicas: c.replicas, Lease: c.lease, Retention: c.retention, PartialReads: c.partial, Logger: log}, clusterStore{querySource{db}}, dial)
+		Replicas: c.replicas, Lease: c.lease, Retention: c.retention, PartialReads: c.partial, SeriesCache: c.seriesMem, Logger: log}, clusterStore{querySource{db}}, dial)
 	if err != nil {
 		return nil, fmt.Errorf("--cluster: %w", err)
 	}
@@ -92,8 +94,14 @@ func joinCluster(cfg *serveConfig, db *storage.DB, grpcAddr net.Addr, useTLS boo
 // and histograms are the query source's.
 type clusterStore struct{ querySource }
 
-func (s clusterStore) NewAppender() cluster.LocalAppender { return s.db.Appender() }
-func (s clusterStore) Mark(name string) (uint64, bool)    { return s.db.Mark(name) }
+func (s clusterStore) NewAppender(pastLimits bool) cluster.LocalAppender {
+	if pastLimits {
+		return s.db.Appender().SkipSeriesLimits()
+	}
+	return s.db.Appender()
+}
+func (s clusterStore) CheckNewSeries(lss []series.Labels) error { return s.db.CheckNewSeries(lss) }
+func (s clusterStore) Mark(name string) (uint64, bool)          { return s.db.Mark(name) }
 func (s clusterStore) SetMetadata(metric string, md series.Metadata) error {
 	return s.db.SetMetadata(metric, md)
 }

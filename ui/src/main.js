@@ -577,7 +577,8 @@ async function statusView() {
     const clusterPart = !c.partitionOwners ? [] : [
       el("h2", {}, "Cluster"),
       kv([["this node", c.node], ["partitions", String(c.partitions)], ["owners a partition", String(c.ownersPerPartition)], ["lease", c.lease],
-        ["acknowledged samples this node's series limits refused", num(c.refusedSamples)],
+        ["acknowledged samples this node's store refused (past its retention when applied)", num(c.refusedSamples)],
+        ["new series written unchecked against limits (no owner answered)", num(c.uncheckedSeries)],
         ...Object.entries(c.nodes).sort().map(([n, a]) => [`node ${n}`, a])]),
       el("table", { class: "result", id: "cluster-partitions" },
         el("thead", {}, el("tr", {}, ["partition", "owners", "served by this node", "lag (messages)", "applied (stream sequence)"].map((h) => el("th", {}, h)))),

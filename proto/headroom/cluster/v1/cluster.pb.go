@@ -950,6 +950,97 @@ func (x *ExemplarsResponse) GetSeries() []*SeriesExemplars {
 	return nil
 }
 
+type CheckSeriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Labels only, no chunks.
+	Series        []*Series `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckSeriesRequest) Reset() {
+	*x = CheckSeriesRequest{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckSeriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckSeriesRequest) ProtoMessage() {}
+
+func (x *CheckSeriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckSeriesRequest.ProtoReflect.Descriptor instead.
+func (*CheckSeriesRequest) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CheckSeriesRequest) GetSeries() []*Series {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+type CheckSeriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty when every series passes; otherwise why the first one that
+	// would not pass is refused (naming the series and the limit).
+	Refused       string `protobuf:"bytes,1,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckSeriesResponse) Reset() {
+	*x = CheckSeriesResponse{}
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckSeriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckSeriesResponse) ProtoMessage() {}
+
+func (x *CheckSeriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_headroom_cluster_v1_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckSeriesResponse.ProtoReflect.Descriptor instead.
+func (*CheckSeriesResponse) Descriptor() ([]byte, []int) {
+	return file_headroom_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CheckSeriesResponse) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_headroom_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
@@ -1021,12 +1112,17 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12;\n" +
 	"\texemplars\x18\x02 \x03(\v2\x1d.headroom.cluster.v1.ExemplarR\texemplars\"Q\n" +
 	"\x11ExemplarsResponse\x12<\n" +
-	"\x06series\x18\x01 \x03(\v2$.headroom.cluster.v1.SeriesExemplarsR\x06series2\xee\x02\n" +
+	"\x06series\x18\x01 \x03(\v2$.headroom.cluster.v1.SeriesExemplarsR\x06series\"I\n" +
+	"\x12CheckSeriesRequest\x123\n" +
+	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"/\n" +
+	"\x13CheckSeriesResponse\x12\x18\n" +
+	"\arefused\x18\x01 \x01(\tR\arefused2\xd0\x03\n" +
 	"\aCluster\x12S\n" +
 	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01\x12Z\n" +
 	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01\x12V\n" +
 	"\rCopyPartition\x12 .headroom.cluster.v1.CopyRequest\x1a!.headroom.cluster.v1.CopyResponse0\x01\x12Z\n" +
-	"\tExemplars\x12%.headroom.cluster.v1.ExemplarsRequest\x1a&.headroom.cluster.v1.ExemplarsResponseBDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
+	"\tExemplars\x12%.headroom.cluster.v1.ExemplarsRequest\x1a&.headroom.cluster.v1.ExemplarsResponse\x12`\n" +
+	"\vCheckSeries\x12'.headroom.cluster.v1.CheckSeriesRequest\x1a(.headroom.cluster.v1.CheckSeriesResponseBDZBgithub.com/headroomdb/headroom/proto/headroom/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_headroom_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -1040,23 +1136,25 @@ func file_headroom_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_headroom_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_headroom_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_headroom_cluster_v1_cluster_proto_goTypes = []any{
-	(*Matcher)(nil),           // 0: headroom.cluster.v1.Matcher
-	(*SelectRequest)(nil),     // 1: headroom.cluster.v1.SelectRequest
-	(*Label)(nil),             // 2: headroom.cluster.v1.Label
-	(*Series)(nil),            // 3: headroom.cluster.v1.Series
-	(*SelectResponse)(nil),    // 4: headroom.cluster.v1.SelectResponse
-	(*RollupRequest)(nil),     // 5: headroom.cluster.v1.RollupRequest
-	(*RollupSeries)(nil),      // 6: headroom.cluster.v1.RollupSeries
-	(*RollupResponse)(nil),    // 7: headroom.cluster.v1.RollupResponse
-	(*CopyRequest)(nil),       // 8: headroom.cluster.v1.CopyRequest
-	(*CopyResponse)(nil),      // 9: headroom.cluster.v1.CopyResponse
-	(*MatcherSet)(nil),        // 10: headroom.cluster.v1.MatcherSet
-	(*ExemplarsRequest)(nil),  // 11: headroom.cluster.v1.ExemplarsRequest
-	(*Exemplar)(nil),          // 12: headroom.cluster.v1.Exemplar
-	(*SeriesExemplars)(nil),   // 13: headroom.cluster.v1.SeriesExemplars
-	(*ExemplarsResponse)(nil), // 14: headroom.cluster.v1.ExemplarsResponse
+	(*Matcher)(nil),             // 0: headroom.cluster.v1.Matcher
+	(*SelectRequest)(nil),       // 1: headroom.cluster.v1.SelectRequest
+	(*Label)(nil),               // 2: headroom.cluster.v1.Label
+	(*Series)(nil),              // 3: headroom.cluster.v1.Series
+	(*SelectResponse)(nil),      // 4: headroom.cluster.v1.SelectResponse
+	(*RollupRequest)(nil),       // 5: headroom.cluster.v1.RollupRequest
+	(*RollupSeries)(nil),        // 6: headroom.cluster.v1.RollupSeries
+	(*RollupResponse)(nil),      // 7: headroom.cluster.v1.RollupResponse
+	(*CopyRequest)(nil),         // 8: headroom.cluster.v1.CopyRequest
+	(*CopyResponse)(nil),        // 9: headroom.cluster.v1.CopyResponse
+	(*MatcherSet)(nil),          // 10: headroom.cluster.v1.MatcherSet
+	(*ExemplarsRequest)(nil),    // 11: headroom.cluster.v1.ExemplarsRequest
+	(*Exemplar)(nil),            // 12: headroom.cluster.v1.Exemplar
+	(*SeriesExemplars)(nil),     // 13: headroom.cluster.v1.SeriesExemplars
+	(*ExemplarsResponse)(nil),   // 14: headroom.cluster.v1.ExemplarsResponse
+	(*CheckSeriesRequest)(nil),  // 15: headroom.cluster.v1.CheckSeriesRequest
+	(*CheckSeriesResponse)(nil), // 16: headroom.cluster.v1.CheckSeriesResponse
 }
 var file_headroom_cluster_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: headroom.cluster.v1.SelectRequest.matchers:type_name -> headroom.cluster.v1.Matcher
@@ -1072,19 +1170,22 @@ var file_headroom_cluster_v1_cluster_proto_depIdxs = []int32{
 	2,  // 10: headroom.cluster.v1.SeriesExemplars.labels:type_name -> headroom.cluster.v1.Label
 	12, // 11: headroom.cluster.v1.SeriesExemplars.exemplars:type_name -> headroom.cluster.v1.Exemplar
 	13, // 12: headroom.cluster.v1.ExemplarsResponse.series:type_name -> headroom.cluster.v1.SeriesExemplars
-	1,  // 13: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
-	5,  // 14: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
-	8,  // 15: headroom.cluster.v1.Cluster.CopyPartition:input_type -> headroom.cluster.v1.CopyRequest
-	11, // 16: headroom.cluster.v1.Cluster.Exemplars:input_type -> headroom.cluster.v1.ExemplarsRequest
-	4,  // 17: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
-	7,  // 18: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
-	9,  // 19: headroom.cluster.v1.Cluster.CopyPartition:output_type -> headroom.cluster.v1.CopyResponse
-	14, // 20: headroom.cluster.v1.Cluster.Exemplars:output_type -> headroom.cluster.v1.ExemplarsResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	3,  // 13: headroom.cluster.v1.CheckSeriesRequest.series:type_name -> headroom.cluster.v1.Series
+	1,  // 14: headroom.cluster.v1.Cluster.Select:input_type -> headroom.cluster.v1.SelectRequest
+	5,  // 15: headroom.cluster.v1.Cluster.SelectRollups:input_type -> headroom.cluster.v1.RollupRequest
+	8,  // 16: headroom.cluster.v1.Cluster.CopyPartition:input_type -> headroom.cluster.v1.CopyRequest
+	11, // 17: headroom.cluster.v1.Cluster.Exemplars:input_type -> headroom.cluster.v1.ExemplarsRequest
+	15, // 18: headroom.cluster.v1.Cluster.CheckSeries:input_type -> headroom.cluster.v1.CheckSeriesRequest
+	4,  // 19: headroom.cluster.v1.Cluster.Select:output_type -> headroom.cluster.v1.SelectResponse
+	7,  // 20: headroom.cluster.v1.Cluster.SelectRollups:output_type -> headroom.cluster.v1.RollupResponse
+	9,  // 21: headroom.cluster.v1.Cluster.CopyPartition:output_type -> headroom.cluster.v1.CopyResponse
+	14, // 22: headroom.cluster.v1.Cluster.Exemplars:output_type -> headroom.cluster.v1.ExemplarsResponse
+	16, // 23: headroom.cluster.v1.Cluster.CheckSeries:output_type -> headroom.cluster.v1.CheckSeriesResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_headroom_cluster_v1_cluster_proto_init() }
@@ -1098,7 +1199,7 @@ func file_headroom_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_headroom_cluster_v1_cluster_proto_rawDesc), len(file_headroom_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Cluster_SelectRollups_FullMethodName = "/headroom.cluster.v1.Cluster/SelectRollups"
 	Cluster_CopyPartition_FullMethodName = "/headroom.cluster.v1.Cluster/CopyPartition"
 	Cluster_Exemplars_FullMethodName     = "/headroom.cluster.v1.Cluster/Exemplars"
+	Cluster_CheckSeries_FullMethodName   = "/headroom.cluster.v1.Cluster/CheckSeries"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -48,6 +49,11 @@ type ClusterClient interface {
 	// Exemplars returns the exemplars a node keeps (in memory, those of
 	// the writes it received) of the series the matcher sets select.
 	Exemplars(ctx context.Context, in *ExemplarsRequest, opts ...grpc.CallOption) (*ExemplarsResponse, error)
+	// CheckSeries asks an owner whether series new to the asking node
+	// would pass its store's active-series limits, before the asking node
+	// publishes the write that holds them: owners apply what was
+	// acknowledged past their limits.
+	CheckSeries(ctx context.Context, in *CheckSeriesRequest, opts ...grpc.CallOption) (*CheckSeriesResponse, error)
 }
 
 type clusterClient struct {
@@ -125,6 +131,16 @@ func (c *clusterClient) Exemplars(ctx context.Context, in *ExemplarsRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) CheckSeries(ctx context.Context, in *CheckSeriesRequest, opts ...grpc.CallOption) (*CheckSeriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckSeriesResponse)
+	err := c.cc.Invoke(ctx, Cluster_CheckSeries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -143,6 +159,11 @@ type ClusterServer interface {
 	// Exemplars returns the exemplars a node keeps (in memory, those of
 	// the writes it received) of the series the matcher sets select.
 	Exemplars(context.Context, *ExemplarsRequest) (*ExemplarsResponse, error)
+	// CheckSeries asks an owner whether series new to the asking node
+	// would pass its store's active-series limits, before the asking node
+	// publishes the write that holds them: owners apply what was
+	// acknowledged past their limits.
+	CheckSeries(context.Context, *CheckSeriesRequest) (*CheckSeriesResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -164,6 +185,9 @@ func (UnimplementedClusterServer) CopyPartition(*CopyRequest, grpc.ServerStreami
 }
 func (UnimplementedClusterServer) Exemplars(context.Context, *ExemplarsRequest) (*ExemplarsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Exemplars not implemented")
+}
+func (UnimplementedClusterServer) CheckSeries(context.Context, *CheckSeriesRequest) (*CheckSeriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckSeries not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -237,6 +261,24 @@ func _Cluster_Exemplars_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_CheckSeries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckSeriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).CheckSeries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_CheckSeries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).CheckSeries(ctx, req.(*CheckSeriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +289,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Exemplars",
 			Handler:    _Cluster_Exemplars_Handler,
+		},
+		{
+			MethodName: "CheckSeries",
+			Handler:    _Cluster_CheckSeries_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
