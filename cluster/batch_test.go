@@ -147,3 +147,38 @@ func TestSeenSeries(t *testing.T) {
 		t.Fatal("forgot the last series added")
 	}
 }
+
+// TestHandoverWaitsForServingOwner: a lower-ranked owner gives its slot
+// to a better-ranked node only while the partition's other owner serves
+// it (caught up), not merely holds it: otherwise nobody would serve the
+// partition until one of them caught up.
+func TestHandoverWaitsForServingOwner(t *testing.T) {
+	n := &Node{cfg: Config{Node: "b"}}
+	want, slots := []string{"a", "c"}, []string{"b", "c"}
+	if n.better(3, want, slots, map[string]map[int]bool{"c": {1: true}}) {
+		t.Error("gave way while the other owner catches up")
+	}
+	if n.better(3, want, slots, map[string]map[int]bool{}) {
+		t.Error("gave way without knowing what the other owner serves")
+	}
+	if !n.better(3, want, slots, map[string]map[int]bool{"c": parseServing("1,3,7")}) {
+		t.Error("kept a slot a better-ranked node wants while the other owner serves")
+	}
+	if n.better(3, []string{"b", "c"}, slots, map[string]map[int]bool{"c": {3: true}}) {
+		t.Error("gave way with no better-ranked node waiting")
+	}
+	n.held = map[int]*owned{2: {}, 5: {}, 9: {}}
+	n.held[5].ready.Store(true)
+	n.held[9].ready.Store(true)
+	n.held[9].incomplete.Store(true)
+	if got := n.servingList(); got != "5" {
+		t.Errorf("serving list %q, want 5 (2 catches up, 9 is incomplete)", got)
+	}
+	if got := parseServing(n.servingList()); len(got) != 1 || !got[5] {
+		t.Errorf("the list read back: %v", got)
+	}
+	n.held = nil
+	if got := parseServing(n.servingList()); len(got) != 0 {
+		t.Errorf("a node serving nothing reads back as %v", got)
+	}
+}

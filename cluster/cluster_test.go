@@ -369,7 +369,13 @@ func (s store) NewAppender(pastLimits bool) LocalAppender {
 	return s.db.Appender()
 }
 func (s store) CheckNewSeries(lss []series.Labels) error { return s.db.CheckNewSeries(lss) }
-func (s store) Mark(name string) (uint64, bool)          { return s.db.Mark(name) }
+func (s store) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
+	return s.db.ImportRollups(tier, ls, bs, before)
+}
+func (s store) ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error {
+	return s.db.ImportHistRollups(tier, ls, bs, before)
+}
+func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s store) SetMetadata(metric string, md series.Metadata) error {
 	return s.db.SetMetadata(metric, md)
 }
@@ -412,6 +418,21 @@ func TestClusterPartialReads(t *testing.T) {
 		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, func(c *Config) { c.Lease = time.Minute }))
 	}
 	waitOwners(t, nodes, partitions)
+	// Every node's status says which owners serve each partition (their
+	// serving keys, read at its next round).
+	waitFor(t, time.Minute, "the serving owners on every node's status", func() error {
+		for _, n := range nodes {
+			n.tick()
+		}
+		for _, n := range nodes {
+			for _, ps := range n.Status().Partition {
+				if len(ps.ServingOwners) != 2 || !slices.Equal(ps.ServingOwners, ps.Owners) {
+					return fmt.Errorf("%s: partition %d owned by %v, served by %v", n.cfg.Node, ps.Partition, ps.Owners, ps.ServingOwners)
+				}
+			}
+		}
+		return nil
+	})
 	now := writeSeries(t, nodes[0], 40)
 	waitFor(t, time.Minute, "every sample applied", func() error {
 		for _, n := range nodes {

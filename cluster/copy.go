@@ -8,10 +8,12 @@ import (
 	"math"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	clusterv1 "github.com/headroomdb/headroom/proto/headroom/cluster/v1"
+	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -53,7 +55,7 @@ func (s selectServer) CopyPartition(req *clusterv1.CopyRequest, stream clusterv1
 	}
 	// The mark before the data: the data then holds at least that much.
 	applied, _ := n.local.Mark(markName(int(req.Partition)))
-	resp := &clusterv1.CopyResponse{Applied: applied}
+	resp := &clusterv1.CopyResponse{Applied: applied, RawOldestMs: n.RawOldest()}
 	var size responseSize
 	err := n.selectLocal(math.MinInt64, math.MaxInt64, []*series.Matcher{everything}, partitionSet([]uint32{req.Partition}), false, func(s *clusterv1.Series) error {
 		resp.Series = append(resp.Series, s)
@@ -134,6 +136,7 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 	defer app.Rollback()
 	pending, refused := 0, 0
 	first := true
+	var rawOldest int64
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
@@ -143,7 +146,7 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 			return 0, 0, err
 		}
 		if first {
-			applied, first = resp.Applied, false
+			applied, rawOldest, first = resp.Applied, resp.RawOldestMs, false
 		}
 		for _, s := range resp.Series {
 			r, err := decodeSeries(s)
@@ -151,7 +154,7 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 				return 0, 0, fmt.Errorf("series %v: %w", labelsFromProto(s.Labels), err)
 			}
 			// A sample the store refuses (past its retention at this
-			// moment, over its limits) is left out, as an apply would.
+			// moment) is left out, as an apply would.
 			for _, x := range r.ss {
 				if app.Append(r.ls, x.T, x.V) != nil {
 					refused++
@@ -175,6 +178,11 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 	if first {
 		return 0, 0, fmt.Errorf("the copy of partition %d ended before its first message", p)
 	}
+	// The buckets only the other owner's tiers hold, before the mark:
+	// a crash before it copies them again, which changes nothing.
+	if err := n.copyTiers(ctx, c, p, rawOldest); err != nil {
+		return 0, 0, fmt.Errorf("rollup tiers: %w", err)
+	}
 	// The mark last, with the last samples: a crash before it copies
 	// again.
 	if err := app.SetMark(markName(p), applied); err != nil {
@@ -188,4 +196,75 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 		n.log.Warn("cluster: the store refused copied samples", "partition", p, "refused", refused)
 	}
 	return applied, samples + pending, nil
+}
+
+// TierImporter is a Local that takes another store's rollup buckets
+// (storage.DB has it): within each block, the buckets before `before`
+// are replaced by those given.
+type TierImporter interface {
+	ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error
+	ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error
+}
+
+// copyTiers imports, tier by tier, the buckets of partition p that
+// node's tiers hold before its raw floor `before`: the copy's raw
+// samples start there, and this store rolls them up itself. Without
+// them a tier read served by this node would lack the partition's
+// history older than the raw retention (months of it, for a report).
+func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int, before int64) error {
+	imp, ok := n.local.(TierImporter)
+	if !ok || before <= 0 {
+		return nil
+	}
+	for i, t := range n.Tiers() {
+		cols := uint(rollup.ColAll)
+		if !t.Sketches {
+			cols &^= rollup.ColSketch
+		}
+		for _, hist := range []bool{false, true} {
+			stream, err := clusterv1.NewClusterClient(c).SelectRollups(ctx, &clusterv1.RollupRequest{
+				Partitions: []uint32{uint32(p)}, PartitionCount: uint32(n.cfg.Partitions), MinTimeMs: 0, MaxTimeMs: before - 1,
+				Matchers: matchersToProto([]*series.Matcher{everything}), ResolutionMs: t.Resolution.Milliseconds(), Columns: uint32(cols), Histograms: hist,
+			})
+			if err != nil {
+				return err
+			}
+			var col rollup.Columns
+			var bs []rollup.Bucket
+			for {
+				resp, err := stream.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return fmt.Errorf("tier %v: %w", t.Resolution, err)
+				}
+				for _, s := range resp.Series {
+					ls := labelsFromProto(s.Labels)
+					if hist {
+						hbs, err := decodeHistBlocks(s)
+						if err == nil {
+							err = imp.ImportHistRollups(i, ls, hbs, before)
+						}
+						if err != nil {
+							return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
+						}
+						continue
+					}
+					col.Reset()
+					if err := decodeColumns(&col, s, cols); err != nil {
+						return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
+					}
+					bs = bs[:0]
+					for k := range col.Start {
+						bs = append(bs, col.Bucket(k))
+					}
+					if err := imp.ImportRollups(i, ls, bs, before); err != nil {
+						return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
+					}
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -152,10 +152,13 @@ type Node struct {
 
 	tickMu sync.Mutex // one membership round at a time
 	mu     sync.Mutex
-	held   map[int]*owned              // partitions this node owns
-	peers  map[string]string           // live node -> gRPC address
-	owners [][]string                  // partition -> its owners' names, by slot
-	conns  map[string]*grpc.ClientConn // by address
+	held   map[int]*owned    // partitions this node owns
+	peers  map[string]string // live node -> gRPC address
+	owners [][]string        // partition -> its owners' names, by slot
+	// serving: the partitions each live node said it serves (caught up,
+	// complete) at its last round, from its "serving.<node>" key.
+	serving map[string]map[int]bool
+	conns   map[string]*grpc.ClientConn // by address
 	// exemplars answers for this node's own exemplars (SetExemplars).
 	exemplars ExemplarSource
 	dial      func(addr string) (*grpc.ClientConn, error)
@@ -376,6 +379,12 @@ func (n *Node) tick() {
 		n.log.Warn("cluster: membership not renewed", "err", err)
 		return
 	}
+	// What this node serves, for the others' handovers (better) and
+	// their status.
+	if _, err := n.kv.Put(ctx, "serving."+n.cfg.Node, []byte(n.servingList())); err != nil {
+		n.log.Warn("cluster: membership not renewed", "err", err)
+		return
+	}
 	if n.localHistograms() {
 		if _, err := n.kv.Put(ctx, "hist."+n.cfg.Node, []byte("1")); err != nil {
 			n.log.Warn("cluster: membership not renewed", "err", err)
@@ -410,12 +419,16 @@ func (n *Node) tick() {
 		return
 	}
 	peers := map[string]string{}
+	serving := map[string]map[int]bool{}
 	var live []string
 	hist := false
 	for k, e := range entries {
 		if name, ok := strings.CutPrefix(k, "node."); ok {
 			peers[name] = string(e.Value())
 			live = append(live, name)
+		}
+		if name, ok := strings.CutPrefix(k, "serving."); ok {
+			serving[name] = parseServing(string(e.Value()))
 		}
 		hist = hist || strings.HasPrefix(k, "hist.")
 	}
@@ -442,7 +455,7 @@ func (n *Node) tick() {
 		n.mu.Unlock()
 		switch {
 		case mine >= 0 && h != nil:
-			if !contains(want, n.cfg.Node) && n.better(p, want, owners[p]) {
+			if !contains(want, n.cfg.Node) && n.better(p, want, owners[p], serving) {
 				n.release(ctx, p, h)
 				owners[p][mine] = ""
 				continue
@@ -482,17 +495,19 @@ func (n *Node) tick() {
 		}
 	}
 	n.mu.Lock()
-	n.peers, n.owners = peers, owners
+	n.peers, n.owners, n.serving = peers, owners, serving
 	n.mu.Unlock()
 }
 
 // better reports that a live node ranked among p's first owners holds no
-// slot of p: this node, ranked lower, should make room for it, when the
-// partition has another owner meanwhile.
-func (n *Node) better(p int, want, slots []string) bool {
+// slot of p: this node, ranked lower, should make room for it, when
+// another owner serves the partition meanwhile. Serving, not holding: an
+// owner that took its slot lately may still be catching up, and giving
+// way then would leave the partition served by nobody until it has.
+func (n *Node) better(p int, want, slots []string, serving map[string]map[int]bool) bool {
 	others := 0
 	for _, o := range slots {
-		if o != "" && o != n.cfg.Node {
+		if o != "" && o != n.cfg.Node && serving[o][p] {
 			others++
 		}
 	}
@@ -505,6 +520,43 @@ func (n *Node) better(p int, want, slots []string) bool {
 		}
 	}
 	return false
+}
+
+// servingList is the partitions this node serves, as its serving key
+// holds them: decimal numbers, comma-separated; "-" for none.
+func (n *Node) servingList() string {
+	n.mu.Lock()
+	var ps []int
+	for p, h := range n.held {
+		if h.ready.Load() && !h.incomplete.Load() {
+			ps = append(ps, p)
+		}
+	}
+	n.mu.Unlock()
+	if len(ps) == 0 {
+		return "-"
+	}
+	sort.Ints(ps)
+	b := make([]byte, 0, 4*len(ps))
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(p), 10)
+	}
+	return string(b)
+}
+
+// parseServing reads a serving key; what does not parse is left out (a
+// node that serves nothing is the safe reading).
+func parseServing(v string) map[int]bool {
+	out := map[int]bool{}
+	for _, f := range strings.Split(v, ",") {
+		if p, err := strconv.Atoi(f); err == nil {
+			out[p] = true
+		}
+	}
+	return out
 }
 
 func contains(xs []string, x string) bool {
@@ -835,6 +887,9 @@ type Status struct {
 type PartitionStatus struct {
 	Partition int      `json:"partition"`
 	Owners    []string `json:"owners"`
+	// ServingOwners: the owners that said at their last round that they
+	// serve the partition (caught up and complete).
+	ServingOwners []string `json:"servingOwners"`
 	// Of this node, when it owns the partition: caught up once since it
 	// took it, messages behind at its last fetch, and the last stream
 	// sequence its store holds.
@@ -854,10 +909,13 @@ func (n *Node) Status() Status {
 		st.Nodes[k] = v
 	}
 	for p := 0; p < n.cfg.Partitions; p++ {
-		ps := PartitionStatus{Partition: p, Owners: []string{}}
+		ps := PartitionStatus{Partition: p, Owners: []string{}, ServingOwners: []string{}}
 		for _, o := range n.owners[p] {
 			if o != "" {
 				ps.Owners = append(ps.Owners, o)
+				if n.serving[o][p] {
+					ps.ServingOwners = append(ps.ServingOwners, o)
+				}
 			}
 		}
 		if h := n.held[p]; h != nil {

@@ -360,3 +360,146 @@ func FuzzRollupResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestClusterCopyKeepsTiers: a node that copies a partition (the stream
+// dropped what it needs) gets the other owner's rollup buckets older
+// than its raw floor, floats and histograms, as well as the raw samples
+// after it: its own store then answers the partition's tier reads as the
+// other owner's does, months of history included.
+func TestClusterCopyKeepsTiers(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	const partitions = 4
+	// Raw samples for two days; the tiers keep the rest.
+	sopts := storage.Options{Retention: 2 * 24 * time.Hour, RollupQuiet: time.Millisecond}
+	short := func(c *Config) { c.Retention = 2 * time.Second }
+	var nodes []*testNode
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startNodeStore(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, sopts, short))
+	}
+	waitOwners(t, nodes, partitions)
+	end := (time.Now().UnixMilli() - int64(time.Hour/time.Millisecond)) / int64(day) * int64(day)
+	writeHistory(t, func() appender { return nodes[0].Appender() }, end)
+	count := func(db *storage.DB) int {
+		q, err := db.Querier(end-4*int64(day), end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		set, err := q.Select(series.MustMatcher(series.MatchRegexp, "__name__", "g|c|h"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for set.Next() {
+			s := set.At()
+			it := s.Iterator()
+			for it.Next() {
+				n++
+			}
+			n += len(s.Hists)
+		}
+		return n
+	}
+	waitFor(t, time.Minute, "both owners applied every sample", func() error {
+		a, b := count(nodes[0].db), count(nodes[1].db)
+		if want := 3 * 720 * 13; a != want || b != want {
+			return fmt.Errorf("the owners hold %d and %d samples, want %d", a, b, want)
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		for _, f := range []func() error{n.db.Checkpoint, n.db.RunRollups, n.db.ApplyRetention} {
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n.db.RawOldest() <= end-3*int64(day) {
+			t.Fatalf("%s's raw floor %d: the oldest day was not dropped", n.cfg.Node, n.db.RawOldest())
+		}
+	}
+	waitFor(t, time.Minute, "the stream drops the messages", func() error {
+		info, err := nodes[0].stream.Info(context.Background())
+		if err == nil && info.State.Msgs != 0 {
+			err = fmt.Errorf("%d messages still", info.State.Msgs)
+		}
+		return err
+	})
+	late := startNodeStore(t, nats, "h2", t.TempDir(), partitions, sopts, short)
+	var served []int
+	waitFor(t, time.Minute, "the late node copies and serves partitions", func() error {
+		late.tick()
+		served = served[:0]
+		for _, p := range late.Status().Partition {
+			if p.Serving != nil && *p.Serving && !p.Incomplete {
+				served = append(served, p.Partition)
+			}
+		}
+		if len(served) == 0 {
+			return fmt.Errorf("serves no partition yet")
+		}
+		return nil
+	})
+	mine := func(ls series.Labels) bool { return slices.Contains(served, PartitionOf(ls, partitions)) }
+	all := []*series.Matcher{series.MustMatcher(series.MatchRegexp, "__name__", "g|c|h")}
+	read := func(db *storage.DB, tier int) (string, int) {
+		var b strings.Builder
+		n := 0
+		cols := uint(rollup.ColAll)
+		if !db.Tiers()[tier].Sketches {
+			cols &^= rollup.ColSketch
+		}
+		if _, err := db.EachRollup(tier, 0, end, cols, 0, 1, all, func(ls series.Labels, c *rollup.Columns) error {
+			if mine(ls) {
+				for i := range c.Start {
+					fmt.Fprintf(&b, "%s %+v\n", ls, c.Bucket(i))
+					n++
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.EachHistRollup(tier, 0, end, 0, 1, all, func(ls series.Labels, bs []rollup.HistBucket) error {
+			if mine(ls) {
+				for _, x := range bs {
+					fmt.Fprintf(&b, "%s %d %d %d %d", ls, x.Start, x.Count, x.Rest, x.MinSchema)
+					for _, k := range x.Kept {
+						// The counter reset hint aside, as a reset or not:
+						// a chunk keeps its first sample's, and the copy's
+						// raw samples fill chunks of their own.
+						h := *k.H
+						if h.CounterReset != 1 {
+							h.CounterReset = 0
+						}
+						fmt.Fprintf(&b, " %d %d %+v", k.T, k.Role, h)
+					}
+					b.WriteString("\n")
+					n++
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Series come in each store's ID order.
+		lines := strings.Split(b.String(), "\n")
+		slices.Sort(lines)
+		return strings.Join(lines, "\n"), n
+	}
+	for tier := range nodes[0].db.Tiers() {
+		want, n := read(nodes[0].db, tier)
+		got, _ := read(late.db, tier)
+		if n == 0 {
+			t.Fatalf("tier %d: no buckets of partitions %v to compare", tier, served)
+		}
+		if got != want {
+			gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+			for i := range min(len(gl), len(wl)) {
+				if gl[i] != wl[i] {
+					t.Errorf("tier %d: the late node's buckets of partitions %v differ from the other owner's at line %d of %d:\n%s\nwant\n%s", tier, served, i, n, gl[i], wl[i])
+					break
+				}
+			}
+		}
+	}
+}

@@ -312,15 +312,24 @@ func clipHists(hs []series.HistSample, mint, maxt int64) []series.HistSample {
 	return hs[i:j]
 }
 
-// anyHistChunk reports whether the store holds a histogram chunk, so
-// that queries of a store without histograms skip looking for them.
+// anyHistChunk reports whether the store holds a histogram chunk or a
+// histogram rollup block, so that queries of a store without histograms
+// skip looking for them.
 func anyHistChunk(pdb *pebble.DB) (bool, error) {
-	it, err := pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kindHistChunk}, UpperBound: []byte{kindHistChunk + 1}})
-	if err != nil {
-		return false, err
+	// Or a histogram rollup block: once raw retention dropped every
+	// histogram chunk (or a cluster copy imported only blocks), the
+	// tiers still hold histograms.
+	for _, kind := range []byte{kindHistChunk, kindHistRollup} {
+		it, err := pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
+		if err != nil {
+			return false, err
+		}
+		found := it.First()
+		if err := errors.Join(it.Error(), it.Close()); err != nil || found {
+			return found, err
+		}
 	}
-	found := it.First()
-	return found, errors.Join(it.Error(), it.Close())
+	return false, nil
 }
 
 // HasHistograms reports whether the store holds native histograms (or a

@@ -19,6 +19,7 @@ import (
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/cluster"
 	"github.com/headroomdb/headroom/storage"
+	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -101,7 +102,18 @@ func (s clusterStore) NewAppender(pastLimits bool) cluster.LocalAppender {
 	return s.db.Appender()
 }
 func (s clusterStore) CheckNewSeries(lss []series.Labels) error { return s.db.CheckNewSeries(lss) }
-func (s clusterStore) Mark(name string) (uint64, bool)          { return s.db.Mark(name) }
+
+// The copy of a partition's tiers: without it a node that copies a
+// partition would lack its history older than the raw retention.
+var _ cluster.TierImporter = clusterStore{}
+
+func (s clusterStore) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
+	return s.db.ImportRollups(tier, ls, bs, before)
+}
+func (s clusterStore) ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error {
+	return s.db.ImportHistRollups(tier, ls, bs, before)
+}
+func (s clusterStore) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s clusterStore) SetMetadata(metric string, md series.Metadata) error {
 	return s.db.SetMetadata(metric, md)
 }

@@ -581,10 +581,11 @@ async function statusView() {
         ["new series written unchecked against limits (no owner answered)", num(c.uncheckedSeries)],
         ...Object.entries(c.nodes).sort().map(([n, a]) => [`node ${n}`, a])]),
       el("table", { class: "result", id: "cluster-partitions" },
-        el("thead", {}, el("tr", {}, ["partition", "owners", "served by this node", "lag (messages)", "applied (stream sequence)"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["partition", "owners", "served by this node", "lag (messages)", "applied (stream sequence)", "owners serving"].map((h) => el("th", {}, h)))),
         el("tbody", {}, c.partitionOwners.map((p) => el("tr", {},
           el("td", { class: "num" }, String(p.partition)), el("td", {}, p.owners.join(", ") || "none"), el("td", {}, standing(p)),
-          el("td", { class: "num" }, num(p.lag)), el("td", { class: "num" }, num(p.applied)))))),
+          el("td", { class: "num" }, num(p.lag)), el("td", { class: "num" }, num(p.applied)),
+          el("td", {}, (p.servingOwners || []).join(", ") || "none"))))),
     ];
     main.replaceChildren(
       el("h2", {}, "Server"),

@@ -638,8 +638,12 @@ type CopyResponse struct {
 	// The last stream sequence the owner had applied when the copy
 	// started (the first response only): everything up to it is in the
 	// copy, and the new owner consumes the stream from the next one.
-	Applied       uint64    `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
-	Series        []*Series `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
+	Applied uint64    `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	Series  []*Series `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
+	// The owner's raw floor (the first message only): its tiers alone hold
+	// the buckets before it, which the new owner then reads with
+	// SelectRollups; the copy's series hold the raw samples after it.
+	RawOldestMs   int64 `protobuf:"varint,3,opt,name=raw_oldest_ms,json=rawOldestMs,proto3" json:"raw_oldest_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -686,6 +690,13 @@ func (x *CopyResponse) GetSeries() []*Series {
 		return x.Series
 	}
 	return nil
+}
+
+func (x *CopyResponse) GetRawOldestMs() int64 {
+	if x != nil {
+		return x.RawOldestMs
+	}
+	return 0
 }
 
 type MatcherSet struct {
@@ -1093,10 +1104,11 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\vCopyRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\rR\x0epartitionCount\x12\x1b\n" +
-	"\tmark_only\x18\x03 \x01(\bR\bmarkOnly\"]\n" +
+	"\tmark_only\x18\x03 \x01(\bR\bmarkOnly\"\x81\x01\n" +
 	"\fCopyResponse\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\x04R\aapplied\x123\n" +
-	"\x06series\x18\x02 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"F\n" +
+	"\x06series\x18\x02 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\x12\"\n" +
+	"\rraw_oldest_ms\x18\x03 \x01(\x03R\vrawOldestMs\"F\n" +
 	"\n" +
 	"MatcherSet\x128\n" +
 	"\bmatchers\x18\x01 \x03(\v2\x1c.headroom.cluster.v1.MatcherR\bmatchers\"\x87\x01\n" +

@@ -1,0 +1,123 @@
+package storage
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// ImportRollups puts another store's buckets of series ls in tier (an
+// index into Options.Tiers) into this one: within each block the buckets
+// touch, this store's buckets starting before `before` are replaced by
+// the given ones; its later buckets stay. A cluster node that copies a
+// partition from another owner imports the buckets older than that
+// owner's raw floor, which only its tiers hold; the raw days after it
+// come as samples, and this store's downsampler rolls them up.
+//
+// bs must be sorted by start. The series is created when the store does
+// not know it. Durable when it returns.
+func (db *DB) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
+	return db.importBlocks(tier, ls, func(b *pebble.Batch, t *tierState, id uint64) error {
+		var blk []rollup.Bucket
+		var key, enc []byte
+		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, before, func(i, j int, p, lo, hi int64) (err error) {
+			key = rollupKey(key[:0], t.idx, uint32(p), id, lo)
+			if blk, _, err = getBlock(db.pdb, blk[:0], key); err != nil {
+				return fmt.Errorf("series %s: %v block %d: %w", ls, t.Resolution, p, err)
+			}
+			enc, err = writeBlock(b, t, key, id, ls, spliceDay(blk, bs[i:j], lo, hi), enc)
+			return err
+		})
+	})
+}
+
+// ImportHistRollups is ImportRollups for native histogram buckets.
+func (db *DB) ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error {
+	err := db.importBlocks(tier, ls, func(b *pebble.Batch, t *tierState, id uint64) error {
+		var blk []rollup.HistBucket
+		var key, enc []byte
+		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, before, func(i, j int, p, lo, hi int64) (err error) {
+			key = histRollupKey(key[:0], t.idx, uint32(p), id, lo)
+			if blk, _, err = getHistBlock(db.pdb, blk[:0], key); err != nil {
+				return fmt.Errorf("series %s: %v histogram block %d: %w", ls, t.Resolution, p, err)
+			}
+			enc, err = writeHistBlock(b, t, key, id, ls, spliceHistDay(blk, bs[i:j], lo, hi), enc)
+			return err
+		})
+	})
+	if err == nil && len(bs) > 0 {
+		db.hasHist.Store(true)
+	}
+	return err
+}
+
+// eachBlock calls f with each block of tier t that n buckets (sorted by
+// start) touch before `before`: the buckets i..j-1 of block p, whose
+// range [lo, hi) is cut at before.
+func eachBlock(t *tierState, n int, start func(i int) int64, before int64, f func(i, j int, p, lo, hi int64) error) error {
+	for i := 0; i < n && start(i) < before; {
+		p := start(i) / t.span
+		lo, hi := p*t.span, min((p+1)*t.span, before)
+		j := i
+		for j < n && start(j) < hi {
+			j++
+		}
+		if err := f(i, j, p, lo, hi); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// importBlocks runs write for series ls in tier with a batch it commits
+// synced, under the lock the downsampler writes blocks under (cpMu): a
+// block is read, spliced and written by one of them at a time.
+func (db *DB) importBlocks(tier int, ls series.Labels, write func(b *pebble.Batch, t *tierState, id uint64) error) error {
+	if tier < 0 || tier >= len(db.tiers) {
+		return fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	}
+	if err := db.Writable(); err != nil {
+		return err
+	}
+	s, err := db.getOrCreate(ls, false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if s.pins.Add(-1) == 0 && !s.created.Load() {
+			db.dropUnused(s)
+		}
+	}()
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return series.ErrClosed
+	}
+	db.cpMu.Lock()
+	defer db.cpMu.Unlock()
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	created := !s.created.Load()
+	if created {
+		if err := b.Set(seriesKey(s.id), appendLabels(nil, s.lset), nil); err != nil {
+			return err
+		}
+		if err := b.Set(hashKey(s.hash, s.id), nil, nil); err != nil {
+			return err
+		}
+	}
+	if err := write(b, db.tiers[tier], s.id); err != nil {
+		return err
+	}
+	if err := db.commit(b, pebble.Sync); err != nil {
+		return err
+	}
+	if created {
+		s.created.Store(true)
+	}
+	return nil
+}
