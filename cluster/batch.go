@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -98,9 +99,25 @@ func AppendBatch(dst []byte, b *Batch) []byte {
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
+func byName(a, b series.Label) int { return strings.Compare(a.Name, b.Name) }
+
+// take returns n elements of the slab, capped at n, starting a new slab
+// of max(block, n) when the current one lacks room: a batch's series
+// share few allocations, and none is copied to grow.
+func take[T any](slab *[]T, n, block int) []T {
+	if cap(*slab)-len(*slab) < n {
+		*slab = make([]T, 0, max(block, n))
+	}
+	from := len(*slab)
+	*slab = (*slab)[:from+n]
+	return (*slab)[from : from+n : from+n]
+}
+
 // DecodeBatch decodes a batch's wire form. It checks the checksum first
 // and never panics: bytes from the stream are outside bytes. Label sets
-// come back sorted (as series.Labels must be).
+// come back sorted (as series.Labels must be). Labels, label strings and
+// samples share a few allocations a batch, not a few a series: an
+// owner decodes every message (the store copies what it keeps).
 func DecodeBatch(b []byte) (*Batch, error) {
 	bad := func(format string, args ...any) (*Batch, error) {
 		return nil, fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
@@ -116,6 +133,9 @@ func DecodeBatch(b []byte) (*Batch, error) {
 		return bad("version %d", body[0])
 	}
 	p := body[1:]
+	// One string of the body: label names and values are its substrings.
+	all := string(p)
+	at := func() int { return len(all) - len(p) }
 	uv := func() (uint64, bool) {
 		x, n := binary.Uvarint(p)
 		if n <= 0 {
@@ -129,9 +149,9 @@ func DecodeBatch(b []byte) (*Batch, error) {
 		if !ok || n > uint64(len(p)) {
 			return "", false
 		}
-		s := string(p[:n])
+		off := at()
 		p = p[n:]
-		return s, true
+		return all[off : off+int(n)], true
 	}
 	ts := func(prev int64) (int64, bool) {
 		d, n := binary.Varint(p)
@@ -147,31 +167,41 @@ func DecodeBatch(b []byte) (*Batch, error) {
 		return bad("series count")
 	}
 	out := &Batch{Series: make([]BatchSeries, 0, ns)}
+	// The series' labels and samples are windows of these slabs.
+	var labels []series.Label
+	var samples []series.Sample
 	for i := uint64(0); i < ns; i++ {
 		var s BatchSeries
 		nl, ok := uv()
-		if !ok || nl > uint64(len(p)) {
+		// A label takes two bytes at least.
+		if !ok || nl > uint64(len(p))/2 {
 			return bad("series %d: label count", i)
 		}
-		for j := uint64(0); j < nl; j++ {
+		s.Labels = take(&labels, int(nl), 4096)
+		for j := range s.Labels {
 			name, ok1 := str()
 			value, ok2 := str()
 			if !ok1 || !ok2 {
 				return bad("series %d: label %d", i, j)
 			}
-			s.Labels = append(s.Labels, series.Label{Name: name, Value: value})
+			s.Labels[j] = series.Label{Name: name, Value: value}
 		}
-		sort.Slice(s.Labels, func(a, b int) bool { return s.Labels[a].Name < s.Labels[b].Name })
+		if !slices.IsSortedFunc(s.Labels, byName) {
+			slices.SortFunc(s.Labels, byName)
+		}
 		nf, ok := uv()
 		if !ok || nf > uint64(len(p))/9 {
 			return bad("series %s: sample count", s.Labels)
 		}
+		if nf > 0 {
+			s.Samples = take(&samples, int(nf), 8192)
+		}
 		t := int64(0)
-		for k := uint64(0); k < nf; k++ {
+		for k := range s.Samples {
 			if t, ok = ts(t); !ok || len(p) < 8 {
 				return bad("series %s: sample %d", s.Labels, k)
 			}
-			s.Samples = append(s.Samples, series.Sample{T: t, V: math.Float64frombits(binary.LittleEndian.Uint64(p))})
+			s.Samples[k] = series.Sample{T: t, V: math.Float64frombits(binary.LittleEndian.Uint64(p))}
 			p = p[8:]
 		}
 		nh, ok := uv()
