@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/headroomdb/headroom/internal/natstest"
+	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/series"
 )
@@ -209,4 +210,82 @@ func BenchmarkSeriesCheck(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perRequest, "ns/series")
 	})
+}
+
+// BenchmarkFanOutSelect is a raw read through the fan-out: three nodes,
+// 16 partitions, 1,000 series x 480 samples (a day at 3 min), every
+// sample of the day read through one node (its own partitions locally,
+// the others from an owner over loopback gRPC), against the same read
+// of a single store.
+func BenchmarkFanOutSelect(b *testing.B) {
+	nats := natstest.Start(b, 3)
+	const partitions, nSeries, perSeries = 16, 1000, 480
+	var nodes []*testNode
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startNode(b, nats, fmt.Sprintf("h%d", i), b.TempDir(), partitions))
+	}
+	waitOwners(b, nodes, partitions)
+	single, err := storage.Open(b.TempDir(), storage.Options{Retention: 30 * 24 * time.Hour, Tiers: []storage.Tier{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer single.Close()
+	end := time.Now().UnixMilli()
+	start := end - perSeries*180_000
+	for k := 0; k < perSeries; k += 48 {
+		a, sa := nodes[0].Appender(), single.Appender()
+		for s := 0; s < nSeries; s++ {
+			ls := series.FromStrings("__name__", "fan", "instance", "host-"+strconv.Itoa(s))
+			for i := k; i < k+48; i++ {
+				t, v := start+int64(i)*180_000, float64((s*i)%977)/8
+				a.Append(ls, t, v)
+				sa.Append(ls, t, v)
+			}
+		}
+		if err := a.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		if err := sa.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitFor(b, time.Minute, "every sample applied", func() error {
+		if got, err := countSamples(nodes[1].Node, "fan", start, end); err != nil || got != nSeries*perSeries {
+			return fmt.Errorf("%d samples read, %v", got, err)
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		if err := n.db.Checkpoint(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	read := func(b *testing.B, src interface {
+		Querier(mint, maxt int64) (query.Querier, error)
+	}) {
+		for b.Loop() {
+			q, err := src.Querier(start, end)
+			if err != nil {
+				b.Fatal(err)
+			}
+			set, err := q.Series(series.MustMatcher(series.MatchEqual, "__name__", "fan"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			got := 0
+			for set.Next() {
+				_, it := set.At()
+				for it.Next() {
+					got++
+				}
+			}
+			q.Close()
+			if got != nSeries*perSeries {
+				b.Fatalf("%d samples read", got)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(nSeries*perSeries), "ns/sample")
+	}
+	b.Run("fan-out", func(b *testing.B) { read(b, nodes[1].Node) })
+	b.Run("single", func(b *testing.B) { read(b, store{single}) })
 }

@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -123,9 +126,10 @@ func partitionSet(ps []uint32) map[int]bool {
 	return m
 }
 
-// selectLocal reads the local store's series of the partitions in ps,
-// encoded as Select sends them.
-func (n *Node) selectLocal(mint, maxt int64, ms []*series.Matcher, ps map[int]bool, labelsOnly bool, f func(*clusterv1.Series) error) error {
+// eachLocal calls f with each series of the local store in the
+// partitions ps that the matchers select, its iterator and histograms
+// (nil with labelsOnly), valid until f returns.
+func (n *Node) eachLocal(mint, maxt int64, ms []*series.Matcher, ps map[int]bool, labelsOnly bool, f func(ls series.Labels, it series.Iterator, hists []series.HistSample) error) error {
 	q, err := n.local.Querier(mint, maxt)
 	if err != nil {
 		return err
@@ -138,7 +142,7 @@ func (n *Node) selectLocal(mint, maxt int64, ms []*series.Matcher, ps map[int]bo
 		}
 		for _, ls := range lss {
 			if ps[PartitionOf(ls, n.cfg.Partitions)] {
-				if err := f(&clusterv1.Series{Labels: labelsToProto(ls)}); err != nil {
+				if err := f(ls, nil, nil); err != nil {
 					return err
 				}
 			}
@@ -150,35 +154,60 @@ func (n *Node) selectLocal(mint, maxt int64, ms []*series.Matcher, ps map[int]bo
 		return err
 	}
 	hset, _ := set.(series.HistSet)
-	var buf []series.Sample
 	for set.Next() {
 		ls, it := set.At()
 		if !ps[PartitionOf(ls, n.cfg.Partitions)] {
 			continue
 		}
-		s := &clusterv1.Series{Labels: labelsToProto(ls)}
-		buf = buf[:0]
-		for it.Next() {
-			t, v := it.At()
-			buf = append(buf, series.Sample{T: t, V: v})
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		s.Chunks = encodeFloats(buf)
+		var hists []series.HistSample
 		if hset != nil {
-			if s.HistogramChunks, err = encodeHists(hset.Hists()); err != nil {
-				return fmt.Errorf("series %s: %w", ls, err)
-			}
+			hists = hset.Hists()
 		}
-		if len(s.Chunks) == 0 && len(s.HistogramChunks) == 0 {
-			continue
-		}
-		if err := f(s); err != nil {
+		if err := f(ls, it, hists); err != nil {
 			return err
 		}
 	}
 	return set.Err()
+}
+
+// selectLocal reads the local store's series of the partitions in ps,
+// encoded as Select sends them: a series read from one chain of stored
+// chunks (the usual case) as its chunks, copied; others decoded and
+// encoded again.
+func (n *Node) selectLocal(mint, maxt int64, ms []*series.Matcher, ps map[int]bool, labelsOnly bool, f func(*clusterv1.Series) error) error {
+	var buf []series.Sample
+	return n.eachLocal(mint, maxt, ms, ps, labelsOnly, func(ls series.Labels, it series.Iterator, hists []series.HistSample) error {
+		s := &clusterv1.Series{Labels: labelsToProto(ls)}
+		if labelsOnly {
+			return f(s)
+		}
+		if cs, ok := it.(series.ChunkSource); ok {
+			if chunks, ok := cs.Chunks(); ok {
+				for _, c := range chunks {
+					s.Chunks = append(s.Chunks, bytes.Clone(c))
+				}
+			}
+		}
+		if s.Chunks == nil {
+			buf = buf[:0]
+			for it.Next() {
+				t, v := it.At()
+				buf = append(buf, series.Sample{T: t, V: v})
+			}
+			if err := it.Err(); err != nil {
+				return err
+			}
+			s.Chunks = encodeFloats(buf)
+		}
+		var err error
+		if s.HistogramChunks, err = encodeHists(hists); err != nil {
+			return fmt.Errorf("series %s: %w", ls, err)
+		}
+		if len(s.Chunks) == 0 && len(s.HistogramChunks) == 0 {
+			return nil
+		}
+		return f(s)
+	})
 }
 
 func encodeFloats(ss []series.Sample) [][]byte {
@@ -448,16 +477,47 @@ func (q *fanQuerier) fetch(ms []*series.Matcher, labelsOnly bool) ([]remote, err
 func (q *fanQuerier) ask(node string, ps []uint32, ms []*series.Matcher, labelsOnly bool) ([]remote, error) {
 	n := q.n
 	var out []remote
+	if node == n.cfg.Node {
+		// This node's own partitions: their samples, not encoded.
+		err := n.eachLocal(q.mint, q.maxt, ms, partitionSet(ps), labelsOnly, func(ls series.Labels, it series.Iterator, hists []series.HistSample) error {
+			r := remote{ls: ls.Copy(), hists: hists}
+			if !labelsOnly {
+				if sa, ok := it.(series.SampleAppender); ok {
+					r.ss = sa.AppendSamples(nil)
+				} else {
+					for it.Next() {
+						t, v := it.At()
+						r.ss = append(r.ss, series.Sample{T: t, V: v})
+					}
+				}
+				if err := it.Err(); err != nil {
+					return fmt.Errorf("series %s: %w", ls, err)
+				}
+				if len(r.ss) == 0 && len(r.hists) == 0 {
+					return nil
+				}
+			}
+			out = append(out, r)
+			return nil
+		})
+		return out, err
+	}
 	add := func(s *clusterv1.Series) error {
 		r, err := decodeSeries(s)
 		if err != nil {
 			return fmt.Errorf("series %v: %w", labelsFromProto(s.Labels), err)
 		}
-		out = append(out, r)
+		if labelsOnly {
+			out = append(out, r)
+			return nil
+		}
+		// An owner sends whole chunks: the samples outside the range
+		// go, and a series left with none.
+		r.ss = clip(r.ss, q.mint, q.maxt)
+		if len(r.ss) > 0 || len(r.hists) > 0 {
+			out = append(out, r)
+		}
 		return nil
-	}
-	if node == n.cfg.Node {
-		return out, n.selectLocal(q.mint, q.maxt, ms, partitionSet(ps), labelsOnly, add)
 	}
 	c, err := n.conn(node)
 	if err != nil {
@@ -486,6 +546,16 @@ func (q *fanQuerier) ask(node string, ps []uint32, ms []*series.Matcher, labelsO
 			}
 		}
 	}
+}
+
+// clip keeps the samples of ss (sorted) in [mint, maxt].
+func clip(ss []series.Sample, mint, maxt int64) []series.Sample {
+	i, _ := slices.BinarySearchFunc(ss, mint, func(s series.Sample, t int64) int { return cmp.Compare(s.T, t) })
+	j, _ := slices.BinarySearchFunc(ss, maxt+1, func(s series.Sample, t int64) int { return cmp.Compare(s.T, t) })
+	if maxt == math.MaxInt64 {
+		j = len(ss)
+	}
+	return ss[i:max(i, j)]
 }
 
 func decodeSeries(s *clusterv1.Series) (remote, error) {

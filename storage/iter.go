@@ -192,6 +192,20 @@ func (c *clipIter) Seek(t int64) bool {
 	return c.check(c.it.Seek(t))
 }
 
+// Chunks is series.ChunkSource: a chain of chunks (one source, the
+// usual case) as it is.
+func (c *clipIter) Chunks() ([][]byte, bool) {
+	ch, ok := c.it.(*chainIter)
+	if !ok || c.started || ch.i >= 0 {
+		return nil, false
+	}
+	out := make([][]byte, len(ch.chunks))
+	for i, r := range ch.chunks {
+		out[i] = r.b
+	}
+	return out, true
+}
+
 // AppendSamples is series.SampleAppender: over a chain of chunks (one
 // source, the usual case) it decodes chunk by chunk in a tight loop.
 func (c *clipIter) AppendSamples(dst []series.Sample) []series.Sample {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroomdb/headroom/storage/chunk"
 	"github.com/headroomdb/headroom/storage/series"
 )
 
@@ -296,5 +297,81 @@ func TestAppendSamplesMatchesNext(t *testing.T) {
 		if fmt.Sprint(a) != fmt.Sprint(b) || len(b) == 0 {
 			t.Errorf("range %v: AppendSamples and Next disagree (%d vs %d series)", r, len(a), len(b))
 		}
+	}
+}
+
+// TestChunkSource: a series read from one chain of chunks hands them
+// over, and they hold every sample the iterator reads (and maybe more,
+// outside the range); with late samples pending, or once read, it
+// does not.
+func TestChunkSource(t *testing.T) {
+	c := &clock{now: day0}
+	db := openTest(t, t.TempDir(), testOptions(c))
+	defer db.Close()
+	base := ms(c.now) - 2*86400_000
+	plain, late := series.FromStrings("__name__", "x", "i", "plain"), series.FromStrings("__name__", "x", "i", "late")
+	for _, ls := range []series.Labels{plain, late} {
+		var ss []series.Sample
+		for k := 0; k < 1500; k++ {
+			ss = append(ss, series.Sample{T: base + int64(k)*60_000, V: float64(k % 37)})
+		}
+		mustAppend(t, db, ls, ss...)
+	}
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, late, series.Sample{T: base + 200*60_000 + 30_000, V: -1}) // pending, out of order, in the range
+	mint, maxt := base+100*60_000, base+1000*60_000
+	q, err := db.Querier(mint, maxt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	set, err := q.Series(series.MustMatcher(series.MatchEqual, "__name__", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for set.Next() {
+		ls, it := set.At()
+		cs, isSource := it.(series.ChunkSource)
+		if !isSource {
+			t.Fatal("a storage iterator is not a ChunkSource")
+		}
+		chunks, ok := cs.Chunks()
+		if ls.Equal(late) {
+			if ok {
+				t.Error("the chunks of a series with a late sample pending")
+			}
+			continue
+		}
+		if !ok || len(chunks) == 0 {
+			t.Fatalf("%s: no chunks (%v)", ls, ok)
+		}
+		var inChunks []series.Sample
+		var ci chunk.Iterator
+		for _, b := range chunks {
+			ci.Reset(b)
+			for ci.Next() {
+				if t, v := ci.At(); t >= mint && t <= maxt {
+					inChunks = append(inChunks, series.Sample{T: t, V: v})
+				}
+			}
+		}
+		var read []series.Sample
+		for it.Next() {
+			t, v := it.At()
+			read = append(read, series.Sample{T: t, V: v})
+		}
+		if len(read) != 901 || fmt.Sprint(read) != fmt.Sprint(inChunks) {
+			t.Errorf("%s: the chunks hold %d samples of the range, the iterator read %d", ls, len(inChunks), len(read))
+		}
+		if _, ok := cs.Chunks(); ok {
+			t.Error("chunks handed over after the iterator was read")
+		}
+		seen++
+	}
+	if seen != 1 {
+		t.Fatalf("%d plain series", seen)
 	}
 }

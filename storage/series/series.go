@@ -254,6 +254,18 @@ type Set interface {
 	Err() error
 }
 
+// ChunkSource is an Iterator that can hand over the encoded chunks
+// (storage/chunk) it reads, when they are all it reads: a cluster owner
+// then sends a series' chunks as they are instead of decoding and
+// encoding them again. The chunks may hold samples outside the
+// iterator's range, which the receiver clips; ok is false when the
+// iterator merges several sources (late samples, overlapping chunks) or
+// has started: read it instead. The chunks are valid until the querier
+// moves to another series.
+type ChunkSource interface {
+	Chunks() (chunks [][]byte, ok bool)
+}
+
 // SampleAppender is an Iterator that can hand over all its remaining
 // samples in one call: a scan then pays a call per chunk instead of a
 // chain of interface calls per sample.
