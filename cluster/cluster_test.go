@@ -368,7 +368,9 @@ func (s store) NewAppender(pastLimits bool) LocalAppender {
 	}
 	return s.db.Appender()
 }
-func (s store) CheckNewSeries(lss []series.Labels) error { return s.db.CheckNewSeries(lss) }
+func (s store) CheckNewSeries(lss []series.Labels, prior int) (int, error) {
+	return s.db.CheckNewSeries(lss, prior)
+}
 func (s store) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
 	return s.db.ImportRollups(tier, ls, bs, before)
 }
@@ -806,6 +808,32 @@ func TestClusterSeriesLimits(t *testing.T) {
 		if r := n.Status().RefusedSamples; r != 0 {
 			t.Errorf("%s refused %d acknowledged samples", n.cfg.Node, r)
 		}
+	}
+}
+
+// TestClusterSeriesCheckInParts: a write of more new series than one
+// check request carries (1 MiB) is asked of an owner in parts, each
+// counting the earlier ones' new series against the owner's limit.
+func TestClusterSeriesCheckInParts(t *testing.T) {
+	testMaxSeries = 5000
+	defer func() { testMaxSeries = 0 }()
+	_, nodes := startCluster(t, 4)
+	long := strings.Repeat("x", 200)
+	lss := func(n int) []series.Labels {
+		var out []series.Labels
+		for i := 0; i < n; i++ {
+			out = append(out, series.FromStrings("__name__", "wide", "s", fmt.Sprint(i), "pad", long))
+		}
+		return out
+	}
+	// About 4,500 of these fill a part: 4,000 pass in one, 8,000 in two
+	// only if the second forgets the first.
+	if err := nodes[0].askCheck(nodes[1].cfg.Node, lss(4000)); err != nil {
+		t.Fatalf("4,000 new series, limit 5,000: %v", err)
+	}
+	err := nodes[0].askCheck(nodes[1].cfg.Node, lss(8000))
+	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), "the limit is 5000") {
+		t.Fatalf("8,000 new series in two parts, limit 5,000: %v, want the limit's refusal", err)
 	}
 }
 

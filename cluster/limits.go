@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	gproto "google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/headroomdb/headroom/proto/headroom/cluster/v1"
 	"github.com/headroomdb/headroom/storage/series"
@@ -136,7 +139,8 @@ func (n *Node) checkSeries(ns *newSeries) error {
 	for node, lss := range ask {
 		go func() {
 			if node == n.cfg.Node {
-				answers <- answer{node, n.local.CheckNewSeries(lss)}
+				_, err := n.local.CheckNewSeries(lss, 0)
+				answers <- answer{node, err}
 				return
 			}
 			answers <- answer{node, n.askCheck(node, lss)}
@@ -177,25 +181,39 @@ func (n *Node) checkSeries(ns *newSeries) error {
 	return nil
 }
 
-// askCheck asks one node about lss. Its refusal comes back wrapping
-// series.ErrTooManySeries.
+// checkPartBytes bounds one CheckSeries request: a write of many new
+// series (a first backfill) is asked in parts, well under the gRPC
+// message limit of the node asked (--max-request-bytes, 10 MiB).
+const checkPartBytes = 1 << 20
+
+// askCheck asks one node about lss, in parts of about checkPartBytes,
+// each counting the earlier ones' new series. Its refusal comes back
+// wrapping series.ErrTooManySeries.
 func (n *Node) askCheck(node string, lss []series.Labels) error {
 	c, err := n.conn(node)
 	if err != nil {
 		return err
 	}
-	req := &clusterv1.CheckSeriesRequest{Series: make([]*clusterv1.Series, len(lss))}
-	for i, ls := range lss {
-		req.Series[i] = &clusterv1.Series{Labels: labelsToProto(ls)}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
-	resp, err := clusterv1.NewClusterClient(c).CheckSeries(ctx, req)
-	if err != nil {
-		return err
-	}
-	if resp.Refused != "" {
-		return fmt.Errorf("%w: %s", series.ErrTooManySeries, resp.Refused)
+	var prior uint64
+	for len(lss) > 0 {
+		req := &clusterv1.CheckSeriesRequest{Prior: prior}
+		size := 0
+		for size < checkPartBytes && len(lss) > 0 {
+			s := &clusterv1.Series{Labels: labelsToProto(lss[0])}
+			req.Series = append(req.Series, s)
+			size += gproto.Size(s) + 4
+			lss = lss[1:]
+		}
+		resp, err := clusterv1.NewClusterClient(c).CheckSeries(ctx, req)
+		if err != nil {
+			return err
+		}
+		if resp.Refused != "" {
+			return fmt.Errorf("%w: %s", series.ErrTooManySeries, resp.Refused)
+		}
+		prior += resp.Counted
 	}
 	return nil
 }
@@ -207,10 +225,10 @@ func (s selectServer) CheckSeries(_ context.Context, req *clusterv1.CheckSeriesR
 	for i, ps := range req.Series {
 		lss[i] = labelsFromProto(ps.Labels)
 	}
-	err := s.n.local.CheckNewSeries(lss)
+	counted, err := s.n.local.CheckNewSeries(lss, int(min(req.Prior, math.MaxInt32)))
 	switch {
 	case err == nil:
-		return &clusterv1.CheckSeriesResponse{}, nil
+		return &clusterv1.CheckSeriesResponse{Counted: uint64(counted)}, nil
 	case errors.Is(err, series.ErrTooManySeries):
 		// The refusal's own words, without the sentinel's, which the
 		// asking node wraps again.

@@ -98,8 +98,10 @@ type Local interface {
 	// CheckNewSeries).
 	NewAppender(pastLimits bool) LocalAppender
 	// CheckNewSeries refuses (series.ErrTooManySeries, naming the
-	// series) label sets that would bring the store past its limits.
-	CheckNewSeries(lss []series.Labels) error
+	// series) label sets that would bring the store past its limits,
+	// counting prior new series of earlier parts of the same write; it
+	// returns what lss counted (storage.DB.CheckNewSeries).
+	CheckNewSeries(lss []series.Labels, prior int) (int, error)
 	Mark(name string) (uint64, bool)
 	Querier(mint, maxt int64) (query.Querier, error)
 }

@@ -373,24 +373,28 @@ func errTooManyOfMetric(ls series.Labels, name string, n, limit int) error {
 // stored series not in the head counts as new, as it does for Append.
 // Like checkSeriesLimits it is a snapshot: concurrent writers may
 // overshoot a limit by what they bring in meanwhile.
-func (db *DB) CheckNewSeries(lss []series.Labels) error {
+//
+// A write checked in parts passes prior, the sum of what the earlier
+// parts returned: the new series counted so far, against the total
+// limit (the per-metric limit counts each part alone).
+func (db *DB) CheckNewSeries(lss []series.Labels, prior int) (counted int, err error) {
 	if db.closed.Load() {
-		return series.ErrClosed
+		return 0, series.ErrClosed
 	}
 	maxAll, maxMetric := db.opts.MaxActiveSeries, db.opts.MaxActiveSeriesPerMetric
 	if maxAll <= 0 && maxMetric <= 0 {
-		return nil
+		return 0, nil
 	}
-	n := db.series.len() + int(db.series.extra.Load())
+	n := db.series.len() + int(db.series.extra.Load()) + prior
 	perMetric := map[string]int{}
 	for _, ls := range lss {
 		if db.series.has(memKey(ls), ls) {
 			continue
 		}
-		if maxAll > 0 {
-			if n += 1 + int(seriesWeight(ls)); n > maxAll {
-				return errTooMany(ls, n, maxAll)
-			}
+		w := 1 + int(seriesWeight(ls))
+		counted += w
+		if n += w; maxAll > 0 && n > maxAll {
+			return counted, errTooMany(ls, n, maxAll)
 		}
 		if maxMetric > 0 {
 			name := ls.Get(series.MetricName)
@@ -399,12 +403,12 @@ func (db *DB) CheckNewSeries(lss []series.Labels) error {
 				c = db.series.metricSeries(name)
 			}
 			if c++; c > maxMetric {
-				return errTooManyOfMetric(ls, name, c, maxMetric)
+				return counted, errTooManyOfMetric(ls, name, c, maxMetric)
 			}
 			perMetric[name] = c
 		}
 	}
-	return nil
+	return counted, nil
 }
 
 // dropUnused removes from the head a series that an appender created and

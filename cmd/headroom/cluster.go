@@ -101,7 +101,9 @@ func (s clusterStore) NewAppender(pastLimits bool) cluster.LocalAppender {
 	}
 	return s.db.Appender()
 }
-func (s clusterStore) CheckNewSeries(lss []series.Labels) error { return s.db.CheckNewSeries(lss) }
+func (s clusterStore) CheckNewSeries(lss []series.Labels, prior int) (int, error) {
+	return s.db.CheckNewSeries(lss, prior)
+}
 
 // The copy of a partition's tiers: without it a node that copies a
 // partition would lack its history older than the raw retention.

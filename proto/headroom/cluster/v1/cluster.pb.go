@@ -964,7 +964,11 @@ func (x *ExemplarsResponse) GetSeries() []*SeriesExemplars {
 type CheckSeriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Labels only, no chunks.
-	Series        []*Series `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	Series []*Series `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	// A write's series are asked in parts of about 1 MiB: the sum of what
+	// this node counted for the earlier parts (counted below), which
+	// counts against its total limit.
+	Prior         uint64 `protobuf:"varint,2,opt,name=prior,proto3" json:"prior,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1006,11 +1010,21 @@ func (x *CheckSeriesRequest) GetSeries() []*Series {
 	return nil
 }
 
+func (x *CheckSeriesRequest) GetPrior() uint64 {
+	if x != nil {
+		return x.Prior
+	}
+	return 0
+}
+
 type CheckSeriesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty when every series passes; otherwise why the first one that
 	// would not pass is refused (naming the series and the limit).
-	Refused       string `protobuf:"bytes,1,opt,name=refused,proto3" json:"refused,omitempty"`
+	Refused string `protobuf:"bytes,1,opt,name=refused,proto3" json:"refused,omitempty"`
+	// What these series count against the node's total limit (the new
+	// ones, weighed by their labels' size).
+	Counted       uint64 `protobuf:"varint,2,opt,name=counted,proto3" json:"counted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1050,6 +1064,13 @@ func (x *CheckSeriesResponse) GetRefused() string {
 		return x.Refused
 	}
 	return ""
+}
+
+func (x *CheckSeriesResponse) GetCounted() uint64 {
+	if x != nil {
+		return x.Counted
+	}
+	return 0
 }
 
 var File_headroom_cluster_v1_cluster_proto protoreflect.FileDescriptor
@@ -1124,11 +1145,13 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12;\n" +
 	"\texemplars\x18\x02 \x03(\v2\x1d.headroom.cluster.v1.ExemplarR\texemplars\"Q\n" +
 	"\x11ExemplarsResponse\x12<\n" +
-	"\x06series\x18\x01 \x03(\v2$.headroom.cluster.v1.SeriesExemplarsR\x06series\"I\n" +
+	"\x06series\x18\x01 \x03(\v2$.headroom.cluster.v1.SeriesExemplarsR\x06series\"_\n" +
 	"\x12CheckSeriesRequest\x123\n" +
-	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"/\n" +
+	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\x12\x14\n" +
+	"\x05prior\x18\x02 \x01(\x04R\x05prior\"I\n" +
 	"\x13CheckSeriesResponse\x12\x18\n" +
-	"\arefused\x18\x01 \x01(\tR\arefused2\xd0\x03\n" +
+	"\arefused\x18\x01 \x01(\tR\arefused\x12\x18\n" +
+	"\acounted\x18\x02 \x01(\x04R\acounted2\xd0\x03\n" +
 	"\aCluster\x12S\n" +
 	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01\x12Z\n" +
 	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01\x12V\n" +
