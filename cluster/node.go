@@ -107,9 +107,9 @@ type Local interface {
 }
 
 // LocalAppender is what an owner applies messages with (storage.Appender
-// has it); Check is what a writing node validates with.
+// has it); CheckTime is what a writing node checks times with.
 type LocalAppender interface {
-	Check(ls series.Labels, t int64) error
+	CheckTime(ls series.Labels, t int64) error
 	Append(ls series.Labels, t int64, v float64) error
 	AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error
 	SetMark(name string, v uint64) error

@@ -21,50 +21,76 @@ const publishTimeout = 10 * time.Second
 const publishRetryWait = 250 * time.Millisecond
 
 // Appender is the write path of a cluster node: it checks each sample as
-// the local store would (labels, time, retention), gathers the request,
-// and on Commit publishes one message per partition, returning only when
-// JetStream has acknowledged every one (stored on a quorum of servers).
+// the local store would (labels once a series, time, retention), gathers
+// the request, and on Commit publishes one message per partition,
+// returning only when JetStream has acknowledged every one (stored on a
+// quorum of servers).
 // It satisfies ingest.Appender and ingest.HistogramAppender.
 type Appender struct {
 	n     *Node
 	check LocalAppender
 	b     Batch
 	last  series.Labels // the series of b's last entry
+	// samples holds the request's float samples, series by series, in
+	// one slab instead of a slice a series: the last entry's are
+	// samples[from:] until the next series (or the commit) closes them.
+	samples []series.Sample
+	from    int
+}
+
+// closeLast gives the last entry its samples.
+func (a *Appender) closeLast() {
+	if k := len(a.b.Series); k > 0 && len(a.samples) > a.from {
+		a.b.Series[k-1].Samples = a.samples[a.from:len(a.samples):len(a.samples)]
+	}
+	a.from = len(a.samples)
 }
 
 // Appender returns an appender for one request.
 func (n *Node) Appender() *Appender { return &Appender{n: n, check: n.local.NewAppender(false)} }
 
-func (a *Appender) series(ls series.Labels) *BatchSeries {
+// series returns the batch's entry of ls: the last one when ls is its
+// series (a request's samples come series by series), else a new one,
+// its labels validated (once a series, as the store does) and copied.
+func (a *Appender) series(ls series.Labels) (*BatchSeries, error) {
 	if k := len(a.b.Series); k > 0 && a.last.Equal(ls) {
-		return &a.b.Series[k-1]
+		return &a.b.Series[k-1], nil
 	}
+	if err := ls.Validate(); err != nil {
+		return nil, err
+	}
+	a.closeLast()
 	// The front ends reuse their label buffers from series to series.
 	ls = ls.Copy()
 	a.b.Series = append(a.b.Series, BatchSeries{Labels: ls})
 	a.last = ls
-	return &a.b.Series[len(a.b.Series)-1]
+	return &a.b.Series[len(a.b.Series)-1], nil
 }
 
 // Append adds a float sample; a bad one is refused as the store would.
 func (a *Appender) Append(ls series.Labels, t int64, v float64) error {
-	if err := a.check.Check(ls, t); err != nil {
+	if err := a.check.CheckTime(ls, t); err != nil {
 		return err
 	}
-	s := a.series(ls)
-	s.Samples = append(s.Samples, series.Sample{T: t, V: v})
+	if _, err := a.series(ls); err != nil {
+		return err
+	}
+	a.samples = append(a.samples, series.Sample{T: t, V: v})
 	return nil
 }
 
 // AppendHistogram adds a native histogram sample (copied).
 func (a *Appender) AppendHistogram(ls series.Labels, t int64, h *series.Histogram) error {
-	if err := a.check.Check(ls, t); err != nil {
+	if err := a.check.CheckTime(ls, t); err != nil {
 		return err
 	}
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("%w: series %s at %d: %v", series.ErrInvalid, ls, t, err)
 	}
-	s := a.series(ls)
+	s, err := a.series(ls)
+	if err != nil {
+		return err
+	}
 	s.Hists = append(s.Hists, series.HistSample{T: t, H: h.Clone()})
 	return nil
 }
@@ -73,6 +99,7 @@ func (a *Appender) AppendHistogram(ls series.Labels, t int64, h *series.Histogra
 func (a *Appender) Rollback() {
 	a.b.Series = a.b.Series[:0]
 	a.last = nil
+	a.samples, a.from = a.samples[:0], 0
 }
 
 // Commit checks the request's new series against the owners' limits
@@ -88,6 +115,7 @@ func (a *Appender) Commit() error {
 	if len(a.b.Series) == 0 {
 		return nil
 	}
+	a.closeLast()
 	var fresh newSeries
 	parts := split(&a.b, a.n.cfg.Partitions, func(p int, h uint64, ls series.Labels) {
 		if !a.n.seen.has(h) {

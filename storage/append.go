@@ -117,16 +117,12 @@ func (a *Appender) AppendRef(ref uint64, t int64, v float64) (found bool, err er
 	return true, nil
 }
 
-// Check refuses what Append would of a sample of ls at t (its labels,
-// its time, the retention) without touching the head or the appender's
-// samples: a cluster node checks a write whole before it publishes it to
-// the partitions' owners.
-func (a *Appender) Check(ls series.Labels, t int64) error {
-	if err := a.checkTime(ls, t); err != nil {
-		return err
-	}
-	return ls.Validate()
-}
+// CheckTime refuses what Append would of a sample at t (its time, the
+// retention) without touching the head or the appender's samples: a
+// cluster node checks a write whole before it publishes it to the
+// partitions' owners (and validates each series' labels once, with
+// series.Labels.Validate). ls names the series in the error.
+func (a *Appender) CheckTime(ls series.Labels, t int64) error { return a.checkTime(ls, t) }
 
 // checkTime refuses a timestamp outside the accepted range or older than
 // everything keeps.

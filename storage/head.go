@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -321,7 +320,7 @@ func (db *DB) getOrCreate(ls series.Labels, limits bool) (*memSeries, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &memSeries{hash: h, mkey: mk, lset: compactLabels(ls), storedMaxT: minInt64}
+	s := &memSeries{hash: h, mkey: mk, lset: ls.Copy(), storedMaxT: minInt64}
 	if id != 0 {
 		s.id = id
 		s.created.Store(true)
@@ -729,32 +728,6 @@ func (s *memSeries) addOOOLocked(t int64, v float64) {
 	s.ooo = append(s.ooo, series.Sample{})
 	copy(s.ooo[i+1:], s.ooo[i:])
 	s.ooo[i] = series.Sample{T: t, V: v}
-}
-
-// compactLabels copies a label set into one allocation for the strings and
-// one for the slice: a head of 100,000 series keeps them all, and one
-// allocation per string costs a header and rounding each.
-func compactLabels(ls series.Labels) series.Labels {
-	n := 0
-	for _, l := range ls {
-		n += len(l.Name) + len(l.Value)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, l := range ls {
-		b.WriteString(l.Name)
-		b.WriteString(l.Value)
-	}
-	all := b.String()
-	out := make(series.Labels, len(ls))
-	off := 0
-	for i, l := range ls {
-		out[i].Name = all[off : off+len(l.Name)]
-		off += len(l.Name)
-		out[i].Value = all[off : off+len(l.Value)]
-		off += len(l.Value)
-	}
-	return out
 }
 
 // postedCache is a small set of postings partitions, the oldest entry
