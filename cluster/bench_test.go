@@ -203,7 +203,7 @@ func BenchmarkSeriesCheck(b *testing.B) {
 		for b.Loop() {
 			var fresh newSeries
 			split(batch("new-"+strconv.Itoa(i)+"-"), 64, func(p int, h uint64, ls series.Labels) { fresh.add(p, h, ls) })
-			if err := nodes[0].checkSeries(&fresh); err != nil {
+			if _, err := nodes[0].checkSeries(&fresh); err != nil {
 				b.Fatal(err)
 			}
 			i++

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -368,7 +371,7 @@ func (s store) NewAppender(pastLimits bool) LocalAppender {
 	}
 	return s.db.Appender()
 }
-func (s store) CheckNewSeries(lss []series.Labels, prior int) (int, error) {
+func (s store) CheckNewSeries(lss []series.Labels, prior int) ([]int, int, error) {
 	return s.db.CheckNewSeries(lss, prior)
 }
 func (s store) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
@@ -702,19 +705,9 @@ func TestClusterSeriesLimits(t *testing.T) {
 	// Through a front end (the Ingest gRPC API, on a loopback port):
 	// refused whole as over a limit, naming the series, not as
 	// unavailable (which a client retries).
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(ingest.ServerOptions()...)
-	ingest.NewGRPC(ingestNode{nodes[1].Node}, ingest.Options{}).Register(srv)
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveFrontEnd(t, func(srv *grpc.Server) {
+		ingest.NewGRPC(ingestNode{nodes[1].Node}, ingest.Options{}).Register(srv)
+	})
 	req := &headroomv1.WriteRequest{}
 	for _, l := range big {
 		req.Series = append(req.Series, &headroomv1.Series{
@@ -828,13 +821,92 @@ func TestClusterSeriesCheckInParts(t *testing.T) {
 	}
 	// About 4,500 of these fill a part: 4,000 pass in one, 8,000 in two
 	// only if the second forgets the first.
-	if err := nodes[0].askCheck(nodes[1].cfg.Node, lss(4000)); err != nil {
+	if _, err := nodes[0].askCheck(nodes[1].cfg.Node, lss(4000)); err != nil {
 		t.Fatalf("4,000 new series, limit 5,000: %v", err)
 	}
-	err := nodes[0].askCheck(nodes[1].cfg.Node, lss(8000))
+	refused, err := nodes[0].askCheck(nodes[1].cfg.Node, lss(8000))
 	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), "the limit is 5000") {
 		t.Fatalf("8,000 new series in two parts, limit 5,000: %v, want the limit's refusal", err)
 	}
+	// Those past the limit, counted across the parts.
+	if len(refused) != 3000 || refused[0] != 5000 || refused[2999] != 7999 {
+		t.Fatalf("%d refused (first %v), want the last 3,000", len(refused), refused[:min(len(refused), 3)])
+	}
+}
+
+// TestClusterOTLPOverLimit: an OTLP request whose new series would take
+// owners past their limits is taken in part, as a single node takes it:
+// the points of the series refused are reported in partial_success, the
+// others stored by both owners (not the whole request refused, which an
+// OTLP exporter would drop).
+func TestClusterOTLPOverLimit(t *testing.T) {
+	testMaxSeries = 5
+	defer func() { testMaxSeries = 0 }()
+	_, nodes := startCluster(t, 4)
+	conn := serveFrontEnd(t, func(srv *grpc.Server) {
+		ingest.NewOTLP(ingestNode{nodes[0].Node}, ingest.Options{}).Register(srv)
+	})
+	now := uint64(time.Now().UnixNano())
+	var points []*metricspb.NumberDataPoint
+	for i := 0; i < 40; i++ {
+		points = append(points, &metricspb.NumberDataPoint{
+			Attributes:   []*commonpb.KeyValue{{Key: "i", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprint(i)}}}},
+			TimeUnixNano: now, Value: &metricspb.NumberDataPoint_AsDouble{AsDouble: float64(i)},
+		})
+	}
+	req := &colmetricspb.ExportMetricsServiceRequest{ResourceMetrics: []*metricspb.ResourceMetrics{{
+		ScopeMetrics: []*metricspb.ScopeMetrics{{Metrics: []*metricspb.Metric{{
+			Name: "burst", Data: &metricspb.Metric_Gauge{Gauge: &metricspb.Gauge{DataPoints: points}},
+		}}}},
+	}}}
+	resp, err := colmetricspb.NewMetricsServiceClient(conn).Export(context.Background(), req)
+	if err != nil {
+		t.Fatalf("an OTLP request past the limits: %v, want a partial success", err)
+	}
+	ps := resp.GetPartialSuccess()
+	rejected := int(ps.GetRejectedDataPoints())
+	if rejected == 0 || rejected >= 40 || !strings.Contains(ps.GetErrorMessage(), "too many active series") {
+		t.Fatalf("partial success %v: want some of the 40 points rejected, naming the limit", ps)
+	}
+	accepted := 40 - rejected
+	t.Logf("%d points stored, %d rejected: %s", accepted, rejected, ps.GetErrorMessage())
+	waitFor(t, time.Minute, "the accepted series on both owners, and read back", func() error {
+		total := 0
+		for _, n := range nodes {
+			if k := n.db.ActiveSeries(); k > 5 {
+				return fmt.Errorf("%s holds %d series, past its limit", n.cfg.Node, k)
+			}
+			total += n.db.ActiveSeries()
+		}
+		if total != 2*accepted {
+			return fmt.Errorf("the stores hold %d series, want %d (2 x %d accepted)", total, 2*accepted, accepted)
+		}
+		got, err := countSamples(nodes[1].Node, "burst", time.Now().Add(-time.Minute).UnixMilli(), time.Now().Add(time.Minute).UnixMilli())
+		if err == nil && got != accepted {
+			err = fmt.Errorf("%d points read back, want the %d accepted", got, accepted)
+		}
+		return err
+	})
+}
+
+// serveFrontEnd serves what register adds (a protocol's front end) on a
+// loopback port until the test ends, and returns a client of it.
+func serveFrontEnd(t *testing.T, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(ingest.ServerOptions()...)
+	register(srv)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // ingestNode is a node as the front ends' Appendable (the server has

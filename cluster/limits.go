@@ -114,57 +114,63 @@ func (ns *newSeries) add(p int, h uint64, ls series.Labels) {
 }
 
 // checkSeries asks every owner of the partitions of ns whether its store
-// would take their series; any refusal refuses the write (the error
-// names the series, the limit and the node). Series of a partition that
-// at least one owner passed are remembered; those no owner answered for
-// are let through unchecked, and asked again next time.
-func (n *Node) checkSeries(ns *newSeries) error {
+// would take their series. It returns the label hashes of the series
+// some owner refused, and the first refusal (naming the series, the
+// limit and the node): a write is refused whole for it, or (OTLP) taken
+// without those series. Series of a partition that at least one owner
+// answered for, and none refused, are remembered; those no owner
+// answered for are let through unchecked, and asked again next time.
+func (n *Node) checkSeries(ns *newSeries) (refused map[uint64]bool, refusal error) {
 	n.mu.Lock()
 	ask := map[string][]series.Labels{}
+	hashes := map[string][]uint64{}
 	parts := map[string][]int{}
 	for p, lss := range ns.byPart {
 		for _, o := range n.owners[p] {
 			if o != "" {
 				ask[o] = append(ask[o], lss...)
+				hashes[o] = append(hashes[o], ns.hashes[p]...)
 				parts[o] = append(parts[o], p)
 			}
 		}
 	}
 	n.mu.Unlock()
 	type answer struct {
-		node string
-		err  error // the node's refusal (ErrTooManySeries) or its failure
+		node    string
+		refused []int // indexes into ask[node]
+		err     error // the node's first refusal (ErrTooManySeries) or its failure
 	}
 	answers := make(chan answer, len(ask))
 	for node, lss := range ask {
 		go func() {
+			var a answer
 			if node == n.cfg.Node {
-				_, err := n.local.CheckNewSeries(lss, 0)
-				answers <- answer{node, err}
-				return
+				a.refused, _, a.err = n.local.CheckNewSeries(lss, 0)
+			} else {
+				a.refused, a.err = n.askCheck(node, lss)
 			}
-			answers <- answer{node, n.askCheck(node, lss)}
+			a.node = node
+			answers <- a
 		}()
 	}
 	answered := map[int]bool{}
-	var refusal error
+	refused = map[uint64]bool{}
 	for range ask {
 		a := <-answers
 		switch {
-		case a.err == nil:
+		case a.err == nil || errors.Is(a.err, series.ErrTooManySeries):
 			for _, p := range parts[a.node] {
 				answered[p] = true
 			}
-		case errors.Is(a.err, series.ErrTooManySeries):
-			if refusal == nil {
+			for _, k := range a.refused {
+				refused[hashes[a.node][k]] = true
+			}
+			if a.err != nil && refusal == nil {
 				refusal = fmt.Errorf("%w (node %s's store)", a.err, a.node)
 			}
 		default:
 			n.log.Debug("cluster: an owner did not answer a series check", "node", a.node, "err", a.err)
 		}
-	}
-	if refusal != nil {
-		return refusal
 	}
 	for p, hs := range ns.hashes {
 		if !answered[p] {
@@ -175,10 +181,12 @@ func (n *Node) checkSeries(ns *newSeries) error {
 			continue
 		}
 		for _, h := range hs {
-			n.seen.add(h)
+			if !refused[h] {
+				n.seen.add(h)
+			}
 		}
 	}
-	return nil
+	return refused, refusal
 }
 
 // checkPartBytes bounds one CheckSeries request: a write of many new
@@ -187,35 +195,43 @@ func (n *Node) checkSeries(ns *newSeries) error {
 const checkPartBytes = 1 << 20
 
 // askCheck asks one node about lss, in parts of about checkPartBytes,
-// each counting the earlier ones' new series. Its refusal comes back
-// wrapping series.ErrTooManySeries.
-func (n *Node) askCheck(node string, lss []series.Labels) error {
+// each counting the earlier ones' new series. It returns the indexes of
+// lss the node refused, and its first refusal wrapping
+// series.ErrTooManySeries.
+func (n *Node) askCheck(node string, lss []series.Labels) (refused []int, err error) {
 	c, err := n.conn(node)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	var prior uint64
-	for len(lss) > 0 {
+	var first error
+	for off := 0; off < len(lss); {
 		req := &clusterv1.CheckSeriesRequest{Prior: prior}
 		size := 0
-		for size < checkPartBytes && len(lss) > 0 {
-			s := &clusterv1.Series{Labels: labelsToProto(lss[0])}
+		for size < checkPartBytes && off+len(req.Series) < len(lss) {
+			s := &clusterv1.Series{Labels: labelsToProto(lss[off+len(req.Series)])}
 			req.Series = append(req.Series, s)
 			size += gproto.Size(s) + 4
-			lss = lss[1:]
 		}
 		resp, err := clusterv1.NewClusterClient(c).CheckSeries(ctx, req)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if resp.Refused != "" {
-			return fmt.Errorf("%w: %s", series.ErrTooManySeries, resp.Refused)
+		for _, k := range resp.RefusedSeries {
+			if int(k) >= len(req.Series) {
+				return nil, fmt.Errorf("node %s refused series %d of a request of %d", node, k, len(req.Series))
+			}
+			refused = append(refused, off+int(k))
+		}
+		if resp.Refused != "" && first == nil {
+			first = fmt.Errorf("%w: %s", series.ErrTooManySeries, resp.Refused)
 		}
 		prior += resp.Counted
+		off += len(req.Series)
 	}
-	return nil
+	return refused, first
 }
 
 // CheckSeries answers whether this node's store would take the series
@@ -225,10 +241,14 @@ func (s selectServer) CheckSeries(_ context.Context, req *clusterv1.CheckSeriesR
 	for i, ps := range req.Series {
 		lss[i] = labelsFromProto(ps.Labels)
 	}
-	counted, err := s.n.local.CheckNewSeries(lss, int(min(req.Prior, math.MaxInt32)))
+	refused, counted, err := s.n.local.CheckNewSeries(lss, int(min(req.Prior, math.MaxInt32)))
+	resp := &clusterv1.CheckSeriesResponse{Counted: uint64(counted)}
+	for _, k := range refused {
+		resp.RefusedSeries = append(resp.RefusedSeries, uint32(k))
+	}
 	switch {
 	case err == nil:
-		return &clusterv1.CheckSeriesResponse{Counted: uint64(counted)}, nil
+		return resp, nil
 	case errors.Is(err, series.ErrTooManySeries):
 		// The refusal's own words, without the sentinel's, which the
 		// asking node wraps again.
@@ -236,7 +256,8 @@ func (s selectServer) CheckSeries(_ context.Context, req *clusterv1.CheckSeriesR
 		if p := series.ErrTooManySeries.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
 			msg = msg[len(p):]
 		}
-		return &clusterv1.CheckSeriesResponse{Refused: msg}, nil
+		resp.Refused = msg
+		return resp, nil
 	default:
 		return nil, err
 	}

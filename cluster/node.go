@@ -98,10 +98,11 @@ type Local interface {
 	// CheckNewSeries).
 	NewAppender(pastLimits bool) LocalAppender
 	// CheckNewSeries refuses (series.ErrTooManySeries, naming the
-	// series) label sets that would bring the store past its limits,
-	// counting prior new series of earlier parts of the same write; it
-	// returns what lss counted (storage.DB.CheckNewSeries).
-	CheckNewSeries(lss []series.Labels, prior int) (int, error)
+	// first) the label sets that would bring the store past its limits,
+	// taken in order and counting prior new series of earlier parts of
+	// the same write; it returns their indexes and what the others
+	// counted (storage.DB.CheckNewSeries).
+	CheckNewSeries(lss []series.Labels, prior int) (refused []int, counted int, err error)
 	Mark(name string) (uint64, bool)
 	Querier(mint, maxt int64) (query.Querier, error)
 }

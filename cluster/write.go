@@ -111,9 +111,24 @@ func (a *Appender) Rollback() {
 // the parts acknowledged stay, and the client's retry of the same
 // samples changes nothing.
 func (a *Appender) Commit() error {
+	_, err := a.commit(false)
+	return err
+}
+
+// CommitPartial is Commit for a protocol that takes a request in part
+// (OTLP's partial success, as a single node rejects only the points of
+// series past a limit): the series some owner's limits refuse are left
+// out, and the rest published. rejected counts their samples; err is
+// the first refusal when there were some (series.ErrTooManySeries), or
+// the failure of the whole.
+func (a *Appender) CommitPartial() (rejected int, err error) {
+	return a.commit(true)
+}
+
+func (a *Appender) commit(partial bool) (rejected int, err error) {
 	defer a.Rollback()
 	if len(a.b.Series) == 0 {
-		return nil
+		return 0, nil
 	}
 	a.closeLast()
 	var fresh newSeries
@@ -123,11 +138,37 @@ func (a *Appender) Commit() error {
 		}
 	})
 	// Before anything is published: a refused write leaves nothing.
+	var refusal error
 	if fresh.byPart != nil {
-		if err := a.n.checkSeries(&fresh); err != nil {
-			return err
+		var refused map[uint64]bool
+		if refused, refusal = a.n.checkSeries(&fresh); refusal != nil {
+			if !partial {
+				return 0, refusal
+			}
+			for p, part := range parts {
+				kept := part.Series[:0]
+				for _, s := range part.Series {
+					if refused[s.Labels.Hash()] {
+						rejected += len(s.Samples) + len(s.Hists)
+						continue
+					}
+					kept = append(kept, s)
+				}
+				if part.Series = kept; len(kept) == 0 {
+					delete(parts, p)
+				}
+			}
 		}
 	}
+	if err := a.publish(parts); err != nil {
+		return 0, err
+	}
+	return rejected, refusal
+}
+
+// publish sends each part to its partition's subject and waits for
+// every acknowledgement.
+func (a *Appender) publish(parts map[int]*Batch) error {
 	id := a.n.prefix + strconv.FormatUint(a.n.reqSeq.Add(1), 36) + "-"
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()

@@ -29,6 +29,18 @@ type Appender interface {
 	Rollback()
 }
 
+// PartialCommitter is an Appender whose Commit may take a request in
+// part: a cluster node learns only at the commit, from the owners, which
+// new series their limits refuse. OTLP (partial success) commits with it
+// and reports the rejected points; other protocols refuse whole, as a
+// single node does.
+type PartialCommitter interface {
+	// CommitPartial commits all but the series refused over a limit:
+	// rejected counts their samples, and err is their first refusal
+	// (series.ErrTooManySeries) or the failure of the whole.
+	CommitPartial() (rejected int, err error)
+}
+
 // Appendable hands out appenders; it is safe for concurrent use.
 type Appendable interface {
 	Appender() Appender

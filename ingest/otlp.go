@@ -136,7 +136,27 @@ func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, 
 		c.resource(r)
 	}
 	if c.appended > 0 {
-		if err := c.app.Commit(); err != nil {
+		var err error
+		rejected := 0
+		if pc, ok := c.app.(PartialCommitter); ok {
+			if rejected, err = pc.CommitPartial(); err != nil && rejected > 0 && errors.Is(err, series.ErrTooManySeries) {
+				// Taken without the series past a limit, as a single
+				// node rejects their points at Append.
+				c.appended -= rejected
+				c.rejected += rejected
+				if c.rejectedBy == nil {
+					c.rejectedBy = map[string]int{}
+				}
+				c.rejectedBy[reason(err)] += rejected
+				if len(c.reasons) < maxOTLPReasons {
+					c.reasons = append(c.reasons, err.Error())
+				}
+				err = nil
+			}
+		} else {
+			err = c.app.Commit()
+		}
+		if err != nil {
 			err = commitError(err)
 			s.opts.Metrics.observe("otlp", start, 0, 0, c.appended, err)
 			return nil, grpcStatus(err)

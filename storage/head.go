@@ -365,35 +365,44 @@ func errTooManyOfMetric(ls series.Labels, name string, n, limit int) error {
 }
 
 // CheckNewSeries refuses, as Append would, label sets that would bring
-// the head past its active-series limits, counting all of them together:
-// a cluster node asks the owners of a write's new series before it
+// the head past its active-series limits, taking them in order: a
+// cluster node asks the owners of a write's new series before it
 // publishes the write, and the owners then apply it past their limits
 // (Appender.SkipSeriesLimits). Series in the head already pass; a
 // stored series not in the head counts as new, as it does for Append.
-// Like checkSeriesLimits it is a snapshot: concurrent writers may
-// overshoot a limit by what they bring in meanwhile.
+// refused lists the indexes of lss that would pass a limit (each left
+// out of the count, so that the write may be taken without them), err
+// the first one's refusal (nil when none). Like checkSeriesLimits it is
+// a snapshot: concurrent writers may overshoot a limit by what they
+// bring in meanwhile.
 //
 // A write checked in parts passes prior, the sum of what the earlier
-// parts returned: the new series counted so far, against the total
-// limit (the per-metric limit counts each part alone).
-func (db *DB) CheckNewSeries(lss []series.Labels, prior int) (counted int, err error) {
+// parts counted: its new series so far, against the total limit (the
+// per-metric limit counts each part alone).
+func (db *DB) CheckNewSeries(lss []series.Labels, prior int) (refused []int, counted int, err error) {
 	if db.closed.Load() {
-		return 0, series.ErrClosed
+		return nil, 0, series.ErrClosed
 	}
 	maxAll, maxMetric := db.opts.MaxActiveSeries, db.opts.MaxActiveSeriesPerMetric
 	if maxAll <= 0 && maxMetric <= 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
 	n := db.series.len() + int(db.series.extra.Load()) + prior
 	perMetric := map[string]int{}
-	for _, ls := range lss {
+	refuse := func(i int, e error) {
+		refused = append(refused, i)
+		if err == nil {
+			err = e
+		}
+	}
+	for i, ls := range lss {
 		if db.series.has(memKey(ls), ls) {
 			continue
 		}
 		w := 1 + int(seriesWeight(ls))
-		counted += w
-		if n += w; maxAll > 0 && n > maxAll {
-			return counted, errTooMany(ls, n, maxAll)
+		if maxAll > 0 && n+w > maxAll {
+			refuse(i, errTooMany(ls, n+w, maxAll))
+			continue
 		}
 		if maxMetric > 0 {
 			name := ls.Get(series.MetricName)
@@ -401,13 +410,16 @@ func (db *DB) CheckNewSeries(lss []series.Labels, prior int) (counted int, err e
 			if !seen {
 				c = db.series.metricSeries(name)
 			}
-			if c++; c > maxMetric {
-				return counted, errTooManyOfMetric(ls, name, c, maxMetric)
+			if c+1 > maxMetric {
+				refuse(i, errTooManyOfMetric(ls, name, c+1, maxMetric))
+				continue
 			}
-			perMetric[name] = c
+			perMetric[name] = c + 1
 		}
+		n += w
+		counted += w
 	}
-	return counted, nil
+	return refused, counted, err
 }
 
 // dropUnused removes from the head a series that an appender created and

@@ -111,26 +111,34 @@ func TestCheckNewSeries(t *testing.T) {
 		mustAppend(t, db, ls("a", i), series.Sample{T: now, V: 1})
 	}
 	// In the head already: they pass, and do not count.
-	if n, err := db.CheckNewSeries([]series.Labels{ls("a", 0), ls("a", 1), ls("a", 2)}, 0); err != nil || n != 1 {
+	if _, n, err := db.CheckNewSeries([]series.Labels{ls("a", 0), ls("a", 1), ls("a", 2)}, 0); err != nil || n != 1 {
 		t.Fatalf("a third series of a: %d counted, %v", n, err)
 	}
-	_, err := db.CheckNewSeries([]series.Labels{ls("a", 2), ls("b", 0), ls("a", 3)}, 0)
+	refused, _, err := db.CheckNewSeries([]series.Labels{ls("a", 2), ls("b", 0), ls("a", 3)}, 0)
 	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="a", i="3"}`) || !strings.Contains(err.Error(), `metric "a"`) {
 		t.Fatalf("a fourth series of a: %v, want ErrTooManySeries naming it and its metric", err)
 	}
-	_, err = db.CheckNewSeries([]series.Labels{ls("b", 0), ls("b", 1), ls("c", 0), ls("c", 1), ls("d", 0)}, 0)
-	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="d", i="0"}`) || !strings.Contains(err.Error(), "limit is 6") {
+	if fmt.Sprint(refused) != "[2]" {
+		t.Fatalf("refused %v, want the fourth series of a alone (index 2)", refused)
+	}
+	// Taken in order, one past a limit left out and not counted: c2 and
+	// d0 would make the seventh series; a0 (in the head) passes.
+	refused, _, err = db.CheckNewSeries([]series.Labels{ls("b", 0), ls("b", 1), ls("c", 0), ls("c", 1), ls("c", 2), ls("a", 0), ls("d", 0)}, 0)
+	if !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="c", i="2"}`) || !strings.Contains(err.Error(), "limit is 6") {
 		t.Fatalf("a seventh series: %v, want ErrTooManySeries naming it and the total limit", err)
 	}
+	if fmt.Sprint(refused) != "[4 6]" {
+		t.Fatalf("refused %v, want c2 and d0 (indexes 4 and 6)", refused)
+	}
 	// The same write checked in two parts: the second counts the first's.
-	n, err := db.CheckNewSeries([]series.Labels{ls("b", 0), ls("b", 1)}, 0)
+	_, n, err := db.CheckNewSeries([]series.Labels{ls("b", 0), ls("b", 1)}, 0)
 	if err != nil || n != 2 {
 		t.Fatalf("the first part: %d counted, %v", n, err)
 	}
-	if _, err := db.CheckNewSeries([]series.Labels{ls("c", 0), ls("c", 1)}, n); err != nil {
+	if _, _, err := db.CheckNewSeries([]series.Labels{ls("c", 0), ls("c", 1)}, n); err != nil {
 		t.Fatalf("the second part, within the limit: %v", err)
 	}
-	if _, err := db.CheckNewSeries([]series.Labels{ls("c", 0), ls("c", 1), ls("d", 0)}, n); !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="d", i="0"}`) {
+	if _, _, err := db.CheckNewSeries([]series.Labels{ls("c", 0), ls("c", 1), ls("d", 0)}, n); !errors.Is(err, series.ErrTooManySeries) || !strings.Contains(err.Error(), `{__name__="d", i="0"}`) {
 		t.Fatalf("the second part, past the limit with the first: %v", err)
 	}
 	if got := db.ActiveSeries(); got != 2 {
@@ -153,7 +161,7 @@ func TestCheckNewSeries(t *testing.T) {
 	if err := db.Appender().Append(ls("e", 0), now, 1); !errors.Is(err, series.ErrTooManySeries) {
 		t.Errorf("a new series past the limit through Append: %v", err)
 	}
-	if _, err := db.CheckNewSeries([]series.Labels{ls("a", 7)}, 0); err != nil {
+	if _, _, err := db.CheckNewSeries([]series.Labels{ls("a", 7)}, 0); err != nil {
 		t.Errorf("a series in the head, past the limits: %v", err)
 	}
 }

@@ -101,7 +101,7 @@ func (s clusterStore) NewAppender(pastLimits bool) cluster.LocalAppender {
 	}
 	return s.db.Appender()
 }
-func (s clusterStore) CheckNewSeries(lss []series.Labels, prior int) (int, error) {
+func (s clusterStore) CheckNewSeries(lss []series.Labels, prior int) ([]int, int, error) {
 	return s.db.CheckNewSeries(lss, prior)
 }
 

@@ -1023,8 +1023,12 @@ type CheckSeriesResponse struct {
 	// would not pass is refused (naming the series and the limit).
 	Refused string `protobuf:"bytes,1,opt,name=refused,proto3" json:"refused,omitempty"`
 	// What these series count against the node's total limit (the new
-	// ones, weighed by their labels' size).
-	Counted       uint64 `protobuf:"varint,2,opt,name=counted,proto3" json:"counted,omitempty"`
+	// ones that fit, weighed by their labels' size).
+	Counted uint64 `protobuf:"varint,2,opt,name=counted,proto3" json:"counted,omitempty"`
+	// The indexes (in this request) of every series that would pass a
+	// limit, taken in order, each refused one left out of the count: a
+	// write may be taken without them (OTLP's partial success).
+	RefusedSeries []uint32 `protobuf:"varint,3,rep,packed,name=refused_series,json=refusedSeries,proto3" json:"refused_series,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1071,6 +1075,13 @@ func (x *CheckSeriesResponse) GetCounted() uint64 {
 		return x.Counted
 	}
 	return 0
+}
+
+func (x *CheckSeriesResponse) GetRefusedSeries() []uint32 {
+	if x != nil {
+		return x.RefusedSeries
+	}
+	return nil
 }
 
 var File_headroom_cluster_v1_cluster_proto protoreflect.FileDescriptor
@@ -1148,10 +1159,11 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06series\x18\x01 \x03(\v2$.headroom.cluster.v1.SeriesExemplarsR\x06series\"_\n" +
 	"\x12CheckSeriesRequest\x123\n" +
 	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\x12\x14\n" +
-	"\x05prior\x18\x02 \x01(\x04R\x05prior\"I\n" +
+	"\x05prior\x18\x02 \x01(\x04R\x05prior\"p\n" +
 	"\x13CheckSeriesResponse\x12\x18\n" +
 	"\arefused\x18\x01 \x01(\tR\arefused\x12\x18\n" +
-	"\acounted\x18\x02 \x01(\x04R\acounted2\xd0\x03\n" +
+	"\acounted\x18\x02 \x01(\x04R\acounted\x12%\n" +
+	"\x0erefused_series\x18\x03 \x03(\rR\rrefusedSeries2\xd0\x03\n" +
 	"\aCluster\x12S\n" +
 	"\x06Select\x12\".headroom.cluster.v1.SelectRequest\x1a#.headroom.cluster.v1.SelectResponse0\x01\x12Z\n" +
 	"\rSelectRollups\x12\".headroom.cluster.v1.RollupRequest\x1a#.headroom.cluster.v1.RollupResponse0\x01\x12V\n" +
