@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -323,4 +324,84 @@ func BenchmarkPublisherAppend(b *testing.B) {
 		a.Rollback()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10_000, "ns/sample")
+}
+
+// BenchmarkPartitionCopyTiers: the copy of a partition whose history is
+// older than the raw retention (two days): 200 series x 30 days at 5
+// minutes, written as a backfill, rolled up and dropped from raw on the
+// two owners; a third node that joins after the stream dropped the
+// messages copies its partitions, raw days and every tier. Time from
+// its start until it serves them, per series-day of tier history
+// imported (the 5m, 1h and 1d tiers' buckets of one series and day).
+func BenchmarkPartitionCopyTiers(b *testing.B) {
+	const partitions, seriesN, days = 4, 200, 30
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		nodes, startLate := historyOwners(b, partitions)
+		end := time.Now().UnixMilli() / int64(day) * int64(day)
+		for d := days; d > 0; d-- {
+			a := nodes[0].Appender()
+			for s := 0; s < seriesN; s++ {
+				ls := series.FromStrings("__name__", "hist", "s", strconv.Itoa(s))
+				from := end - int64(d)*int64(day)
+				for t := from; t < from+int64(day); t += 300_000 {
+					a.Append(ls, t, float64((t/300_000+int64(s))%113))
+				}
+			}
+			if err := a.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		waitFor(b, 5*time.Minute, "the stream drops the messages", func() error {
+			info, err := nodes[0].stream.Info(context.Background())
+			if err == nil && info.State.Msgs != 0 {
+				err = fmt.Errorf("%d messages", info.State.Msgs)
+			}
+			return err
+		})
+		for _, n := range nodes {
+			for _, f := range []func() error{n.db.Checkpoint, n.db.RunRollups, n.db.ApplyRetention} {
+				if err := f(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		before := nodes[0].db.RawOldest()
+		b.StartTimer()
+		start := time.Now()
+		late := startLate()
+		var served []int
+		waitFor(b, 5*time.Minute, "the late node copies its partitions", func() error {
+			late.tick()
+			served = served[:0]
+			for _, p := range late.Status().Partition {
+				if p.Serving != nil {
+					if !*p.Serving || p.Incomplete {
+						return fmt.Errorf("partition %d not served yet", p.Partition)
+					}
+					served = append(served, p.Partition)
+				}
+			}
+			if len(served) == 0 {
+				return errors.New("no partition taken yet")
+			}
+			return nil
+		})
+		took := time.Since(start)
+		b.StopTimer()
+		mine := 0
+		for s := 0; s < seriesN; s++ {
+			if slices.Contains(served, PartitionOf(series.FromStrings("__name__", "hist", "s", strconv.Itoa(s)), partitions)) {
+				mine++
+			}
+		}
+		tierDays := float64(mine) * float64(before-(end-days*int64(day))) / float64(day)
+		b.ReportMetric(took.Seconds()*1000/tierDays*1000, "ms/1000-series-days")
+		b.ReportMetric(tierDays, "series-days")
+		b.ReportMetric(took.Seconds(), "s-to-serve")
+		for _, n := range append(nodes, late) {
+			n.stop()
+		}
+		b.StartTimer()
+	}
 }

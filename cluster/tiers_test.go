@@ -361,22 +361,29 @@ func FuzzRollupResponse(f *testing.F) {
 	})
 }
 
+// historyOwners starts two nodes (on three NATS servers) whose stores
+// keep two days of raw samples, the tiers the rest, on a stream that
+// keeps two seconds: a node that joins later copies their partitions.
+// startLate starts that node.
+func historyOwners(tb testing.TB, partitions int) (nodes []*testNode, startLate func() *testNode) {
+	nats := natstest.Start(tb, 3)
+	sopts := storage.Options{Retention: 2 * 24 * time.Hour, RollupQuiet: time.Millisecond}
+	short := func(c *Config) { c.Retention = 2 * time.Second }
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startNodeStore(tb, nats, fmt.Sprintf("h%d", i), tb.TempDir(), partitions, sopts, short))
+	}
+	waitOwners(tb, nodes, partitions)
+	return nodes, func() *testNode { return startNodeStore(tb, nats, "h2", tb.TempDir(), partitions, sopts, short) }
+}
+
 // TestClusterCopyKeepsTiers: a node that copies a partition (the stream
 // dropped what it needs) gets the other owner's rollup buckets older
 // than its raw floor, floats and histograms, as well as the raw samples
 // after it: its own store then answers the partition's tier reads as the
 // other owner's does, months of history included.
 func TestClusterCopyKeepsTiers(t *testing.T) {
-	nats := natstest.Start(t, 3)
 	const partitions = 4
-	// Raw samples for two days; the tiers keep the rest.
-	sopts := storage.Options{Retention: 2 * 24 * time.Hour, RollupQuiet: time.Millisecond}
-	short := func(c *Config) { c.Retention = 2 * time.Second }
-	var nodes []*testNode
-	for i := 0; i < 2; i++ {
-		nodes = append(nodes, startNodeStore(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, sopts, short))
-	}
-	waitOwners(t, nodes, partitions)
+	nodes, startLate := historyOwners(t, partitions)
 	end := (time.Now().UnixMilli() - int64(time.Hour/time.Millisecond)) / int64(day) * int64(day)
 	writeHistory(t, func() appender { return nodes[0].Appender() }, end)
 	count := func(db *storage.DB) int {
@@ -424,7 +431,7 @@ func TestClusterCopyKeepsTiers(t *testing.T) {
 		}
 		return err
 	})
-	late := startNodeStore(t, nats, "h2", t.TempDir(), partitions, sopts, short)
+	late := startLate()
 	var served []int
 	waitFor(t, time.Minute, "the late node copies and serves partitions", func() error {
 		late.tick()
