@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,10 +68,9 @@ func BenchmarkPartitionCopy(b *testing.B) {
 		b.StopTimer()
 		nats := natstest.Start(b, 3)
 		const partitions, seriesN, perSeries = 4, 2000, 480
-		short := func(c *Config) { c.Retention = 2 * time.Second }
 		var nodes []*testNode
 		for k := 0; k < 2; k++ {
-			nodes = append(nodes, startNode(b, nats, fmt.Sprintf("h%d", k), b.TempDir(), partitions, short))
+			nodes = append(nodes, startNode(b, nats, fmt.Sprintf("h%d", k), b.TempDir(), partitions))
 		}
 		base := time.Now().Add(-2 * time.Hour).UnixMilli()
 		for s := 0; s < seriesN; s += 50 {
@@ -87,21 +85,12 @@ func BenchmarkPartitionCopy(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		deadline := time.Now().Add(5 * time.Minute)
-		for {
-			info, err := nodes[0].stream.Info(context.Background())
-			if err == nil && info.State.Msgs == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("the stream kept its messages")
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitApplied(b, nodes)
+		expireStream(b, nodes[0])
 		waitOwners(b, nodes, partitions) // the two hold every partition
 		b.StartTimer()
 		start := time.Now()
-		late := startNode(b, nats, "h2", b.TempDir(), partitions, short)
+		late := startNode(b, nats, "h2", b.TempDir(), partitions)
 		var served []int
 		for {
 			late.tick()
@@ -352,13 +341,8 @@ func BenchmarkPartitionCopyTiers(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		waitFor(b, 5*time.Minute, "the stream drops the messages", func() error {
-			info, err := nodes[0].stream.Info(context.Background())
-			if err == nil && info.State.Msgs != 0 {
-				err = fmt.Errorf("%d messages", info.State.Msgs)
-			}
-			return err
-		})
+		waitApplied(b, nodes)
+		expireStream(b, nodes[0])
 		for _, n := range nodes {
 			for _, f := range []func() error{n.db.Checkpoint, n.db.RunRollups, n.db.ApplyRetention} {
 				if err := f(); err != nil {

@@ -6,15 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -135,6 +138,61 @@ func waitOwners(t testing.TB, nodes []*testNode, partitions int) {
 		}
 		return nil
 	})
+}
+
+// waitApplied waits until every owner among nodes has applied each of
+// its partitions' messages the stream holds.
+func waitApplied(tb testing.TB, nodes []*testNode) {
+	tb.Helper()
+	waitFor(tb, 5*time.Minute, "every owner applied the stream", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, n := range nodes {
+			for _, p := range n.heldPartitions() {
+				m, err := n.stream.GetLastMsgForSubject(ctx, subject(p))
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if applied, _ := n.local.Mark(markName(p)); applied < m.Sequence {
+					return fmt.Errorf("%s applied partition %d up to %d of %d", n.cfg.Node, p, applied, m.Sequence)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// expireStream makes the stream drop every message it holds, as its
+// retention would, then gives it its configuration back: the tests of
+// what a node does past the retention keep a long one otherwise, so
+// that no owner misses a message because a loaded machine delayed it.
+func expireStream(tb testing.TB, n *testNode) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	info, err := n.stream.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := info.Config
+	short := cfg
+	short.MaxAge, short.Duplicates = time.Second, time.Second
+	if _, err := n.js.UpdateStream(ctx, short); err != nil {
+		tb.Fatal(err)
+	}
+	waitFor(tb, time.Minute, "the stream drops its messages", func() error {
+		info, err := n.stream.Info(context.Background())
+		if err == nil && info.State.Msgs != 0 {
+			err = fmt.Errorf("%d messages still", info.State.Msgs)
+		}
+		return err
+	})
+	if _, err := n.js.UpdateStream(ctx, cfg); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // writeSeries writes one sample, a second ago, of each of n series of
@@ -520,10 +578,9 @@ func TestClusterPartialReads(t *testing.T) {
 func TestClusterOwnerPastRetention(t *testing.T) {
 	nats := natstest.Start(t, 3)
 	const partitions = 4
-	short := func(c *Config) { c.Retention = 2 * time.Second }
 	var nodes []*testNode
 	for i := 0; i < 2; i++ {
-		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, short))
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions))
 	}
 	waitOwners(t, nodes, partitions)
 	now := writeSeries(t, nodes[0], 20)
@@ -536,14 +593,9 @@ func TestClusterOwnerPastRetention(t *testing.T) {
 	if err := ha.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "the stream drops the messages", func() error {
-		info, err := nodes[0].stream.Info(context.Background())
-		if err == nil && info.State.Msgs != 0 {
-			err = fmt.Errorf("%d messages still", info.State.Msgs)
-		}
-		return err
-	})
-	late := startNode(t, nats, "h2", t.TempDir(), partitions, short)
+	waitApplied(t, nodes)
+	expireStream(t, nodes[0])
+	late := startNode(t, nats, "h2", t.TempDir(), partitions)
 	var served []int
 	waitFor(t, time.Minute, "the late node takes partitions, copies and serves them", func() error {
 		late.tick()
@@ -645,6 +697,59 @@ func TestClusterOwnerPastRetention(t *testing.T) {
 	})
 }
 
+// TestClusterOwnerMissedMessages: an owner whose consumer passed over
+// messages the stream dropped before delivering them (it lagged the
+// retention, or its consumer was made again while they expired) finds
+// out from the other owner's mark and copies the partition, instead of
+// taking itself for caught up and serving the partition without them.
+func TestClusterOwnerMissedMessages(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	const partitions = 4
+	quick := func(c *Config) { c.missCheck = 500 * time.Millisecond }
+	var nodes []*testNode
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startNode(t, nats, fmt.Sprintf("h%d", i), t.TempDir(), partitions, quick))
+	}
+	waitOwners(t, nodes, partitions)
+	// Something applied by both first: the owners' marks then differ
+	// only by what h1 passes over.
+	writeSeries(t, nodes[0], 8)
+	waitApplied(t, nodes)
+	l := series.FromStrings("__name__", "missed", "s", "1")
+	p := PartitionOf(l, partitions)
+	nodes[1].passOver.Store(int64(p) + 1)
+	now := time.Now().UnixMilli()
+	a := nodes[0].Appender()
+	if err := a.Append(l, now, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, nodes[:1])
+	expireStream(t, nodes[0])
+	nodes[1].passOver.Store(0)
+	waitFor(t, time.Minute, "h1 copies what it passed over", func() error {
+		q, err := nodes[1].db.Querier(now-1000, now+1000)
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		lss, err := q.SelectLabels(series.MustMatcher(series.MatchEqual, "__name__", "missed"))
+		if err == nil && len(lss) != 1 {
+			err = fmt.Errorf("h1's store holds %d series of partition %d's message, want 1", len(lss), p)
+		}
+		return err
+	})
+	// And serves the partition again once it has.
+	waitFor(t, time.Minute, "h1 serves the partition again", func() error {
+		if !nodes[1].serves(p) {
+			return fmt.Errorf("h1 does not serve partition %d", p)
+		}
+		return nil
+	})
+}
+
 // testMaxSeries is the test stores' --max-active-series (0: default).
 var testMaxSeries int
 
@@ -720,7 +825,7 @@ func TestClusterSeriesLimits(t *testing.T) {
 	// refused whole as over a limit, naming the series, not as
 	// unavailable (which a client retries).
 	conn := serveFrontEnd(t, func(srv *grpc.Server) {
-		ingest.NewGRPC(ingestNode{nodes[1].Node}, ingest.Options{}).Register(srv)
+		ingest.NewGRPC(ingestNode{n: nodes[1].Node}, ingest.Options{}).Register(srv)
 	})
 	req := &headroomv1.WriteRequest{}
 	for _, l := range big {
@@ -857,8 +962,9 @@ func TestClusterOTLPOverLimit(t *testing.T) {
 	testMaxSeries = 5
 	defer func() { testMaxSeries = 0 }()
 	_, nodes := startCluster(t, 4)
+	front := ingestNode{n: nodes[0].Node, exemplars: &exemplarLog{}}
 	conn := serveFrontEnd(t, func(srv *grpc.Server) {
-		ingest.NewOTLP(ingestNode{nodes[0].Node}, ingest.Options{}).Register(srv)
+		ingest.NewOTLP(front, ingest.Options{}).Register(srv)
 	})
 	now := uint64(time.Now().UnixNano())
 	var points []*metricspb.NumberDataPoint
@@ -866,6 +972,8 @@ func TestClusterOTLPOverLimit(t *testing.T) {
 		points = append(points, &metricspb.NumberDataPoint{
 			Attributes:   []*commonpb.KeyValue{{Key: "i", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprint(i)}}}},
 			TimeUnixNano: now, Value: &metricspb.NumberDataPoint_AsDouble{AsDouble: float64(i)},
+			Exemplars: []*metricspb.Exemplar{{TimeUnixNano: now, Value: &metricspb.Exemplar_AsDouble{AsDouble: float64(i)},
+				TraceId: []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, byte(i + 1)}}},
 		})
 	}
 	req := &colmetricspb.ExportMetricsServiceRequest{ResourceMetrics: []*metricspb.ResourceMetrics{{
@@ -901,6 +1009,42 @@ func TestClusterOTLPOverLimit(t *testing.T) {
 		}
 		return err
 	})
+	// The exemplars kept are those of the accepted points' series: a
+	// rejected point's would point a dashboard at a series with no data.
+	q, err := nodes[1].Node.Querier(math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	lss, err := q.SelectLabels(series.MustMatcher(series.MatchEqual, "__name__", "burst"))
+	q.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ls := range lss {
+		stored[ls.String()] = true
+	}
+	kept := front.exemplars.series()
+	if len(kept) != accepted {
+		t.Errorf("%d exemplars kept, want one for each of the %d accepted points", len(kept), accepted)
+	}
+	for _, ls := range kept {
+		if !stored[ls.String()] {
+			t.Errorf("an exemplar kept for %v, whose point was rejected", ls)
+		}
+	}
+}
+
+// exemplarLog records the series of the exemplars a front end kept.
+type exemplarLog struct {
+	mu  sync.Mutex
+	lss []series.Labels
+}
+
+func (l *exemplarLog) series() []series.Labels {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lss)
 }
 
 // serveFrontEnd serves what register adds (a protocol's front end) on a
@@ -925,9 +1069,22 @@ func serveFrontEnd(t *testing.T, register func(*grpc.Server)) *grpc.ClientConn {
 
 // ingestNode is a node as the front ends' Appendable (the server has
 // its own).
-type ingestNode struct{ n *Node }
+type ingestNode struct {
+	n         *Node
+	exemplars *exemplarLog // nil: exemplars not kept
+}
 
 func (a ingestNode) Appender() ingest.Appender { return a.n.Appender() }
+
+// AddExemplar keeps the series of an exemplar (ingest.ExemplarAdder).
+func (a ingestNode) AddExemplar(ls series.Labels, _ series.Exemplar) error {
+	if a.exemplars != nil {
+		a.exemplars.mu.Lock()
+		a.exemplars.lss = append(a.exemplars.lss, ls.Copy())
+		a.exemplars.mu.Unlock()
+	}
+	return nil
+}
 
 // countSeries counts the series of labels ls that n reads.
 func countSeries(n *Node, ls series.Labels) (int, error) {

@@ -62,6 +62,10 @@ type Config struct {
 	SeriesCache int
 	// Logger gets the cluster's events (nil: discarded).
 	Logger *slog.Logger
+	// missCheck is how often an owner makes sure the stream did not drop
+	// messages before its consumer got them (checkMissed): a minute, or
+	// half the stream's retention when that is shorter; tests set less.
+	missCheck time.Duration
 }
 
 func (c *Config) withDefaults() {
@@ -79,6 +83,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.Retention <= 0 {
 		c.Retention = 72 * time.Hour
+	}
+	if c.missCheck <= 0 {
+		c.missCheck = min(time.Minute, c.Retention/2)
 	}
 	if c.SeriesCache <= 0 {
 		c.SeriesCache = 1 << 20
@@ -152,6 +159,10 @@ type Node struct {
 	metaKV          jetstream.KeyValue
 	meta            metaCache
 	prefix          string // of message IDs: node name and start time
+	// passOver, in tests, makes the consumer of partition passOver-1 pass
+	// over its messages as if the stream had dropped them before
+	// delivering them (checkMissed).
+	passOver atomic.Int64
 
 	tickMu sync.Mutex // one membership round at a time
 	mu     sync.Mutex
@@ -697,7 +708,15 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 	app := n.local.NewAppender(true)
 	idle := 0
 	caughtUp, sinceLook := false, 0 // the idle rounds' lookups
+	lastMissCheck := time.Now()
 	for ctx.Err() == nil {
+		if time.Since(lastMissCheck) >= n.cfg.missCheck {
+			lastMissCheck = time.Now()
+			if err := n.checkMissed(ctx, p, next); err != nil {
+				app.Rollback()
+				return err
+			}
+		}
 		// A batch: what arrives until fetchBatch messages or a pause.
 		var last, pending uint64
 		got := 0
@@ -722,6 +741,9 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 			}
 			if md.Sequence.Stream < next {
 				continue // the mark already holds it
+			}
+			if n.passOver.Load() == int64(p)+1 {
+				continue // a test's stand-in for a message dropped before delivery
 			}
 			if b, err := DecodeBatch(m.Data()); err != nil {
 				// A message that does not decode cannot be applied by
@@ -795,6 +817,39 @@ func (n *Node) consumeFrom(ctx context.Context, p int, h *owned) error {
 	return ctx.Err()
 }
 
+// checkMissed returns an error, which makes the consume start again and
+// copy the partition, when the stream no longer holds messages after
+// this owner's mark (next-1) and another owner applied past it. An
+// ordered consumer passes silently over what the stream dropped before
+// delivering it: a consumer that lagged the stream's retention, or was
+// made again after its NATS server went, while messages expired. The
+// stall lookups cannot see it once the stream holds nothing of the
+// partition after the mark, and this store would lack those samples for
+// good while reads trust it.
+//
+// The other owner may have applied only messages the stream still holds
+// (a partition idle for longer than the retention, then written): the
+// copy is then needless, which costs time and loses nothing.
+func (n *Node) checkMissed(ctx context.Context, p int, next uint64) error {
+	var first uint64
+	if err := retry(ctx, func(ctx context.Context) error {
+		info, err := n.stream.Info(ctx)
+		if err == nil {
+			first = info.State.FirstSeq
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if first <= next {
+		return nil
+	}
+	if m, ok := n.othersMark(ctx, p); ok && m >= next {
+		return fmt.Errorf("the stream dropped messages %d to %d before this owner applied them, and another owner applied up to %d: copying the partition", next, first-1, m)
+	}
+	return nil
+}
+
 // apply adds one message's samples to the appender, which takes series
 // past the store's limits (they were checked before the publish). A
 // sample the store refuses (past the retention by now) is left out: the
@@ -847,17 +902,22 @@ func (n *Node) apply(app LocalAppender, p int, seq uint64, b *Batch) {
 	}
 }
 
+// heldPartitions lists the partitions this node holds a slot of.
+func (n *Node) heldPartitions() []int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ps := make([]int, 0, len(n.held))
+	for p := range n.held {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
 // Close stops owning, leaves the membership to expire, and disconnects.
 func (n *Node) Close() {
 	n.cancel()
 	n.wg.Wait()
-	n.mu.Lock()
-	var ps []int
-	for p := range n.held {
-		ps = append(ps, p)
-	}
-	n.mu.Unlock()
-	for _, p := range ps {
+	for _, p := range n.heldPartitions() {
 		n.stopOwning(p)
 	}
 	n.mu.Lock()

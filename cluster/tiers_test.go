@@ -362,18 +362,17 @@ func FuzzRollupResponse(f *testing.F) {
 }
 
 // historyOwners starts two nodes (on three NATS servers) whose stores
-// keep two days of raw samples, the tiers the rest, on a stream that
-// keeps two seconds: a node that joins later copies their partitions.
-// startLate starts that node.
+// keep two days of raw samples, the tiers the rest: a node that joins
+// after expireStream copies their partitions. startLate starts that
+// node.
 func historyOwners(tb testing.TB, partitions int) (nodes []*testNode, startLate func() *testNode) {
 	nats := natstest.Start(tb, 3)
 	sopts := storage.Options{Retention: 2 * 24 * time.Hour, RollupQuiet: time.Millisecond}
-	short := func(c *Config) { c.Retention = 2 * time.Second }
 	for i := 0; i < 2; i++ {
-		nodes = append(nodes, startNodeStore(tb, nats, fmt.Sprintf("h%d", i), tb.TempDir(), partitions, sopts, short))
+		nodes = append(nodes, startNodeStore(tb, nats, fmt.Sprintf("h%d", i), tb.TempDir(), partitions, sopts))
 	}
 	waitOwners(tb, nodes, partitions)
-	return nodes, func() *testNode { return startNodeStore(tb, nats, "h2", tb.TempDir(), partitions, sopts, short) }
+	return nodes, func() *testNode { return startNodeStore(tb, nats, "h2", tb.TempDir(), partitions, sopts) }
 }
 
 // TestClusterCopyKeepsTiers: a node that copies a partition (the stream
@@ -424,13 +423,7 @@ func TestClusterCopyKeepsTiers(t *testing.T) {
 			t.Fatalf("%s's raw floor %d: the oldest day was not dropped", n.cfg.Node, n.db.RawOldest())
 		}
 	}
-	waitFor(t, time.Minute, "the stream drops the messages", func() error {
-		info, err := nodes[0].stream.Info(context.Background())
-		if err == nil && info.State.Msgs != 0 {
-			err = fmt.Errorf("%d messages still", info.State.Msgs)
-		}
-		return err
-	})
+	expireStream(t, nodes[0])
 	late := startLate()
 	var served []int
 	waitFor(t, time.Minute, "the late node copies and serves partitions", func() error {

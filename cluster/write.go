@@ -111,24 +111,24 @@ func (a *Appender) Rollback() {
 // the parts acknowledged stay, and the client's retry of the same
 // samples changes nothing.
 func (a *Appender) Commit() error {
-	_, err := a.commit(false)
+	_, _, err := a.commit(false)
 	return err
 }
 
 // CommitPartial is Commit for a protocol that takes a request in part
 // (OTLP's partial success, as a single node rejects only the points of
 // series past a limit): the series some owner's limits refuse are left
-// out, and the rest published. rejected counts their samples; err is
-// the first refusal when there were some (series.ErrTooManySeries), or
-// the failure of the whole.
-func (a *Appender) CommitPartial() (rejected int, err error) {
+// out, and the rest published. refused holds their label hashes,
+// rejected counts their samples; err is the first refusal when there
+// were some (series.ErrTooManySeries), or the failure of the whole.
+func (a *Appender) CommitPartial() (refused map[uint64]bool, rejected int, err error) {
 	return a.commit(true)
 }
 
-func (a *Appender) commit(partial bool) (rejected int, err error) {
+func (a *Appender) commit(partial bool) (refused map[uint64]bool, rejected int, err error) {
 	defer a.Rollback()
 	if len(a.b.Series) == 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
 	a.closeLast()
 	var fresh newSeries
@@ -140,10 +140,9 @@ func (a *Appender) commit(partial bool) (rejected int, err error) {
 	// Before anything is published: a refused write leaves nothing.
 	var refusal error
 	if fresh.byPart != nil {
-		var refused map[uint64]bool
 		if refused, refusal = a.n.checkSeries(&fresh); refusal != nil {
 			if !partial {
-				return 0, refusal
+				return nil, 0, refusal
 			}
 			for p, part := range parts {
 				kept := part.Series[:0]
@@ -161,9 +160,12 @@ func (a *Appender) commit(partial bool) (rejected int, err error) {
 		}
 	}
 	if err := a.publish(parts); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	return rejected, refusal
+	if refusal == nil {
+		refused = nil // the owners' answer, with nothing refused
+	}
+	return refused, rejected, refusal
 }
 
 // publish sends each part to its partition's subject and waits for

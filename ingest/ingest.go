@@ -36,9 +36,11 @@ type Appender interface {
 // single node does.
 type PartialCommitter interface {
 	// CommitPartial commits all but the series refused over a limit:
-	// rejected counts their samples, and err is their first refusal
-	// (series.ErrTooManySeries) or the failure of the whole.
-	CommitPartial() (rejected int, err error)
+	// refused holds their label hashes (series.Labels.Hash), for what the
+	// request carries beside samples (exemplars); rejected counts their
+	// samples; err is their first refusal (series.ErrTooManySeries) or
+	// the failure of the whole.
+	CommitPartial() (refused map[uint64]bool, rejected int, err error)
 }
 
 // Appendable hands out appenders; it is safe for concurrent use.

@@ -135,11 +135,12 @@ func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, 
 	for _, r := range o.resources {
 		c.resource(r)
 	}
+	var refused map[uint64]bool // series the commit left out
 	if c.appended > 0 {
 		var err error
 		rejected := 0
 		if pc, ok := c.app.(PartialCommitter); ok {
-			if rejected, err = pc.CommitPartial(); err != nil && rejected > 0 && errors.Is(err, series.ErrTooManySeries) {
+			if refused, rejected, err = pc.CommitPartial(); err != nil && rejected > 0 && errors.Is(err, series.ErrTooManySeries) {
 				// Taken without the series past a limit, as a single
 				// node rejects their points at Append.
 				c.appended -= rejected
@@ -167,6 +168,9 @@ func (s *OTLP) export(o *oRequest) (*colmetricspb.ExportMetricsServiceResponse, 
 	keepMetadata(s.db.db, c.meta)
 	if ea, ok := s.db.db.(ExemplarAdder); ok && c.appended > 0 {
 		for _, x := range c.exemplars {
+			if refused != nil && refused[x.ls.Hash()] {
+				continue // its series' points were not taken either
+			}
 			_ = ea.AddExemplar(x.ls, x.e) // one refused (labels too long) is skipped
 		}
 	}
