@@ -432,11 +432,11 @@ func (s store) NewAppender(pastLimits bool) LocalAppender {
 func (s store) CheckNewSeries(lss []series.Labels, prior int) ([]int, int, error) {
 	return s.db.CheckNewSeries(lss, prior)
 }
-func (s store) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
-	return s.db.ImportRollups(tier, ls, bs, before)
+func (s store) ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) error {
+	return s.db.ImportRollups(tier, ss, before)
 }
-func (s store) ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error {
-	return s.db.ImportHistRollups(tier, ls, bs, before)
+func (s store) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error {
+	return s.db.ImportHistRollups(tier, ss, before)
 }
 func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s store) SetMetadata(metric string, md series.Metadata) error {

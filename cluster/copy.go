@@ -202,8 +202,8 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 // (storage.DB has it): within each block, the buckets before `before`
 // are replaced by those given.
 type TierImporter interface {
-	ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error
-	ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error
+	ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) error
+	ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error
 }
 
 // copyTiers imports, tier by tier, the buckets of partition p that
@@ -229,8 +229,11 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 			if err != nil {
 				return err
 			}
+			// A response's series in one import: one synced batch, not
+			// one a series.
 			var col rollup.Columns
-			var bs []rollup.Bucket
+			var fs []rollup.SeriesBuckets
+			var hs []rollup.SeriesHistBuckets
 			for {
 				resp, err := stream.Recv()
 				if err == io.EOF {
@@ -239,29 +242,34 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 				if err != nil {
 					return fmt.Errorf("tier %v: %w", t.Resolution, err)
 				}
+				fs, hs = fs[:0], hs[:0]
 				for _, s := range resp.Series {
 					ls := labelsFromProto(s.Labels)
 					if hist {
 						hbs, err := decodeHistBlocks(s)
-						if err == nil {
-							err = imp.ImportHistRollups(i, ls, hbs, before)
-						}
 						if err != nil {
 							return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
 						}
+						hs = append(hs, rollup.SeriesHistBuckets{Labels: ls, Buckets: hbs})
 						continue
 					}
 					col.Reset()
 					if err := decodeColumns(&col, s, cols); err != nil {
 						return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
 					}
-					bs = bs[:0]
+					bs := make([]rollup.Bucket, len(col.Start))
 					for k := range col.Start {
-						bs = append(bs, col.Bucket(k))
+						bs[k] = col.Bucket(k)
 					}
-					if err := imp.ImportRollups(i, ls, bs, before); err != nil {
-						return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
-					}
+					fs = append(fs, rollup.SeriesBuckets{Labels: ls, Buckets: bs})
+				}
+				if hist {
+					err = imp.ImportHistRollups(i, hs, before)
+				} else {
+					err = imp.ImportRollups(i, fs, before)
+				}
+				if err != nil {
+					return fmt.Errorf("tier %v: %w", t.Resolution, err)
 				}
 			}
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/headroomdb/headroom/storage/series"
 )
 
-// ImportRollups puts another store's buckets of series ls in tier (an
+// ImportRollups puts another store's buckets of series ss in tier (an
 // index into Options.Tiers) into this one: within each block the buckets
 // touch, this store's buckets starting before `before` are replaced by
 // the given ones; its later buckets stay. A cluster node that copies a
@@ -17,15 +17,17 @@ import (
 // owner's raw floor, which only its tiers hold; the raw days after it
 // come as samples, and this store's downsampler rolls them up.
 //
-// bs must be sorted by start. The series is created when the store does
-// not know it. Durable when it returns.
-func (db *DB) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
-	return db.importBlocks(tier, ls, func(b *pebble.Batch, t *tierState, id uint64) error {
-		var blk []rollup.Bucket
-		var key, enc []byte
+// Each series' buckets must be sorted by start. A series the store does
+// not know is created. The call is one batch, synced once: durable when
+// it returns, and a crash leaves all of it or none.
+func (db *DB) ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) error {
+	var blk []rollup.Bucket
+	var key, enc []byte
+	return db.importBlocks(tier, len(ss), func(i int) series.Labels { return ss[i].Labels }, func(b *pebble.Batch, t *tierState, i int, id uint64) error {
+		ls, bs := ss[i].Labels, ss[i].Buckets
 		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, before, func(i, j int, p, lo, hi int64) (err error) {
 			key = rollupKey(key[:0], t.idx, uint32(p), id, lo)
-			if blk, _, err = getBlock(db.pdb, blk[:0], key); err != nil {
+			if blk, _, err = getBlock(b, blk[:0], key); err != nil {
 				return fmt.Errorf("series %s: %v block %d: %w", ls, t.Resolution, p, err)
 			}
 			enc, err = writeBlock(b, t, key, id, ls, spliceDay(blk, bs[i:j], lo, hi), enc)
@@ -35,20 +37,23 @@ func (db *DB) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, befo
 }
 
 // ImportHistRollups is ImportRollups for native histogram buckets.
-func (db *DB) ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error {
-	err := db.importBlocks(tier, ls, func(b *pebble.Batch, t *tierState, id uint64) error {
-		var blk []rollup.HistBucket
-		var key, enc []byte
+func (db *DB) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error {
+	var blk []rollup.HistBucket
+	var key, enc []byte
+	some := false
+	err := db.importBlocks(tier, len(ss), func(i int) series.Labels { return ss[i].Labels }, func(b *pebble.Batch, t *tierState, i int, id uint64) error {
+		ls, bs := ss[i].Labels, ss[i].Buckets
+		some = some || len(bs) > 0
 		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, before, func(i, j int, p, lo, hi int64) (err error) {
 			key = histRollupKey(key[:0], t.idx, uint32(p), id, lo)
-			if blk, _, err = getHistBlock(db.pdb, blk[:0], key); err != nil {
+			if blk, _, err = getHistBlock(b, blk[:0], key); err != nil {
 				return fmt.Errorf("series %s: %v histogram block %d: %w", ls, t.Resolution, p, err)
 			}
 			enc, err = writeHistBlock(b, t, key, id, ls, spliceHistDay(blk, bs[i:j], lo, hi), enc)
 			return err
 		})
 	})
-	if err == nil && len(bs) > 0 {
+	if err == nil && some {
 		db.hasHist.Store(true)
 	}
 	return err
@@ -73,25 +78,36 @@ func eachBlock(t *tierState, n int, start func(i int) int64, before int64, f fun
 	return nil
 }
 
-// importBlocks runs write for series ls in tier with a batch it commits
-// synced, under the lock the downsampler writes blocks under (cpMu): a
-// block is read, spliced and written by one of them at a time.
-func (db *DB) importBlocks(tier int, ls series.Labels, write func(b *pebble.Batch, t *tierState, id uint64) error) error {
+// importBlocks runs write for each of n series (labels ls(i)) in tier
+// with one indexed batch, so that a series given twice reads its own
+// earlier write, committed synced, under the lock the downsampler writes
+// blocks under (cpMu): a block is read, spliced and written by one of
+// them at a time.
+func (db *DB) importBlocks(tier, n int, ls func(i int) series.Labels, write func(b *pebble.Batch, t *tierState, i int, id uint64) error) error {
 	if tier < 0 || tier >= len(db.tiers) {
 		return fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	}
+	if n == 0 {
+		return nil
 	}
 	if err := db.Writable(); err != nil {
 		return err
 	}
-	s, err := db.getOrCreate(ls, false)
-	if err != nil {
-		return err
-	}
+	ms := make([]*memSeries, 0, n)
 	defer func() {
-		if s.pins.Add(-1) == 0 && !s.created.Load() {
-			db.dropUnused(s)
+		for _, s := range ms {
+			if s.pins.Add(-1) == 0 && !s.created.Load() {
+				db.dropUnused(s)
+			}
 		}
 	}()
+	for i := 0; i < n; i++ {
+		s, err := db.getOrCreate(ls(i), false)
+		if err != nil {
+			return err
+		}
+		ms = append(ms, s)
+	}
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed.Load() {
@@ -99,24 +115,27 @@ func (db *DB) importBlocks(tier int, ls series.Labels, write func(b *pebble.Batc
 	}
 	db.cpMu.Lock()
 	defer db.cpMu.Unlock()
-	b := db.pdb.NewBatch()
+	b := db.pdb.NewIndexedBatch()
 	defer b.Close()
-	created := !s.created.Load()
-	if created {
-		if err := b.Set(seriesKey(s.id), appendLabels(nil, s.lset), nil); err != nil {
+	created := map[*memSeries]bool{}
+	for i, s := range ms {
+		if !s.created.Load() && !created[s] {
+			if err := b.Set(seriesKey(s.id), appendLabels(nil, s.lset), nil); err != nil {
+				return err
+			}
+			if err := b.Set(hashKey(s.hash, s.id), nil, nil); err != nil {
+				return err
+			}
+			created[s] = true
+		}
+		if err := write(b, db.tiers[tier], i, s.id); err != nil {
 			return err
 		}
-		if err := b.Set(hashKey(s.hash, s.id), nil, nil); err != nil {
-			return err
-		}
-	}
-	if err := write(b, db.tiers[tier], s.id); err != nil {
-		return err
 	}
 	if err := db.commit(b, pebble.Sync); err != nil {
 		return err
 	}
-	if created {
+	for s := range created {
 		s.created.Store(true)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,19 +84,36 @@ func TestImportRollups(t *testing.T) {
 		}
 		return rollup.ColAll &^ rollup.ColSketch
 	}
-	for tier := range 2 {
+	// A tier's series as a copy receives them, before the floor.
+	floatsOf := func(tier int) []rollup.SeriesBuckets {
+		var out []rollup.SeriesBuckets
 		if _, err := src.EachRollup(tier, 0, before-1, cols(tier), 0, 1, []*series.Matcher{nameM}, func(ls series.Labels, c *rollup.Columns) error {
 			var bs []rollup.Bucket
 			for i := range c.Start {
 				bs = append(bs, c.Bucket(i))
 			}
-			return dst.ImportRollups(tier, ls, bs, before)
+			out = append(out, rollup.SeriesBuckets{Labels: ls.Copy(), Buckets: bs})
+			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
+		return out
+	}
+	histsOf := func(tier int) []rollup.SeriesHistBuckets {
+		var out []rollup.SeriesHistBuckets
 		if _, err := src.EachHistRollup(tier, 0, before-1, 0, 1, []*series.Matcher{nameM}, func(ls series.Labels, bs []rollup.HistBucket) error {
-			return dst.ImportHistRollups(tier, ls, bs, before)
+			out = append(out, rollup.SeriesHistBuckets{Labels: ls.Copy(), Buckets: slices.Clone(bs)})
+			return nil
 		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for tier := range 2 {
+		if err := dst.ImportRollups(tier, floatsOf(tier), before); err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.ImportHistRollups(tier, histsOf(tier), before); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,14 +160,11 @@ func TestImportRollups(t *testing.T) {
 		}
 	}
 
-	// Imported again (a copy retried): nothing changes.
-	if _, err := src.EachRollup(1, 0, before-1, cols(1), 0, 1, []*series.Matcher{nameM}, func(ls series.Labels, c *rollup.Columns) error {
-		var bs []rollup.Bucket
-		for i := range c.Start {
-			bs = append(bs, c.Bucket(i))
-		}
-		return dst.ImportRollups(1, ls, bs, before)
-	}); err != nil {
+	// Imported again (a copy retried), each series twice in one batch
+	// (the second reads the first's blocks from the batch): nothing
+	// changes.
+	again := floatsOf(1)
+	if err := dst.ImportRollups(1, append(again, again...), before); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := src.Rollups(1, 0, MaxTime, nameM)
@@ -157,7 +172,7 @@ func TestImportRollups(t *testing.T) {
 	if !reflect.DeepEqual(a, b) {
 		t.Error("a second import changed the tier")
 	}
-	if err := dst.ImportRollups(2, fl, nil, before); err == nil {
+	if err := dst.ImportRollups(2, []rollup.SeriesBuckets{{Labels: fl}}, before); err == nil {
 		t.Error("an import into a tier that does not exist")
 	}
 
@@ -172,7 +187,7 @@ func TestImportRollups(t *testing.T) {
 				imported++
 			}
 		}
-		return only.ImportHistRollups(1, ls, bs, before)
+		return only.ImportHistRollups(1, []rollup.SeriesHistBuckets{{Labels: ls, Buckets: bs}}, before)
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -109,11 +109,11 @@ func (s clusterStore) CheckNewSeries(lss []series.Labels, prior int) ([]int, int
 // partition would lack its history older than the raw retention.
 var _ cluster.TierImporter = clusterStore{}
 
-func (s clusterStore) ImportRollups(tier int, ls series.Labels, bs []rollup.Bucket, before int64) error {
-	return s.db.ImportRollups(tier, ls, bs, before)
+func (s clusterStore) ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) error {
+	return s.db.ImportRollups(tier, ss, before)
 }
-func (s clusterStore) ImportHistRollups(tier int, ls series.Labels, bs []rollup.HistBucket, before int64) error {
-	return s.db.ImportHistRollups(tier, ls, bs, before)
+func (s clusterStore) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error {
+	return s.db.ImportHistRollups(tier, ss, before)
 }
 func (s clusterStore) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s clusterStore) SetMetadata(metric string, md series.Metadata) error {

@@ -4,10 +4,14 @@
 // buckets merge into coarser ones, and the block format that stores a run
 // of buckets. It is pure code: no I/O and no Pebble (the storage engine
 // stores blocks, the query engine reads them), and it may import only the
-// standard library and storage/chunk.
+// standard library, storage/chunk and storage/series.
 package rollup
 
-import "math"
+import (
+	"math"
+
+	"github.com/headroomdb/headroom/storage/series"
+)
 
 // Bucket aggregates the samples of one series in (Start, Start+resolution]:
 // left-open like Prometheus's range windows, so that a window (t-w, t]
@@ -28,6 +32,19 @@ type Bucket struct {
 	// Prometheus's rate does.
 	Increase float64
 	Sketch   Sketch
+}
+
+// SeriesBuckets is one series' buckets of a tier, sorted by start, as
+// a copy between stores carries them (storage.DB.ImportRollups).
+type SeriesBuckets struct {
+	Labels  series.Labels
+	Buckets []Bucket
+}
+
+// SeriesHistBuckets is SeriesBuckets for native histogram buckets.
+type SeriesHistBuckets struct {
+	Labels  series.Labels
+	Buckets []HistBucket
 }
 
 // Add adds a sample; samples come in time order, after any already added.
