@@ -438,6 +438,17 @@ func (s store) ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) 
 func (s store) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error {
 	return s.db.ImportHistRollups(tier, ss, before)
 }
+
+// The copy sends tier blocks as the owner keeps them.
+var _ StoredRollupSource = store{}
+
+func (s store) ImportStoredRollups(tier int, ss []rollup.StoredSeries, before int64) error {
+	return s.db.ImportStoredRollups(tier, ss, before)
+}
+func (s store) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (query.TierRead, error) {
+	rr, err := s.db.EachStoredRollup(tier, mint, maxt, sketches, shard, shards, ms, f)
+	return query.TierRead{RawDays: rr.RawDays}, err
+}
 func (s store) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s store) SetMetadata(metric string, md series.Metadata) error {
 	return s.db.SetMetadata(metric, md)

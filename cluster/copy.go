@@ -204,6 +204,10 @@ func (n *Node) copyFrom(ctx context.Context, node string, p int) (applied uint64
 type TierImporter interface {
 	ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) error
 	ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error
+	// ImportStoredRollups takes blocks as the other store keeps them
+	// (StoredRollupSource): the whole blocks before `before` as they
+	// are, the straddling one spliced.
+	ImportStoredRollups(tier int, ss []rollup.StoredSeries, before int64) error
 }
 
 // copyTiers imports, tier by tier, the buckets of partition p that
@@ -225,6 +229,7 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 			stream, err := clusterv1.NewClusterClient(c).SelectRollups(ctx, &clusterv1.RollupRequest{
 				Partitions: []uint32{uint32(p)}, PartitionCount: uint32(n.cfg.Partitions), MinTimeMs: 0, MaxTimeMs: before - 1,
 				Matchers: matchersToProto([]*series.Matcher{everything}), ResolutionMs: t.Resolution.Milliseconds(), Columns: uint32(cols), Histograms: hist,
+				StoredBlocks: !hist,
 			})
 			if err != nil {
 				return err
@@ -234,6 +239,7 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 			var col rollup.Columns
 			var fs []rollup.SeriesBuckets
 			var hs []rollup.SeriesHistBuckets
+			var ss []rollup.StoredSeries
 			for {
 				resp, err := stream.Recv()
 				if err == io.EOF {
@@ -242,9 +248,17 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 				if err != nil {
 					return fmt.Errorf("tier %v: %w", t.Resolution, err)
 				}
-				fs, hs = fs[:0], hs[:0]
+				fs, hs, ss = fs[:0], hs[:0], ss[:0]
 				for _, s := range resp.Series {
 					ls := labelsFromProto(s.Labels)
+					if len(s.BlockStarts) > 0 {
+						st, err := storedSeries(ls, s)
+						if err != nil {
+							return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
+						}
+						ss = append(ss, st)
+						continue
+					}
 					if hist {
 						hbs, err := decodeHistBlocks(s)
 						if err != nil {
@@ -265,8 +279,8 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 				}
 				if hist {
 					err = imp.ImportHistRollups(i, hs, before)
-				} else {
-					err = imp.ImportRollups(i, fs, before)
+				} else if err = imp.ImportRollups(i, fs, before); err == nil {
+					err = imp.ImportStoredRollups(i, ss, before)
 				}
 				if err != nil {
 					return fmt.Errorf("tier %v: %w", t.Resolution, err)
@@ -275,4 +289,20 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 		}
 	}
 	return nil
+}
+
+// storedSeries reads a series' blocks sent as the owner keeps them.
+func storedSeries(ls series.Labels, s *clusterv1.RollupSeries) (rollup.StoredSeries, error) {
+	n := len(s.BlockStarts)
+	if len(s.ColumnBlocks) != n || (len(s.SketchBlocks) != 0 && len(s.SketchBlocks) != n) {
+		return rollup.StoredSeries{}, fmt.Errorf("%d block starts, %d column and %d sketch blocks", n, len(s.ColumnBlocks), len(s.SketchBlocks))
+	}
+	out := rollup.StoredSeries{Labels: ls, Blocks: make([]rollup.StoredBlock, n)}
+	for i, start := range s.BlockStarts {
+		out.Blocks[i] = rollup.StoredBlock{Start: start, Columns: s.ColumnBlocks[i]}
+		if len(s.SketchBlocks) > 0 {
+			out.Blocks[i].Sketches = s.SketchBlocks[i]
+		}
+	}
+	return out, nil
 }

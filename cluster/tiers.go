@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -74,6 +75,13 @@ func (n *Node) tierOf(i int) (query.RollupSource, int64, error) {
 }
 
 // tierByResolution finds the local tier of resolution res (ms).
+// StoredRollupSource is a Local that gives a tier's blocks as it keeps
+// them (storage.DB.EachStoredRollup), for a copy of a partition: an
+// owner that has it sends them without decoding or encoding them.
+type StoredRollupSource interface {
+	EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (query.TierRead, error)
+}
+
 func (n *Node) tierByResolution(res int64) (query.RollupSource, int, error) {
 	rs, ok := n.local.(query.RollupSource)
 	if ok {
@@ -363,6 +371,24 @@ func (s selectServer) SelectRollups(req *clusterv1.RollupRequest, stream cluster
 				out := &clusterv1.RollupSeries{Labels: labelsToProto(ls)}
 				if err := encodeHistBlocks(out, bs); err != nil {
 					return fmt.Errorf("series %s: %w", ls, err)
+				}
+				return add(out)
+			})
+		}
+		if sr, ok := rs.(StoredRollupSource); ok && req.StoredBlocks {
+			return sr.EachStoredRollup(tier, req.MinTimeMs, req.MaxTimeMs, cols&rollup.ColSketch != 0, k, shards, ms, func(ls series.Labels, bs []rollup.StoredBlock) error {
+				if !set[PartitionOf(ls, n.cfg.Partitions)] || len(bs) == 0 {
+					return nil
+				}
+				// Copied: the blocks' memory is the store's only during
+				// the call, and the response outlives it.
+				out := &clusterv1.RollupSeries{Labels: labelsToProto(ls)}
+				for _, b := range bs {
+					out.BlockStarts = append(out.BlockStarts, b.Start)
+					out.ColumnBlocks = append(out.ColumnBlocks, slices.Clone(b.Columns))
+					if len(b.Sketches) > 0 {
+						out.SketchBlocks = append(out.SketchBlocks, slices.Clone(b.Sketches))
+					}
 				}
 				return add(out)
 			})

@@ -357,6 +357,12 @@ func FuzzRollupResponse(f *testing.F) {
 			var c rollup.Columns
 			decodeColumns(&c, s, rollup.ColAll)
 			decodeHistBlocks(s)
+			if st, err := storedSeries(nil, s); err == nil {
+				for _, b := range st.Blocks {
+					rollup.BlockLen(b.Columns)
+					rollup.SketchBlockLen(b.Sketches)
+				}
+			}
 		}
 	})
 }

@@ -140,3 +140,83 @@ func (db *DB) importBlocks(tier, n int, ls func(i int) series.Labels, write func
 	}
 	return nil
 }
+
+// ImportStoredRollups is ImportRollups for blocks as another store keeps
+// them (EachStoredRollup): a block that ends by `before` replaces this
+// store's block as it is, neither decoded nor encoded; the block that
+// straddles `before` is decoded and its buckets before it spliced in as
+// ImportRollups does. The tier must have the other store's resolution
+// (hence its block span); its sketch blocks are required where this
+// tier keeps sketches, and left out where it does not. Checked: each
+// block's checksum (a column's, when it is decoded) and that the column
+// and sketch blocks hold as many buckets.
+func (db *DB) ImportStoredRollups(tier int, ss []rollup.StoredSeries, before int64) error {
+	var (
+		c        rollup.Columns
+		blk, bs  []rollup.Bucket
+		key, enc []byte
+	)
+	return db.importBlocks(tier, len(ss), func(i int) series.Labels { return ss[i].Labels }, func(b *pebble.Batch, t *tierState, i int, id uint64) error {
+		ls := ss[i].Labels
+		for _, sb := range ss[i].Blocks {
+			if sb.Start%t.span != 0 || sb.Start < 0 {
+				return fmt.Errorf("%w: series %s: a %v block starting at %d, not a multiple of its span", series.ErrInvalid, ls, t.Resolution, sb.Start)
+			}
+			if sb.Start >= before {
+				continue
+			}
+			p := sb.Start / t.span
+			n, err := rollup.BlockLen(sb.Columns)
+			if err != nil {
+				return fmt.Errorf("series %s: %v block %d: %w", ls, t.Resolution, p, err)
+			}
+			if t.sketches {
+				m, err := rollup.SketchBlockLen(sb.Sketches)
+				if err != nil {
+					return fmt.Errorf("series %s: %v sketch block %d: %w", ls, t.Resolution, p, err)
+				}
+				if m != n {
+					return fmt.Errorf("%w: series %s: %v block %d: %d sketches for %d buckets", rollup.ErrCorrupt, ls, t.Resolution, p, m, n)
+				}
+			}
+			key = rollupKey(key[:0], t.idx, uint32(p), id, sb.Start)
+			if sb.Start+t.span <= before {
+				if err := b.Set(key, sb.Columns, nil); err != nil {
+					return err
+				}
+				if t.sketches {
+					if err := b.Set(sketchKey(nil, key), sb.Sketches, nil); err != nil {
+						return err
+					}
+				}
+				if _, err := setPostings(b, postingsPart(t.idx, p), id, ls, nil); err != nil {
+					return err
+				}
+				continue
+			}
+			// Straddling: its buckets before `before`, spliced.
+			c.Reset()
+			if err := rollup.DecodeColumns(&c, sb.Columns, rollup.ColAll); err != nil {
+				return fmt.Errorf("series %s: %v block %d: %w", ls, t.Resolution, p, err)
+			}
+			if t.sketches {
+				if err := rollup.DecodeSketches(&c, sb.Sketches); err != nil {
+					return fmt.Errorf("series %s: %v sketch block %d: %w", ls, t.Resolution, p, err)
+				}
+			}
+			bs = bs[:0]
+			for k := range c.Start {
+				if c.Start[k] < before {
+					bs = append(bs, c.Bucket(k))
+				}
+			}
+			if blk, _, err = getBlock(b, blk[:0], key); err != nil {
+				return fmt.Errorf("series %s: %v block %d: %w", ls, t.Resolution, p, err)
+			}
+			if enc, err = writeBlock(b, t, key, id, ls, spliceDay(blk, bs, sb.Start, before), enc); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -176,6 +176,75 @@ func TestImportRollups(t *testing.T) {
 		t.Error("an import into a tier that does not exist")
 	}
 
+	// The same copy with the blocks as the source keeps them: whole
+	// blocks before the floor taken as they are, the straddling one
+	// spliced. Then again after a late sample the source's head holds
+	// (after the floor): the source computes that series' blocks as a
+	// read does.
+	late := before + 60_000
+	copyStored := func(withLate bool) {
+		if withLate {
+			a := src.Appender()
+			if err := a.Append(fl, late, 12345); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sdb := openTest(t, t.TempDir(), opts())
+		defer sdb.Close()
+		for tier := range 2 {
+			var ss []rollup.StoredSeries
+			rr, err := src.EachStoredRollup(tier, 0, before-1, src.Tiers()[tier].Sketches, 0, 1, []*series.Matcher{nameM}, func(ls series.Labels, bs []rollup.StoredBlock) error {
+				s := rollup.StoredSeries{Labels: ls.Copy()}
+				for _, b := range bs {
+					s.Blocks = append(s.Blocks, rollup.StoredBlock{Start: b.Start, Columns: slices.Clone(b.Columns), Sketches: slices.Clone(b.Sketches)})
+				}
+				ss = append(ss, s)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ss) != 1 || (rr.RawDays > 0) != withLate {
+				t.Fatalf("tier %d (late sample %v): %d series copied as stored, %d days computed", tier, withLate, len(ss), rr.RawDays)
+			}
+			if err := sdb.ImportStoredRollups(tier, ss, before); err != nil {
+				t.Fatal(err)
+			}
+			if err := sdb.ImportHistRollups(tier, histsOf(tier), before); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(sdb, before)
+		if withLate {
+			a := sdb.Appender()
+			if err := a.Append(fl, late, 12345); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sdb.RunRollups(); err != nil {
+			t.Fatal(err)
+		}
+		for tier := range 2 {
+			want, _ := src.Rollups(tier, 0, MaxTime, nameM)
+			got, _ := sdb.Rollups(tier, 0, MaxTime, nameM)
+			if len(want) == 0 || !reflect.DeepEqual(got, want) {
+				t.Errorf("tier %d (late sample %v): the copy of stored blocks reads %d series, the source %d, or their buckets differ", tier, withLate, len(got), len(want))
+			}
+		}
+		// A block that does not start on the tier's span is refused.
+		if err := sdb.ImportStoredRollups(0, []rollup.StoredSeries{{Labels: fl, Blocks: []rollup.StoredBlock{{Start: 7}}}}, before); err == nil {
+			t.Error("a block off the tier's span was taken")
+		}
+	}
+	copyStored(false)
+	copyStored(true)
+
 	// A store that holds histograms only in its tiers (imported, or its
 	// raw days gone) still reads them after a restart.
 	dir := t.TempDir()

@@ -156,17 +156,7 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 	// Samples in (mint, maxt + res] make the buckets starting in [mint,
 	// maxt]: the head's part of them first, then the Pebble view.
 	lo, hi := mint+1, maxt+t.res
-	heads := map[uint64]*headCopy{}
-	for _, id := range ids {
-		if s := db.series.getByID(id); s != nil {
-			s.mu.Lock()
-			hc, ok := s.unstoredLocked(lo, hi)
-			s.mu.Unlock()
-			if ok {
-				heads[id] = &hc
-			}
-		}
-	}
+	heads := db.headCopies(ids, lo, hi)
 	r, err := db.newTierReader(t, parts, lo, hi, cols, false)
 	if err != nil {
 		return rr, err
@@ -203,6 +193,23 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 		}
 	}
 	return rr, nil
+}
+
+// headCopies copies what the head holds of series ids in [lo, hi] that
+// Pebble does not yet, before a tier read's view is taken.
+func (db *DB) headCopies(ids []uint64, lo, hi int64) map[uint64]*headCopy {
+	heads := map[uint64]*headCopy{}
+	for _, id := range ids {
+		if s := db.series.getByID(id); s != nil {
+			s.mu.Lock()
+			hc, ok := s.unstoredLocked(lo, hi)
+			s.mu.Unlock()
+			if ok {
+				heads[id] = &hc
+			}
+		}
+	}
+	return heads
 }
 
 // tierSelect returns the partitions of tier holding [mint, maxt] that

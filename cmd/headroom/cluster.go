@@ -18,6 +18,7 @@ import (
 
 	"github.com/headroomdb/headroom/auth"
 	"github.com/headroomdb/headroom/cluster"
+	"github.com/headroomdb/headroom/query"
 	"github.com/headroomdb/headroom/storage"
 	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
@@ -109,11 +110,21 @@ func (s clusterStore) CheckNewSeries(lss []series.Labels, prior int) ([]int, int
 // partition would lack its history older than the raw retention.
 var _ cluster.TierImporter = clusterStore{}
 
+// And its blocks sent as they are, not decoded and encoded again.
+var _ cluster.StoredRollupSource = clusterStore{}
+
 func (s clusterStore) ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) error {
 	return s.db.ImportRollups(tier, ss, before)
 }
 func (s clusterStore) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before int64) error {
 	return s.db.ImportHistRollups(tier, ss, before)
+}
+func (s clusterStore) ImportStoredRollups(tier int, ss []rollup.StoredSeries, before int64) error {
+	return s.db.ImportStoredRollups(tier, ss, before)
+}
+func (s clusterStore) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (query.TierRead, error) {
+	rr, err := s.db.EachStoredRollup(tier, mint, maxt, sketches, shard, shards, ms, f)
+	return query.TierRead{RawDays: rr.RawDays}, err
 }
 func (s clusterStore) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
 func (s clusterStore) SetMetadata(metric string, md series.Metadata) error {

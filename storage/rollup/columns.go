@@ -250,3 +250,23 @@ func DecodeSketches(c *Columns, b []byte) error {
 	}
 	return nil
 }
+
+// BlockLen returns how many buckets a column block holds, from its
+// header, without decoding its columns: what a store taking another
+// store's blocks as they are checks against their sketch block (a
+// damaged column is found when it is decoded, as an error).
+func BlockLen(b []byte) (int, error) {
+	if len(b) > 0 && b[0] == colVersion2 {
+		h, err := parseV2Checked(b, true)
+		return h.n, err
+	}
+	n, _, err := openBlock(b, "column")
+	return n, err
+}
+
+// SketchBlockLen returns how many sketches a sketch block holds, its
+// checksum checked.
+func SketchBlockLen(b []byte) (int, error) {
+	n, _, err := openBlock(b, "sketch")
+	return n, err
+}

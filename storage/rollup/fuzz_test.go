@@ -29,11 +29,19 @@ func FuzzDecodeBlock(f *testing.F) {
 			return binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
 		}
 		var c Columns
+		n, lenErr := BlockLen(seal(colBody)) // a block taken as it is: never panics
 		if err := DecodeColumns(&c, seal(colBody), ColAll); err != nil {
 			return
 		}
+		if lenErr != nil || n != len(c.Start) {
+			t.Fatalf("BlockLen %d, %v; the block decodes to %d buckets", n, lenErr, len(c.Start))
+		}
+		m, lenErr := SketchBlockLen(seal(skBody))
 		if err := DecodeSketches(&c, seal(skBody)); err != nil {
 			return
+		}
+		if lenErr != nil || m != len(c.Sketches) {
+			t.Fatalf("SketchBlockLen %d, %v; the block decodes to %d sketches", m, lenErr, len(c.Sketches))
 		}
 		bs, again := reencode(t, &c)
 		bs2, err := DecodeBlock(nil, again, AppendSketches(nil, bs))

@@ -47,6 +47,21 @@ type SeriesHistBuckets struct {
 	Buckets []HistBucket
 }
 
+// StoredBlock is one block of a tier as a store keeps it: the column
+// block of up to a block span of buckets and, where the tier keeps them,
+// their sketch block. A copy between stores carries it as it is.
+type StoredBlock struct {
+	Start    int64 // the block's partition of the tier times its span
+	Columns  []byte
+	Sketches []byte // empty without sketches
+}
+
+// StoredSeries is a series' blocks of a tier as a store keeps them.
+type StoredSeries struct {
+	Labels series.Labels
+	Blocks []StoredBlock
+}
+
 // Add adds a sample; samples come in time order, after any already added.
 // Stale markers are the caller's to drop (range functions skip them).
 func (b *Bucket) Add(t int64, v float64) {

@@ -351,7 +351,13 @@ type RollupRequest struct {
 	// histograms.
 	Columns uint32 `protobuf:"varint,7,opt,name=columns,proto3" json:"columns,omitempty"`
 	// Native histogram buckets instead of float columns.
-	Histograms    bool `protobuf:"varint,8,opt,name=histograms,proto3" json:"histograms,omitempty"`
+	Histograms bool `protobuf:"varint,8,opt,name=histograms,proto3" json:"histograms,omitempty"`
+	// For a copy of the tier (floats only): each series' blocks as the
+	// owner keeps them, one per block span, with block_starts; every
+	// column, and the sketches when the sketch column is asked for. An
+	// owner that does not know the field answers as without it
+	// (block_starts empty), and the asker decodes the columns.
+	StoredBlocks  bool `protobuf:"varint,9,opt,name=stored_blocks,json=storedBlocks,proto3" json:"stored_blocks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,6 +448,13 @@ func (x *RollupRequest) GetHistograms() bool {
 	return false
 }
 
+func (x *RollupRequest) GetStoredBlocks() bool {
+	if x != nil {
+		return x.StoredBlocks
+	}
+	return false
+}
+
 type RollupSeries struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Labels []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
@@ -454,8 +467,11 @@ type RollupSeries struct {
 	SketchBlocks [][]byte `protobuf:"bytes,3,rep,name=sketch_blocks,json=sketchBlocks,proto3" json:"sketch_blocks,omitempty"`
 	// Histogram bucket blocks, in time order.
 	HistogramBlocks [][]byte `protobuf:"bytes,4,rep,name=histogram_blocks,json=histogramBlocks,proto3" json:"histogram_blocks,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// With stored_blocks: the start of each column block's span (its
+	// partition of the tier times the span).
+	BlockStarts   []int64 `protobuf:"varint,5,rep,packed,name=block_starts,json=blockStarts,proto3" json:"block_starts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RollupSeries) Reset() {
@@ -512,6 +528,13 @@ func (x *RollupSeries) GetSketchBlocks() [][]byte {
 func (x *RollupSeries) GetHistogramBlocks() [][]byte {
 	if x != nil {
 		return x.HistogramBlocks
+	}
+	return nil
+}
+
+func (x *RollupSeries) GetBlockStarts() []int64 {
+	if x != nil {
+		return x.BlockStarts
 	}
 	return nil
 }
@@ -1111,7 +1134,7 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06chunks\x18\x02 \x03(\fR\x06chunks\x12)\n" +
 	"\x10histogram_chunks\x18\x03 \x03(\fR\x0fhistogramChunks\"E\n" +
 	"\x0eSelectResponse\x123\n" +
-	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"\xb1\x02\n" +
+	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"\xd6\x02\n" +
 	"\rRollupRequest\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\rR\n" +
@@ -1124,12 +1147,14 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\acolumns\x18\a \x01(\rR\acolumns\x12\x1e\n" +
 	"\n" +
 	"histograms\x18\b \x01(\bR\n" +
-	"histograms\"\xb7\x01\n" +
+	"histograms\x12#\n" +
+	"\rstored_blocks\x18\t \x01(\bR\fstoredBlocks\"\xda\x01\n" +
 	"\fRollupSeries\x122\n" +
 	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12#\n" +
 	"\rcolumn_blocks\x18\x02 \x03(\fR\fcolumnBlocks\x12#\n" +
 	"\rsketch_blocks\x18\x03 \x03(\fR\fsketchBlocks\x12)\n" +
-	"\x10histogram_blocks\x18\x04 \x03(\fR\x0fhistogramBlocks\"f\n" +
+	"\x10histogram_blocks\x18\x04 \x03(\fR\x0fhistogramBlocks\x12!\n" +
+	"\fblock_starts\x18\x05 \x03(\x03R\vblockStarts\"f\n" +
 	"\x0eRollupResponse\x129\n" +
 	"\x06series\x18\x01 \x03(\v2!.headroom.cluster.v1.RollupSeriesR\x06series\x12\x19\n" +
 	"\braw_days\x18\x02 \x01(\x03R\arawDays\"q\n" +

@@ -1,0 +1,146 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/headroomdb/headroom/storage/rollup"
+	"github.com/headroomdb/headroom/storage/series"
+)
+
+// EachStoredRollup is EachRollup for a copy of the tier to another store
+// (a cluster node taking a partition): f gets each selected series'
+// blocks covering [mint, maxt] as this store keeps them, neither decoded
+// nor encoded again, with their sketch blocks when sketches is set (the
+// tier must keep them). A series with days the tier does not hold as
+// they are (marked for the downsampler, or with samples only the head
+// has) gets its blocks computed as EachRollup computes them and encoded
+// as the downsampler would write them. The blocks' memory is f's only
+// during the call.
+func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (RollupRead, error) {
+	var rr RollupRead
+	if tier < 0 || tier >= len(db.tiers) {
+		return rr, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	}
+	t := db.tiers[tier]
+	if sketches && !t.sketches {
+		return rr, fmt.Errorf("%w: the %v tier keeps no quantile sketches", series.ErrInvalid, t.Resolution)
+	}
+	if mint > maxt {
+		return rr, nil
+	}
+	mint, maxt = max(mint, 0), max(maxt, 0)
+	parts, ids, err := db.tierSelect(tier, mint, maxt, shard, shards, ms)
+	if err != nil {
+		return rr, err
+	}
+	lo, hi := mint+1, maxt+t.res
+	heads := db.headCopies(ids, lo, hi)
+	cols := uint(rollup.ColAll)
+	if !sketches {
+		cols &^= rollup.ColSketch
+	}
+	r, err := db.newTierReader(t, parts, lo, hi, cols, false)
+	if err != nil {
+		return rr, err
+	}
+	defer r.close()
+	var (
+		c      rollup.Columns
+		out    []rollup.StoredBlock
+		arena  []byte // the blocks' bytes, reused from series to series
+		bounds [][2]int
+	)
+	for _, id := range ids {
+		if err := db.checkClosing(); err != nil {
+			return rr, err
+		}
+		days, err := r.pendingDays(id, heads[id])
+		if err != nil {
+			return rr, err
+		}
+		out, arena, bounds = out[:0], arena[:0], bounds[:0]
+		if len(days) == 0 {
+			// As stored: the common case, and the copy's whole point.
+			for pi, p := range r.parts {
+				r.key = rollupKey(r.key[:0], t.idx, uint32(p), id, p*t.span)
+				it := r.colIts[pi]
+				if !seekForward(it, r.key) || !bytes.Equal(it.Key(), r.key) {
+					if err := it.Error(); err != nil {
+						return rr, err
+					}
+					continue
+				}
+				b := rollup.StoredBlock{Start: p * t.span}
+				at := len(arena)
+				arena = append(arena, it.Value()...)
+				bounds = append(bounds, [2]int{at, len(arena)})
+				if sketches {
+					r.sk = sketchKey(r.sk[:0], r.key)
+					sit := r.skIts[pi]
+					if !seekForward(sit, r.sk) || !bytes.Equal(sit.Key(), r.sk) {
+						if err := sit.Error(); err != nil {
+							return rr, err
+						}
+						return rr, fmt.Errorf("series %d: %v block %d: %w: no sketch block", id, t.Resolution, p, rollup.ErrCorrupt)
+					}
+					at := len(arena)
+					arena = append(arena, sit.Value()...)
+					bounds = append(bounds, [2]int{at, len(arena)})
+				}
+				out = append(out, b)
+			}
+		} else {
+			// Computed as a read computes them, then encoded a block at
+			// a time.
+			c.Reset()
+			if err := r.blocks(&c, id, cols); err != nil {
+				return rr, err
+			}
+			if err := r.exact(&c, id, days, heads[id]); err != nil {
+				return rr, fmt.Errorf("series %d: %w", id, err)
+			}
+			rr.RawDays += len(days)
+			for i := 0; i < len(r.all); {
+				p := r.all[i].Start / t.span
+				j := i
+				for j < len(r.all) && r.all[j].Start/t.span == p {
+					j++
+				}
+				at := len(arena)
+				if arena, err = rollup.AppendBlock(arena, r.all[i:j]); err != nil {
+					return rr, fmt.Errorf("series %d: %w", id, err)
+				}
+				bounds = append(bounds, [2]int{at, len(arena)})
+				if sketches {
+					at := len(arena)
+					arena = rollup.AppendSketches(arena, r.all[i:j])
+					bounds = append(bounds, [2]int{at, len(arena)})
+				}
+				out = append(out, rollup.StoredBlock{Start: p * t.span})
+				i = j
+			}
+		}
+		if len(out) == 0 {
+			continue
+		}
+		// The arena grew while the blocks were added: sliced at the end.
+		k := 0
+		for i := range out {
+			out[i].Columns = arena[bounds[k][0]:bounds[k][1]]
+			k++
+			if sketches {
+				out[i].Sketches = arena[bounds[k][0]:bounds[k][1]]
+				k++
+			}
+		}
+		ls, err := r.labels(id)
+		if err != nil {
+			return rr, err
+		}
+		if err := f(ls, out); err != nil {
+			return rr, err
+		}
+	}
+	return rr, nil
+}
