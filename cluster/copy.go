@@ -211,13 +211,15 @@ type TierImporter interface {
 }
 
 // copyTiers imports, tier by tier, the buckets of partition p that
-// node's tiers hold before its raw floor `before`: the copy's raw
-// samples start there, and this store rolls them up itself. Without
-// them a tier read served by this node would lack the partition's
-// history older than the raw retention (months of it, for a report).
+// node's tiers hold before its raw floor `before`, or before a series'
+// own raw floor where a retention rule gave it one (the owner says it,
+// RollupSeries.raw_floor_ms): the copy's raw samples start there, and
+// this store rolls them up itself. Without them a tier read served by
+// this node would lack the partition's history older than the raw
+// retention (months of it, for a report).
 func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int, before int64) error {
 	imp, ok := n.local.(TierImporter)
-	if !ok || before <= 0 {
+	if !ok {
 		return nil
 	}
 	for i, t := range n.Tiers() {
@@ -229,7 +231,7 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 			stream, err := clusterv1.NewClusterClient(c).SelectRollups(ctx, &clusterv1.RollupRequest{
 				Partitions: []uint32{uint32(p)}, PartitionCount: uint32(n.cfg.Partitions), MinTimeMs: 0, MaxTimeMs: before - 1,
 				Matchers: matchersToProto([]*series.Matcher{everything}), ResolutionMs: t.Resolution.Milliseconds(), Columns: uint32(cols), Histograms: hist,
-				StoredBlocks: !hist,
+				StoredBlocks: !hist, ToRawFloor: true,
 			})
 			if err != nil {
 				return err
@@ -264,7 +266,7 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 						if err != nil {
 							return fmt.Errorf("tier %v: series %s: %w", t.Resolution, ls, err)
 						}
-						hs = append(hs, rollup.SeriesHistBuckets{Labels: ls, Buckets: hbs})
+						hs = append(hs, rollup.SeriesHistBuckets{Labels: ls, Buckets: hbs, Before: s.RawFloorMs})
 						continue
 					}
 					col.Reset()
@@ -275,7 +277,7 @@ func (n *Node) copyTiers(ctx context.Context, c grpc.ClientConnInterface, p int,
 					for k := range col.Start {
 						bs[k] = col.Bucket(k)
 					}
-					fs = append(fs, rollup.SeriesBuckets{Labels: ls, Buckets: bs})
+					fs = append(fs, rollup.SeriesBuckets{Labels: ls, Buckets: bs, Before: s.RawFloorMs})
 				}
 				if hist {
 					err = imp.ImportHistRollups(i, hs, before)
@@ -297,7 +299,7 @@ func storedSeries(ls series.Labels, s *clusterv1.RollupSeries) (rollup.StoredSer
 	if len(s.ColumnBlocks) != n || (len(s.SketchBlocks) != 0 && len(s.SketchBlocks) != n) {
 		return rollup.StoredSeries{}, fmt.Errorf("%d block starts, %d column and %d sketch blocks", n, len(s.ColumnBlocks), len(s.SketchBlocks))
 	}
-	out := rollup.StoredSeries{Labels: ls, Blocks: make([]rollup.StoredBlock, n)}
+	out := rollup.StoredSeries{Labels: ls, Blocks: make([]rollup.StoredBlock, n), Before: s.RawFloorMs}
 	for i, start := range s.BlockStarts {
 		out.Blocks[i] = rollup.StoredBlock{Start: start, Columns: s.ColumnBlocks[i]}
 		if len(s.SketchBlocks) > 0 {

@@ -79,7 +79,12 @@ func (n *Node) tierOf(i int) (query.RollupSource, int64, error) {
 // them (storage.DB.EachStoredRollup), for a copy of a partition: an
 // owner that has it sends them without decoding or encoding them.
 type StoredRollupSource interface {
-	EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (query.TierRead, error)
+	EachStoredRollup(tier int, mint, maxt int64, sketches, toFloor bool, shard, shards int, ms []*series.Matcher, f func(ls series.Labels, floor int64, blocks []rollup.StoredBlock) error) (query.TierRead, error)
+	// SeriesRawFloor is the time before which series ls keeps no raw
+	// samples here (its own, under a retention rule).
+	SeriesRawFloor(ls series.Labels) (int64, error)
+	// LatestRawFloor is the latest such floor a series can have now.
+	LatestRawFloor() int64
 }
 
 func (n *Node) tierByResolution(res int64) (query.RollupSource, int, error) {
@@ -364,11 +369,24 @@ func (s selectServer) SelectRollups(req *clusterv1.RollupRequest, stream cluster
 	}
 	rawDays, err := parallelShards(func(k, shards int) (query.TierRead, error) {
 		if req.Histograms {
-			return hs.EachHistRollup(tier, req.MinTimeMs, req.MaxTimeMs, k, shards, ms, func(ls series.Labels, bs []rollup.HistBucket) error {
+			maxt := req.MaxTimeMs
+			fl, toFloor := rs.(StoredRollupSource)
+			toFloor = toFloor && req.ToRawFloor
+			if toFloor {
+				maxt = max(maxt, fl.LatestRawFloor()-1)
+			}
+			return hs.EachHistRollup(tier, req.MinTimeMs, maxt, k, shards, ms, func(ls series.Labels, bs []rollup.HistBucket) error {
 				if !set[PartitionOf(ls, n.cfg.Partitions)] || len(bs) == 0 {
 					return nil
 				}
 				out := &clusterv1.RollupSeries{Labels: labelsToProto(ls)}
+				if toFloor {
+					floor, err := fl.SeriesRawFloor(ls)
+					if err != nil {
+						return fmt.Errorf("series %s: %w", ls, err)
+					}
+					out.RawFloorMs = floor
+				}
 				if err := encodeHistBlocks(out, bs); err != nil {
 					return fmt.Errorf("series %s: %w", ls, err)
 				}
@@ -376,13 +394,16 @@ func (s selectServer) SelectRollups(req *clusterv1.RollupRequest, stream cluster
 			})
 		}
 		if sr, ok := rs.(StoredRollupSource); ok && req.StoredBlocks {
-			return sr.EachStoredRollup(tier, req.MinTimeMs, req.MaxTimeMs, cols&rollup.ColSketch != 0, k, shards, ms, func(ls series.Labels, bs []rollup.StoredBlock) error {
+			return sr.EachStoredRollup(tier, req.MinTimeMs, req.MaxTimeMs, cols&rollup.ColSketch != 0, req.ToRawFloor, k, shards, ms, func(ls series.Labels, floor int64, bs []rollup.StoredBlock) error {
 				if !set[PartitionOf(ls, n.cfg.Partitions)] || len(bs) == 0 {
 					return nil
 				}
 				// Copied: the blocks' memory is the store's only during
 				// the call, and the response outlives it.
 				out := &clusterv1.RollupSeries{Labels: labelsToProto(ls)}
+				if req.ToRawFloor {
+					out.RawFloorMs = floor
+				}
 				for _, b := range bs {
 					out.BlockStarts = append(out.BlockStarts, b.Start)
 					out.ColumnBlocks = append(out.ColumnBlocks, slices.Clone(b.Columns))

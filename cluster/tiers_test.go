@@ -184,6 +184,9 @@ func TestClusterTiersThroughFanOut(t *testing.T) {
 	}
 	rollUp := func() {
 		t.Helper()
+		// Every owner first: a read goes to one owner of a partition,
+		// and the other may still be applying what it showed.
+		waitApplied(t, nodes)
 		for _, db := range []*storage.DB{nodes[0].db, nodes[1].db, nodes[2].db, single} {
 			if err := db.Checkpoint(); err != nil {
 				t.Fatal(err)
@@ -371,9 +374,9 @@ func FuzzRollupResponse(f *testing.F) {
 // keep two days of raw samples, the tiers the rest: a node that joins
 // after expireStream copies their partitions. startLate starts that
 // node.
-func historyOwners(tb testing.TB, partitions int) (nodes []*testNode, startLate func() *testNode) {
+func historyOwners(tb testing.TB, partitions int, rules ...storage.RetentionRule) (nodes []*testNode, startLate func() *testNode) {
 	nats := natstest.Start(tb, 3)
-	sopts := storage.Options{Retention: 2 * 24 * time.Hour, RollupQuiet: time.Millisecond}
+	sopts := storage.Options{Retention: 2 * 24 * time.Hour, RollupQuiet: time.Millisecond, RetentionRules: rules}
 	for i := 0; i < 2; i++ {
 		nodes = append(nodes, startNodeStore(tb, nats, fmt.Sprintf("h%d", i), tb.TempDir(), partitions, sopts))
 	}
@@ -387,8 +390,18 @@ func historyOwners(tb testing.TB, partitions int) (nodes []*testNode, startLate 
 // after it: its own store then answers the partition's tier reads as the
 // other owner's does, months of history included.
 func TestClusterCopyKeepsTiers(t *testing.T) {
+	t.Run("store floor", func(t *testing.T) { testCopyKeepsTiers(t) })
+	// A raw rule longer than the store's retention keeps g's oldest day:
+	// the store's floor stays before it, and c and h get floors of
+	// their own, which the copy must honour.
+	t.Run("series floors", func(t *testing.T) {
+		testCopyKeepsTiers(t, storage.RetentionRule{Matchers: []*series.Matcher{series.MustMatcher(series.MatchEqual, "__name__", "g")}, Tier: -1, Retention: 5 * 24 * time.Hour})
+	})
+}
+
+func testCopyKeepsTiers(t *testing.T, rules ...storage.RetentionRule) {
 	const partitions = 4
-	nodes, startLate := historyOwners(t, partitions)
+	nodes, startLate := historyOwners(t, partitions, rules...)
 	end := (time.Now().UnixMilli() - int64(time.Hour/time.Millisecond)) / int64(day) * int64(day)
 	writeHistory(t, func() appender { return nodes[0].Appender() }, end)
 	count := func(db *storage.DB) int {
@@ -425,8 +438,13 @@ func TestClusterCopyKeepsTiers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n.db.RawOldest() <= end-3*int64(day) {
-			t.Fatalf("%s's raw floor %d: the oldest day was not dropped", n.cfg.Node, n.db.RawOldest())
+		c0 := series.FromStrings("__name__", "c", "s", "0")
+		floor, err := n.db.SeriesRawFloor(c0)
+		if err != nil || floor <= end-3*int64(day) {
+			t.Fatalf("%s's raw floor of %s %d (%v): the oldest day was not dropped", n.cfg.Node, c0, floor, err)
+		}
+		if len(rules) > 0 && n.db.RawOldest() > end-3*int64(day) {
+			t.Fatalf("%s's raw floor %d: the rule's oldest day was dropped", n.cfg.Node, n.db.RawOldest())
 		}
 	}
 	expireStream(t, nodes[0])

@@ -25,7 +25,7 @@ func (db *DB) ImportRollups(tier int, ss []rollup.SeriesBuckets, before int64) e
 	var key, enc []byte
 	return db.importBlocks(tier, len(ss), func(i int) series.Labels { return ss[i].Labels }, func(b *pebble.Batch, t *tierState, i int, id uint64) error {
 		ls, bs := ss[i].Labels, ss[i].Buckets
-		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, before, func(i, j int, p, lo, hi int64) (err error) {
+		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, cut(ss[i].Before, before), func(i, j int, p, lo, hi int64) (err error) {
 			key = rollupKey(key[:0], t.idx, uint32(p), id, lo)
 			if blk, _, err = getBlock(b, blk[:0], key); err != nil {
 				return fmt.Errorf("series %s: %v block %d: %w", ls, t.Resolution, p, err)
@@ -44,7 +44,7 @@ func (db *DB) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before 
 	err := db.importBlocks(tier, len(ss), func(i int) series.Labels { return ss[i].Labels }, func(b *pebble.Batch, t *tierState, i int, id uint64) error {
 		ls, bs := ss[i].Labels, ss[i].Buckets
 		some = some || len(bs) > 0
-		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, before, func(i, j int, p, lo, hi int64) (err error) {
+		return eachBlock(t, len(bs), func(i int) int64 { return bs[i].Start }, cut(ss[i].Before, before), func(i, j int, p, lo, hi int64) (err error) {
 			key = histRollupKey(key[:0], t.idx, uint32(p), id, lo)
 			if blk, _, err = getHistBlock(b, blk[:0], key); err != nil {
 				return fmt.Errorf("series %s: %v histogram block %d: %w", ls, t.Resolution, p, err)
@@ -57,6 +57,15 @@ func (db *DB) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets, before 
 		db.hasHist.Store(true)
 	}
 	return err
+}
+
+// cut is a series' own cut for an import when it has one, else the
+// call's.
+func cut(own, call int64) int64 {
+	if own != 0 {
+		return own
+	}
+	return call
 }
 
 // eachBlock calls f with each block of tier t that n buckets (sorted by
@@ -157,7 +166,7 @@ func (db *DB) ImportStoredRollups(tier int, ss []rollup.StoredSeries, before int
 		key, enc []byte
 	)
 	return db.importBlocks(tier, len(ss), func(i int) series.Labels { return ss[i].Labels }, func(b *pebble.Batch, t *tierState, i int, id uint64) error {
-		ls := ss[i].Labels
+		ls, before := ss[i].Labels, cut(ss[i].Before, before)
 		for _, sb := range ss[i].Blocks {
 			if sb.Start%t.span != 0 || sb.Start < 0 {
 				return fmt.Errorf("%w: series %s: a %v block starting at %d, not a multiple of its span", series.ErrInvalid, ls, t.Resolution, sb.Start)

@@ -196,7 +196,7 @@ func TestImportRollups(t *testing.T) {
 		defer sdb.Close()
 		for tier := range 2 {
 			var ss []rollup.StoredSeries
-			rr, err := src.EachStoredRollup(tier, 0, before-1, src.Tiers()[tier].Sketches, 0, 1, []*series.Matcher{nameM}, func(ls series.Labels, bs []rollup.StoredBlock) error {
+			rr, err := src.EachStoredRollup(tier, 0, before-1, src.Tiers()[tier].Sketches, false, 0, 1, []*series.Matcher{nameM}, func(ls series.Labels, _ int64, bs []rollup.StoredBlock) error {
 				s := rollup.StoredSeries{Labels: ls.Copy()}
 				for _, b := range bs {
 					s.Blocks = append(s.Blocks, rollup.StoredBlock{Start: b.Start, Columns: slices.Clone(b.Columns), Sketches: slices.Clone(b.Sketches)})

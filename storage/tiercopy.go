@@ -2,7 +2,11 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/headroomdb/headroom/storage/rollup"
 	"github.com/headroomdb/headroom/storage/series"
@@ -17,7 +21,13 @@ import (
 // has) gets its blocks computed as EachRollup computes them and encoded
 // as the downsampler would write them. The blocks' memory is f's only
 // during the call.
-func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (RollupRead, error) {
+//
+// With toFloor, each series' blocks are those before its own raw floor
+// (retention rules give series floors of their own), maxt extended to
+// the latest floor a series can have, and f gets that floor: a copy
+// imports the tier buckets before it and copies the raw samples after
+// it. Without, f gets maxt+1.
+func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches, toFloor bool, shard, shards int, ms []*series.Matcher, f func(ls series.Labels, floor int64, blocks []rollup.StoredBlock) error) (RollupRead, error) {
 	var rr RollupRead
 	if tier < 0 || tier >= len(db.tiers) {
 		return rr, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
@@ -25,6 +35,9 @@ func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard,
 	t := db.tiers[tier]
 	if sketches && !t.sketches {
 		return rr, fmt.Errorf("%w: the %v tier keeps no quantile sketches", series.ErrInvalid, t.Resolution)
+	}
+	if toFloor {
+		maxt = max(maxt, db.LatestRawFloor()-1)
 	}
 	if mint > maxt {
 		return rr, nil
@@ -59,10 +72,29 @@ func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard,
 		if err != nil {
 			return rr, err
 		}
+		floor := maxt + 1
+		if toFloor {
+			sf, err := seriesFloorAt(r.rawIt, id)
+			if err != nil {
+				return rr, err
+			}
+			floor = int64(max(r.floor, sf)) * msPerDay
+			// Days after the floor the copy takes as raw samples.
+			kept := days[:0]
+			for _, d := range days {
+				if int64(d)*msPerDay < floor {
+					kept = append(kept, d)
+				}
+			}
+			days = kept
+		}
 		out, arena, bounds = out[:0], arena[:0], bounds[:0]
 		if len(days) == 0 {
 			// As stored: the common case, and the copy's whole point.
 			for pi, p := range r.parts {
+				if p*t.span >= floor {
+					break
+				}
 				r.key = rollupKey(r.key[:0], t.idx, uint32(p), id, p*t.span)
 				it := r.colIts[pi]
 				if !seekForward(it, r.key) || !bytes.Equal(it.Key(), r.key) {
@@ -101,7 +133,7 @@ func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard,
 				return rr, fmt.Errorf("series %d: %w", id, err)
 			}
 			rr.RawDays += len(days)
-			for i := 0; i < len(r.all); {
+			for i := 0; i < len(r.all) && r.all[i].Start < floor; {
 				p := r.all[i].Start / t.span
 				j := i
 				for j < len(r.all) && r.all[j].Start/t.span == p {
@@ -138,9 +170,44 @@ func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard,
 		if err != nil {
 			return rr, err
 		}
-		if err := f(ls, out); err != nil {
+		if err := f(ls, floor, out); err != nil {
 			return rr, err
 		}
 	}
 	return rr, nil
+}
+
+// LatestRawFloor is the latest a series' own raw floor can be now: the
+// store's floor, or the day the shortest raw retention (a rule's or the
+// default) starts from.
+func (db *DB) LatestRawFloor() int64 {
+	shortest := db.opts.Retention
+	if db.hasRules(-1) {
+		shortest = min(shortest, db.shortestRule(-1))
+	}
+	day := max(db.opts.Now().UnixMilli()-shortest.Milliseconds(), 0) / msPerDay
+	return max(db.RawOldest(), (day+1)*msPerDay)
+}
+
+// SeriesRawFloor is the time before which series ls keeps no raw
+// samples: the store's raw floor, or its own where a retention rule
+// dropped its raw days series by series.
+func (db *DB) SeriesRawFloor(ls series.Labels) (int64, error) {
+	floor := db.rawFloor.Load()
+	id, err := db.lookupStored(ls.Hash(), ls)
+	if err != nil || id == 0 {
+		return int64(floor) * msPerDay, err
+	}
+	v, closer, err := db.pdb.Get(floorKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return int64(floor) * msPerDay, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 4 {
+		return 0, &CorruptionError{Key: floorKey(id), Err: fmt.Errorf("%d bytes, want 4", len(v))}
+	}
+	return int64(max(floor, binary.BigEndian.Uint32(v))) * msPerDay, nil
 }

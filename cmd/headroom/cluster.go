@@ -122,11 +122,13 @@ func (s clusterStore) ImportHistRollups(tier int, ss []rollup.SeriesHistBuckets,
 func (s clusterStore) ImportStoredRollups(tier int, ss []rollup.StoredSeries, before int64) error {
 	return s.db.ImportStoredRollups(tier, ss, before)
 }
-func (s clusterStore) EachStoredRollup(tier int, mint, maxt int64, sketches bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.StoredBlock) error) (query.TierRead, error) {
-	rr, err := s.db.EachStoredRollup(tier, mint, maxt, sketches, shard, shards, ms, f)
+func (s clusterStore) EachStoredRollup(tier int, mint, maxt int64, sketches, toFloor bool, shard, shards int, ms []*series.Matcher, f func(series.Labels, int64, []rollup.StoredBlock) error) (query.TierRead, error) {
+	rr, err := s.db.EachStoredRollup(tier, mint, maxt, sketches, toFloor, shard, shards, ms, f)
 	return query.TierRead{RawDays: rr.RawDays}, err
 }
-func (s clusterStore) Mark(name string) (uint64, bool) { return s.db.Mark(name) }
+func (s clusterStore) SeriesRawFloor(ls series.Labels) (int64, error) { return s.db.SeriesRawFloor(ls) }
+func (s clusterStore) LatestRawFloor() int64                          { return s.db.LatestRawFloor() }
+func (s clusterStore) Mark(name string) (uint64, bool)                { return s.db.Mark(name) }
 func (s clusterStore) SetMetadata(metric string, md series.Metadata) error {
 	return s.db.SetMetadata(metric, md)
 }

@@ -39,12 +39,16 @@ type Bucket struct {
 type SeriesBuckets struct {
 	Labels  series.Labels
 	Buckets []Bucket
+	// Before, when set, is this series' own cut for the import instead
+	// of the call's (its own raw floor, under a retention rule).
+	Before int64
 }
 
 // SeriesHistBuckets is SeriesBuckets for native histogram buckets.
 type SeriesHistBuckets struct {
 	Labels  series.Labels
 	Buckets []HistBucket
+	Before  int64 // as in SeriesBuckets
 }
 
 // StoredBlock is one block of a tier as a store keeps it: the column
@@ -60,6 +64,7 @@ type StoredBlock struct {
 type StoredSeries struct {
 	Labels series.Labels
 	Blocks []StoredBlock
+	Before int64 // as in SeriesBuckets
 }
 
 // Add adds a sample; samples come in time order, after any already added.

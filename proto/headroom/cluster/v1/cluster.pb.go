@@ -357,7 +357,13 @@ type RollupRequest struct {
 	// column, and the sketches when the sketch column is asked for. An
 	// owner that does not know the field answers as without it
 	// (block_starts empty), and the asker decodes the columns.
-	StoredBlocks  bool `protobuf:"varint,9,opt,name=stored_blocks,json=storedBlocks,proto3" json:"stored_blocks,omitempty"`
+	StoredBlocks bool `protobuf:"varint,9,opt,name=stored_blocks,json=storedBlocks,proto3" json:"stored_blocks,omitempty"`
+	// For a copy of the tier: each series' buckets before its own raw
+	// floor (retention rules give series floors of their own), the range
+	// extended to the latest floor a series can have, and that floor in
+	// raw_floor_ms. An owner that does not know the field answers for
+	// [min_time_ms, max_time_ms] only.
+	ToRawFloor    bool `protobuf:"varint,10,opt,name=to_raw_floor,json=toRawFloor,proto3" json:"to_raw_floor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -455,6 +461,13 @@ func (x *RollupRequest) GetStoredBlocks() bool {
 	return false
 }
 
+func (x *RollupRequest) GetToRawFloor() bool {
+	if x != nil {
+		return x.ToRawFloor
+	}
+	return false
+}
+
 type RollupSeries struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Labels []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
@@ -469,7 +482,10 @@ type RollupSeries struct {
 	HistogramBlocks [][]byte `protobuf:"bytes,4,rep,name=histogram_blocks,json=histogramBlocks,proto3" json:"histogram_blocks,omitempty"`
 	// With stored_blocks: the start of each column block's span (its
 	// partition of the tier times the span).
-	BlockStarts   []int64 `protobuf:"varint,5,rep,packed,name=block_starts,json=blockStarts,proto3" json:"block_starts,omitempty"`
+	BlockStarts []int64 `protobuf:"varint,5,rep,packed,name=block_starts,json=blockStarts,proto3" json:"block_starts,omitempty"`
+	// With to_raw_floor: the series' own raw floor on the owner, before
+	// which the asker imports its buckets (0: not known).
+	RawFloorMs    int64 `protobuf:"varint,6,opt,name=raw_floor_ms,json=rawFloorMs,proto3" json:"raw_floor_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -537,6 +553,13 @@ func (x *RollupSeries) GetBlockStarts() []int64 {
 		return x.BlockStarts
 	}
 	return nil
+}
+
+func (x *RollupSeries) GetRawFloorMs() int64 {
+	if x != nil {
+		return x.RawFloorMs
+	}
+	return 0
 }
 
 type RollupResponse struct {
@@ -1134,7 +1157,7 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06chunks\x18\x02 \x03(\fR\x06chunks\x12)\n" +
 	"\x10histogram_chunks\x18\x03 \x03(\fR\x0fhistogramChunks\"E\n" +
 	"\x0eSelectResponse\x123\n" +
-	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"\xd6\x02\n" +
+	"\x06series\x18\x01 \x03(\v2\x1b.headroom.cluster.v1.SeriesR\x06series\"\xf8\x02\n" +
 	"\rRollupRequest\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\rR\n" +
@@ -1148,13 +1171,18 @@ const file_headroom_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"histograms\x18\b \x01(\bR\n" +
 	"histograms\x12#\n" +
-	"\rstored_blocks\x18\t \x01(\bR\fstoredBlocks\"\xda\x01\n" +
+	"\rstored_blocks\x18\t \x01(\bR\fstoredBlocks\x12 \n" +
+	"\fto_raw_floor\x18\n" +
+	" \x01(\bR\n" +
+	"toRawFloor\"\xfc\x01\n" +
 	"\fRollupSeries\x122\n" +
 	"\x06labels\x18\x01 \x03(\v2\x1a.headroom.cluster.v1.LabelR\x06labels\x12#\n" +
 	"\rcolumn_blocks\x18\x02 \x03(\fR\fcolumnBlocks\x12#\n" +
 	"\rsketch_blocks\x18\x03 \x03(\fR\fsketchBlocks\x12)\n" +
 	"\x10histogram_blocks\x18\x04 \x03(\fR\x0fhistogramBlocks\x12!\n" +
-	"\fblock_starts\x18\x05 \x03(\x03R\vblockStarts\"f\n" +
+	"\fblock_starts\x18\x05 \x03(\x03R\vblockStarts\x12 \n" +
+	"\fraw_floor_ms\x18\x06 \x01(\x03R\n" +
+	"rawFloorMs\"f\n" +
 	"\x0eRollupResponse\x129\n" +
 	"\x06series\x18\x01 \x03(\v2!.headroom.cluster.v1.RollupSeriesR\x06series\x12\x19\n" +
 	"\braw_days\x18\x02 \x01(\x03R\arawDays\"q\n" +
