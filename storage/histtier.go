@@ -247,10 +247,10 @@ func writeHistBlock(b *pebble.Batch, t *tierState, key []byte, id uint64, ls ser
 // from its raw samples.
 func (db *DB) EachHistRollup(tier int, mint, maxt int64, shard, shards int, ms []*series.Matcher, f func(series.Labels, []rollup.HistBucket) error) (RollupRead, error) {
 	var rr RollupRead
-	if tier < 0 || tier >= len(db.tiers) {
-		return rr, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	t, err := db.tierAt(tier)
+	if err != nil {
+		return rr, err
 	}
-	t := db.tiers[tier]
 	if mint > maxt || !db.hasHist.Load() {
 		return rr, nil
 	}

@@ -93,8 +93,9 @@ func eachBlock(t *tierState, n int, start func(i int) int64, before int64, f fun
 // blocks under (cpMu): a block is read, spliced and written by one of
 // them at a time.
 func (db *DB) importBlocks(tier, n int, ls func(i int) series.Labels, write func(b *pebble.Batch, t *tierState, i int, id uint64) error) error {
-	if tier < 0 || tier >= len(db.tiers) {
-		return fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	t, err := db.tierAt(tier)
+	if err != nil {
+		return err
 	}
 	if n == 0 {
 		return nil
@@ -137,7 +138,7 @@ func (db *DB) importBlocks(tier, n int, ls func(i int) series.Labels, write func
 			}
 			created[s] = true
 		}
-		if err := write(b, db.tiers[tier], i, s.id); err != nil {
+		if err := write(b, t, i, s.id); err != nil {
 			return err
 		}
 	}

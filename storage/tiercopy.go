@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,10 +28,10 @@ import (
 // it. Without, f gets maxt+1.
 func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches, toFloor bool, shard, shards int, ms []*series.Matcher, f func(ls series.Labels, floor int64, blocks []rollup.StoredBlock) error) (RollupRead, error) {
 	var rr RollupRead
-	if tier < 0 || tier >= len(db.tiers) {
-		return rr, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	t, err := db.tierAt(tier)
+	if err != nil {
+		return rr, err
 	}
-	t := db.tiers[tier]
 	if sketches && !t.sketches {
 		return rr, fmt.Errorf("%w: the %v tier keeps no quantile sketches", series.ErrInvalid, t.Resolution)
 	}
@@ -95,32 +94,23 @@ func (db *DB) EachStoredRollup(tier int, mint, maxt int64, sketches, toFloor boo
 				if p*t.span >= floor {
 					break
 				}
-				r.key = rollupKey(r.key[:0], t.idx, uint32(p), id, p*t.span)
-				it := r.colIts[pi]
-				if !seekForward(it, r.key) || !bytes.Equal(it.Key(), r.key) {
-					if err := it.Error(); err != nil {
-						return rr, err
-					}
+				col, sk, found, err := r.stored(pi, id, sketches)
+				if err != nil {
+					return rr, err
+				}
+				if !found {
 					continue
 				}
-				b := rollup.StoredBlock{Start: p * t.span}
-				at := len(arena)
-				arena = append(arena, it.Value()...)
-				bounds = append(bounds, [2]int{at, len(arena)})
+				vs := [][]byte{col}
 				if sketches {
-					r.sk = sketchKey(r.sk[:0], r.key)
-					sit := r.skIts[pi]
-					if !seekForward(sit, r.sk) || !bytes.Equal(sit.Key(), r.sk) {
-						if err := sit.Error(); err != nil {
-							return rr, err
-						}
-						return rr, fmt.Errorf("series %d: %v block %d: %w: no sketch block", id, t.Resolution, p, rollup.ErrCorrupt)
-					}
+					vs = append(vs, sk)
+				}
+				for _, v := range vs {
 					at := len(arena)
-					arena = append(arena, sit.Value()...)
+					arena = append(arena, v...)
 					bounds = append(bounds, [2]int{at, len(arena)})
 				}
-				out = append(out, b)
+				out = append(out, rollup.StoredBlock{Start: p * t.span})
 			}
 		} else {
 			// Computed as a read computes them, then encoded a block at

@@ -138,10 +138,10 @@ func (hc *headCopy) samples(mint, maxt int64) ([]series.Sample, error) {
 // samples that came since to them), the way the downsampler will.
 func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards int, ms []*series.Matcher, f func(series.Labels, *rollup.Columns) error) (RollupRead, error) {
 	var rr RollupRead
-	if tier < 0 || tier >= len(db.tiers) {
-		return rr, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	t, err := db.tierAt(tier)
+	if err != nil {
+		return rr, err
 	}
-	t := db.tiers[tier]
 	if mint > maxt {
 		return rr, nil
 	}
@@ -193,6 +193,14 @@ func (db *DB) EachRollup(tier int, mint, maxt int64, cols uint, shard, shards in
 		}
 	}
 	return rr, nil
+}
+
+// tierAt is tier (an index into Options.Tiers), or an error naming it.
+func (db *DB) tierAt(tier int) (*tierState, error) {
+	if tier < 0 || tier >= len(db.tiers) {
+		return nil, fmt.Errorf("%w: no rollup tier %d (%d configured)", series.ErrInvalid, tier, len(db.tiers))
+	}
+	return db.tiers[tier], nil
 }
 
 // headCopies copies what the head holds of series ids in [lo, hi] that
@@ -337,32 +345,48 @@ func (r *tierReader) close() {
 func (r *tierReader) blocks(c *rollup.Columns, id uint64, cols uint) error {
 	t := r.t
 	for pi, p := range r.parts {
-		r.key = rollupKey(r.key[:0], t.idx, uint32(p), id, p*t.span)
-		it := r.colIts[pi]
-		if !seekForward(it, r.key) || !bytes.Equal(it.Key(), r.key) {
-			if err := it.Error(); err != nil {
-				return err
-			}
+		col, sk, found, err := r.stored(pi, id, cols&rollup.ColSketch != 0)
+		if err != nil {
+			return err
+		}
+		if !found {
 			continue
 		}
-		if err := rollup.DecodeColumns(c, it.Value(), cols); err != nil {
+		if err := rollup.DecodeColumns(c, col, cols); err != nil {
 			return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 		}
-		if cols&rollup.ColSketch != 0 {
-			r.sk = sketchKey(r.sk[:0], r.key)
-			it := r.skIts[pi]
-			if !seekForward(it, r.sk) || !bytes.Equal(it.Key(), r.sk) {
-				if err := it.Error(); err != nil {
-					return err
-				}
-				return fmt.Errorf("series %d: %v block %d: %w: no sketch block", id, t.Resolution, p, rollup.ErrCorrupt)
-			}
-			if err := rollup.DecodeSketches(c, it.Value()); err != nil {
+		if sk != nil {
+			if err := rollup.DecodeSketches(c, sk); err != nil {
 				return fmt.Errorf("series %d: %v block %d: %w", id, t.Resolution, p, err)
 			}
 		}
 	}
 	return nil
+}
+
+// stored returns series id's column block of the reader's pi-th
+// partition as the store keeps it, and its sketch block with sketches;
+// found is false when the series has no block there. The bytes are the
+// iterators': valid until they move.
+func (r *tierReader) stored(pi int, id uint64, sketches bool) (col, sk []byte, found bool, err error) {
+	t, p := r.t, r.parts[pi]
+	r.key = rollupKey(r.key[:0], t.idx, uint32(p), id, p*t.span)
+	it := r.colIts[pi]
+	if !seekForward(it, r.key) || !bytes.Equal(it.Key(), r.key) {
+		return nil, nil, false, it.Error()
+	}
+	if !sketches {
+		return it.Value(), nil, true, nil
+	}
+	r.sk = sketchKey(r.sk[:0], r.key)
+	sit := r.skIts[pi]
+	if !seekForward(sit, r.sk) || !bytes.Equal(sit.Key(), r.sk) {
+		if err := sit.Error(); err != nil {
+			return nil, nil, false, err
+		}
+		return nil, nil, false, fmt.Errorf("series %d: %v block %d: %w: no sketch block", id, t.Resolution, p, rollup.ErrCorrupt)
+	}
+	return it.Value(), sit.Value(), true, nil
 }
 
 // pendingDays returns the days of series id in the range that the tier
